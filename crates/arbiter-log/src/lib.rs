@@ -1,0 +1,37 @@
+//! Arbiter's decision log: every authorization decision becomes a durable,
+//! tamper-evident record.
+//!
+//! - [`record`]: the schema-1 [`DecisionRecord`], its canonical encoding and
+//!   context redaction;
+//! - [`merkle`]: RFC 6962/9162 Merkle tree, proofs and verifiers;
+//! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
+//! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
+//! - [`writer`]: the live [`Log`] (group commit, checkpoints, proofs);
+//! - [`verify`]: offline verification of a directory or a proof.
+//!
+//! Pure and synchronous: no async runtime, no network, no policy engine.
+
+pub mod canonical;
+pub mod checkpoint;
+pub mod merkle;
+pub mod record;
+pub mod segment;
+pub mod store;
+pub mod verify;
+pub mod writer;
+
+pub use canonical::{CanonicalError, canonical_json, sha256_digest as context_digest};
+pub use checkpoint::{Checkpoint, CheckpointError, KeyPair, PublicKey};
+pub use merkle::{
+    Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,
+    verify_inclusion,
+};
+pub use record::{DecisionRecord, EntityRef, Outcome, RecordError, SubjectRef, redact};
+pub use store::{LogError, OpenReport, RecordIter, read_records};
+pub use verify::{
+    Problem, ProblemKind, VerifyError, VerifyReport, check_consistency, check_proof, verify_dir,
+};
+pub use writer::{
+    AppendCallback, Appended, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
+    InclusionProofBundle, Log, LogOptions, Ticket,
+};

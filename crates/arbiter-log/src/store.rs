@@ -1,0 +1,436 @@
+//! Opening a log directory: scanning segments, rebuilding the Merkle tree and
+//! indexes, recovering from a torn tail, and reading records back.
+//!
+//! Recovery is deliberately narrow: only bytes that can never have been
+//! acknowledged (a torn final frame of the last segment or of
+//! `checkpoints.log`) are cut off. Anything else that does not parse — and a
+//! cut that would leave the log shorter than its latest checkpoint — makes
+//! `open` fail with the segment, offset and index, for `verify` to report.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, sync_dir};
+use crate::merkle::{MerkleTree, ProofError, leaf_hash};
+use crate::record::{DecisionRecord, RecordError};
+use crate::segment::{self, CHECKPOINTS_FILE, FrameIter, Scan};
+
+/// Errors from the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Filesystem error.
+    #[error("cannot access `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The on-disk log is damaged somewhere other than a torn tail.
+    #[error("corrupt log segment `{segment}` at offset {offset} (record {index}): {reason}")]
+    Corrupt {
+        /// The file.
+        segment: PathBuf,
+        /// Byte offset of the bad frame.
+        offset: u64,
+        /// Record index (or checkpoint number in `checkpoints.log`).
+        index: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Fewer records than the latest checkpoint covers.
+    #[error("log has {records} records but its latest checkpoint covers {checkpoint_size}")]
+    TruncatedBehindCheckpoint {
+        /// Records found.
+        records: u64,
+        /// Size in the checkpoint.
+        checkpoint_size: u64,
+    },
+    /// The latest checkpoint does not match the records.
+    #[error("latest checkpoint (size {size}) does not match the records: {reason}")]
+    CheckpointMismatch {
+        /// Its tree size.
+        size: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The directory holds another node's log.
+    #[error("log belongs to node `{found}`, not `{expected}`")]
+    NodeMismatch {
+        /// Node id in the records.
+        found: String,
+        /// Configured node id.
+        expected: String,
+    },
+    /// Key or checkpoint problem.
+    #[error(transparent)]
+    Key(#[from] CheckpointError),
+    /// Record encoding problem.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Proof problem.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// The log failed earlier and accepts no more writes.
+    #[error("log has failed: {0}")]
+    Failed(String),
+    /// The log was shut down.
+    #[error("log is shut down")]
+    ShutDown,
+    /// No record with this decision id.
+    #[error("no record with decision id `{0}`")]
+    NotFound(String),
+    /// Invalid option or argument.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Records in the log after recovery.
+    pub records: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes cut from the end of the last segment (a torn, unacknowledged
+    /// tail).
+    pub truncated_tail_bytes: u64,
+    /// Bytes cut from the end of `checkpoints.log`.
+    pub truncated_checkpoint_bytes: u64,
+    /// Checkpoints found.
+    pub checkpoints: u64,
+    /// The latest checkpoint.
+    pub latest_checkpoint: Option<Checkpoint>,
+}
+
+/// Everything rebuilt from disk.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub tree: MerkleTree,
+    pub index: HashMap<String, u64>,
+    /// Byte offset of each record's frame within its segment.
+    pub offsets: Vec<u64>,
+    /// First index of each segment, ascending.
+    pub segment_starts: Vec<u64>,
+    pub last_ts_us: i64,
+    pub node_id: Option<String>,
+    pub latest_checkpoint: Option<Checkpoint>,
+    /// Size of the last segment after recovery.
+    pub last_segment_len: u64,
+    pub report: OpenReport,
+}
+
+struct Cut {
+    path: PathBuf,
+    at: u64,
+    bytes: u64,
+}
+
+/// Scans `dir` and rebuilds state; truncates torn tails.
+pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
+    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    let segs = segment::list_segments(dir).map_err(io_at(dir))?;
+    let mut st = Loaded {
+        tree: MerkleTree::new(),
+        ..Loaded::default()
+    };
+    let mut cuts: Vec<Cut> = Vec::new();
+    let nsegs = segs.len();
+    for (si, (first, path)) in segs.iter().enumerate() {
+        let count = st.tree.size();
+        if *first != count {
+            return Err(LogError::Corrupt {
+                segment: path.clone(),
+                offset: 0,
+                index: count,
+                reason: format!("segment starts at record {first}, expected {count}"),
+            });
+        }
+        st.segment_starts.push(*first);
+        let buf = fs::read(path).map_err(io_at(path))?;
+        let last = si + 1 == nsegs;
+        let mut len = buf.len() as u64;
+        for scan in FrameIter::new(&buf) {
+            match scan {
+                Scan::Frame { offset, payload } => {
+                    let index = st.tree.size();
+                    let corrupt = |reason: String| LogError::Corrupt {
+                        segment: path.clone(),
+                        offset: offset as u64,
+                        index,
+                        reason,
+                    };
+                    let rec = DecisionRecord::from_canonical_bytes(payload)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    if rec.seq != index {
+                        return Err(corrupt(format!("record has seq {}", rec.seq)));
+                    }
+                    if rec.ts_us < st.last_ts_us {
+                        return Err(corrupt("timestamp goes backwards".to_string()));
+                    }
+                    match &st.node_id {
+                        None => st.node_id = Some(rec.node_id.clone()),
+                        Some(n) if *n != rec.node_id => {
+                            return Err(corrupt(format!("record from node `{}`", rec.node_id)));
+                        }
+                        Some(_) => {}
+                    }
+                    st.last_ts_us = rec.ts_us;
+                    st.tree.push(leaf_hash(payload));
+                    st.index.entry(rec.decision_id).or_insert(index);
+                    st.offsets.push(offset as u64);
+                }
+                Scan::Bad {
+                    offset,
+                    error,
+                    torn,
+                } => {
+                    if last && torn {
+                        cuts.push(Cut {
+                            path: path.clone(),
+                            at: offset as u64,
+                            bytes: buf.len() as u64 - offset as u64,
+                        });
+                        st.report.truncated_tail_bytes = buf.len() as u64 - offset as u64;
+                        len = offset as u64;
+                    } else {
+                        return Err(LogError::Corrupt {
+                            segment: path.clone(),
+                            offset: offset as u64,
+                            index: st.tree.size(),
+                            reason: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        if last {
+            st.last_segment_len = len;
+        }
+    }
+    // Checkpoints.
+    let cp_path = dir.join(CHECKPOINTS_FILE);
+    match fs::read(&cp_path) {
+        Ok(buf) => {
+            let mut n = 0u64;
+            for scan in FrameIter::new(&buf) {
+                match scan {
+                    Scan::Frame { offset, payload } => {
+                        let cp = Checkpoint::from_json(payload).map_err(|e| LogError::Corrupt {
+                            segment: cp_path.clone(),
+                            offset: offset as u64,
+                            index: n,
+                            reason: e.to_string(),
+                        })?;
+                        st.latest_checkpoint = Some(cp);
+                        n += 1;
+                    }
+                    Scan::Bad {
+                        offset,
+                        error,
+                        torn,
+                    } => {
+                        if torn {
+                            let bytes = buf.len() as u64 - offset as u64;
+                            cuts.push(Cut {
+                                path: cp_path.clone(),
+                                at: offset as u64,
+                                bytes,
+                            });
+                            st.report.truncated_checkpoint_bytes = bytes;
+                        } else {
+                            return Err(LogError::Corrupt {
+                                segment: cp_path.clone(),
+                                offset: offset as u64,
+                                index: n,
+                                reason: error.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            st.report.checkpoints = n;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(LogError::Io {
+                path: cp_path,
+                source: e,
+            });
+        }
+    }
+    // The latest checkpoint must be covered by, and agree with, the records.
+    if let Some(cp) = &st.latest_checkpoint {
+        let records = st.tree.size();
+        if cp.tree_size > records {
+            return Err(LogError::TruncatedBehindCheckpoint {
+                records,
+                checkpoint_size: cp.tree_size,
+            });
+        }
+        let want = cp.root().map_err(LogError::Key)?;
+        let have = st.tree.root_at(cp.tree_size)?;
+        if want != have {
+            return Err(LogError::CheckpointMismatch {
+                size: cp.tree_size,
+                reason: "root hash differs from the recomputed tree".to_string(),
+            });
+        }
+    }
+    // Only now, with nothing else wrong, cut the torn tails.
+    for cut in &cuts {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&cut.path)
+            .map_err(io_at(&cut.path))?;
+        f.set_len(cut.at).map_err(io_at(&cut.path))?;
+        f.sync_all().map_err(io_at(&cut.path))?;
+        let _ = cut.bytes;
+    }
+    if !cuts.is_empty() {
+        sync_dir(dir).map_err(io_at(dir))?;
+    }
+    st.report.records = st.tree.size();
+    st.report.segments = nsegs;
+    st.report.latest_checkpoint = st.latest_checkpoint.clone();
+    Ok(st)
+}
+
+/// Reads the record frame at `offset` of `path`.
+pub(crate) fn read_record_at(
+    path: &Path,
+    offset: u64,
+) -> Result<(DecisionRecord, Vec<u8>), LogError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(io_at(path))?;
+    f.seek(SeekFrom::Start(offset)).map_err(io_at(path))?;
+    let mut header = [0u8; segment::HEADER_LEN];
+    f.read_exact(&mut header).map_err(io_at(path))?;
+    let [l0, l1, l2, l3, ..] = header;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if len == 0 || len > segment::MAX_PAYLOAD {
+        return Err(LogError::Corrupt {
+            segment: path.to_path_buf(),
+            offset,
+            index: 0,
+            reason: "bad frame length".to_string(),
+        });
+    }
+    let mut frame = header.to_vec();
+    frame.resize(segment::HEADER_LEN + len, 0);
+    f.read_exact(&mut frame[segment::HEADER_LEN..])
+        .map_err(io_at(path))?;
+    let (payload, _) = segment::parse_frame(&frame, 0).map_err(|e| LogError::Corrupt {
+        segment: path.to_path_buf(),
+        offset,
+        index: 0,
+        reason: e.to_string(),
+    })?;
+    let rec = DecisionRecord::from_canonical_bytes(payload)?;
+    Ok((rec, payload.to_vec()))
+}
+
+/// Iterates the records of a log directory in order, for tail, query and
+/// export. Works on a live log: an incomplete final frame is treated as the
+/// end. Any other problem is yielded once as an error, then iteration stops.
+pub fn read_records(dir: &Path) -> Result<RecordIter, LogError> {
+    let segs = segment::list_segments(dir).map_err(io_at(dir))?;
+    Ok(RecordIter {
+        segs,
+        seg: 0,
+        buf: Vec::new(),
+        off: 0,
+        index: 0,
+        done: false,
+    })
+}
+
+/// Iterator returned by [`read_records`].
+#[derive(Debug)]
+pub struct RecordIter {
+    segs: Vec<(u64, PathBuf)>,
+    seg: usize,
+    buf: Vec<u8>,
+    off: usize,
+    index: u64,
+    done: bool,
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<(u64, DecisionRecord), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.off >= self.buf.len() {
+                // next segment
+                let Some((_, path)) = self.segs.get(self.seg) else {
+                    self.done = true;
+                    return None;
+                };
+                let path = path.clone();
+                self.seg += 1;
+                match fs::read(&path) {
+                    Ok(b) => {
+                        self.buf = b;
+                        self.off = 0;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(LogError::Io { path, source: e }));
+                    }
+                }
+            }
+            let last = self.seg == self.segs.len();
+            let path = self
+                .segs
+                .get(self.seg.wrapping_sub(1))
+                .map(|s| s.1.clone())
+                .unwrap_or_default();
+            let offset = self.off;
+            match segment::parse_frame(&self.buf, offset) {
+                Ok((payload, next)) => {
+                    self.off = next;
+                    let index = self.index;
+                    self.index += 1;
+                    return Some(match DecisionRecord::from_canonical_bytes(payload) {
+                        Ok(r) => Ok((index, r)),
+                        Err(e) => {
+                            self.done = true;
+                            Err(LogError::Corrupt {
+                                segment: path,
+                                offset: offset as u64,
+                                index,
+                                reason: e.to_string(),
+                            })
+                        }
+                    });
+                }
+                Err(err) => {
+                    self.done = true;
+                    if last && segment::is_torn_tail(&self.buf, offset, err) {
+                        return None;
+                    }
+                    return Some(Err(LogError::Corrupt {
+                        segment: path,
+                        offset: offset as u64,
+                        index: self.index,
+                        reason: err.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,886 @@
+//! The live log: a single writer thread doing group commit, periodic signed
+//! checkpoints, fail-stop error handling, and the proof/read API.
+//!
+//! Callers encode, hash and frame their record on their own thread (in
+//! `append`, under the queue lock so that queue order equals `seq` order);
+//! the writer thread then drains the whole queue, issues one `write_all` and
+//! one `sync_data` for the batch, and completes every callback. Any I/O error
+//! fails the log permanently: fsync is never retried, because after a failed
+//! fsync the kernel may have dropped the dirty pages and a later "successful"
+//! fsync would lie.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
+use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::record::{DecisionRecord, now_us};
+use crate::segment::{self, CHECKPOINTS_FILE};
+use crate::store::{self, LogError, OpenReport, io_at};
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the batch's `sync_data` returned Ok (default).
+    #[default]
+    Sync,
+    /// After `write` returned; a background flush syncs every
+    /// [`LogOptions::async_sync_every`]. A crash can lose acknowledged
+    /// records: this trades durability for latency. Checkpoints still only
+    /// ever cover synced records.
+    Async,
+}
+
+/// Where a fault can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before writing a batch of frames to a segment.
+    SegmentWrite,
+    /// Before `sync_data` on a segment.
+    SegmentSync,
+    /// Before creating a new segment.
+    SegmentRoll,
+    /// Before writing a checkpoint frame.
+    CheckpointWrite,
+    /// Before `sync_data` on `checkpoints.log`.
+    CheckpointSync,
+}
+
+/// A fault-injection hook: return `Err` to make that operation fail.
+pub type FaultHook = Arc<dyn Fn(FaultPoint) -> io::Result<()> + Send + Sync>;
+
+/// A ready-made fault switch for tests: flip `fail_next_write` or
+/// `fail_next_sync` and the next such operation fails once with an I/O error.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSwitch {
+    /// Fail the next segment or checkpoint write.
+    pub fail_next_write: Arc<AtomicBool>,
+    /// Fail the next segment or checkpoint sync.
+    pub fail_next_sync: Arc<AtomicBool>,
+}
+
+impl FaultSwitch {
+    /// A new switch with both flags off.
+    pub fn new() -> Self {
+        FaultSwitch::default()
+    }
+
+    /// The hook to put in [`LogOptions::fault`].
+    pub fn hook(&self) -> FaultHook {
+        let w = self.fail_next_write.clone();
+        let s = self.fail_next_sync.clone();
+        Arc::new(move |p| {
+            let flag = match p {
+                FaultPoint::SegmentWrite | FaultPoint::CheckpointWrite => &w,
+                FaultPoint::SegmentSync | FaultPoint::CheckpointSync => &s,
+                FaultPoint::SegmentRoll => return Ok(()),
+            };
+            if flag.swap(false, Ordering::SeqCst) {
+                Err(io::Error::other(format!("injected fault at {p:?}")))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Options for [`Log::open`].
+#[derive(Clone)]
+pub struct LogOptions {
+    /// This node's id, written into every record and checkpoint.
+    pub node_id: String,
+    /// When appends are acknowledged.
+    pub durability: Durability,
+    /// Write a checkpoint after this many new records (default 1000).
+    pub checkpoint_every_records: u64,
+    /// Write a checkpoint at least this often, also when idle (default 1 s).
+    pub checkpoint_every: Duration,
+    /// Roll to a new segment beyond this many bytes (default 64 MiB).
+    pub segment_bytes: u64,
+    /// In [`Durability::Async`], sync at least this often (default 200 ms).
+    pub async_sync_every: Duration,
+    /// Directory of `log-signing.key`; default: the log directory.
+    pub key_dir: Option<PathBuf>,
+    /// Fault injection for tests.
+    pub fault: Option<FaultHook>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            node_id: "node-0".to_string(),
+            durability: Durability::Sync,
+            checkpoint_every_records: 1000,
+            checkpoint_every: Duration::from_secs(1),
+            segment_bytes: 64 << 20,
+            async_sync_every: Duration::from_millis(200),
+            key_dir: None,
+            fault: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("node_id", &self.node_id)
+            .field("durability", &self.durability)
+            .field("checkpoint_every_records", &self.checkpoint_every_records)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("async_sync_every", &self.async_sync_every)
+            .field("key_dir", &self.key_dir)
+            .field("fault", &self.fault.is_some())
+            .finish()
+    }
+}
+
+/// A successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The record's `seq`.
+    pub seq: u64,
+    /// Its Merkle leaf index (equal to `seq`).
+    pub leaf_index: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// Completion callback for [`Log::append`].
+pub type AppendCallback = Box<dyn FnOnce(Result<Appended, LogError>) + Send>;
+
+/// Log health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Accepting writes.
+    Healthy,
+    /// A write or sync failed; the log accepts nothing more until reopened.
+    Failed {
+        /// The first error.
+        reason: String,
+    },
+    /// Shut down.
+    ShutDown,
+}
+
+/// A pending append you can block on.
+#[derive(Debug)]
+pub struct Ticket {
+    rx: mpsc::Receiver<Result<Appended, LogError>>,
+}
+
+impl Ticket {
+    /// Blocks until the append completes.
+    pub fn wait(self) -> Result<Appended, LogError> {
+        self.rx.recv().unwrap_or(Err(LogError::ShutDown))
+    }
+}
+
+/// Everything needed to check a record's inclusion offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InclusionProofBundle {
+    /// The record (its canonical JSON parsed as a value).
+    pub record: serde_json::Value,
+    /// Leaf index.
+    pub leaf_index: u64,
+    /// Tree size the proof is for (= `checkpoint.tree_size`).
+    pub tree_size: u64,
+    /// Leaf hash, hex.
+    pub leaf_hash: String,
+    /// Audit path, hex, leaf upwards.
+    pub proof: Vec<String>,
+    /// The signed checkpoint the proof is against.
+    pub checkpoint: Checkpoint,
+    /// The log's public key, hex.
+    pub public_key: String,
+}
+
+struct Pending {
+    frame: Vec<u8>,
+    seq: u64,
+    leaf: Hash,
+    decision_id: String,
+    done: AppendCallback,
+}
+
+struct Queue {
+    items: Vec<Pending>,
+    next_seq: u64,
+    last_ts_us: i64,
+    health: Health,
+    shutdown: bool,
+    cp_requests: Vec<mpsc::Sender<Result<Checkpoint, LogError>>>,
+}
+
+struct Shared {
+    tree: MerkleTree,
+    index: HashMap<String, u64>,
+    offsets: Vec<u64>,
+    segment_starts: Vec<u64>,
+    latest: Option<Checkpoint>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: LogOptions,
+    key: KeyPair,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    shared: RwLock<Shared>,
+}
+
+/// An open, append-only decision log.
+pub struct Log {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`: recovers a torn tail,
+    /// rebuilds the tree, loads or creates the signing key, and starts the
+    /// writer thread.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<(Log, OpenReport), LogError> {
+        if opts.node_id.is_empty() || opts.node_id.contains('\n') {
+            return Err(LogError::Invalid(format!("node id `{}`", opts.node_id)));
+        }
+        if opts.checkpoint_every.is_zero() {
+            return Err(LogError::Invalid(
+                "checkpoint interval must be positive".to_string(),
+            ));
+        }
+        let loaded = store::load(dir)?;
+        if let Some(found) = &loaded.node_id
+            && *found != opts.node_id
+        {
+            return Err(LogError::NodeMismatch {
+                found: found.clone(),
+                expected: opts.node_id.clone(),
+            });
+        }
+        let key_dir = opts.key_dir.clone().unwrap_or_else(|| dir.to_path_buf());
+        let key = KeyPair::load_or_create(&key_dir)?;
+        if let Some(cp) = &loaded.latest_checkpoint {
+            cp.verify(&key.public_key())
+                .map_err(|e| LogError::CheckpointMismatch {
+                    size: cp.tree_size,
+                    reason: e.to_string(),
+                })?;
+        }
+        let mut starts = loaded.segment_starts.clone();
+        let size = loaded.tree.size();
+        let (seg_path, seg_len) = match starts.last() {
+            Some(first) => (
+                dir.join(segment::segment_name(*first)),
+                loaded.last_segment_len,
+            ),
+            None => {
+                starts.push(0);
+                (dir.join(segment::segment_name(0)), 0)
+            }
+        };
+        let seg = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&seg_path)
+            .map_err(io_at(&seg_path))?;
+        let cp_path = dir.join(CHECKPOINTS_FILE);
+        let cp_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cp_path)
+            .map_err(io_at(&cp_path))?;
+        sync_dir(dir).map_err(io_at(dir))?;
+        let report = loaded.report.clone();
+        let cp_size = loaded.latest_checkpoint.as_ref().map_or(0, |c| c.tree_size);
+        let last_cp_ts = loaded
+            .latest_checkpoint
+            .as_ref()
+            .map_or(i64::MIN, |c| c.ts_us);
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            key,
+            queue: Mutex::new(Queue {
+                items: Vec::new(),
+                next_seq: size,
+                last_ts_us: loaded.last_ts_us,
+                health: Health::Healthy,
+                shutdown: false,
+                cp_requests: Vec::new(),
+            }),
+            wake: Condvar::new(),
+            shared: RwLock::new(Shared {
+                tree: loaded.tree,
+                index: loaded.index,
+                offsets: loaded.offsets,
+                segment_starts: starts,
+                latest: loaded.latest_checkpoint,
+            }),
+            opts,
+        });
+        let mut w = Writer {
+            inner: inner.clone(),
+            seg,
+            seg_path,
+            seg_len,
+            cp_file,
+            cp_path,
+            cp_size,
+            last_cp_ts,
+            last_cp_at: Instant::now(),
+            dirty: false,
+            last_sync_at: Instant::now(),
+        };
+        // A log that has records not yet covered by a checkpoint (crash before
+        // the checkpoint) gets one right away.
+        if size > cp_size {
+            w.last_cp_at = Instant::now()
+                .checked_sub(inner.opts.checkpoint_every)
+                .unwrap_or_else(Instant::now);
+        }
+        let thread = std::thread::Builder::new()
+            .name("arbiter-log-writer".to_string())
+            .spawn(move || w.run())
+            .map_err(|e| LogError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        Ok((
+            Log {
+                inner,
+                thread: Mutex::new(Some(thread)),
+            },
+            report,
+        ))
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The checkpoint-signing public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.key.public_key()
+    }
+
+    /// Queues `record` and calls `done` when it is durable (or failed).
+    ///
+    /// The log overwrites `seq` (next in sequence) and `node_id` (from the
+    /// options), sets `schema` to 1, and clamps `ts_us` to be no earlier than
+    /// the previous record's (`ts_us == 0` means "now"). `done` runs on the
+    /// writer thread (or, for immediate errors, on the caller's): keep it
+    /// short, e.g. send on a channel.
+    pub fn append(&self, mut record: DecisionRecord, done: AppendCallback) {
+        let mut q = lock(&self.inner.queue);
+        match &q.health {
+            Health::Healthy if !q.shutdown => {}
+            Health::Failed { reason } => {
+                let reason = reason.clone();
+                drop(q);
+                done(Err(LogError::Failed(reason)));
+                return;
+            }
+            _ => {
+                drop(q);
+                done(Err(LogError::ShutDown));
+                return;
+            }
+        }
+        record.schema = crate::record::SCHEMA_VERSION;
+        record.seq = q.next_seq;
+        record.node_id.clone_from(&self.inner.opts.node_id);
+        if record.ts_us == 0 {
+            record.ts_us = now_us();
+        }
+        record.ts_us = record.ts_us.max(q.last_ts_us);
+        let mut frame = Vec::with_capacity(640);
+        frame.extend_from_slice(&[0u8; segment::HEADER_LEN]);
+        if let Err(e) = record.write_canonical(&mut frame) {
+            drop(q);
+            done(Err(LogError::Record(e)));
+            return;
+        }
+        let payload = &frame[segment::HEADER_LEN..];
+        let leaf = leaf_hash(payload);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        if payload.len() > segment::MAX_PAYLOAD {
+            drop(q);
+            done(Err(LogError::Invalid(format!(
+                "record of {} bytes is too large",
+                len
+            ))));
+            return;
+        }
+        let crc = crc32fast::hash(payload);
+        frame[0..4].copy_from_slice(&len.to_le_bytes());
+        frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        q.next_seq += 1;
+        q.last_ts_us = record.ts_us;
+        q.items.push(Pending {
+            frame,
+            seq: record.seq,
+            leaf,
+            decision_id: record.decision_id,
+            done,
+        });
+        drop(q);
+        self.inner.wake.notify_one();
+    }
+
+    /// Queues `record` and returns a [`Ticket`] to wait on.
+    pub fn append_ticket(&self, record: DecisionRecord) -> Ticket {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append(
+            record,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        Ticket { rx }
+    }
+
+    /// Appends and blocks until durable.
+    pub fn append_blocking(&self, record: DecisionRecord) -> Result<Appended, LogError> {
+        self.append_ticket(record).wait()
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        let q = lock(&self.inner.queue);
+        if q.shutdown && q.health == Health::Healthy {
+            return Health::ShutDown;
+        }
+        q.health.clone()
+    }
+
+    /// Whether the log accepts writes.
+    pub fn is_healthy(&self) -> bool {
+        self.health() == Health::Healthy
+    }
+
+    /// The first error that failed the log, if any.
+    pub fn failure(&self) -> Option<String> {
+        match &lock(&self.inner.queue).health {
+            Health::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    fn read_shared(&self) -> std::sync::RwLockReadGuard<'_, Shared> {
+        self.inner.shared.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of committed records (written and, in Sync mode, synced).
+    pub fn tree_size(&self) -> u64 {
+        self.read_shared().tree.size()
+    }
+
+    /// Root over the committed records.
+    pub fn root(&self) -> Hash {
+        self.read_shared().tree.root()
+    }
+
+    /// The latest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.read_shared().latest.clone()
+    }
+
+    /// Asks the writer for a checkpoint covering everything queued so far and
+    /// waits for it.
+    pub fn force_checkpoint(&self) -> Result<Checkpoint, LogError> {
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut q = lock(&self.inner.queue);
+            if let Health::Failed { reason } = &q.health {
+                return Err(LogError::Failed(reason.clone()));
+            }
+            if q.shutdown {
+                return Err(LogError::ShutDown);
+            }
+            q.cp_requests.push(tx);
+        }
+        self.inner.wake.notify_one();
+        rx.recv().unwrap_or(Err(LogError::ShutDown))
+    }
+
+    /// An inclusion proof for `decision_id` against the latest signed
+    /// checkpoint; forces a checkpoint first if the record is newer.
+    pub fn prove(&self, decision_id: &str) -> Result<InclusionProofBundle, LogError> {
+        let (index, mut cp) = {
+            let s = self.read_shared();
+            let index = *s
+                .index
+                .get(decision_id)
+                .ok_or_else(|| LogError::NotFound(decision_id.to_string()))?;
+            (index, s.latest.clone())
+        };
+        if cp.as_ref().is_none_or(|c| c.tree_size <= index) {
+            cp = Some(self.force_checkpoint()?);
+        }
+        let cp = cp.ok_or(LogError::ShutDown)?;
+        let (path, offset, leaf, proof) = {
+            let s = self.read_shared();
+            let proof = s.tree.inclusion_proof(index, cp.tree_size)?;
+            let leaf = s
+                .tree
+                .leaf(index)
+                .ok_or(LogError::NotFound(decision_id.to_string()))?;
+            let (path, offset) = self.locate(&s, index)?;
+            (path, offset, leaf, proof)
+        };
+        let (_, payload) = store::read_record_at(&path, offset)?;
+        if leaf_hash(&payload) != leaf {
+            return Err(LogError::Corrupt {
+                segment: path,
+                offset,
+                index,
+                reason: "record on disk does not match its leaf hash".to_string(),
+            });
+        }
+        let record: serde_json::Value = serde_json::from_slice(&payload)
+            .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
+        Ok(InclusionProofBundle {
+            record,
+            leaf_index: index,
+            tree_size: cp.tree_size,
+            leaf_hash: hex::encode(leaf),
+            proof: proof.iter().map(hex::encode).collect(),
+            checkpoint: cp,
+            public_key: self.inner.key.public_key_hex(),
+        })
+    }
+
+    fn locate(&self, s: &Shared, index: u64) -> Result<(PathBuf, u64), LogError> {
+        let offset = usize::try_from(index)
+            .ok()
+            .and_then(|i| s.offsets.get(i).copied())
+            .ok_or(LogError::Invalid(format!("no record at index {index}")))?;
+        let pos = s.segment_starts.partition_point(|start| *start <= index);
+        let first = pos
+            .checked_sub(1)
+            .and_then(|p| s.segment_starts.get(p))
+            .copied()
+            .unwrap_or(0);
+        Ok((self.inner.dir.join(segment::segment_name(first)), offset))
+    }
+
+    /// The committed record with this decision id (the first one, if the id
+    /// was reused).
+    pub fn get(&self, decision_id: &str) -> Result<Option<DecisionRecord>, LogError> {
+        let (path, offset) = {
+            let s = self.read_shared();
+            let Some(index) = s.index.get(decision_id).copied() else {
+                return Ok(None);
+            };
+            self.locate(&s, index)?
+        };
+        Ok(Some(store::read_record_at(&path, offset)?.0))
+    }
+
+    /// The committed record at `index`.
+    pub fn get_index(&self, index: u64) -> Result<Option<DecisionRecord>, LogError> {
+        let (path, offset) = {
+            let s = self.read_shared();
+            if index >= s.tree.size() {
+                return Ok(None);
+            }
+            self.locate(&s, index)?
+        };
+        Ok(Some(store::read_record_at(&path, offset)?.0))
+    }
+
+    /// A consistency proof from `old` to `new`, both of which must be
+    /// checkpoints of this log.
+    pub fn consistency(&self, old: &Checkpoint, new: &Checkpoint) -> Result<Vec<Hash>, LogError> {
+        let s = self.read_shared();
+        for cp in [old, new] {
+            let have = s.tree.root_at(cp.tree_size)?;
+            if have != cp.root()? {
+                return Err(LogError::CheckpointMismatch {
+                    size: cp.tree_size,
+                    reason: "root differs from this log".to_string(),
+                });
+            }
+        }
+        Ok(s.tree.consistency_proof(old.tree_size, new.tree_size)?)
+    }
+
+    /// Drains the queue, syncs, writes a final checkpoint and stops the
+    /// writer thread. Later appends fail with [`LogError::ShutDown`].
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        {
+            let mut q = lock(&self.inner.queue);
+            q.shutdown = true;
+        }
+        self.inner.wake.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        match &lock(&self.inner.queue).health {
+            Health::Failed { reason } => Err(LogError::Failed(reason.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    seg: File,
+    seg_path: PathBuf,
+    seg_len: u64,
+    cp_file: File,
+    cp_path: PathBuf,
+    cp_size: u64,
+    last_cp_ts: i64,
+    last_cp_at: Instant,
+    dirty: bool,
+    last_sync_at: Instant,
+}
+
+impl Writer {
+    fn fault(&self, p: FaultPoint) -> io::Result<()> {
+        match &self.inner.opts.fault {
+            Some(h) => h(p),
+            None => Ok(()),
+        }
+    }
+
+    fn run(mut self) {
+        let opts = self.inner.opts.clone();
+        let mut batch: Vec<Pending> = Vec::new();
+        loop {
+            let (cp_reqs, shutdown) = {
+                let mut q = lock(&self.inner.queue);
+                loop {
+                    if !q.items.is_empty() || !q.cp_requests.is_empty() || q.shutdown {
+                        break;
+                    }
+                    let mut deadline = self.last_cp_at + opts.checkpoint_every;
+                    if self.dirty {
+                        deadline = deadline.min(self.last_sync_at + opts.async_sync_every);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    q = self
+                        .inner
+                        .wake
+                        .wait_timeout(q, deadline - now)
+                        .map_or_else(|e| e.into_inner().0, |r| r.0);
+                }
+                std::mem::swap(&mut batch, &mut q.items);
+                (std::mem::take(&mut q.cp_requests), q.shutdown)
+            };
+            if !batch.is_empty() {
+                let n = batch.len();
+                match self.write_batch(&batch) {
+                    Ok(offsets) => {
+                        {
+                            let mut s =
+                                self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
+                            for (p, off) in batch.iter_mut().zip(offsets) {
+                                let idx = s.tree.push(p.leaf);
+                                s.offsets.push(off);
+                                let id = std::mem::take(&mut p.decision_id);
+                                s.index.entry(id).or_insert(idx);
+                            }
+                        }
+                        for p in batch.drain(..) {
+                            (p.done)(Ok(Appended {
+                                seq: p.seq,
+                                leaf_index: p.seq,
+                                leaf_hash: p.leaf,
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot write {n} records: {e}");
+                        self.fail(reason, &mut batch, cp_reqs);
+                        return;
+                    }
+                }
+            }
+            let now = Instant::now();
+            let size = self
+                .inner
+                .shared
+                .read()
+                .map_or_else(|e| e.into_inner().tree.size(), |s| s.tree.size());
+            let due = !cp_reqs.is_empty()
+                || size - self.cp_size >= opts.checkpoint_every_records.max(1)
+                || now >= self.last_cp_at + opts.checkpoint_every
+                || (shutdown && size != self.cp_size);
+            if due {
+                match self.checkpoint() {
+                    Ok(cp) => {
+                        for r in cp_reqs {
+                            let _ = r.send(Ok(cp.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(format!("cannot write checkpoint: {e}"), &mut batch, cp_reqs);
+                        return;
+                    }
+                }
+            } else if self.dirty && (shutdown || now >= self.last_sync_at + opts.async_sync_every) {
+                if let Err(e) = self.sync_segment() {
+                    self.fail(format!("cannot sync segment: {e}"), &mut batch, cp_reqs);
+                    return;
+                }
+            }
+            if shutdown {
+                let q = lock(&self.inner.queue);
+                if q.items.is_empty() && q.cp_requests.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Marks the log failed and fails everything pending.
+    fn fail(
+        &mut self,
+        reason: String,
+        batch: &mut Vec<Pending>,
+        cp_reqs: Vec<mpsc::Sender<Result<Checkpoint, LogError>>>,
+    ) {
+        let (rest, more_cp) = {
+            let mut q = lock(&self.inner.queue);
+            if q.health == Health::Healthy {
+                q.health = Health::Failed {
+                    reason: reason.clone(),
+                };
+            }
+            (
+                std::mem::take(&mut q.items),
+                std::mem::take(&mut q.cp_requests),
+            )
+        };
+        for p in batch.drain(..).chain(rest) {
+            (p.done)(Err(LogError::Failed(reason.clone())));
+        }
+        for r in cp_reqs.into_iter().chain(more_cp) {
+            let _ = r.send(Err(LogError::Failed(reason.clone())));
+        }
+    }
+
+    fn sync_segment(&mut self) -> io::Result<()> {
+        self.fault(FaultPoint::SegmentSync)?;
+        self.seg.sync_data()?;
+        self.dirty = false;
+        self.last_sync_at = Instant::now();
+        Ok(())
+    }
+
+    /// Writes the batch (rolling segments as needed) with one write and, in
+    /// Sync mode, one sync per segment touched. Returns each frame's offset.
+    fn write_batch(&mut self, batch: &[Pending]) -> io::Result<Vec<u64>> {
+        let limit = self.inner.opts.segment_bytes.max(1);
+        let total: usize = batch.iter().map(|p| p.frame.len()).sum();
+        let mut buf = Vec::with_capacity(total.min(64 << 20));
+        let mut offsets = Vec::with_capacity(batch.len());
+        for p in batch {
+            let pending = self.seg_len + buf.len() as u64;
+            if pending > 0 && pending + p.frame.len() as u64 > limit {
+                self.flush(&mut buf)?;
+                self.sync_segment()?;
+                self.roll(p.seq)?;
+            }
+            offsets.push(self.seg_len + buf.len() as u64);
+            buf.extend_from_slice(&p.frame);
+        }
+        self.flush(&mut buf)?;
+        match self.inner.opts.durability {
+            Durability::Sync => self.sync_segment()?,
+            Durability::Async => {}
+        }
+        Ok(offsets)
+    }
+
+    fn flush(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.fault(FaultPoint::SegmentWrite)?;
+        self.dirty = true;
+        self.seg.write_all(buf)?;
+        self.seg_len += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    }
+
+    fn roll(&mut self, first: u64) -> io::Result<()> {
+        self.fault(FaultPoint::SegmentRoll)?;
+        let path = self.inner.dir.join(segment::segment_name(first));
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(&self.inner.dir)?;
+        self.seg = f;
+        self.seg_path = path;
+        self.seg_len = 0;
+        {
+            let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
+            s.segment_starts.push(first);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<Checkpoint, LogError> {
+        if self.dirty {
+            self.sync_segment().map_err(io_at(&self.seg_path))?;
+        }
+        let (size, root) = {
+            let s = self.inner.shared.read().unwrap_or_else(|e| e.into_inner());
+            (s.tree.size(), s.tree.root())
+        };
+        let ts = now_us().max(self.last_cp_ts);
+        let cp = Checkpoint::sign(&self.inner.opts.node_id, size, &root, ts, &self.inner.key)?;
+        let mut frame = Vec::with_capacity(400);
+        segment::encode_frame(&cp.to_canonical_json(), &mut frame);
+        let path = self.cp_path.clone();
+        self.fault(FaultPoint::CheckpointWrite)
+            .map_err(io_at(&path))?;
+        self.cp_file.write_all(&frame).map_err(io_at(&path))?;
+        self.fault(FaultPoint::CheckpointSync)
+            .map_err(io_at(&path))?;
+        self.cp_file.sync_data().map_err(io_at(&path))?;
+        self.cp_size = size;
+        self.last_cp_ts = ts;
+        self.last_cp_at = Instant::now();
+        {
+            let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
+            s.latest = Some(cp.clone());
+        }
+        Ok(cp)
+    }
+}
