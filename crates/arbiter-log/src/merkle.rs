@@ -108,7 +108,7 @@ impl MerkleTree {
         let index = self.size();
         self.levels[0].push(leaf);
         let mut h = 0;
-        while self.levels[h].len() % 2 == 0 {
+        while self.levels[h].len().is_multiple_of(2) {
             let n = self.levels[h].len();
             let parent = node_hash(&self.levels[h][n - 2], &self.levels[h][n - 1]);
             if self.levels.len() == h + 1 {
@@ -159,7 +159,7 @@ impl MerkleTree {
         if n == 0 {
             return empty_root();
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let h = n.trailing_zeros() as usize;
             if let Some(v) = self
                 .levels

@@ -229,9 +229,7 @@ pub fn verify_dir(
                 }
             };
             if rec.seq != index {
-                let kind = if rec.seq < index {
-                    ProblemKind::Reordered
-                } else if peek_seq(&segs, si, &buf, next) == Some(index) {
+                let kind = if rec.seq < index || peek_seq(&segs, si, &buf, next) == Some(index) {
                     ProblemKind::Reordered
                 } else {
                     ProblemKind::Missing

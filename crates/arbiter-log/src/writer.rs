@@ -750,11 +750,12 @@ impl Writer {
                         return;
                     }
                 }
-            } else if self.dirty && (shutdown || now >= self.last_sync_at + opts.async_sync_every) {
-                if let Err(e) = self.sync_segment() {
-                    self.fail(format!("cannot sync segment: {e}"), &mut batch, cp_reqs);
-                    return;
-                }
+            } else if self.dirty
+                && (shutdown || now >= self.last_sync_at + opts.async_sync_every)
+                && let Err(e) = self.sync_segment()
+            {
+                self.fail(format!("cannot sync segment: {e}"), &mut batch, cp_reqs);
+                return;
             }
             if shutdown {
                 let q = lock(&self.inner.queue);

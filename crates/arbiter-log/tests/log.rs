@@ -1,0 +1,770 @@
+//! Integration tests: the on-disk log end to end — group commit, recovery,
+//! fault injection, proofs, and tamper detection by `verify_dir`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arbiter_log::segment::{self, CHECKPOINTS_FILE, FrameIter, Scan};
+use arbiter_log::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn rec(i: u64, tag: &str) -> DecisionRecord {
+    let ctx =
+        json!({"i": i, "tag": tag, "args": {"path": format!("/tmp/{i}"), "n": i * 3, "f": 1.5}});
+    DecisionRecord {
+        decision_id: format!("{tag}-{i}"),
+        ts_us: 1_700_000_000_000_000 + i as i64,
+        subject: SubjectRef {
+            kind: "Agent".into(),
+            id: format!("agent-{}", i % 7),
+            agent_id: Some("a".into()),
+            credential_id: None,
+        },
+        action: "fs:read".into(),
+        resource: EntityRef {
+            kind: "File".into(),
+            id: format!("/f/{i}"),
+        },
+        context_digest: context_digest(&ctx).unwrap(),
+        context: ctx,
+        outcome: if i.is_multiple_of(3) {
+            Outcome::Allow
+        } else {
+            Outcome::Deny
+        },
+        determining_policies: vec!["p0".into()],
+        reason_admin: "because".into(),
+        reason_user: "no".into(),
+        policy_version: "sha256:0".into(),
+        engine: "cedar".into(),
+        engine_version: "4".into(),
+        enforcement_point: "authzen".into(),
+        eval_us: 10,
+        ..DecisionRecord::default()
+    }
+}
+
+fn opts() -> LogOptions {
+    LogOptions {
+        node_id: "n1".into(),
+        checkpoint_every: Duration::from_secs(3600),
+        ..LogOptions::default()
+    }
+}
+
+fn open(dir: &Path, o: LogOptions) -> (Log, OpenReport) {
+    Log::open(dir, o).unwrap()
+}
+
+/// Appends `n` records concurrently (tickets) and waits for them all.
+fn fill(log: &Log, n: u64, tag: &str) -> Vec<Appended> {
+    let tickets: Vec<_> = (0..n).map(|i| log.append_ticket(rec(i, tag))).collect();
+    tickets.into_iter().map(|t| t.wait().unwrap()).collect()
+}
+
+/// Every record frame: (segment path, offset, frame length).
+fn frames(dir: &Path) -> Vec<(PathBuf, usize, usize)> {
+    let mut out = Vec::new();
+    for (_, path) in segment::list_segments(dir).unwrap() {
+        let buf = fs::read(&path).unwrap();
+        for s in FrameIter::new(&buf) {
+            match s {
+                Scan::Frame { offset, payload } => {
+                    out.push((path.clone(), offset, payload.len() + segment::HEADER_LEN))
+                }
+                Scan::Bad { .. } => panic!("bad frame"),
+            }
+        }
+    }
+    out
+}
+
+fn verify(dir: &Path, key: &PublicKey) -> VerifyReport {
+    verify_dir(dir, Some(key), None).unwrap()
+}
+
+#[test]
+fn append_prove_reopen_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 0);
+    let acks = fill(&log, 100, "a");
+    for (i, a) in acks.iter().enumerate() {
+        assert_eq!(a.seq, i as u64);
+        assert_eq!(a.leaf_index, i as u64);
+    }
+    assert_eq!(log.tree_size(), 100);
+    assert!(log.is_healthy());
+    // get
+    let r = log.get("a-42").unwrap().unwrap();
+    assert_eq!(r.seq, 42);
+    assert_eq!(r.node_id, "n1");
+    assert!(log.get("nope").unwrap().is_none());
+    assert_eq!(log.get_index(7).unwrap().unwrap().decision_id, "a-7");
+    // prove forces a checkpoint
+    assert!(log.latest_checkpoint().is_none_or(|c| c.tree_size < 100));
+    let b = log.prove("a-42").unwrap();
+    assert_eq!(b.tree_size, 100);
+    assert_eq!(b.leaf_hash, hex::encode(acks[42].leaf_hash));
+    let key = log.public_key();
+    check_proof(&b, Some(&key)).unwrap();
+    check_proof(&b, None).unwrap();
+    // the bundle survives JSON
+    let j = serde_json::to_string(&b).unwrap();
+    let b2: InclusionProofBundle = serde_json::from_str(&j).unwrap();
+    check_proof(&b2, Some(&key)).unwrap();
+    // tampered bundles fail
+    let mut t = b.clone();
+    t.record["outcome"] = json!("require_approval");
+    assert!(check_proof(&t, Some(&key)).is_err());
+    let mut t = b.clone();
+    t.leaf_index = 41;
+    assert!(check_proof(&t, Some(&key)).is_err());
+    let mut t = b.clone();
+    t.proof.pop();
+    assert!(check_proof(&t, Some(&key)).is_err());
+    let mut t = b.clone();
+    t.checkpoint.ts_us += 1;
+    assert!(check_proof(&t, Some(&key)).is_err());
+    let other = KeyPair::from_seed(&[9; 32]).public_key();
+    assert!(matches!(
+        check_proof(&b, Some(&other)),
+        Err(VerifyError::KeyMismatch { .. })
+    ));
+    assert!(matches!(log.prove("nope"), Err(LogError::NotFound(_))));
+    // consistency
+    let cp1 = log.latest_checkpoint().unwrap();
+    fill(&log, 37, "b");
+    let cp2 = log.force_checkpoint().unwrap();
+    assert_eq!(cp2.tree_size, 137);
+    let p = log.consistency(&cp1, &cp2).unwrap();
+    check_consistency(&cp1, &cp2, &p, &key).unwrap();
+    let mut bad = p.clone();
+    bad[0][0] ^= 1;
+    assert!(check_consistency(&cp1, &cp2, &bad, &key).is_err());
+    assert!(check_consistency(&cp2, &cp1, &p, &key).is_err());
+    let root = log.root();
+    log.shutdown().unwrap();
+    assert!(matches!(
+        log.append_blocking(rec(0, "z")),
+        Err(LogError::ShutDown)
+    ));
+    drop(log);
+    // reopen
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 137);
+    assert_eq!(rep.truncated_tail_bytes, 0);
+    assert_eq!(log.root(), root);
+    assert_eq!(log.latest_checkpoint().unwrap().tree_size, 137);
+    let a = log.append_blocking(rec(1000, "c")).unwrap();
+    assert_eq!(a.seq, 137);
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 138);
+    assert!(v.checkpoints >= 3);
+    // read API
+    let all: Vec<_> = read_records(dir.path())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(all.len(), 138);
+    for (i, (idx, r)) in all.iter().enumerate() {
+        assert_eq!(*idx, i as u64);
+        assert_eq!(r.seq, i as u64);
+    }
+    assert_eq!(all[137].1.decision_id, "c-1000");
+}
+
+#[test]
+fn group_commit_64_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            checkpoint_every_records: 500,
+            ..opts()
+        },
+    );
+    let log = Arc::new(log);
+    let mut handles = Vec::new();
+    for t in 0..64u64 {
+        let log = log.clone();
+        handles.push(std::thread::spawn(move || {
+            (0..40u64)
+                .map(|i| {
+                    let a = log.append_blocking(rec(t * 1000 + i, "g")).unwrap();
+                    (a.seq, format!("g-{}", t * 1000 + i))
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut acked: Vec<(u64, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    acked.sort();
+    assert_eq!(acked.len(), 2560);
+    for (i, (seq, _)) in acked.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+    }
+    let key = log.public_key();
+    drop(Arc::try_unwrap(log).unwrap());
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 2560);
+    for (seq, id) in &acked {
+        assert_eq!(log.get(id).unwrap().unwrap().seq, *seq);
+    }
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 2560);
+}
+
+#[test]
+fn torn_tail_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 20, "t");
+    let key = log.public_key();
+    drop(log);
+    let seg = dir.path().join(segment::segment_name(0));
+    let good_len = fs::metadata(&seg).unwrap().len();
+    // half a frame
+    let mut frame = Vec::new();
+    segment::encode_frame(&rec(99, "x").canonical_bytes().unwrap(), &mut frame);
+    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &frame[..frame.len() / 2]).unwrap();
+    drop(f);
+    // verify before reopen: tolerated as a torn tail
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.torn_tail_bytes, (frame.len() / 2) as u64);
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 20);
+    assert_eq!(rep.truncated_tail_bytes, (frame.len() / 2) as u64);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
+    assert_eq!(log.append_blocking(rec(20, "t")).unwrap().seq, 20);
+    drop(log);
+    // a complete final frame with a bad checksum is also torn; so is zero fill
+    let mut frame2 = Vec::new();
+    segment::encode_frame(b"{\"garbage\":1}", &mut frame2);
+    frame2[5] ^= 0xff;
+    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &frame2).unwrap();
+    drop(f);
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 21);
+    assert_eq!(rep.truncated_tail_bytes, frame2.len() as u64);
+    drop(log);
+    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[0u8; 100]).unwrap();
+    drop(f);
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.truncated_tail_bytes, 100);
+    drop(log);
+    // garbage in checkpoints.log tail
+    let cpf = dir.path().join(CHECKPOINTS_FILE);
+    let mut f = fs::OpenOptions::new().append(true).open(&cpf).unwrap();
+    std::io::Write::write_all(&mut f, &[1, 2, 3]).unwrap();
+    drop(f);
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.truncated_checkpoint_bytes, 3);
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.torn_tail_bytes, 0);
+}
+
+#[test]
+fn mid_file_corruption_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 10, "m");
+    drop(log);
+    let fr = frames(dir.path());
+    let (path, off, _) = &fr[4];
+    let mut b = fs::read(path).unwrap();
+    b[off + 20] ^= 0x01;
+    fs::write(path, &b).unwrap();
+    let err = Log::open(dir.path(), opts()).unwrap_err();
+    match err {
+        LogError::Corrupt {
+            index,
+            offset,
+            ref segment,
+            ..
+        } => {
+            assert_eq!(index, 4);
+            assert_eq!(offset, *off as u64);
+            assert_eq!(segment, path);
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert!(err.to_string().contains("record 4"), "{err}");
+    // the file was not modified by the failed open
+    assert_eq!(fs::read(path).unwrap(), b);
+}
+
+#[test]
+fn truncation_behind_checkpoint_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 10, "c");
+    drop(log); // final checkpoint covers 10
+    let fr = frames(dir.path());
+    let (path, off, _) = &fr[7];
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(*off as u64 + 3).unwrap();
+    drop(f);
+    let err = Log::open(dir.path(), opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::TruncatedBehindCheckpoint {
+                records: 7,
+                checkpoint_size: 10
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn node_mismatch_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 1, "n");
+    drop(log);
+    let err = Log::open(
+        dir.path(),
+        LogOptions {
+            node_id: "other".into(),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, LogError::NodeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn fault_injection_fails_stop_and_recovers() {
+    for fail_sync in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let sw = FaultSwitch::new();
+        let (log, _) = open(
+            dir.path(),
+            LogOptions {
+                fault: Some(sw.hook()),
+                ..opts()
+            },
+        );
+        let acked = fill(&log, 10, "f");
+        assert_eq!(acked.len(), 10);
+        if fail_sync {
+            sw.fail_next_sync.store(true, Ordering::SeqCst);
+        } else {
+            sw.fail_next_write.store(true, Ordering::SeqCst);
+        }
+        let err = log.append_blocking(rec(10, "f")).unwrap_err();
+        assert!(matches!(err, LogError::Failed(_)), "{err}");
+        assert!(err.to_string().contains("injected fault"), "{err}");
+        assert!(!log.is_healthy());
+        let reason = match log.health() {
+            Health::Failed { reason } => reason,
+            h => panic!("{h:?}"),
+        };
+        assert!(reason.contains("injected"));
+        assert_eq!(log.failure(), Some(reason.clone()));
+        // later appends fail immediately, even though the switch is off now
+        for i in 11..15 {
+            assert!(matches!(
+                log.append_blocking(rec(i, "f")),
+                Err(LogError::Failed(_))
+            ));
+        }
+        assert!(log.force_checkpoint().is_err());
+        assert!(log.shutdown().is_err());
+        drop(log);
+        let (log, rep) = open(dir.path(), opts());
+        // everything acknowledged is there; the failed record may or may not be
+        let expect = if fail_sync { 11 } else { 10 };
+        assert_eq!(rep.records, expect);
+        for i in 0..10 {
+            assert_eq!(log.get(&format!("f-{i}")).unwrap().unwrap().seq, i);
+        }
+        assert!(log.is_healthy());
+        log.append_blocking(rec(100, "g")).unwrap();
+        let key = log.public_key();
+        drop(log);
+        let v = verify(dir.path(), &key);
+        assert!(v.is_ok(), "{v:?}");
+    }
+}
+
+#[test]
+fn failed_checkpoint_sync_fails_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail: FaultHook = Arc::new(|p| {
+        if p == FaultPoint::CheckpointSync {
+            Err(std::io::Error::other("disk on fire"))
+        } else {
+            Ok(())
+        }
+    });
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            fault: Some(fail),
+            ..opts()
+        },
+    );
+    log.append_blocking(rec(0, "k")).unwrap();
+    assert!(log.force_checkpoint().is_err());
+    assert!(!log.is_healthy());
+    assert!(log.append_blocking(rec(1, "k")).is_err());
+}
+
+#[test]
+fn heartbeat_checkpoints_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            checkpoint_every: Duration::from_millis(40),
+            ..opts()
+        },
+    );
+    log.append_blocking(rec(0, "h")).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let cp = log.latest_checkpoint().unwrap();
+    assert_eq!(cp.tree_size, 1);
+    let key = log.public_key();
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert!(v.checkpoints >= 4, "{v:?}");
+}
+
+#[test]
+fn checkpoint_every_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            checkpoint_every_records: 10,
+            ..opts()
+        },
+    );
+    for i in 0..35 {
+        log.append_blocking(rec(i, "e")).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(log.latest_checkpoint().unwrap().tree_size, 30);
+}
+
+#[test]
+fn async_durability_and_segment_rolling() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        durability: Durability::Async,
+        segment_bytes: 4096,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    fill(&log, 200, "s");
+    let key = log.public_key();
+    let b = log.prove("s-150").unwrap();
+    check_proof(&b, Some(&key)).unwrap();
+    assert_eq!(log.get("s-3").unwrap().unwrap().seq, 3);
+    assert_eq!(log.get("s-199").unwrap().unwrap().seq, 199);
+    drop(log);
+    let segs = segment::list_segments(dir.path()).unwrap();
+    assert!(segs.len() > 10, "{}", segs.len());
+    for (first, path) in &segs {
+        assert!(fs::metadata(path).unwrap().len() <= 4096);
+        let buf = fs::read(path).unwrap();
+        if let Some(Scan::Frame { payload, .. }) = FrameIter::new(&buf).next() {
+            assert_eq!(
+                DecisionRecord::from_canonical_bytes(payload).unwrap().seq,
+                *first
+            );
+        }
+    }
+    let (log, rep) = open(dir.path(), o);
+    assert_eq!(rep.records, 200);
+    assert_eq!(log.get("s-77").unwrap().unwrap().seq, 77);
+    fill(&log, 5, "t");
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 205);
+    // deleting a whole middle segment is reported as missing records
+    let segs = segment::list_segments(dir.path()).unwrap();
+    fs::remove_file(&segs[3].1).unwrap();
+    let v = verify(dir.path(), &key);
+    let p = v.problem.unwrap();
+    assert_eq!(
+        (p.index, p.kind),
+        (Some(segs[3].0), ProblemKind::Missing),
+        "{}",
+        p.detail
+    );
+}
+
+#[test]
+fn timestamps_are_clamped_monotonic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    let mut r = rec(0, "ts");
+    r.ts_us = 2_000;
+    log.append_blocking(r).unwrap();
+    let mut r = rec(1, "ts");
+    r.ts_us = 1_000;
+    log.append_blocking(r).unwrap();
+    let mut r = rec(2, "ts");
+    r.ts_us = 0; // now
+    log.append_blocking(r).unwrap();
+    assert_eq!(log.get("ts-1").unwrap().unwrap().ts_us, 2_000);
+    assert!(log.get("ts-2").unwrap().unwrap().ts_us > 1_600_000_000_000_000);
+}
+
+fn rewrite_checkpoints(dir: &Path, f: impl Fn(usize, &mut Checkpoint)) {
+    let path = dir.join(CHECKPOINTS_FILE);
+    let buf = fs::read(&path).unwrap();
+    let mut out = Vec::new();
+    for (i, s) in FrameIter::new(&buf).enumerate() {
+        let Scan::Frame { payload, .. } = s else {
+            panic!()
+        };
+        let mut cp = Checkpoint::from_json(payload).unwrap();
+        f(i, &mut cp);
+        segment::encode_frame(&cp.to_canonical_json(), &mut out);
+    }
+    fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn checkpoint_tampering_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 10, "x");
+    log.force_checkpoint().unwrap();
+    fill(&log, 10, "y");
+    let key = log.public_key();
+    drop(log);
+    let orig = fs::read(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    // signature over changed content
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            cp.tree_size = 9;
+        }
+    });
+    let p = verify(dir.path(), &key).problem.unwrap();
+    assert_eq!(p.kind, ProblemKind::BadSignature, "{}", p.detail);
+    // the wrong key
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
+    let other = KeyPair::from_seed(&[1; 32]).public_key();
+    assert_eq!(
+        verify(dir.path(), &other).problem.unwrap().kind,
+        ProblemKind::BadSignature
+    );
+    // a validly signed checkpoint with a different root: fork
+    let kp = KeyPair::from_seed(&[2; 32]);
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            *cp = Checkpoint::sign(&cp.node_id, cp.tree_size, &[5; 32], cp.ts_us, &kp).unwrap();
+        } else {
+            *cp = Checkpoint::sign(
+                &cp.node_id,
+                cp.tree_size,
+                &cp.root().unwrap(),
+                cp.ts_us,
+                &kp,
+            )
+            .unwrap();
+        }
+    });
+    let p = verify(dir.path(), &kp.public_key()).problem.unwrap();
+    assert_eq!(p.kind, ProblemKind::Fork, "{}", p.detail);
+    // a byte flip inside checkpoints.log is caught by its checksum
+    let mut b = orig.clone();
+    b[20] ^= 1;
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &b).unwrap();
+    assert_eq!(
+        verify(dir.path(), &key).problem.unwrap().kind,
+        ProblemKind::Modified
+    );
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
+    assert!(verify(dir.path(), &key).is_ok());
+}
+
+#[test]
+fn non_canonical_record_with_valid_crc_is_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 5, "nc");
+    let key = log.public_key();
+    drop(log);
+    let fr = frames(dir.path());
+    let (path, _, _) = &fr[0];
+    let buf = fs::read(path).unwrap();
+    let mut out = Vec::new();
+    for (i, s) in FrameIter::new(&buf).enumerate() {
+        let Scan::Frame { payload, .. } = s else {
+            panic!()
+        };
+        if i == 2 {
+            // same content, pretty-printed: decodes fine, not canonical
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            segment::encode_frame(&serde_json::to_vec_pretty(&v).unwrap(), &mut out);
+        } else if i == 3 {
+            // canonical but changed content, CRC recomputed: checkpoint root catches it
+            let mut r = DecisionRecord::from_canonical_bytes(payload).unwrap();
+            r.outcome = Outcome::Allow;
+            r.reason_user = "sure".into();
+            segment::encode_frame(&r.canonical_bytes().unwrap(), &mut out);
+        } else {
+            segment::encode_frame(payload, &mut out);
+        }
+    }
+    fs::write(path, &out).unwrap();
+    let p = verify(dir.path(), &key).problem.unwrap();
+    assert_eq!(
+        (p.index, p.kind),
+        (Some(2), ProblemKind::Modified),
+        "{}",
+        p.detail
+    );
+    assert!(p.detail.contains("not canonical"), "{}", p.detail);
+    // fix record 2, keep the forged record 3
+    let mut fixed = Vec::new();
+    for (i, s) in FrameIter::new(&out).enumerate() {
+        let Scan::Frame { payload, .. } = s else {
+            panic!()
+        };
+        if i == 2 {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            segment::encode_frame(&canonical_json(&v).unwrap(), &mut fixed);
+        } else {
+            segment::encode_frame(payload, &mut fixed);
+        }
+    }
+    fs::write(path, &fixed).unwrap();
+    let p = verify(dir.path(), &key).problem.unwrap();
+    assert_eq!(p.kind, ProblemKind::Fork, "{}", p.detail);
+}
+
+#[derive(Debug, Clone)]
+enum Tamper {
+    /// Flip one byte at (frame, byte offset within the frame).
+    Flip(usize, usize, u8),
+    /// Delete a frame.
+    Delete(usize),
+    /// Swap a frame with the next one.
+    Swap(usize),
+    /// Cut the segment inside or at the start of a frame.
+    Truncate(usize, usize),
+}
+
+fn tamper_strategy() -> impl Strategy<Value = (u64, Tamper, bool)> {
+    let t = prop_oneof![
+        (any::<usize>(), any::<usize>(), 1u8..=255).prop_map(|(a, b, x)| Tamper::Flip(a, b, x)),
+        any::<usize>().prop_map(Tamper::Delete),
+        any::<usize>().prop_map(Tamper::Swap),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Tamper::Truncate(a, b)),
+    ];
+    (3u64..40, t, any::<bool>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn tampering_is_detected_at_the_right_index((n, tamper, small_segments) in tamper_strategy()) {
+        let dir = tempfile::tempdir().unwrap();
+        let o = LogOptions {
+            checkpoint_every_records: 7,
+            segment_bytes: if small_segments { 2048 } else { 64 << 20 },
+            ..opts()
+        };
+        let (log, _) = open(dir.path(), o);
+        fill(&log, n, "p");
+        let key = log.public_key();
+        drop(log); // final checkpoint covers all n records
+        prop_assert!(verify(dir.path(), &key).is_ok());
+        let fr = frames(dir.path());
+        prop_assert_eq!(fr.len() as u64, n);
+        let nf = fr.len();
+        let (want_index, kinds): (u64, Vec<ProblemKind>) = match tamper {
+            Tamper::Flip(i, b, x) => {
+                let i = i % nf;
+                let (path, off, len) = &fr[i];
+                let b = b % len;
+                let mut buf = fs::read(path).unwrap();
+                buf[off + b] ^= x;
+                fs::write(path, &buf).unwrap();
+                if b >= segment::HEADER_LEN {
+                    (i as u64, vec![ProblemKind::Modified])
+                } else {
+                    (i as u64, vec![ProblemKind::Modified, ProblemKind::BadFraming, ProblemKind::Truncated])
+                }
+            }
+            Tamper::Delete(i) => {
+                let i = i % nf;
+                let (path, off, len) = &fr[i];
+                let mut buf = fs::read(path).unwrap();
+                buf.drain(*off..off + len);
+                fs::write(path, &buf).unwrap();
+                if i + 1 == nf {
+                    (i as u64, vec![ProblemKind::Truncated])
+                } else {
+                    (i as u64, vec![ProblemKind::Missing])
+                }
+            }
+            Tamper::Swap(i) => {
+                // pick a pair of adjacent frames in the same segment
+                let pairs: Vec<usize> = (0..nf - 1).filter(|&j| fr[j].0 == fr[j + 1].0).collect();
+                if pairs.is_empty() {
+                    return Ok(());
+                }
+                let i = pairs[i % pairs.len()];
+                let (path, a_off, a_len) = &fr[i];
+                let (_, b_off, b_len) = &fr[i + 1];
+                let mut buf = fs::read(path).unwrap();
+                let a = buf[*a_off..a_off + a_len].to_vec();
+                let b = buf[*b_off..b_off + b_len].to_vec();
+                let mut swapped = b;
+                swapped.extend_from_slice(&a);
+                buf.splice(*a_off..b_off + b_len, swapped);
+                fs::write(path, &buf).unwrap();
+                (i as u64, vec![ProblemKind::Reordered])
+            }
+            Tamper::Truncate(i, b) => {
+                let i = i % nf;
+                let (path, off, len) = &fr[i];
+                let cut = off + b % len;
+                let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.set_len(cut as u64).unwrap();
+                drop(f);
+                // later segments are gone too
+                for (p, _, _) in &fr[i + 1..] {
+                    if p != path {
+                        let _ = fs::remove_file(p);
+                    }
+                }
+                (i as u64, vec![ProblemKind::Truncated])
+            }
+        };
+        let rep = verify(dir.path(), &key);
+        let p = rep.problem.clone().unwrap();
+        prop_assert_eq!(p.index, Some(want_index), "{:?} {:?}", tamper, p);
+        prop_assert!(kinds.contains(&p.kind), "{:?} {:?}", tamper, p);
+        // and open refuses a damaged log instead of silently repairing it
+        prop_assert!(Log::open(dir.path(), opts()).is_err(), "{:?}", tamper);
+    }
+}
