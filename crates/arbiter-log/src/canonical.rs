@@ -61,11 +61,13 @@ pub fn sha256_digest(value: &Value) -> Result<String, CanonicalError> {
 
 /// Compares two keys as sequences of UTF-16 code units (RFC 8785 §3.2.3).
 pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
-    // Fast path: for code points below U+D800 and between U+E000..U+FFFF
-    // byte order and UTF-16 order agree with code point order except that
-    // supplementary characters (4-byte UTF-8) sort *before* U+E000..U+FFFF in
-    // UTF-16. Compare by UTF-16 units directly; keys are short.
-    a.encode_utf16().cmp(b.encode_utf16())
+    // For ASCII, byte order is UTF-16 order. Otherwise they differ: a
+    // supplementary character (surrogate pair) sorts before U+E000..U+FFFF.
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<(), CanonicalError> {

@@ -304,6 +304,62 @@ impl DecisionRecord {
     }
 }
 
+/// What the scanners need from one stored record.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub seq: u64,
+    pub ts_us: i64,
+    pub node_id: String,
+    pub decision_id: String,
+    pub leaf: crate::merkle::Hash,
+}
+
+fn decode_one(payload: &[u8]) -> Result<Decoded, RecordError> {
+    let r = DecisionRecord::from_canonical_bytes(payload)?;
+    Ok(Decoded {
+        seq: r.seq,
+        ts_us: r.ts_us,
+        node_id: r.node_id,
+        decision_id: r.decision_id,
+        leaf: crate::merkle::leaf_hash(payload),
+    })
+}
+
+/// Decodes, checks canonical form and leaf-hashes many payloads, in order,
+/// spread over the available cores (decoding is the expensive part of
+/// `open` and `verify`; the order-dependent checks stay sequential).
+pub(crate) fn decode_all(payloads: &[&[u8]]) -> Vec<Result<Decoded, RecordError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || payloads.len() < 2048 {
+        return payloads.iter().map(|p| decode_one(p)).collect();
+    }
+    let chunk = payloads.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = payloads
+            .chunks(chunk)
+            .map(|c| {
+                (
+                    c.len(),
+                    s.spawn(move || c.iter().map(|p| decode_one(p)).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        let mut out = Vec::with_capacity(payloads.len());
+        for (len, h) in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(
+                    (0..len)
+                        .map(|_| Err(RecordError::Decode("decoder thread panicked".to_string()))),
+                ),
+            }
+        }
+        out
+    })
+}
+
 /// Current wall-clock time in Unix microseconds (0 if the clock is before
 /// 1970, saturating far in the future).
 pub fn now_us() -> i64 {

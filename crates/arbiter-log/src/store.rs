@@ -13,8 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, sync_dir};
-use crate::merkle::{MerkleTree, ProofError, leaf_hash};
-use crate::record::{DecisionRecord, RecordError};
+use crate::merkle::{MerkleTree, ProofError};
+use crate::record::{DecisionRecord, RecordError, decode_all};
 use crate::segment::{self, CHECKPOINTS_FILE, FrameIter, Scan};
 
 /// Errors from the log.
@@ -159,58 +159,63 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
         let buf = fs::read(path).map_err(io_at(path))?;
         let last = si + 1 == nsegs;
         let mut len = buf.len() as u64;
+        let mut frames: Vec<(usize, &[u8])> = Vec::new();
+        let mut bad = None;
         for scan in FrameIter::new(&buf) {
             match scan {
-                Scan::Frame { offset, payload } => {
-                    let index = st.tree.size();
-                    let corrupt = |reason: String| LogError::Corrupt {
-                        segment: path.clone(),
-                        offset: offset as u64,
-                        index,
-                        reason,
-                    };
-                    let rec = DecisionRecord::from_canonical_bytes(payload)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                    if rec.seq != index {
-                        return Err(corrupt(format!("record has seq {}", rec.seq)));
-                    }
-                    if rec.ts_us < st.last_ts_us {
-                        return Err(corrupt("timestamp goes backwards".to_string()));
-                    }
-                    match &st.node_id {
-                        None => st.node_id = Some(rec.node_id.clone()),
-                        Some(n) if *n != rec.node_id => {
-                            return Err(corrupt(format!("record from node `{}`", rec.node_id)));
-                        }
-                        Some(_) => {}
-                    }
-                    st.last_ts_us = rec.ts_us;
-                    st.tree.push(leaf_hash(payload));
-                    st.index.entry(rec.decision_id).or_insert(index);
-                    st.offsets.push(offset as u64);
-                }
+                Scan::Frame { offset, payload } => frames.push((offset, payload)),
                 Scan::Bad {
                     offset,
                     error,
                     torn,
-                } => {
-                    if last && torn {
-                        cuts.push(Cut {
-                            path: path.clone(),
-                            at: offset as u64,
-                            bytes: buf.len() as u64 - offset as u64,
-                        });
-                        st.report.truncated_tail_bytes = buf.len() as u64 - offset as u64;
-                        len = offset as u64;
-                    } else {
-                        return Err(LogError::Corrupt {
-                            segment: path.clone(),
-                            offset: offset as u64,
-                            index: st.tree.size(),
-                            reason: error.to_string(),
-                        });
-                    }
+                } => bad = Some((offset, error, torn)),
+            }
+        }
+        let payloads: Vec<&[u8]> = frames.iter().map(|f| f.1).collect();
+        let decoded = decode_all(&payloads);
+        for ((offset, _), d) in frames.iter().zip(decoded) {
+            let index = st.tree.size();
+            let corrupt = |reason: String| LogError::Corrupt {
+                segment: path.clone(),
+                offset: *offset as u64,
+                index,
+                reason,
+            };
+            let d = d.map_err(|e| corrupt(e.to_string()))?;
+            if d.seq != index {
+                return Err(corrupt(format!("record has seq {}", d.seq)));
+            }
+            if d.ts_us < st.last_ts_us {
+                return Err(corrupt("timestamp goes backwards".to_string()));
+            }
+            match &st.node_id {
+                None => st.node_id = Some(d.node_id.clone()),
+                Some(n) if *n != d.node_id => {
+                    return Err(corrupt(format!("record from node `{}`", d.node_id)));
                 }
+                Some(_) => {}
+            }
+            st.last_ts_us = d.ts_us;
+            st.tree.push(d.leaf);
+            st.index.entry(d.decision_id).or_insert(index);
+            st.offsets.push(*offset as u64);
+        }
+        if let Some((offset, error, torn)) = bad {
+            if last && torn {
+                cuts.push(Cut {
+                    path: path.clone(),
+                    at: offset as u64,
+                    bytes: buf.len() as u64 - offset as u64,
+                });
+                st.report.truncated_tail_bytes = buf.len() as u64 - offset as u64;
+                len = offset as u64;
+            } else {
+                return Err(LogError::Corrupt {
+                    segment: path.clone(),
+                    offset: offset as u64,
+                    index: st.tree.size(),
+                    reason: error.to_string(),
+                });
             }
         }
         if last {

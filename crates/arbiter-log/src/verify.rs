@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
-use crate::record::{DecisionRecord, RecordError};
+use crate::record::{DecisionRecord, RecordError, decode_all};
 use crate::segment::{self, CHECKPOINTS_FILE, FrameError};
 use crate::store::{LogError, io_at};
 use crate::writer::InclusionProofBundle;
@@ -194,31 +194,30 @@ pub fn verify_dir(
         }
         let buf = fs::read(path).map_err(io_at(path))?;
         let last_seg = si + 1 == nsegs;
+        // Pass 1: framing (sequential, cheap).
+        let mut frames: Vec<(usize, &[u8], usize)> = Vec::new();
+        let mut frame_problem: Option<(usize, FrameError)> = None;
         let mut off = 0usize;
         while off < buf.len() {
-            let (payload, next) = match segment::parse_frame(&buf, off) {
-                Ok(x) => x,
-                Err(err) => {
-                    let zero_tail = buf[off..].iter().all(|b| *b == 0);
-                    if last_seg && (err == FrameError::Incomplete || zero_tail) {
-                        rep.torn_tail_bytes = (buf.len() - off) as u64;
-                        break 'segs;
-                    }
-                    let kind = match err {
-                        FrameError::Crc { .. } => ProblemKind::Modified,
-                        _ => ProblemKind::BadFraming,
-                    };
-                    rep.problem = problem(
-                        Some(index),
-                        kind,
-                        format!("{err} in `{}` at offset {off}", path.display()),
-                    );
-                    break 'segs;
+            match segment::parse_frame(&buf, off) {
+                Ok((payload, next)) => {
+                    frames.push((off, payload, next));
+                    off = next;
                 }
-            };
+                Err(err) => {
+                    frame_problem = Some((off, err));
+                    break;
+                }
+            }
+        }
+        // Pass 2: decode, canonical check and leaf hash (parallel).
+        let payloads: Vec<&[u8]> = frames.iter().map(|f| f.1).collect();
+        let decoded = decode_all(&payloads);
+        // Pass 3: order-dependent checks (sequential).
+        for (j, ((off, _, next), d)) in frames.iter().zip(decoded.iter()).enumerate() {
             let at = || format!("`{}` offset {off}", path.display());
-            let rec = match DecisionRecord::from_canonical_bytes(payload) {
-                Ok(r) => r,
+            let d = match d {
+                Ok(d) => d,
                 Err(e) => {
                     rep.problem = problem(
                         Some(index),
@@ -228,8 +227,13 @@ pub fn verify_dir(
                     break 'segs;
                 }
             };
-            if rec.seq != index {
-                let kind = if rec.seq < index || peek_seq(&segs, si, &buf, next) == Some(index) {
+            if d.seq != index {
+                let next_seq = match decoded.get(j + 1) {
+                    Some(Ok(n)) => Some(n.seq),
+                    Some(Err(_)) => None,
+                    None => peek_seq(&segs, si, &buf, *next),
+                };
+                let kind = if d.seq < index || next_seq == Some(index) {
                     ProblemKind::Reordered
                 } else {
                     ProblemKind::Missing
@@ -237,39 +241,55 @@ pub fn verify_dir(
                 rep.problem = problem(
                     Some(index),
                     kind,
-                    format!("found seq {} at {}", rec.seq, at()),
+                    format!("found seq {} at {}", d.seq, at()),
                 );
                 break 'segs;
             }
-            if rec.ts_us < last_ts {
+            if d.ts_us < last_ts {
                 rep.problem = problem(
                     Some(index),
                     ProblemKind::NonMonotonicTime,
-                    format!("ts_us {} is before the previous {last_ts}", rec.ts_us),
+                    format!("ts_us {} is before the previous {last_ts}", d.ts_us),
                 );
                 break 'segs;
             }
             match &node {
-                None => node = Some(rec.node_id.clone()),
-                Some(n) if *n != rec.node_id => {
+                None => node = Some(d.node_id.clone()),
+                Some(n) if *n != d.node_id => {
                     rep.problem = problem(
                         Some(index),
                         ProblemKind::Modified,
-                        format!("record from node `{}` in the log of `{n}`", rec.node_id),
+                        format!("record from node `{}` in the log of `{n}`", d.node_id),
                     );
                     break 'segs;
                 }
                 Some(_) => {}
             }
-            last_ts = rec.ts_us;
-            frontier.push(leaf_hash(payload));
+            last_ts = d.ts_us;
+            frontier.push(d.leaf);
             index += 1;
             rep.records = index;
             if let Some(p) = check_cps(&cps, &mut next_cp, &frontier) {
                 rep.problem = Some(p);
                 break 'segs;
             }
-            off = next;
+        }
+        if let Some((off, err)) = frame_problem {
+            let zero_tail = buf[off..].iter().all(|b| *b == 0);
+            if last_seg && (err == FrameError::Incomplete || zero_tail) {
+                rep.torn_tail_bytes = (buf.len() - off) as u64;
+                break 'segs;
+            }
+            let kind = match err {
+                FrameError::Crc { .. } => ProblemKind::Modified,
+                _ => ProblemKind::BadFraming,
+            };
+            rep.problem = problem(
+                Some(index),
+                kind,
+                format!("{err} in `{}` at offset {off}", path.display()),
+            );
+            break 'segs;
         }
         done_bytes += buf.len() as u64;
         if let Some(f) = progress {

@@ -650,6 +650,12 @@ impl Drop for Log {
     }
 }
 
+/// Runs a completion callback on the writer thread; a panicking callback
+/// must not kill the writer (every later append would hang).
+fn complete(done: AppendCallback, r: Result<Appended, LogError>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(r)));
+}
+
 struct Writer {
     inner: Arc<Inner>,
     seg: File,
@@ -714,11 +720,12 @@ impl Writer {
                             }
                         }
                         for p in batch.drain(..) {
-                            (p.done)(Ok(Appended {
+                            let r = Ok(Appended {
                                 seq: p.seq,
                                 leaf_index: p.seq,
                                 leaf_hash: p.leaf,
-                            }));
+                            });
+                            complete(p.done, r);
                         }
                     }
                     Err(e) => {
@@ -786,7 +793,7 @@ impl Writer {
             )
         };
         for p in batch.drain(..).chain(rest) {
-            (p.done)(Err(LogError::Failed(reason.clone())));
+            complete(p.done, Err(LogError::Failed(reason.clone())));
         }
         for r in cp_reqs.into_iter().chain(more_cp) {
             let _ = r.send(Err(LogError::Failed(reason.clone())));
