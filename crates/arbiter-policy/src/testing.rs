@@ -1,0 +1,202 @@
+//! Policy tests: cases kept beside the policies, run by `arbiter policy test`.
+//!
+//! A policy directory's `tests/` folder holds `*.json` files, each a JSON array of cases (or
+//! one case object). A case is an AuthZEN request, the expected outcome and, optionally, the
+//! exact determining policies:
+//!
+//! ```json
+//! [{"name": "agent reads a ticket",
+//!   "request": {"subject": {…}, "action": {…}, "resource": {…}, "context": {…}},
+//!   "expect": "allow",
+//!   "determining_policies": ["read-tickets"]}]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use arbiter_types::{EvaluationRequest, JsonLimits, Outcome, json::parse_bounded};
+use serde_json::Value;
+
+use crate::diagnostic::{LoadErrors, SourceError};
+use crate::engine::Evaluation;
+use crate::load::{Policies, TESTS_DIR};
+
+/// One test case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    pub file: PathBuf,
+    pub name: String,
+    pub request: EvaluationRequest,
+    pub expect: Outcome,
+    pub determining_policies: Option<Vec<String>>,
+}
+
+/// The result of running one case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestResult {
+    pub case: TestCase,
+    pub got: Evaluation,
+    /// `None` when the case passed; otherwise what differed.
+    pub failure: Option<String>,
+}
+
+/// Loads every case under `dir/tests/`, sorted by file then position.
+pub fn load_tests(dir: &Path) -> Result<Vec<TestCase>, LoadErrors> {
+    let tests_dir = dir.join(TESTS_DIR);
+    if !tests_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
+        .map_err(|e| {
+            LoadErrors(vec![SourceError::in_file(
+                &tests_dir,
+                format!("cannot read: {e}"),
+            )])
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    let mut errors = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_cases(&rel, &text) {
+                Ok(mut c) => cases.append(&mut c),
+                Err(mut e) => errors.append(&mut e),
+            },
+            Err(e) => errors.push(SourceError::in_file(&rel, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+/// Parses one test file.
+pub fn parse_cases(file: &Path, text: &str) -> Result<Vec<TestCase>, Vec<SourceError>> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        vec![SourceError {
+            file: file.to_path_buf(),
+            line: Some(e.line()),
+            column: Some(e.column()),
+            message: format!("invalid JSON: {e}"),
+            help: None,
+        }]
+    })?;
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(vec![SourceError::in_file(
+                file,
+                "must be a JSON array of test cases",
+            )]);
+        }
+    };
+    let mut cases = Vec::new();
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match parse_case(file, i, item) {
+            Ok(c) => cases.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(errors)
+    }
+}
+
+fn parse_case(file: &Path, i: usize, item: Value) -> Result<TestCase, SourceError> {
+    let err = |msg: String| {
+        SourceError::in_file(file, format!("case [{i}]: {msg}"))
+            .with_help("a case is {\"name\": …, \"request\": {AuthZEN request}, \"expect\": \"allow\" | \"deny\", \"determining_policies\": [optional ids]}")
+    };
+    let Value::Object(mut obj) = item else {
+        return Err(err("must be an object".into()));
+    };
+    let name = match obj.remove("name") {
+        Some(Value::String(s)) => s,
+        None => format!("case {i}"),
+        Some(_) => return Err(err("`name` must be a string".into())),
+    };
+    let request = match obj.remove("request") {
+        Some(r) => {
+            let bytes = serde_json::to_vec(&r).map_err(|e| err(e.to_string()))?;
+            let map = parse_bounded(&bytes, JsonLimits::default())
+                .map_err(|e| err(format!("`request`: {e}")))?;
+            EvaluationRequest::from_json(map)
+                .map_err(|e| err(format!("`request.{}` {}", e.field, e.problem)))?
+        }
+        None => return Err(err("`request` is missing".into())),
+    };
+    let expect = match obj.remove("expect") {
+        Some(Value::String(s)) if s == "allow" => Outcome::Allow,
+        Some(Value::String(s)) if s == "deny" => Outcome::Deny,
+        Some(Value::Bool(true)) => Outcome::Allow,
+        Some(Value::Bool(false)) => Outcome::Deny,
+        _ => return Err(err("`expect` must be \"allow\" or \"deny\"".into())),
+    };
+    let determining_policies = match obj.remove("determining_policies") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(ids)) => Some(
+            ids.into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(err("`determining_policies` must hold strings".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(err("`determining_policies` must be an array".into())),
+    };
+    Ok(TestCase {
+        file: file.to_path_buf(),
+        name,
+        request,
+        expect,
+        determining_policies,
+    })
+}
+
+/// Runs cases against a snapshot.
+pub fn run_tests(policies: &Policies, cases: &[TestCase]) -> Vec<TestResult> {
+    cases
+        .iter()
+        .map(|case| {
+            let got = policies.evaluate(&case.request);
+            let mut problems = Vec::new();
+            if got.outcome != case.expect {
+                problems.push(format!(
+                    "expected {}, got {} ({})",
+                    case.expect.as_str(),
+                    got.outcome.as_str(),
+                    got.reason_admin
+                ));
+            }
+            if let Some(expected) = &case.determining_policies {
+                let mut expected = expected.clone();
+                expected.sort();
+                if expected != got.determining_policies {
+                    problems.push(format!(
+                        "expected determining policies {:?}, got {:?}",
+                        expected, got.determining_policies
+                    ));
+                }
+            }
+            TestResult {
+                case: case.clone(),
+                got,
+                failure: if problems.is_empty() {
+                    None
+                } else {
+                    Some(problems.join("; "))
+                },
+            }
+        })
+        .collect()
+}

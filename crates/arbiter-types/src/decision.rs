@@ -1,0 +1,94 @@
+//! Decisions, as every enforcement point and the decision log see them.
+//!
+//! A [`Decision`] has no `Default` and no constructor outside the PDP's evaluation path, so
+//! nothing can produce an allow by accident. The AuthZEN rendering lives here so that every
+//! HTTP surface answers in the same shape.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// The outcome of an authorization decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+impl Outcome {
+    pub fn is_allow(self) -> bool {
+        match self {
+            Outcome::Allow => true,
+            Outcome::Deny => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+        }
+    }
+}
+
+/// A decision id: a UUIDv7 in its hyphenated text form, time-ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DecisionId(String);
+
+impl DecisionId {
+    /// Wraps an id minted by the PDP.
+    pub fn from_minted(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DecisionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A decision, stamped with its id and the policy version that made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub id: DecisionId,
+    pub outcome: Outcome,
+    /// Content hash of the policy set that decided, e.g. `sha256:…`.
+    pub policy_version: String,
+    /// Ids of the policies that determined the outcome: the satisfied permits of an allow,
+    /// the satisfied forbids of a deny, or the policies that failed to evaluate.
+    pub determining_policies: Vec<String>,
+    /// For administrators: policy ids, their `@reason` annotations, evaluation errors.
+    pub reason_admin: String,
+    /// For the agent or user: no policy internals.
+    pub reason_user: String,
+    /// Evaluation errors; any error makes the outcome a deny.
+    pub errors: Vec<String>,
+    /// Time spent evaluating, in microseconds.
+    pub eval_us: u64,
+}
+
+impl Decision {
+    /// The AuthZEN 1.0 response body: `{"decision": bool, "context": {…}}`.
+    pub fn to_authzen(&self) -> Value {
+        let mut context = Map::new();
+        context.insert("decision_id".into(), json!(self.id));
+        context.insert("policy_version".into(), json!(self.policy_version));
+        context.insert("outcome".into(), json!(self.outcome));
+        context.insert(
+            "determining_policies".into(),
+            json!(self.determining_policies),
+        );
+        context.insert("reason_admin".into(), json!({ "en": self.reason_admin }));
+        context.insert("reason_user".into(), json!({ "en": self.reason_user }));
+        if !self.errors.is_empty() {
+            context.insert("errors".into(), json!(self.errors));
+        }
+        json!({ "decision": self.outcome.is_allow(), "context": context })
+    }
+}
