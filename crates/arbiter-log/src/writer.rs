@@ -317,6 +317,10 @@ impl Log {
             .latest_checkpoint
             .as_ref()
             .map_or(i64::MIN, |c| c.ts_us);
+        // INVARIANT: `queue.next_seq` = committed records + queued items, and
+        // queued items are in `seq` order (both updated together under the
+        // queue lock in `append`); the writer commits them in that order, so
+        // leaf index == seq for every record.
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             key,
