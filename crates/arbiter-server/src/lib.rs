@@ -1,1 +1,110 @@
-//! placeholder
+//! Arbiter's HTTP surface: the AuthZEN 1.0 API, discovery, health, readiness and metrics.
+//!
+//! [`app`] builds the whole router from an [`AppState`]; it holds no globals, so tests drive
+//! it with `tower::ServiceExt::oneshot` and `arbiter serve` drives it with a real listener.
+//! Middleware order, outermost first: request-id echo, then routing. Every error a client can
+//! cause is answered with a JSON body carrying a stable `code` (see [`error::ApiError`]).
+
+mod authzen;
+mod body;
+pub mod error;
+mod ops;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arbiter_pdp::Pdp;
+use arbiter_types::JsonLimits;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+/// Settings of the HTTP surface (validated; see the CLI for precedence).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Body size and nesting limits for every JSON endpoint.
+    pub limits: JsonLimits,
+    /// The base URL advertised in discovery; when `None`, derived from the `Host` header.
+    pub public_url: Option<String>,
+    /// The address the server listens on, used when a request carries no usable `Host`.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: JsonLimits::default(),
+            public_url: None,
+            listen: "127.0.0.1:8180".to_owned(),
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pdp: Arc<Pdp>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    pub fn new(pdp: Arc<Pdp>, config: ServerConfig) -> Self {
+        Self {
+            pdp,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The request-id header, echoed on every response when the request carries one.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Builds the router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/access/v1/evaluation", post(authzen::evaluation))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/access/v1/search/subject", post(authzen::search_subject))
+        .route("/access/v1/search/resource", post(authzen::search_resource))
+        .route("/access/v1/search/action", post(authzen::search_action))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(authzen::configuration),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn(echo_request_id))
+        .with_state(state)
+}
+
+/// Echoes a well-formed `X-Request-ID` (visible ASCII, at most 128 bytes).
+async fn echo_request_id(req: Request, next: Next) -> Response {
+    let id: Option<HeaderValue> = req
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned();
+    let mut res = next.run(req).await;
+    if let Some(id) = id {
+        res.headers_mut().insert(REQUEST_ID, id);
+    }
+    res
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,128 @@
+//! Command-line definitions. Precedence for every setting: flag > environment > default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (policy engine: cedar-policy 4)"
+);
+
+/// Arbiter: runtime authorization for AI agents.
+///
+/// Every action an agent takes is checked against live Cedar policy by a decision point that
+/// speaks the AuthZEN 1.0 API. Start with `arbiter policy init my-policies`, then
+/// `arbiter serve --policies my-policies`.
+#[derive(Debug, Parser)]
+#[command(name = "arbiter", version, long_version = LONG_VERSION, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ARBITER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `arbiter_pdp=debug`.
+    #[arg(long, global = true, default_value = "info", env = "ARBITER_LOG")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the decision point: the AuthZEN API, health, readiness and metrics over HTTP.
+    Serve(ServeArgs),
+    /// Decide one AuthZEN request locally (exit 0 allow, 2 deny, 1 error).
+    Check(CheckArgs),
+    /// Work with policy directories.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Policy directory (`*.cedar`, optional `schema.cedarschema`, `entities.json`, `tests/`).
+    /// Watched: valid changes are applied live, invalid ones rejected. Without it, every
+    /// request is denied.
+    #[arg(long, env = "ARBITER_POLICIES", value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+
+    /// Data directory for Arbiter's own state; created if missing.
+    #[arg(
+        long,
+        env = "ARBITER_DATA",
+        value_name = "DIR",
+        default_value = "arbiter-data"
+    )]
+    pub data: PathBuf,
+
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ARBITER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8180"
+    )]
+    pub listen: String,
+
+    /// Base URL advertised by `/.well-known/authzen-configuration` (default: from the request's
+    /// `Host`).
+    #[arg(long, env = "ARBITER_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Largest accepted request body, in bytes (larger bodies get 413).
+    #[arg(long, env = "ARBITER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Deepest accepted JSON nesting (deeper bodies get 400).
+    #[arg(long, env = "ARBITER_MAX_DEPTH", default_value_t = 32)]
+    pub max_depth: usize,
+
+    /// How often to check the policy directory for changes, in milliseconds (0 disables).
+    #[arg(long, env = "ARBITER_RELOAD_INTERVAL_MS", default_value_t = 500)]
+    pub reload_interval_ms: u64,
+
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "ARBITER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy directory.
+    #[arg(long, value_name = "DIR")]
+    pub policies: PathBuf,
+
+    /// AuthZEN evaluation request: a file, or `-` for standard input.
+    #[arg(long, value_name = "FILE|-")]
+    pub request: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and validate a policy directory; print its version.
+    Validate {
+        /// Policy directory.
+        dir: PathBuf,
+    },
+    /// Run the test cases in DIR/tests/*.json against the policies in DIR.
+    Test {
+        /// Policy directory.
+        dir: PathBuf,
+    },
+    /// Create a policy directory that uses the built-in agent vocabulary, with an example
+    /// policy and a test.
+    Init {
+        /// Directory to create (must not exist or be empty).
+        dir: PathBuf,
+    },
+    /// Print the built-in agent vocabulary (a Cedar schema).
+    Schema,
+}

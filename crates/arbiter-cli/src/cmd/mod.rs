@@ -1,0 +1,17 @@
+//! One module per subcommand.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+mod check;
+mod policy;
+mod serve;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.log_format, &cli.log_level),
+        Command::Check(args) => check::run(&args),
+        Command::Policy(cmd) => policy::run(cmd),
+    }
+}

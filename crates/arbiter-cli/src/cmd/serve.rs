@@ -1,0 +1,143 @@
+//! `arbiter serve`: the decision point over HTTP, with hot reload and graceful shutdown.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arbiter_pdp::Pdp;
+use arbiter_policy::Policies;
+use arbiter_server::{AppState, ServerConfig, app};
+use arbiter_types::JsonLimits;
+
+use crate::cli::{LogFormat, ServeArgs};
+
+pub fn run(args: ServeArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<ExitCode> {
+    init_logging(log_format, log_level)?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("`--log-level {level}` is not a valid filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.max_depth == 0 || args.max_body_bytes == 0 {
+        anyhow::bail!("`--max-depth` and `--max-body-bytes` must be at least 1");
+    }
+    create_data_dir(&args.data)?;
+    let pdp = match &args.policies {
+        Some(dir) => Pdp::load(dir)
+            .map_err(|e| anyhow::anyhow!("{e}\ncannot load policies from `{}`", dir.display()))?,
+        None => {
+            tracing::warn!(
+                "no --policies given: serving an empty policy set, so every request is denied"
+            );
+            Pdp::new(Policies::empty(), None)
+        }
+    };
+    let pdp = Arc::new(pdp);
+    let _watch = if args.reload_interval_ms > 0 {
+        pdp.watch(Duration::from_millis(args.reload_interval_ms))
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on `{}`", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
+    let config = ServerConfig {
+        limits: JsonLimits {
+            max_bytes: args.max_body_bytes,
+            max_depth: args.max_depth,
+        },
+        public_url: args.public_url.clone(),
+        listen: local.to_string(),
+    };
+    let status = pdp.status();
+    tracing::info!(
+        listen = %local,
+        policies = ?args.policies,
+        version = %status.active_version,
+        data = %args.data.display(),
+        "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"
+    );
+    spawn_sighup_reload(pdp.clone());
+    let router = app(AppState::new(pdp, config));
+    arbiter_server::serve(listener, router, shutdown_signal())
+        .await
+        .context("the server stopped with an error")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory `{}`", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict permissions of `{}`", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// SIGHUP reloads the policy directory at once.
+fn spawn_sighup_reload(pdp: Arc<Pdp>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let pdp = pdp.clone();
+            let _ = tokio::task::spawn_blocking(move || pdp.reload()).await;
+        }
+    });
+}
