@@ -134,7 +134,12 @@ impl Pdp {
             }
             Err(errors) => {
                 let mut status = self.lock_status();
-                status.last_error = Some(errors.to_string());
+                let text = errors.to_string();
+                if status.last_error.as_deref() == Some(text.as_str()) {
+                    // The same rejected content seen again: already counted and logged.
+                    return Err(errors);
+                }
+                status.last_error = Some(text);
                 status.last_error_at = Some(SystemTime::now());
                 self.metrics.record_reload(false);
                 tracing::error!(

@@ -38,7 +38,10 @@ impl Pdp {
                     std::thread::sleep(interval);
                     let Some(pdp) = pdp.upgrade() else { return };
                     let now = fingerprint(&dir);
-                    if now != last {
+                    // File times are coarse (a few ms): an edit right after the previous one
+                    // can keep size and time. While any file is that fresh, compare content
+                    // (reload is a no-op when the version is unchanged).
+                    if now != last || is_racy(&now) {
                         last = now;
                         // Errors are recorded in the status and logged by reload itself.
                         let _ = pdp.reload();
@@ -53,6 +56,17 @@ impl Pdp {
             }
         }
     }
+}
+
+/// Whether any file changed so recently that an edit could hide behind its timestamp.
+fn is_racy(fingerprint: &[(String, u64, u128)]) -> bool {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    fingerprint
+        .iter()
+        .any(|(_, _, mtime)| now.saturating_sub(*mtime) < WINDOW.as_nanos())
 }
 
 /// A cheap summary of a policy directory's files: any edit, addition, removal or rename

@@ -1,0 +1,12 @@
+//! Integration tests of the HTTP surface: real listeners for the conformance vectors and
+//! reload, `oneshot` for the request-level behaviour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod batch;
+mod conformance;
+mod ops;
+mod parser_property;
+mod search;
+mod support;
