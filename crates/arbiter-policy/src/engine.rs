@@ -10,6 +10,7 @@
 //! attributes merged over the stored entity (the request wins), `action.name` →
 //! `Action::"name"`, `context` → the Cedar context, `action.properties` → `context.action`.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use arbiter_types::{Entity, EvaluationRequest, Outcome};
@@ -19,6 +20,7 @@ use cedar_policy::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::convert::{entity_ref, to_restricted};
 use crate::load::Policies;
 
 /// The result of evaluating one request, before the PDP stamps an id on it.
@@ -195,8 +197,11 @@ impl Policies {
             EntityUid::from_type_name_and_id(action_type()?, EntityId::new(&req.action.name));
 
         let mut overrides = Vec::new();
-        for (entity, field) in [(&req.subject, "subject"), (&req.resource, "resource")] {
-            if let Some(e) = self.request_entity(entity, field)? {
+        for (entity, uid, field) in [
+            (&req.subject, &principal, "subject"),
+            (&req.resource, &resource, "resource"),
+        ] {
+            if let Some(e) = self.request_entity(entity, uid, field)? {
                 overrides.push(e);
             }
         }
@@ -215,9 +220,22 @@ impl Policies {
                 if let Some(props) = action_props {
                     ctx.insert("action".to_owned(), Value::Object(props.clone()));
                 }
-                let schema_and_action = self.schema.as_ref().map(|s| (s, &action));
-                Context::from_json_value(Value::Object(ctx), schema_and_action)
-                    .map_err(|e| format!("`context`: {}", error_chain(&e)))?
+                match &self.schema {
+                    Some(schema) => {
+                        Context::from_json_value(Value::Object(ctx), Some((schema, &action)))
+                            .map_err(|e| format!("`context`: {}", error_chain(&e)))?
+                    }
+                    None => {
+                        let pairs = ctx
+                            .iter()
+                            .map(|(k, v)| {
+                                Ok((k.clone(), to_restricted(v, &format!("context.{k}"))?))
+                            })
+                            .collect::<Result<Vec<_>, String>>()?;
+                        Context::from_pairs(pairs)
+                            .map_err(|e| format!("`context`: {}", error_chain(&e)))?
+                    }
+                }
             }
         };
         let request = Request::new(principal, action, resource, context, self.schema.as_ref())
@@ -229,12 +247,43 @@ impl Policies {
     fn request_entity(
         &self,
         e: &Entity,
+        uid: &EntityUid,
         field: &str,
     ) -> Result<Option<cedar_policy::Entity>, String> {
         let Some(props) = e.properties.as_ref().filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
-        let json = match self.entity_json.get(&(e.kind.clone(), e.id.clone())) {
+        let stored = self.entity_json.get(&(e.kind.clone(), e.id.clone()));
+        if self.schema.is_none() {
+            // Fast path: convert straight to Cedar values (see `convert`).
+            let mut attrs = HashMap::new();
+            if let Some(Value::Object(stored_attrs)) = stored.and_then(|s| s.get("attrs")) {
+                for (k, v) in stored_attrs {
+                    if !props.contains_key(k) {
+                        attrs.insert(k.clone(), to_restricted(v, &format!("{field}.{k}"))?);
+                    }
+                }
+            }
+            for (k, v) in props {
+                attrs.insert(
+                    k.clone(),
+                    to_restricted(v, &format!("{field}.properties.{k}"))?,
+                );
+            }
+            let parents = match stored.and_then(|s| s.get("parents")) {
+                Some(Value::Array(parents)) => parents
+                    .iter()
+                    .map(|p| {
+                        entity_ref(p.get("__entity").unwrap_or(p), &format!("{field}.parents"))
+                    })
+                    .collect::<Result<HashSet<_>, _>>()?,
+                _ => HashSet::new(),
+            };
+            return cedar_policy::Entity::new(uid.clone(), attrs, parents)
+                .map(Some)
+                .map_err(|err| format!("`{field}.properties`: {}", error_chain(&err)));
+        }
+        let json = match stored {
             Some(stored) => {
                 let mut merged = stored.clone();
                 if let Some(Value::Object(attrs)) = merged.get_mut("attrs") {

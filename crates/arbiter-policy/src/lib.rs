@@ -5,6 +5,7 @@
 //! directory. The decision path is [`Policies::evaluate`], a total function from a request to
 //! an [`Evaluation`], so it can be tested without a server, a clock or a disk.
 
+mod convert;
 pub mod diagnostic;
 pub mod engine;
 pub mod load;

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Effect, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet,
-    Schema, ValidationMode, Validator,
+    PrincipalConstraint, ResourceConstraint, Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -301,6 +301,27 @@ impl Policies {
         if let Some(schema) = &schema {
             for t in schema.entity_types() {
                 type_names.insert(t.to_string(), t.clone());
+            }
+        }
+        // Types named in policy scopes: parsed once here rather than per request.
+        for p in set.policies() {
+            let mut names = Vec::new();
+            match p.principal_constraint() {
+                PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => names.push(t),
+                PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) => {
+                    names.push(u.type_name().clone())
+                }
+                PrincipalConstraint::Any => {}
+            }
+            match p.resource_constraint() {
+                ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => names.push(t),
+                ResourceConstraint::Eq(u) | ResourceConstraint::In(u) => {
+                    names.push(u.type_name().clone())
+                }
+                ResourceConstraint::Any => {}
+            }
+            for t in names {
+                type_names.insert(t.to_string(), t);
             }
         }
         for kind in entity_index.keys() {

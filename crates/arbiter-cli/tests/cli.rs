@@ -1,0 +1,287 @@
+//! The `arbiter` binary, end to end: exit codes, messages, scaffolding, and a served PDP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn arbiter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn quickstart() -> PathBuf {
+    root().join("examples/quickstart")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_exit_codes_follow_the_decision() {
+    let allow = run(arbiter()
+        .args(["check", "--policies"])
+        .arg(quickstart())
+        .arg("--request")
+        .arg(quickstart().join("requests/read-ticket.json")));
+    assert_eq!(allow.status.code(), Some(0), "{}", text(&allow.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
+    assert_eq!(out["decision"], true);
+    assert_eq!(
+        out["context"]["determining_policies"][0],
+        "support-read-tickets"
+    );
+
+    let deny = run(arbiter()
+        .args(["check", "--policies"])
+        .arg(quickstart())
+        .arg("--request")
+        .arg(quickstart().join("requests/delete-ticket.json")));
+    assert_eq!(deny.status.code(), Some(2));
+    let out: serde_json::Value = serde_json::from_slice(&deny.stdout).unwrap();
+    assert_eq!(out["decision"], false);
+
+    let mut child = arbiter()
+        .args(["check", "--policies"])
+        .arg(quickstart())
+        .args(["--request", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"subject": {"type": "Agent"}}"#)
+        .unwrap();
+    let bad = child.wait_with_output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("`subject.id` is missing"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let missing = run(arbiter()
+        .args(["check", "--policies"])
+        .arg(quickstart())
+        .args(["--request", "/nonexistent.json"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cannot read `/nonexistent.json`"));
+}
+
+#[test]
+fn validate_reports_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.cedar"),
+        "permit(principal, action, resource);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "// comment\npermit(principal, action, resource)\nwhen { 1 + };\n",
+    )
+    .unwrap();
+    let out = run(arbiter().args(["policy", "validate"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.cedar:3:"), "{err}");
+
+    std::fs::remove_file(dir.path().join("bad.cedar")).unwrap();
+    let out = run(arbiter().args(["policy", "validate"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("version sha256:"));
+}
+
+#[test]
+fn validate_type_checks_against_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = run(arbiter().args(["policy", "schema"]));
+    std::fs::write(dir.path().join("schema.cedarschema"), &schema.stdout).unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "permit(principal is Agent, action == Action::\"call_tool\", resource is Tool)\nwhen { resource.sever == \"x\" };\n",
+    )
+    .unwrap();
+    let out = run(arbiter().args(["policy", "validate"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.cedar:2:"), "{err}");
+    assert!(err.contains("help:"), "{err}");
+}
+
+#[test]
+fn policy_test_passes_and_fails_honestly() {
+    let out = run(arbiter().args(["policy", "test"]).arg(quickstart()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("7 passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "@id(\"all\") permit(principal, action, resource);",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    std::fs::write(
+        dir.path().join("tests/t.json"),
+        r#"[{"name": "wrongly expects deny", "request": {"subject": {"type": "U", "id": "u"}, "action": {"name": "a"}, "resource": {"type": "R", "id": "r"}}, "expect": "deny"},
+            {"name": "right", "request": {"subject": {"type": "U", "id": "u"}, "action": {"name": "a"}, "resource": {"type": "R", "id": "r"}}, "expect": "allow", "determining_policies": ["all"]}]"#,
+    )
+    .unwrap();
+    let out = run(arbiter().args(["policy", "test"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL  wrongly expects deny"), "{stdout}");
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn init_scaffolds_a_passing_directory_from_the_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("mine");
+    let out = run(arbiter().args(["policy", "init"]).arg(&target));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let test = run(arbiter().args(["policy", "test"]).arg(&target));
+    assert_eq!(test.status.code(), Some(0), "{}", text(&test.stdout));
+    let again = run(arbiter().args(["policy", "init"]).arg(&target));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("not empty"));
+}
+
+/// The quickstart's schema is the built-in vocabulary, committed; it must not drift.
+#[test]
+fn quickstart_schema_is_the_vocabulary() {
+    let schema = run(arbiter().args(["policy", "schema"]));
+    let committed = std::fs::read_to_string(quickstart().join("schema.cedarschema")).unwrap();
+    assert_eq!(
+        text(&schema.stdout).trim_end(),
+        committed.trim_end(),
+        "run `arbiter policy schema > examples/quickstart/schema.cedarschema`"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(arbiter().arg("--version"));
+    assert!(text(&out.stdout).starts_with("arbiter 0."));
+    let help = run(arbiter().args(["serve", "--help"]));
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("--policies") && help.contains("127.0.0.1:8180"),
+        "{help}"
+    );
+}
+
+#[test]
+fn broken_pipe_exits_cleanly() {
+    let mut child = arbiter()
+        .args(["policy", "schema"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(port: u16, request: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn serve_answers_and_shuts_down_gracefully() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = arbiter()
+        .args(["serve", "--log-format", "json", "--policies"])
+        .arg(quickstart())
+        .arg("--data")
+        .arg(data.path().join("d"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if let Some(r) = http(
+            port,
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        ) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body = std::fs::read_to_string(quickstart().join("requests/read-ticket.json")).unwrap();
+    let reply = http(
+        port,
+        &format!("POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+    )
+    .unwrap();
+    assert!(reply.contains("\"decision\":true"), "{reply}");
+    assert!(data.path().join("d").is_dir(), "data directory created");
+
+    // SIGTERM: drain and exit 0.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logs = text(&out.stderr);
+    let first: serde_json::Value =
+        serde_json::from_str(logs.lines().next().unwrap()).expect("json logs");
+    assert_eq!(first["level"], "INFO");
+    assert!(logs.contains("shut down cleanly"), "{logs}");
+}
+
+#[test]
+fn serve_refuses_a_broken_policy_directory_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.cedar"), "permit(").unwrap();
+    let out = run(arbiter()
+        .args(["serve", "--policies"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("p.cedar:1:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
