@@ -44,6 +44,9 @@ pub enum Command {
     /// Work with policy directories.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Inspect, verify and prove the decision log.
+    #[command(subcommand)]
+    Log(crate::cmd::log::LogCommand),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +95,42 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "ARBITER_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Decision log durability: `sync` answers a decision only once its record is on disk
+    /// (group commit); `async` answers after the write and syncs in the background (a crash
+    /// can lose the last records); `off` keeps no decision log (for development only).
+    #[arg(long, env = "ARBITER_DECISION_LOG", value_enum, default_value_t = DecisionLogMode::Sync)]
+    pub decision_log: DecisionLogMode,
+
+    /// Write a signed checkpoint after this many records.
+    #[arg(long, env = "ARBITER_CHECKPOINT_RECORDS", default_value_t = 1000)]
+    pub checkpoint_every_records: u64,
+
+    /// Write a signed checkpoint at least this often (also when idle), in milliseconds.
+    #[arg(long, env = "ARBITER_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
+
+    /// Context path whose value is replaced by a keyed hash in decision records, e.g.
+    /// `arguments.password` (repeatable; `*` matches every array element).
+    #[arg(
+        long = "redact",
+        env = "ARBITER_REDACT",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub redact: Vec<String>,
+
+    /// This node's id in decision records (default: kept in DATA/node-id, created from the
+    /// host name on first start).
+    #[arg(long, env = "ARBITER_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionLogMode {
+    Sync,
+    Async,
+    Off,
 }
 
 #[derive(Debug, Args)]

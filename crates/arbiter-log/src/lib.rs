@@ -7,13 +7,20 @@
 //! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
 //! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
 //! - [`writer`]: the live [`Log`] (group commit, checkpoints, proofs);
-//! - [`verify`]: offline verification of a directory or a proof.
+//! - [`verify`]: offline verification of a directory or a proof;
+//! - [`reader`]: read-only access to a live directory (follow, prove,
+//!   consistency) without opening a writer;
+//! - [`query`]: the [`RecordFilter`] used by `arbiter log query`;
+//! - [`ocsf`]: mapping records to OCSF events for export.
 //!
 //! Pure and synchronous: no async runtime, no network, no policy engine.
 
 pub mod canonical;
 pub mod checkpoint;
 pub mod merkle;
+pub mod ocsf;
+pub mod query;
+pub mod reader;
 pub mod record;
 pub mod segment;
 pub mod store;
@@ -26,6 +33,8 @@ pub use merkle::{
     Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,
     verify_inclusion,
 };
+pub use query::{RecordFilter, parse_time};
+pub use reader::{Follower, consistency_dir, latest_checkpoint, prove_dir, read_checkpoints};
 pub use record::{DecisionRecord, EntityRef, Outcome, RecordError, SubjectRef, redact};
 pub use store::{LogError, OpenReport, RecordIter, read_records};
 pub use verify::{

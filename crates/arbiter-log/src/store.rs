@@ -82,6 +82,17 @@ pub enum LogError {
     /// No record with this decision id.
     #[error("no record with decision id `{0}`")]
     NotFound(String),
+    /// The record exists but no signed checkpoint covers it yet (read-only
+    /// readers cannot force one).
+    #[error(
+        "record {index} is not yet covered by a signed checkpoint (the latest covers {checkpoint_size} records); retry after the next checkpoint (written every second by default)"
+    )]
+    NotYetCheckpointed {
+        /// The record's index.
+        index: u64,
+        /// Records covered by the latest checkpoint.
+        checkpoint_size: u64,
+    },
     /// Invalid option or argument.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -6,6 +6,7 @@
 //! side and swaps it in atomically, so a request is always decided by exactly one version.
 
 mod metrics;
+mod recorder;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use arbiter_types::{Decision, DecisionId, EvaluationRequest, Outcome};
 use arc_swap::ArcSwap;
 
 pub use metrics::Metrics;
+pub use recorder::{LogMode, Recorder, RecorderError, RecorderSettings, Unrecorded};
 pub use watch::{WatchHandle, fingerprint};
 
 /// The state of policy loading, for `/readyz` and the metrics.
@@ -47,6 +49,7 @@ pub struct Pdp {
     source: Option<PathBuf>,
     status: Mutex<ReloadStatus>,
     metrics: Metrics,
+    recorder: Option<Recorder>,
 }
 
 impl Pdp {
@@ -63,7 +66,19 @@ impl Pdp {
             source,
             status: Mutex::new(status),
             metrics: Metrics::default(),
+            recorder: None,
         }
+    }
+
+    /// Records every decision taken through [`Pdp::decide_recorded`] in `recorder`.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The decision log, when decisions are recorded.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// Loads `dir` and serves it; errors if the directory does not load.
@@ -168,8 +183,15 @@ impl Pdp {
     /// Prometheus text exposition of this PDP's metrics.
     pub fn render_metrics(&self) -> String {
         let status = self.status();
-        self.metrics
-            .render(&status.active_version, status.last_error.is_some())
+        let log_healthy = self
+            .recorder
+            .as_ref()
+            .map(|r| matches!(r.health(), arbiter_log::Health::Healthy));
+        self.metrics.render(
+            &status.active_version,
+            status.last_error.is_some(),
+            log_healthy,
+        )
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, ReloadStatus> {

@@ -22,6 +22,7 @@ pub struct Metrics {
     sum_us: AtomicU64,
     reload_ok: AtomicU64,
     reload_failed: AtomicU64,
+    unrecorded: AtomicU64,
 }
 
 impl Metrics {
@@ -32,11 +33,18 @@ impl Metrics {
         };
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
-        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
-            if let Some(bucket) = self.buckets.get(i) {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(bucket) = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .and_then(|i| self.buckets.get(i))
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A decision that was turned into a deny because its record could not be persisted.
+    pub fn record_unrecorded(&self) {
+        self.unrecorded.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_reload(&self, ok: bool) {
@@ -63,7 +71,12 @@ impl Metrics {
         )
     }
 
-    pub fn render(&self, active_version: &str, last_reload_failed: bool) -> String {
+    pub fn render(
+        &self,
+        active_version: &str,
+        last_reload_failed: bool,
+        log_healthy: Option<bool>,
+    ) -> String {
         let (allow, deny) = self.decisions();
         let (ok, failed) = self.reloads();
         let mut out = String::with_capacity(2048);
@@ -125,6 +138,24 @@ impl Metrics {
         let _ = writeln!(out, "# HELP arbiter_policy_info The active policy version.");
         let _ = writeln!(out, "# TYPE arbiter_policy_info gauge");
         let _ = writeln!(out, "arbiter_policy_info{{version=\"{active_version}\"}} 1");
+        let _ = writeln!(
+            out,
+            "# HELP arbiter_decisions_unrecorded_total Decisions answered as denies because the decision log could not persist them."
+        );
+        let _ = writeln!(out, "# TYPE arbiter_decisions_unrecorded_total counter");
+        let _ = writeln!(
+            out,
+            "arbiter_decisions_unrecorded_total {}",
+            self.unrecorded.load(Ordering::Relaxed)
+        );
+        if let Some(healthy) = log_healthy {
+            let _ = writeln!(
+                out,
+                "# HELP arbiter_decision_log_healthy 1 while the decision log persists records."
+            );
+            let _ = writeln!(out, "# TYPE arbiter_decision_log_healthy gauge");
+            let _ = writeln!(out, "arbiter_decision_log_healthy {}", u8::from(healthy));
+        }
         out
     }
 }

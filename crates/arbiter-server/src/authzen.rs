@@ -16,6 +16,8 @@ use arbiter_types::{
     EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, SearchKind, SearchRequest,
 };
 
+use arbiter_pdp::Unrecorded;
+
 use crate::AppState;
 use crate::body::read_json;
 use crate::error::ApiError;
@@ -24,30 +26,52 @@ use crate::error::ApiError;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
+/// Where AuthZEN decisions come from, in their records.
+const ENFORCEMENT_POINT: &str = "authzen";
+
 fn json_response(value: &Value) -> Response {
+    json_status(StatusCode::OK, value)
+}
+
+fn json_status(status: StatusCode, value: &Value) -> Response {
     (
-        StatusCode::OK,
+        status,
         [(header::CONTENT_TYPE, "application/json")],
         value.to_string(),
     )
         .into_response()
 }
 
-pub async fn evaluation(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match evaluate_one(&state, &headers, body).await {
-        Ok(v) => json_response(&v),
-        Err(e) => e.into_response(),
+/// A decision whose record could not be persisted: a deny, answered with 503 so that load
+/// balancers move away from this node while PEPs fail closed on the body.
+fn unrecorded_response(u: &Unrecorded) -> Response {
+    let mut body = u.decision.to_authzen();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "error".into(),
+            json!({"code": "decision_log_unavailable", "message": u.error}),
+        );
     }
+    json_status(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
-async fn evaluate_one(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Value, ApiError> {
-    let map = read_json(headers, body, state.config.limits).await?;
-    let req = EvaluationRequest::from_json(map)?;
-    Ok(state.pdp.decide(&req).to_authzen())
+pub async fn evaluation(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let req = match read_json(&headers, body, state.config.limits)
+        .await
+        .and_then(|map| EvaluationRequest::from_json(map).map_err(ApiError::from))
+    {
+        Ok(req) => req,
+        Err(e) => return e.into_response(),
+    };
+    let snapshot = state.pdp.snapshot();
+    match state
+        .pdp
+        .decide_recorded(&snapshot, &req, ENFORCEMENT_POINT)
+        .await
+    {
+        Ok(d) => json_response(&d.to_authzen()),
+        Err(u) => unrecorded_response(&u),
+    }
 }
 
 pub async fn evaluations(
@@ -56,7 +80,7 @@ pub async fn evaluations(
     body: Body,
 ) -> Response {
     match evaluate_many(&state, &headers, body).await {
-        Ok(v) => json_response(&v),
+        Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
@@ -65,37 +89,37 @@ async fn evaluate_many(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Value, ApiError> {
+) -> Result<Response, ApiError> {
     let map = read_json(headers, body, state.config.limits).await?;
     let batch = EvaluationsRequest::from_json(map)?;
     let snapshot = state.pdp.snapshot();
     let Some(items) = batch.items else {
         // No items: a single evaluation from the top-level fields, answered as one.
         let req = batch.defaults.complete()?;
-        return Ok(state.pdp.decide_with(&snapshot, &req).to_authzen());
+        return Ok(
+            match state
+                .pdp
+                .decide_recorded(&snapshot, &req, ENFORCEMENT_POINT)
+                .await
+            {
+                Ok(d) => json_response(&d.to_authzen()),
+                Err(u) => unrecorded_response(&u),
+            },
+        );
     };
-    let mut results = Vec::with_capacity(items.len());
+    // Decide in order (the semantic may stop early), then record the batch together.
+    let mut decided = Vec::with_capacity(items.len());
     for item in items {
         let resolved = item.and_then(|partial| partial.with_defaults(&batch.defaults).complete());
-        let (decision, allowed) = match resolved {
+        let (req, decision, error) = match resolved {
             Ok(req) => {
                 let d = state.pdp.decide_with(&snapshot, &req);
-                let allowed = d.outcome.is_allow();
-                (d.to_authzen(), allowed)
+                (Some(req), d, None)
             }
-            Err(e) => {
-                let d = state.pdp.reject(&snapshot, &e.to_string());
-                let mut v = d.to_authzen();
-                if let Some(ctx) = v.get_mut("context").and_then(Value::as_object_mut) {
-                    ctx.insert(
-                        "error".into(),
-                        json!({"code": "invalid_request", "field": e.field, "message": e.to_string()}),
-                    );
-                }
-                (v, false)
-            }
+            Err(e) => (None, state.pdp.reject(&snapshot, &e.to_string()), Some(e)),
         };
-        results.push(decision);
+        let allowed = decision.outcome.is_allow();
+        decided.push((req, decision, error));
         let stop = match batch.semantic {
             EvaluationsSemantic::ExecuteAll => false,
             EvaluationsSemantic::DenyOnFirstDeny => !allowed,
@@ -105,7 +129,45 @@ async fn evaluate_many(
             break;
         }
     }
-    Ok(json!({ "evaluations": results }))
+    let recorded = state
+        .pdp
+        .record_all(
+            decided
+                .iter()
+                .map(|(req, d, _)| (req.as_ref(), d.clone()))
+                .collect(),
+            ENFORCEMENT_POINT,
+        )
+        .await;
+    let mut failure = None;
+    let mut results = Vec::with_capacity(recorded.len());
+    for ((_, _, error), outcome) in decided.iter().zip(recorded) {
+        let mut v = match outcome {
+            Ok(d) => d.to_authzen(),
+            Err(u) => {
+                let v = u.decision.to_authzen();
+                failure = Some(u.error);
+                v
+            }
+        };
+        if let (Some(e), Some(ctx)) = (error, v.get_mut("context").and_then(Value::as_object_mut)) {
+            ctx.insert(
+                "error".into(),
+                json!({"code": "invalid_request", "field": e.field, "message": e.to_string()}),
+            );
+        }
+        results.push(v);
+    }
+    Ok(match failure {
+        None => json_response(&json!({ "evaluations": results })),
+        Some(error) => json_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "evaluations": results,
+                "error": {"code": "decision_log_unavailable", "message": error},
+            }),
+        ),
+    })
 }
 
 pub async fn search_subject(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {

@@ -21,14 +21,13 @@ pub async fn read_json(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&len| len > limits.max_bytes)
     {
-        if len > limits.max_bytes {
-            return Err(LimitError::TooLarge {
-                size: len,
-                limit: limits.max_bytes,
-            }
-            .into());
+        return Err(LimitError::TooLarge {
+            size: len,
+            limit: limits.max_bytes,
         }
+        .into());
     }
     let bytes = match Limited::new(body, limits.max_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),

@@ -8,6 +8,7 @@
 mod authzen;
 mod body;
 pub mod error;
+mod log;
 mod ops;
 
 use std::future::Future;
@@ -75,6 +76,9 @@ pub fn app(state: AppState) -> Router {
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
         )
+        .route("/v1/decisions/{id}", get(log::decision))
+        .route("/v1/log/checkpoint", get(log::checkpoint))
+        .route("/v1/log/pubkey", get(log::pubkey))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -15,14 +15,38 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready while a policy version is being served. A rejected reload does not make the node
-/// unready (the last good version keeps serving) but shows in the details.
+/// Ready while a policy version is being served and the decision log persists records. A
+/// rejected reload does not make the node unready (the last good version keeps serving) but
+/// shows in the details; a failed decision log does (503), since every decision now denies.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let status = state.pdp.status();
     let snapshot = state.pdp.snapshot();
     let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Json(json!({
-        "status": "ready",
+    let log = state.pdp.recorder().map(|r| {
+        let health = r.health();
+        let (healthy, error) = match &health {
+            arbiter_log::Health::Healthy => (true, None),
+            arbiter_log::Health::Failed { reason } => (false, Some(reason.clone())),
+            arbiter_log::Health::ShutDown => (false, Some("shut down".to_owned())),
+        };
+        let cp = r.log().latest_checkpoint();
+        json!({
+            "healthy": healthy,
+            "error": error,
+            "node_id": r.node_id(),
+            "records": r.log().tree_size(),
+            "latest_checkpoint": cp.map(|c| json!({"tree_size": c.tree_size, "ts_us": c.ts_us})),
+        })
+    });
+    let log_ok = log.as_ref().is_none_or(|l| l["healthy"] == true);
+    let status_code = if log_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Json(json!({
+        "status": if log_ok { "ready" } else { "not_ready" },
+        "decision_log": log,
         "policy": {
             "version": status.active_version,
             "policies": snapshot.len(),
@@ -31,8 +55,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "last_reload_error": status.last_error,
             "last_reload_error_at": status.last_error_at.map(secs),
         },
-    }))
-    .into_response()
+    }));
+    (status_code, body).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 mod check;
+pub mod log;
 mod policy;
 mod serve;
 
@@ -13,5 +14,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args, cli.log_format, &cli.log_level),
         Command::Check(args) => check::run(&args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
     }
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arbiter_pdp::Pdp;
+use arbiter_pdp::{LogMode, Pdp, Recorder, RecorderSettings};
 use arbiter_policy::Policies;
 use arbiter_server::{AppState, ServerConfig, app};
 use arbiter_types::JsonLimits;
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{DecisionLogMode, LogFormat, ServeArgs};
 
 pub fn run(args: ServeArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<ExitCode> {
     init_logging(log_format, log_level)?;
@@ -53,6 +53,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Pdp::new(Policies::empty(), None)
         }
     };
+    let pdp = match args.decision_log {
+        DecisionLogMode::Off => {
+            tracing::warn!(
+                "--decision-log off: decisions are NOT recorded; use this for development only"
+            );
+            pdp
+        }
+        mode @ (DecisionLogMode::Sync | DecisionLogMode::Async) => {
+            let settings = RecorderSettings {
+                mode: if mode == DecisionLogMode::Sync {
+                    LogMode::Sync
+                } else {
+                    LogMode::Async
+                },
+                checkpoint_every_records: args.checkpoint_every_records.max(1),
+                checkpoint_every: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+                redact: args.redact.clone(),
+                node_id: args.node_id.clone(),
+                fault: None,
+            };
+            let (recorder, report) = Recorder::open(&args.data, settings).with_context(|| {
+                format!("cannot open the decision log in `{}`", args.data.display())
+            })?;
+            if report.truncated_tail_bytes > 0 || report.truncated_checkpoint_bytes > 0 {
+                tracing::warn!(
+                    truncated_record_bytes = report.truncated_tail_bytes,
+                    truncated_checkpoint_bytes = report.truncated_checkpoint_bytes,
+                    "decision log recovered: an unacknowledged torn tail was cut off"
+                );
+            }
+            tracing::info!(
+                records = report.records,
+                node = recorder.node_id(),
+                durability = ?mode,
+                public_key = %recorder.log().public_key().to_hex(),
+                "decision log open"
+            );
+            pdp.with_recorder(recorder)
+        }
+    };
     let pdp = Arc::new(pdp);
     let _watch = if args.reload_interval_ms > 0 {
         pdp.watch(Duration::from_millis(args.reload_interval_ms))
@@ -82,10 +122,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"
     );
     spawn_sighup_reload(pdp.clone());
-    let router = app(AppState::new(pdp, config));
+    let router = app(AppState::new(pdp.clone(), config));
     arbiter_server::serve(listener, router, shutdown_signal())
         .await
         .context("the server stopped with an error")?;
+    if let Some(recorder) = pdp.recorder() {
+        recorder
+            .log()
+            .shutdown()
+            .context("the decision log did not close cleanly")?;
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

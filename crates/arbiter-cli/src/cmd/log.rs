@@ -1,0 +1,602 @@
+//! `arbiter log …`: verify, prove and read the decision log.
+//!
+//! Every subcommand here is read-only: it reads segments and checkpoints
+//! directly and never opens a log writer, so it is safe to run while
+//! `arbiter serve` writes to the same data directory.
+
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use arbiter_log::record::format_rfc3339_us;
+use arbiter_log::{
+    Checkpoint, DecisionRecord, Follower, InclusionProofBundle, LogError, Outcome, ProblemKind,
+    PublicKey, RecordFilter,
+};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::out::print;
+
+/// Exit code for a log or proof that does not verify.
+pub const EXIT_VERIFY_FAILED: u8 = 3;
+
+/// Where the data directory is.
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// Data directory of `arbiter serve`; the log is in DIR/log.
+    #[arg(
+        long,
+        env = "ARBITER_DATA",
+        value_name = "DIR",
+        default_value = "arbiter-data"
+    )]
+    pub data: PathBuf,
+}
+
+impl DataArg {
+    fn log_dir(&self) -> PathBuf {
+        self.data.join("log")
+    }
+
+    /// The log directory, which must exist.
+    fn existing_log_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.log_dir();
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "no decision log at `{}` (is --data / ARBITER_DATA the data directory of `arbiter serve`?)",
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Verify the whole log: every record, the Merkle tree and every checkpoint signature.
+    ///
+    /// Exit 0 if the log is sound, 3 if it is not (naming the first bad record and what is wrong
+    /// with it), 1 if it cannot be read. Safe to run while the server is writing.
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// The trusted public key: a file or 64 hex characters (see `arbiter log pubkey`).
+        /// Default: DIR/log/log-signing.pub, which only proves the log is self-consistent.
+        #[arg(long, value_name = "FILE|HEX")]
+        pubkey: Option<String>,
+        /// Print the verification report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an inclusion proof for one decision (JSON), to check later with `check-proof`.
+    ///
+    /// The proof is against the latest signed checkpoint; a decision newer than that cannot be
+    /// proved yet: retry after the next checkpoint (written every second by default).
+    Prove {
+        /// The decision id (`decision_id` in the AuthZEN response context).
+        decision_id: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// Write the proof to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check an inclusion proof offline: the checkpoint signature, the record's leaf hash and
+    /// its audit path. Exit 0 if it holds, 3 if not.
+    CheckProof {
+        /// Proof file written by `arbiter log prove`.
+        file: PathBuf,
+        /// The trusted public key: a file or 64 hex characters.
+        #[arg(long, value_name = "FILE|HEX")]
+        pubkey: String,
+    },
+    /// Print the latest signed checkpoint (JSON). Save it to check later that the log only grew.
+    Checkpoint {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Prove that the log only grew between two saved checkpoints (nothing changed or removed).
+    ///
+    /// Computes the RFC 9162 consistency proof from the log and checks it and both signatures.
+    /// Exit 0 if consistent, 3 if not.
+    Consistency {
+        /// File with the older checkpoint JSON (from `arbiter log checkpoint`).
+        old: PathBuf,
+        /// File with the newer checkpoint JSON.
+        new: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        /// The trusted public key: a file or 64 hex characters. Default: DIR/log/log-signing.pub.
+        #[arg(long, value_name = "FILE|HEX")]
+        pubkey: Option<String>,
+    },
+    /// Print the last records as JSON lines; with -f, keep printing new ones.
+    Tail {
+        /// Keep running and print records as they are written (polls every 200 ms).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the last records to print first.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+        lines: usize,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print the records that match every given filter, as JSON lines, oldest first.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Export every record as JSON lines, either as stored or as OCSF events.
+    Export {
+        /// `jsonl`: the records as stored; `ocsf`: one OCSF API Activity event per record
+        /// (mapping in docs/decision-log.md).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print the log's Ed25519 public key (hex).
+    Pubkey {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Ocsf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeArg {
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
+impl From<OutcomeArg> for Outcome {
+    fn from(o: OutcomeArg) -> Outcome {
+        match o {
+            OutcomeArg::Allow => Outcome::Allow,
+            OutcomeArg::Deny => Outcome::Deny,
+            OutcomeArg::RequireApproval => Outcome::RequireApproval,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// The agent: `subject.agent_id`, or `subject.id` for records without one.
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// The action, e.g. `fs:read`.
+    #[arg(long, value_name = "NAME")]
+    pub action: Option<String>,
+    /// The outcome.
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+    /// The resource: its id, or `TYPE::ID`.
+    #[arg(long, value_name = "ID|TYPE::ID")]
+    pub resource: Option<String>,
+    /// Only records at or after this time: RFC 3339 (2025-01-02T03:04:05Z) or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = arbiter_log::parse_time)]
+    pub since: Option<i64>,
+    /// Only records before this time: RFC 3339 or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = arbiter_log::parse_time)]
+    pub until: Option<i64>,
+    /// The policy version (`policy_version` in the record).
+    #[arg(long, value_name = "V")]
+    pub policy_version: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> RecordFilter {
+        RecordFilter {
+            agent: self.agent.clone(),
+            action: self.action.clone(),
+            outcome: self.outcome.map(Outcome::from),
+            resource: self.resource.clone(),
+            since_us: self.since,
+            until_us: self.until,
+            policy_version: self.policy_version.clone(),
+        }
+    }
+}
+
+pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LogCommand::Verify { data, pubkey, json } => verify(&data, pubkey.as_deref(), json),
+        LogCommand::Prove {
+            decision_id,
+            data,
+            out,
+        } => prove(&data, &decision_id, out.as_deref()),
+        LogCommand::CheckProof { file, pubkey } => check_proof(&file, &pubkey),
+        LogCommand::Checkpoint { data } => checkpoint(&data),
+        LogCommand::Consistency {
+            old,
+            new,
+            data,
+            pubkey,
+        } => consistency(&data, &old, &new, pubkey.as_deref()),
+        LogCommand::Tail {
+            follow,
+            lines,
+            data,
+        } => tail(&data, lines, follow),
+        LogCommand::Query { filter, data } => query(&data, &filter.to_filter()),
+        LogCommand::Export { format, data } => export(&data, format),
+        LogCommand::Pubkey { data } => {
+            let path = data.log_dir().join("log-signing.pub");
+            let key = PublicKey::from_file(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the log's public key under `{}`: {e}",
+                    data.data.display()
+                )
+            })?;
+            print(&key.to_hex())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn fail(msg: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("{msg}");
+    Ok(ExitCode::from(EXIT_VERIFY_FAILED))
+}
+
+/// A key given as 64 hex characters or as a file holding them.
+fn load_key(arg: &str) -> anyhow::Result<PublicKey> {
+    let t = arg.trim();
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) && !Path::new(arg).exists() {
+        return PublicKey::from_hex(t).map_err(|e| anyhow::anyhow!("invalid public key: {e}"));
+    }
+    PublicKey::from_file(Path::new(arg)).map_err(|e| {
+        anyhow::anyhow!("cannot use `{arg}` as a public key (a file or 64 hex characters): {e}")
+    })
+}
+
+/// The key from `--pubkey`, else the one in the log directory, with a note.
+fn key_or_local(arg: Option<&str>, dir: &Path) -> anyhow::Result<PublicKey> {
+    match arg {
+        Some(a) => load_key(a),
+        None => {
+            let path = dir.join("log-signing.pub");
+            let key = PublicKey::from_file(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+            eprintln!("{}", local_key_note(&path));
+            Ok(key)
+        }
+    }
+}
+
+fn local_key_note(path: &Path) -> String {
+    format!(
+        "note: checking signatures with `{}`, which only proves the log is self-consistent \
+         (whoever can rewrite the log can rewrite that file); pass --pubkey with a copy of \
+         `arbiter log pubkey` kept elsewhere for a stronger check",
+        path.display()
+    )
+}
+
+fn kind_name(k: ProblemKind) -> &'static str {
+    match k {
+        ProblemKind::Modified => "modified",
+        ProblemKind::Missing => "missing",
+        ProblemKind::Reordered => "reordered",
+        ProblemKind::Truncated => "truncated behind a checkpoint",
+        ProblemKind::BadSignature => "bad signature",
+        ProblemKind::Fork => "fork",
+        ProblemKind::BadFraming => "bad framing",
+        ProblemKind::NonMonotonicTime => "non-monotonic time",
+    }
+}
+
+fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let key = match pubkey {
+        Some(a) => Some(load_key(a)?),
+        None => {
+            let path = dir.join("log-signing.pub");
+            if path.exists() {
+                eprintln!("{}", local_key_note(&path));
+            } else {
+                eprintln!(
+                    "warning: no public key given and no `{}`: checkpoint signatures will NOT be checked",
+                    path.display()
+                );
+            }
+            None
+        }
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "verifying {bar:40} {bytes}/{total_bytes} ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let progress = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let report = arbiter_log::verify_dir(&dir, key.as_ref(), Some(&progress));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = report.map_err(|e| anyhow::anyhow!("cannot read the log: {e}"))?;
+    if json {
+        print(&serde_json::to_string_pretty(&report)?)?;
+    }
+    let sigs = if report.signatures_checked {
+        "signatures checked"
+    } else {
+        "signatures NOT checked"
+    };
+    match &report.problem {
+        None => {
+            if !json {
+                let mut line = format!(
+                    "log ok: {} records, {} checkpoints, root {}, {sigs}",
+                    report.records, report.checkpoints, report.root
+                );
+                if report.torn_tail_bytes > 0 {
+                    line.push_str(&format!(
+                        " ({} bytes of an incomplete final write ignored)",
+                        report.torn_tail_bytes
+                    ));
+                }
+                print(&line)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(p) => {
+            let at = match p.index {
+                Some(i) => format!("record {i}"),
+                None => "a checkpoint".to_string(),
+            };
+            fail(&format!(
+                "log verification FAILED at {at}: {}: {} ({} records and {} checkpoints verified before it, {sigs})",
+                kind_name(p.kind),
+                p.detail,
+                report.records,
+                report.checkpoints
+            ))
+        }
+    }
+}
+
+fn prove(data: &DataArg, decision_id: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let bundle = match arbiter_log::prove_dir(&dir, decision_id) {
+        Ok(b) => b,
+        Err(e @ LogError::NotFound(_)) => anyhow::bail!("{e} in `{}`", dir.display()),
+        Err(e @ LogError::NotYetCheckpointed { .. }) => {
+            anyhow::bail!("decision `{decision_id}`: {e}")
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot prove `{decision_id}`: {e}")),
+    };
+    let text = serde_json::to_string_pretty(&bundle)? + "\n";
+    match out {
+        Some(path) => {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write `{}`", path.display()))?;
+            eprintln!(
+                "wrote the proof for record {} (log size {}) to `{}`",
+                bundle.leaf_index,
+                bundle.tree_size,
+                path.display()
+            );
+        }
+        None => print(&text)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_proof(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
+    let key = load_key(pubkey)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let bundle: InclusionProofBundle = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(&format!(
+                "proof INVALID: `{}` is not an inclusion proof bundle: {e}",
+                file.display()
+            ));
+        }
+    };
+    match arbiter_log::check_proof(&bundle, Some(&key)) {
+        Ok(()) => {
+            let id = bundle.record["decision_id"].as_str().unwrap_or("?");
+            print(&format!(
+                "proof ok: decision {id} is record {} of a log of size {} signed at {} (node {}, key {})",
+                bundle.leaf_index,
+                bundle.tree_size,
+                format_rfc3339_us(bundle.checkpoint.ts_us),
+                bundle.checkpoint.node_id,
+                bundle.checkpoint.key_id
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(&format!("proof INVALID: {e}")),
+    }
+}
+
+fn checkpoint(data: &DataArg) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let cp = arbiter_log::latest_checkpoint(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot read the checkpoints: {e}"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the log in `{}` has no checkpoint yet (the server writes one every second by default)",
+                dir.display()
+            )
+        })?;
+    print(&serde_json::to_string_pretty(&cp)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads checkpoint JSON from a file: the checkpoint itself, or an object
+/// with a `checkpoint` member.
+fn read_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    if let Ok(cp) = Checkpoint::from_json(&bytes) {
+        return Ok(cp);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("`{}` is not JSON", path.display()))?;
+    let inner = v
+        .get("checkpoint")
+        .ok_or_else(|| anyhow::anyhow!("`{}` does not hold a checkpoint", path.display()))?;
+    serde_json::from_value(inner.clone())
+        .with_context(|| format!("`{}` does not hold a valid checkpoint", path.display()))
+}
+
+fn consistency(
+    data: &DataArg,
+    old: &Path,
+    new: &Path,
+    pubkey: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let old_cp = read_checkpoint(old)?;
+    let new_cp = read_checkpoint(new)?;
+    let key = key_or_local(pubkey, &dir)?;
+    if old_cp.tree_size > new_cp.tree_size {
+        anyhow::bail!(
+            "the old checkpoint `{}` (size {}) is larger than the new one `{}` (size {}): swap them",
+            old.display(),
+            old_cp.tree_size,
+            new.display(),
+            new_cp.tree_size
+        );
+    }
+    let proof = match arbiter_log::consistency_dir(&dir, &old_cp, &new_cp) {
+        Ok(p) => p,
+        Err(
+            e @ (LogError::CheckpointMismatch { .. } | LogError::TruncatedBehindCheckpoint { .. }),
+        ) => {
+            return fail(&format!(
+                "NOT consistent: the log in `{}` does not match the checkpoints: {e}",
+                dir.display()
+            ));
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot compute the consistency proof: {e}")),
+    };
+    match arbiter_log::check_consistency(&old_cp, &new_cp, &proof, &key) {
+        Ok(()) => {
+            print(&format!(
+                "consistency ok: the log only grew from size {} to {} (root {} -> {})",
+                old_cp.tree_size, new_cp.tree_size, old_cp.root_hash, new_cp.root_hash
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => fail(&format!("NOT consistent: {e}")),
+    }
+}
+
+/// Writes one record as a JSON line (its canonical, stored form).
+fn write_record(w: &mut impl Write, r: &DecisionRecord) -> anyhow::Result<()> {
+    let bytes = r.canonical_bytes()?;
+    w.write_all(&bytes)?;
+    w.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Runs `f` over every record in order, stopping at the first write error.
+fn for_each_record(
+    follower: &mut Follower,
+    mut f: impl FnMut(u64, DecisionRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut err: Option<anyhow::Error> = None;
+    follower
+        .poll(&mut |i, r| match f(i, r) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                err = Some(e);
+                ControlFlow::Break(())
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot read the log: {e}"))?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn tail(data: &DataArg, lines: usize, follow: bool) -> anyhow::Result<ExitCode> {
+    let dir = if follow {
+        data.log_dir()
+    } else {
+        data.existing_log_dir()?
+    };
+    let mut follower = Follower::new(&dir);
+    let mut last: std::collections::VecDeque<DecisionRecord> =
+        std::collections::VecDeque::with_capacity(lines.min(10_000));
+    for_each_record(&mut follower, |_, r| {
+        if lines > 0 {
+            if last.len() == lines {
+                last.pop_front();
+            }
+            last.push_back(r);
+        }
+        Ok(())
+    })?;
+    let stdout = std::io::stdout();
+    {
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        for r in &last {
+            write_record(&mut w, r)?;
+        }
+        w.flush()?;
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        for_each_record(&mut follower, |_, r| write_record(&mut w, &r))?;
+        w.flush()?;
+    }
+}
+
+fn query(data: &DataArg, filter: &RecordFilter) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    for_each_record(&mut Follower::new(&dir), |_, r| {
+        if filter.matches(&r) {
+            write_record(&mut w, &r)?;
+        }
+        Ok(())
+    })?;
+    w.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(data: &DataArg, format: ExportFormat) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    for_each_record(&mut Follower::new(&dir), |_, r| match format {
+        ExportFormat::Jsonl => write_record(&mut w, &r),
+        ExportFormat::Ocsf => {
+            let mut line = serde_json::to_vec(&arbiter_log::ocsf::to_ocsf(&r))?;
+            line.push(b'\n');
+            w.write_all(&line)?;
+            Ok(())
+        }
+    })?;
+    w.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
