@@ -157,6 +157,7 @@ pub enum ExportFormat {
 pub enum OutcomeArg {
     Allow,
     Deny,
+    #[value(name = "require_approval", alias = "require-approval")]
     RequireApproval,
 }
 

@@ -1,0 +1,459 @@
+//! `arbiter log …` end to end, against a log built with the arbiter-log library.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use arbiter_log::{
+    DecisionRecord, EntityRef, Log, LogOptions, Outcome, SubjectRef, context_digest,
+};
+use serde_json::{Value, json};
+
+fn arbiter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+}
+
+fn run(args: &[&str], data: &Path) -> Output {
+    arbiter()
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("ARBITER_DATA")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const T0: i64 = 1_735_787_045_000_000; // 2025-01-02T03:04:05Z
+
+fn rec(i: u64) -> DecisionRecord {
+    let ctx = json!({"i": i});
+    DecisionRecord {
+        decision_id: format!("d-{i}"),
+        ts_us: T0 + i as i64 * 1_000_000,
+        subject: SubjectRef {
+            kind: "Agent".into(),
+            id: format!("agent-{}", i % 3),
+            agent_id: if i % 3 == 2 {
+                None
+            } else {
+                Some(format!("bot-{}", i % 3))
+            },
+            credential_id: None,
+        },
+        action: if i.is_multiple_of(2) { "fs:read" } else { "fs:write" }.into(),
+        resource: EntityRef {
+            kind: "File".into(),
+            id: format!("/f/{i}"),
+        },
+        context_digest: context_digest(&ctx).unwrap(),
+        context: ctx,
+        outcome: match i % 3 {
+            0 => Outcome::Allow,
+            1 => Outcome::Deny,
+            _ => Outcome::RequireApproval,
+        },
+        determining_policies: vec![format!("p{i}")],
+        reason_admin: "because".into(),
+        reason_user: "no".into(),
+        policy_version: if i < 6 { "v1" } else { "v2" }.into(),
+        engine: "cedar".into(),
+        engine_version: "4".into(),
+        enforcement_point: "authzen".into(),
+        eval_us: 10,
+        ..DecisionRecord::default()
+    }
+}
+
+fn opts() -> LogOptions {
+    LogOptions {
+        node_id: "n1".into(),
+        checkpoint_every: Duration::from_secs(3600),
+        ..LogOptions::default()
+    }
+}
+
+/// A data dir with `n` records and a final checkpoint (from shutdown).
+fn build(n: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    append(&data, 0..n);
+    (tmp, data)
+}
+
+fn append(data: &Path, range: std::ops::Range<u64>) {
+    let (log, _) = Log::open(&data.join("log"), opts()).unwrap();
+    for i in range {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    log.shutdown().unwrap();
+}
+
+fn pubkey(data: &Path) -> String {
+    let out = run(&["log", "pubkey"], data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn pubkey_prints_64_hex() {
+    let (_t, data) = build(1);
+    let key = pubkey(&data);
+    assert_eq!(key.len(), 64);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
+#[test]
+fn verify_ok_then_tampered() {
+    let (tmp, data) = build(12);
+    let key = pubkey(&data);
+    let out = run(&["log", "verify", "--pubkey", &key], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("log ok: 12 records"), "{s}");
+    assert!(s.contains("signatures checked"), "{s}");
+
+    // Without --pubkey: still ok, with a note about the stronger external key.
+    let out = run(&["log", "verify"], &data);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("--pubkey"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The key from a file works too.
+    let keyfile = tmp.path().join("trusted.pub");
+    std::fs::write(&keyfile, format!("{key}\n")).unwrap();
+    let out = run(
+        &["log", "verify", "--pubkey", keyfile.to_str().unwrap()],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // A wrong key: bad signature.
+    let other = "11".repeat(32);
+    let out = run(&["log", "verify", "--pubkey", &other], &data);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("bad signature"), "{err}");
+
+    // Flip a byte inside record 5's payload.
+    let seg = data.join("log/seg-00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mut off = 0usize;
+    for _ in 0..5 {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        off += 8 + len;
+    }
+    bytes[off + 8 + 10] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = run(&["log", "verify", "--pubkey", &key], &data);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("record 5"), "{err}");
+    assert!(err.contains("modified"), "{err}");
+
+    // JSON report.
+    let out = run(&["log", "verify", "--json", "--pubkey", &key], &data);
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["problem"]["index"], 5);
+    assert_eq!(v["problem"]["kind"], "modified");
+}
+
+#[test]
+fn verify_missing_dir_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["log", "verify"], &tmp.path().join("nope"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no decision log"));
+}
+
+#[test]
+fn prove_and_check_proof_round_trip() {
+    let (tmp, data) = build(9);
+    let key = pubkey(&data);
+    let proof = tmp.path().join("proof.json");
+    let out = run(
+        &["log", "prove", "d-4", "--out", proof.to_str().unwrap()],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = arbiter()
+        .args([
+            "log",
+            "check-proof",
+            proof.to_str().unwrap(),
+            "--pubkey",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("proof ok: decision d-4 is record 4 of a log of size 9 signed at"),
+        "{s}"
+    );
+
+    // Stdout form is the same bundle.
+    let out = run(&["log", "prove", "d-4"], &data);
+    assert_eq!(out.status.code(), Some(0));
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b: Value = serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    assert_eq!(a, b);
+
+    // Tamper with the record: leaf mismatch, exit 3.
+    let mut t = b.clone();
+    t["record"]["outcome"] = json!("allow");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&t).unwrap()).unwrap();
+    let out = arbiter()
+        .args([
+            "log",
+            "check-proof",
+            bad.to_str().unwrap(),
+            "--pubkey",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("proof INVALID"));
+
+    // Tamper with the audit path.
+    let mut t = b.clone();
+    t["proof"][0] = json!("00".repeat(32));
+    std::fs::write(&bad, serde_json::to_vec(&t).unwrap()).unwrap();
+    let out = arbiter()
+        .args([
+            "log",
+            "check-proof",
+            bad.to_str().unwrap(),
+            "--pubkey",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
+    // Another trusted key: exit 3.
+    let out = arbiter()
+        .args(["log", "check-proof", proof.to_str().unwrap(), "--pubkey"])
+        .arg("22".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
+    // Unknown decision: exit 1.
+    let out = run(&["log", "prove", "nope"], &data);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no record with decision id"));
+}
+
+#[test]
+fn prove_record_newer_than_checkpoint_is_refused() {
+    let (_t, data) = build(3);
+    // Append one record without a final checkpoint: simulate by writing
+    // through a log that is dropped without shutdown is not possible (Drop
+    // shuts down), so remove the last checkpoint frame instead.
+    let cps = data.join("log/checkpoints.log");
+    let bytes = std::fs::read(&cps).unwrap();
+    let mut frames = Vec::new();
+    let mut off = 0usize;
+    while off < bytes.len() {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        frames.push((off, off + 8 + len));
+        off += 8 + len;
+    }
+    // Keep only checkpoints smaller than the full log.
+    let mut keep = Vec::new();
+    for (a, b) in frames {
+        let cp: Value = serde_json::from_slice(&bytes[a + 8..b]).unwrap();
+        if cp["tree_size"].as_u64().unwrap() < 3 {
+            keep.extend_from_slice(&bytes[a..b]);
+        }
+    }
+    std::fs::write(&cps, keep).unwrap();
+    let out = run(&["log", "prove", "d-2"], &data);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not yet covered by a signed checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn checkpoint_and_consistency() {
+    let (tmp, data) = build(5);
+    let old = tmp.path().join("old.json");
+    let out = run(&["log", "checkpoint"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::write(&old, &out.stdout).unwrap();
+    let cp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cp["tree_size"], 5);
+
+    append(&data, 5..11);
+    let new = tmp.path().join("new.json");
+    let out = run(&["log", "checkpoint"], &data);
+    std::fs::write(&new, &out.stdout).unwrap();
+    let key = pubkey(&data);
+
+    let o = old.to_str().unwrap();
+    let n = new.to_str().unwrap();
+    let out = run(&["log", "consistency", o, n, "--pubkey", &key], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the log only grew from size 5 to 11"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A forged old checkpoint (different root, re-signed by nobody): exit 3.
+    let mut forged = cp.clone();
+    forged["root_hash"] = json!("ab".repeat(32));
+    let f = tmp.path().join("forged.json");
+    std::fs::write(&f, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let out = run(
+        &[
+            "log",
+            "consistency",
+            f.to_str().unwrap(),
+            n,
+            "--pubkey",
+            &key,
+        ],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn tail_and_query() {
+    let (_t, data) = build(12);
+    let out = run(&["log", "tail", "-n", "3"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let recs = lines(&out);
+    let ids: Vec<_> = recs.iter().map(|r| r["decision_id"].clone()).collect();
+    assert_eq!(ids, vec![json!("d-9"), json!("d-10"), json!("d-11")]);
+
+    let out = run(&["log", "tail"], &data);
+    assert_eq!(lines(&out).len(), 10);
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["log", "query"];
+        a.extend_from_slice(args);
+        let out = run(&a, &data);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        lines(&out)
+            .iter()
+            .map(|r| r["decision_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&[]).len(), 12);
+    assert_eq!(ids(&["--agent", "bot-1"]), ["d-1", "d-4", "d-7", "d-10"]);
+    // No agent_id: matched by subject.id.
+    assert_eq!(ids(&["--agent", "agent-2"]), ["d-2", "d-5", "d-8", "d-11"]);
+    assert_eq!(ids(&["--agent", "agent-1"]), Vec::<String>::new());
+    assert_eq!(
+        ids(&["--outcome", "allow", "--action", "fs:read"]),
+        ["d-0", "d-6"]
+    );
+    assert_eq!(ids(&["--outcome", "require_approval"]).len(), 4);
+    assert_eq!(ids(&["--resource", "File::/f/3"]), ["d-3"]);
+    assert_eq!(ids(&["--resource", "/f/4"]), ["d-4"]);
+    assert_eq!(
+        ids(&["--since", "2025-01-02T03:04:15Z", "--until", "1735787057"]),
+        ["d-10", "d-11"]
+    );
+    assert_eq!(ids(&["--policy-version", "v1"]).len(), 6);
+
+    let out = run(&["log", "query", "--since", "yesterday"], &data);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+}
+
+#[test]
+fn tail_follow_prints_new_records() {
+    let (_t, data) = build(2);
+    let mut child = arbiter()
+        .args(["log", "tail", "-f", "-n", "1", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&data, 2..4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let r = std::io::BufReader::new(&mut stdout);
+        for line in r.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            let v: Value = serde_json::from_str(&l).unwrap();
+            got.push(v["decision_id"].as_str().unwrap().to_string());
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(got, ["d-1", "d-2", "d-3"]);
+}
+
+#[test]
+fn export_jsonl_and_ocsf() {
+    let (_t, data) = build(4);
+    let out = run(&["log", "export", "--format", "jsonl"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let recs = lines(&out);
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[3]["seq"], 3);
+
+    let out = run(&["log", "export", "--format", "ocsf"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let evs = lines(&out);
+    assert_eq!(evs.len(), 4);
+    for (i, e) in evs.iter().enumerate() {
+        assert_eq!(e["class_uid"], 6003);
+        assert_eq!(e["category_uid"], 6);
+        assert_eq!(e["type_uid"], 600_399);
+        assert_eq!(e["metadata"]["uid"], format!("d-{i}"));
+        assert_eq!(e["metadata"]["version"], "1.3.0");
+        assert_eq!(e["time"], (T0 + i as i64 * 1_000_000) / 1000);
+        assert_eq!(e["api"]["operation"], recs[i]["action"]);
+        assert_eq!(e["resources"][0]["uid"], format!("/f/{i}"));
+        assert_eq!(e["resources"][0]["type"], "File");
+        assert_eq!(e["actor"]["user"]["uid"], recs[i]["subject"]["id"]);
+        assert_eq!(
+            e["actor"]["authorizations"][0]["policy"]["uid"],
+            format!("p{i}")
+        );
+        assert_eq!(e["unmapped"]["policy_version"], "v1");
+    }
+    assert_eq!(evs[0]["status_id"], 1);
+    assert_eq!(evs[1]["status_id"], 2);
+    assert_eq!(evs[2]["status_id"], 99);
+    assert_eq!(evs[0]["actor"]["app_uid"], "bot-0");
+}
