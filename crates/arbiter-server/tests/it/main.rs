@@ -6,6 +6,7 @@
 mod bad_input;
 mod batch;
 mod conformance;
+mod decision_log;
 mod ops;
 mod parser_property;
 mod search;
