@@ -53,7 +53,12 @@ fn rec(i: u64) -> DecisionRecord {
             },
             credential_id: None,
         },
-        action: if i.is_multiple_of(2) { "fs:read" } else { "fs:write" }.into(),
+        action: if i.is_multiple_of(2) {
+            "fs:read"
+        } else {
+            "fs:write"
+        }
+        .into(),
         resource: EntityRef {
             kind: "File".into(),
             id: format!("/f/{i}"),
@@ -137,6 +142,18 @@ fn verify_ok_then_tampered() {
     // The key from a file works too.
     let keyfile = tmp.path().join("trusted.pub");
     std::fs::write(&keyfile, format!("{key}\n")).unwrap();
+    let out = run(
+        &["log", "verify", "--pubkey", keyfile.to_str().unwrap()],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // ... or the JSON of GET /v1/log/pubkey.
+    std::fs::write(
+        &keyfile,
+        serde_json::to_vec(&json!({"public_key": key, "algorithm": "ed25519"})).unwrap(),
+    )
+    .unwrap();
     let out = run(
         &["log", "verify", "--pubkey", keyfile.to_str().unwrap()],
         &data,

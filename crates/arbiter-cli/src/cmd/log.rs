@@ -252,15 +252,28 @@ fn fail(msg: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_VERIFY_FAILED))
 }
 
-/// A key given as 64 hex characters or as a file holding them.
+/// A key given as 64 hex characters, or a file holding them (as `arbiter log pubkey` prints)
+/// or holding the JSON of `GET /v1/log/pubkey` (`{"public_key": "<hex>", …}`).
 fn load_key(arg: &str) -> anyhow::Result<PublicKey> {
     let t = arg.trim();
-    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) && !Path::new(arg).exists() {
+    let path = Path::new(arg);
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) && !path.exists() {
         return PublicKey::from_hex(t).map_err(|e| anyhow::anyhow!("invalid public key: {e}"));
     }
-    PublicKey::from_file(Path::new(arg)).map_err(|e| {
-        anyhow::anyhow!("cannot use `{arg}` as a public key (a file or 64 hex characters): {e}")
-    })
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the public key file `{arg}` (give a file or 64 hex characters)")
+    })?;
+    let hex = if text.trim_start().starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("`{arg}` is not valid JSON"))?;
+        v["public_key"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("`{arg}` has no `public_key` member"))?
+            .to_string()
+    } else {
+        text
+    };
+    PublicKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("`{arg}` is not a public key: {e}"))
 }
 
 /// The key from `--pubkey`, else the one in the log directory, with a note.

@@ -1,0 +1,211 @@
+//! The read-only reader: following, proving and consistency from the files
+//! alone, next to (or after) a writer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Duration;
+
+use arbiter_log::*;
+use serde_json::json;
+
+fn rec(i: u64) -> DecisionRecord {
+    let ctx = json!({"i": i, "pad": "x".repeat(64)});
+    DecisionRecord {
+        decision_id: format!("r-{i}"),
+        ts_us: 1_700_000_000_000_000 + i as i64,
+        subject: SubjectRef {
+            kind: "Agent".into(),
+            id: format!("agent-{i}"),
+            agent_id: None,
+            credential_id: None,
+        },
+        action: "fs:read".into(),
+        resource: EntityRef {
+            kind: "File".into(),
+            id: format!("/f/{i}"),
+        },
+        context_digest: context_digest(&ctx).unwrap(),
+        context: ctx,
+        policy_version: "v".into(),
+        ..DecisionRecord::default()
+    }
+}
+
+fn opts(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        node_id: "n1".into(),
+        checkpoint_every: Duration::from_secs(3600),
+        segment_bytes,
+        ..LogOptions::default()
+    }
+}
+
+fn all(dir: &Path) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    Follower::new(dir)
+        .poll(&mut |i, r| {
+            out.push((i, r.decision_id));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn follower_reads_across_segments_incrementally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(1024)).unwrap();
+    for i in 0..10 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    let mut f = Follower::new(&dir);
+    let mut seen = Vec::new();
+    f.poll(&mut |i, r| {
+        seen.push((i, r.decision_id));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 10);
+    for i in 10..40 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    f.poll(&mut |i, r| {
+        seen.push((i, r.decision_id));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    log.shutdown().unwrap();
+    assert!(segment::list_segments(&dir).unwrap().len() > 3);
+    let want: Vec<_> = (0..40).map(|i| (i, format!("r-{i}"))).collect();
+    assert_eq!(seen, want);
+    assert_eq!(f.next_index(), 40);
+    assert_eq!(all(&dir), want);
+
+    // Breaking stops right after the record.
+    let mut f = Follower::new(&dir);
+    f.poll(&mut |i, _| {
+        if i == 4 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(f.next_index(), 5);
+}
+
+#[test]
+fn prove_dir_matches_the_writer_and_is_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(2048)).unwrap();
+    for i in 0..25 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    let from_writer = log.prove("r-13").unwrap();
+    log.shutdown().unwrap();
+    let cp = latest_checkpoint(&dir).unwrap().unwrap();
+    assert_eq!(cp.tree_size, 25);
+    let b = prove_dir(&dir, "r-13").unwrap();
+    assert_eq!(b.record, from_writer.record);
+    assert_eq!(b.leaf_hash, from_writer.leaf_hash);
+    assert_eq!(b.tree_size, 25);
+    check_proof(&b, Some(&PublicKey::from_hex(&b.public_key).unwrap())).unwrap();
+
+    // A torn tail (a write in progress) is ignored and left alone.
+    let segs = segment::list_segments(&dir).unwrap();
+    let last = &segs.last().unwrap().1;
+    let mut bytes = fs::read(last).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+    fs::write(last, &bytes).unwrap();
+    let before = snapshot(&dir);
+    assert_eq!(prove_dir(&dir, "r-24").unwrap().leaf_index, 24);
+    assert_eq!(all(&dir).len(), 25);
+    assert!(matches!(
+        prove_dir(&dir, "nope"),
+        Err(LogError::NotFound(_))
+    ));
+    assert_eq!(snapshot(&dir), before);
+}
+
+#[test]
+fn prove_dir_refuses_records_newer_than_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(64 << 20)).unwrap();
+    for i in 0..3 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    let cp = log.force_checkpoint().unwrap();
+    assert_eq!(cp.tree_size, 3);
+    log.append_blocking(rec(3)).unwrap();
+    // The writer is still live: no checkpoint covers record 3 yet.
+    let err = prove_dir(&dir, "r-3").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::NotYetCheckpointed {
+                index: 3,
+                checkpoint_size: 3
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retry after the next checkpoint"));
+    let b = prove_dir(&dir, "r-1").unwrap();
+    assert_eq!(b.tree_size, 3);
+    check_proof(&b, Some(&log.public_key())).unwrap();
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn consistency_dir_proves_growth_and_detects_forks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(1500)).unwrap();
+    for i in 0..7 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    let old = log.force_checkpoint().unwrap();
+    for i in 7..30 {
+        log.append_blocking(rec(i)).unwrap();
+    }
+    let new = log.force_checkpoint().unwrap();
+    let key = log.public_key();
+    let proof = consistency_dir(&dir, &old, &new).unwrap();
+    assert_eq!(proof, log.consistency(&old, &new).unwrap());
+    check_consistency(&old, &new, &proof, &key).unwrap();
+    assert_eq!(read_checkpoints(&dir).unwrap().last(), Some(&new));
+
+    let mut forged = old.clone();
+    forged.root_hash = "ab".repeat(32);
+    assert!(matches!(
+        consistency_dir(&dir, &forged, &new),
+        Err(LogError::CheckpointMismatch { .. })
+    ));
+    let mut too_big = new.clone();
+    too_big.tree_size = 1000;
+    assert!(matches!(
+        consistency_dir(&dir, &old, &too_big),
+        Err(LogError::TruncatedBehindCheckpoint { .. })
+    ));
+    log.shutdown().unwrap();
+}
