@@ -381,7 +381,7 @@ fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<Ex
                 None => "a checkpoint".to_string(),
             };
             fail(&format!(
-                "log verification FAILED at {at}: {}: {} ({} records and {} checkpoints verified before it, {sigs})",
+                "log verification FAILED at {at}: {}: {} ({} records verified before it; {} checkpoints read, {sigs})",
                 kind_name(p.kind),
                 p.detail,
                 report.records,
