@@ -268,10 +268,11 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, RecorderError> {
         source,
     };
     if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(key) = hex::decode(text.trim()) {
-            if key.len() == 32 {
-                return Ok(key);
-            }
+        if let Ok(key) = hex::decode(text.trim())
+            .map_err(|_| ())
+            .and_then(|k| if k.len() == 32 { Ok(k) } else { Err(()) })
+        {
+            return Ok(key);
         }
         return Err(io(std::io::Error::other(
             "the file does not hold a 32-byte hex key",
@@ -297,7 +298,7 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, RecorderError> {
 #[derive(Debug, Clone)]
 pub struct Unrecorded {
     /// The fail-closed replacement: a deny naming the logging failure.
-    pub decision: Decision,
+    pub decision: Box<Decision>,
     pub error: String,
 }
 
@@ -326,7 +327,7 @@ impl Pdp {
             .await;
         out.pop().unwrap_or_else(|| {
             Err(Unrecorded {
-                decision: self.reject_unrecorded(),
+                decision: Box::new(self.reject_unrecorded()),
                 error: "no decision to record".to_owned(),
             })
         })
@@ -372,7 +373,7 @@ impl Pdp {
         denied.reason_user = "denied: the decision could not be recorded".to_owned();
         denied.errors.push(error.clone());
         Unrecorded {
-            decision: denied,
+            decision: Box::new(denied),
             error,
         }
     }

@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
         )
+        .route("/v1/decisions", get(log::decisions))
         .route("/v1/decisions/{id}", get(log::decision))
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/pubkey", get(log::pubkey))

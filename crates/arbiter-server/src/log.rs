@@ -86,3 +86,98 @@ pub async fn pubkey(State(state): State<AppState>) -> Response {
     Json(json!({"public_key": key.to_hex(), "key_id": key.key_id(), "algorithm": "ed25519"}))
         .into_response()
 }
+
+/// Largest page of `GET /v1/decisions`.
+const MAX_DECISIONS_PAGE: usize = 1000;
+
+/// `GET /v1/decisions?agent=&action=&outcome=&resource=&since=&until=&policy_version=&limit=&after=`
+/// Records in log order; `after` is the `seq` of the last record of the previous page (the
+/// response's `next_after`). Scans the log from the start: meant for investigations, not for
+/// hot paths.
+pub async fn decisions(
+    State(state): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(recorder) = state.pdp.recorder() else {
+        return no_log();
+    };
+    let bad = |field: &str, msg: String| {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            message: format!("`{field}` {msg}"),
+            field: Some(field.to_owned()),
+        }
+        .into_response()
+    };
+    let mut filter = arbiter_log::RecordFilter::default();
+    let mut limit = 100usize;
+    let mut after: Option<u64> = None;
+    for (key, value) in &params {
+        match key.as_str() {
+            "agent" => filter.agent = Some(value.clone()),
+            "action" => filter.action = Some(value.clone()),
+            "resource" => filter.resource = Some(value.clone()),
+            "policy_version" => filter.policy_version = Some(value.clone()),
+            "outcome" => {
+                filter.outcome = Some(match value.as_str() {
+                    "allow" => arbiter_log::Outcome::Allow,
+                    "deny" => arbiter_log::Outcome::Deny,
+                    "require_approval" => arbiter_log::Outcome::RequireApproval,
+                    _ => return bad("outcome", "must be `allow`, `deny` or `require_approval`".into()),
+                });
+            }
+            "since" | "until" => match arbiter_log::parse_time(value) {
+                Ok(t) if key == "since" => filter.since_us = Some(t),
+                Ok(t) => filter.until_us = Some(t),
+                Err(e) => return bad(key, e),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(l) if l > 0 => limit = l.min(MAX_DECISIONS_PAGE),
+                _ => return bad("limit", "must be a positive integer".into()),
+            },
+            "after" => match value.parse::<u64>() {
+                Ok(a) => after = Some(a),
+                Err(_) => return bad("after", "must be a record sequence number".into()),
+            },
+            other => return bad(other, "is not a known filter (agent, action, outcome, resource, since, until, policy_version, limit, after)".into()),
+        }
+    }
+    let dir = recorder.log().dir().to_path_buf();
+    let scanned = tokio::task::spawn_blocking(
+        move || -> Result<(Vec<serde_json::Value>, Option<u64>), LogError> {
+            let mut page = Vec::new();
+            let mut last = None;
+            for item in arbiter_log::read_records(&dir)? {
+                let (seq, record) = item?;
+                if after.is_some_and(|a| seq <= a) || !filter.matches(&record) {
+                    continue;
+                }
+                if page.len() == limit {
+                    return Ok((page, last));
+                }
+                last = Some(seq);
+                page.push(json!(record));
+            }
+            Ok((page, None))
+        },
+    )
+    .await;
+    match scanned {
+        Ok(Ok((page, next))) => {
+            Json(json!({"decisions": page, "next_after": next})).into_response()
+        }
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision_log_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision_log_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

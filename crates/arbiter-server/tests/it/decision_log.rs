@@ -121,6 +121,65 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
     .json();
     assert_eq!(key["public_key"].as_str().unwrap().len(), 64);
 
+    // Query: filters and paging over the same records.
+    let denied = call(
+        &state,
+        Request::get("/v1/decisions?outcome=deny")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    let denied = denied["decisions"].as_array().unwrap().clone();
+    assert_eq!(denied.len(), 2, "delete_ticket and the incomplete item");
+    assert!(denied.iter().all(|r| r["outcome"] == "deny"));
+    let by_agent = call(
+        &state,
+        Request::get("/v1/decisions?outcome=deny&agent=support-bot&action=call_tool")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    assert_eq!(
+        by_agent["decisions"][0]["resource"]["id"],
+        "helpdesk/delete_ticket"
+    );
+    assert_eq!(
+        by_agent["decisions"].as_array().unwrap().len(),
+        1,
+        "the incomplete item names no agent"
+    );
+    let first = call(
+        &state,
+        Request::get("/v1/decisions?limit=3")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    assert_eq!(first["decisions"].as_array().unwrap().len(), 3);
+    let after = first["next_after"].as_u64().unwrap();
+    let rest = call(
+        &state,
+        Request::get(format!("/v1/decisions?limit=100&after={after}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .json();
+    assert_eq!(rest["decisions"].as_array().unwrap().len(), ids.len() - 3);
+    assert!(rest["next_after"].is_null());
+    let bad = call(
+        &state,
+        Request::get("/v1/decisions?colour=red")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["field"], "colour");
+
     state.pdp.recorder().unwrap().log().shutdown().unwrap();
     let logged: Vec<String> = read_records(&data.path().join("log"))
         .unwrap()
