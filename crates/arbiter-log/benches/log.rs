@@ -149,6 +149,13 @@ fn verify(c: &mut Criterion) {
             assert_eq!(r.records, VERIFY_RECORDS);
         })
     });
+    g.bench_function("verify_dir_200k_reference", |b| {
+        b.iter(|| {
+            let r = verify::verify_dir_reference(dir.path(), Some(&key), None).unwrap();
+            assert!(r.is_ok(), "{r:?}");
+            assert_eq!(r.records, VERIFY_RECORDS);
+        })
+    });
     g.bench_function("open_200k", |b| {
         b.iter(|| {
             let (log, rep) = Log::open(

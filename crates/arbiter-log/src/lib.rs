@@ -17,6 +17,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+mod fastcheck;
 pub mod merkle;
 pub mod ocsf;
 pub mod query;

@@ -11,7 +11,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::borrow::Cow;
+
 use crate::canonical::{self, CanonicalError, write_i64, write_string, write_u64};
+use crate::fastcheck;
 
 /// The only record schema version this crate writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -314,7 +317,8 @@ pub(crate) struct Decoded {
     pub leaf: crate::merkle::Hash,
 }
 
-fn decode_one(payload: &[u8]) -> Result<Decoded, RecordError> {
+/// The full decode path: strict serde decode plus canonical re-encode check.
+fn decode_one_full(payload: &[u8]) -> Result<Decoded, RecordError> {
     let r = DecisionRecord::from_canonical_bytes(payload)?;
     Ok(Decoded {
         seq: r.seq,
@@ -325,24 +329,105 @@ fn decode_one(payload: &[u8]) -> Result<Decoded, RecordError> {
     })
 }
 
+/// Allocation-free canonical check first; the full decode only when that
+/// rejects (to report the precise error, and so that a rejection by the
+/// fast check can never change the verdict).
+fn decode_one(payload: &[u8]) -> Result<Decoded, RecordError> {
+    match fastcheck::check_record(payload) {
+        Some(v) => Ok(Decoded {
+            seq: v.seq,
+            ts_us: v.ts_us,
+            node_id: fastcheck::unescape(v.node_id),
+            decision_id: fastcheck::unescape(v.decision_id),
+            leaf: crate::merkle::leaf_hash(payload),
+        }),
+        None => decode_one_full(payload),
+    }
+}
+
+/// What `verify_dir` needs from one stored record, borrowed where possible.
+#[derive(Debug)]
+pub(crate) struct Checked<'a> {
+    pub seq: u64,
+    pub ts_us: i64,
+    /// The node id as raw canonical string contents (escaped, no quotes);
+    /// canonical escaping is injective, so equal raw forms are equal ids.
+    pub node_id_raw: Cow<'a, [u8]>,
+    pub leaf: crate::merkle::Hash,
+}
+
+impl Checked<'_> {
+    /// The decoded node id (for messages).
+    pub fn node_id(&self) -> String {
+        fastcheck::unescape(&self.node_id_raw)
+    }
+}
+
+fn check_one(payload: &[u8]) -> Result<Checked<'_>, RecordError> {
+    match fastcheck::check_record(payload) {
+        Some(v) => Ok(Checked {
+            seq: v.seq,
+            ts_us: v.ts_us,
+            node_id_raw: Cow::Borrowed(v.node_id),
+            leaf: crate::merkle::leaf_hash(payload),
+        }),
+        None => {
+            let r = DecisionRecord::from_canonical_bytes(payload)?;
+            let mut raw = Vec::new();
+            write_string(&mut raw, &r.node_id);
+            let inner = raw
+                .get(1..raw.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_vec();
+            Ok(Checked {
+                seq: r.seq,
+                ts_us: r.ts_us,
+                node_id_raw: Cow::Owned(inner),
+                leaf: crate::merkle::leaf_hash(payload),
+            })
+        }
+    }
+}
+
+/// Checks canonical form, extracts the fields `verify_dir` needs and
+/// leaf-hashes many payloads, in order, spread over the available cores.
+pub(crate) fn check_all<'a>(payloads: &[&'a [u8]]) -> Vec<Result<Checked<'a>, RecordError>> {
+    par_map(payloads, check_one)
+}
+
 /// Decodes, checks canonical form and leaf-hashes many payloads, in order,
 /// spread over the available cores (decoding is the expensive part of
 /// `open` and `verify`; the order-dependent checks stay sequential).
 pub(crate) fn decode_all(payloads: &[&[u8]]) -> Vec<Result<Decoded, RecordError>> {
+    par_map(payloads, decode_one)
+}
+
+/// [`decode_all`] through the full decode only (the pre-fast-path
+/// behaviour; kept as the benchmark and test baseline).
+pub(crate) fn decode_all_full(payloads: &[&[u8]]) -> Vec<Result<Decoded, RecordError>> {
+    par_map(payloads, decode_one_full)
+}
+
+fn par_map<'a, T, F>(payloads: &[&'a [u8]], f: F) -> Vec<Result<T, RecordError>>
+where
+    T: Send + 'a,
+    F: Fn(&'a [u8]) -> Result<T, RecordError> + Sync,
+{
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     if threads < 2 || payloads.len() < 2048 {
-        return payloads.iter().map(|p| decode_one(p)).collect();
+        return payloads.iter().map(|p| f(p)).collect();
     }
     let chunk = payloads.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|s| {
         let handles: Vec<_> = payloads
             .chunks(chunk)
             .map(|c| {
                 (
                     c.len(),
-                    s.spawn(move || c.iter().map(|p| decode_one(p)).collect::<Vec<_>>()),
+                    s.spawn(move || c.iter().map(|p| f(p)).collect::<Vec<_>>()),
                 )
             })
             .collect();

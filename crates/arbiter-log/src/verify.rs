@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
-use crate::record::{DecisionRecord, RecordError, decode_all};
+use std::borrow::Cow;
+
+use crate::record::{Checked, DecisionRecord, RecordError, check_all, decode_all_full};
 use crate::segment::{self, CHECKPOINTS_FILE, FrameError};
 use crate::store::{LogError, io_at};
 use crate::writer::InclusionProofBundle;
@@ -129,6 +131,27 @@ pub fn verify_dir(
     pubkey: Option<&PublicKey>,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<VerifyReport, LogError> {
+    verify_dir_impl(dir, pubkey, progress, true)
+}
+
+/// [`verify_dir`] with every record checked by the full decode and
+/// canonical re-encode instead of the allocation-free canonical check. Same
+/// checks and same results; kept only as a benchmark and test baseline.
+#[doc(hidden)]
+pub fn verify_dir_reference(
+    dir: &Path,
+    pubkey: Option<&PublicKey>,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<VerifyReport, LogError> {
+    verify_dir_impl(dir, pubkey, progress, false)
+}
+
+fn verify_dir_impl(
+    dir: &Path,
+    pubkey: Option<&PublicKey>,
+    progress: Option<&dyn Fn(u64, u64)>,
+    fast: bool,
+) -> Result<VerifyReport, LogError> {
     let key = match pubkey {
         Some(k) => Some(*k),
         None => {
@@ -167,7 +190,7 @@ pub fn verify_dir(
     let mut frontier = Frontier::new();
     let mut next_cp = 0usize;
     let mut last_ts = i64::MIN;
-    let mut node: Option<String> = None;
+    let mut node: Option<Vec<u8>> = None;
     let mut index = 0u64;
     // size-0 checkpoints
     if let Some(p) = check_cps(&cps, &mut next_cp, &frontier) {
@@ -212,7 +235,29 @@ pub fn verify_dir(
         }
         // Pass 2: decode, canonical check and leaf hash (parallel).
         let payloads: Vec<&[u8]> = frames.iter().map(|f| f.1).collect();
-        let decoded = decode_all(&payloads);
+        let decoded: Vec<Result<Checked<'_>, RecordError>> = if fast {
+            check_all(&payloads)
+        } else {
+            decode_all_full(&payloads)
+                .into_iter()
+                .map(|r| {
+                    r.map(|d| {
+                        let mut raw = Vec::new();
+                        canonical::write_string(&mut raw, &d.node_id);
+                        let inner = raw
+                            .get(1..raw.len().saturating_sub(1))
+                            .unwrap_or_default()
+                            .to_vec();
+                        Checked {
+                            seq: d.seq,
+                            ts_us: d.ts_us,
+                            node_id_raw: Cow::Owned(inner),
+                            leaf: d.leaf,
+                        }
+                    })
+                })
+                .collect()
+        };
         // Pass 3: order-dependent checks (sequential).
         for (j, ((off, _, next), d)) in frames.iter().zip(decoded.iter()).enumerate() {
             let at = || format!("`{}` offset {off}", path.display());
@@ -254,12 +299,16 @@ pub fn verify_dir(
                 break 'segs;
             }
             match &node {
-                None => node = Some(d.node_id.clone()),
-                Some(n) if *n != d.node_id => {
+                None => node = Some(d.node_id_raw.to_vec()),
+                Some(n) if n.as_slice() != &*d.node_id_raw => {
                     rep.problem = problem(
                         Some(index),
                         ProblemKind::Modified,
-                        format!("record from node `{}` in the log of `{n}`", d.node_id),
+                        format!(
+                            "record from node `{}` in the log of `{}`",
+                            d.node_id(),
+                            crate::fastcheck::unescape(n)
+                        ),
                     );
                     break 'segs;
                 }
