@@ -157,8 +157,11 @@ impl Recorder {
         let context = req.map(full_context).unwrap_or_default();
         let context = Value::Object(context);
         let digest = arbiter_log::context_digest(&context).unwrap_or_default();
-        let (redacted, redacted_paths) =
-            arbiter_log::redact(&context, &self.redact, &self.redact_key);
+        let (redacted, redacted_paths) = if self.redact.is_empty() {
+            (context, Vec::new())
+        } else {
+            arbiter_log::redact(&context, &self.redact, &self.redact_key)
+        };
         let subject = req.map(|r| &r.subject);
         let delegation = req
             .and_then(|r| r.context.get("delegation"))
