@@ -83,6 +83,16 @@ impl<'a> Cur<'a> {
         let start = self.i;
         let mut ascii = true;
         loop {
+            // Skip 8 plain bytes (printable ASCII other than `"` and `\`)
+            // at a time.
+            while let Some(w) = self.b.get(self.i..self.i + 8) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(w);
+                if special(u64::from_le_bytes(a)) {
+                    break;
+                }
+                self.i += 8;
+            }
             let c = *self.b.get(self.i)?;
             match c {
                 b'"' => break,
@@ -295,6 +305,20 @@ fn is_plain_integer(tok: &[u8]) -> bool {
         c.u64().is_some()
     };
     ok && c.i == tok.len()
+}
+
+/// Whether any byte of `w` is below 0x20, `"`, `\\` or non-ASCII (exact as a
+/// yes/no answer).
+#[inline]
+fn special(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let ctl = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let q = w ^ (LO * u64::from(b'"'));
+    let q = q.wrapping_sub(LO) & !q & HI;
+    let bs = w ^ (LO * u64::from(b'\\'));
+    let bs = bs.wrapping_sub(LO) & !bs & HI;
+    (ctl | q | bs | (w & HI)) != 0
 }
 
 #[inline]
@@ -776,6 +800,12 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn swar_special_is_exact(w in any::<[u8; 8]>()) {
+            let want = w.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\' || c >= 0x80);
+            prop_assert_eq!(special(u64::from_le_bytes(w)), want);
+        }
 
         #[test]
         fn fast_check_accepts_every_canonical_record(r in arb_record()) {
