@@ -64,9 +64,18 @@ pub async fn evaluation(State(state): State<AppState>, headers: HeaderMap, body:
         Err(e) => return e.into_response(),
     };
     let snapshot = state.pdp.snapshot();
+    answer_one(&state, &snapshot, &req).await
+}
+
+/// Decides and records one request, answered as an AuthZEN decision.
+async fn answer_one(
+    state: &AppState,
+    snapshot: &arbiter_policy::Policies,
+    req: &EvaluationRequest,
+) -> Response {
     match state
         .pdp
-        .decide_recorded(&snapshot, &req, ENFORCEMENT_POINT)
+        .decide_recorded(snapshot, req, ENFORCEMENT_POINT)
         .await
     {
         Ok(d) => json_response(&d.to_authzen()),
@@ -96,16 +105,7 @@ async fn evaluate_many(
     let Some(items) = batch.items else {
         // No items: a single evaluation from the top-level fields, answered as one.
         let req = batch.defaults.complete()?;
-        return Ok(
-            match state
-                .pdp
-                .decide_recorded(&snapshot, &req, ENFORCEMENT_POINT)
-                .await
-            {
-                Ok(d) => json_response(&d.to_authzen()),
-                Err(u) => unrecorded_response(&u),
-            },
-        );
+        return Ok(answer_one(state, &snapshot, &req).await);
     };
     // Decide in order (the semantic may stop early), then record the batch together.
     let mut decided = Vec::with_capacity(items.len());
