@@ -363,7 +363,7 @@ impl Checked<'_> {
     }
 }
 
-fn check_one(payload: &[u8]) -> Result<Checked<'_>, RecordError> {
+pub(crate) fn check_one(payload: &[u8]) -> Result<Checked<'_>, RecordError> {
     match fastcheck::check_record(payload) {
         Some(v) => Ok(Checked {
             seq: v.seq,
@@ -387,12 +387,6 @@ fn check_one(payload: &[u8]) -> Result<Checked<'_>, RecordError> {
             })
         }
     }
-}
-
-/// Checks canonical form, extracts the fields `verify_dir` needs and
-/// leaf-hashes many payloads, in order, spread over the available cores.
-pub(crate) fn check_all<'a>(payloads: &[&'a [u8]]) -> Vec<Result<Checked<'a>, RecordError>> {
-    par_map(payloads, check_one)
 }
 
 /// Decodes, checks canonical form and leaf-hashes many payloads, in order,
