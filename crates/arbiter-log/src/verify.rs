@@ -171,6 +171,27 @@ fn problem(index: Option<u64>, kind: ProblemKind, detail: String) -> Option<Prob
     })
 }
 
+/// A segment must start at the record that follows the previous one: later means records
+/// are missing, earlier means the framing is wrong.
+fn segment_start_problem(first: u64, index: u64, path: &Path) -> Option<Problem> {
+    if first == index {
+        return None;
+    }
+    let kind = if first > index {
+        ProblemKind::Missing
+    } else {
+        ProblemKind::BadFraming
+    };
+    problem(
+        Some(index),
+        kind,
+        format!(
+            "segment `{}` starts at record {first}, expected {index}",
+            path.display()
+        ),
+    )
+}
+
 /// Verifies the log in `dir`.
 ///
 /// `pubkey` is the trusted checkpoint key; without it the key in
@@ -222,20 +243,8 @@ pub fn verify_dir_reference(
     let nsegs = segs.len();
     let mut seg_buf: Vec<u8> = Vec::new();
     'segs: for (si, (first, path)) in segs.iter().enumerate() {
-        if *first != index {
-            let kind = if *first > index {
-                ProblemKind::Missing
-            } else {
-                ProblemKind::BadFraming
-            };
-            rep.problem = problem(
-                Some(index),
-                kind,
-                format!(
-                    "segment `{}` starts at record {first}, expected {index}",
-                    path.display()
-                ),
-            );
+        if let Some(p) = segment_start_problem(*first, index, path) {
+            rep.problem = Some(p);
             break;
         }
         // One buffer reused for every segment (no fresh 64 MiB allocation
@@ -737,20 +746,8 @@ fn verify_dir_streaming(
     let nsegs = segs.len();
     for (si, (first, path)) in segs.iter().enumerate() {
         let index = ord.index;
-        if *first != index {
-            let kind = if *first > index {
-                ProblemKind::Missing
-            } else {
-                ProblemKind::BadFraming
-            };
-            rep.problem = problem(
-                Some(index),
-                kind,
-                format!(
-                    "segment `{}` starts at record {first}, expected {index}",
-                    path.display()
-                ),
-            );
+        if let Some(p) = segment_start_problem(*first, index, path) {
+            rep.problem = Some(p);
             break;
         }
         rep.records = ord.index;
