@@ -1,0 +1,202 @@
+//! Arbiter's identity store: who the agents are, which credentials
+//! authenticate them and the operators, which unknown identities the
+//! enforcement points have seen, and an audit trail of every
+//! administrative change.
+//!
+//! - [`Store`]: the access layer the server, the decision point and the CLI
+//!   program against; [`SqliteStore`] implements it on one embedded SQLite
+//!   file, so that another backend can follow without touching callers;
+//! - [`model`]: the records ([`Agent`], [`Credential`], [`Discovered`],
+//!   [`AuditEvent`]) and the inputs that create or change them;
+//! - [`validate`]: the input rules every backend applies;
+//! - [`audit`]: the hash chain over administrative changes;
+//! - [`schema`]: the SQLite schema and its migrations.
+//!
+//! Rules that hold for every call:
+//!
+//! - times are Unix microseconds (UTC) in an `i64`; the caller passes `now`,
+//!   the store reads no clock;
+//! - every administrative change takes the [`Actor`] making it and writes one
+//!   [`AuditEvent`] per object changed, in the same transaction;
+//! - runtime bookkeeping ([`Store::touch_agents`],
+//!   [`Store::touch_credentials`], [`Store::record_sightings`]) is not
+//!   audited: it is high-volume and driven by traffic, not by operators;
+//! - no plaintext secret is ever passed in: credentials arrive as the
+//!   caller's hash, discovered credentials as a fingerprint.
+//!
+//! Synchronous, with no async runtime and no other Arbiter crate; async
+//! callers run it on a blocking thread.
+
+mod agents;
+pub mod audit;
+mod credentials;
+mod discovered;
+mod error;
+pub mod model;
+pub mod schema;
+mod sqlite;
+pub mod validate;
+
+pub use audit::GENESIS_HASH;
+pub use error::StoreError;
+pub use model::{
+    ADMIN_ROLES, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential,
+    CredentialFilter, CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
+    MAX_DISCOVERED_SOURCES, NewAgent, NewCredential, Sighting, SightingsReport,
+};
+pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
+
+/// The identity store's access layer.
+///
+/// Every method is one transaction: it either happens entirely, with its
+/// audit events, or not at all. Mutating methods take the [`Actor`] and the
+/// caller's `now_us`.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A number that changes after any change to agents or credentials,
+    /// whether made through this handle or by another process writing the
+    /// same database, so caches know when to reload.
+    ///
+    /// Only inequality is meaningful: compare values from the same handle.
+    /// Through this handle, every committed administrative (audited) change
+    /// moves it; runtime bookkeeping ([`Store::touch_agents`],
+    /// [`Store::touch_credentials`], [`Store::record_sightings`]) does not,
+    /// since it only changes last-seen times and the inventory. A write by
+    /// another connection always moves it, bookkeeping included: it may
+    /// change when nothing a cache holds did, never the reverse. Called on
+    /// every request, so it must be cheap.
+    fn generation(&self) -> Result<u64, StoreError>;
+
+    /// Registers a new, active agent. `Conflict` if the id is taken.
+    fn register_agent(
+        &self,
+        new: &NewAgent,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError>;
+
+    /// The agent `id`, if registered.
+    fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError>;
+
+    /// The agents matching `filter`, ordered by id.
+    fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError>;
+
+    /// Changes the fields set in `patch`. A retired agent cannot be changed.
+    /// If nothing actually differs, returns the agent unchanged and writes no
+    /// audit event.
+    fn update_agent(
+        &self,
+        id: &str,
+        patch: &AgentPatch,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError>;
+
+    /// Moves the agent to `status`: active ⇄ suspended, either → retired.
+    /// Retired is terminal, and setting the current status is refused.
+    /// Credentials are not touched; use
+    /// [`Store::revoke_agent_credentials`] to revoke them.
+    fn set_agent_status(
+        &self,
+        id: &str,
+        status: AgentStatus,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError>;
+
+    /// Records when agents were last seen: each `(agent id, at_us)` raises
+    /// `last_seen_us` to `at_us` if later. Unknown ids are skipped. Not
+    /// audited. Returns how many agents changed.
+    fn touch_agents(&self, seen: &[(String, i64)]) -> Result<usize, StoreError>;
+
+    /// Stores a new credential. `Conflict` if the id is taken; an agent key
+    /// needs an existing, non-retired agent; an admin token needs a role.
+    fn insert_credential(
+        &self,
+        new: &NewCredential,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Credential, StoreError>;
+
+    /// The credential `id`, if stored (revoked or not).
+    fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError>;
+
+    /// The credentials matching `filter`, oldest first.
+    fn list_credentials(&self, filter: &CredentialFilter) -> Result<Vec<Credential>, StoreError>;
+
+    /// Atomically stores `new` as the replacement of `old_id`, which keeps
+    /// working until `min(its current expiry, old_expires_at_us)` and gets
+    /// `replaced_by` set. Refused if the old credential is revoked or was
+    /// already rotated, or if kind, agent or role would change. Returns
+    /// `(old, new)` as stored.
+    fn rotate_credential(
+        &self,
+        old_id: &str,
+        new: &NewCredential,
+        old_expires_at_us: i64,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(Credential, Credential), StoreError>;
+
+    /// Revokes one credential; refused if it already is.
+    fn revoke_credential(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Credential, StoreError>;
+
+    /// Revokes every unrevoked credential of the agent, with one audit event
+    /// each; returns how many.
+    fn revoke_agent_credentials(
+        &self,
+        agent_id: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<usize, StoreError>;
+
+    /// Records when credentials were last used: each `(credential id,
+    /// at_us)` raises `last_used_us` to `at_us` if later. Unknown ids are
+    /// skipped. Not audited. Returns how many credentials changed.
+    fn touch_credentials(&self, used: &[(String, i64)]) -> Result<usize, StoreError>;
+
+    /// Merges sightings of unknown identities into the inventory, upserting
+    /// on `(kind, key)`. Not audited. When the inventory holds
+    /// [`MAX_DISCOVERED_ROWS`], sightings of new keys are dropped (and
+    /// counted in the report) while known keys keep being updated.
+    fn record_sightings(&self, sightings: &[Sighting]) -> Result<SightingsReport, StoreError>;
+
+    /// The discovered identities, most recently seen first; adopted ones
+    /// only if `include_adopted`.
+    fn list_discovered(&self, include_adopted: bool) -> Result<Vec<Discovered>, StoreError>;
+
+    /// The discovered identity `id`, if any.
+    fn discovered(&self, id: i64) -> Result<Option<Discovered>, StoreError>;
+
+    /// Records that discovered identity `id` is the (existing, non-retired)
+    /// agent `agent_id`. Refused if it was already adopted.
+    fn mark_adopted(
+        &self,
+        id: i64,
+        agent_id: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Discovered, StoreError>;
+
+    /// Up to `limit` audit events with `seq > after_seq` (from the first
+    /// when `None`), in order.
+    fn list_audit(
+        &self,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The last audit event's `(seq, hash)`, if any: record it elsewhere to
+    /// make truncation or a rewritten chain detectable later.
+    fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Recomputes the whole audit chain; returns how many events it checked,
+    /// or [`StoreError::AuditChain`] naming the first event that fails.
+    fn verify_audit(&self) -> Result<u64, StoreError>;
+}

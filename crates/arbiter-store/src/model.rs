@@ -1,0 +1,393 @@
+//! The records the store keeps and the inputs that create or change them.
+//!
+//! These are plain data: validation lives in [`crate::validate`] and is
+//! applied by every backend before anything is written. Times are Unix
+//! microseconds (UTC) in an `i64`, named `*_us`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::StoreError;
+
+/// Who made an administrative change; recorded in every audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `admin_token`, `cli` or `system` (see [`Actor::KINDS`]).
+    pub kind: String,
+    /// Who within that kind: the admin token's id, the OS user running the
+    /// CLI, the subsystem name.
+    pub id: String,
+}
+
+impl Actor {
+    /// The actor kinds the store accepts.
+    pub const KINDS: [&'static str; 3] = ["admin_token", "cli", "system"];
+
+    /// A change made over the admin API with the admin token `token_id`.
+    pub fn admin_token(token_id: impl Into<String>) -> Self {
+        Self {
+            kind: "admin_token".to_owned(),
+            id: token_id.into(),
+        }
+    }
+
+    /// A change made with the local CLI by `user`.
+    pub fn cli(user: impl Into<String>) -> Self {
+        Self {
+            kind: "cli".to_owned(),
+            id: user.into(),
+        }
+    }
+
+    /// A change made by Arbiter itself (`component` names the part).
+    pub fn system(component: impl Into<String>) -> Self {
+        Self {
+            kind: "system".to_owned(),
+            id: component.into(),
+        }
+    }
+}
+
+/// Declares a string-backed enum with `as_str`, `Display`, `FromStr` and
+/// serde in the same spelling.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $field:literal {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stored and serialized spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = StoreError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(StoreError::Invalid {
+                        field: $field,
+                        problem: format!(
+                            "`{other}` is not one of {}",
+                            [$($text),+].join(", ")
+                        ),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// The deployment environment an agent runs in.
+    Environment, "environment" {
+        /// Development.
+        Dev = "dev",
+        /// Staging / pre-production.
+        Staging = "staging",
+        /// Production.
+        Prod = "prod",
+    }
+}
+
+text_enum! {
+    /// Lifecycle state of an agent. `Retired` is terminal.
+    AgentStatus, "status" {
+        /// May authenticate and be authorized.
+        Active = "active",
+        /// Temporarily blocked; can be made active again.
+        Suspended = "suspended",
+        /// Permanently out of service; no transition leaves this state.
+        Retired = "retired",
+    }
+}
+
+text_enum! {
+    /// What a credential authenticates.
+    CredentialKind, "credential kind" {
+        /// An agent's API key; belongs to exactly one agent.
+        AgentKey = "agent_key",
+        /// A token for the admin API, with a role.
+        AdminToken = "admin_token",
+        /// A token an enforcement point uses to call the decision point.
+        PepToken = "pep_token",
+    }
+}
+
+text_enum! {
+    /// What an enforcement point saw that the store did not know.
+    DiscoveredKind, "discovered kind" {
+        /// An unknown credential, identified by its fingerprint.
+        Credential = "credential",
+        /// An agent id that is not registered.
+        AgentId = "agent_id",
+    }
+}
+
+/// The roles an admin token can carry.
+pub const ADMIN_ROLES: [&str; 2] = ["administrator", "auditor"];
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Stable slug, `^[a-z0-9][a-z0-9._-]{0,62}$`.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Accountable person or team; never empty.
+    pub owner: String,
+    /// What the agent is for (free text, may be empty).
+    pub purpose: String,
+    /// Where it runs.
+    pub environment: Environment,
+    /// Lifecycle state.
+    pub status: AgentStatus,
+    /// Free-form attributes, available to policies.
+    pub attributes: Map<String, Value>,
+    /// When it was registered.
+    pub created_us: i64,
+    /// When its record last changed (not counting `last_seen_us`).
+    pub updated_us: i64,
+    /// When an enforcement point last saw it, if ever.
+    pub last_seen_us: Option<i64>,
+}
+
+/// Input to [`Store::register_agent`](crate::Store::register_agent). New
+/// agents start [`AgentStatus::Active`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAgent {
+    /// Slug, `^[a-z0-9][a-z0-9._-]{0,62}$`.
+    pub id: String,
+    /// Human-readable name; not empty.
+    pub name: String,
+    /// Accountable person or team; not empty.
+    pub owner: String,
+    /// What the agent is for; may be empty.
+    pub purpose: String,
+    /// Where it runs.
+    pub environment: Environment,
+    /// Free-form attributes.
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
+/// A partial update of an agent: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New owner.
+    pub owner: Option<String>,
+    /// New purpose.
+    pub purpose: Option<String>,
+    /// New environment.
+    pub environment: Option<Environment>,
+    /// Replaces the whole attribute map (no merge).
+    pub attributes: Option<Map<String, Value>>,
+}
+
+impl AgentPatch {
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.owner.is_none()
+            && self.purpose.is_none()
+            && self.environment.is_none()
+            && self.attributes.is_none()
+    }
+}
+
+/// Which agents [`Store::list_agents`](crate::Store::list_agents) returns;
+/// every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFilter {
+    /// Only agents in this state.
+    pub status: Option<AgentStatus>,
+    /// Only agents in this environment.
+    pub environment: Option<Environment>,
+    /// Only agents with exactly this owner.
+    pub owner: Option<String>,
+}
+
+/// A stored credential: its lookup id and the hash of its secret, never the
+/// secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// Public lookup id chosen by the caller, e.g. `key_7Gq2…`.
+    pub id: String,
+    /// What it authenticates.
+    pub kind: CredentialKind,
+    /// The owning agent; set exactly for [`CredentialKind::AgentKey`].
+    pub agent_id: Option<String>,
+    /// Label.
+    pub name: String,
+    /// For admin tokens, one of [`ADMIN_ROLES`]; `None` otherwise.
+    pub role: Option<String>,
+    /// The verifier the caller computed, e.g. `sha256:<hex>`; opaque here.
+    pub hash: String,
+    /// When it was created.
+    pub created_us: i64,
+    /// When it stops being valid, if ever.
+    pub expires_at_us: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at_us: Option<i64>,
+    /// Why it was revoked.
+    pub revoked_reason: Option<String>,
+    /// When it was last used, if ever.
+    pub last_used_us: Option<i64>,
+    /// The credential that replaced it in a rotation.
+    pub replaced_by: Option<String>,
+}
+
+impl Credential {
+    /// Whether the credential may authenticate at `now_us`: not revoked and
+    /// not past its expiry. Agent status is the caller's to check.
+    pub fn is_usable_at(&self, now_us: i64) -> bool {
+        self.revoked_at_us.is_none() && self.expires_at_us.is_none_or(|exp| now_us < exp)
+    }
+}
+
+/// Input to [`Store::insert_credential`](crate::Store::insert_credential) and
+/// [`Store::rotate_credential`](crate::Store::rotate_credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCredential {
+    /// Lookup id, 1–128 characters of `A-Z a-z 0-9 _ . : -`.
+    pub id: String,
+    /// What it authenticates.
+    pub kind: CredentialKind,
+    /// Required for agent keys, forbidden otherwise.
+    pub agent_id: Option<String>,
+    /// Label; may be empty.
+    pub name: String,
+    /// Required for admin tokens (one of [`ADMIN_ROLES`]), forbidden otherwise.
+    pub role: Option<String>,
+    /// The verifier, e.g. `sha256:<hex>`; never the plaintext secret.
+    pub hash: String,
+    /// Expiry; must be after `now` when given.
+    pub expires_at_us: Option<i64>,
+}
+
+/// Which credentials [`Store::list_credentials`](crate::Store::list_credentials)
+/// returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialFilter {
+    /// Only this kind.
+    pub kind: Option<CredentialKind>,
+    /// Only credentials of this agent.
+    pub agent_id: Option<String>,
+    /// Also return revoked credentials.
+    pub include_revoked: bool,
+}
+
+/// One observation of an unknown identity at an enforcement point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// Unknown credential or unknown agent id.
+    pub kind: DiscoveredKind,
+    /// A fingerprint (`fp_…`) for credentials, the agent id otherwise;
+    /// never a plaintext secret.
+    pub key: String,
+    /// What the credential looked like: `openai-api-key`, `jwt`, `opaque`.
+    pub shape: String,
+    /// Client address.
+    pub source: String,
+    /// Which enforcement point saw it.
+    pub enforcement_point: String,
+    /// When.
+    pub at_us: i64,
+}
+
+/// An unknown identity, aggregated over its sightings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    /// Row id.
+    pub id: i64,
+    /// Unknown credential or unknown agent id.
+    pub kind: DiscoveredKind,
+    /// Fingerprint or agent id.
+    pub key: String,
+    /// Shape of the most recent sighting.
+    pub shape: String,
+    /// Earliest sighting time.
+    pub first_seen_us: i64,
+    /// Latest sighting time.
+    pub last_seen_us: i64,
+    /// Number of sightings.
+    pub count: u64,
+    /// Distinct client addresses, most recently recorded first, at most
+    /// [`MAX_DISCOVERED_SOURCES`].
+    pub sources: Vec<String>,
+    /// Distinct enforcement points, most recently recorded first, at most
+    /// [`MAX_DISCOVERED_SOURCES`].
+    pub enforcement_points: Vec<String>,
+    /// The agent this identity was adopted as, if it was.
+    pub adopted_as: Option<String>,
+}
+
+/// How many distinct sources and enforcement points a discovered identity
+/// keeps.
+pub const MAX_DISCOVERED_SOURCES: usize = 16;
+
+/// The most discovered identities the store holds; sightings of new keys
+/// beyond this are dropped (sightings are attacker-driven).
+pub const MAX_DISCOVERED_ROWS: u64 = 100_000;
+
+/// What [`Store::record_sightings`](crate::Store::record_sightings) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SightingsReport {
+    /// Sightings that created a new discovered identity.
+    pub inserted: usize,
+    /// Sightings merged into an existing one.
+    pub updated: usize,
+    /// Sightings dropped: a new key while the table is full, or an empty key.
+    pub dropped: usize,
+}
+
+/// One entry of the append-only, hash-chained audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// When the change was made.
+    pub at_us: i64,
+    /// [`Actor::kind`].
+    pub actor_kind: String,
+    /// [`Actor::id`].
+    pub actor_id: String,
+    /// What was done: `agent.register`, `key.rotate`, `discovered.adopt`, ...
+    pub action: String,
+    /// The id of the object changed.
+    pub target: String,
+    /// Action-specific facts; never a secret or a credential hash.
+    pub detail: Value,
+    /// The previous event's `hash` (64 zeros after `sha256:` for the first).
+    pub prev_hash: String,
+    /// `sha256:<hex>` over `prev_hash`, a newline and the canonical JSON of
+    /// the event; see the crate README.
+    pub hash: String,
+}

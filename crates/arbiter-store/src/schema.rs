@@ -1,0 +1,161 @@
+//! The SQLite schema and its migrations.
+//!
+//! `MIGRATIONS[n]` brings a database from schema version `n` to `n + 1`; the
+//! version lives in `PRAGMA user_version`. All pending migrations run in one
+//! write transaction together with the version bump, so a crash leaves the
+//! file at the old version or the new one, never in between. Migrations are
+//! append-only: a released script is never edited, a change is a new entry.
+//! A database whose version is newer than `MIGRATIONS.len()` is refused
+//! rather than guessed at.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// `PRAGMA application_id` of an Arbiter identity store (`"ARBS"`), so that
+/// another application's SQLite file is refused instead of migrated.
+pub const APPLICATION_ID: i32 = 0x4152_4253;
+
+/// Schema version 1: agents, credentials, discovered identities, audit.
+const V1: &str = r"
+CREATE TABLE agents (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    owner         TEXT    NOT NULL CHECK (owner <> ''),
+    purpose       TEXT    NOT NULL,
+    environment   TEXT    NOT NULL CHECK (environment IN ('dev', 'staging', 'prod')),
+    status        TEXT    NOT NULL CHECK (status IN ('active', 'suspended', 'retired')),
+    attributes    TEXT    NOT NULL CHECK (json_type(attributes) = 'object'),
+    created_us    INTEGER NOT NULL,
+    updated_us    INTEGER NOT NULL,
+    last_seen_us  INTEGER
+) STRICT;
+
+CREATE INDEX agents_owner ON agents (owner);
+
+CREATE TABLE credentials (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    kind           TEXT    NOT NULL CHECK (kind IN ('agent_key', 'admin_token', 'pep_token')),
+    agent_id       TEXT    REFERENCES agents (id) ON UPDATE RESTRICT ON DELETE RESTRICT,
+    name           TEXT    NOT NULL,
+    role           TEXT,
+    hash           TEXT    NOT NULL CHECK (hash <> ''),
+    created_us     INTEGER NOT NULL,
+    expires_at_us  INTEGER,
+    revoked_at_us  INTEGER,
+    revoked_reason TEXT,
+    last_used_us   INTEGER,
+    replaced_by    TEXT    REFERENCES credentials (id) ON UPDATE RESTRICT ON DELETE RESTRICT,
+    CHECK ((kind = 'agent_key') = (agent_id IS NOT NULL)),
+    CHECK ((kind = 'admin_token') = (role IS NOT NULL))
+) STRICT;
+
+CREATE INDEX credentials_agent ON credentials (agent_id) WHERE agent_id IS NOT NULL;
+CREATE INDEX credentials_kind ON credentials (kind, created_us);
+
+CREATE TABLE discovered (
+    id                 INTEGER NOT NULL PRIMARY KEY,
+    kind               TEXT    NOT NULL CHECK (kind IN ('credential', 'agent_id')),
+    key                TEXT    NOT NULL,
+    shape              TEXT    NOT NULL,
+    first_seen_us      INTEGER NOT NULL,
+    last_seen_us       INTEGER NOT NULL,
+    count              INTEGER NOT NULL CHECK (count >= 1),
+    sources            TEXT    NOT NULL CHECK (json_type(sources) = 'array'),
+    enforcement_points TEXT    NOT NULL CHECK (json_type(enforcement_points) = 'array'),
+    adopted_as         TEXT    REFERENCES agents (id) ON UPDATE RESTRICT ON DELETE RESTRICT,
+    UNIQUE (kind, key)
+) STRICT;
+
+CREATE INDEX discovered_last_seen ON discovered (last_seen_us DESC, id);
+
+CREATE TABLE audit_events (
+    seq         INTEGER NOT NULL PRIMARY KEY CHECK (seq >= 1),
+    at_us       INTEGER NOT NULL,
+    actor_kind  TEXT    NOT NULL,
+    actor_id    TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    target      TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    prev_hash   TEXT    NOT NULL,
+    hash        TEXT    NOT NULL
+) STRICT;
+
+-- Append-only. This stops mistakes, not an attacker with the file: the hash
+-- chain is what detects deliberate edits.
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only');
+END;
+
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only');
+END;
+";
+
+/// The migrations, in order; the schema version is the number applied.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub fn current_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// Brings the database up to [`current_version`], or refuses it.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let app_id: i32 = tx.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let supported = current_version();
+
+    if app_id != APPLICATION_ID && app_id != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "the file belongs to another application (application_id {app_id:#x})"
+        )));
+    }
+    if version == 0 {
+        let objects: i64 = tx.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+            [],
+            |row| row.get(0),
+        )?;
+        if objects > 0 {
+            return Err(StoreError::Corrupt(
+                "the file is an SQLite database with tables but not an Arbiter identity store"
+                    .to_owned(),
+            ));
+        }
+    } else if app_id == 0 {
+        return Err(StoreError::Corrupt(
+            "the file is an SQLite database but not an Arbiter identity store".to_owned(),
+        ));
+    }
+    if version > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported,
+        });
+    }
+    if version < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "negative schema version {version}"
+        )));
+    }
+    if version == supported {
+        // Nothing to do; dropping the transaction ends it.
+        return Ok(());
+    }
+
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    for (index, script) in MIGRATIONS.iter().enumerate() {
+        let to = i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1);
+        if to <= version {
+            continue;
+        }
+        tx.execute_batch(script)?;
+        tx.pragma_update(None, "user_version", to)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! [`SqliteStore`]: the [`Store`] on one embedded SQLite file.
+//!
+//! One connection behind a mutex; every call is one transaction. Writes use
+//! `BEGIN IMMEDIATE`, so two processes sharing the file queue on SQLite's
+//! write lock (up to the 5 s busy timeout) instead of failing half-way with
+//! a lock upgrade error. The file is opened in WAL mode so readers in other
+//! processes are not blocked by a writer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::audit::{self, Verifier};
+use crate::model::{
+    Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential, CredentialFilter,
+    Discovered, NewAgent, NewCredential, Sighting, SightingsReport,
+};
+use crate::{Store, StoreError, agents, credentials, discovered, schema, validate};
+
+/// How long a call waits for another process's write lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the mutex guards.
+struct Inner {
+    conn: Connection,
+    /// `PRAGMA data_version` when [`Store::generation`] last looked.
+    data_version: i64,
+    /// Bumped by every committed administrative change made through this
+    /// handle, and whenever `data_version` shows another connection wrote.
+    generation: u64,
+}
+
+/// The identity store on an SQLite database file.
+pub struct SqliteStore {
+    inner: Mutex<Inner>,
+    /// `None` for an in-memory store.
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field(
+                "path",
+                &self.path.as_deref().unwrap_or(Path::new(":memory:")),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file (mode 0600 on Unix) if
+    /// it does not exist, and brings its schema up to date.
+    ///
+    /// The parent directory must exist. A file written by a newer Arbiter
+    /// ([`StoreError::SchemaTooNew`]) or by another application
+    /// ([`StoreError::Corrupt`]) is refused and left untouched.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A fresh store in memory, gone when dropped; for tests and tools.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?, None)
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        // Returns the mode now in force: `wal` for a file, `memory` in memory.
+        let _mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        let data_version = read_data_version(&conn)?;
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                conn,
+                data_version,
+                generation: 1,
+            }),
+            path,
+        })
+    }
+
+    /// The connection. A panic in another thread while it held the lock
+    /// left no transaction open (a dropped `Transaction` rolls back), so a
+    /// poisoned lock is safe to take over.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in a read transaction.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut inner = self.lock();
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction; `administrative` changes bump the
+    /// generation once committed.
+    fn write<T>(
+        &self,
+        administrative: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut inner = self.lock();
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        if administrative {
+            inner.generation = inner.generation.wrapping_add(1);
+        }
+        Ok(out)
+    }
+
+    /// Runs an audited change after checking the actor.
+    fn change<T>(
+        &self,
+        actor: &Actor,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        validate::actor(actor)?;
+        self.write(true, f)
+    }
+}
+
+/// Creates `path` with mode 0600 if it does not exist; leaves an existing
+/// file as it is.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.is_dir()
+    {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("directory `{}` does not exist", parent.display()),
+        )));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop).map_err(io)
+}
+
+fn read_data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))?)
+}
+
+impl Store for SqliteStore {
+    /// Cheap: one cached `PRAGMA data_version` under the lock. The value
+    /// starts at 1 for each handle and only grows; compare values from the
+    /// same handle only.
+    fn generation(&self) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let data_version = read_data_version(&inner.conn)?;
+        if data_version != inner.data_version {
+            inner.data_version = data_version;
+            inner.generation = inner.generation.wrapping_add(1);
+        }
+        Ok(inner.generation)
+    }
+
+    fn register_agent(
+        &self,
+        new: &NewAgent,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError> {
+        self.change(actor, |tx| agents::register(tx, new, actor, now_us))
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        self.read(|conn| agents::get(conn, id))
+    }
+
+    fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
+        self.read(|conn| agents::list(conn, filter))
+    }
+
+    fn update_agent(
+        &self,
+        id: &str,
+        patch: &AgentPatch,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError> {
+        self.change(actor, |tx| agents::update(tx, id, patch, actor, now_us))
+    }
+
+    fn set_agent_status(
+        &self,
+        id: &str,
+        status: AgentStatus,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Agent, StoreError> {
+        self.change(actor, |tx| {
+            agents::set_status(tx, id, status, actor, now_us)
+        })
+    }
+
+    fn touch_agents(&self, seen: &[(String, i64)]) -> Result<usize, StoreError> {
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        self.write(false, |tx| agents::touch(tx, seen))
+    }
+
+    fn insert_credential(
+        &self,
+        new: &NewCredential,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Credential, StoreError> {
+        self.change(actor, |tx| credentials::insert(tx, new, actor, now_us))
+    }
+
+    fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
+        self.read(|conn| credentials::get(conn, id))
+    }
+
+    fn list_credentials(&self, filter: &CredentialFilter) -> Result<Vec<Credential>, StoreError> {
+        self.read(|conn| credentials::list(conn, filter))
+    }
+
+    fn rotate_credential(
+        &self,
+        old_id: &str,
+        new: &NewCredential,
+        old_expires_at_us: i64,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(Credential, Credential), StoreError> {
+        self.change(actor, |tx| {
+            credentials::rotate(tx, old_id, new, old_expires_at_us, actor, now_us)
+        })
+    }
+
+    fn revoke_credential(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Credential, StoreError> {
+        self.change(actor, |tx| {
+            credentials::revoke(tx, id, reason, actor, now_us)
+        })
+    }
+
+    fn revoke_agent_credentials(
+        &self,
+        agent_id: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<usize, StoreError> {
+        self.change(actor, |tx| {
+            credentials::revoke_for_agent(tx, agent_id, reason, actor, now_us)
+        })
+    }
+
+    fn touch_credentials(&self, used: &[(String, i64)]) -> Result<usize, StoreError> {
+        if used.is_empty() {
+            return Ok(0);
+        }
+        self.write(false, |tx| credentials::touch(tx, used))
+    }
+
+    fn record_sightings(&self, sightings: &[Sighting]) -> Result<SightingsReport, StoreError> {
+        if sightings.is_empty() {
+            return Ok(SightingsReport::default());
+        }
+        self.write(false, |tx| discovered::record(tx, sightings))
+    }
+
+    fn list_discovered(&self, include_adopted: bool) -> Result<Vec<Discovered>, StoreError> {
+        self.read(|conn| discovered::list(conn, include_adopted))
+    }
+
+    fn discovered(&self, id: i64) -> Result<Option<Discovered>, StoreError> {
+        self.read(|conn| discovered::get(conn, id))
+    }
+
+    fn mark_adopted(
+        &self,
+        id: i64,
+        agent_id: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Discovered, StoreError> {
+        self.change(actor, |tx| {
+            discovered::adopt(tx, id, agent_id, actor, now_us)
+        })
+    }
+
+    fn list_audit(
+        &self,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(|conn| audit::list(conn, after_seq, limit))
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.read(audit::head)
+    }
+
+    /// Reads the chain in batches, releasing the lock between them so that
+    /// a long verification does not stall the decision path; events
+    /// appended meanwhile are verified too.
+    fn verify_audit(&self) -> Result<u64, StoreError> {
+        let mut verifier = Verifier::new();
+        loop {
+            let batch = self
+                .read(|conn| audit::stored_after(conn, verifier.last_seq(), audit::VERIFY_BATCH))?;
+            verifier.check(&batch)?;
+            if batch.len() < audit::VERIFY_BATCH {
+                return Ok(verifier.last_seq());
+            }
+        }
+    }
+}

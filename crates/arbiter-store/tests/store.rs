@@ -1,0 +1,1502 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! Integration tests of the identity store against real SQLite files.
+
+use std::path::Path;
+
+use arbiter_store::{
+    Actor, Agent, AgentFilter, AgentPatch, AgentStatus, CredentialFilter, CredentialKind,
+    DiscoveredKind, Environment, GENESIS_HASH, MAX_DISCOVERED_ROWS, MAX_DISCOVERED_SOURCES,
+    NewAgent, NewCredential, Sighting, SqliteStore, Store, StoreError,
+};
+use serde_json::{Map, json};
+
+const T0: i64 = 1_750_000_000_000_000;
+const SECOND: i64 = 1_000_000;
+
+fn admin() -> Actor {
+    Actor::cli("ops")
+}
+
+fn new_agent(id: &str) -> NewAgent {
+    NewAgent {
+        id: id.to_owned(),
+        name: format!("{id} name"),
+        owner: "team-support".to_owned(),
+        purpose: "answers tickets".to_owned(),
+        environment: Environment::Prod,
+        attributes: Map::new(),
+    }
+}
+
+fn agent_key(id: &str, agent: &str) -> NewCredential {
+    NewCredential {
+        id: id.to_owned(),
+        kind: CredentialKind::AgentKey,
+        agent_id: Some(agent.to_owned()),
+        name: "primary".to_owned(),
+        role: None,
+        hash: format!("sha256:{}", "ab".repeat(32)),
+        expires_at_us: None,
+    }
+}
+
+fn admin_token(id: &str, role: &str) -> NewCredential {
+    NewCredential {
+        id: id.to_owned(),
+        kind: CredentialKind::AdminToken,
+        agent_id: None,
+        name: "ops laptop".to_owned(),
+        role: Some(role.to_owned()),
+        hash: format!("sha256:{}", "cd".repeat(32)),
+        expires_at_us: None,
+    }
+}
+
+fn pep_token(id: &str) -> NewCredential {
+    NewCredential {
+        id: id.to_owned(),
+        kind: CredentialKind::PepToken,
+        agent_id: None,
+        name: "gateway".to_owned(),
+        role: None,
+        hash: format!("sha256:{}", "ef".repeat(32)),
+        expires_at_us: None,
+    }
+}
+
+fn sighting(kind: DiscoveredKind, key: &str, source: &str, at_us: i64) -> Sighting {
+    Sighting {
+        kind,
+        key: key.to_owned(),
+        shape: "openai-api-key".to_owned(),
+        source: source.to_owned(),
+        enforcement_point: "gateway-1".to_owned(),
+        at_us,
+    }
+}
+
+fn store() -> SqliteStore {
+    SqliteStore::open_in_memory().unwrap()
+}
+
+fn ids(agents: &[Agent]) -> Vec<&str> {
+    agents.iter().map(|a| a.id.as_str()).collect()
+}
+
+fn actions(store: &dyn Store) -> Vec<String> {
+    store
+        .list_audit(None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn
+}
+
+// ---------------------------------------------------------------- agents
+
+#[test]
+fn register_get_and_list_agents_with_filters() {
+    let s = store();
+    let mut attrs = Map::new();
+    attrs.insert("tier".to_owned(), json!("gold"));
+    attrs.insert("limits".to_owned(), json!({"rps": 5, "ratio": 0.25}));
+    let registered = s
+        .register_agent(
+            &NewAgent {
+                attributes: attrs.clone(),
+                ..new_agent("support-bot")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(registered.status, AgentStatus::Active);
+    assert_eq!(registered.created_us, T0);
+    assert_eq!(registered.updated_us, T0);
+    assert_eq!(registered.last_seen_us, None);
+    assert_eq!(registered.attributes, attrs);
+    assert_eq!(s.agent("support-bot").unwrap(), Some(registered));
+    assert_eq!(s.agent("nobody").unwrap(), None);
+
+    s.register_agent(
+        &NewAgent {
+            environment: Environment::Dev,
+            owner: "team-data".to_owned(),
+            ..new_agent("etl.nightly")
+        },
+        &admin(),
+        T0,
+    )
+    .unwrap();
+    s.register_agent(&new_agent("a-first"), &admin(), T0)
+        .unwrap();
+    s.set_agent_status("a-first", AgentStatus::Suspended, &admin(), T0 + 1)
+        .unwrap();
+
+    let all = s.list_agents(&AgentFilter::default()).unwrap();
+    assert_eq!(ids(&all), ["a-first", "etl.nightly", "support-bot"]);
+
+    let prod = s
+        .list_agents(&AgentFilter {
+            environment: Some(Environment::Prod),
+            ..AgentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&prod), ["a-first", "support-bot"]);
+
+    let active_prod = s
+        .list_agents(&AgentFilter {
+            status: Some(AgentStatus::Active),
+            environment: Some(Environment::Prod),
+            owner: None,
+        })
+        .unwrap();
+    assert_eq!(ids(&active_prod), ["support-bot"]);
+
+    let data = s
+        .list_agents(&AgentFilter {
+            owner: Some("team-data".to_owned()),
+            ..AgentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&data), ["etl.nightly"]);
+}
+
+#[test]
+fn registering_an_existing_id_is_a_conflict() {
+    let s = store();
+    s.register_agent(&new_agent("support-bot"), &admin(), T0)
+        .unwrap();
+    let err = s
+        .register_agent(&new_agent("support-bot"), &admin(), T0)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { what: "agent", .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "agent `support-bot` already exists");
+    assert_eq!(actions(&s), ["agent.register"]);
+}
+
+#[test]
+fn agent_fields_are_validated_with_clear_errors() {
+    let s = store();
+    for (id, needle) in [
+        ("", "must not be empty"),
+        ("Support", "must start with a lowercase letter or a digit"),
+        ("-bot", "must start with"),
+        ("bot/1", "contains `/`"),
+        ("bot 1", "contains ` `"),
+    ] {
+        let err = s.register_agent(&new_agent(id), &admin(), T0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Invalid {
+                    field: "agent id",
+                    ..
+                }
+            ),
+            "{id}: {err:?}"
+        );
+        assert!(err.to_string().contains(needle), "{id}: {err}");
+    }
+    let long = "a".repeat(64);
+    let err = s
+        .register_agent(&new_agent(&long), &admin(), T0)
+        .unwrap_err();
+    assert!(err.to_string().contains("longer than 63"), "{err}");
+    s.register_agent(&new_agent(&"a".repeat(63)), &admin(), T0)
+        .unwrap();
+
+    let err = s
+        .register_agent(
+            &NewAgent {
+                owner: "  ".to_owned(),
+                ..new_agent("x")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid owner: must not be empty");
+
+    let err = s
+        .register_agent(
+            &NewAgent {
+                name: String::new(),
+                ..new_agent("x")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid name: must not be empty");
+
+    let err = s
+        .register_agent(
+            &NewAgent {
+                name: "two\nlines".to_owned(),
+                ..new_agent("x")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid { field: "name", .. }),
+        "{err:?}"
+    );
+
+    let bad_actor = Actor {
+        kind: "robot".to_owned(),
+        id: "r2".to_owned(),
+    };
+    let err = s
+        .register_agent(&new_agent("x"), &bad_actor, T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "actor kind",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.agent("x").unwrap(), None);
+
+    assert!("prod".parse::<Environment>().is_ok());
+    let err = "production".parse::<Environment>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid environment: `production` is not one of dev, staging, prod"
+    );
+}
+
+#[test]
+fn update_agent_changes_set_fields_and_records_before_and_after() {
+    let s = store();
+    s.register_agent(&new_agent("support-bot"), &admin(), T0)
+        .unwrap();
+    let mut attrs = Map::new();
+    attrs.insert("tier".to_owned(), json!("gold"));
+    let updated = s
+        .update_agent(
+            "support-bot",
+            &AgentPatch {
+                owner: Some("team-cx".to_owned()),
+                environment: Some(Environment::Staging),
+                attributes: Some(attrs.clone()),
+                ..AgentPatch::default()
+            },
+            &admin(),
+            T0 + SECOND,
+        )
+        .unwrap();
+    assert_eq!(updated.owner, "team-cx");
+    assert_eq!(updated.environment, Environment::Staging);
+    assert_eq!(updated.attributes, attrs);
+    assert_eq!(updated.name, "support-bot name");
+    assert_eq!(updated.created_us, T0);
+    assert_eq!(updated.updated_us, T0 + SECOND);
+    assert_eq!(s.agent("support-bot").unwrap(), Some(updated));
+
+    let events = s.list_audit(None, 10).unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.action, "agent.update");
+    assert_eq!(last.target, "support-bot");
+    assert_eq!(
+        last.detail,
+        json!({
+            "before": {"owner": "team-support", "environment": "prod", "attributes": {}},
+            "after": {"owner": "team-cx", "environment": "staging", "attributes": {"tier": "gold"}},
+        })
+    );
+
+    // A patch that changes nothing writes nothing.
+    let same = s
+        .update_agent(
+            "support-bot",
+            &AgentPatch {
+                owner: Some("team-cx".to_owned()),
+                ..AgentPatch::default()
+            },
+            &admin(),
+            T0 + 2 * SECOND,
+        )
+        .unwrap();
+    assert_eq!(same.updated_us, T0 + SECOND);
+    assert_eq!(s.list_audit(None, 10).unwrap().len(), 2);
+
+    let err = s
+        .update_agent("support-bot", &AgentPatch::default(), &admin(), T0)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid agent update: no field to change");
+
+    let err = s
+        .update_agent(
+            "ghost",
+            &AgentPatch {
+                name: Some("x".to_owned()),
+                ..AgentPatch::default()
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `ghost` not found");
+}
+
+#[test]
+fn status_transitions_and_retired_is_terminal() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    let a = s
+        .set_agent_status("bot", AgentStatus::Suspended, &admin(), T0 + 1)
+        .unwrap();
+    assert_eq!(a.status, AgentStatus::Suspended);
+    assert_eq!(a.updated_us, T0 + 1);
+    let err = s
+        .set_agent_status("bot", AgentStatus::Suspended, &admin(), T0 + 2)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `bot` is already suspended");
+    s.set_agent_status("bot", AgentStatus::Active, &admin(), T0 + 3)
+        .unwrap();
+    s.set_agent_status("bot", AgentStatus::Retired, &admin(), T0 + 4)
+        .unwrap();
+
+    for target in [AgentStatus::Active, AgentStatus::Suspended] {
+        let err = s
+            .set_agent_status("bot", target, &admin(), T0 + 5)
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidState { what: "agent", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(&format!(
+                "agent `bot` is retired and cannot become {target}"
+            )),
+            "{err}"
+        );
+    }
+    let err = s
+        .set_agent_status("bot", AgentStatus::Retired, &admin(), T0 + 5)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `bot` is already retired");
+    let err = s
+        .update_agent(
+            "bot",
+            &AgentPatch {
+                name: Some("again".to_owned()),
+                ..AgentPatch::default()
+            },
+            &admin(),
+            T0 + 5,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+    assert_eq!(
+        s.agent("bot").unwrap().unwrap().status,
+        AgentStatus::Retired
+    );
+
+    let err = s
+        .set_agent_status("ghost", AgentStatus::Suspended, &admin(), T0)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "agent", .. }),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        actions(&s),
+        [
+            "agent.register",
+            "agent.suspend",
+            "agent.activate",
+            "agent.retire"
+        ]
+    );
+    let events = s.list_audit(None, 10).unwrap();
+    assert_eq!(events[3].detail, json!({"from": "active", "to": "retired"}));
+}
+
+#[test]
+fn touch_agents_keeps_the_latest_time_and_is_not_audited() {
+    let s = store();
+    s.register_agent(&new_agent("a"), &admin(), T0).unwrap();
+    s.register_agent(&new_agent("b"), &admin(), T0).unwrap();
+    let changed = s
+        .touch_agents(&[
+            ("a".to_owned(), T0 + 10),
+            ("b".to_owned(), T0 + 5),
+            ("ghost".to_owned(), T0 + 5),
+            ("a".to_owned(), T0 + 7),
+        ])
+        .unwrap();
+    assert_eq!(changed, 2);
+    assert_eq!(s.agent("a").unwrap().unwrap().last_seen_us, Some(T0 + 10));
+    assert_eq!(s.agent("b").unwrap().unwrap().last_seen_us, Some(T0 + 5));
+    assert_eq!(s.touch_agents(&[("a".to_owned(), T0 + 1)]).unwrap(), 0);
+    assert_eq!(s.agent("a").unwrap().unwrap().last_seen_us, Some(T0 + 10));
+    assert_eq!(s.agent("a").unwrap().unwrap().updated_us, T0);
+    assert_eq!(s.touch_agents(&[]).unwrap(), 0);
+    assert_eq!(actions(&s), ["agent.register", "agent.register"]);
+}
+
+// ----------------------------------------------------------- credentials
+
+#[test]
+fn insert_look_up_and_list_credentials() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.register_agent(&new_agent("other"), &admin(), T0).unwrap();
+
+    let key = s
+        .insert_credential(
+            &NewCredential {
+                expires_at_us: Some(T0 + 3600 * SECOND),
+                ..agent_key("key_1", "bot")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(key.kind, CredentialKind::AgentKey);
+    assert_eq!(key.agent_id.as_deref(), Some("bot"));
+    assert_eq!(key.created_us, T0);
+    assert_eq!(key.expires_at_us, Some(T0 + 3600 * SECOND));
+    assert!(key.is_usable_at(T0));
+    assert!(!key.is_usable_at(T0 + 3600 * SECOND));
+    assert_eq!(s.credential("key_1").unwrap(), Some(key));
+    assert_eq!(s.credential("key_none").unwrap(), None);
+
+    s.insert_credential(&agent_key("key_2", "other"), &admin(), T0 + 1)
+        .unwrap();
+    s.insert_credential(&admin_token("adm_1", "auditor"), &admin(), T0 + 2)
+        .unwrap();
+    s.insert_credential(&pep_token("pep_1"), &admin(), T0 + 3)
+        .unwrap();
+
+    let err = s
+        .insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "credential `key_1` already exists");
+
+    let all = s.list_credentials(&CredentialFilter::default()).unwrap();
+    let all_ids: Vec<_> = all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(all_ids, ["key_1", "key_2", "adm_1", "pep_1"]);
+    let of_bot = s
+        .list_credentials(&CredentialFilter {
+            agent_id: Some("bot".to_owned()),
+            ..CredentialFilter::default()
+        })
+        .unwrap();
+    assert_eq!(of_bot.len(), 1);
+    let tokens = s
+        .list_credentials(&CredentialFilter {
+            kind: Some(CredentialKind::AdminToken),
+            ..CredentialFilter::default()
+        })
+        .unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].role.as_deref(), Some("auditor"));
+
+    assert_eq!(
+        actions(&s),
+        [
+            "agent.register",
+            "agent.register",
+            "key.issue",
+            "key.issue",
+            "token.create",
+            "token.create"
+        ]
+    );
+}
+
+#[test]
+fn credential_inputs_are_validated() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+
+    let err = s
+        .insert_credential(&agent_key("key_1", "ghost"), &admin(), T0)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `ghost` not found");
+
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                agent_id: None,
+                ..agent_key("key_1", "bot")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "agent id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                role: None,
+                ..admin_token("adm", "auditor")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid role: an admin token needs a role: administrator or auditor"
+    );
+    let err = s
+        .insert_credential(&admin_token("adm", "root"), &admin(), T0)
+        .unwrap_err();
+    assert!(err.to_string().contains("`root` is not one of"), "{err}");
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                role: Some("auditor".to_owned()),
+                ..pep_token("pep")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid { field: "role", .. }),
+        "{err:?}"
+    );
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                agent_id: Some("bot".to_owned()),
+                ..pep_token("pep")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "agent id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let err = s
+        .insert_credential(&agent_key("key 1", "bot"), &admin(), T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "credential id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                hash: String::new(),
+                ..agent_key("key_1", "bot")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "credential hash",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = s
+        .insert_credential(
+            &NewCredential {
+                expires_at_us: Some(T0),
+                ..agent_key("key_1", "bot")
+            },
+            &admin(),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid expiry: must be in the future");
+
+    s.set_agent_status("bot", AgentStatus::Retired, &admin(), T0)
+        .unwrap();
+    let err = s
+        .insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "agent `bot` is retired and cannot be given new credentials"
+    );
+    assert!(
+        s.list_credentials(&CredentialFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn rotation_clamps_the_old_expiry_and_links_the_replacement() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.insert_credential(&agent_key("key_a", "bot"), &admin(), T0)
+        .unwrap();
+
+    // No expiry before: the old key gets the grace deadline.
+    let grace = T0 + 60 * SECOND;
+    let (old, new) = s
+        .rotate_credential("key_a", &agent_key("key_b", "bot"), grace, &admin(), T0 + 1)
+        .unwrap();
+    assert_eq!(old.expires_at_us, Some(grace));
+    assert_eq!(old.replaced_by.as_deref(), Some("key_b"));
+    assert_eq!(new.id, "key_b");
+    assert_eq!(new.created_us, T0 + 1);
+    assert_eq!(new.replaced_by, None);
+    assert_eq!(s.credential("key_a").unwrap(), Some(old));
+
+    // An old key that expires sooner keeps its earlier expiry.
+    s.insert_credential(
+        &NewCredential {
+            expires_at_us: Some(T0 + 10 * SECOND),
+            ..agent_key("key_c", "bot")
+        },
+        &admin(),
+        T0,
+    )
+    .unwrap();
+    let (old, _) = s
+        .rotate_credential(
+            "key_c",
+            &agent_key("key_d", "bot"),
+            T0 + 3600 * SECOND,
+            &admin(),
+            T0 + 2,
+        )
+        .unwrap();
+    assert_eq!(old.expires_at_us, Some(T0 + 10 * SECOND));
+
+    // Rotating twice is refused, and so is rotating a revoked key.
+    let err = s
+        .rotate_credential("key_a", &agent_key("key_e", "bot"), grace, &admin(), T0 + 3)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "credential `key_a` was already rotated (replaced by `key_b`)"
+    );
+    s.revoke_credential("key_b", "leaked", &admin(), T0 + 4)
+        .unwrap();
+    let err = s
+        .rotate_credential("key_b", &agent_key("key_e", "bot"), grace, &admin(), T0 + 5)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidState {
+                what: "credential",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "credential `key_b` is revoked and cannot be rotated"
+    );
+    assert_eq!(s.credential("key_e").unwrap(), None);
+
+    // Kind, agent and role stay the same across a rotation.
+    s.register_agent(&new_agent("other"), &admin(), T0).unwrap();
+    let err = s
+        .rotate_credential(
+            "key_d",
+            &agent_key("key_e", "other"),
+            grace,
+            &admin(),
+            T0 + 6,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "agent id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = s
+        .rotate_credential("key_d", &pep_token("key_e"), grace, &admin(), T0 + 6)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "credential kind",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = s
+        .rotate_credential("key_d", &agent_key("key_a", "bot"), grace, &admin(), T0 + 6)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "credential `key_a` already exists");
+    let err = s
+        .rotate_credential(
+            "key_zz",
+            &agent_key("key_e", "bot"),
+            grace,
+            &admin(),
+            T0 + 6,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "credential `key_zz` not found");
+    // A failed rotation leaves the old key untouched.
+    assert_eq!(s.credential("key_d").unwrap().unwrap().replaced_by, None);
+
+    s.insert_credential(&admin_token("adm_a", "administrator"), &admin(), T0)
+        .unwrap();
+    let (old, new) = s
+        .rotate_credential(
+            "adm_a",
+            &admin_token("adm_b", "administrator"),
+            T0 + 7,
+            &admin(),
+            T0 + 7,
+        )
+        .unwrap();
+    assert_eq!(old.expires_at_us, Some(T0 + 7));
+    assert!(!old.is_usable_at(T0 + 7));
+    assert_eq!(new.role.as_deref(), Some("administrator"));
+
+    let events = s.list_audit(None, 100).unwrap();
+    let rotations: Vec<_> = events
+        .iter()
+        .filter(|e| e.action.ends_with(".rotate"))
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.target.as_str(),
+                e.detail["new_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rotations,
+        [
+            ("key.rotate", "key_a", json!("key_b")),
+            ("key.rotate", "key_c", json!("key_d")),
+            ("token.rotate", "adm_a", json!("adm_b")),
+        ]
+    );
+}
+
+#[test]
+fn revoke_one_and_revoke_all_of_an_agent() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.register_agent(&new_agent("other"), &admin(), T0).unwrap();
+    for id in ["key_1", "key_2", "key_3"] {
+        s.insert_credential(&agent_key(id, "bot"), &admin(), T0)
+            .unwrap();
+    }
+    s.insert_credential(&agent_key("key_o", "other"), &admin(), T0)
+        .unwrap();
+
+    let revoked = s
+        .revoke_credential("key_1", "rotated out", &admin(), T0 + 1)
+        .unwrap();
+    assert_eq!(revoked.revoked_at_us, Some(T0 + 1));
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("rotated out"));
+    assert!(!revoked.is_usable_at(T0 + 1));
+    let err = s
+        .revoke_credential("key_1", "again", &admin(), T0 + 2)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "credential `key_1` is already revoked");
+    let err = s
+        .revoke_credential("key_x", "x", &admin(), T0 + 2)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    let live = CredentialFilter {
+        agent_id: Some("bot".to_owned()),
+        ..CredentialFilter::default()
+    };
+    assert_eq!(s.list_credentials(&live).unwrap().len(), 2);
+    assert_eq!(
+        s.list_credentials(&CredentialFilter {
+            include_revoked: true,
+            ..live.clone()
+        })
+        .unwrap()
+        .len(),
+        3
+    );
+
+    let before = s.list_audit(None, 100).unwrap().len();
+    let n = s
+        .revoke_agent_credentials("bot", "agent compromised", &admin(), T0 + 3)
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(s.list_credentials(&live).unwrap().is_empty());
+    assert_eq!(
+        s.credential("key_1")
+            .unwrap()
+            .unwrap()
+            .revoked_reason
+            .as_deref(),
+        Some("rotated out"),
+        "an earlier revocation keeps its time and reason"
+    );
+    assert_eq!(s.credential("key_o").unwrap().unwrap().revoked_at_us, None);
+    let events = s.list_audit(None, 100).unwrap();
+    let new_events: Vec<_> = events[before..]
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        new_events,
+        [("key.revoke", "key_2"), ("key.revoke", "key_3")]
+    );
+    assert_eq!(
+        s.revoke_agent_credentials("bot", "again", &admin(), T0 + 4)
+            .unwrap(),
+        0
+    );
+    let err = s
+        .revoke_agent_credentials("ghost", "x", &admin(), T0)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `ghost` not found");
+
+    s.insert_credential(&pep_token("pep_1"), &admin(), T0)
+        .unwrap();
+    s.revoke_credential("pep_1", "gateway retired", &admin(), T0 + 5)
+        .unwrap();
+    assert_eq!(actions(&s).last().map(String::as_str), Some("token.revoke"));
+}
+
+#[test]
+fn touch_credentials_batch_keeps_the_latest_use() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap();
+    s.insert_credential(&pep_token("pep_1"), &admin(), T0)
+        .unwrap();
+    let audit_before = s.list_audit(None, 100).unwrap().len();
+    let changed = s
+        .touch_credentials(&[
+            ("key_1".to_owned(), T0 + 9),
+            ("pep_1".to_owned(), T0 + 3),
+            ("key_1".to_owned(), T0 + 4),
+            ("key_none".to_owned(), T0 + 4),
+        ])
+        .unwrap();
+    assert_eq!(changed, 2);
+    assert_eq!(
+        s.credential("key_1").unwrap().unwrap().last_used_us,
+        Some(T0 + 9)
+    );
+    assert_eq!(
+        s.credential("pep_1").unwrap().unwrap().last_used_us,
+        Some(T0 + 3)
+    );
+    assert_eq!(s.list_audit(None, 100).unwrap().len(), audit_before);
+}
+
+// ------------------------------------------------------------ discovered
+
+#[test]
+fn sightings_upsert_count_and_merge() {
+    let s = store();
+    let report = s
+        .record_sightings(&[
+            sighting(DiscoveredKind::Credential, "fp_aaa", "10.0.0.1", T0 + 5),
+            sighting(DiscoveredKind::Credential, "fp_aaa", "10.0.0.2", T0 + 2),
+            sighting(DiscoveredKind::AgentId, "fp_aaa", "10.0.0.1", T0),
+            Sighting {
+                enforcement_point: "gateway-2".to_owned(),
+                ..sighting(DiscoveredKind::Credential, "fp_aaa", "10.0.0.1", T0 + 7)
+            },
+        ])
+        .unwrap();
+    assert_eq!((report.inserted, report.updated, report.dropped), (2, 2, 0));
+
+    let list = s.list_discovered(false).unwrap();
+    assert_eq!(list.len(), 2);
+    let cred = &list[0];
+    assert_eq!(cred.kind, DiscoveredKind::Credential);
+    assert_eq!(cred.key, "fp_aaa");
+    assert_eq!(cred.count, 3);
+    assert_eq!(cred.first_seen_us, T0 + 2);
+    assert_eq!(cred.last_seen_us, T0 + 7);
+    assert_eq!(cred.sources, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(cred.enforcement_points, ["gateway-2", "gateway-1"]);
+    assert_eq!(cred.adopted_as, None);
+    assert_eq!(list[1].kind, DiscoveredKind::AgentId);
+    assert_eq!(list[1].count, 1);
+    assert_eq!(s.discovered(cred.id).unwrap().as_ref(), Some(cred));
+    assert_eq!(s.discovered(9999).unwrap(), None);
+
+    // Ordered by last seen, most recent first.
+    s.record_sightings(&[sighting(
+        DiscoveredKind::AgentId,
+        "fp_aaa",
+        "10.0.0.9",
+        T0 + 100,
+    )])
+    .unwrap();
+    let list = s.list_discovered(false).unwrap();
+    assert_eq!(list[0].kind, DiscoveredKind::AgentId);
+    assert_eq!(list[0].sources, ["10.0.0.9", "10.0.0.1"]);
+
+    // Empty keys are dropped, long texts are cut.
+    let report = s
+        .record_sightings(&[
+            sighting(DiscoveredKind::AgentId, "", "10.0.0.1", T0),
+            sighting(
+                DiscoveredKind::AgentId,
+                &"x".repeat(5000),
+                &"s".repeat(500),
+                T0,
+            ),
+        ])
+        .unwrap();
+    assert_eq!((report.inserted, report.dropped), (1, 1));
+    let long = s
+        .list_discovered(false)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.key.starts_with('x'))
+        .unwrap();
+    assert_eq!(long.key.len(), 256);
+    assert_eq!(long.sources[0].len(), 128);
+    assert!(
+        s.list_audit(None, 10).unwrap().is_empty(),
+        "sightings are not audited"
+    );
+}
+
+#[test]
+fn sighting_sources_are_capped_keeping_the_most_recent() {
+    let s = store();
+    let batch: Vec<_> = (0..40)
+        .map(|i| {
+            sighting(
+                DiscoveredKind::Credential,
+                "fp_x",
+                &format!("10.0.1.{i}"),
+                T0 + i,
+            )
+        })
+        .collect();
+    s.record_sightings(&batch).unwrap();
+    let found = &s.list_discovered(false).unwrap()[0];
+    assert_eq!(found.count, 40);
+    assert_eq!(found.sources.len(), MAX_DISCOVERED_SOURCES);
+    let expected: Vec<String> = (24..40).rev().map(|i| format!("10.0.1.{i}")).collect();
+    assert_eq!(found.sources, expected);
+    assert_eq!(found.enforcement_points, ["gateway-1"]);
+}
+
+#[test]
+fn adoption_is_audited_and_hides_the_identity_by_default() {
+    let s = store();
+    s.register_agent(&new_agent("support-bot"), &admin(), T0)
+        .unwrap();
+    s.record_sightings(&[
+        sighting(DiscoveredKind::AgentId, "support-bot-2", "10.0.0.1", T0),
+        sighting(DiscoveredKind::Credential, "fp_b", "10.0.0.1", T0),
+    ])
+    .unwrap();
+    let target = s
+        .list_discovered(false)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.key == "support-bot-2")
+        .unwrap();
+
+    let err = s
+        .mark_adopted(target.id, "ghost", &admin(), T0 + 1)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "agent `ghost` not found");
+    let err = s
+        .mark_adopted(424_242, "support-bot", &admin(), T0 + 1)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "discovered identity `424242` not found");
+
+    let adopted = s
+        .mark_adopted(target.id, "support-bot", &admin(), T0 + 1)
+        .unwrap();
+    assert_eq!(adopted.adopted_as.as_deref(), Some("support-bot"));
+    let err = s
+        .mark_adopted(target.id, "support-bot", &admin(), T0 + 2)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+
+    let visible: Vec<_> = s
+        .list_discovered(false)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(visible, ["fp_b"]);
+    assert_eq!(s.list_discovered(true).unwrap().len(), 2);
+
+    let event = s.list_audit(None, 10).unwrap().pop().unwrap();
+    assert_eq!(event.action, "discovered.adopt");
+    assert_eq!(event.target, target.id.to_string());
+    assert_eq!(event.detail["agent_id"], json!("support-bot"));
+    assert_eq!(event.detail["key"], json!("support-bot-2"));
+
+    // Sightings of an adopted key keep counting.
+    s.record_sightings(&[sighting(
+        DiscoveredKind::AgentId,
+        "support-bot-2",
+        "10.0.0.3",
+        T0 + 9,
+    )])
+    .unwrap();
+    assert_eq!(s.discovered(target.id).unwrap().unwrap().count, 2);
+}
+
+#[test]
+fn a_full_inventory_drops_new_keys_and_still_updates_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.record_sightings(&[sighting(
+        DiscoveredKind::Credential,
+        "fp_known",
+        "10.0.0.1",
+        T0,
+    )])
+    .unwrap();
+    // Fill the table to the cap directly: one statement, no per-row calls.
+    let conn = raw(&path);
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO discovered
+             (kind, key, shape, first_seen_us, last_seen_us, count, sources, enforcement_points)
+         SELECT 'credential', 'fp_fill_' || i, 'opaque', 1, 1, 1, '[]', '[]' FROM n",
+        [i64::try_from(MAX_DISCOVERED_ROWS).unwrap() - 1],
+    )
+    .unwrap();
+    drop(conn);
+
+    let report = s
+        .record_sightings(&[
+            sighting(DiscoveredKind::Credential, "fp_new_1", "10.0.0.1", T0 + 1),
+            sighting(DiscoveredKind::Credential, "fp_known", "10.0.0.2", T0 + 1),
+            sighting(DiscoveredKind::AgentId, "new-agent", "10.0.0.1", T0 + 1),
+        ])
+        .unwrap();
+    assert_eq!((report.inserted, report.updated, report.dropped), (0, 1, 2));
+    let known = s.list_discovered(false).unwrap();
+    assert_eq!(known.len(), usize::try_from(MAX_DISCOVERED_ROWS).unwrap());
+    assert_eq!(known[0].key, "fp_known");
+    assert_eq!(known[0].count, 2);
+    assert!(known.iter().all(|d| d.key != "fp_new_1"));
+}
+
+// ------------------------------------------------------------ generation
+
+#[test]
+fn generation_changes_after_every_administrative_change() {
+    let s = store();
+    let mut last = s.generation().unwrap();
+    let mut step = |label: &str, s: &SqliteStore| {
+        let now = s.generation().unwrap();
+        assert_ne!(now, last, "generation unchanged after {label}");
+        last = now;
+    };
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    step("register", &s);
+    s.update_agent(
+        "bot",
+        &AgentPatch {
+            purpose: Some("new".to_owned()),
+            ..AgentPatch::default()
+        },
+        &admin(),
+        T0,
+    )
+    .unwrap();
+    step("update", &s);
+    s.set_agent_status("bot", AgentStatus::Suspended, &admin(), T0)
+        .unwrap();
+    step("status", &s);
+    s.insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap();
+    step("insert credential", &s);
+    s.rotate_credential("key_1", &agent_key("key_2", "bot"), T0 + 5, &admin(), T0)
+        .unwrap();
+    step("rotate", &s);
+    s.revoke_credential("key_2", "x", &admin(), T0).unwrap();
+    step("revoke", &s);
+    s.revoke_agent_credentials("bot", "x", &admin(), T0)
+        .unwrap();
+    step("revoke all", &s);
+    s.record_sightings(&[sighting(DiscoveredKind::AgentId, "bot-2", "10.0.0.1", T0)])
+        .unwrap();
+    let id = s.list_discovered(false).unwrap()[0].id;
+    let before_adopt = s.generation().unwrap();
+    s.mark_adopted(id, "bot", &admin(), T0).unwrap();
+    assert_ne!(s.generation().unwrap(), before_adopt);
+
+    // Reads and failed changes leave it alone.
+    let g = s.generation().unwrap();
+    s.list_agents(&AgentFilter::default()).unwrap();
+    s.agent("bot").unwrap();
+    let _ = s
+        .register_agent(&new_agent("bot"), &admin(), T0)
+        .unwrap_err();
+    assert_eq!(s.generation().unwrap(), g);
+}
+
+#[test]
+fn generation_sees_writes_from_another_handle_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let reader = SqliteStore::open(&path).unwrap();
+    let writer = SqliteStore::open(&path).unwrap();
+
+    let g0 = reader.generation().unwrap();
+    assert_eq!(
+        reader.generation().unwrap(),
+        g0,
+        "stable while nothing changes"
+    );
+    writer
+        .register_agent(&new_agent("bot"), &admin(), T0)
+        .unwrap();
+    let g1 = reader.generation().unwrap();
+    assert_ne!(g1, g0);
+    assert!(reader.agent("bot").unwrap().is_some());
+    assert_eq!(reader.generation().unwrap(), g1);
+
+    writer
+        .insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap();
+    let g2 = reader.generation().unwrap();
+    assert_ne!(g2, g1);
+
+    // A plain connection (another program) counts too.
+    let conn = raw(&path);
+    conn.execute("UPDATE agents SET purpose = 'edited' WHERE id = 'bot'", [])
+        .unwrap();
+    assert_ne!(reader.generation().unwrap(), g2);
+}
+
+// ----------------------------------------------------------------- audit
+
+#[test]
+fn every_change_is_audited_in_a_verifiable_chain_without_secrets() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.insert_credential(
+        &agent_key("key_1", "bot"),
+        &Actor::admin_token("adm_7"),
+        T0 + 1,
+    )
+    .unwrap();
+    s.rotate_credential(
+        "key_1",
+        &agent_key("key_2", "bot"),
+        T0 + 9,
+        &admin(),
+        T0 + 2,
+    )
+    .unwrap();
+    s.revoke_credential("key_2", "leaked", &admin(), T0 + 3)
+        .unwrap();
+    s.set_agent_status(
+        "bot",
+        AgentStatus::Suspended,
+        &Actor::system("lifecycle"),
+        T0 + 4,
+    )
+    .unwrap();
+
+    let events = s.list_audit(None, 100).unwrap();
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[0].seq, 1);
+    assert_eq!(events[0].prev_hash, GENESIS_HASH);
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e.hash.starts_with("sha256:") && e.hash.len() == 71)
+    );
+    assert_eq!(events[1].actor_kind, "admin_token");
+    assert_eq!(events[1].actor_id, "adm_7");
+    assert_eq!(events[1].at_us, T0 + 1);
+    assert_eq!(events[4].actor_kind, "system");
+    assert_eq!(events[3].detail["reason"], json!("leaked"));
+
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(
+        !text.contains(&"ab".repeat(32)),
+        "a credential hash leaked into the audit trail"
+    );
+
+    assert_eq!(s.verify_audit().unwrap(), 5);
+    assert_eq!(s.audit_head().unwrap(), Some((5, events[4].hash.clone())));
+
+    let page: Vec<u64> = s
+        .list_audit(Some(2), 2)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(page, [3, 4]);
+    assert!(s.list_audit(Some(5), 10).unwrap().is_empty());
+
+    let empty = store();
+    assert_eq!(empty.verify_audit().unwrap(), 0);
+    assert_eq!(empty.audit_head().unwrap(), None);
+}
+
+#[test]
+fn verify_audit_names_the_first_tampered_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let s = SqliteStore::open(&path).unwrap();
+    for i in 0..4 {
+        s.register_agent(&new_agent(&format!("bot-{i}")), &admin(), T0 + i)
+            .unwrap();
+    }
+    assert_eq!(s.verify_audit().unwrap(), 4);
+
+    let conn = raw(&path);
+    // The triggers stop accidental edits ...
+    let err = conn
+        .execute("UPDATE audit_events SET actor_id = 'x' WHERE seq = 2", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert!(
+        conn.execute("DELETE FROM audit_events WHERE seq = 2", [])
+            .is_err()
+    );
+    // ... the chain catches deliberate ones.
+    conn.execute_batch(
+        "DROP TRIGGER audit_events_no_update;
+         UPDATE audit_events SET detail = json_set(detail, '$.owner', 'mallory') WHERE seq = 2;",
+    )
+    .unwrap();
+    let err = s.verify_audit().unwrap_err();
+    match &err {
+        StoreError::AuditChain { seq, .. } => assert_eq!(*seq, 2),
+        other => panic!("expected an audit chain error, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "audit chain broken at event 2: stored hash does not match the event's content"
+    );
+}
+
+#[test]
+fn verify_audit_detects_a_removed_or_relinked_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let s = SqliteStore::open(&path).unwrap();
+    for i in 0..3 {
+        s.register_agent(&new_agent(&format!("bot-{i}")), &admin(), T0 + i)
+            .unwrap();
+    }
+    let conn = raw(&path);
+    conn.execute_batch(
+        "DROP TRIGGER audit_events_no_delete;
+         DELETE FROM audit_events WHERE seq = 2;",
+    )
+    .unwrap();
+    let err = s.verify_audit().unwrap_err();
+    assert!(
+        matches!(err, StoreError::AuditChain { seq: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn verify_audit_spans_batches() {
+    let s = store();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    for i in 0..1100_i64 {
+        let purpose = format!("purpose {i}");
+        s.update_agent(
+            "bot",
+            &AgentPatch {
+                purpose: Some(purpose),
+                ..AgentPatch::default()
+            },
+            &admin(),
+            T0 + i,
+        )
+        .unwrap();
+    }
+    assert_eq!(s.verify_audit().unwrap(), 1101);
+}
+
+#[test]
+fn concurrent_handles_on_one_file_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    SqliteStore::open(&path).unwrap();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&path).unwrap();
+                for i in 0..15 {
+                    s.register_agent(&new_agent(&format!("t{t}-bot-{i}")), &admin(), T0 + i)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s: Box<dyn Store> = Box::new(SqliteStore::open(&path).unwrap());
+    assert_eq!(s.list_agents(&AgentFilter::default()).unwrap().len(), 45);
+    assert_eq!(s.verify_audit().unwrap(), 45);
+}
+
+// ----------------------------------------------------- files, migrations
+
+#[test]
+fn reopening_keeps_data_and_runs_no_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    }
+    let version = |path: &Path| -> i64 {
+        raw(path)
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&path), arbiter_store::schema::current_version());
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(version(&path), arbiter_store::schema::current_version());
+    assert!(s.agent("bot").unwrap().is_some());
+    assert_eq!(s.verify_audit().unwrap(), 1);
+    assert_eq!(s.path(), Some(path.as_path()));
+}
+
+#[test]
+fn a_database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    drop(SqliteStore::open(&path).unwrap());
+    raw(&path).pragma_update(None, "user_version", 99).unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade Arbiter"), "{err}");
+    // Refusing did not touch the file.
+    assert_eq!(
+        raw(&path)
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap(),
+        99
+    );
+}
+
+#[test]
+fn another_applications_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    raw(&path)
+        .execute_batch("CREATE TABLE notes (body TEXT);")
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("not an Arbiter identity store"),
+        "{err}"
+    );
+
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+    assert!(SqliteStore::open(&junk).is_err());
+}
+
+#[test]
+fn opening_needs_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("identity.db");
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let s = SqliteStore::open(&path).unwrap();
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "database mode {mode:o}");
+    // The store runs in WAL mode, and SQLite gives the WAL the database's mode.
+    let journal: String = raw(&path)
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    let wal = dir.path().join("identity.db-wal");
+    let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "WAL mode {mode:o}");
+}
