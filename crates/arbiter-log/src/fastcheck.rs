@@ -416,6 +416,31 @@ pub(crate) fn check_record(bytes: &[u8]) -> Option<RecordView<'_>> {
     c.strings()?;
     c.lit(b",\"eval_us\":")?;
     c.u64()?;
+    c.lit(b",\"evaluations\":[")?;
+    if c.peek()? == b']' {
+        c.i += 1;
+    } else {
+        loop {
+            c.lit(b"{\"determining_policies\":")?;
+            c.strings()?;
+            c.lit(b",\"outcome\":")?;
+            match c.string()? {
+                b"allow" | b"deny" | b"require_approval" => {}
+                _ => return None,
+            }
+            c.lit(b",\"principal\":")?;
+            c.entity()?;
+            c.lit(b"}")?;
+            match c.peek()? {
+                b',' => c.i += 1,
+                b']' => {
+                    c.i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
     c.lit(b",\"node_id\":")?;
     let node_id = c.string()?;
     c.lit(b",\"outcome\":")?;
@@ -623,6 +648,15 @@ mod tests {
                 "\"delegation\":[]",
             ),
             ("\"errors\":[]", "\"errors\":[\"e\",\"f\"]"),
+            (
+                "\"evaluations\":[]",
+                "\"evaluations\":[{\"determining_policies\":[\"p\"],\"outcome\":\"allow\",\"principal\":{\"id\":\"a\",\"kind\":\"Agent\"}},{\"determining_policies\":[],\"outcome\":\"deny\",\"principal\":{\"id\":\"u\",\"kind\":\"User\"}}]",
+            ),
+            (
+                "\"evaluations\":[]",
+                "\"evaluations\":[{\"outcome\":\"allow\",\"determining_policies\":[],\"principal\":{\"id\":\"a\",\"kind\":\"Agent\"}}]",
+            ),
+            ("\"evaluations\":[]", "\"evaluations\":[{}]"),
             ("\"errors\":[]", "\"errors\":[\"e\",]"),
             ("\"node_id\":\"n\\u0001é\"", "\"node_id\":\"n\\u0001e\""),
             ("}", " }"),
@@ -708,8 +742,22 @@ mod tests {
                     },
                     delegation: vec![EntityRef {
                         kind: id.clone(),
-                        id,
+                        id: id.clone(),
                     }],
+                    evaluations: (0..o)
+                        .map(|i| crate::record::PrincipalOutcome {
+                            principal: EntityRef {
+                                kind: "User".into(),
+                                id: id.clone(),
+                            },
+                            outcome: if i == 0 {
+                                Outcome::Allow
+                            } else {
+                                Outcome::Deny
+                            },
+                            determining_policies: errs.clone(),
+                        })
+                        .collect(),
                     errors: errs.clone(),
                     redacted_paths: errs,
                     context: ctx,

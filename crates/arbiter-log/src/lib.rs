@@ -36,7 +36,9 @@ pub use merkle::{
 };
 pub use query::{RecordFilter, parse_time};
 pub use reader::{Follower, consistency_dir, latest_checkpoint, prove_dir, read_checkpoints};
-pub use record::{DecisionRecord, EntityRef, Outcome, RecordError, SubjectRef, redact};
+pub use record::{
+    DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef, redact,
+};
 pub use store::{LogError, OpenReport, RecordIter, read_records};
 pub use verify::{
     Problem, ProblemKind, VerifyError, VerifyReport, check_consistency, check_proof, verify_dir,

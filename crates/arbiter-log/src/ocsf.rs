@@ -103,6 +103,7 @@ pub fn to_ocsf(r: &DecisionRecord) -> Value {
             "seq": r.seq,
             "ts_us": r.ts_us,
             "delegation": r.delegation,
+            "evaluations": r.evaluations,
             "context": r.context,
             "context_digest": r.context_digest,
             "redacted_paths": r.redacted_paths,

@@ -71,6 +71,19 @@ pub struct EntityRef {
     pub id: String,
 }
 
+/// The outcome of one principal's evaluation in a delegated decision: an agent
+/// acting for a user is allowed only if both are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalOutcome {
+    /// The principal evaluated (the agent, or the user it acts for).
+    pub principal: EntityRef,
+    /// That principal's own outcome.
+    pub outcome: Outcome,
+    /// The policies that determined it.
+    pub determining_policies: Vec<String>,
+}
+
 /// One authorization decision (schema 1).
 ///
 /// Time is represented canonically as `ts_us`, microseconds since the Unix
@@ -124,6 +137,10 @@ pub struct DecisionRecord {
     pub enforcement_point: String,
     /// Evaluation time in microseconds.
     pub eval_us: u64,
+    /// For a delegated decision, each principal's own evaluation (the agent
+    /// first, then the users it acts for); empty otherwise. `outcome` is allow
+    /// only if every entry is.
+    pub evaluations: Vec<PrincipalOutcome>,
 }
 
 impl Default for DecisionRecord {
@@ -151,6 +168,7 @@ impl Default for DecisionRecord {
             engine_version: String::new(),
             enforcement_point: String::new(),
             eval_us: 0,
+            evaluations: Vec::new(),
         }
     }
 }
@@ -245,6 +263,21 @@ impl DecisionRecord {
         strings(out, &self.errors);
         key(out, "eval_us", false);
         write_u64(out, self.eval_us);
+        key(out, "evaluations", false);
+        out.push(b'[');
+        for (i, e) in self.evaluations.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"determining_policies\":");
+            strings(out, &e.determining_policies);
+            out.extend_from_slice(b",\"outcome\":");
+            write_string(out, e.outcome.as_str());
+            out.extend_from_slice(b",\"principal\":");
+            entity(out, &e.principal);
+            out.push(b'}');
+        }
+        out.push(b']');
         key(out, "node_id", false);
         write_string(out, &self.node_id);
         key(out, "outcome", false);

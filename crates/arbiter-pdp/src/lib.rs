@@ -5,6 +5,7 @@
 //! the current snapshot without locking; a reload builds a complete new snapshot off to the
 //! side and swaps it in atomically, so a request is always decided by exactly one version.
 
+pub mod delegation;
 mod metrics;
 mod recorder;
 mod watch;
@@ -99,12 +100,18 @@ impl Pdp {
     }
 
     /// Decides one request against a given snapshot (see [`Pdp::snapshot`]).
+    ///
+    /// When an agent acts for a user (`context.delegation.user`), the user is evaluated as
+    /// the principal too, against the same snapshot, and the decision is allow only if both
+    /// are (see [`delegation`]).
     pub fn decide_with(&self, policies: &Policies, req: &EvaluationRequest) -> Decision {
         let start = Instant::now();
-        let evaluation = policies.evaluate(req);
+        let (evaluation, evaluations) = delegation::evaluate(policies, req);
         let elapsed = start.elapsed();
         self.metrics.record_decision(evaluation.outcome, elapsed);
-        stamp(evaluation, policies.version(), elapsed.as_micros())
+        let mut d = stamp(evaluation, policies.version(), elapsed.as_micros());
+        d.evaluations = evaluations;
+        d
     }
 
     /// A deny for a request that could not be understood (e.g. a batch item that lacks a
@@ -214,5 +221,6 @@ fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
         reason_user: e.reason_user,
         errors: e.errors,
         eval_us: u64::try_from(eval_us).unwrap_or(u64::MAX),
+        evaluations: Vec::new(),
     }
 }

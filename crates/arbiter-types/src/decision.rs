@@ -53,6 +53,17 @@ impl std::fmt::Display for DecisionId {
     }
 }
 
+/// One principal's own evaluation within a delegated decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrincipalEvaluation {
+    /// The principal's entity type (`Agent`, `User`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub outcome: Outcome,
+    pub determining_policies: Vec<String>,
+}
+
 /// A decision, stamped with its id and the policy version that made it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
@@ -71,6 +82,9 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// Time spent evaluating, in microseconds.
     pub eval_us: u64,
+    /// For an agent acting for a user: the agent's and the user's own evaluations (the
+    /// outcome is allow only if both are); empty otherwise.
+    pub evaluations: Vec<PrincipalEvaluation>,
 }
 
 impl Decision {
@@ -88,6 +102,9 @@ impl Decision {
         context.insert("reason_user".into(), json!({ "en": self.reason_user }));
         if !self.errors.is_empty() {
             context.insert("errors".into(), json!(self.errors));
+        }
+        if !self.evaluations.is_empty() {
+            context.insert("evaluations".into(), json!(self.evaluations));
         }
         json!({ "decision": self.outcome.is_allow(), "context": context })
     }

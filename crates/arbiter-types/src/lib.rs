@@ -12,5 +12,5 @@ pub use authzen::{
     Action, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, Page,
     PartialEvaluation, RequestError, SearchKind, SearchRequest,
 };
-pub use decision::{Decision, DecisionId, Outcome};
+pub use decision::{Decision, DecisionId, Outcome, PrincipalEvaluation};
 pub use json::{JsonLimits, LimitError};
