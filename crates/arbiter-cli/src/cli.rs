@@ -47,6 +47,13 @@ pub enum Command {
     /// Inspect, verify and prove the decision log.
     #[command(subcommand)]
     Log(crate::cmd::log::LogCommand),
+    /// The agent registry: agents, their keys, discovered identities.
+    Agent(crate::cmd::agent::AgentArgs),
+    /// Operator tokens (admin and PEP) and the audit trail.
+    Admin(crate::cmd::agent::AdminArgs),
+    /// Report sources calling LLM provider APIs that are not registered agents, from an
+    /// access log (exit 4 when there are any).
+    Discover(crate::cmd::agent::DiscoverArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +131,17 @@ pub struct ServeArgs {
     /// host name on first start).
     #[arg(long, env = "ARBITER_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// Refuse evaluation requests without a credential (an agent's key or token, or a PEP
+    /// token) with 401. Without it, a caller may assert an AuthZEN subject, but an `Agent`
+    /// subject must still be a registered, active agent (or declared in the policy entities).
+    #[arg(long, env = "ARBITER_REQUIRE_AUTH")]
+    pub require_auth: bool,
+
+    /// External token issuers (JSON: issuer, audiences, jwks_file or jwks_url, agent_claim,
+    /// algorithms); their JWTs are accepted as agent credentials.
+    #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
+    pub jwt_issuers: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -37,7 +37,8 @@ pub use merkle::{
 pub use query::{RecordFilter, parse_time};
 pub use reader::{Follower, consistency_dir, latest_checkpoint, prove_dir, read_checkpoints};
 pub use record::{
-    DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef, redact,
+    DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef,
+    format_rfc3339_us, redact,
 };
 pub use store::{LogError, OpenReport, RecordIter, read_records};
 pub use verify::{

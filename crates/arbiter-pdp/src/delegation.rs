@@ -43,6 +43,15 @@ pub fn delegated_user(req: &EvaluationRequest) -> Result<Option<(String, String)
     }
 }
 
+/// The id of an entity reference in either accepted form.
+pub fn entity_id(reference: &Value) -> Option<&str> {
+    reference
+        .get("__entity")
+        .unwrap_or(reference)
+        .get("id")
+        .and_then(Value::as_str)
+}
+
 /// Evaluates `req`, intersecting with the delegating user's own evaluation when there is
 /// one. Returns the effective evaluation and, for a delegated request, both principals'
 /// outcomes (agent first).

@@ -5,7 +5,9 @@
 //! the current snapshot without locking; a reload builds a complete new snapshot off to the
 //! side and swaps it in atomically, so a request is always decided by exactly one version.
 
+pub mod admin;
 pub mod delegation;
+pub mod identity;
 mod metrics;
 mod recorder;
 mod watch;
@@ -18,6 +20,7 @@ use arbiter_policy::{Evaluation, LoadErrors, Policies};
 use arbiter_types::{Decision, DecisionId, EvaluationRequest, Outcome};
 use arc_swap::ArcSwap;
 
+pub use identity::{Attribution, Caller, Denial, Identity, IdentitySettings, Source};
 pub use metrics::Metrics;
 pub use recorder::{LogMode, Recorder, RecorderError, RecorderSettings, Unrecorded};
 pub use watch::{WatchHandle, fingerprint};
@@ -51,6 +54,17 @@ pub struct Pdp {
     status: Mutex<ReloadStatus>,
     metrics: Metrics,
     recorder: Option<Recorder>,
+    identity: Option<Arc<Identity>>,
+}
+
+/// A request bound to its caller and decided.
+#[derive(Debug)]
+pub struct Decided {
+    /// The request as evaluated (subject bound to the caller, registry attributes in),
+    /// or `None` when it was refused before evaluation.
+    pub request: Option<EvaluationRequest>,
+    pub decision: Decision,
+    pub attribution: Attribution,
 }
 
 impl Pdp {
@@ -68,7 +82,71 @@ impl Pdp {
             status: Mutex::new(status),
             metrics: Metrics::default(),
             recorder: None,
+            identity: None,
         }
+    }
+
+    /// Authenticates callers and binds agents to the registry through `identity`.
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The identity layer, when there is one.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.as_ref()
+    }
+
+    /// Binds `req` to `caller` (see [`Identity::resolve`]) and decides it. Without an
+    /// identity layer this is [`Pdp::decide_with`].
+    pub fn decide_as(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        mut req: EvaluationRequest,
+        source: &Source<'_>,
+    ) -> Decided {
+        let Some(identity) = &self.identity else {
+            let decision = self.decide_with(policies, &req);
+            return Decided {
+                request: Some(req),
+                decision,
+                attribution: Attribution::default(),
+            };
+        };
+        match identity.resolve(policies, caller, &mut req, source, identity::now_us()) {
+            Ok(attribution) => Decided {
+                decision: self.decide_with(policies, &req),
+                request: Some(req),
+                attribution,
+            },
+            Err(denial) => Decided {
+                decision: self.refuse(policies, &denial),
+                attribution: Attribution {
+                    agent_id: denial.agent_id,
+                    credential_id: denial.credential_id,
+                    actor_chain: Vec::new(),
+                },
+                request: Some(req),
+            },
+        }
+    }
+
+    /// A deny for a caller refused before evaluation (bad credential, unknown or inactive
+    /// agent, subject mismatch).
+    pub fn refuse(&self, policies: &Policies, denial: &Denial) -> Decision {
+        self.metrics.record_decision(Outcome::Deny, Duration::ZERO);
+        stamp(
+            Evaluation {
+                outcome: Outcome::Deny,
+                determining_policies: Vec::new(),
+                reason_admin: format!("denied: {}", denial.reason_admin),
+                reason_user: denial.reason_user.clone(),
+                errors: Vec::new(),
+            },
+            policies.version(),
+            0,
+        )
     }
 
     /// Records every decision taken through [`Pdp::decide_recorded`] in `recorder`.

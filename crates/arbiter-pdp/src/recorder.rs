@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use arbiter_log::{
     DecisionRecord, Durability, EntityRef, Health, Log, LogError, LogOptions, OpenReport,
-    SubjectRef,
+    PrincipalOutcome, SubjectRef,
 };
 use arbiter_types::{Decision, EvaluationRequest, Outcome};
 use serde_json::{Map, Value};
 
-use crate::Pdp;
+use crate::{Attribution, Pdp};
 
 /// How decisions are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,7 @@ impl Recorder {
         req: Option<&EvaluationRequest>,
         d: &Decision,
         enforcement_point: &str,
+        attribution: Option<&Attribution>,
     ) -> DecisionRecord {
         let context = req.map(full_context).unwrap_or_default();
         let context = Value::Object(context);
@@ -163,7 +164,7 @@ impl Recorder {
             arbiter_log::redact(&context, &self.redact, &self.redact_key)
         };
         let subject = req.map(|r| &r.subject);
-        let delegation = req
+        let mut delegation: Vec<EntityRef> = req
             .and_then(|r| r.context.get("delegation"))
             .and_then(|d| d.get("user"))
             .and_then(|u| {
@@ -175,13 +176,22 @@ impl Recorder {
             })
             .into_iter()
             .collect();
+        if let Some(a) = attribution {
+            delegation.extend(a.actor_chain.iter().map(|id| EntityRef {
+                kind: crate::delegation::AGENT_TYPE.to_owned(),
+                id: id.clone(),
+            }));
+        }
+        let agent_id = attribution
+            .and_then(|a| a.agent_id.clone())
+            .or_else(|| subject.filter(|s| s.kind == "Agent").map(|s| s.id.clone()));
         DecisionRecord {
             decision_id: d.id.as_str().to_owned(),
             subject: SubjectRef {
                 kind: subject.map(|s| s.kind.clone()).unwrap_or_default(),
                 id: subject.map(|s| s.id.clone()).unwrap_or_default(),
-                agent_id: subject.filter(|s| s.kind == "Agent").map(|s| s.id.clone()),
-                credential_id: None,
+                agent_id,
+                credential_id: attribution.and_then(|a| a.credential_id.clone()),
             },
             delegation,
             action: req.map(|r| r.action.name.clone()).unwrap_or_default(),
@@ -205,6 +215,21 @@ impl Recorder {
             engine_version: ENGINE_VERSION.to_owned(),
             enforcement_point: enforcement_point.to_owned(),
             eval_us: d.eval_us,
+            evaluations: d
+                .evaluations
+                .iter()
+                .map(|e| PrincipalOutcome {
+                    principal: EntityRef {
+                        kind: e.kind.clone(),
+                        id: e.id.clone(),
+                    },
+                    outcome: match e.outcome {
+                        Outcome::Allow => arbiter_log::Outcome::Allow,
+                        Outcome::Deny => arbiter_log::Outcome::Deny,
+                    },
+                    determining_policies: e.determining_policies.clone(),
+                })
+                .collect(),
             ..DecisionRecord::default()
         }
     }
@@ -315,7 +340,8 @@ impl Pdp {
         enforcement_point: &str,
     ) -> Result<Decision, Unrecorded> {
         let decision = self.decide_with(policies, req);
-        self.record(Some(req), decision, enforcement_point).await
+        self.record(Some(req), decision, enforcement_point, None)
+            .await
     }
 
     /// Records a decision already taken; on failure, replaces it with a deny.
@@ -324,9 +350,10 @@ impl Pdp {
         req: Option<&EvaluationRequest>,
         decision: Decision,
         enforcement_point: &str,
+        attribution: Option<&Attribution>,
     ) -> Result<Decision, Unrecorded> {
         let mut out = self
-            .record_all(vec![(req, decision)], enforcement_point)
+            .record_all(vec![(req, decision, attribution)], enforcement_point)
             .await;
         out.pop().unwrap_or_else(|| {
             Err(Unrecorded {
@@ -339,16 +366,17 @@ impl Pdp {
     /// Records several decisions, sharing syncs; each result as in [`Pdp::record`].
     pub async fn record_all(
         &self,
-        items: Vec<(Option<&EvaluationRequest>, Decision)>,
+        items: Vec<(Option<&EvaluationRequest>, Decision, Option<&Attribution>)>,
         enforcement_point: &str,
     ) -> Vec<Result<Decision, Unrecorded>> {
         let Some(recorder) = self.recorder() else {
-            return items.into_iter().map(|(_, d)| Ok(d)).collect();
+            return items.into_iter().map(|(_, d, _)| Ok(d)).collect();
         };
         let pending: Vec<_> = items
             .into_iter()
-            .map(|(req, d)| {
-                let rx = recorder.submit(recorder.record_of(req, &d, enforcement_point));
+            .map(|(req, d, attribution)| {
+                let rx =
+                    recorder.submit(recorder.record_of(req, &d, enforcement_point, attribution));
                 (d, rx)
             })
             .collect();

@@ -396,6 +396,16 @@ impl Policies {
         &self.entities
     }
 
+    /// Whether the stored entities (`entities.json`) declare `kind::"id"`.
+    pub fn has_entity(&self, kind: &str, id: &str) -> bool {
+        let Ok(kind) = cedar_policy::EntityTypeName::from_str(kind) else {
+            return false;
+        };
+        let uid =
+            cedar_policy::EntityUid::from_type_name_and_id(kind, cedar_policy::EntityId::new(id));
+        self.entities.get(&uid).is_some()
+    }
+
     /// The schema, when the directory has one.
     pub fn cedar_schema(&self) -> Option<&Schema> {
         self.schema.as_ref()

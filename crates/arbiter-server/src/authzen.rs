@@ -13,12 +13,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use arbiter_types::{
-    EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, SearchKind, SearchRequest,
+    EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, RequestError, SearchKind,
+    SearchRequest,
 };
 
-use arbiter_pdp::Unrecorded;
+use arbiter_pdp::identity::now_us;
+use arbiter_pdp::{Attribution, Caller, Decided, Denial, Source, Unrecorded};
+use axum::extract::Request;
+use axum::http::request::Parts;
 
 use crate::AppState;
+use crate::auth::{bearer, client_address_of, unauthenticated};
 use crate::body::read_json;
 use crate::error::ApiError;
 
@@ -55,27 +60,133 @@ fn unrecorded_response(u: &Unrecorded) -> Response {
     json_status(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
-pub async fn evaluation(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let req = match read_json(&headers, body, state.config.limits)
+/// How the caller of an evaluation endpoint authenticated.
+enum Authn {
+    Caller(Caller),
+    /// A credential was presented and refused: every decision is a recorded deny.
+    Refused(Denial),
+}
+
+/// Authenticates the caller of an evaluation endpoint. A refused credential is not an HTTP
+/// error: it becomes a recorded deny. Without any credential, `--require-auth` answers 401.
+fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, String), ApiError> {
+    let presented = bearer(&parts.headers)?;
+    let address = client_address_of(parts);
+    let authn = match state.pdp.identity() {
+        Some(identity) => {
+            let source = Source {
+                address: &address,
+                enforcement_point: ENFORCEMENT_POINT,
+            };
+            match identity.authenticate(presented, &source, now_us()) {
+                Ok(caller) => Authn::Caller(caller),
+                Err(denial) => Authn::Refused(denial),
+            }
+        }
+        None if presented.is_some() => Authn::Refused(Denial {
+            reason_admin:
+                "a credential was presented, but this server has no identity store to check it"
+                    .to_owned(),
+            reason_user: arbiter_pdp::identity::USER_REASON_CREDENTIAL.to_owned(),
+            credential_id: None,
+            agent_id: None,
+        }),
+        None => Authn::Caller(Caller::Anonymous),
+    };
+    if state.config.require_authentication && matches!(authn, Authn::Caller(Caller::Anonymous)) {
+        return Err(unauthenticated(
+            "this server requires a credential: an agent's key or token, or a PEP token \
+             (`Authorization: Bearer …`)",
+        ));
+    }
+    Ok((authn, address))
+}
+
+/// A caller that presents an agent credential may leave the subject out: it is the agent
+/// itself (for a refused credential, the agent it belongs to when known).
+fn default_subject(authn: &Authn, body: &mut serde_json::Map<String, Value>) {
+    if body.contains_key("subject") {
+        return;
+    }
+    let id = match authn {
+        Authn::Caller(Caller::Agent(a)) => a.agent.id.clone(),
+        Authn::Refused(d) => d
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| "unauthenticated".to_owned()),
+        Authn::Caller(_) => return,
+    };
+    body.insert(
+        "subject".to_owned(),
+        json!({"type": arbiter_pdp::delegation::AGENT_TYPE, "id": id}),
+    );
+}
+
+fn decide(
+    state: &AppState,
+    snapshot: &arbiter_policy::Policies,
+    authn: &Authn,
+    req: EvaluationRequest,
+    address: &str,
+) -> Decided {
+    match authn {
+        Authn::Caller(caller) => state.pdp.decide_as(
+            snapshot,
+            caller,
+            req,
+            &Source {
+                address,
+                enforcement_point: ENFORCEMENT_POINT,
+            },
+        ),
+        Authn::Refused(denial) => Decided {
+            decision: state.pdp.refuse(snapshot, denial),
+            attribution: Attribution {
+                agent_id: denial.agent_id.clone(),
+                credential_id: denial.credential_id.clone(),
+                actor_chain: Vec::new(),
+            },
+            request: Some(req),
+        },
+    }
+}
+
+pub async fn evaluation(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (authn, address) = match authenticate(&state, &parts) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let req = match read_json(&parts.headers, body, state.config.limits)
         .await
-        .and_then(|map| EvaluationRequest::from_json(map).map_err(ApiError::from))
-    {
+        .and_then(|mut map| {
+            default_subject(&authn, &mut map);
+            EvaluationRequest::from_json(map).map_err(ApiError::from)
+        }) {
         Ok(req) => req,
         Err(e) => return e.into_response(),
     };
     let snapshot = state.pdp.snapshot();
-    answer_one(&state, &snapshot, &req).await
+    answer_one(&state, &snapshot, &authn, req, &address).await
 }
 
 /// Decides and records one request, answered as an AuthZEN decision.
 async fn answer_one(
     state: &AppState,
     snapshot: &arbiter_policy::Policies,
-    req: &EvaluationRequest,
+    authn: &Authn,
+    req: EvaluationRequest,
+    address: &str,
 ) -> Response {
+    let decided = decide(state, snapshot, authn, req, address);
     match state
         .pdp
-        .decide_recorded(snapshot, req, ENFORCEMENT_POINT)
+        .record(
+            decided.request.as_ref(),
+            decided.decision,
+            ENFORCEMENT_POINT,
+            Some(&decided.attribution),
+        )
         .await
     {
         Ok(d) => json_response(&d.to_authzen()),
@@ -83,43 +194,42 @@ async fn answer_one(
     }
 }
 
-pub async fn evaluations(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match evaluate_many(&state, &headers, body).await {
+pub async fn evaluations(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match evaluate_many(&state, &parts, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn evaluate_many(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let map = read_json(headers, body, state.config.limits).await?;
+async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Response, ApiError> {
+    let (authn, address) = authenticate(state, parts)?;
+    let mut map = read_json(&parts.headers, body, state.config.limits).await?;
+    default_subject(&authn, &mut map);
     let batch = EvaluationsRequest::from_json(map)?;
     let snapshot = state.pdp.snapshot();
     let Some(items) = batch.items else {
         // No items: a single evaluation from the top-level fields, answered as one.
         let req = batch.defaults.complete()?;
-        return Ok(answer_one(state, &snapshot, &req).await);
+        return Ok(answer_one(state, &snapshot, &authn, req, &address).await);
     };
     // Decide in order (the semantic may stop early), then record the batch together.
-    let mut decided = Vec::with_capacity(items.len());
+    let mut decided: Vec<(Decided, Option<RequestError>)> = Vec::with_capacity(items.len());
     for item in items {
         let resolved = item.and_then(|partial| partial.with_defaults(&batch.defaults).complete());
-        let (req, decision, error) = match resolved {
-            Ok(req) => {
-                let d = state.pdp.decide_with(&snapshot, &req);
-                (Some(req), d, None)
-            }
-            Err(e) => (None, state.pdp.reject(&snapshot, &e.to_string()), Some(e)),
+        let (d, error) = match resolved {
+            Ok(req) => (decide(state, &snapshot, &authn, req, &address), None),
+            Err(e) => (
+                Decided {
+                    request: None,
+                    decision: state.pdp.reject(&snapshot, &e.to_string()),
+                    attribution: Attribution::default(),
+                },
+                Some(e),
+            ),
         };
-        let allowed = decision.outcome.is_allow();
-        decided.push((req, decision, error));
+        let allowed = d.decision.outcome.is_allow();
+        decided.push((d, error));
         let stop = match batch.semantic {
             EvaluationsSemantic::ExecuteAll => false,
             EvaluationsSemantic::DenyOnFirstDeny => !allowed,
@@ -134,14 +244,14 @@ async fn evaluate_many(
         .record_all(
             decided
                 .iter()
-                .map(|(req, d, _)| (req.as_ref(), d.clone()))
+                .map(|(d, _)| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
                 .collect(),
             ENFORCEMENT_POINT,
         )
         .await;
     let mut failure = None;
     let mut results = Vec::with_capacity(recorded.len());
-    for ((_, _, error), outcome) in decided.iter().zip(recorded) {
+    for ((_, error), outcome) in decided.iter().zip(recorded) {
         let mut v = match outcome {
             Ok(d) => d.to_authzen(),
             Err(u) => {

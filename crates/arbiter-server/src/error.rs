@@ -63,11 +63,18 @@ impl IntoResponse for ApiError {
             obj.insert("field".into(), json!(field));
         }
         let body = json!({ "error": error }).to_string();
-        (
+        let mut res = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"arbiter\""),
+            );
+        }
+        res
     }
 }

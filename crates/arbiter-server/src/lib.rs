@@ -1,10 +1,13 @@
-//! Arbiter's HTTP surface: the AuthZEN 1.0 API, discovery, health, readiness and metrics.
+//! Arbiter's HTTP surface: the AuthZEN 1.0 API, discovery, the admin API, the decision log,
+//! health, readiness and metrics.
 //!
 //! [`app`] builds the whole router from an [`AppState`]; it holds no globals, so tests drive
 //! it with `tower::ServiceExt::oneshot` and `arbiter serve` drives it with a real listener.
 //! Middleware order, outermost first: request-id echo, then routing. Every error a client can
 //! cause is answered with a JSON body carrying a stable `code` (see [`error::ApiError`]).
 
+mod agents;
+pub mod auth;
 mod authzen;
 mod body;
 pub mod error;
@@ -21,7 +24,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
 /// Settings of the HTTP surface (validated; see the CLI for precedence).
@@ -33,6 +36,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// The address the server listens on, used when a request carries no usable `Host`.
     pub listen: String,
+    /// Refuse evaluation requests that carry no credential (neither an agent's key or token
+    /// nor a PEP token) with 401.
+    pub require_authentication: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +47,7 @@ impl Default for ServerConfig {
             limits: JsonLimits::default(),
             public_url: None,
             listen: "127.0.0.1:8180".to_owned(),
+            require_authentication: false,
         }
     }
 }
@@ -76,6 +83,30 @@ pub fn app(state: AppState) -> Router {
             "/.well-known/authzen-configuration",
             get(authzen::configuration),
         )
+        .route("/v1/agents", get(agents::list).post(agents::register))
+        .route("/v1/agents/{id}", get(agents::show).patch(agents::update))
+        .route("/v1/agents/{id}/suspend", post(agents::suspend))
+        .route("/v1/agents/{id}/activate", post(agents::activate))
+        .route("/v1/agents/{id}/retire", post(agents::retire))
+        .route(
+            "/v1/agents/{id}/keys",
+            get(agents::list_keys)
+                .post(agents::issue_key)
+                .delete(agents::revoke_all),
+        )
+        .route("/v1/agents/{id}/keys/{key}", delete(agents::revoke_key))
+        .route(
+            "/v1/agents/{id}/keys/{key}/rotate",
+            post(agents::rotate_key),
+        )
+        .route(
+            "/v1/tokens",
+            get(agents::list_tokens).post(agents::create_token),
+        )
+        .route("/v1/tokens/{id}", delete(agents::revoke_token))
+        .route("/v1/discovered", get(agents::discovered))
+        .route("/v1/discovered/{id}/adopt", post(agents::adopt))
+        .route("/v1/audit", get(agents::audit))
         .route("/v1/decisions", get(log::decisions))
         .route("/v1/decisions/{id}", get(log::decision))
         .route("/v1/log/checkpoint", get(log::checkpoint))
@@ -109,7 +140,10 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -1,8 +1,8 @@
 //! Decision-log endpoints: a decision's record with its inclusion proof, the latest signed
 //! checkpoint, and the log's public key.
 //!
-//! These expose decision records (with redacted contexts). Until administrator tokens guard
-//! them, keep `serve` on a loopback or otherwise trusted address.
+//! Decision records (with redacted contexts) need an admin token (`administrator` or
+//! `auditor`); the checkpoint and the public key are public, since anyone may verify.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,7 +13,9 @@ use serde_json::json;
 use arbiter_log::LogError;
 
 use crate::AppState;
+use crate::auth::{Need, require_admin};
 use crate::error::ApiError;
+use axum::http::HeaderMap;
 
 fn no_log() -> Response {
     ApiError::new(
@@ -24,7 +26,14 @@ fn no_log() -> Response {
     .into_response()
 }
 
-pub async fn decision(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn decision(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = require_admin(&state, &headers, Need::Read) {
+        return e.into_response();
+    }
     if state.pdp.recorder().is_none() {
         return no_log();
     }
@@ -96,8 +105,12 @@ const MAX_DECISIONS_PAGE: usize = 1000;
 /// hot paths.
 pub async fn decisions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
+    if let Err(e) = require_admin(&state, &headers, Need::Read) {
+        return e.into_response();
+    }
     let Some(recorder) = state.pdp.recorder() else {
         return no_log();
     };

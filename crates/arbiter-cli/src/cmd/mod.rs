@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+pub mod agent;
 mod check;
 pub mod log;
 mod policy;
@@ -15,5 +16,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Agent(args) => agent::run_agent(args),
+        Command::Admin(args) => agent::run_admin(args),
+        Command::Discover(args) => agent::run_discover(args),
     }
 }

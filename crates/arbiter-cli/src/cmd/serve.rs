@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arbiter_pdp::{LogMode, Pdp, Recorder, RecorderSettings};
+use arbiter_pdp::{Identity, IdentitySettings, LogMode, Pdp, Recorder, RecorderSettings};
 use arbiter_policy::Policies;
 use arbiter_server::{AppState, ServerConfig, app};
+use arbiter_store::{Actor, CredentialFilter, CredentialKind};
 use arbiter_types::JsonLimits;
 
 use crate::cli::{DecisionLogMode, LogFormat, ServeArgs};
@@ -93,7 +94,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             pdp.with_recorder(recorder)
         }
     };
-    let pdp = Arc::new(pdp);
+    let identity = open_identity(&args)?;
+    let _flusher = arbiter_pdp::identity::spawn_flusher(identity.clone(), Duration::from_secs(1));
+    let pdp = Arc::new(pdp.with_identity(identity));
     let _watch = if args.reload_interval_ms > 0 {
         pdp.watch(Duration::from_millis(args.reload_interval_ms))
     } else {
@@ -112,6 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         public_url: args.public_url.clone(),
         listen: local.to_string(),
+        require_authentication: args.require_auth,
     };
     let status = pdp.status();
     tracing::info!(
@@ -134,6 +138,61 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Opens the identity store and, on first start, creates the first admin token.
+fn open_identity(args: &ServeArgs) -> anyhow::Result<Arc<Identity>> {
+    let jwt = match &args.jwt_issuers {
+        Some(path) => {
+            let issuers = arbiter_jwt::load_issuers(path)
+                .with_context(|| format!("cannot load token issuers from `{}`", path.display()))?;
+            let verifier = arbiter_jwt::Verifier::new(issuers)
+                .with_context(|| format!("cannot load token issuers from `{}`", path.display()))?;
+            tracing::info!(issuers = ?verifier.issuers().collect::<Vec<_>>(), "accepting agent tokens");
+            Some(Arc::new(verifier))
+        }
+        None => None,
+    };
+    let identity = Identity::open(&args.data, IdentitySettings { jwt }).with_context(|| {
+        format!(
+            "cannot open the identity store in `{}`",
+            args.data.display()
+        )
+    })?;
+    let store = identity.store();
+    let admins = store.list_credentials(&CredentialFilter {
+        kind: Some(CredentialKind::AdminToken),
+        agent_id: None,
+        include_revoked: true,
+    })?;
+    if admins.is_empty() {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let issued = arbiter_pdp::admin::create_token(
+                store.as_ref(),
+                &arbiter_pdp::admin::TokenSpec::Admin {
+                    role: "administrator".to_owned(),
+                },
+                "first administrator",
+                None,
+                &Actor::system("serve"),
+                arbiter_pdp::identity::now_us(),
+            )?;
+            // Straight to the operator's terminal, never through the log.
+            eprintln!(
+                "\nFirst start: created admin token {} (role administrator).\n\
+                 Store it now; Arbiter keeps only its hash and cannot show it again:\n\n  {}\n",
+                issued.credential.id,
+                issued.secret.expose()
+            );
+        } else {
+            tracing::warn!(
+                data = %args.data.display(),
+                "no admin token exists; create one with `arbiter admin token create --data {} --name NAME`",
+                args.data.display()
+            );
+        }
+    }
+    Ok(Arc::new(identity))
 }
 
 fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
