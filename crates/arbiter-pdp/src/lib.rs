@@ -6,7 +6,7 @@
 //! side and swaps it in atomically, so a request is always decided by exactly one version.
 
 pub mod admin;
-pub mod delegation;
+pub use arbiter_policy::delegation;
 pub mod identity;
 mod metrics;
 mod recorder;
@@ -184,7 +184,7 @@ impl Pdp {
     /// are (see [`delegation`]).
     pub fn decide_with(&self, policies: &Policies, req: &EvaluationRequest) -> Decision {
         let start = Instant::now();
-        let (evaluation, evaluations) = delegation::evaluate(policies, req);
+        let (evaluation, evaluations) = arbiter_policy::delegation::evaluate(policies, req);
         let elapsed = start.elapsed();
         self.metrics.record_decision(evaluation.outcome, elapsed);
         let mut d = stamp(evaluation, policies.version(), elapsed.as_micros());

@@ -3,9 +3,11 @@
 //!
 //! Nothing here does network I/O or keeps time; the only file access is loading a policy
 //! directory. The decision path is [`Policies::evaluate`], a total function from a request to
-//! an [`Evaluation`], so it can be tested without a server, a clock or a disk.
+//! an [`Evaluation`] (and [`delegation::evaluate`] intersects an agent's evaluation with the
+//! user's it acts for), so it can be tested without a server, a clock or a disk.
 
 mod convert;
+pub mod delegation;
 pub mod diagnostic;
 pub mod engine;
 pub mod load;

@@ -168,7 +168,8 @@ pub fn run_tests(policies: &Policies, cases: &[TestCase]) -> Vec<TestResult> {
     cases
         .iter()
         .map(|case| {
-            let got = policies.evaluate(&case.request);
+            // The same semantics as the decision point, delegation intersection included.
+            let (got, _) = crate::delegation::evaluate(policies, &case.request);
             let mut problems = Vec::new();
             if got.outcome != case.expect {
                 problems.push(format!(

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arbiter_log::{FaultSwitch, read_records, verify_dir};
-use arbiter_pdp::{Pdp, Recorder, RecorderSettings};
+use arbiter_pdp::{Identity, IdentitySettings, Pdp, Recorder, RecorderSettings};
 use arbiter_server::{AppState, ServerConfig};
 use axum::body::Body;
 use axum::http::Request;
@@ -22,17 +22,46 @@ fn read_ticket() -> Value {
 }
 
 fn state_with_log(data: &std::path::Path, settings: RecorderSettings) -> AppState {
+    state_and_token(data, settings).0
+}
+
+/// A state with a decision log and an identity store, and an auditor token for the
+/// decision endpoints.
+fn state_and_token(data: &std::path::Path, settings: RecorderSettings) -> (AppState, String) {
     let (recorder, _) = Recorder::open(data, settings).unwrap();
+    let identity = Arc::new(Identity::open(data, IdentitySettings::default()).unwrap());
+    let token = arbiter_pdp::admin::create_token(
+        identity.store().as_ref(),
+        &arbiter_pdp::admin::TokenSpec::Admin {
+            role: "auditor".into(),
+        },
+        "tests",
+        None,
+        &arbiter_store::Actor::system("tests"),
+        arbiter_pdp::identity::now_us(),
+    )
+    .unwrap();
     let pdp = Pdp::load(&example("quickstart"))
         .unwrap()
-        .with_recorder(recorder);
-    AppState::new(Arc::new(pdp), ServerConfig::default())
+        .with_recorder(recorder)
+        .with_identity(identity);
+    (
+        AppState::new(Arc::new(pdp), ServerConfig::default()),
+        token.secret.expose().to_owned(),
+    )
+}
+
+fn auditor_get(token: &str, uri: impl AsRef<str>) -> Request<Body> {
+    Request::get(uri.as_ref())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answered_decision_is_in_the_log_with_its_proof() {
     let data = tempfile::tempdir().unwrap();
-    let state = state_with_log(
+    let (state, token) = state_and_token(
         data.path(),
         RecorderSettings {
             redact: vec!["delegation.user".into()],
@@ -71,9 +100,7 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
 
     let proof = call(
         &state,
-        Request::get(format!("/v1/decisions/{}", ids[0]))
-            .body(Body::empty())
-            .unwrap(),
+        auditor_get(&token, format!("/v1/decisions/{}", ids[0])),
     )
     .await;
     assert_eq!(proof.status, 200);
@@ -99,9 +126,7 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
 
     let missing = call(
         &state,
-        Request::get("/v1/decisions/01a22612-953c-73ed-aebc-8c8cbf844725")
-            .body(Body::empty())
-            .unwrap(),
+        auditor_get(&token, "/v1/decisions/01a22612-953c-73ed-aebc-8c8cbf844725"),
     )
     .await;
     assert_eq!(missing.status, 404);
@@ -122,22 +147,18 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
     assert_eq!(key["public_key"].as_str().unwrap().len(), 64);
 
     // Query: filters and paging over the same records.
-    let denied = call(
-        &state,
-        Request::get("/v1/decisions?outcome=deny")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .json();
+    let denied = call(&state, auditor_get(&token, "/v1/decisions?outcome=deny"))
+        .await
+        .json();
     let denied = denied["decisions"].as_array().unwrap().clone();
     assert_eq!(denied.len(), 2, "delete_ticket and the incomplete item");
     assert!(denied.iter().all(|r| r["outcome"] == "deny"));
     let by_agent = call(
         &state,
-        Request::get("/v1/decisions?outcome=deny&agent=support-bot&action=call_tool")
-            .body(Body::empty())
-            .unwrap(),
+        auditor_get(
+            &token,
+            "/v1/decisions?outcome=deny&agent=support-bot&action=call_tool",
+        ),
     )
     .await
     .json();
@@ -150,33 +171,20 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
         1,
         "the incomplete item names no agent"
     );
-    let first = call(
-        &state,
-        Request::get("/v1/decisions?limit=3")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .json();
+    let first = call(&state, auditor_get(&token, "/v1/decisions?limit=3"))
+        .await
+        .json();
     assert_eq!(first["decisions"].as_array().unwrap().len(), 3);
     let after = first["next_after"].as_u64().unwrap();
     let rest = call(
         &state,
-        Request::get(format!("/v1/decisions?limit=100&after={after}"))
-            .body(Body::empty())
-            .unwrap(),
+        auditor_get(&token, format!("/v1/decisions?limit=100&after={after}")),
     )
     .await
     .json();
     assert_eq!(rest["decisions"].as_array().unwrap().len(), ids.len() - 3);
     assert!(rest["next_after"].is_null());
-    let bad = call(
-        &state,
-        Request::get("/v1/decisions?colour=red")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let bad = call(&state, auditor_get(&token, "/v1/decisions?colour=red")).await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["field"], "colour");
 

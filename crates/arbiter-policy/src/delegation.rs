@@ -9,7 +9,7 @@
 //! as principal, once with the user — and intersects the outcomes. Both evaluations are kept
 //! on the decision and in its record.
 
-use arbiter_policy::{Evaluation, Policies};
+use crate::{Evaluation, Policies};
 use arbiter_types::{Entity, EvaluationRequest, Outcome, PrincipalEvaluation};
 use serde_json::Value;
 
@@ -155,7 +155,7 @@ mod tests {
 
     fn policies() -> Policies {
         Policies::from_sources(
-            &[arbiter_policy::SourceFile {
+            &[crate::SourceFile {
                 path: "p.cedar".into(),
                 text: r#"
                 @id("agents-read") permit (principal is Agent, action == Action::"read", resource);
