@@ -38,10 +38,12 @@ fn check_exit_codes_follow_the_decision() {
     assert_eq!(allow.status.code(), Some(0), "{}", text(&allow.stderr));
     let out: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
     assert_eq!(out["decision"], true);
+    // The agent acts for alice: both evaluations are in the answer.
     assert_eq!(
-        out["context"]["determining_policies"][0],
-        "support-read-tickets"
+        out["context"]["determining_policies"],
+        serde_json::json!(["customers-use-helpdesk", "support-read-tickets"])
     );
+    assert_eq!(out["context"]["evaluations"][1]["id"], "alice");
 
     let deny = run(arbiter()
         .args(["check", "--policies"])
@@ -128,7 +130,7 @@ fn validate_type_checks_against_the_schema() {
 fn policy_test_passes_and_fails_honestly() {
     let out = run(arbiter().args(["policy", "test"]).arg(quickstart()));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("7 passed, 0 failed"));
+    assert!(text(&out.stdout).contains("8 passed, 0 failed"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
