@@ -104,7 +104,7 @@ async fn blocking<T: Send + 'static>(
             "this server has no identity store",
         ));
     };
-    let result = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let out = f(identity.store().as_ref());
         // A change made here must be seen by the very next decision.
         identity.invalidate();
@@ -117,8 +117,7 @@ async fn blocking<T: Send + 'static>(
             "unavailable",
             e.to_string(),
         )
-    })?;
-    result
+    })?
 }
 
 fn actor(admin: &arbiter_pdp::identity::AdminCaller) -> Actor {

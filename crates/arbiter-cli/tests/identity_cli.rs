@@ -1,0 +1,365 @@
+//! The identity commands end to end against a served PDP: the README tour (register, issue a
+//! key, an allowed and a denied call, revoke, the denial), no plaintext secret in the data
+//! directory or the logs, discovery of unknown credentials, and `arbiter discover`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn arbiter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+}
+
+fn quickstart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    Some((status, out.split("\r\n\r\n").nth(1)?.to_owned()))
+}
+
+fn evaluate(port: u16, key: &str, tool: &str) -> Value {
+    let body = json!({
+        "action": {"name": "call_tool"},
+        "resource": {"type": "Tool", "id": format!("helpdesk/{tool}")},
+    });
+    let (status, body) = http(
+        port,
+        "POST",
+        "/access/v1/evaluation",
+        Some(key),
+        &body.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn scan_for(dir: &Path, secrets: &[&str]) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            for s in secrets {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "plaintext secret in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_tour_register_issue_allow_deny_revoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = |cmd: &mut Command| -> Output { ok(cmd.arg("--data").arg(&data)) };
+    let registered = d(arbiter().args([
+        "agent",
+        "register",
+        "support-bot",
+        "--owner",
+        "support@example.com",
+        "--environment",
+        "prod",
+        "--attributes",
+        r#"{"roles": ["support"]}"#,
+        "--json",
+    ]));
+    assert_eq!(json_of(&registered)["status"], "active");
+    let issued = json_of(&d(arbiter().args([
+        "agent",
+        "key",
+        "issue",
+        "support-bot",
+        "--json",
+    ])));
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let key_id = issued["id"].as_str().unwrap().to_owned();
+    let admin = json_of(&d(arbiter().args([
+        "admin", "token", "create", "--name", "ops", "--role", "auditor", "--json",
+    ])))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let port = free_port();
+    let log_path = tmp.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = arbiter()
+        .args(["serve", "--log-level", "debug", "--policies"])
+        .arg(quickstart())
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(port, "GET", "/healthz", None, "").is_none() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    assert_eq!(evaluate(port, &key, "read_ticket")["decision"], true);
+    let denied = evaluate(port, &key, "delete_ticket");
+    assert_eq!(denied["decision"], false);
+    assert_eq!(
+        denied["context"]["determining_policies"],
+        json!(["no-delete-or-export"])
+    );
+
+    // Revoked from another process: refused on the next request.
+    d(arbiter().args(["agent", "key", "revoke", "support-bot", &key_id]));
+    let refused = evaluate(port, &key, "read_ticket");
+    assert_eq!(refused["decision"], false);
+    assert_eq!(
+        refused["context"]["reason_user"]["en"],
+        "denied: the credential was not accepted"
+    );
+    let refused_id = refused["context"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // An unknown credential is denied and shows up in the inventory.
+    let foreign = "sk-ant-api03-NotARealKeyButShapedLikeOne0123456789abcdefghijklmnopqrstuv";
+    assert_eq!(evaluate(port, foreign, "read_ticket")["decision"], false);
+
+    // The refusal is in the log, attributed to the key, readable with an auditor token.
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/v1/decisions/{refused_id}"),
+        Some(&admin),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let record: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["record"]["subject"]["credential_id"], json!(key_id));
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            &format!("/v1/decisions/{refused_id}"),
+            None,
+            ""
+        )
+        .unwrap()
+        .0,
+        401
+    );
+
+    std::thread::sleep(Duration::from_millis(1500)); // the sightings flush every second
+    let discovered = json_of(&d(arbiter().args([
+        "agent",
+        "list",
+        "--discovered",
+        "--json",
+    ])));
+    let row = discovered
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["shape"] == "anthropic-api-key")
+        .unwrap_or_else(|| panic!("{discovered}"));
+    assert_eq!(row["sources"], json!(["127.0.0.1"]));
+    let listed = json_of(&d(arbiter().args([
+        "agent",
+        "key",
+        "list",
+        "support-bot",
+        "--json",
+    ])));
+    assert_eq!(listed[0]["state"], "revoked");
+    assert!(
+        listed[0]["last_used"].is_string(),
+        "last-used time recorded: {listed}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("arbiter serving"), "{logs}");
+    let secrets = [key.as_str(), &key[14..46], admin.as_str(), foreign];
+    scan_for(&data, &secrets);
+    for s in secrets {
+        assert!(!logs.contains(s), "a secret reached the server log");
+    }
+    // The audit trail holds every change, and verifies.
+    let audit = json_of(&d(arbiter().args(["admin", "audit", "--json"])));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"agent.register") && actions.contains(&"key.revoke"),
+        "{actions:?}"
+    );
+    assert!(audit[0]["actor"]["kind"] == "cli");
+    d(arbiter().args(["admin", "audit", "--verify"]));
+}
+
+#[test]
+fn cli_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let fail = |args: &[&str]| -> String {
+        let out = arbiter()
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(fail(&["agent", "register", "Bad Id", "--owner", "o"]).contains("id"));
+    assert!(
+        fail(&[
+            "agent",
+            "register",
+            "a",
+            "--owner",
+            "o",
+            "--environment",
+            "moon"
+        ])
+        .contains("environment")
+    );
+    assert!(fail(&["agent", "key", "issue", "ghost"]).contains("ghost"));
+    ok(arbiter()
+        .args(["agent", "register", "a", "--owner", "o"])
+        .arg("--data")
+        .arg(&data));
+    assert!(fail(&["agent", "register", "a", "--owner", "o"]).contains("already exists"));
+    assert!(fail(&["agent", "key", "issue", "a", "--expires-in", "soon"]).contains("--expires-in"));
+    assert!(fail(&["admin", "token", "create", "--name", "x", "--role", "root"]).contains("role"));
+}
+
+#[test]
+fn discover_reports_unregistered_sources_calling_llm_apis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(arbiter()
+        .args([
+            "agent",
+            "register",
+            "known-bot",
+            "--owner",
+            "o",
+            "--attributes",
+            r#"{"addresses": ["10.0.0.7"]}"#,
+        ])
+        .arg("--data")
+        .arg(&data));
+    let log = tmp.path().join("access.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "10.0.0.5 - - [29/Nov/2026:10:00:00 +0000] \"POST https://api.openai.com/v1/chat/completions HTTP/1.1\" 200 512 \"-\" \"python-httpx/0.27\"\n",
+            "10.0.0.5 - - [29/Nov/2026:10:00:05 +0000] \"CONNECT api.anthropic.com:443 HTTP/1.1\" 200 0 \"-\" \"curl/8\"\n",
+            "10.0.0.7 - - [29/Nov/2026:10:00:06 +0000] \"POST https://api.openai.com/v1/responses HTTP/1.1\" 200 90 \"-\" \"agent\"\n",
+            "10.0.0.9 - - [29/Nov/2026:10:00:07 +0000] \"GET https://example.com/ HTTP/1.1\" 200 90 \"-\" \"browser\"\n",
+            "{\"remote_addr\": \"10.0.0.8\", \"host\": \"generativelanguage.googleapis.com\", \"time\": \"2026-11-29T10:00:08Z\", \"status\": 200}\n",
+            "this line is not a log line\n",
+        ),
+    )
+    .unwrap();
+    let out = arbiter()
+        .args(["discover", "--json", "--access-log"])
+        .arg(&log)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("10.0.0.5") && text.contains("10.0.0.8"),
+        "{text}"
+    );
+    assert!(!text.contains("example.com"), "{text}");
+    assert!(
+        text.contains("known-bot"),
+        "the registered source is recognised: {text}"
+    );
+    // Text output, too.
+    let out = arbiter()
+        .args(["discover", "--access-log"])
+        .arg(&log)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.0.0.5"));
+}
