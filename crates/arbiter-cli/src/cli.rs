@@ -54,6 +54,8 @@ pub enum Command {
     /// Report sources calling LLM provider APIs that are not registered agents, from an
     /// access log (exit 4 when there are any).
     Discover(crate::cmd::agent::DiscoverArgs),
+    /// Run a program only if policy allows it (the command guard).
+    Exec(crate::cmd::exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]

@@ -31,8 +31,38 @@ use crate::error::ApiError;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-/// Where AuthZEN decisions come from, in their records.
+/// Where AuthZEN decisions come from, in their records, unless the caller names itself.
 const ENFORCEMENT_POINT: &str = "authzen";
+
+/// The header an Arbiter enforcement point names itself with (`exec:<host>`, `mcp:<server>`,
+/// `sql:<db>`, `http:<service>`), so that its decisions are recorded as its own.
+pub const ENFORCEMENT_POINT_HEADER: &str = "x-arbiter-enforcement-point";
+
+/// The enforcement point a request is recorded under.
+fn enforcement_point(parts: &Parts) -> Result<String, ApiError> {
+    let Some(value) = parts.headers.get(ENFORCEMENT_POINT_HEADER) else {
+        return Ok(ENFORCEMENT_POINT.to_owned());
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`X-Arbiter-Enforcement-Point` must be `exec:<name>`, `mcp:<name>`, `sql:<name>` or \
+             `http:<name>` (name: letters, digits, `.`, `_`, `-`, at most 128)",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    let (kind, name) = text.split_once(':').ok_or_else(bad)?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !matches!(kind, "exec" | "mcp" | "sql" | "http") || !name_ok {
+        return Err(bad());
+    }
+    Ok(text.to_owned())
+}
 
 fn json_response(value: &Value) -> Response {
     json_status(StatusCode::OK, value)
@@ -69,14 +99,15 @@ enum Authn {
 
 /// Authenticates the caller of an evaluation endpoint. A refused credential is not an HTTP
 /// error: it becomes a recorded deny. Without any credential, `--require-auth` answers 401.
-fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, String), ApiError> {
+fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker), ApiError> {
     let presented = bearer(&parts.headers)?;
     let address = client_address_of(parts);
+    let point = enforcement_point(parts)?;
     let authn = match state.pdp.identity() {
         Some(identity) => {
             let source = Source {
                 address: &address,
-                enforcement_point: ENFORCEMENT_POINT,
+                enforcement_point: &point,
             };
             match identity.authenticate(presented, &source, now_us()) {
                 Ok(caller) => Authn::Caller(caller),
@@ -99,7 +130,13 @@ fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, String), ApiE
              (`Authorization: Bearer …`)",
         ));
     }
-    Ok((authn, address))
+    Ok((authn, Asker { address, point }))
+}
+
+/// Where a request came from: the client address and the enforcement point.
+struct Asker {
+    address: String,
+    point: String,
 }
 
 /// A caller that presents an agent credential may leave the subject out: it is the agent
@@ -127,7 +164,7 @@ fn decide(
     snapshot: &arbiter_policy::Policies,
     authn: &Authn,
     req: EvaluationRequest,
-    address: &str,
+    asker: &Asker,
 ) -> Decided {
     match authn {
         Authn::Caller(caller) => state.pdp.decide_as(
@@ -135,8 +172,8 @@ fn decide(
             caller,
             req,
             &Source {
-                address,
-                enforcement_point: ENFORCEMENT_POINT,
+                address: &asker.address,
+                enforcement_point: &asker.point,
             },
         ),
         Authn::Refused(denial) => Decided {
@@ -153,7 +190,7 @@ fn decide(
 
 pub async fn evaluation(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let (authn, address) = match authenticate(&state, &parts) {
+    let (authn, asker) = match authenticate(&state, &parts) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -167,7 +204,7 @@ pub async fn evaluation(State(state): State<AppState>, request: Request) -> Resp
         Err(e) => return e.into_response(),
     };
     let snapshot = state.pdp.snapshot();
-    answer_one(&state, &snapshot, &authn, req, &address).await
+    answer_one(&state, &snapshot, &authn, req, &asker).await
 }
 
 /// Decides and records one request, answered as an AuthZEN decision.
@@ -176,15 +213,15 @@ async fn answer_one(
     snapshot: &arbiter_policy::Policies,
     authn: &Authn,
     req: EvaluationRequest,
-    address: &str,
+    asker: &Asker,
 ) -> Response {
-    let decided = decide(state, snapshot, authn, req, address);
+    let decided = decide(state, snapshot, authn, req, asker);
     match state
         .pdp
         .record(
             decided.request.as_ref(),
             decided.decision,
-            ENFORCEMENT_POINT,
+            &asker.point,
             Some(&decided.attribution),
         )
         .await
@@ -203,7 +240,7 @@ pub async fn evaluations(State(state): State<AppState>, request: Request) -> Res
 }
 
 async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Response, ApiError> {
-    let (authn, address) = authenticate(state, parts)?;
+    let (authn, asker) = authenticate(state, parts)?;
     let mut map = read_json(&parts.headers, body, state.config.limits).await?;
     default_subject(&authn, &mut map);
     let batch = EvaluationsRequest::from_json(map)?;
@@ -211,14 +248,14 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
     let Some(items) = batch.items else {
         // No items: a single evaluation from the top-level fields, answered as one.
         let req = batch.defaults.complete()?;
-        return Ok(answer_one(state, &snapshot, &authn, req, &address).await);
+        return Ok(answer_one(state, &snapshot, &authn, req, &asker).await);
     };
     // Decide in order (the semantic may stop early), then record the batch together.
     let mut decided: Vec<(Decided, Option<RequestError>)> = Vec::with_capacity(items.len());
     for item in items {
         let resolved = item.and_then(|partial| partial.with_defaults(&batch.defaults).complete());
         let (d, error) = match resolved {
-            Ok(req) => (decide(state, &snapshot, &authn, req, &address), None),
+            Ok(req) => (decide(state, &snapshot, &authn, req, &asker), None),
             Err(e) => (
                 Decided {
                     request: None,
@@ -246,7 +283,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
                 .iter()
                 .map(|(d, _)| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
                 .collect(),
-            ENFORCEMENT_POINT,
+            &asker.point,
         )
         .await;
     let mut failure = None;

@@ -8,7 +8,7 @@
 
 mod agents;
 pub mod auth;
-mod authzen;
+pub mod authzen;
 mod body;
 pub mod error;
 mod log;

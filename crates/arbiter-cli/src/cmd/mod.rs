@@ -6,6 +6,7 @@ use crate::cli::{Cli, Command};
 
 pub mod agent;
 mod check;
+pub mod exec;
 pub mod log;
 mod policy;
 mod serve;
@@ -19,5 +20,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run_agent(args),
         Command::Admin(args) => agent::run_admin(args),
         Command::Discover(args) => agent::run_discover(args),
+        Command::Exec(args) => exec::run(args),
     }
 }
