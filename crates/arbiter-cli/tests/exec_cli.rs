@@ -1,0 +1,919 @@
+//! `arbiter exec`, the command guard, with real programs: allowed commands run and keep their
+//! output, exit codes and signals; denied ones never start; every failure is fail closed;
+//! decisions are recorded under `exec:<host>` with the agent's credential and the environment's
+//! names but never its values. Local mode (in-process decision point) and remote mode (a served
+//! one) both.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const POLICIES: &str = r#"
+@id("git-allowed")
+permit (principal is Agent, action == Action::"exec", resource == Command::"git");
+
+@id("git-no-push")
+@reason("agents never push")
+@agent_reason("pushing is not allowed for agents")
+forbid (principal, action == Action::"exec", resource == Command::"git")
+when { context.subcommand like "push*" || context.argv.contains("push") };
+
+@id("kubectl-read")
+permit (principal is Agent, action == Action::"exec", resource == Command::"kubectl")
+when { context.subcommand like "get*" };
+
+@id("kubectl-no-delete")
+@agent_reason("deleting cluster resources is not allowed for agents")
+forbid (principal, action == Action::"exec", resource == Command::"kubectl")
+when { context.subcommand like "delete*" };
+
+@id("tools")
+permit (principal is Agent, action == Action::"exec", resource)
+when { ["sh", "yes", "no-such-program-arbiter-test", "not-executable"].contains(resource.program) };
+"#;
+
+const KUBECTL: &str = "#!/bin/sh\n\
+echo \"kubectl stub: $*\"\n\
+if [ -n \"$KUBECTL_MARKER\" ]; then touch \"$KUBECTL_MARKER\"; fi\n\
+exit 3\n";
+
+fn arbiter() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbiter"));
+    for v in [
+        "ARBITER_PDP",
+        "ARBITER_POLICIES",
+        "ARBITER_DATA",
+        "ARBITER_AGENT_KEY",
+        "ARBITER_JWT_ISSUERS",
+        "ARBITER_EXEC_TIMEOUT_MS",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("LC_ALL", "C");
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A policy directory, a data directory with agent `coder` and its key, a stub `kubectl`.
+struct Env {
+    tmp: tempfile::TempDir,
+    key: String,
+    key_id: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let policies = tmp.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("exec.cedar"), POLICIES).unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("kubectl"), KUBECTL).unwrap();
+        std::fs::write(bin.join("not-executable"), "#!/bin/sh\ntrue\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("kubectl"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let data = tmp.path().join("data");
+        ok(arbiter()
+            .args(["agent", "register", "coder", "--owner", "dev@example.com"])
+            .arg("--data")
+            .arg(&data));
+        let issued: Value = serde_json::from_slice(
+            &ok(arbiter()
+                .args(["agent", "key", "issue", "coder", "--json"])
+                .arg("--data")
+                .arg(&data))
+            .stdout,
+        )
+        .unwrap();
+        Self {
+            key: issued["key"].as_str().unwrap().to_owned(),
+            key_id: issued["id"].as_str().unwrap().to_owned(),
+            tmp,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// `arbiter exec --policies … --data … -- cmd` with the agent's key.
+    fn local(&self, cmd: &[&str]) -> Command {
+        let mut c = arbiter();
+        c.arg("exec")
+            .arg("--policies")
+            .arg(self.path("policies"))
+            .arg("--data")
+            .arg(self.data())
+            .arg("--")
+            .args(cmd)
+            .env("ARBITER_AGENT_KEY", &self.key);
+        c
+    }
+
+    fn remote(&self, port: u16, cmd: &[&str]) -> Command {
+        let mut c = arbiter();
+        c.args(["exec", "--pdp", &format!("http://127.0.0.1:{port}"), "--"])
+            .args(cmd)
+            .env("ARBITER_AGENT_KEY", &self.key);
+        c
+    }
+
+    fn kubectl(&self) -> String {
+        self.path("bin/kubectl").to_str().unwrap().to_owned()
+    }
+
+    /// Every record in the decision log, as JSON.
+    fn records(&self) -> Vec<Value> {
+        let out = ok(arbiter().args(["log", "query", "--data"]).arg(self.data()));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn record(&self, decision_id: &str) -> Value {
+        self.records()
+            .into_iter()
+            .find(|r| r["decision_id"] == decision_id)
+            .unwrap_or_else(|| panic!("decision {decision_id} not in the log"))
+    }
+}
+
+/// The decision id in `arbiter exec: denied: … (decision ID)`.
+fn decision_id(stderr: &str) -> String {
+    let start = stderr.find("(decision ").expect(stderr) + "(decision ".len();
+    stderr[start..].split(')').next().unwrap().to_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> Output {
+    ok(Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("LC_ALL", "C"))
+}
+
+/// A repository with one commit and an empty bare remote `origin`.
+fn repo(env: &Env) -> (PathBuf, PathBuf) {
+    let work = env.path("repo");
+    let remote = env.path("remote.git");
+    std::fs::create_dir(&work).unwrap();
+    git(env.tmp.path(), &["init", "--bare", "-q", "remote.git"]);
+    git(&work, &["init", "-q"]);
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "first"]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    (work, remote)
+}
+
+fn remote_refs(remote: &Path) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args(["for-each-ref"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+}
+
+// ---- local mode -------------------------------------------------------------------------
+
+#[test]
+fn local_allowed_git_status_runs_and_prints() {
+    let env = Env::new();
+    let (work, _) = repo(&env);
+    let out = env
+        .local(&["git", "status"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("On branch main"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(text(&out.stderr), "");
+    // Recorded as an allow under exec:<host>, attributed to the key.
+    let records = env.records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["outcome"], "allow");
+    assert_eq!(r["action"], "exec");
+    assert_eq!(r["subject"]["agent_id"], "coder");
+    assert_eq!(r["subject"]["credential_id"], env.key_id.as_str());
+    assert!(
+        r["enforcement_point"]
+            .as_str()
+            .unwrap()
+            .starts_with("exec:"),
+        "{r}"
+    );
+    assert_eq!(r["context"]["subcommand"], "status");
+    assert_eq!(
+        r["context"]["cwd"],
+        work.canonicalize().unwrap().to_str().unwrap()
+    );
+}
+
+#[test]
+fn local_denied_git_push_never_runs() {
+    let env = Env::new();
+    let (work, remote) = repo(&env);
+    let out = env
+        .local(&["git", "push", "origin", "HEAD:main"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.starts_with("arbiter exec: denied: pushing is not allowed for agents (decision "),
+        "{stderr}"
+    );
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(remote_refs(&remote), "", "git push ran");
+    let id = decision_id(&stderr);
+    let r = env.record(&id);
+    assert_eq!(r["outcome"], "deny");
+    assert_eq!(
+        r["determining_policies"],
+        serde_json::json!(["git-no-push"])
+    );
+    assert_eq!(r["context"]["subcommand"], "push origin HEAD:main");
+    // The same push, run directly, does reach the remote: the check above is meaningful.
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    assert!(remote_refs(&remote).contains("refs/heads/main"));
+}
+
+#[test]
+fn local_kubectl_stub_denied_and_allowed_with_its_exit_code() {
+    let env = Env::new();
+    let marker = env.path("kubectl-ran");
+    let out = env
+        .local(&[&env.kubectl(), "delete", "pod", "web", "-n", "prod"])
+        .env("KUBECTL_MARKER", &marker)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.contains("denied: deleting cluster resources is not allowed for agents (decision "),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "kubectl ran");
+
+    // Allowed, found on PATH: its output and its exit code (3) pass through.
+    let path = format!(
+        "{}:{}",
+        env.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = env
+        .local(&["kubectl", "get", "pods", "-n", "prod"])
+        .env("PATH", &path)
+        .env("KUBECTL_MARKER", &marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "kubectl stub: get pods -n prod\n");
+    assert!(marker.exists());
+    let allowed = env
+        .records()
+        .into_iter()
+        .find(|r| r["outcome"] == "allow")
+        .unwrap();
+    assert_eq!(allowed["resource"]["id"], "kubectl");
+    assert_eq!(allowed["context"]["subcommand"], "get pods");
+    assert_eq!(allowed["context"]["flags"], serde_json::json!(["-n"]));
+    assert_eq!(
+        allowed["context"]["argv"],
+        serde_json::json!(["get", "pods", "-n", "prod"])
+    );
+}
+
+#[test]
+fn local_signals_pass_through() {
+    let env = Env::new();
+    let out = env.local(&["sh", "-c", "kill -TERM $$"]).output().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(15),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), None);
+
+    // A program writing to a closed pipe dies of SIGPIPE, as it would when run directly.
+    let mut child = env
+        .local(&["yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 4];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"y\ny\n");
+    drop(stdout);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(13), "{status:?}");
+}
+
+#[test]
+fn local_missing_key_is_refused_before_asking() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let out = env
+        .local(&["sh", "-c", &format!("touch {}", marker.display())])
+        .env_remove("ARBITER_AGENT_KEY")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.starts_with("arbiter exec: denied: ARBITER_AGENT_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not running sh (fail closed)"), "{stderr}");
+    assert!(!marker.exists());
+    // An empty value is no key either.
+    let out = env
+        .local(&["sh", "-c", &format!("touch {}", marker.display())])
+        .env("ARBITER_AGENT_KEY", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    assert!(!marker.exists());
+}
+
+#[test]
+fn local_revoked_and_unknown_keys_are_denied_and_recorded() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let touch = format!("touch {}", marker.display());
+    assert_eq!(
+        env.local(&["sh", "-c", "true"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    ok(arbiter()
+        .args([
+            "agent",
+            "key",
+            "revoke",
+            "coder",
+            &env.key_id,
+            "--reason",
+            "leaked",
+        ])
+        .arg("--data")
+        .arg(env.data()));
+    let out = env.local(&["sh", "-c", &touch]).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.contains("denied: the credential was not accepted (decision "),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+    let r = env.record(&decision_id(&stderr));
+    assert_eq!(r["outcome"], "deny");
+    assert_eq!(r["subject"]["credential_id"], env.key_id.as_str());
+    assert!(
+        r["reason_admin"].as_str().unwrap().contains("revoked"),
+        "{r}"
+    );
+    // A key Arbiter never issued: denied the same way.
+    let out = env
+        .local(&["sh", "-c", &touch])
+        .env("ARBITER_AGENT_KEY", "not-a-key")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(!marker.exists());
+    // The key is not passed on to the program it guards.
+    let env2 = Env::new();
+    let out = env2
+        .local(&["sh", "-c", "echo \"key=${ARBITER_AGENT_KEY:-unset}\""])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "key=unset\n");
+}
+
+#[test]
+fn local_not_found_and_not_executable_after_an_allow() {
+    let env = Env::new();
+    let out = env
+        .local(&["no-such-program-arbiter-test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("allowed, but cannot run"));
+    let out = env
+        .local(&[env.path("bin/not-executable").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("allowed, but cannot run"));
+}
+
+#[test]
+fn usage_errors_and_non_utf8_arguments_fail_closed() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let touch = format!("touch {}", marker.display());
+    let run = |c: &mut Command| {
+        let out = c.env("ARBITER_AGENT_KEY", &env.key).output().unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    // Neither mode.
+    let (code, stderr) = run(arbiter().args(["exec", "--", "sh", "-c", &touch]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(
+        stderr.contains("--pdp") && stderr.contains("--policies"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("not running sh (fail closed)\n"),
+        "{stderr}"
+    );
+    // Both modes.
+    let (code, stderr) = run(arbiter()
+        .args(["exec", "--pdp", "http://127.0.0.1:1", "--policies"])
+        .arg(env.path("policies"))
+        .args(["--", "sh", "-c", &touch]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(stderr.contains("not both"), "{stderr}");
+    // No program; an unknown option.
+    let (code, stderr) = run(arbiter().args(["exec", "--pdp", "http://127.0.0.1:1"]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(stderr.contains("no program given"), "{stderr}");
+    let (code, stderr) = run(arbiter().args(["exec", "--bogus", "--", "sh", "-c", &touch]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(stderr.contains("unknown option `--bogus`"), "{stderr}");
+    // Policies that do not load.
+    let (code, stderr) = run(arbiter()
+        .args(["exec", "--policies"])
+        .arg(env.path("nowhere"))
+        .arg("--data")
+        .arg(env.data())
+        .args(["--", "sh", "-c", &touch]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(!marker.exists());
+    // An argument a policy cannot see.
+    use std::os::unix::ffi::OsStrExt;
+    let out = env
+        .local(&["sh", "-c", &touch])
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("argument 3 is not valid UTF-8"), "{stderr}");
+    assert!(!marker.exists());
+    // The program's own options after the program are its own.
+    let out = env
+        .local(&["sh", "-c", "echo $0 $1", "--help", "-x"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "--help -x\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn local_concurrent_guards_keep_the_log_sound() {
+    let env = Env::new();
+    let children: Vec<Child> = (0..8)
+        .map(|i| {
+            env.local(&["sh", "-c", &format!("exit {i}")])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(i32::try_from(i).unwrap()),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(env.records().len(), 8);
+    ok(arbiter().args(["log", "verify", "--data"]).arg(env.data()));
+}
+
+/// With the vocabulary as schema, the guard's requests validate: allows and forbids work as
+/// written (a request that did not conform would be a deny "could not be evaluated").
+#[test]
+fn local_requests_conform_to_the_vocabulary_schema() {
+    let env = Env::new();
+    let dir = env.path("schema-policies");
+    std::fs::create_dir(&dir).unwrap();
+    let schema = ok(arbiter().args(["policy", "schema"])).stdout;
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    std::fs::write(
+        dir.join("exec.cedar"),
+        r#"
+@id("kubectl-read")
+permit (principal is Agent, action == Action::"exec", resource == Command::"kubectl")
+when { context has subcommand && context.subcommand like "get*" &&
+       context has env && context has cwd && context has flags && context has flag_values &&
+       resource.program == "kubectl" && principal has owner && principal.owner == "dev@example.com" };
+
+@id("kubectl-no-delete")
+@agent_reason("deleting cluster resources is not allowed for agents")
+forbid (principal, action == Action::"exec", resource == Command::"kubectl")
+when { context has argv && context.argv.contains("delete") };
+"#,
+    )
+    .unwrap();
+    ok(arbiter().args(["policy", "validate"]).arg(&dir));
+    let run = |args: &[&str]| {
+        let mut cmd = arbiter();
+        cmd.arg("exec")
+            .arg("--policies")
+            .arg(&dir)
+            .arg("--data")
+            .arg(env.data())
+            .arg("--")
+            .arg(env.kubectl())
+            .args(args)
+            .env("ARBITER_AGENT_KEY", &env.key);
+        cmd.output().unwrap()
+    };
+    let out = run(&["get", "pods", "--namespace=prod"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = run(&["-n", "prod", "delete", "pod", "web"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("deleting cluster resources"), "{stderr}");
+}
+
+// ---- remote mode ------------------------------------------------------------------------
+
+fn http_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(env: &Env, port: u16) -> Served {
+    let child = arbiter()
+        .args(["serve", "--log-level", "warn", "--policies"])
+        .arg(env.path("policies"))
+        .arg("--data")
+        .arg(env.data())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_ok(port) {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    served
+}
+
+#[test]
+fn remote_allowed_and_denied_are_recorded_under_exec() {
+    let env = Env::new();
+    let port = free_port();
+    let _served = serve(&env, port);
+    let marker = env.path("kubectl-ran");
+
+    let out = env
+        .remote(port, &[&env.kubectl(), "get", "pods", "--namespace=prod"])
+        .env("MY_TOKEN", "supersecret123")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "kubectl stub: get pods --namespace=prod\n"
+    );
+
+    let out = env
+        .remote(port, &[&env.kubectl(), "delete", "pod", "web"])
+        .env("MY_TOKEN", "supersecret123")
+        .env("KUBECTL_MARKER", &marker)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "arbiter exec: denied: deleting cluster resources is not allowed for agents (decision "
+        ),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "kubectl ran");
+    let denied_id = decision_id(&stderr);
+
+    let log = ok(arbiter().args(["log", "query", "--data"]).arg(env.data()));
+    let raw = text(&log.stdout);
+    assert!(
+        !raw.contains("supersecret123"),
+        "an environment value reached the log"
+    );
+    assert!(!raw.contains(&env.key), "the key reached the log");
+    let records: Vec<Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{raw}");
+    for r in &records {
+        assert!(
+            r["enforcement_point"]
+                .as_str()
+                .unwrap()
+                .starts_with("exec:"),
+            "{r}"
+        );
+        assert_eq!(r["subject"]["credential_id"], env.key_id.as_str());
+        assert_eq!(r["subject"]["agent_id"], "coder");
+        assert_eq!(r["resource"]["id"], "kubectl");
+        let names = r["context"]["env"].as_array().unwrap();
+        assert!(names.iter().any(|n| n == "MY_TOKEN"), "{r}");
+        assert!(!names.iter().any(|n| n == "ARBITER_AGENT_KEY"), "{r}");
+    }
+    assert_eq!(records[0]["outcome"], "allow");
+    assert_eq!(records[0]["context"]["subcommand"], "get pods");
+    assert_eq!(
+        records[0]["context"]["flag_values"],
+        serde_json::json!(["--namespace=prod"])
+    );
+    assert_eq!(records[1]["decision_id"], denied_id.as_str());
+    assert_eq!(records[1]["context"]["subcommand"], "delete pod web");
+
+    // The same record through the API, with an auditor token.
+    let token: Value = serde_json::from_slice(
+        &ok(arbiter()
+            .args([
+                "admin", "token", "create", "--name", "soc", "--role", "auditor", "--json",
+            ])
+            .arg("--data")
+            .arg(env.data()))
+        .stdout,
+    )
+    .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /v1/decisions/{denied_id} HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"enforcement_point\":\"exec:"), "{reply}");
+
+    // A revoked key is denied by the served decision point on the next request.
+    ok(arbiter()
+        .args(["agent", "key", "revoke", "coder", &env.key_id])
+        .arg("--data")
+        .arg(env.data()));
+    let out = env
+        .remote(port, &[&env.kubectl(), "get", "pods"])
+        .env("KUBECTL_MARKER", &marker)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.contains("the credential was not accepted"),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn remote_git_status_and_push() {
+    let env = Env::new();
+    let (work, remote) = repo(&env);
+    let port = free_port();
+    let _served = serve(&env, port);
+    let out = env
+        .remote(port, &["git", "status", "--short", "--branch"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "## main\n");
+    let out = env
+        .remote(port, &["git", "-c", "x.y=z", "push", "origin", "HEAD:main"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(remote_refs(&remote), "");
+}
+
+#[test]
+fn remote_unreachable_decision_point_fails_closed() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let out = env
+        .remote(
+            free_port(),
+            &["sh", "-c", &format!("touch {}", marker.display())],
+        )
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+    assert!(
+        stderr.ends_with("; not running sh (fail closed)\n"),
+        "{stderr}"
+    );
+    assert!(!marker.exists());
+}
+
+/// A one-connection HTTP server that answers `reply` (or nothing, when `None`, holding the
+/// connection open) and hands back the request it got.
+fn fake_pdp(reply: Option<&'static str>) -> (u16, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let t = String::from_utf8_lossy(&got).to_lowercase();
+            if let Some(end) = t.find("\r\n\r\n") {
+                let len = t
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        match reply {
+            Some(body) => {
+                let _ = s.write_all(body.as_bytes());
+            }
+            None => std::thread::sleep(Duration::from_secs(3)),
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    (port, handle)
+}
+
+#[test]
+fn remote_request_shape_and_bad_answers_fail_closed() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let touch = format!("touch {}", marker.display());
+    let answer = |status: &str, body: &str| -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            answer("200 OK", r#"{"decision": "true"}"#),
+            "without a boolean `decision`",
+        ),
+        (answer("200 OK", "allow"), "not JSON"),
+        (
+            answer(
+                "503 Service Unavailable",
+                r#"{"decision": false, "error": {"code": "decision_log_unavailable", "message": "disk full"}}"#,
+            ),
+            "answered 503 Service Unavailable: decision_log_unavailable: disk full",
+        ),
+        (
+            answer("401 Unauthorized", "{}"),
+            "answered 401 Unauthorized",
+        ),
+    ];
+    for (reply, expected) in cases {
+        let reply: &'static str = Box::leak(reply.into_boxed_str());
+        let (port, server) = fake_pdp(Some(reply));
+        let out = env.remote(port, &["sh", "-c", &touch]).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert!(!marker.exists());
+        let request = server.join().unwrap();
+        let lower = request.to_lowercase();
+        assert!(
+            request.starts_with("POST /access/v1/evaluation HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("Bearer {}", env.key)),
+            "{request}"
+        );
+        assert!(
+            lower.contains("content-type: application/json"),
+            "{request}"
+        );
+        assert!(
+            lower.contains("x-arbiter-enforcement-point: exec:"),
+            "{request}"
+        );
+        let body: Value = serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(body.get("subject").is_none());
+        assert_eq!(body["action"]["name"], "exec");
+        assert_eq!(body["resource"]["type"], "Command");
+        assert_eq!(body["resource"]["properties"]["program"], "sh");
+        // `-c` is a leading flag, so the command string starts the subcommand.
+        assert_eq!(body["context"]["subcommand"], touch.as_str());
+        assert_eq!(body["context"]["argv"], serde_json::json!(["-c", touch]));
+        assert_eq!(body["context"]["flags"], serde_json::json!(["-c"]));
+    }
+    // Slow: no answer within --timeout-ms.
+    let (port, _server) = fake_pdp(None);
+    let started = Instant::now();
+    let out = env
+        .remote(port, &["sh", "-c", &touch])
+        .env("ARBITER_EXEC_TIMEOUT_MS", "300")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("did not answer within 300 ms"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!marker.exists());
+}
