@@ -144,6 +144,19 @@ pub struct ServeArgs {
     /// algorithms); their JWTs are accepted as agent credentials.
     #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
     pub jwt_issuers: Option<PathBuf>,
+
+    /// Forward-auth route list: `SERVICE METHOD /path/{param}` per line (repeatable).
+    #[arg(
+        long = "routes",
+        env = "ARBITER_ROUTES",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub routes: Vec<PathBuf>,
+
+    /// Forward-auth routes of a service from an OpenAPI 3 JSON document (repeatable).
+    #[arg(long = "openapi", value_name = "SERVICE=FILE")]
+    pub openapi: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -242,6 +242,9 @@ struct Inner {
 pub struct Log {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// An exclusive lock on `<dir>/writer.lock`, held while the log is open: one writer per
+    /// directory, across processes (released by the OS when the process ends).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Log {
@@ -249,6 +252,30 @@ impl std::fmt::Debug for Log {
         f.debug_struct("Log")
             .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// Takes the directory's writer lock, or fails at once if another process (or another `Log`
+/// in this one) holds it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, LogError> {
+    let path = dir.join("writer.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LogError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Invalid(format!(
+            "the decision log in `{}` is open in another process (one writer at a time: \
+             stop it, or give this one its own data directory)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(LogError::Io { path, source }),
     }
 }
 
@@ -269,6 +296,7 @@ impl Log {
                 "checkpoint interval must be positive".to_string(),
             ));
         }
+        let writer_lock = lock_dir(dir)?;
         let loaded = store::load(dir)?;
         if let Some(found) = &loaded.node_id
             && *found != opts.node_id
@@ -373,6 +401,7 @@ impl Log {
             Log {
                 inner,
                 thread: Mutex::new(Some(thread)),
+                _lock: writer_lock,
             },
             report,
         ))
@@ -894,5 +923,28 @@ impl Writer {
             s.latest = Some(cp.clone());
         }
         Ok(cp)
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn one_writer_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || LogOptions {
+            node_id: "n".to_owned(),
+            ..LogOptions::default()
+        };
+        let (first, _) = Log::open(dir.path(), opts()).unwrap();
+        let second = Log::open(dir.path(), opts());
+        assert!(
+            matches!(&second, Err(LogError::Invalid(m)) if m.contains("open in another process")),
+            "{second:?}"
+        );
+        drop(first);
+        Log::open(dir.path(), opts()).unwrap();
     }
 }

@@ -11,8 +11,10 @@ pub mod auth;
 pub mod authzen;
 mod body;
 pub mod error;
+pub mod forward_auth;
 mod log;
 mod ops;
+pub mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use tokio::net::TcpListener;
 
 /// Settings of the HTTP surface (validated; see the CLI for precedence).
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     /// Refuse evaluation requests that carry no credential (neither an agent's key or token
     /// nor a PEP token) with 401.
     pub require_authentication: bool,
+    /// The forward-auth route table.
+    pub routes: Arc<routes::RouteTable>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             public_url: None,
             listen: "127.0.0.1:8180".to_owned(),
             require_authentication: false,
+            routes: Arc::new(routes::RouteTable::default()),
         }
     }
 }
@@ -107,6 +112,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/discovered", get(agents::discovered))
         .route("/v1/discovered/{id}/adopt", post(agents::adopt))
         .route("/v1/audit", get(agents::audit))
+        .route(
+            "/v1/forward-auth/{service}",
+            any(forward_auth::service_root),
+        )
+        .route(
+            "/v1/forward-auth/{service}/{*rest}",
+            any(forward_auth::with_path),
+        )
         .route("/v1/decisions", get(log::decisions))
         .route("/v1/decisions/{id}", get(log::decision))
         .route("/v1/log/checkpoint", get(log::checkpoint))

@@ -116,6 +116,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         listen: local.to_string(),
         require_authentication: args.require_auth,
+        routes: Arc::new(load_routes(&args)?),
     };
     let status = pdp.status();
     tracing::info!(
@@ -138,6 +139,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Loads the forward-auth route table.
+fn load_routes(args: &ServeArgs) -> anyhow::Result<arbiter_server::routes::RouteTable> {
+    let mut table = arbiter_server::routes::RouteTable::default();
+    for path in &args.routes {
+        table.load_list(path)?;
+    }
+    for spec in &args.openapi {
+        let (service, file) = spec.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "`--openapi {spec}`: expected SERVICE=FILE, e.g. `tickets=openapi.json`"
+            )
+        })?;
+        table.load_openapi(service, std::path::Path::new(file))?;
+    }
+    if !table.is_empty() {
+        tracing::info!(services = ?table.services(), "forward-auth routes loaded");
+    }
+    Ok(table)
 }
 
 /// Opens the identity store and, on first start, creates the first admin token.

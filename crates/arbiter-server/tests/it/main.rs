@@ -7,6 +7,7 @@ mod bad_input;
 mod batch;
 mod conformance;
 mod decision_log;
+mod forward_auth;
 mod identity;
 mod ops;
 mod parser_property;

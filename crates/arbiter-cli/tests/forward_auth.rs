@@ -1,0 +1,380 @@
+//! Forward-auth behind Debian's nginx: `auth_request` pointing at `arbiter serve`, in front
+//! of a small upstream. Allowed, denied and unauthenticated requests; path templates; the
+//! upstream never sees the agent's key. `scripts/test` installs nginx (`nginx-light`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn arbiter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is not installed: run `scripts/test`, which installs Debian's nginx-light");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tiny HTTP upstream that records every request head it receives.
+fn upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            log.lock().unwrap().push(head);
+            let body = "upstream ok";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request; returns status, lower-cased headers and body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth
+        .map(|a| format!("authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: tickets.internal\r\n{auth}connection: close\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+const POLICIES: &str = r#"
+@id("agents-read-tickets")
+@reason("agents may read tickets")
+permit (principal is Agent, action == Action::"http_request", resource is Route)
+when { resource.service == "tickets" && resource.method == "GET" };
+
+@id("agents-reply-to-open-tickets")
+permit (principal is Agent, action == Action::"http_request", resource == Route::"tickets:POST /tickets/{id}/replies")
+when { context has params && context.params.id != "locked" };
+
+@id("no-deletes")
+@agent_reason("deleting tickets is not allowed for agents")
+forbid (principal, action == Action::"http_request", resource is Route)
+when { resource.method == "DELETE" };
+"#;
+
+const ROUTES: &str = "\
+# service  method  template
+tickets    GET     /tickets
+tickets    GET     /tickets/{id}
+tickets    GET     /tickets/mine
+tickets    POST    /tickets/{id}/replies
+tickets    DELETE  /tickets/{id}
+";
+
+/// The nginx configuration the README shows, with test ports and paths.
+pub fn nginx_conf(dir: &Path, listen: u16, arbiter: u16, upstream: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+
+  server {{
+    listen 127.0.0.1:{listen};
+
+    # Ask Arbiter about every request; the subrequest carries the agent's Authorization.
+    location = /_arbiter {{
+      internal;
+      proxy_pass http://127.0.0.1:{arbiter}/v1/forward-auth/tickets;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Host $host;
+    }}
+
+    location / {{
+      auth_request /_arbiter;
+      auth_request_set $arbiter_decision $upstream_http_x_arbiter_decision_id;
+      auth_request_set $arbiter_agent $upstream_http_x_arbiter_agent_id;
+      auth_request_set $arbiter_reason $upstream_http_x_arbiter_reason;
+      error_page 403 = @denied;
+
+      proxy_set_header Authorization "";          # the agent's key never reaches the upstream
+      proxy_set_header X-Arbiter-Decision-Id $arbiter_decision;
+      proxy_set_header X-Arbiter-Agent $arbiter_agent;
+      proxy_pass http://127.0.0.1:{upstream};
+    }}
+
+    location @denied {{
+      default_type application/json;
+      add_header X-Arbiter-Decision-Id $arbiter_decision always;
+      return 403 '{{"decision": false, "decision_id": "$arbiter_decision", "reason": "$arbiter_reason"}}';
+    }}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn nginx_auth_request_allows_denies_and_authenticates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("tickets.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.join("routes.txt"), ROUTES).unwrap();
+    let data = dir.join("data");
+    let ok = |cmd: &mut Command| {
+        let out = cmd.arg("--data").arg(&data).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    ok(arbiter().args([
+        "agent",
+        "register",
+        "support-bot",
+        "--owner",
+        "support@example.com",
+    ]));
+    let issued: Value = serde_json::from_slice(
+        &ok(arbiter().args(["agent", "key", "issue", "support-bot", "--json"])).stdout,
+    )
+    .unwrap();
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let auditor: Value = serde_json::from_slice(
+        &ok(arbiter().args([
+            "admin", "token", "create", "--name", "t", "--role", "auditor", "--json",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let auditor = auditor["token"].as_str().unwrap().to_owned();
+
+    let arbiter_port = free_port();
+    let _serve = Proc(
+        arbiter()
+            .args(["serve", "--log-level", "warn", "--policies"])
+            .arg(&policies)
+            .arg("--data")
+            .arg(&data)
+            .arg("--routes")
+            .arg(dir.join("routes.txt"))
+            .args(["--listen", &format!("127.0.0.1:{arbiter_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (upstream_port, seen) = upstream();
+    let nginx_port = free_port();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        nginx_conf(dir, nginx_port, arbiter_port, upstream_port),
+    )
+    .unwrap();
+    let _nginx = Proc(
+        Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(arbiter_port);
+    wait_for(nginx_port);
+    let bearer = format!("Bearer {key}");
+
+    // Allowed: the upstream answers, and sees the decision but not the key.
+    let (status, _, body) = request(nginx_port, "GET", "/tickets/42", Some(&bearer));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "upstream ok");
+    let (status, _, _) = request(nginx_port, "GET", "/tickets/mine?state=open", Some(&bearer));
+    assert_eq!(status, 200);
+    let (status, _, _) = request(nginx_port, "POST", "/tickets/7/replies", Some(&bearer));
+    assert_eq!(status, 200);
+
+    // Denied by a forbid, by a policy condition on a path parameter, and for want of a route.
+    let (status, headers, body) = request(nginx_port, "DELETE", "/tickets/42", Some(&bearer));
+    assert_eq!(status, 403, "{body}");
+    let denied: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        denied["reason"],
+        "deleting tickets is not allowed for agents"
+    );
+    let decision_id = denied["decision_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        header(&headers, "x-arbiter-decision-id"),
+        Some(decision_id.as_str())
+    );
+    assert_eq!(
+        request(nginx_port, "POST", "/tickets/locked/replies", Some(&bearer)).0,
+        403
+    );
+    assert_eq!(
+        request(nginx_port, "GET", "/admin/users", Some(&bearer)).0,
+        403
+    );
+    assert_eq!(
+        request(nginx_port, "GET", "/tickets/../admin", Some(&bearer)).0,
+        403
+    );
+
+    // Unauthenticated: no key, a wrong key, another scheme.
+    for auth in [
+        None,
+        Some("Bearer arb_0000000000000000000000000000000000000000000000AAAAAA"),
+        Some("Basic dTpw"),
+    ] {
+        let (status, headers, _) = request(nginx_port, "GET", "/tickets/42", auth);
+        assert_eq!(status, 401, "{auth:?}");
+        assert!(
+            header(&headers, "www-authenticate")
+                .unwrap()
+                .starts_with("Bearer"),
+            "{headers:?}"
+        );
+    }
+
+    // The upstream saw only allowed requests, each with a decision id, never the key.
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for head in &heads {
+        assert!(
+            !head.contains(&key) && !head.contains(&key[14..46]),
+            "{head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization:"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-arbiter-decision-id: "),
+            "{head}"
+        );
+        assert!(head.contains("support-bot"), "{head}");
+    }
+
+    // The records speak in templates, with the concrete values in the context.
+    let page = http_get(arbiter_port, "/v1/decisions?limit=100", &auditor);
+    let records = page["decisions"].as_array().unwrap();
+    let first = &records[0];
+    assert_eq!(first["enforcement_point"], "http:tickets");
+    assert_eq!(
+        first["resource"],
+        json!({"kind": "Route", "id": "tickets:GET /tickets/{id}"})
+    );
+    assert_eq!(first["context"]["params"], json!({"id": "42"}));
+    assert_eq!(first["context"]["path"], "/tickets/42");
+    assert!(
+        first["subject"]["credential_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["resource"]["id"] == "tickets:GET /tickets/mine"
+                && r["context"]["query"] == json!({"state": "open"}))
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["decision_id"] == decision_id.as_str() && r["outcome"] == "deny")
+    );
+}
+
+fn http_get(port: u16, path: &str, token: &str) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    // The log endpoint answers with a plain JSON body (no chunking for small pages).
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"))
+}
