@@ -258,6 +258,10 @@ impl std::fmt::Debug for Log {
 /// Takes the directory's writer lock, or fails at once if another process (or another `Log`
 /// in this one) holds it.
 fn lock_dir(dir: &Path) -> Result<std::fs::File, LogError> {
+    std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join("writer.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
