@@ -33,7 +33,7 @@ need nginx nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
-BIN=$ROOT/target/release/arbiter
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/arbiter
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 APORT=$(port) UPORT=$(port) WITH=$(port) WITHOUT=$(port)
 
