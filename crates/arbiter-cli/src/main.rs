@@ -15,7 +15,23 @@ mod out;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // `arbiter exec` stands in for another program: its own usage errors must not
+            // look like that program's exit code 2, so they exit 125 like its other failures.
+            let is_exec = std::env::args_os().nth(1).is_some_and(|a| a == "exec");
+            let is_usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            if is_exec && is_usage {
+                let _ = e.print();
+                return ExitCode::from(125);
+            }
+            e.exit();
+        }
+    };
     match cmd::run(args) {
         Ok(code) => code,
         Err(e) => {

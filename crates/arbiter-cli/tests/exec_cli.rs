@@ -501,6 +501,11 @@ fn usage_errors_and_non_utf8_arguments_fail_closed() {
     let (code, stderr) = run(arbiter().args(["exec", "--bogus", "--", "sh", "-c", &touch]));
     assert_eq!(code, Some(125), "{stderr}");
     assert!(stderr.contains("unknown option `--bogus`"), "{stderr}");
+    // Errors of the argument parser itself: 125 too, never the program's exit code 2.
+    let (code, stderr) =
+        run(arbiter().args(["exec", "--timeout-ms", "x", "--", "sh", "-c", &touch]));
+    assert_eq!(code, Some(125), "{stderr}");
+    assert!(stderr.contains("--timeout-ms"), "{stderr}");
     // Policies that do not load.
     let (code, stderr) = run(arbiter()
         .args(["exec", "--policies"])
