@@ -226,6 +226,43 @@ fn owned_key(store: &dyn Store, agent_id: &str, key_id: &str) -> Result<Credenti
     }
 }
 
+/// Changes an agent's status; retiring it also revokes every key it has. Returns the agent
+/// and the number of keys revoked.
+pub fn set_status(
+    store: &dyn Store,
+    agent_id: &str,
+    status: AgentStatus,
+    actor: &Actor,
+    now_us: i64,
+) -> Result<(Agent, usize), AdminError> {
+    let revoked = if status == AgentStatus::Retired {
+        store.agent(agent_id)?.ok_or_else(|| StoreError::NotFound {
+            what: "agent",
+            id: agent_id.to_owned(),
+        })?;
+        store.revoke_agent_credentials(agent_id, "agent retired", actor, now_us)?
+    } else {
+        0
+    };
+    Ok((
+        store.set_agent_status(agent_id, status, actor, now_us)?,
+        revoked,
+    ))
+}
+
+/// Every admin and PEP token (metadata only), revoked ones included.
+pub fn list_tokens(store: &dyn Store) -> Result<Vec<Credential>, AdminError> {
+    let mut all = Vec::new();
+    for kind in [CredentialKind::AdminToken, CredentialKind::PepToken] {
+        all.extend(store.list_credentials(&arbiter_store::CredentialFilter {
+            kind: Some(kind),
+            agent_id: None,
+            include_revoked: true,
+        })?);
+    }
+    Ok(all)
+}
+
 /// What kind of operator token to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSpec {

@@ -305,19 +305,7 @@ async fn set_status(
         async {
             let admin = require_admin(&state, &headers, Need::Write)?;
             let (agent, revoked) = blocking(&state, move |s| {
-                let who = actor(&admin);
-                let now = now_us();
-                let revoked = if status == AgentStatus::Retired {
-                    s.agent(&id)?.ok_or(StoreError::NotFound {
-                        what: "agent",
-                        id: id.clone(),
-                    })?;
-                    s.revoke_agent_credentials(&id, "agent retired", &who, now)?
-                } else {
-                    0
-                };
-                let agent = s.set_agent_status(&id, status, &who, now)?;
-                Ok((agent, revoked))
+                Ok(admin::set_status(s, &id, status, &actor(&admin), now_us())?)
             })
             .await?;
             let mut v = agent_json(&agent);
@@ -541,20 +529,7 @@ pub async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> R
     answer(
         async {
             require_admin(&state, &headers, Need::Read)?;
-            let tokens = blocking(&state, |s| {
-                let mut all = s.list_credentials(&CredentialFilter {
-                    kind: Some(CredentialKind::AdminToken),
-                    agent_id: None,
-                    include_revoked: true,
-                })?;
-                all.extend(s.list_credentials(&CredentialFilter {
-                    kind: Some(CredentialKind::PepToken),
-                    agent_id: None,
-                    include_revoked: true,
-                })?);
-                Ok(all)
-            })
-            .await?;
+            let tokens = blocking(&state, |s| Ok(admin::list_tokens(s)?)).await?;
             let now = now_us();
             let list: Vec<Value> = tokens.iter().map(|t| credential_json(t, now)).collect();
             Ok(json_status(StatusCode::OK, &json!({ "tokens": list })))

@@ -463,17 +463,7 @@ fn status(
     id: &str,
     status: AgentStatus,
 ) -> anyhow::Result<ExitCode> {
-    let actor = cli_actor();
-    let now = now_us();
-    let revoked = if status == AgentStatus::Retired {
-        store
-            .agent(id)?
-            .ok_or_else(|| anyhow::anyhow!("agent `{id}` not found"))?;
-        store.revoke_agent_credentials(id, "agent retired", &actor, now)?
-    } else {
-        0
-    };
-    let agent = store.set_agent_status(id, status, &actor, now)?;
+    let (agent, revoked) = admin::set_status(store, id, status, &cli_actor(), now_us())?;
     let mut v = agent_json(&agent);
     v["keys_revoked"] = Value::from(revoked);
     show(json, &v, || {
@@ -604,16 +594,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
             })
         }
         AdminCommand::Token(TokenCommand::List) => {
-            let mut tokens = store.list_credentials(&CredentialFilter {
-                kind: Some(CredentialKind::AdminToken),
-                agent_id: None,
-                include_revoked: true,
-            })?;
-            tokens.extend(store.list_credentials(&CredentialFilter {
-                kind: Some(CredentialKind::PepToken),
-                agent_id: None,
-                include_revoked: true,
-            })?);
+            let tokens = admin::list_tokens(&store)?;
             let list: Vec<Value> = tokens.iter().map(|t| credential_json(t, now)).collect();
             show(json, &Value::Array(list), || {
                 tokens
