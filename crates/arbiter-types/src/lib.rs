@@ -7,6 +7,7 @@
 pub mod authzen;
 pub mod decision;
 pub mod json;
+pub mod strict;
 
 pub use authzen::{
     Action, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, Page,
