@@ -33,6 +33,10 @@ A result is the SDK's model dumped with model_dump(mode="json", by_alias=True, e
 "code" is the JSON-RPC error code of an error answer (MCPError), null for any other failure
 (e.g. a result that does not validate). Over HTTP an error also carries "http_status" when the
 step's last HTTP response had a status >= 400. One step's failure does not stop the next ones.
+Note: the SDK's call_tool validates a successful result against the tool's outputSchema, and
+when the tool was not listed yet in this session it first sends a tools/list of its own (so a
+gateway sees tools/list before the first tools/call of an unlisted tool; list_tools first, or
+a time_call_tool warmup, avoids that).
 time_call_tool's value is {"samples_us": [...], "tool_errors": n}: the wall time in whole
 microseconds of each of `count` calls made after `warmup` untimed ones (time.perf_counter_ns);
 tool_errors counts timed results with isError true.
