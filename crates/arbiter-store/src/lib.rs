@@ -1,13 +1,13 @@
 //! Arbiter's identity store: who the agents are, which credentials
 //! authenticate them and the operators, which unknown identities the
-//! enforcement points have seen, and an audit trail of every
-//! administrative change.
+//! enforcement points have seen, which MCP tool definitions are approved,
+//! and an audit trail of every administrative change.
 //!
 //! - [`Store`]: the access layer the server, the decision point and the CLI
 //!   program against; [`SqliteStore`] implements it on one embedded SQLite
 //!   file, so that another backend can follow without touching callers;
 //! - [`model`]: the records ([`Agent`], [`Credential`], [`Discovered`],
-//!   [`AuditEvent`]) and the inputs that create or change them;
+//!   [`ToolPin`], [`AuditEvent`]) and the inputs that create or change them;
 //! - [`validate`]: the input rules every backend applies;
 //! - [`audit`]: the hash chain over administrative changes;
 //! - [`schema`]: the SQLite schema and its migrations.
@@ -21,6 +21,10 @@
 //! - runtime bookkeeping ([`Store::touch_agents`],
 //!   [`Store::touch_credentials`], [`Store::record_sightings`]) is not
 //!   audited: it is high-volume and driven by traffic, not by operators;
+//! - [`Store::check_tool`] is driven by traffic too, but the writes it can
+//!   make (a pin on first use, a changed definition) are rare and
+//!   security-relevant, so they are audited, with a `system` actor; the
+//!   common case, an unchanged definition, writes nothing;
 //! - no plaintext secret is ever passed in: credentials arrive as the
 //!   caller's hash, discovered credentials as a fingerprint.
 //!
@@ -33,6 +37,7 @@ mod credentials;
 mod discovered;
 mod error;
 pub mod model;
+mod pins;
 pub mod schema;
 mod sqlite;
 pub mod validate;
@@ -42,15 +47,17 @@ pub use error::StoreError;
 pub use model::{
     ADMIN_ROLES, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential,
     CredentialFilter, CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
-    MAX_DISCOVERED_SOURCES, NewAgent, NewCredential, Sighting, SightingsReport,
+    MAX_DISCOVERED_SOURCES, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
 /// The identity store's access layer.
 ///
 /// Every method is one transaction: it either happens entirely, with its
-/// audit events, or not at all. Mutating methods take the [`Actor`] and the
-/// caller's `now_us`.
+/// audit events, or not at all ([`Store::check_tool`] reads first and opens
+/// a write transaction only when it has something to write). Mutating
+/// methods take the [`Actor`] and the caller's `now_us`; the writes of
+/// [`Store::check_tool`] are made by the `system` actor `first-use`.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A number that changes after any change to agents or credentials,
     /// whether made through this handle or by another process writing the
@@ -58,7 +65,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ///
     /// Only inequality is meaningful: compare values from the same handle.
     /// Through this handle, every committed administrative (audited) change
-    /// moves it; runtime bookkeeping ([`Store::touch_agents`],
+    /// moves it, tool pin changes included; runtime bookkeeping ([`Store::touch_agents`],
     /// [`Store::touch_credentials`], [`Store::record_sightings`]) does not,
     /// since it only changes last-seen times and the inventory. A write by
     /// another connection always moves it, bookkeeping included: it may
@@ -183,6 +190,79 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &Actor,
         now_us: i64,
     ) -> Result<Discovered, StoreError>;
+
+    /// Compares the definition an MCP server announces for `tool` with its
+    /// pin (`hash` is the caller's hash of `definition`, `sha256:<64
+    /// lowercase hex>`; `definition` is its JSON text, at most
+    /// [`validate::MAX_TOOL_DEFINITION_BYTES`]):
+    ///
+    /// - no pin: pins this definition ([`ToolPin::FIRST_USE`], audited as
+    ///   `tool.pinned` by the `system` actor `first-use`) and returns
+    ///   [`PinCheck::Pinned`];
+    /// - the pinned hash: [`PinCheck::Matches`], without writing (even if a
+    ///   different definition is pending: it stays pending);
+    /// - another hash: [`PinCheck::Changed`]; the first time this hash is
+    ///   seen it becomes the pending definition, audited as `tool.changed`,
+    ///   so repeated announcements of it write nothing more.
+    ///
+    /// The decision path: when nothing needs writing it is one indexed read.
+    /// Processes seeing a new tool at the same time agree on one pin.
+    fn check_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+        now_us: i64,
+    ) -> Result<PinCheck, StoreError>;
+
+    /// The pin of `tool` of `server`, if any.
+    fn tool_pin(&self, server: &str, tool: &str) -> Result<Option<ToolPin>, StoreError>;
+
+    /// The tool pins of `server`, or of every server, ordered by server then
+    /// tool.
+    fn list_tool_pins(&self, server: Option<&str>) -> Result<Vec<ToolPin>, StoreError>;
+
+    /// Approves the pending definition of a tool: it becomes the pinned one
+    /// (`pinned_by` the actor) and nothing is pending any more. `NotFound`
+    /// without a pin; `InvalidState` without a pending change, or if
+    /// `expected_hash` is given and is not the pending hash (the message
+    /// names the pending hash), so that what is approved is exactly what was
+    /// reviewed. Audited as `tool.approved`.
+    fn approve_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        expected_hash: Option<&str>,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<ToolPin, StoreError>;
+
+    /// Pins tools of `server` to the `(tool, hash)` pairs of a lock file,
+    /// creating or moving each pin (`pinned_by` the actor). A pin moved to
+    /// the pending hash takes over the pending definition and clears it;
+    /// otherwise its definition is unknown (`None`) and a pending different
+    /// definition stays pending. Pins already at their hash are left alone.
+    /// Returns how many pins were created or moved, each audited as
+    /// `tool.pinned`. A tool listed twice is refused.
+    fn pin_tools(
+        &self,
+        server: &str,
+        pins: &[(String, String)],
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<usize, StoreError>;
+
+    /// Removes the pin of a tool, so that its next announcement pins it
+    /// again on first use. `NotFound` without a pin. Audited as
+    /// `tool.unpinned`.
+    fn unpin_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` audit events with `seq > after_seq` (from the first
     /// when `None`), in order.

@@ -51,6 +51,14 @@ impl Actor {
     }
 }
 
+/// `kind:id`, e.g. `cli:alice` or `admin_token:tok_7Gq2`, the form the CLI
+/// shows and [`ToolPin::pinned_by`] records.
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.id)
+    }
+}
+
 /// Declares a string-backed enum with `as_str`, `Display`, `FromStr` and
 /// serde in the same spelling.
 macro_rules! text_enum {
@@ -390,4 +398,65 @@ pub struct AuditEvent {
     /// `sha256:<hex>` over `prev_hash`, a newline and the canonical JSON of
     /// the event; see the crate README.
     pub hash: String,
+}
+
+/// What the store holds for one tool of one MCP server: the definition an
+/// administrator (or first use) approved, and a different definition seen
+/// since, if any, pending approval.
+///
+/// Definition hashes are the caller's, `sha256:<64 lowercase hex>`; the
+/// store does not recompute them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolPin {
+    /// The MCP server, as the gateway names it (its `--server-name`).
+    pub server: String,
+    /// The tool's name as the server announces it.
+    pub tool: String,
+    /// The approved definition hash.
+    pub hash: String,
+    /// The approved definition as JSON text; `None` when pinned from a lock
+    /// file, which carries only the hash.
+    pub definition: Option<String>,
+    /// When the current hash was pinned or approved.
+    pub pinned_at_us: i64,
+    /// [`ToolPin::FIRST_USE`], or the [`Actor`] (in its `kind:id` form) who
+    /// pinned or approved the current hash.
+    pub pinned_by: String,
+    /// A different definition hash announced since, pending approval.
+    pub observed_hash: Option<String>,
+    /// That definition as JSON text.
+    pub observed_definition: Option<String>,
+    /// When that different hash was first announced.
+    pub observed_at_us: Option<i64>,
+}
+
+impl ToolPin {
+    /// [`ToolPin::pinned_by`] of a pin made automatically the first time the
+    /// tool was seen (trust on first use).
+    pub const FIRST_USE: &'static str = "first-use";
+
+    /// Whether a different definition was announced since the pin and is
+    /// waiting for approval.
+    pub fn is_changed(&self) -> bool {
+        self.observed_hash
+            .as_deref()
+            .is_some_and(|observed| observed != self.hash)
+    }
+}
+
+/// The outcome of [`Store::check_tool`](crate::Store::check_tool): an
+/// announced definition compared with the pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PinCheck {
+    /// The tool had no pin and was pinned now, to this definition (first use).
+    Pinned,
+    /// The definition is the pinned one.
+    Matches,
+    /// The definition differs from the pinned one: the tool must be blocked
+    /// until an administrator approves the new definition.
+    Changed {
+        /// The hash that is pinned (approved).
+        pinned_hash: String,
+    },
 }

@@ -94,8 +94,36 @@ BEGIN
 END;
 ";
 
+/// Schema version 2: MCP tool pins.
+///
+/// One row per tool of an MCP server: the approved definition hash (and the
+/// definition, unless pinned from a lock file), and a different definition
+/// seen since, pending an administrator's approval. The primary key's index
+/// serves the gateway's lookup and the listing order.
+const V2: &str = r"
+CREATE TABLE tool_pins (
+    server              TEXT    NOT NULL CHECK (server <> '' AND length(CAST(server AS BLOB)) <= 256),
+    tool                TEXT    NOT NULL CHECK (tool <> '' AND length(CAST(tool AS BLOB)) <= 256),
+    hash                TEXT    NOT NULL CHECK (
+                            length(hash) = 71 AND substr(hash, 1, 7) = 'sha256:'
+                            AND substr(hash, 8) NOT GLOB '*[^0-9a-f]*'),
+    definition          TEXT    CHECK (definition IS NULL OR json_valid(definition)),
+    pinned_at_us        INTEGER NOT NULL,
+    pinned_by           TEXT    NOT NULL CHECK (pinned_by <> ''),
+    observed_hash       TEXT    CHECK (observed_hash IS NULL OR (
+                            length(observed_hash) = 71 AND substr(observed_hash, 1, 7) = 'sha256:'
+                            AND substr(observed_hash, 8) NOT GLOB '*[^0-9a-f]*'
+                            AND observed_hash <> hash)),
+    observed_definition TEXT    CHECK (observed_definition IS NULL OR json_valid(observed_definition)),
+    observed_at_us      INTEGER,
+    PRIMARY KEY (server, tool),
+    CHECK ((observed_hash IS NULL) = (observed_at_us IS NULL)),
+    CHECK (observed_hash IS NOT NULL OR observed_definition IS NULL)
+) STRICT;
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

@@ -16,9 +16,9 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::audit::{self, Verifier};
 use crate::model::{
     Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential, CredentialFilter,
-    Discovered, NewAgent, NewCredential, Sighting, SightingsReport,
+    Discovered, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
-use crate::{Store, StoreError, agents, credentials, discovered, schema, validate};
+use crate::{Store, StoreError, agents, credentials, discovered, pins, schema, validate};
 
 /// How long a call waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -325,6 +325,67 @@ impl Store for SqliteStore {
         self.change(actor, |tx| {
             discovered::adopt(tx, id, agent_id, actor, now_us)
         })
+    }
+
+    /// Validates, then reads `hash, observed_hash` by primary key; only a
+    /// first use or a new different hash opens a write transaction, which
+    /// re-reads the row before deciding.
+    fn check_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+        now_us: i64,
+    ) -> Result<PinCheck, StoreError> {
+        pins::validate_check(server, tool, hash, definition)?;
+        if let Some(decided) = self.read(|conn| pins::check_read(conn, server, tool, hash))? {
+            return Ok(decided);
+        }
+        self.change(&pins::first_use_actor(), |tx| {
+            pins::check(tx, server, tool, hash, definition, now_us)
+        })
+    }
+
+    fn tool_pin(&self, server: &str, tool: &str) -> Result<Option<ToolPin>, StoreError> {
+        self.read(|conn| pins::get(conn, server, tool))
+    }
+
+    fn list_tool_pins(&self, server: Option<&str>) -> Result<Vec<ToolPin>, StoreError> {
+        self.read(|conn| pins::list(conn, server))
+    }
+
+    fn approve_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        expected_hash: Option<&str>,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<ToolPin, StoreError> {
+        self.change(actor, |tx| {
+            pins::approve(tx, server, tool, expected_hash, actor, now_us)
+        })
+    }
+
+    fn pin_tools(
+        &self,
+        server: &str,
+        pins: &[(String, String)],
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<usize, StoreError> {
+        self.change(actor, |tx| pins::pin_many(tx, server, pins, actor, now_us))
+    }
+
+    fn unpin_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        self.change(actor, |tx| pins::unpin(tx, server, tool, actor, now_us))
     }
 
     fn list_audit(

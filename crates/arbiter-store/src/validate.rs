@@ -23,6 +23,10 @@ pub const MAX_HASH_LEN: usize = 512;
 pub const MAX_REASON_LEN: usize = 500;
 /// Largest attribute map, as compact JSON.
 pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+/// Longest MCP server name or tool name of a tool pin.
+pub const MAX_TOOL_NAME_LEN: usize = 256;
+/// Largest MCP tool definition a pin stores, as JSON text.
+pub const MAX_TOOL_DEFINITION_BYTES: usize = 1024 * 1024;
 
 /// Checks an agent id against `^[a-z0-9][a-z0-9._-]{0,62}$`.
 pub fn agent_id(id: &str) -> Result<(), StoreError> {
@@ -260,6 +264,79 @@ pub fn reason(reason: &str) -> Result<(), StoreError> {
     label("reason", reason, MAX_REASON_LEN, false)
 }
 
+/// An MCP server name of a tool pin: not empty, at most
+/// [`MAX_TOOL_NAME_LEN`] bytes, no control characters.
+pub fn tool_server(server: &str) -> Result<(), StoreError> {
+    tool_name("MCP server name", server)
+}
+
+/// An MCP tool name of a tool pin: not empty, at most [`MAX_TOOL_NAME_LEN`]
+/// bytes, no control characters.
+pub fn tool(tool: &str) -> Result<(), StoreError> {
+    tool_name("tool name", tool)
+}
+
+fn tool_name(field: &'static str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_TOOL_NAME_LEN {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "`{}…` is longer than {MAX_TOOL_NAME_LEN} bytes",
+                truncate(value, 40)
+            ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "`{}` must not contain control characters",
+                truncate(value, 40).escape_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A tool definition hash: `sha256:` followed by 64 lowercase hex digits.
+/// `field` names the input (`tool hash`, `expected hash`).
+pub fn tool_hash(field: &'static str, hash: &str) -> Result<(), StoreError> {
+    let well_formed = hash.len() == 71
+        && hash.strip_prefix("sha256:").is_some_and(|hex| {
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    if well_formed {
+        return Ok(());
+    }
+    Err(StoreError::invalid(
+        field,
+        format!(
+            "`{}` is not `sha256:` followed by 64 lowercase hex digits",
+            truncate(hash, 80).escape_default()
+        ),
+    ))
+}
+
+/// A tool definition: JSON text of at most [`MAX_TOOL_DEFINITION_BYTES`].
+pub fn tool_definition(definition: &str) -> Result<(), StoreError> {
+    if definition.len() > MAX_TOOL_DEFINITION_BYTES {
+        return Err(StoreError::invalid(
+            "tool definition",
+            format!(
+                "{} bytes; the limit is {MAX_TOOL_DEFINITION_BYTES}",
+                definition.len()
+            ),
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(definition)
+        .map(drop)
+        .map_err(|e| StoreError::invalid("tool definition", format!("not valid JSON: {e}")))
+}
+
 /// The first `max` bytes of `s`, cut at a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -294,6 +371,25 @@ mod tests {
             "é",
         ] {
             assert!(agent_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tool_hash_is_sha256_and_64_lowercase_hex() {
+        let good = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        assert!(tool_hash("tool hash", &good).is_ok());
+        for bad in [
+            String::new(),
+            "sha256:".to_owned(),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            format!("sha256:{}", "a".repeat(65)),
+            format!("sha512:{}", "a".repeat(64)),
+            format!("SHA256:{}", "a".repeat(64)),
+            format!("sha256:{}g", "a".repeat(63)),
+            format!("sha256:{}é", "a".repeat(62)),
+        ] {
+            assert!(tool_hash("tool hash", &bad).is_err(), "{bad}");
         }
     }
 

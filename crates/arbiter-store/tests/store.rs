@@ -7,7 +7,7 @@ use std::path::Path;
 use arbiter_store::{
     Actor, Agent, AgentFilter, AgentPatch, AgentStatus, CredentialFilter, CredentialKind,
     DiscoveredKind, Environment, GENESIS_HASH, MAX_DISCOVERED_ROWS, MAX_DISCOVERED_SOURCES,
-    NewAgent, NewCredential, Sighting, SqliteStore, Store, StoreError,
+    NewAgent, NewCredential, PinCheck, Sighting, SqliteStore, Store, StoreError, ToolPin,
 };
 use serde_json::{Map, json};
 
@@ -1403,6 +1403,719 @@ fn concurrent_handles_on_one_file_keep_one_chain() {
     assert_eq!(s.verify_audit().unwrap(), 45);
 }
 
+// ------------------------------------------------------------- tool pins
+
+/// A well-formed definition hash built from one hex digit pair.
+fn h(pair: &str) -> String {
+    format!("sha256:{}", pair.repeat(32))
+}
+
+/// A tool definition's JSON text, distinct per `description`.
+fn def(description: &str) -> String {
+    json!({"name": "read_file", "description": description, "inputSchema": {"type": "object"}})
+        .to_string()
+}
+
+fn head(s: &dyn Store) -> Option<(u64, String)> {
+    s.audit_head().unwrap()
+}
+
+fn changed(pinned: &str) -> PinCheck {
+    PinCheck::Changed {
+        pinned_hash: pinned.to_owned(),
+    }
+}
+
+#[test]
+fn first_use_pins_and_the_same_definition_matches_without_writing() {
+    let s = store();
+    assert_eq!(s.tool_pin("fs", "read_file").unwrap(), None);
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    let pin = s.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert_eq!(
+        pin,
+        ToolPin {
+            server: "fs".to_owned(),
+            tool: "read_file".to_owned(),
+            hash: h("a1"),
+            definition: Some(def("v1")),
+            pinned_at_us: T0,
+            pinned_by: ToolPin::FIRST_USE.to_owned(),
+            observed_hash: None,
+            observed_definition: None,
+            observed_at_us: None,
+        }
+    );
+    assert!(!pin.is_changed());
+    let events = s.list_audit(None, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].action, "tool.pinned");
+    assert_eq!(events[0].actor_kind, "system");
+    assert_eq!(events[0].actor_id, "first-use");
+    assert_eq!(events[0].target, "fs/read_file");
+    assert_eq!(events[0].detail["hash"], json!(h("a1")));
+    assert_eq!(events[0].detail["source"], json!("first-use"));
+
+    // Matching is read-only: neither the audit trail nor the data version moves.
+    let before = head(&s);
+    let generation = s.generation().unwrap();
+    for i in 1..5 {
+        assert_eq!(
+            s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0 + i)
+                .unwrap(),
+            PinCheck::Matches
+        );
+    }
+    assert_eq!(head(&s), before);
+    assert_eq!(s.generation().unwrap(), generation);
+    assert_eq!(s.tool_pin("fs", "read_file").unwrap(), Some(pin));
+
+    // The same tool name on another server is another pin.
+    assert_eq!(
+        s.check_tool("git", "read_file", &h("b2"), &def("git"), T0)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    assert_eq!(
+        s.check_tool("fs", "write_file", &h("c3"), &def("w"), T0)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    let listed: Vec<(String, String)> = s
+        .list_tool_pins(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.server, p.tool))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("fs".to_owned(), "read_file".to_owned()),
+            ("fs".to_owned(), "write_file".to_owned()),
+            ("git".to_owned(), "read_file".to_owned()),
+        ]
+    );
+    assert_eq!(s.list_tool_pins(Some("git")).unwrap().len(), 1);
+    assert!(s.list_tool_pins(Some("nope")).unwrap().is_empty());
+    assert_eq!(s.verify_audit().unwrap(), 3);
+}
+
+#[test]
+fn a_changed_definition_stays_changed_and_is_audited_once() {
+    let s = store();
+    s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+        .unwrap();
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("b2"), &def("evil"), T0 + SECOND)
+            .unwrap(),
+        changed(&h("a1"))
+    );
+    let pin = s.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert!(pin.is_changed());
+    assert_eq!(pin.hash, h("a1"));
+    assert_eq!(pin.definition, Some(def("v1")));
+    assert_eq!(pin.observed_hash, Some(h("b2")));
+    assert_eq!(pin.observed_definition, Some(def("evil")));
+    assert_eq!(pin.observed_at_us, Some(T0 + SECOND));
+    assert_eq!(actions(&s), ["tool.pinned", "tool.changed"]);
+    let event = &s.list_audit(Some(1), 1).unwrap()[0];
+    assert_eq!(event.detail["pinned_hash"], json!(h("a1")));
+    assert_eq!(event.detail["observed_hash"], json!(h("b2")));
+    assert!(
+        !event.detail.to_string().contains("evil"),
+        "definitions stay out of the audit trail"
+    );
+
+    // Re-listing the same changed definition writes nothing more.
+    let before = head(&s);
+    for i in 2..6 {
+        assert_eq!(
+            s.check_tool("fs", "read_file", &h("b2"), &def("evil"), T0 + i * SECOND)
+                .unwrap(),
+            changed(&h("a1"))
+        );
+    }
+    assert_eq!(head(&s), before);
+    assert_eq!(
+        s.tool_pin("fs", "read_file")
+            .unwrap()
+            .unwrap()
+            .observed_at_us,
+        Some(T0 + SECOND)
+    );
+
+    // Going back to the pinned definition matches (and writes nothing).
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0 + 7 * SECOND)
+            .unwrap(),
+        PinCheck::Matches
+    );
+    assert_eq!(head(&s), before);
+
+    // A third definition replaces the pending one, audited again.
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("c3"), &def("v3"), T0 + 8 * SECOND)
+            .unwrap(),
+        changed(&h("a1"))
+    );
+    let pin = s.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert_eq!(pin.observed_hash, Some(h("c3")));
+    assert_eq!(pin.observed_definition, Some(def("v3")));
+    assert_eq!(pin.observed_at_us, Some(T0 + 8 * SECOND));
+    assert_eq!(actions(&s), ["tool.pinned", "tool.changed", "tool.changed"]);
+    assert_eq!(
+        s.list_audit(Some(2), 1).unwrap()[0].detail["previous_observed_hash"],
+        json!(h("b2"))
+    );
+    assert_eq!(s.verify_audit().unwrap(), 3);
+}
+
+#[test]
+fn approving_makes_the_pending_definition_the_pinned_one() {
+    let s = store();
+    s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+        .unwrap();
+    s.check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 1)
+        .unwrap();
+
+    // The expected hash must be the pending one, and the error says which it is.
+    let err = s
+        .approve_tool("fs", "read_file", Some(&h("c3")), &admin(), T0 + 2)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("fs/read_file"), "{text}");
+    assert!(
+        text.contains(&format!("pending definition {}", h("b2"))),
+        "{text}"
+    );
+    assert!(text.contains(&h("c3")), "{text}");
+    // Nor is the pinned hash what is pending.
+    assert!(
+        s.approve_tool("fs", "read_file", Some(&h("a1")), &admin(), T0 + 2)
+            .is_err()
+    );
+    assert!(s.tool_pin("fs", "read_file").unwrap().unwrap().is_changed());
+    assert_eq!(actions(&s), ["tool.pinned", "tool.changed"]);
+
+    let approved = s
+        .approve_tool(
+            "fs",
+            "read_file",
+            Some(&h("b2")),
+            &Actor::cli("alice"),
+            T0 + 3,
+        )
+        .unwrap();
+    assert_eq!(approved.hash, h("b2"));
+    assert_eq!(approved.definition, Some(def("v2")));
+    assert_eq!(approved.pinned_at_us, T0 + 3);
+    assert_eq!(approved.pinned_by, "cli:alice");
+    assert_eq!(approved.observed_hash, None);
+    assert_eq!(approved.observed_definition, None);
+    assert_eq!(approved.observed_at_us, None);
+    assert!(!approved.is_changed());
+    assert_eq!(s.tool_pin("fs", "read_file").unwrap(), Some(approved));
+
+    let event = s.list_audit(Some(2), 1).unwrap().remove(0);
+    assert_eq!(event.action, "tool.approved");
+    assert_eq!(event.actor_kind, "cli");
+    assert_eq!(event.actor_id, "alice");
+    assert_eq!(event.detail["previous_hash"], json!(h("a1")));
+    assert_eq!(event.detail["hash"], json!(h("b2")));
+
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 4)
+            .unwrap(),
+        PinCheck::Matches
+    );
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0 + 5)
+            .unwrap(),
+        changed(&h("b2"))
+    );
+
+    // Without an expected hash, whatever is pending is approved.
+    let approved = s
+        .approve_tool(
+            "fs",
+            "read_file",
+            None,
+            &Actor::admin_token("tok_7"),
+            T0 + 6,
+        )
+        .unwrap();
+    assert_eq!(approved.hash, h("a1"));
+    assert_eq!(approved.pinned_by, "admin_token:tok_7");
+    assert_eq!(s.verify_audit().unwrap(), 5);
+}
+
+#[test]
+fn approving_needs_a_pin_with_a_pending_change() {
+    let s = store();
+    let err = s
+        .approve_tool("fs", "read_file", None, &admin(), T0)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "tool pin `fs/read_file` not found");
+
+    s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+        .unwrap();
+    let err = s
+        .approve_tool("fs", "read_file", None, &admin(), T0)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("no pending change to approve"),
+        "{err}"
+    );
+    let err = s
+        .approve_tool("fs", "read_file", Some(&h("a1")), &admin(), T0)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+
+    // A malformed expected hash is an input error, an empty actor too.
+    let err = s
+        .approve_tool("fs", "read_file", Some("sha256:abc"), &admin(), T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "expected hash",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        s.approve_tool("fs", "read_file", None, &Actor::cli(""), T0)
+            .is_err()
+    );
+    assert_eq!(actions(&s), ["tool.pinned"]);
+}
+
+#[test]
+fn pins_from_a_lock_file() {
+    let s = store();
+    let lock = vec![
+        ("read_file".to_owned(), h("a1")),
+        ("write_file".to_owned(), h("b2")),
+    ];
+    assert_eq!(
+        s.pin_tools("fs", &lock, &Actor::cli("alice"), T0).unwrap(),
+        2
+    );
+    let pin = s.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert_eq!(pin.hash, h("a1"));
+    assert_eq!(pin.definition, None);
+    assert_eq!(pin.pinned_by, "cli:alice");
+    assert_eq!(pin.pinned_at_us, T0);
+    assert_eq!(actions(&s), ["tool.pinned", "tool.pinned"]);
+    let event = s.list_audit(None, 1).unwrap().remove(0);
+    assert_eq!(event.target, "fs/read_file");
+    assert_eq!(event.detail["source"], json!("lock"));
+    assert_eq!(event.detail["previous_hash"], json!(null));
+
+    // Re-applying the same lock changes nothing and writes no event.
+    let before = head(&s);
+    assert_eq!(s.pin_tools("fs", &lock, &admin(), T0 + 1).unwrap(), 0);
+    assert_eq!(head(&s), before);
+    assert_eq!(
+        s.tool_pin("fs", "read_file").unwrap().unwrap().pinned_by,
+        "cli:alice"
+    );
+
+    // The gateway then matches the locked hash and flags any other.
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0 + 2)
+            .unwrap(),
+        PinCheck::Matches
+    );
+    assert_eq!(
+        s.tool_pin("fs", "read_file").unwrap().unwrap().definition,
+        None,
+        "matching does not write"
+    );
+    assert_eq!(
+        s.check_tool("fs", "write_file", &h("c3"), &def("w3"), T0 + 2)
+            .unwrap(),
+        changed(&h("b2"))
+    );
+
+    // A new lock naming the pending hash takes its definition over; one
+    // naming another hash leaves the pending change pending.
+    s.check_tool("fs", "read_file", &h("d4"), &def("v4"), T0 + 3)
+        .unwrap();
+    let lock = vec![
+        ("write_file".to_owned(), h("c3")),
+        ("read_file".to_owned(), h("e5")),
+        ("delete_file".to_owned(), h("f6")),
+    ];
+    assert_eq!(s.pin_tools("fs", &lock, &admin(), T0 + 4).unwrap(), 3);
+    let write = s.tool_pin("fs", "write_file").unwrap().unwrap();
+    assert_eq!(write.hash, h("c3"));
+    assert_eq!(write.definition, Some(def("w3")));
+    assert_eq!(write.observed_hash, None);
+    assert!(!write.is_changed());
+    let read = s.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert_eq!(read.hash, h("e5"));
+    assert_eq!(read.definition, None);
+    assert_eq!(read.pinned_by, "cli:ops");
+    assert_eq!(read.observed_hash, Some(h("d4")));
+    assert!(read.is_changed());
+    let moved = s.list_audit(None, usize::MAX).unwrap();
+    let moved = moved
+        .iter()
+        .find(|e| e.target == "fs/read_file" && e.at_us == T0 + 4)
+        .unwrap();
+    assert_eq!(moved.detail["previous_hash"], json!(h("a1")));
+    assert_eq!(moved.detail["hash"], json!(h("e5")));
+    assert_eq!(s.list_tool_pins(Some("fs")).unwrap().len(), 3);
+
+    // An empty lock does nothing.
+    assert_eq!(s.pin_tools("fs", &[], &admin(), T0 + 5).unwrap(), 0);
+    // 2 pinned from the first lock, 2 changes seen, 3 moved by the second lock.
+    assert_eq!(s.verify_audit().unwrap(), 7);
+}
+
+#[test]
+fn tool_pin_inputs_are_validated() {
+    let s = store();
+    let invalid_field = |err: StoreError| match err {
+        StoreError::Invalid { field, .. } => field,
+        other => panic!("expected an input error, got {other:?}"),
+    };
+    let d = def("v1");
+
+    let err = s.check_tool("", "t", &h("a1"), &d, T0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid MCP server name: must not be empty"
+    );
+    assert_eq!(
+        invalid_field(s.check_tool("fs", "", &h("a1"), &d, T0).unwrap_err()),
+        "tool name"
+    );
+    let long = "x".repeat(257);
+    assert_eq!(
+        invalid_field(s.check_tool(&long, "t", &h("a1"), &d, T0).unwrap_err()),
+        "MCP server name"
+    );
+    assert_eq!(
+        invalid_field(s.check_tool("fs", &long, &h("a1"), &d, T0).unwrap_err()),
+        "tool name"
+    );
+    assert!(
+        s.check_tool(&"x".repeat(256), &"y".repeat(256), &h("a1"), &d, T0)
+            .is_ok()
+    );
+    let err = s
+        .check_tool("fs", "read\nfile", &h("a1"), &d, T0)
+        .unwrap_err();
+    assert!(err.to_string().contains("control characters"), "{err}");
+    assert_eq!(invalid_field(err), "tool name");
+    assert_eq!(
+        invalid_field(s.check_tool("f\u{7f}s", "t", &h("a1"), &d, T0).unwrap_err()),
+        "MCP server name"
+    );
+
+    for bad in [
+        "abc".to_owned(),
+        format!("sha256:{}", "A1".repeat(32)),
+        format!("sha256:{}", "a".repeat(63)),
+        format!("sha512:{}", "a".repeat(64)),
+    ] {
+        let err = s.check_tool("fs", "t", &bad, &d, T0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not `sha256:` followed by 64 lowercase hex digits"),
+            "{err}"
+        );
+        assert_eq!(invalid_field(err), "tool hash");
+    }
+    for bad in ["", "{", "{\"a\":1} x", "nope"] {
+        assert_eq!(
+            invalid_field(s.check_tool("fs", "t", &h("a1"), bad, T0).unwrap_err()),
+            "tool definition"
+        );
+    }
+    let huge = format!(
+        "\"{}\"",
+        "x".repeat(arbiter_store::validate::MAX_TOOL_DEFINITION_BYTES)
+    );
+    assert_eq!(
+        invalid_field(s.check_tool("fs", "t", &h("a1"), &huge, T0).unwrap_err()),
+        "tool definition"
+    );
+
+    let pins = |tool: &str, hash: &str| vec![(tool.to_owned(), hash.to_owned())];
+    assert_eq!(
+        invalid_field(
+            s.pin_tools("", &pins("t", &h("a1")), &admin(), T0)
+                .unwrap_err()
+        ),
+        "MCP server name"
+    );
+    assert_eq!(
+        invalid_field(
+            s.pin_tools("fs", &pins("", &h("a1")), &admin(), T0)
+                .unwrap_err()
+        ),
+        "tool name"
+    );
+    assert_eq!(
+        invalid_field(
+            s.pin_tools("fs", &pins("t", "sha256:00"), &admin(), T0)
+                .unwrap_err()
+        ),
+        "tool hash"
+    );
+    let twice = vec![("t".to_owned(), h("a1")), ("t".to_owned(), h("b2"))];
+    let err = s.pin_tools("fs", &twice, &admin(), T0).unwrap_err();
+    assert!(err.to_string().contains("listed more than once"), "{err}");
+    assert!(
+        s.pin_tools("fs", &pins("t", &h("a1")), &Actor::cli(""), T0)
+            .is_err()
+    );
+
+    // One bad entry refuses the whole lock.
+    let mixed = vec![
+        ("good".to_owned(), h("a1")),
+        ("bad".to_owned(), "x".to_owned()),
+    ];
+    assert!(s.pin_tools("fs", &mixed, &admin(), T0).is_err());
+    assert_eq!(s.tool_pin("fs", "good").unwrap(), None);
+
+    // Only the 256x256 pin above was written.
+    assert_eq!(s.list_tool_pins(None).unwrap().len(), 1);
+    assert_eq!(actions(&s), ["tool.pinned"]);
+
+    // The schema refuses what validation would (for writers that bypass it).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = raw(&path);
+    let insert = |hash: &str, definition: Option<&str>| {
+        conn.execute(
+            "INSERT INTO tool_pins (server, tool, hash, definition, pinned_at_us, pinned_by)
+             VALUES ('fs', 't', ?1, ?2, 0, 'first-use')",
+            rusqlite::params![hash, definition],
+        )
+    };
+    assert!(insert("sha256:abc", None).is_err());
+    assert!(insert(&format!("sha256:{}", "A".repeat(64)), None).is_err());
+    assert!(insert(&h("a1"), Some("{")).is_err());
+    insert(&h("a1"), Some("{}")).unwrap();
+    assert!(
+        conn.execute(
+            "UPDATE tool_pins SET observed_hash = hash, observed_at_us = 1",
+            []
+        )
+        .is_err(),
+        "the observed hash differs from the pinned one"
+    );
+    assert!(
+        conn.execute("UPDATE tool_pins SET observed_hash = ?1", [h("b2")])
+            .is_err(),
+        "an observed hash has its time"
+    );
+}
+
+#[test]
+fn unpinning_lets_the_next_sighting_pin_again() {
+    let s = store();
+    let err = s.unpin_tool("fs", "read_file", &admin(), T0).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+        .unwrap();
+    s.check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 1)
+        .unwrap();
+    s.unpin_tool("fs", "read_file", &admin(), T0 + 2).unwrap();
+    assert_eq!(s.tool_pin("fs", "read_file").unwrap(), None);
+    let event = s.list_audit(Some(2), 1).unwrap().remove(0);
+    assert_eq!(event.action, "tool.unpinned");
+    assert_eq!(event.actor_id, "ops");
+    assert_eq!(event.detail["hash"], json!(h("a1")));
+    assert_eq!(event.detail["pending_hash"], json!(h("b2")));
+
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 3)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    assert_eq!(
+        actions(&s),
+        [
+            "tool.pinned",
+            "tool.changed",
+            "tool.unpinned",
+            "tool.pinned"
+        ]
+    );
+    assert_eq!(s.verify_audit().unwrap(), 4);
+}
+
+#[test]
+fn an_approval_from_another_process_reaches_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let gateway = SqliteStore::open(&path).unwrap();
+    let cli = SqliteStore::open(&path).unwrap();
+
+    assert_eq!(
+        gateway
+            .check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    assert_eq!(
+        gateway
+            .check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 1)
+            .unwrap(),
+        changed(&h("a1"))
+    );
+    let pending = cli.tool_pin("fs", "read_file").unwrap().unwrap();
+    assert_eq!(pending.observed_hash, Some(h("b2")));
+
+    cli.approve_tool(
+        "fs",
+        "read_file",
+        Some(&h("b2")),
+        &Actor::cli("alice"),
+        T0 + 2,
+    )
+    .unwrap();
+    assert_eq!(
+        gateway
+            .check_tool("fs", "read_file", &h("b2"), &def("v2"), T0 + 3)
+            .unwrap(),
+        PinCheck::Matches
+    );
+    assert_eq!(
+        gateway
+            .check_tool("fs", "read_file", &h("a1"), &def("v1"), T0 + 4)
+            .unwrap(),
+        changed(&h("b2"))
+    );
+
+    cli.unpin_tool("fs", "read_file", &admin(), T0 + 5).unwrap();
+    assert_eq!(gateway.tool_pin("fs", "read_file").unwrap(), None);
+    assert_eq!(gateway.verify_audit().unwrap(), 5);
+    assert_eq!(cli.audit_head().unwrap(), gateway.audit_head().unwrap());
+}
+
+#[test]
+fn concurrent_first_use_agrees_on_one_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    SqliteStore::open(&path).unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let path = path.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&path).unwrap();
+                barrier.wait();
+                let mut outcomes = Vec::new();
+                for i in 0..10 {
+                    // Every "process" announces the same definitions.
+                    let tool = format!("tool-{i}");
+                    outcomes.push(
+                        s.check_tool("fs", &tool, &h("a1"), &def("v1"), T0 + t)
+                            .unwrap(),
+                    );
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut pinned = 0;
+    for t in threads {
+        for outcome in t.join().unwrap() {
+            match outcome {
+                PinCheck::Pinned => pinned += 1,
+                PinCheck::Matches => {}
+                PinCheck::Changed { .. } => panic!("same definition reported as changed"),
+            }
+        }
+    }
+    assert_eq!(pinned, 10, "each tool is pinned exactly once");
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.list_tool_pins(Some("fs")).unwrap().len(), 10);
+    assert_eq!(s.verify_audit().unwrap(), 10);
+}
+
+// ----------------------------------------------------- files, migrations
+
+#[test]
+fn a_version_1_database_is_migrated_keeping_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    // A version-1 file: only the first migration applied, with data and
+    // audit events written the way version 1 wrote them.
+    {
+        let mut conn = raw(&path);
+        let tx = conn.transaction().unwrap();
+        tx.pragma_update(
+            None,
+            "application_id",
+            arbiter_store::schema::APPLICATION_ID,
+        )
+        .unwrap();
+        tx.execute_batch(arbiter_store::schema::MIGRATIONS[0])
+            .unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.commit().unwrap();
+    }
+    {
+        // Reuse today's code for the rows (and their audit events) by
+        // writing through a store, then taking version 2 away again.
+        let s = SqliteStore::open(&path).unwrap();
+        s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+        s.insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+            .unwrap();
+    }
+    raw(&path)
+        .execute_batch("DROP TABLE tool_pins; PRAGMA user_version = 1;")
+        .unwrap();
+    let tables = |path: &Path| -> Vec<String> {
+        let conn = raw(path);
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(!tables(&path).contains(&"tool_pins".to_owned()));
+
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        raw(&path)
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap(),
+        2
+    );
+    assert!(tables(&path).contains(&"tool_pins".to_owned()));
+    assert!(s.agent("bot").unwrap().is_some());
+    assert!(s.credential("key_1").unwrap().is_some());
+    assert_eq!(s.verify_audit().unwrap(), 2);
+    assert_eq!(
+        s.check_tool("fs", "read_file", &h("a1"), &def("v1"), T0)
+            .unwrap(),
+        PinCheck::Pinned
+    );
+    assert_eq!(s.verify_audit().unwrap(), 3);
+}
+
 // ----------------------------------------------------- files, migrations
 
 #[test]
@@ -1438,7 +2151,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
