@@ -8,6 +8,7 @@
 pub mod admin;
 pub use arbiter_policy::delegation;
 pub mod identity;
+pub mod local;
 mod metrics;
 mod recorder;
 mod watch;
@@ -183,6 +184,10 @@ impl Pdp {
     /// the principal too, against the same snapshot, and the decision is allow only if both
     /// are (see [`delegation`]).
     pub fn decide_with(&self, policies: &Policies, req: &EvaluationRequest) -> Decision {
+        if let Some(evaluation) = builtin_refusal(req) {
+            self.metrics.record_decision(Outcome::Deny, Duration::ZERO);
+            return stamp(evaluation, policies.version(), 0);
+        }
         let start = Instant::now();
         let (evaluation, evaluations) = arbiter_policy::delegation::evaluate(policies, req);
         let elapsed = start.elapsed();
@@ -301,4 +306,40 @@ fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
         eval_us: u64::try_from(eval_us).unwrap_or(u64::MAX),
         evaluations: Vec::new(),
     }
+}
+
+/// The policy id of the built-in refusal of a changed MCP tool.
+pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
+
+/// Refusals that hold whatever the policies say.
+///
+/// A `call_tool` on a `Tool` whose `pinned` property is `false` — the MCP gateway saw a
+/// definition that differs from the approved one (a changed description, schema or
+/// annotations) — is denied until an administrator approves the new definition
+/// (`arbiter mcp approve-tool`). A policy cannot permit it.
+fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
+    if req.action.name != "call_tool" || req.resource.kind != "Tool" {
+        return None;
+    }
+    let props = req.resource.properties.as_ref()?;
+    if props.get("pinned") != Some(&serde_json::Value::Bool(false)) {
+        return None;
+    }
+    let hash = props
+        .get("definition_hash")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("unknown");
+    Some(Evaluation {
+        outcome: Outcome::Deny,
+        determining_policies: vec![TOOL_PIN_POLICY.to_owned()],
+        reason_admin: format!(
+            "denied: the definition of tool `{}` ({hash}) differs from its pinned definition; \
+             approve it with `arbiter mcp approve-tool`",
+            req.resource.id
+        ),
+        reason_user: "denied: this tool changed since it was approved and is blocked until an \
+                      administrator reviews it"
+            .to_owned(),
+        errors: Vec::new(),
+    })
 }

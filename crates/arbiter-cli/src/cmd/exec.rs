@@ -18,14 +18,10 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arbiter_pdp::identity::now_us;
-use arbiter_pdp::{
-    Attribution, Caller, Decided, Denial, Identity, IdentitySettings, Pdp, Recorder,
-    RecorderSettings, Source,
-};
+use arbiter_pdp::local::{LocalConfig, open_local};
+use arbiter_pdp::{RecorderSettings, Source};
 use arbiter_types::{Action, Entity, EvaluationRequest};
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -524,87 +520,26 @@ fn decide_local(
     }
     // One writer at a time: concurrent local guards on this data directory take turns.
     let _lock = lock_data_dir(data, timeout)?;
-    let pdp = Pdp::load(policies).map_err(|e| {
-        failed(format!(
-            "cannot load policies from `{}`: {}",
-            policies.display(),
-            e.to_string().trim_end()
-        ))
-    })?;
-    let jwt = match jwt_issuers {
-        Some(path) => {
-            let issuers = arbiter_jwt::load_issuers(path).map_err(|e| {
-                failed(format!(
-                    "cannot load token issuers from `{}`: {e}",
-                    path.display()
-                ))
-            })?;
-            let verifier = arbiter_jwt::Verifier::new(issuers).map_err(|e| {
-                failed(format!(
-                    "cannot load token issuers from `{}`: {e}",
-                    path.display()
-                ))
-            })?;
-            Some(Arc::new(verifier))
-        }
-        None => None,
+    let pdp = open_local(LocalConfig {
+        policies: policies.to_path_buf(),
+        data: data.to_path_buf(),
+        jwt_issuers: jwt_issuers.map(Path::to_path_buf),
+        recorder: RecorderSettings::default(),
+    })
+    .map_err(failed)?;
+    let Some(identity) = pdp.identity().cloned() else {
+        return Err(failed("the agent registry is not open".to_owned()));
     };
-    let (recorder, _report) = Recorder::open(data, RecorderSettings::default()).map_err(|e| {
-        failed(format!(
-            "cannot open the decision log in `{}`: {e}",
-            data.display()
-        ))
-    })?;
-    let identity = Arc::new(Identity::open(data, IdentitySettings { jwt }).map_err(|e| {
-        failed(format!(
-            "cannot open the agent registry in `{}`: {e}",
-            data.display()
-        ))
-    })?);
-    let pdp = pdp.with_recorder(recorder).with_identity(identity.clone());
     let snapshot = pdp.snapshot();
     let source = Source {
         address: "local",
         enforcement_point: point,
     };
-    let refused = |denial: Denial| -> Decided {
-        let subject = denial
-            .agent_id
-            .clone()
-            .unwrap_or_else(|| "unauthenticated".to_owned());
-        Decided {
-            decision: pdp.refuse(&snapshot, &denial),
-            attribution: Attribution {
-                agent_id: denial.agent_id.clone(),
-                credential_id: denial.credential_id.clone(),
-                actor_chain: Vec::new(),
-            },
-            request: Some(request_for(&subject, body)),
-        }
-    };
-    let decided = match identity.authenticate(Some(key), &source, now_us()) {
-        Ok(caller) => match &caller {
-            Caller::Agent(agent) => {
-                let req = request_for(&agent.agent.id, body);
-                pdp.decide_as(&snapshot, &caller, req, &source)
-            }
-            // A PEP token asserts a subject; a wrapped command has none to assert.
-            Caller::Pep { credential_id } => refused(Denial {
-                reason_admin: format!(
-                    "PEP token `{credential_id}` presented as an agent credential to `arbiter exec`"
-                ),
-                reason_user: arbiter_pdp::identity::USER_REASON_CREDENTIAL.to_owned(),
-                credential_id: Some(credential_id.clone()),
-                agent_id: None,
-            }),
-            Caller::Anonymous => refused(Denial {
-                reason_admin: "no credential was presented".to_owned(),
-                reason_user: arbiter_pdp::identity::USER_REASON_CREDENTIAL.to_owned(),
-                credential_id: None,
-                agent_id: None,
-            }),
-        },
-        Err(denial) => refused(denial),
+    let Some(decided) = pdp
+        .decide_for_agent(&snapshot, Some(key), &source, vec![request_for("", body)])
+        .pop()
+    else {
+        return Err(failed("no decision was taken".to_owned()));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,0 +1,251 @@
+//! Where the gateway's decisions come from: a decision point embedded in the gateway
+//! ([`LocalDecider`]) or a running `arbiter serve` asked over AuthZEN ([`RemoteDecider`]).
+//! Either way each decision is recorded in the decision log before the gateway acts on it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbiter_pdp::{Pdp, Source};
+use arbiter_types::{Action, Entity, EvaluationRequest};
+use serde_json::{Map, Value, json};
+
+/// A boxed future, for the object-safe [`Decider`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One question for the decision point; the subject is the agent whose credential is
+/// presented with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub action: &'static str,
+    pub resource: Entity,
+    pub context: Map<String, Value>,
+}
+
+/// A decision as the gateway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allow: bool,
+    pub decision_id: Option<String>,
+    /// The reason that may be shown to the agent (`denied: …`).
+    pub reason_user: String,
+}
+
+/// Takes decisions for the holder of a credential.
+pub trait Decider: Send + Sync + std::fmt::Debug {
+    /// Decides every ask, in order, for the agent whose credential is `credential`
+    /// (`None`: none was presented, which is a refusal). An `Err` means no decision could be
+    /// taken at all; the gateway then refuses (fail closed).
+    fn decide<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>>;
+}
+
+/// Decides in this process with an embedded decision point (see
+/// [`arbiter_pdp::local::open_local`]).
+#[derive(Debug)]
+pub struct LocalDecider {
+    pdp: Arc<Pdp>,
+    point: String,
+}
+
+impl LocalDecider {
+    /// Decisions are recorded under enforcement point `point` (`mcp:<server>`).
+    pub fn new(pdp: Arc<Pdp>, point: String) -> Self {
+        Self { pdp, point }
+    }
+}
+
+impl Decider for LocalDecider {
+    fn decide<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
+        Box::pin(async move {
+            let snapshot = self.pdp.snapshot();
+            let source = Source {
+                address: "local",
+                enforcement_point: &self.point,
+            };
+            let requests = asks.into_iter().map(request_of).collect();
+            let decided = self
+                .pdp
+                .decide_for_agent(&snapshot, credential, &source, requests);
+            let items = decided
+                .iter()
+                .map(|d| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
+                .collect();
+            let recorded = self.pdp.record_all(items, &self.point).await;
+            Ok(recorded
+                .into_iter()
+                .map(|r| {
+                    // A decision that could not be recorded is a deny (fail closed).
+                    let d = match r {
+                        Ok(d) => d,
+                        Err(unrecorded) => *unrecorded.decision,
+                    };
+                    Verdict {
+                        allow: d.outcome.is_allow(),
+                        decision_id: Some(d.id.as_str().to_owned()),
+                        reason_user: d.reason_user,
+                    }
+                })
+                .collect())
+        })
+    }
+}
+
+fn request_of(ask: Ask) -> EvaluationRequest {
+    EvaluationRequest {
+        // Replaced by the authenticated agent.
+        subject: Entity {
+            kind: arbiter_pdp::delegation::AGENT_TYPE.to_owned(),
+            id: String::new(),
+            properties: None,
+        },
+        action: Action {
+            name: ask.action.to_owned(),
+            properties: None,
+        },
+        resource: ask.resource,
+        context: ask.context,
+    }
+}
+
+/// Largest decision point answer read.
+const MAX_ANSWER_BYTES: u64 = 8 << 20;
+
+/// Asks a running `arbiter serve` (`POST /access/v1/evaluations`, the agent's credential as
+/// `Authorization: Bearer`, `X-Arbiter-Enforcement-Point: mcp:<server>`).
+#[derive(Debug, Clone)]
+pub struct RemoteDecider {
+    inner: Arc<Remote>,
+}
+
+#[derive(Debug)]
+struct Remote {
+    endpoint: String,
+    point: String,
+    agent: ureq::Agent,
+}
+
+impl RemoteDecider {
+    /// `url` is the decision point's base URL (`http://127.0.0.1:8180`); `timeout` bounds the
+    /// whole exchange.
+    pub fn new(url: &str, point: String, timeout: Duration) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .user_agent(concat!("arbiter-mcp/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self {
+            inner: Arc::new(Remote {
+                endpoint: format!("{}/access/v1/evaluations", url.trim_end_matches('/')),
+                point,
+                agent,
+            }),
+        }
+    }
+}
+
+impl Remote {
+    fn ask(&self, credential: Option<&str>, asks: &[Ask]) -> Result<Vec<Verdict>, String> {
+        let evaluations: Vec<Value> = asks
+            .iter()
+            .map(|a| {
+                json!({
+                    "action": {"name": a.action},
+                    "resource": a.resource,
+                    "context": a.context,
+                })
+            })
+            .collect();
+        let body = json!({ "evaluations": evaluations }).to_string();
+        let mut req = self
+            .agent
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("x-arbiter-enforcement-point", &self.point);
+        if let Some(c) = credential {
+            req = req.header("authorization", &format!("Bearer {c}"));
+        }
+        let mut response = req.send(body.as_bytes()).map_err(|e| match e {
+            ureq::Error::Timeout(_) => "the decision point did not answer in time".to_owned(),
+            e => format!("the decision point cannot be reached: {e}"),
+        })?;
+        let status = response.status();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| format!("the decision point's answer cannot be read: {e}"))?;
+        if status != ureq::http::StatusCode::OK {
+            return Err(format!("the decision point answered {status}"));
+        }
+        let answer: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| "the decision point answered with a body that is not JSON".to_owned())?;
+        let items: Vec<&Value> = match answer.get("evaluations").and_then(Value::as_array) {
+            Some(items) => items.iter().collect(),
+            // A batch of one may be answered as a single evaluation.
+            None if asks.len() == 1 => vec![&answer],
+            None => return Err("the decision point's answer has no `evaluations`".to_owned()),
+        };
+        if items.len() != asks.len() {
+            return Err(format!(
+                "the decision point answered {} decisions for {} questions",
+                items.len(),
+                asks.len()
+            ));
+        }
+        items
+            .into_iter()
+            .map(|item| {
+                verdict_of(item).ok_or_else(|| {
+                    "the decision point answered without a boolean `decision`".into()
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads an AuthZEN decision: `decision` must be a boolean.
+pub fn verdict_of(answer: &Value) -> Option<Verdict> {
+    let allow = answer.get("decision")?.as_bool()?;
+    let context = answer.get("context");
+    let text = |field: &str| {
+        context
+            .and_then(|c| c.get(field))
+            .and_then(|v| v.as_str().or_else(|| v.get("en").and_then(Value::as_str)))
+            .map(str::to_owned)
+    };
+    Some(Verdict {
+        allow,
+        decision_id: text("decision_id"),
+        reason_user: text("reason_user")
+            .unwrap_or_else(|| if allow { "allowed" } else { "denied" }.to_owned()),
+    })
+}
+
+impl Decider for RemoteDecider {
+    fn decide<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
+        let credential = credential.map(str::to_owned);
+        let remote = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || remote.ask(credential.as_deref(), &asks))
+                .await
+                .map_err(|e| format!("the decision point call failed: {e}"))?
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! Arbiter's MCP gateway.
+//!
+//! The gateway sits between an agent (an MCP client) and an MCP server and decides, before the
+//! server sees it, every `tools/call` (on the agent, the tool, its pinned definition, the
+//! arguments and the session), every `resources/read` and `prompts/get`; it filters the lists
+//! the server answers down to what the agent may use, pins tool definitions so that a changed
+//! tool is blocked until approved, and records every decision in the decision log under
+//! enforcement point `mcp:<server>`.
+//!
+//! - [`jsonrpc`]: strict framing; every message is parsed once and re-serialized.
+//! - [`session`]: what happens to each message (transport-independent).
+//! - [`decide`]: decisions from an embedded decision point or a running `arbiter serve`.
+//! - [`stdio`]: the stdio transport.
+//! - [`values`]: arguments as Cedar values, tool definition hashes.
+
+pub mod decide;
+pub mod jsonrpc;
+pub mod session;
+pub mod stdio;
+pub mod values;
+
+pub use decide::{Ask, Decider, LocalDecider, RemoteDecider, Verdict};
+pub use session::{DenyAs, Gateway, GatewayConfig, Route, Session, Upstream};
