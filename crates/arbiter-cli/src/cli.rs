@@ -56,6 +56,9 @@ pub enum Command {
     Discover(crate::cmd::agent::DiscoverArgs),
     /// Run a program only if policy allows it (the command guard).
     Exec(crate::cmd::exec::ExecArgs),
+    /// The MCP gateway (stdio and streamable HTTP) and its tool pins.
+    #[command(subcommand)]
+    Mcp(crate::cmd::mcp::McpCommand),
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@
 //! - [`values`]: arguments as Cedar values, tool definition hashes.
 
 pub mod decide;
+pub mod http;
 pub mod jsonrpc;
 pub mod session;
 pub mod stdio;

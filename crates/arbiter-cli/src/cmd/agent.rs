@@ -244,14 +244,14 @@ pub struct DiscoverArgs {
 /// Exit code when `discover` finds unregistered sources.
 pub const EXIT_FOUND: u8 = 4;
 
-fn open(data: &Path) -> anyhow::Result<SqliteStore> {
+pub(crate) fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory `{}`", data.display()))?;
     SqliteStore::open(&data.join(STORE_FILE))
         .with_context(|| format!("cannot open the identity store in `{}`", data.display()))
 }
 
-fn cli_actor() -> Actor {
+pub(crate) fn cli_actor() -> Actor {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -323,7 +323,7 @@ fn secret_notice(kind: &str, secret: &str, id: &str) -> String {
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.common.data)?;
+    let store = open_store(&args.common.data)?;
     let json = args.common.json;
     let now = now_us();
     match args.command {
@@ -564,7 +564,7 @@ fn run_key(store: &SqliteStore, json: bool, cmd: KeyCommand, now: i64) -> anyhow
 }
 
 pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.common.data)?;
+    let store = open_store(&args.common.data)?;
     let json = args.common.json;
     let now = now_us();
     match args.command {
@@ -682,7 +682,7 @@ pub fn run_discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     };
     // Registered agents, recognised by id (as the log's user) or by address.
     let agents = if args.data.join(STORE_FILE).exists() {
-        open(&args.data)?.list_agents(&AgentFilter::default())?
+        open_store(&args.data)?.list_agents(&AgentFilter::default())?
     } else {
         Vec::new()
     };

@@ -8,6 +8,7 @@ pub mod agent;
 mod check;
 pub mod exec;
 pub mod log;
+pub mod mcp;
 mod policy;
 mod serve;
 
@@ -21,5 +22,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(args) => agent::run_admin(args),
         Command::Discover(args) => agent::run_discover(args),
         Command::Exec(args) => exec::run(args),
+        Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
     }
 }

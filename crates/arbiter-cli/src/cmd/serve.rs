@@ -25,7 +25,7 @@ pub fn run(args: ServeArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("`--log-level {level}` is not a valid filter"))?;
     let builder = tracing_subscriber::fmt()
