@@ -425,6 +425,22 @@ impl Session {
         ctx
     }
 
+    /// The context of a tool decision: the arguments, and the pin state (also a property of
+    /// the tool; in the context it is kept in the decision record).
+    fn tool_context(
+        &self,
+        arguments: Option<&Map<String, Value>>,
+        entry: &ToolEntry,
+        pinned: bool,
+    ) -> Map<String, Value> {
+        let mut ctx = self.context(arguments);
+        ctx.insert(
+            "tool_pin".into(),
+            json!({"hash": entry.hash, "pinned": pinned}),
+        );
+        ctx
+    }
+
     fn server(&self) -> &str {
         &self.gateway.config.server_name
     }
@@ -524,7 +540,7 @@ impl Session {
         let ask = Ask {
             action: "call_tool",
             resource: self.tool_resource(&name, &entry, pinned),
-            context: self.context(arguments.as_ref()),
+            context: self.tool_context(arguments.as_ref(), &entry, pinned),
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -637,10 +653,18 @@ impl Session {
         };
         let asks: Vec<Ask> = candidates
             .iter()
-            .map(|(_, resource)| Ask {
-                action,
-                resource: resource.clone(),
-                context: self.context(None),
+            .map(|(_, resource)| {
+                let mut context = self.context(None);
+                if let Some(props) = resource.properties.as_ref()
+                    && let Some(hash) = props.get("definition_hash")
+                {
+                    context.insert("tool_pin".into(), json!({"hash": hash, "pinned": true}));
+                }
+                Ask {
+                    action,
+                    resource: resource.clone(),
+                    context,
+                }
             })
             .collect();
         let verdicts = if asks.is_empty() {

@@ -247,6 +247,7 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(5), idle).await;
     } else {
         client_pump.abort();
+        let _ = client_pump.await;
     }
     // Dropping the writer closes the server's stdin.
     server_writer.abort();
@@ -257,9 +258,10 @@ where
             None
         }
     };
-    server_pump.abort();
-    let _ = server_pump.await;
-    let _ = client_pump.await;
+    if client_closed {
+        server_pump.abort();
+        let _ = server_pump.await;
+    }
     drop(session);
     // Every sender is gone: the client's writer flushes what is left and ends.
     let _ = client_writer.await;
