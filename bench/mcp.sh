@@ -10,6 +10,8 @@
 #   direct    client → mcp-server-filesystem
 #   local     client → arbiter mcp stdio --policies P --data D → mcp-server-filesystem
 #             (decides in-process; each decision durably recorded before the call goes on)
+#   async     the same with --decision-log async (records written in the background: what the
+#             gateway itself adds, without waiting for the disk)
 #   remote    client → arbiter mcp stdio --pdp URL → mcp-server-filesystem
 #             (asks a running `arbiter serve`, which records durably)
 # Each run is one session: WARMUP untimed calls, then COUNT timed `read_text_file` calls of a
@@ -47,6 +49,7 @@ CEDAR
 KEY=$("$BIN" agent key issue bench-agent --data "$WORK/remote" --json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 cp -a "$WORK/remote" "$WORK/local"
+cp -a "$WORK/remote" "$WORK/async"
 
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
@@ -85,9 +88,10 @@ printf '%-6s %-7s %10s %10s %8s %12s\n' round mode median_us p90_us errors added
 for round in $(seq 1 "$ROUNDS"); do
   run direct "$FS" "$WORK/docs"
   run local "$BIN" mcp stdio --server-name fs --policies "$WORK/policies" --data "$WORK/local" -- "$FS" "$WORK/docs"
+  run async "$BIN" mcp stdio --server-name fs --policies "$WORK/policies" --data "$WORK/async" --decision-log async -- "$FS" "$WORK/docs"
   run remote "$BIN" mcp stdio --server-name fs --pdp "$URL" --data "$WORK/remote" -- "$FS" "$WORK/docs"
   read -r d_med d_p90 d_err < <(stats "$WORK/direct.json")
-  for mode in direct local remote; do
+  for mode in direct local async remote; do
     read -r med p90 err < <(stats "$WORK/$mode.json")
     printf '%-6s %-7s %10s %10s %8s %12s\n' "$round" "$mode" "$med" "$p90" "$err" "$((med - d_med))"
   done

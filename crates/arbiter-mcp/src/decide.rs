@@ -120,16 +120,25 @@ fn request_of(ask: Ask) -> EvaluationRequest {
 const MAX_ANSWER_BYTES: u64 = 8 << 20;
 
 /// Asks a running `arbiter serve` (`POST /access/v1/evaluations`, the agent's credential as
-/// `Authorization: Bearer`, `X-Arbiter-Enforcement-Point: mcp:<server>`).
+/// `Authorization: Bearer`, `X-Arbiter-Enforcement-Point: mcp:<server>`). `http://` decision
+/// points are asked over pooled keep-alive connections from the gateway's own runtime;
+/// `https://` ones through a blocking TLS client on the blocking pool.
 #[derive(Debug, Clone)]
 pub struct RemoteDecider {
     inner: Arc<Remote>,
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
 #[derive(Debug)]
 struct Remote {
     endpoint: String,
     point: String,
+    timeout: Duration,
+    plain: Option<HttpClient>,
     agent: ureq::Agent,
 }
 
@@ -144,10 +153,19 @@ impl RemoteDecider {
             .user_agent(concat!("arbiter-mcp/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        let plain = url.starts_with("http://").then(|| {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector)
+        });
         Self {
             inner: Arc::new(Remote {
                 endpoint: format!("{}/access/v1/evaluations", url.trim_end_matches('/')),
                 point,
+                timeout,
+                plain,
                 agent,
             }),
         }
@@ -155,7 +173,7 @@ impl RemoteDecider {
 }
 
 impl Remote {
-    fn ask(&self, credential: Option<&str>, asks: &[Ask]) -> Result<Vec<Verdict>, String> {
+    fn body(asks: &[Ask]) -> String {
         let evaluations: Vec<Value> = asks
             .iter()
             .map(|a| {
@@ -166,43 +184,68 @@ impl Remote {
                 })
             })
             .collect();
-        let body = json!({ "evaluations": evaluations }).to_string();
-        let mut req = self
-            .agent
-            .post(&self.endpoint)
+        json!({ "evaluations": evaluations }).to_string()
+    }
+
+    /// Over a pooled plain-HTTP connection.
+    async fn ask_plain(
+        &self,
+        client: &HttpClient,
+        credential: Option<&str>,
+        asks: &[Ask],
+    ) -> Result<Vec<Verdict>, String> {
+        use http_body_util::BodyExt as _;
+        let mut req = hyper::Request::post(&self.endpoint)
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .header("x-arbiter-enforcement-point", &self.point);
         if let Some(c) = credential {
-            req = req.header("authorization", &format!("Bearer {c}"));
+            req = req.header("authorization", format!("Bearer {c}"));
         }
-        let mut response = req.send(body.as_bytes()).map_err(|e| match e {
-            ureq::Error::Timeout(_) => "the decision point did not answer in time".to_owned(),
-            e => format!("the decision point cannot be reached: {e}"),
-        })?;
-        let status = response.status();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER_BYTES)
-            .read_to_vec()
-            .map_err(|e| format!("the decision point's answer cannot be read: {e}"))?;
-        if status != ureq::http::StatusCode::OK {
+        let req = req
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                Self::body(asks),
+            )))
+            .map_err(|e| format!("the decision request cannot be built: {e}"))?;
+        let exchange = async {
+            let response = client
+                .request(req)
+                .await
+                .map_err(|e| format!("the decision point cannot be reached: {e}"))?;
+            let status = response.status();
+            let limited = http_body_util::Limited::new(
+                response.into_body(),
+                usize::try_from(MAX_ANSWER_BYTES).unwrap_or(usize::MAX),
+            );
+            let bytes = limited
+                .collect()
+                .await
+                .map_err(|e| format!("the decision point's answer cannot be read: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status.as_u16(), bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| "the decision point did not answer in time".to_owned())??;
+        Self::verdicts(status, &bytes, asks.len())
+    }
+
+    fn verdicts(status: u16, bytes: &[u8], n: usize) -> Result<Vec<Verdict>, String> {
+        if status != 200 {
             return Err(format!("the decision point answered {status}"));
         }
-        let answer: Value = serde_json::from_slice(&bytes)
+        let answer: Value = serde_json::from_slice(bytes)
             .map_err(|_| "the decision point answered with a body that is not JSON".to_owned())?;
         let items: Vec<&Value> = match answer.get("evaluations").and_then(Value::as_array) {
             Some(items) => items.iter().collect(),
             // A batch of one may be answered as a single evaluation.
-            None if asks.len() == 1 => vec![&answer],
+            None if n == 1 => vec![&answer],
             None => return Err("the decision point's answer has no `evaluations`".to_owned()),
         };
-        if items.len() != asks.len() {
+        if items.len() != n {
             return Err(format!(
-                "the decision point answered {} decisions for {} questions",
-                items.len(),
-                asks.len()
+                "the decision point answered {} decisions for {n} questions",
+                items.len()
             ));
         }
         items
@@ -213,6 +256,33 @@ impl Remote {
                 })
             })
             .collect()
+    }
+}
+
+impl Remote {
+    /// Over the blocking TLS client.
+    fn ask_blocking(&self, credential: Option<&str>, asks: &[Ask]) -> Result<Vec<Verdict>, String> {
+        let mut req = self
+            .agent
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("x-arbiter-enforcement-point", &self.point);
+        if let Some(c) = credential {
+            req = req.header("authorization", &format!("Bearer {c}"));
+        }
+        let mut response = req.send(Self::body(asks).as_bytes()).map_err(|e| match e {
+            ureq::Error::Timeout(_) => "the decision point did not answer in time".to_owned(),
+            e => format!("the decision point cannot be reached: {e}"),
+        })?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| format!("the decision point's answer cannot be read: {e}"))?;
+        Self::verdicts(status, &bytes, asks.len())
     }
 }
 
@@ -240,10 +310,13 @@ impl Decider for RemoteDecider {
         credential: Option<&'a str>,
         asks: Vec<Ask>,
     ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
-        let credential = credential.map(str::to_owned);
-        let remote = Arc::clone(&self.inner);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || remote.ask(credential.as_deref(), &asks))
+            let remote = Arc::clone(&self.inner);
+            if let Some(client) = &remote.plain {
+                return remote.ask_plain(client, credential, &asks).await;
+            }
+            let credential = credential.map(str::to_owned);
+            tokio::task::spawn_blocking(move || remote.ask_blocking(credential.as_deref(), &asks))
                 .await
                 .map_err(|e| format!("the decision point call failed: {e}"))?
         })
