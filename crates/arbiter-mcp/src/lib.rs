@@ -11,6 +11,7 @@
 //! - [`session`]: what happens to each message (transport-independent).
 //! - [`decide`]: decisions from an embedded decision point or a running `arbiter serve`.
 //! - [`stdio`]: the stdio transport.
+//! - [`http`]: the streamable-HTTP transport, a reverse proxy in front of an MCP server.
 //! - [`values`]: arguments as Cedar values, tool definition hashes.
 
 pub mod decide;

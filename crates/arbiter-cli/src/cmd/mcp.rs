@@ -411,6 +411,7 @@ fn run_http(args: HttpArgs) -> anyhow::Result<ExitCode> {
             upstream: args.upstream.clone(),
             upstream_headers: args.upstream_headers.clone(),
             allow_origins: args.allow_origins.clone(),
+            ..arbiter_mcp::http::HttpSettings::default()
         };
         let served = arbiter_mcp::http::serve(Arc::clone(&opened.gateway), settings, async {
             let _ = tokio::signal::ctrl_c().await;
