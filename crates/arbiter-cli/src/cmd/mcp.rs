@@ -50,6 +50,13 @@ pub enum DenyAsArg {
     Error,
 }
 
+/// Durability of the gateway's own decision log (`--policies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GatewayLogMode {
+    Sync,
+    Async,
+}
+
 /// Settings every gateway transport shares.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
@@ -88,6 +95,11 @@ pub struct GatewayArgs {
     /// `--policies`; the same file as `arbiter serve --jwt-issuers`).
     #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
     pub jwt_issuers: Option<PathBuf>,
+
+    /// With `--policies`: `sync` (default) answers nothing until the decision's record is on
+    /// disk; `async` writes records in the background (a crash may lose the last ones).
+    #[arg(long, value_enum, default_value_t = GatewayLogMode::Sync)]
+    pub decision_log: GatewayLogMode,
 
     /// Redact this context path in decision records (with `--policies`), e.g.
     /// `arguments.content`. Repeatable.
@@ -314,7 +326,10 @@ fn open_gateway(args: &GatewayArgs) -> anyhow::Result<Opened> {
                     data: args.data.clone(),
                     jwt_issuers: args.jwt_issuers.clone(),
                     recorder: RecorderSettings {
-                        mode: LogMode::Sync,
+                        mode: match args.decision_log {
+                            GatewayLogMode::Sync => LogMode::Sync,
+                            GatewayLogMode::Async => LogMode::Async,
+                        },
                         redact: args.redact.clone(),
                         ..RecorderSettings::default()
                     },
@@ -379,14 +394,24 @@ fn run_stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let ended = rt.block_on(async {
         let opened = open_gateway(&args.gateway)?;
-        let ended = arbiter_mcp::stdio::run(
-            Arc::clone(&opened.gateway),
-            credential,
-            &args.command,
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-        )
-        .await
+        let gateway = Arc::clone(&opened.gateway);
+        // Pipes (how MCP clients start servers) are driven by the event loop; anything else
+        // (a terminal, a file) through tokio's blocking standard streams.
+        let ended = match client_pipes() {
+            Some((input, output)) => {
+                arbiter_mcp::stdio::run(gateway, credential, &args.command, input, output).await
+            }
+            None => {
+                arbiter_mcp::stdio::run(
+                    gateway,
+                    credential,
+                    &args.command,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                )
+                .await
+            }
+        }
         .map_err(anyhow::Error::msg);
         close(&opened);
         ended
@@ -400,6 +425,19 @@ fn run_stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Standard input and output as non-blocking pipes, when both are pipes.
+fn client_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd as _;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let input = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(input)).ok()?;
+    let output = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(output)).ok()?;
+    Some((input, output))
 }
 
 fn run_http(args: HttpArgs) -> anyhow::Result<ExitCode> {

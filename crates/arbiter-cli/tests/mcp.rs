@@ -1,8 +1,10 @@
-//! `arbiter mcp stdio` in front of real MCP servers, driven by the official MCP Python SDK
-//! client: the reference filesystem server from npm (read one directory, never write, never
-//! leave it), a small SDK server whose tool description changes between sessions (blocked until
-//! approved), and raw frames that must be rejected or normalized. `scripts/test` installs the
-//! servers and the SDK into `.test-env/` (see `scripts/test-deps`).
+//! `arbiter mcp stdio` and `arbiter mcp http` in front of real MCP servers, driven by the
+//! official MCP Python SDK client: the reference filesystem server from npm over stdio (read one
+//! directory, never write, never leave it), the reference "everything" server over streamable
+//! HTTP behind a served decision point, a small SDK server whose tool description changes
+//! between sessions (blocked until approved), and raw frames that must be rejected or
+//! normalized. `scripts/test` installs the servers and the SDK into `.test-env/` (see
+//! `scripts/test-deps`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -343,11 +345,7 @@ fn deny_as_json_rpc_error_and_fail_closed_without_a_decision_point() {
     );
 
     // A decision point that cannot be reached: every call is refused, lists fail closed.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let args = base(&["--pdp", &url, "--decision-timeout-ms", "2000"]);
     let report = client(&stdio_script(
@@ -746,4 +744,197 @@ fn the_server_crashing_answers_pending_requests() {
             .unwrap()
             .contains("malformed")
     );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 30 s");
+}
+
+const EVERYTHING_POLICIES: &str = r#"
+@id("everything-tools")
+permit (principal == Agent::"reader", action in [Action::"call_tool", Action::"list_tools"], resource is Tool)
+when { resource.server == "everything" && ["echo", "get-sum"].contains(resource.name) };
+
+@id("no-secrets-in-echo")
+@agent_reason("secrets must not be echoed")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { resource.name == "echo" && context has arguments && context.arguments has message
+       && context.arguments.message like "*secret*" };
+
+@id("everything-simple-prompt")
+permit (principal == Agent::"reader", action in [Action::"get_prompt", Action::"list_prompts"], resource is Prompt)
+when { resource.server == "everything" && resource.name == "simple-prompt" };
+
+@id("everything-static-documents")
+permit (principal == Agent::"reader", action in [Action::"read_resource", Action::"list_resources"], resource is McpResource)
+when { resource.server == "everything" && resource.uri like "demo://resource/static/document/*" };
+"#;
+
+#[test]
+fn everything_server_behind_the_http_gateway_and_a_served_decision_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key) = data_with_agent(dir.path());
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("everything.cedar"), EVERYTHING_POLICIES).unwrap();
+
+    // The decision point.
+    let pdp_port = free_port();
+    let mut pdp = arbiter()
+        .args(["serve", "--policies"])
+        .arg(&policies)
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{pdp_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(pdp_port, "arbiter serve", &mut pdp);
+    let _pdp = Running(pdp);
+
+    // The reference server, over streamable HTTP.
+    let upstream_port = free_port();
+    let mut upstream =
+        Command::new(test_env().join("node/node_modules/.bin/mcp-server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", upstream_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    wait_for_port(upstream_port, "mcp-server-everything", &mut upstream);
+    let _upstream = Running(upstream);
+
+    // The gateway, deciding through the served decision point; its pins in their own directory.
+    let gateway_port = free_port();
+    let pins = dir.path().join("gateway");
+    let mut gateway = arbiter()
+        .args(["mcp", "http", "--server-name", "everything"])
+        .args([
+            "--upstream",
+            &format!("http://127.0.0.1:{upstream_port}/mcp"),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+        .args(["--pdp", &format!("http://127.0.0.1:{pdp_port}")])
+        .arg("--data")
+        .arg(&pins)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for_port(gateway_port, "arbiter mcp http", &mut gateway);
+    let _gateway = Running(gateway);
+
+    let script = |bearer: &str, steps: Value| {
+        json!({
+            "transport": "http",
+            "url": format!("http://127.0.0.1:{gateway_port}/mcp"),
+            "headers": {"Authorization": format!("Bearer {bearer}")},
+            "steps": steps,
+        })
+    };
+    let report = client(&script(
+        &key,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "hello"}},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "my secret token"}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 2, "b": 3}},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "list_prompts"},
+            {"op": "get_prompt", "name": "simple-prompt", "arguments": {}},
+            {"op": "get_prompt", "name": "args-prompt", "arguments": {"city": "Paris"}},
+            {"op": "list_resources"},
+            {"op": "read_resource", "uri": "demo://resource/static/document/architecture.md"},
+        ]),
+    ));
+    let r = report["results"].as_array().unwrap();
+    assert_eq!(tool_names(&r[0]), ["echo", "get-sum"]);
+    assert!(tool_text(&r[1]).contains("hello"), "{}", r[1]);
+    let denied = tool_text(&r[2]);
+    assert_eq!(r[2]["value"]["isError"], true);
+    assert!(
+        denied.contains("secrets must not be echoed") && denied.contains("(decision "),
+        "{denied}"
+    );
+    assert!(!denied.contains("my secret token"));
+    assert!(tool_text(&r[3]).contains('5'), "{}", r[3]);
+    assert_eq!(r[4]["value"]["isError"], true, "{}", r[4]);
+    assert!(!tool_text(&r[4]).contains("PATH"), "get-env ran: {}", r[4]);
+    let prompts: Vec<&str> = r[5]["value"]["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts, ["simple-prompt"]);
+    assert_eq!(r[6]["ok"], true, "{}", r[6]);
+    assert_eq!(r[7]["ok"], false, "{}", r[7]);
+    assert_eq!(r[7]["error"]["code"], -32001);
+    let resources = r[8]["value"]["resources"].as_array().unwrap();
+    assert!(!resources.is_empty());
+    assert!(resources.iter().all(|x| {
+        x["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("demo://resource/static/document/")
+    }));
+    assert_eq!(r[9]["ok"], true, "{}", r[9]);
+
+    // A wrong credential: no tool is listed, calls are denied.
+    let report = client(&script(
+        "arb_notARealKey0000000000000000000000000000000000000",
+        json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "hello"}},
+        ]),
+    ));
+    let r = report["results"].as_array().unwrap();
+    assert!(tool_names(&r[0]).is_empty(), "{}", r[0]);
+    assert!(tool_text(&r[1]).contains("the credential was not accepted"));
+
+    // The decisions were recorded by the served decision point under mcp:everything.
+    let id = decision_id(&denied);
+    let out = ok(arbiter()
+        .args(["log", "query", "--data"])
+        .arg(&data)
+        .args(["--action", "call_tool"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rec: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["decision_id"] == *id.as_str())
+        .expect("the denied call is recorded");
+    assert_eq!(rec["enforcement_point"], "mcp:everything");
+    assert_eq!(rec["determining_policies"], json!(["no-secrets-in-echo"]));
 }
