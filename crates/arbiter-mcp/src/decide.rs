@@ -288,19 +288,13 @@ impl Remote {
 
 /// Reads an AuthZEN decision: `decision` must be a boolean.
 pub fn verdict_of(answer: &Value) -> Option<Verdict> {
-    let allow = answer.get("decision")?.as_bool()?;
-    let context = answer.get("context");
-    let text = |field: &str| {
-        context
-            .and_then(|c| c.get(field))
-            .and_then(|v| v.as_str().or_else(|| v.get("en").and_then(Value::as_str)))
-            .map(str::to_owned)
-    };
+    let a = arbiter_types::AnswerSummary::read(answer)?;
     Some(Verdict {
-        allow,
-        decision_id: text("decision_id"),
-        reason_user: text("reason_user")
-            .unwrap_or_else(|| if allow { "allowed" } else { "denied" }.to_owned()),
+        allow: a.allow,
+        decision_id: a.decision_id,
+        reason_user: a
+            .reason_user
+            .unwrap_or_else(|| if a.allow { "allowed" } else { "denied" }.to_owned()),
     })
 }
 

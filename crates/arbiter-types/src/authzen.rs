@@ -639,3 +639,33 @@ mod tests {
         }
     }
 }
+
+/// What an enforcement point acts on in a decision point's AuthZEN answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerSummary {
+    pub allow: bool,
+    pub decision_id: Option<String>,
+    /// The reason that may be shown to the agent (`context.reason_user`, a string or
+    /// `{"en": …}`).
+    pub reason_user: Option<String>,
+}
+
+impl AnswerSummary {
+    /// Reads one decision (`{"decision": bool, "context": {…}}`); `None` unless `decision` is a
+    /// boolean.
+    pub fn read(answer: &Value) -> Option<Self> {
+        let allow = answer.get("decision")?.as_bool()?;
+        let context = answer.get("context");
+        let text = |field: &str| {
+            context
+                .and_then(|c| c.get(field))
+                .and_then(|v| v.as_str().or_else(|| v.get("en").and_then(Value::as_str)))
+                .map(str::to_owned)
+        };
+        Some(Self {
+            allow,
+            decision_id: text("decision_id"),
+            reason_user: text("reason_user"),
+        })
+    }
+}

@@ -10,7 +10,7 @@ pub mod json;
 pub mod strict;
 
 pub use authzen::{
-    Action, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, Page,
+    Action, AnswerSummary, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, Page,
     PartialEvaluation, RequestError, SearchKind, SearchRequest,
 };
 pub use decision::{Decision, DecisionId, Outcome, PrincipalEvaluation};

@@ -484,18 +484,11 @@ fn decide_remote(
 
 /// Reads an AuthZEN decision: `decision` must be a boolean.
 fn verdict_of(answer: &Value) -> Option<Verdict> {
-    let allow = answer.get("decision")?.as_bool()?;
-    let context = answer.get("context");
-    let text = |field: &str| {
-        context
-            .and_then(|c| c.get(field))
-            .and_then(|v| v.as_str().or_else(|| v.get("en").and_then(Value::as_str)))
-            .map(str::to_owned)
-    };
+    let a = arbiter_types::AnswerSummary::read(answer)?;
     Some(Verdict {
-        allow,
-        decision_id: text("decision_id"),
-        reason_user: text("reason_user"),
+        allow: a.allow,
+        decision_id: a.decision_id,
+        reason_user: a.reason_user,
     })
 }
 
