@@ -10,8 +10,8 @@ pub mod json;
 pub mod strict;
 
 pub use authzen::{
-    Action, AnswerSummary, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, Page,
-    PartialEvaluation, RequestError, SearchKind, SearchRequest,
+    Action, AnswerSummary, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic,
+    Page, PartialEvaluation, RequestError, SearchKind, SearchRequest,
 };
 pub use decision::{Decision, DecisionId, Outcome, PrincipalEvaluation};
 pub use json::{JsonLimits, LimitError};
