@@ -59,6 +59,9 @@ pub enum Command {
     /// The MCP gateway (stdio and streamable HTTP) and its tool pins.
     #[command(subcommand)]
     Mcp(crate::cmd::mcp::McpCommand),
+    /// The PostgreSQL guard: a protocol proxy that decides every statement.
+    #[command(subcommand)]
+    Sql(crate::cmd::sql::SqlCommand),
 }
 
 #[derive(Debug, Args)]

@@ -24,7 +24,9 @@
 
 mod children;
 mod functions;
+pub mod proxy;
 mod walk;
+pub mod wire;
 
 pub use functions::{DANGEROUS_FUNCTION_PREFIXES, DANGEROUS_FUNCTIONS, is_dangerous_function};
 

@@ -11,6 +11,7 @@ pub mod log;
 pub mod mcp;
 mod policy;
 mod serve;
+pub mod sql;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover(args) => agent::run_discover(args),
         Command::Exec(args) => exec::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
+        Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
     }
 }

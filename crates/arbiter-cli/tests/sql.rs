@@ -1,0 +1,484 @@
+//! `arbiter sql proxy` end to end: the `arbiter` binary in front of a real PostgreSQL
+//! (`ARBITER_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! driven with psql (simple query protocol) and a raw extended-protocol client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use arbiter_sql::wire::{self, Message};
+use serde_json::Value;
+
+fn arbiter() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arbiter"));
+    for v in [
+        "ARBITER_PDP",
+        "ARBITER_POLICIES",
+        "ARBITER_DATA",
+        "ARBITER_SQL_UPSTREAM",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("LC_ALL", "C").env("ARBITER_LOG", "warn");
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn base_url() -> String {
+    std::env::var("ARBITER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(db: &str) -> String {
+    let base = base_url();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{db}")
+}
+
+/// psql as the database's administrator, straight to the server.
+fn direct(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(url_for(db))
+        .args(["-c", sql])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot run `{sql}` on PostgreSQL at {} (is it running?): {}",
+        base_url(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A fresh database, dropped at the end.
+struct Db {
+    name: String,
+}
+
+impl Db {
+    fn new(tag: &str) -> Self {
+        let name = format!("arbiter_sql_{tag}_{}", std::process::id());
+        let base_db = base_url().rsplit_once('/').unwrap().1.to_owned();
+        direct(
+            &base_db,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        direct(&base_db, &format!("CREATE DATABASE {name}"));
+        direct(
+            &name,
+            "CREATE TABLE t (id int PRIMARY KEY, name text, secret text); \
+             INSERT INTO t VALUES (1, 'a', 's1'), (2, 'b', 's2'), (3, 'c', 's3'); \
+             CREATE SEQUENCE s",
+        );
+        Self { name }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let base_db = base_url().rsplit_once('/').unwrap().1.to_owned();
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d"])
+            .arg(url_for(&base_db))
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+struct Proxy {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn register(data: &Path, agent: &str) -> String {
+    ok(arbiter()
+        .args(["agent", "register", "--owner", "platform", agent, "--data"])
+        .arg(data));
+    let out = ok(arbiter()
+        .args(["agent", "key", "issue", agent, "--json", "--data"])
+        .arg(data));
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    key["key"].as_str().unwrap().to_owned()
+}
+
+fn start(db: &Db, policies: &str, agents: &[&str]) -> (Proxy, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = agents.iter().map(|a| register(&data, a)).collect();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(pol.join("sql.cedar"), policies.replace("DB", &db.name)).unwrap();
+    let port = free_port();
+    let child = arbiter()
+        .args(["sql", "proxy", "--upstream"])
+        .arg(url_for(&db.name))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--policies"])
+        .arg(&pol)
+        .arg("--data")
+        .arg(&data)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (
+        Proxy {
+            child,
+            port,
+            data,
+            _dir: dir,
+        },
+        keys,
+    )
+}
+
+/// psql through the proxy: each `-c` is one simple query. Returns (status ok, stdout, stderr).
+fn psql(proxy: &Proxy, db: &Db, agent: &str, key: &str, commands: &[&str]) -> (String, String) {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user={agent} password={key} dbname={} sslmode=disable",
+            proxy.port, db.name
+        ))
+        .env("LC_ALL", "C")
+        .env_remove("PGPASSWORD");
+    for cmd in commands {
+        c.args(["-c", cmd]);
+    }
+    let out = c.output().unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn records(proxy: &mut Proxy) -> Vec<Value> {
+    let _ = proxy.child.kill();
+    let _ = proxy.child.wait();
+    let out = ok(arbiter().args(["log", "query", "--data"]).arg(&proxy.data));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn decision_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let start = l.find("(decision ")? + "(decision ".len();
+            Some(l[start..].trim_end_matches(')').to_owned())
+        })
+        .collect()
+}
+
+const READER: &str = r#"
+permit (principal == Agent::"reader", action == Action::"select", resource is Table)
+when { resource.database == "DB" };
+"#;
+
+const BYPASSES: &[&str] = &[
+    "DELETE FROM t",
+    "SELECT 1; DROP TABLE t",
+    "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    "SELECT pg_terminate_backend(1)",
+    "EXPLAIN ANALYZE DELETE FROM t",
+    "COPY t TO PROGRAM 'id'",
+    "DO $$ BEGIN DELETE FROM t; END $$",
+    "PREPARE p AS SELECT * FROM t",
+    "EXECUTE p",
+    "SET ROLE postgres",
+    "SELECT set_config('search_path', 'x', false)",
+    "COPY t FROM '/etc/passwd'",
+    "DROP TABLE t",
+];
+
+#[test]
+fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
+    let db = Db::new("ro");
+    let (mut proxy, keys) = start(&db, READER, &["reader"]);
+    let key = &keys[0];
+
+    // Allowed reads give what a direct query gives.
+    for q in [
+        "SELECT id, name FROM t ORDER BY id",
+        "SELECT count(*), max(secret) FROM public.t",
+        "SELECT 1",
+        "SELECT now() IS NOT NULL",
+    ] {
+        let (out, err) = psql(&proxy, &db, "reader", key, &[q]);
+        assert!(err.is_empty(), "{q}: {err}");
+        assert_eq!(out, direct(&db.name, q), "{q}");
+    }
+
+    // Every bypass: 42501 with a decision id, and the session stays usable after it.
+    let mut denied = Vec::new();
+    for q in BYPASSES {
+        let (out, err) = psql(&proxy, &db, "reader", key, &[q, "SELECT count(*) FROM t"]);
+        assert!(
+            err.contains("ERROR:  42501: permission denied by Arbiter:"),
+            "{q}: {err}"
+        );
+        let ids = decision_ids(&err);
+        assert_eq!(ids.len(), 1, "{q}: {err}");
+        denied.push(ids[0].clone());
+        assert_eq!(
+            out, "3\n",
+            "{q}: the session is not usable after the denial: {err}"
+        );
+    }
+    assert_eq!(direct(&db.name, "SELECT count(*) FROM t"), "3\n");
+
+    // Records, under sql:<db>.
+    let recs = records(&mut proxy);
+    for id in &denied {
+        let rec = recs
+            .iter()
+            .find(|r| r["decision_id"] == *id.as_str())
+            .unwrap_or_else(|| panic!("decision {id} is not in the log"));
+        assert_eq!(rec["enforcement_point"], format!("sql:{}", db.name));
+        assert_eq!(rec["outcome"], "deny");
+        assert_eq!(rec["subject"]["id"], "reader");
+    }
+    let read = recs
+        .iter()
+        .find(|r| r["outcome"] == "allow" && r["resource"]["id"] == format!("{}.public.t", db.name))
+        .expect("the allowed read is recorded");
+    assert_eq!(read["action"], "select");
+    assert_eq!(read["context"]["statement_kind"], "select");
+}
+
+#[test]
+fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
+    let db = Db::new("key");
+    let (proxy, _keys) = start(&db, READER, &["reader"]);
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "reader",
+        "arb_wrong",
+        &["SELECT nextval('s')", "SELECT 1"],
+    );
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err.matches("ERROR:  42501: permission denied by Arbiter")
+            .count(),
+        2,
+        "{err}"
+    );
+    // nextval was never run.
+    assert_eq!(
+        direct(&db.name, "SELECT last_value, is_called FROM s"),
+        "1|f\n"
+    );
+}
+
+// ---- a raw extended-protocol client ------------------------------------------------------
+
+struct Raw {
+    s: TcpStream,
+}
+
+impl Raw {
+    fn connect(port: u16, db: &str, user: &str, key: &str) -> Self {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&wire::startup_packet(&[("user", user), ("database", db)]))
+            .unwrap();
+        let mut raw = Self { s };
+        let m = raw.read();
+        assert_eq!((m.tag, m.body.as_slice()), (b'R', &3i32.to_be_bytes()[..]));
+        let mut body = Vec::new();
+        wire::put_cstr(&mut body, key);
+        raw.send(b'p', body);
+        raw.until_ready();
+        raw
+    }
+
+    fn send(&mut self, tag: u8, body: Vec<u8>) {
+        self.s.write_all(&Message::new(tag, body).encode()).unwrap();
+    }
+
+    fn read(&mut self) -> Message {
+        let mut head = [0u8; 5];
+        self.s.read_exact(&mut head).unwrap();
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.s.read_exact(&mut body).unwrap();
+        Message::new(head[0], body)
+    }
+
+    fn until_ready(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.read();
+            let done = m.tag == b'Z';
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    fn parse_bind_execute(&mut self, sql: &str) {
+        let mut p = Vec::new();
+        wire::put_cstr(&mut p, "");
+        wire::put_cstr(&mut p, sql);
+        p.extend_from_slice(&0i16.to_be_bytes());
+        self.send(b'P', p);
+        let mut b = vec![0u8, 0u8];
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        self.send(b'B', b);
+        let mut e = vec![0u8];
+        e.extend_from_slice(&0i32.to_be_bytes());
+        self.send(b'E', e);
+    }
+
+    fn sync(&mut self) -> Vec<Message> {
+        self.send(b'S', Vec::new());
+        self.until_ready()
+    }
+}
+
+fn tags(ms: &[Message]) -> String {
+    ms.iter().map(|m| m.tag as char).collect()
+}
+
+fn error_of(ms: &[Message]) -> Vec<(u8, String)> {
+    ms.iter()
+        .find(|m| m.tag == b'E')
+        .map(|m| wire::error_fields(&m.body))
+        .unwrap_or_default()
+}
+
+fn data_rows(ms: &[Message]) -> Vec<String> {
+    ms.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| {
+            // One column: count, length, value.
+            String::from_utf8(m.body[6..].to_vec()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_extended_protocol_is_decided_at_parse() {
+    let db = Db::new("ext");
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+
+    raw.parse_bind_execute("SELECT count(*) FROM t");
+    let ms = raw.sync();
+    assert_eq!(tags(&ms), "12DCZ");
+    assert_eq!(data_rows(&ms), ["3"]);
+
+    for q in BYPASSES.iter().filter(|q| !q.contains(';')) {
+        raw.parse_bind_execute(q);
+        let ms = raw.sync();
+        assert_eq!(tags(&ms), "EZ", "{q}");
+        let fields = error_of(&ms);
+        assert!(fields.contains(&(b'C', "42501".into())), "{q}: {fields:?}");
+        assert!(
+            fields.iter().any(|(f, m)| *f == b'M'
+                && m.contains("permission denied by Arbiter")
+                && m.contains("(decision ")),
+            "{q}: {fields:?}"
+        );
+    }
+
+    // Pipelined: the allowed statement's answers come first, then the denial, then one
+    // ReadyForQuery; the rest of the batch is discarded.
+    raw.parse_bind_execute("SELECT count(*) FROM t");
+    raw.parse_bind_execute("DELETE FROM t");
+    raw.parse_bind_execute("SELECT 1");
+    let ms = raw.sync();
+    assert_eq!(tags(&ms), "12DCEZ");
+
+    // Still usable; a simple query on the same connection too.
+    let mut q = Vec::new();
+    wire::put_cstr(&mut q, "SELECT count(*) FROM t");
+    raw.send(b'Q', q);
+    let ms = raw.until_ready();
+    assert_eq!(data_rows(&ms), ["3"]);
+    let mut q = Vec::new();
+    wire::put_cstr(&mut q, "DELETE FROM t");
+    raw.send(b'Q', q);
+    let ms = raw.until_ready();
+    assert_eq!(tags(&ms), "EZ");
+    assert_eq!(ms[1].body, b"I");
+    raw.send(b'X', Vec::new());
+    assert_eq!(direct(&db.name, "SELECT count(*) FROM t"), "3\n");
+}
+
+#[test]
+fn tls_is_refused_and_unsupported_startups_are_refused() {
+    let db = Db::new("startup");
+    let (proxy, _keys) = start(&db, READER, &["reader"]);
+    // SSLRequest: 'N'.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = 8i32.to_be_bytes().to_vec();
+    req.extend_from_slice(&wire::SSL_REQUEST.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut n = [0u8; 1];
+    s.read_exact(&mut n).unwrap();
+    assert_eq!(&n, b"N");
+    // A replication connection is refused.
+    s.write_all(&wire::startup_packet(&[
+        ("user", "reader"),
+        ("database", &db.name),
+        ("replication", "database"),
+    ]))
+    .unwrap();
+    let mut raw = Raw { s };
+    let m = raw.read();
+    assert_eq!(m.tag, b'E');
+    assert!(
+        wire::error_fields(&m.body)
+            .iter()
+            .any(|(_, v)| v.contains("replication"))
+    );
+}

@@ -1,0 +1,697 @@
+//! The PostgreSQL guard: a protocol v3 proxy that decides every statement an agent sends
+//! before the database sees it.
+//!
+//! The agent connects with its agent id as user name and its Arbiter credential as password
+//! (asked in clear text: run the proxy on a trusted network or loopback, TLS is refused).
+//! The credential is not checked at startup: it is presented with every decision, and a
+//! refused credential is refused on every statement, so none reaches the database. The proxy
+//! connects to the database with its own configured credentials.
+//!
+//! Every simple query (`Q`) and every `Parse` (`P`) is analyzed ([`crate::analyze`]) and
+//! decided (see [`asks_for`]); a denied statement is answered with SQLSTATE 42501 and the
+//! session stays usable. Denials are delivered in order with the database's own answers: the
+//! proxy sends the database a `Sync` in place of the denied message and puts its
+//! `ErrorResponse` just before the `ReadyForQuery` that answers it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbiter_mcp::{Ask, Decider};
+use arbiter_types::Entity;
+use serde_json::{Map, json};
+use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::wire::{self, Message, Reader, WireError};
+use crate::{Analysis, Flag, StatementKind, analyze};
+
+/// Where and as whom the proxy connects to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub user: String,
+    pub password: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl Upstream {
+    /// Reads `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (also `postgresql://`; no query
+    /// string; `%XX` escapes are decoded in user and password).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or("the upstream URL must start with postgres://")?;
+        if rest.contains('?') {
+            return Err("the upstream URL takes no query string".into());
+        }
+        let (userinfo, hostpart) = rest
+            .rsplit_once('@')
+            .ok_or("the upstream URL must name a user: postgres://USER@HOST:PORT/DB")?;
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+            None => (percent_decode(userinfo)?, None),
+        };
+        let (hostport, database) = hostpart
+            .split_once('/')
+            .ok_or("the upstream URL must name a database: postgres://USER@HOST:PORT/DB")?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{p}` is not a port number"))?,
+            ),
+            None => (hostport, 5432),
+        };
+        if user.is_empty() || host.is_empty() || database.is_empty() {
+            return Err("the upstream URL needs a user, a host and a database".into());
+        }
+        Ok(Self {
+            user,
+            password,
+            host: host.to_owned(),
+            port,
+            database: percent_decode(database)?,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a bad %-escape in the upstream URL")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the upstream URL is not UTF-8".to_owned())
+}
+
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub upstream: Upstream,
+    /// The database's name in policies (`Table::"<database>.<schema>.<table>"`).
+    pub database_name: String,
+    /// Largest message accepted from either side, in bytes.
+    pub max_message_bytes: usize,
+    /// Time allowed for the decisions of one message; past it the statement is denied.
+    pub decision_timeout: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(upstream: Upstream) -> Self {
+        Self {
+            database_name: upstream.database.clone(),
+            upstream,
+            max_message_bytes: 64 << 20,
+            decision_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running proxy: its settings, decision source and the cancel keys it handed out.
+#[derive(Debug)]
+pub struct Proxy {
+    config: ProxyConfig,
+    decider: Arc<dyn Decider>,
+    /// Client-visible backend key → the database's.
+    keys: Mutex<HashMap<(i32, i32), (i32, i32)>>,
+}
+
+/// Why a statement is refused, as shown to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+    pub decision_id: Option<String>,
+}
+
+impl Denial {
+    fn message(&self) -> String {
+        match &self.decision_id {
+            Some(id) => format!(
+                "permission denied by Arbiter: {} (decision {id})",
+                self.reason
+            ),
+            None => format!("permission denied by Arbiter: {}", self.reason),
+        }
+    }
+
+    fn error_body(&self) -> Vec<u8> {
+        wire::error_body("ERROR", "42501", &self.message())
+    }
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, decider: Arc<dyn Decider>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            decider,
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let proxy = Arc::clone(&self);
+            tokio::spawn(async move {
+                if let Err(e) = proxy.session(stream).await {
+                    tracing::debug!(%peer, error = %e, "sql session ended with an error");
+                }
+            });
+        }
+    }
+
+    /// Decides the SQL text `sql` for the holder of `credential`.
+    pub async fn check(&self, credential: &str, sql: &str) -> Result<(), Denial> {
+        let analysis = analyze(sql).map_err(|_| Denial {
+            reason: "the statement cannot be analyzed".into(),
+            decision_id: None,
+        })?;
+        let asks = asks_for(&analysis, &self.config.database_name);
+        if asks.is_empty() {
+            return Ok(());
+        }
+        let decided = tokio::time::timeout(
+            self.config.decision_timeout,
+            self.decider.decide(Some(credential), asks),
+        )
+        .await;
+        let verdicts = match decided {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no decision could be taken; the statement is denied");
+                return Err(Denial {
+                    reason: "no decision could be taken".into(),
+                    decision_id: None,
+                });
+            }
+            Err(_) => {
+                return Err(Denial {
+                    reason: "no decision was taken in time".into(),
+                    decision_id: None,
+                });
+            }
+        };
+        match verdicts.into_iter().find(|v| !v.allow) {
+            None => Ok(()),
+            Some(v) => Err(Denial {
+                reason: v.reason_user,
+                decision_id: v.decision_id,
+            }),
+        }
+    }
+
+    async fn session(self: Arc<Self>, client: TcpStream) -> Result<(), WireError> {
+        let _ = client.set_nodelay(true);
+        let mut client = BufReader::new(client);
+        // The startup phase: TLS and GSS encryption are refused, cancels are passed on.
+        let params = loop {
+            let Some(packet) = wire::read_startup(&mut client).await? else {
+                return Ok(());
+            };
+            let mut r = Reader::new(&packet);
+            match r.i32()? {
+                wire::SSL_REQUEST | wire::GSSENC_REQUEST => {
+                    client.get_mut().write_all(b"N").await?;
+                }
+                wire::CANCEL_REQUEST => {
+                    let pid = r.i32()?;
+                    let secret = r.i32()?;
+                    self.cancel(pid, secret).await;
+                    return Ok(());
+                }
+                wire::PROTOCOL_3_0 => break wire::startup_params(r.rest())?,
+                other => {
+                    return fatal(
+                        client.get_mut(),
+                        "0A000",
+                        &format!("unsupported frontend protocol {other:#x}: only 3.0 is served"),
+                    )
+                    .await;
+                }
+            }
+        };
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(agent) = param("user").filter(|u| !u.is_empty()) else {
+            return fatal(
+                client.get_mut(),
+                "28000",
+                "no user name (the agent id) was given",
+            )
+            .await;
+        };
+        if param("replication").is_some_and(|v| !v.eq_ignore_ascii_case("false")) {
+            return fatal(
+                client.get_mut(),
+                "28000",
+                "replication connections are not served by Arbiter",
+            )
+            .await;
+        }
+        if let Some(db) = param("database")
+            && db != self.config.upstream.database
+            && db != self.config.database_name
+        {
+            return fatal(
+                client.get_mut(),
+                "3D000",
+                &format!(
+                    "this Arbiter proxy serves database \"{}\"",
+                    self.config.database_name
+                ),
+            )
+            .await;
+        }
+        let agent = agent.to_owned();
+        let application_name = param("application_name").unwrap_or("").to_owned();
+
+        // The agent's credential: cleartext password.
+        wire::write_message(client.get_mut(), b'R', &3i32.to_be_bytes()).await?;
+        client.get_mut().flush().await?;
+        let credential = match wire::read_message(&mut client, wire::MAX_STARTUP_BYTES).await? {
+            Some(Message { tag: b'p', body }) => Reader::new(&body).cstr()?.to_owned(),
+            _ => return Ok(()),
+        };
+        if credential.is_empty() {
+            return fatal(client.get_mut(), "28P01", "no credential was given").await;
+        }
+
+        // The database.
+        let (upstream, startup) = match self.connect_upstream(&application_name).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the database");
+                return fatal(client.get_mut(), "08006", &e).await;
+            }
+        };
+        let client_key = (random_i32(), random_i32());
+        if let Some(key) = startup.key
+            && let Ok(mut keys) = self.keys.lock()
+        {
+            keys.insert(client_key, key);
+        }
+        let mut hello = Message::new(b'R', 0i32.to_be_bytes().to_vec()).encode();
+        for m in &startup.params {
+            hello.extend_from_slice(&m.encode());
+        }
+        let mut key = client_key.0.to_be_bytes().to_vec();
+        key.extend_from_slice(&client_key.1.to_be_bytes());
+        hello.extend_from_slice(&Message::new(b'K', key).encode());
+        hello.extend_from_slice(&Message::new(b'Z', vec![startup.status]).encode());
+        client.get_mut().write_all(&hello).await?;
+        tracing::debug!(agent = %agent, "sql session started");
+
+        let result = self.relay(client, upstream, &credential).await;
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.remove(&client_key);
+        }
+        result
+    }
+
+    /// Relays the session: client messages are decided here, the database's answers are
+    /// passed back by a second task that inserts denials before their `ReadyForQuery`.
+    async fn relay(
+        &self,
+        client: BufReader<TcpStream>,
+        upstream: BufReader<TcpStream>,
+        credential: &str,
+    ) -> Result<(), WireError> {
+        let max = self.config.max_message_bytes;
+        let (client_read, client_write) = client.into_inner().into_split();
+        let (upstream_read, mut upstream_write) = upstream.into_inner().into_split();
+        let mut client_read = BufReader::new(client_read);
+        // One entry per `ReadyForQuery` expected: the denial to put before it, if any.
+        let pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>> = Arc::default();
+        let answers = tokio::spawn(pass_answers(
+            BufReader::new(upstream_read),
+            BufWriter::new(client_write),
+            Arc::clone(&pending),
+            max,
+        ));
+        let push = |denial: Option<Vec<u8>>| {
+            if let Ok(mut p) = pending.lock() {
+                p.push_back(denial);
+            }
+        };
+        // After a denied `Parse`: messages are dropped until `Sync`.
+        let mut discarding: Option<Vec<u8>> = None;
+        let outcome = loop {
+            let message = match wire::read_message(&mut client_read, max).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            match message.tag {
+                b'Q' => {
+                    let sql = Reader::new(&message.body).cstr()?.to_owned();
+                    match self.check(credential, &sql).await {
+                        Ok(()) => {
+                            push(None);
+                            upstream_write.write_all(&message.encode()).await?;
+                        }
+                        Err(denial) => {
+                            push(Some(denial.error_body()));
+                            upstream_write.write_all(&sync()).await?;
+                        }
+                    }
+                }
+                b'P' => {
+                    if discarding.is_some() {
+                        continue;
+                    }
+                    let mut r = Reader::new(&message.body);
+                    let _name = r.cstr()?;
+                    let sql = r.cstr()?.to_owned();
+                    match self.check(credential, &sql).await {
+                        Ok(()) => upstream_write.write_all(&message.encode()).await?,
+                        Err(denial) => discarding = Some(denial.error_body()),
+                    }
+                }
+                b'S' => {
+                    push(discarding.take());
+                    upstream_write.write_all(&message.encode()).await?;
+                }
+                b'F' => {
+                    // A function call by object id would bypass the analysis.
+                    let denial = Denial {
+                        reason: "function calls by object id are not allowed".into(),
+                        decision_id: None,
+                    };
+                    push(Some(denial.error_body()));
+                    upstream_write.write_all(&sync()).await?;
+                }
+                b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
+                    if discarding.is_none() {
+                        upstream_write.write_all(&message.encode()).await?;
+                    }
+                }
+                b'X' => {
+                    let _ = upstream_write.write_all(&message.encode()).await;
+                    break Ok(());
+                }
+                _ => break Err(WireError::Malformed("unexpected message from the client")),
+            }
+        };
+        let _ = upstream_write.shutdown().await;
+        answers.abort();
+        outcome
+    }
+
+    async fn connect_upstream(
+        &self,
+        application_name: &str,
+    ) -> Result<(BufReader<TcpStream>, Startup), String> {
+        let up = &self.config.upstream;
+        let stream = TcpStream::connect((up.host.as_str(), up.port))
+            .await
+            .map_err(|e| format!("the database cannot be reached: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let mut stream = BufReader::new(stream);
+        let mut params = vec![
+            ("user", up.user.as_str()),
+            ("database", up.database.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        if !application_name.is_empty() {
+            params.push(("application_name", application_name));
+        }
+        let io = |e: std::io::Error| format!("the database connection failed: {e}");
+        stream
+            .get_mut()
+            .write_all(&wire::startup_packet(&params))
+            .await
+            .map_err(io)?;
+        let mut startup = Startup {
+            params: Vec::new(),
+            key: None,
+            status: b'I',
+        };
+        loop {
+            let m = wire::read_message(&mut stream, self.config.max_message_bytes)
+                .await
+                .map_err(|e| format!("the database connection failed: {e}"))?
+                .ok_or("the database closed the connection during startup")?;
+            match m.tag {
+                b'R' => {
+                    let code = Reader::new(&m.body).i32().map_err(|e| e.to_string())?;
+                    match code {
+                        0 => {}
+                        3 => {
+                            let password = up.password.as_deref().ok_or(
+                                "the database asks for a password and the upstream URL has none",
+                            )?;
+                            let mut body = Vec::new();
+                            wire::put_cstr(&mut body, password);
+                            wire::write_message(stream.get_mut(), b'p', &body)
+                                .await
+                                .map_err(io)?;
+                        }
+                        5 => return Err("the database asks for MD5 password authentication, which the proxy does not implement: use trust or password".into()),
+                        10 => return Err("the database asks for SASL (SCRAM-SHA-256) authentication, which the proxy does not implement: use trust or password".into()),
+                        other => return Err(format!("the database asks for authentication method {other}, which the proxy does not implement")),
+                    }
+                }
+                b'S' => startup.params.push(m),
+                b'K' => {
+                    let mut r = Reader::new(&m.body);
+                    let pid = r.i32().map_err(|e| e.to_string())?;
+                    let secret = r.i32().map_err(|e| e.to_string())?;
+                    startup.key = Some((pid, secret));
+                }
+                b'Z' => {
+                    startup.status = m.body.first().copied().unwrap_or(b'I');
+                    return Ok((stream, startup));
+                }
+                b'E' => {
+                    let message = wire::error_fields(&m.body)
+                        .into_iter()
+                        .find(|(f, _)| *f == b'M')
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
+                    return Err(format!("the database refused the connection: {message}"));
+                }
+                b'N' => {}
+                _ => return Err("unexpected message from the database during startup".into()),
+            }
+        }
+    }
+
+    async fn cancel(&self, pid: i32, secret: i32) {
+        let key = self
+            .keys
+            .lock()
+            .ok()
+            .and_then(|k| k.get(&(pid, secret)).copied());
+        let Some((pid, secret)) = key else { return };
+        let up = &self.config.upstream;
+        if let Ok(mut s) = TcpStream::connect((up.host.as_str(), up.port)).await {
+            let mut packet = 16i32.to_be_bytes().to_vec();
+            packet.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
+            packet.extend_from_slice(&pid.to_be_bytes());
+            packet.extend_from_slice(&secret.to_be_bytes());
+            let _ = s.write_all(&packet).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Startup {
+    params: Vec<Message>,
+    key: Option<(i32, i32)>,
+    status: u8,
+}
+
+fn sync() -> Vec<u8> {
+    Message::new(b'S', Vec::new()).encode()
+}
+
+fn random_i32() -> i32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    i32::from_be_bytes(b)
+}
+
+async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> Result<(), WireError> {
+    wire::write_message(client, b'E', &wire::error_body("FATAL", code, message)).await?;
+    client.flush().await?;
+    Ok(())
+}
+
+/// Passes the database's messages to the client, putting each pending denial before the
+/// `ReadyForQuery` it belongs to (unless the database already reported an error in that
+/// round, after which it skipped the rest of it anyway).
+async fn pass_answers(
+    mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    mut client: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>>,
+    max: usize,
+) -> Result<(), WireError> {
+    let mut errored = false;
+    while let Some(m) = wire::read_message(&mut upstream, max).await? {
+        match m.tag {
+            b'E' => errored = true,
+            b'Z' => {
+                let denial = pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.pop_front())
+                    .flatten();
+                if let Some(body) = denial
+                    && !errored
+                {
+                    wire::write_message(&mut client, b'E', &body).await?;
+                }
+                errored = false;
+            }
+            _ => {}
+        }
+        wire::write_message(&mut client, m.tag, &m.body).await?;
+        if upstream.buffer().is_empty() {
+            client.flush().await?;
+        }
+    }
+    client.flush().await?;
+    let _ = client.shutdown().await;
+    Ok(())
+}
+
+/// The action a statement kind is decided as.
+fn action_of(kind: &StatementKind) -> &'static str {
+    match kind {
+        StatementKind::Select => "select",
+        StatementKind::Insert => "insert",
+        StatementKind::Update => "update",
+        StatementKind::Delete => "delete",
+        StatementKind::Ddl => "ddl",
+        StatementKind::Other(n) if n == "TransactionStmt" => "select",
+        StatementKind::Other(_) => "ddl",
+    }
+}
+
+fn kind_name(kind: &StatementKind) -> String {
+    match kind {
+        StatementKind::Other(n) => n.clone(),
+        k => action_of(k).to_owned(),
+    }
+}
+
+/// Features asked about on their own, as action `ddl` on `Table::"<db>.arbiter.<feature>"`.
+const FEATURES: &[(Flag, &str)] = &[
+    (Flag::MultiStatement, "multi_statement"),
+    (Flag::DoBlock, "do_block"),
+    (Flag::Call, "call"),
+    (Flag::CopyProgram, "copy_program"),
+    (Flag::CopyFile, "copy_file"),
+    (Flag::SqlPrepare, "prepare"),
+    (Flag::SqlExecute, "execute"),
+    (Flag::ExplainAnalyze, "explain_analyze"),
+    (Flag::SetConfig, "set_config"),
+    (Flag::RoleChange, "role_change"),
+    (Flag::Load, "load"),
+];
+
+/// The schema of the pseudo-tables that stand for features and table-less statements.
+pub const PSEUDO_SCHEMA: &str = "arbiter";
+
+fn table(db: &str, schema: &str, name: &str) -> Entity {
+    let mut props = Map::new();
+    props.insert("database".into(), json!(db));
+    props.insert("schema".into(), json!(schema));
+    props.insert("name".into(), json!(name));
+    Entity {
+        kind: "Table".into(),
+        id: format!("{db}.{schema}.{name}"),
+        properties: Some(props),
+    }
+}
+
+/// The questions asked for a piece of SQL, all of which must be allowed:
+///
+/// - each table a statement touches: action = the statement's kind (`select`, `insert`,
+///   `update`, `delete`, `ddl`; other kinds are `ddl`, transaction control is `select`),
+///   resource `Table::"<db>.<schema>.<table>"` (schema `public` when not written), context
+///   `columns`, `functions`, `statement_kind`;
+/// - a statement that touches no table: the same on `Table::"<db>.arbiter.no_table"`;
+/// - each feature used (several statements in one text, `DO`, `CALL`, `COPY … PROGRAM` or
+///   file, SQL `PREPARE`/`EXECUTE`, `EXPLAIN ANALYZE`, configuration and role changes,
+///   `LOAD`): action `ddl` on `Table::"<db>.arbiter.<feature>"`;
+/// - each dangerous function ([`crate::is_dangerous_function`]): action `ddl` on
+///   `Table::"<db>.arbiter.function:<name>"`.
+///
+/// So these are denied unless a policy permits them explicitly.
+pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
+    let mut asks = Vec::new();
+    let mut features: Vec<&str> = Vec::new();
+    for s in &analysis.statements {
+        let action = action_of(&s.kind);
+        let mut context = Map::new();
+        context.insert("functions".into(), json!(s.functions));
+        context.insert("statement_kind".into(), json!(kind_name(&s.kind)));
+        if s.tables.is_empty() {
+            let mut c = context.clone();
+            c.insert("columns".into(), json!([]));
+            asks.push(Ask {
+                action,
+                resource: table(db, PSEUDO_SCHEMA, "no_table"),
+                context: c,
+            });
+        }
+        for t in &s.tables {
+            let mut c = context.clone();
+            c.insert("columns".into(), json!(t.columns));
+            asks.push(Ask {
+                action,
+                resource: table(db, t.schema.as_deref().unwrap_or("public"), &t.name),
+                context: c,
+            });
+        }
+        for (flag, name) in FEATURES {
+            if s.has_flag(*flag) && !features.contains(name) {
+                features.push(name);
+                asks.push(Ask {
+                    action: "ddl",
+                    resource: table(db, PSEUDO_SCHEMA, name),
+                    context: context.clone(),
+                });
+            }
+        }
+        for f in &s.functions {
+            if crate::is_dangerous_function(f) {
+                asks.push(Ask {
+                    action: "ddl",
+                    resource: table(db, PSEUDO_SCHEMA, &format!("function:{f}")),
+                    context: context.clone(),
+                });
+            }
+        }
+    }
+    asks
+}
+
+/// Binds `listen` and serves until the listener fails.
+pub async fn run(proxy: Arc<Proxy>, listen: &str) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(proxy.serve(listener));
+    Ok(addr)
+}
