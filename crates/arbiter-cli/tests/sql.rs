@@ -320,6 +320,7 @@ fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
 
 struct Raw {
     s: TcpStream,
+    key: Vec<u8>,
 }
 
 impl Raw {
@@ -328,13 +329,19 @@ impl Raw {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(&wire::startup_packet(&[("user", user), ("database", db)]))
             .unwrap();
-        let mut raw = Self { s };
+        let mut raw = Self { s, key: Vec::new() };
         let m = raw.read();
         assert_eq!((m.tag, m.body.as_slice()), (b'R', &3i32.to_be_bytes()[..]));
         let mut body = Vec::new();
         wire::put_cstr(&mut body, key);
         raw.send(b'p', body);
-        raw.until_ready();
+        let ms = raw.until_ready();
+        assert!(ms.iter().any(|m| m.tag == b'K'), "no backend key");
+        raw.key = ms
+            .iter()
+            .find(|m| m.tag == b'K')
+            .map(|m| m.body.clone())
+            .unwrap_or_default();
         raw
     }
 
@@ -473,7 +480,7 @@ fn tls_is_refused_and_unsupported_startups_are_refused() {
         ("replication", "database"),
     ]))
     .unwrap();
-    let mut raw = Raw { s };
+    let mut raw = Raw { s, key: Vec::new() };
     let m = raw.read();
     assert_eq!(m.tag, b'E');
     assert!(
@@ -481,4 +488,107 @@ fn tls_is_refused_and_unsupported_startups_are_refused() {
             .iter()
             .any(|(_, v)| v.contains("replication"))
     );
+}
+
+#[test]
+fn a_cancel_request_reaches_the_database() {
+    let db = Db::new("cancel");
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    assert_eq!(raw.key.len(), 8);
+    let mut q = Vec::new();
+    wire::put_cstr(
+        &mut q,
+        "SELECT count(*) FROM generate_series(1, 2000000000) AS g, t",
+    );
+    raw.send(b'Q', q);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut cancel = 16i32.to_be_bytes().to_vec();
+    cancel.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
+    cancel.extend_from_slice(&raw.key);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    c.write_all(&cancel).unwrap();
+    drop(c);
+    let ms = raw.until_ready();
+    assert!(
+        error_of(&ms).contains(&(b'C', "57014".into())),
+        "{:?}",
+        error_of(&ms)
+    );
+}
+
+#[test]
+fn the_questions_asked_for_a_statement() {
+    use arbiter_sql::proxy::asks_for;
+    let a = arbiter_sql::analyze("SELECT t.name FROM shop.t JOIN u ON u.id = t.id").unwrap();
+    let asks = asks_for(&a, "db");
+    let ids: Vec<(&str, &str)> = asks
+        .iter()
+        .map(|a| (a.action, a.resource.id.as_str()))
+        .collect();
+    assert_eq!(ids, [("select", "db.shop.t"), ("select", "db.public.u")]);
+    assert_eq!(asks[0].resource.kind, "Table");
+    assert_eq!(
+        asks[0].resource.properties.as_ref().unwrap()["schema"],
+        "shop"
+    );
+    assert_eq!(asks[0].context["statement_kind"], "select");
+    assert_eq!(
+        asks[0].context["columns"],
+        serde_json::json!(["id", "name"])
+    );
+
+    let a = arbiter_sql::analyze("SELECT pg_terminate_backend(1)").unwrap();
+    let ids: Vec<String> = asks_for(&a, "db")
+        .iter()
+        .map(|a| format!("{} {}", a.action, a.resource.id))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "select db.arbiter.no_table",
+            "ddl db.arbiter.function:pg_terminate_backend"
+        ]
+    );
+
+    let a = arbiter_sql::analyze("SELECT 1; DROP TABLE t").unwrap();
+    let ids: Vec<String> = asks_for(&a, "db")
+        .iter()
+        .map(|a| format!("{} {}", a.action, a.resource.id))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "select db.arbiter.no_table",
+            "ddl db.arbiter.multi_statement",
+            "ddl db.public.t"
+        ]
+    );
+}
+
+#[test]
+fn upstream_urls() {
+    use arbiter_sql::proxy::Upstream;
+    let u = Upstream::parse("postgres://app:p%40ss@db.internal:6543/shop").unwrap();
+    assert_eq!(
+        (
+            u.user.as_str(),
+            u.password.as_deref(),
+            u.host.as_str(),
+            u.port,
+            u.database.as_str()
+        ),
+        ("app", Some("p@ss"), "db.internal", 6543, "shop")
+    );
+    let u = Upstream::parse("postgresql://postgres@127.0.0.1/x").unwrap();
+    assert_eq!((u.port, u.password), (5432, None));
+    for bad in [
+        "mysql://a@b/c",
+        "postgres://b/c",
+        "postgres://a@b",
+        "postgres://a@b:x/c",
+        "postgres://a@b/c?sslmode=require",
+    ] {
+        assert!(Upstream::parse(bad).is_err(), "{bad}");
+    }
 }

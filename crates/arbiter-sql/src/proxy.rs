@@ -362,6 +362,9 @@ impl Proxy {
                 Err(e) => break Err(e),
             };
             match message.tag {
+                // After a denied `Parse` everything up to `Sync` is discarded, as PostgreSQL
+                // does after an error.
+                b'Q' | b'F' if discarding.is_some() => {}
                 b'Q' => {
                     let sql = Reader::new(&message.body).cstr()?.to_owned();
                     match self.check(credential, &sql).await {
