@@ -592,3 +592,48 @@ fn upstream_urls() {
         assert!(Upstream::parse(bad).is_err(), "{bad}");
     }
 }
+
+const WRITER: &str = r#"
+permit (principal == Agent::"writer", action in [Action::"select", Action::"insert", Action::"update"], resource is Table)
+when { resource.database == "DB" && resource.schema != "arbiter" };
+permit (principal == Agent::"writer", action == Action::"select", resource is Table)
+when { resource.database == "DB" && resource.name == "no_table" };
+forbid (principal, action == Action::"update", resource is Table)
+when { context has columns && context.columns.contains("secret") };
+"#;
+
+fn simple(raw: &mut Raw, sql: &str) -> Vec<Message> {
+    let mut q = Vec::new();
+    wire::put_cstr(&mut q, sql);
+    raw.send(b'Q', q);
+    raw.until_ready()
+}
+
+#[test]
+fn a_writer_in_a_transaction_keeps_its_transaction_across_a_denial() {
+    let db = Db::new("tx");
+    let (proxy, keys) = start(&db, WRITER, &["writer"]);
+    let mut raw = Raw::connect(proxy.port, &db.name, "writer", &keys[0]);
+
+    let ms = simple(&mut raw, "BEGIN");
+    assert_eq!(ms.last().unwrap().body, b"T", "{}", tags(&ms));
+    let ms = simple(&mut raw, "INSERT INTO t (id, name) VALUES (4, 'd')");
+    assert_eq!(tags(&ms), "CZ");
+    // Denied: the transaction is untouched (the database never saw the statement).
+    let ms = simple(&mut raw, "UPDATE t SET secret = 'x' WHERE id = 1");
+    assert_eq!(tags(&ms), "EZ");
+    assert_eq!(ms[1].body, b"T");
+    let ms = simple(&mut raw, "DELETE FROM t WHERE id = 4");
+    assert_eq!(tags(&ms), "EZ");
+    assert_eq!(ms[1].body, b"T");
+    let ms = simple(&mut raw, "UPDATE t SET name = 'z' WHERE id = 1");
+    assert_eq!(tags(&ms), "CZ");
+    let ms = simple(&mut raw, "COMMIT");
+    assert_eq!(ms.last().unwrap().body, b"I");
+    raw.send(b'X', Vec::new());
+
+    assert_eq!(
+        direct(&db.name, "SELECT id, name, secret FROM t ORDER BY id"),
+        "1|z|s1\n2|b|s2\n3|c|s3\n4|d|\n"
+    );
+}
