@@ -637,3 +637,22 @@ fn a_writer_in_a_transaction_keeps_its_transaction_across_a_denial() {
         "1|z|s1\n2|b|s2\n3|c|s3\n4|d|\n"
     );
 }
+
+#[test]
+fn an_oversized_message_is_refused_with_a_protocol_error() {
+    let db = Db::new("size");
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    // A query claiming 2 GiB: refused before any of it is read.
+    raw.s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).unwrap();
+    let m = raw.read();
+    assert_eq!(m.tag, b'E');
+    let fields = wire::error_fields(&m.body);
+    assert!(fields.contains(&(b'C', "08P01".into())), "{fields:?}");
+    assert!(fields.contains(&(b'S', "FATAL".into())), "{fields:?}");
+    // An unknown message type too.
+    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    raw.send(b'?', Vec::new());
+    let m = raw.read();
+    assert!(wire::error_fields(&m.body).contains(&(b'C', "08P01".into())));
+}

@@ -342,9 +342,10 @@ impl Proxy {
         let mut client_read = BufReader::new(client_read);
         // One entry per `ReadyForQuery` expected: the denial to put before it, if any.
         let pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>> = Arc::default();
+        let writer = Arc::new(tokio::sync::Mutex::new(BufWriter::new(client_write)));
         let answers = tokio::spawn(pass_answers(
             BufReader::new(upstream_read),
-            BufWriter::new(client_write),
+            Arc::clone(&writer),
             Arc::clone(&pending),
             max,
         ));
@@ -355,68 +356,79 @@ impl Proxy {
         };
         // After a denied `Parse`: messages are dropped until `Sync`.
         let mut discarding: Option<Vec<u8>> = None;
-        let outcome = loop {
-            let message = match wire::read_message(&mut client_read, max).await {
-                Ok(Some(m)) => m,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            };
-            match message.tag {
-                // After a denied `Parse` everything up to `Sync` is discarded, as PostgreSQL
-                // does after an error.
-                b'Q' | b'F' if discarding.is_some() => {}
-                b'Q' => {
-                    let sql = Reader::new(&message.body).cstr()?.to_owned();
-                    match self.check(credential, &sql).await {
-                        Ok(()) => {
-                            push(None);
-                            upstream_write.write_all(&message.encode()).await?;
+        let outcome: Result<(), WireError> = async {
+            loop {
+                let message = match wire::read_message(&mut client_read, max).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                match message.tag {
+                    // After a denied `Parse` everything up to `Sync` is discarded, as PostgreSQL
+                    // does after an error.
+                    b'Q' | b'F' if discarding.is_some() => {}
+                    b'Q' => {
+                        let sql = Reader::new(&message.body).cstr()?.to_owned();
+                        match self.check(credential, &sql).await {
+                            Ok(()) => {
+                                push(None);
+                                upstream_write.write_all(&message.encode()).await?;
+                            }
+                            Err(denial) => {
+                                push(Some(denial.error_body()));
+                                upstream_write.write_all(&sync()).await?;
+                            }
                         }
-                        Err(denial) => {
-                            push(Some(denial.error_body()));
-                            upstream_write.write_all(&sync()).await?;
+                    }
+                    b'P' => {
+                        if discarding.is_some() {
+                            continue;
+                        }
+                        let mut r = Reader::new(&message.body);
+                        let _name = r.cstr()?;
+                        let sql = r.cstr()?.to_owned();
+                        match self.check(credential, &sql).await {
+                            Ok(()) => upstream_write.write_all(&message.encode()).await?,
+                            Err(denial) => discarding = Some(denial.error_body()),
                         }
                     }
-                }
-                b'P' => {
-                    if discarding.is_some() {
-                        continue;
-                    }
-                    let mut r = Reader::new(&message.body);
-                    let _name = r.cstr()?;
-                    let sql = r.cstr()?.to_owned();
-                    match self.check(credential, &sql).await {
-                        Ok(()) => upstream_write.write_all(&message.encode()).await?,
-                        Err(denial) => discarding = Some(denial.error_body()),
-                    }
-                }
-                b'S' => {
-                    push(discarding.take());
-                    upstream_write.write_all(&message.encode()).await?;
-                }
-                b'F' => {
-                    // A function call by object id would bypass the analysis.
-                    let denial = Denial {
-                        reason: "function calls by object id are not allowed".into(),
-                        decision_id: None,
-                    };
-                    push(Some(denial.error_body()));
-                    upstream_write.write_all(&sync()).await?;
-                }
-                b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
-                    if discarding.is_none() {
+                    b'S' => {
+                        push(discarding.take());
                         upstream_write.write_all(&message.encode()).await?;
                     }
+                    b'F' => {
+                        // A function call by object id would bypass the analysis.
+                        let denial = Denial {
+                            reason: "function calls by object id are not allowed".into(),
+                            decision_id: None,
+                        };
+                        push(Some(denial.error_body()));
+                        upstream_write.write_all(&sync()).await?;
+                    }
+                    b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
+                        if discarding.is_none() {
+                            upstream_write.write_all(&message.encode()).await?;
+                        }
+                    }
+                    b'X' => {
+                        let _ = upstream_write.write_all(&message.encode()).await;
+                        return Ok(());
+                    }
+                    _ => return Err(WireError::Malformed("unexpected message from the client")),
                 }
-                b'X' => {
-                    let _ = upstream_write.write_all(&message.encode()).await;
-                    break Ok(());
-                }
-                _ => break Err(WireError::Malformed("unexpected message from the client")),
             }
-        };
+        }
+        .await;
         let _ = upstream_write.shutdown().await;
         answers.abort();
+        let _ = answers.await;
+        if let Err(e @ (WireError::Length(..) | WireError::Malformed(_))) = &outcome {
+            // Tell the client why before closing.
+            let mut w = writer.lock().await;
+            let body = wire::error_body("FATAL", "08P01", &format!("protocol violation: {e}"));
+            let _ = wire::write_message(&mut *w, b'E', &body).await;
+            let _ = w.flush().await;
+        }
         outcome
     }
 
@@ -545,12 +557,13 @@ async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> Result<(), 
 /// round, after which it skipped the rest of it anyway).
 async fn pass_answers(
     mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    mut client: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    client: Arc<tokio::sync::Mutex<BufWriter<tokio::net::tcp::OwnedWriteHalf>>>,
     pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>>,
     max: usize,
 ) -> Result<(), WireError> {
     let mut errored = false;
     while let Some(m) = wire::read_message(&mut upstream, max).await? {
+        let mut client = client.lock().await;
         match m.tag {
             b'E' => errored = true,
             b'Z' => {
@@ -562,17 +575,18 @@ async fn pass_answers(
                 if let Some(body) = denial
                     && !errored
                 {
-                    wire::write_message(&mut client, b'E', &body).await?;
+                    wire::write_message(&mut *client, b'E', &body).await?;
                 }
                 errored = false;
             }
             _ => {}
         }
-        wire::write_message(&mut client, m.tag, &m.body).await?;
+        wire::write_message(&mut *client, m.tag, &m.body).await?;
         if upstream.buffer().is_empty() {
             client.flush().await?;
         }
     }
+    let mut client = client.lock().await;
     client.flush().await?;
     let _ = client.shutdown().await;
     Ok(())
