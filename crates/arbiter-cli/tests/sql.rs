@@ -628,6 +628,16 @@ fn a_writer_in_a_transaction_keeps_its_transaction_across_a_denial() {
     assert_eq!(ms[1].body, b"T");
     let ms = simple(&mut raw, "UPDATE t SET name = 'z' WHERE id = 1");
     assert_eq!(tags(&ms), "CZ");
+    // A cursor: declared (decided as the query it runs), fetched, closed.
+    let ms = simple(
+        &mut raw,
+        "DECLARE c CURSOR FOR SELECT id FROM t ORDER BY id",
+    );
+    assert_eq!(tags(&ms), "CZ");
+    let ms = simple(&mut raw, "FETCH 2 FROM c");
+    assert_eq!(data_rows(&ms), ["1", "2"]);
+    let ms = simple(&mut raw, "CLOSE c");
+    assert_eq!(tags(&ms), "CZ");
     let ms = simple(&mut raw, "COMMIT");
     assert_eq!(ms.last().unwrap().body, b"I");
     raw.send(b'X', Vec::new());

@@ -592,6 +592,16 @@ async fn pass_answers(
     Ok(())
 }
 
+/// Statement kinds decided as `select`.
+const SESSION_KINDS: &[&str] = &[
+    "TransactionStmt",
+    "FetchStmt",
+    "ClosePortalStmt",
+    "VariableShowStmt",
+    "DeallocateStmt",
+    "DiscardStmt",
+];
+
 /// The action a statement kind is decided as.
 fn action_of(kind: &StatementKind) -> &'static str {
     match kind {
@@ -600,7 +610,10 @@ fn action_of(kind: &StatementKind) -> &'static str {
         StatementKind::Update => "update",
         StatementKind::Delete => "delete",
         StatementKind::Ddl => "ddl",
-        StatementKind::Other(n) if n == "TransactionStmt" => "select",
+        // Session housekeeping that reads nothing a `select` would not: transaction control,
+        // fetching from or closing a cursor (decided when it was declared), `SHOW`,
+        // `DEALLOCATE`, `DISCARD`.
+        StatementKind::Other(n) if SESSION_KINDS.contains(&n.as_str()) => "select",
         StatementKind::Other(_) => "ddl",
     }
 }
@@ -645,7 +658,8 @@ fn table(db: &str, schema: &str, name: &str) -> Entity {
 /// The questions asked for a piece of SQL, all of which must be allowed:
 ///
 /// - each table a statement touches: action = the statement's kind (`select`, `insert`,
-///   `update`, `delete`, `ddl`; other kinds are `ddl`, transaction control is `select`),
+///   `update`, `delete`, `ddl`; other kinds are `ddl`, except transaction control, `FETCH`,
+///   `CLOSE`, `SHOW`, `DEALLOCATE` and `DISCARD`, which are `select`),
 ///   resource `Table::"<db>.<schema>.<table>"` (schema `public` when not written), context
 ///   `columns`, `functions`, `statement_kind`;
 /// - a statement that touches no table: the same on `Table::"<db>.arbiter.no_table"`;
