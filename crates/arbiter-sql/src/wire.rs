@@ -211,3 +211,82 @@ pub fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    async fn read(bytes: &[u8], max: usize) -> Result<Option<Message>, WireError> {
+        let mut r = bytes;
+        read_message(&mut r, max).await
+    }
+
+    #[tokio::test]
+    async fn messages_are_bounded_and_complete() {
+        let m = Message::new(b'Q', b"SELECT 1\0".to_vec());
+        assert_eq!(read(&m.encode(), 64).await.unwrap(), Some(m.clone()));
+        // Too long for the bound, before reading the body.
+        assert!(matches!(
+            read(&m.encode(), 4).await,
+            Err(WireError::Length(13, 4))
+        ));
+        // A length below 4.
+        assert!(matches!(
+            read(&[b'Q', 0, 0, 0, 3], 64).await,
+            Err(WireError::Length(3, 64))
+        ));
+        // Negative.
+        assert!(matches!(
+            read(&[b'Q', 0xff, 0xff, 0xff, 0xff], 64).await,
+            Err(WireError::Length(-1, 64))
+        ));
+        // Truncated body.
+        assert!(matches!(
+            read(&m.encode()[..8], 64).await,
+            Err(WireError::Io(_))
+        ));
+        // A clean end between messages.
+        assert_eq!(read(&[], 64).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn startup_packets() {
+        let packet = startup_packet(&[("user", "bot"), ("database", "shop")]);
+        let mut r = packet.as_slice();
+        let body = read_startup(&mut r).await.unwrap().unwrap();
+        let mut reader = Reader::new(&body);
+        assert_eq!(reader.i32().unwrap(), PROTOCOL_3_0);
+        assert_eq!(
+            startup_params(reader.rest()).unwrap(),
+            [
+                ("user".to_owned(), "bot".to_owned()),
+                ("database".to_owned(), "shop".to_owned())
+            ]
+        );
+        let twice = startup_packet(&[("user", "a"), ("user", "b")]);
+        assert!(startup_params(&twice[8..]).is_err());
+        assert!(startup_params(b"user\0bot").is_err());
+        let mut huge: &[u8] = &[0, 1, 0, 0];
+        assert!(matches!(
+            read_startup(&mut huge).await,
+            Err(WireError::Length(65536, _))
+        ));
+    }
+
+    #[test]
+    fn error_bodies_round_trip() {
+        let body = error_body("ERROR", "42501", "permission denied");
+        assert_eq!(
+            error_fields(&body),
+            [
+                (b'S', "ERROR".to_owned()),
+                (b'V', "ERROR".to_owned()),
+                (b'C', "42501".to_owned()),
+                (b'M', "permission denied".to_owned())
+            ]
+        );
+        assert!(error_fields(b"Sx").len() == 1);
+    }
+}
