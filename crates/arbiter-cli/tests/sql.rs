@@ -488,6 +488,23 @@ fn tls_is_refused_and_unsupported_startups_are_refused() {
             .iter()
             .any(|(_, v)| v.contains("replication"))
     );
+    // GSSENCRequest: 'N'; then protocol 2.0 is refused with an ErrorResponse.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = 8i32.to_be_bytes().to_vec();
+    req.extend_from_slice(&wire::GSSENC_REQUEST.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut n = [0u8; 1];
+    s.read_exact(&mut n).unwrap();
+    assert_eq!(&n, b"N");
+    let mut v2 = 9i32.to_be_bytes().to_vec();
+    v2.extend_from_slice(&0x0002_0000i32.to_be_bytes());
+    v2.push(0);
+    s.write_all(&v2).unwrap();
+    let mut raw = Raw { s, key: Vec::new() };
+    let m = raw.read();
+    assert_eq!(m.tag, b'E');
+    assert!(wire::error_fields(&m.body).contains(&(b'C', "0A000".into())));
 }
 
 #[test]
