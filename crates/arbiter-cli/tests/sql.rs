@@ -142,16 +142,24 @@ fn register(data: &Path, agent: &str) -> String {
 }
 
 fn start(db: &Db, policies: &str, agents: &[&str]) -> (Proxy, Vec<String>) {
+    start_with(&url_for(&db.name), &db.name, policies, agents)
+}
+
+fn start_with(
+    upstream: &str,
+    db_name: &str,
+    policies: &str,
+    agents: &[&str],
+) -> (Proxy, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = agents.iter().map(|a| register(&data, a)).collect();
     let pol = dir.path().join("policies");
     std::fs::create_dir_all(&pol).unwrap();
-    std::fs::write(pol.join("sql.cedar"), policies.replace("DB", &db.name)).unwrap();
+    std::fs::write(pol.join("sql.cedar"), policies.replace("DB", db_name)).unwrap();
     let port = free_port();
     let child = arbiter()
-        .args(["sql", "proxy", "--upstream"])
-        .arg(url_for(&db.name))
+        .args(["sql", "proxy", "--upstream", upstream])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--policies"])
         .arg(&pol)
         .arg("--data")
@@ -682,4 +690,85 @@ fn an_oversized_message_is_refused_with_a_protocol_error() {
     raw.send(b'?', Vec::new());
     let m = raw.read();
     assert!(wire::error_fields(&m.body).contains(&(b'C', "08P01".into())));
+}
+
+/// A fake database that asks for authentication `method` (3: cleartext password, which it
+/// reports and accepts).
+fn fake_database(method: i32) -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Raw { s, key: Vec::new() };
+        let mut len = [0u8; 4];
+        raw.s.read_exact(&mut len).unwrap();
+        let mut startup = vec![0u8; i32::from_be_bytes(len) as usize - 4];
+        raw.s.read_exact(&mut startup).unwrap();
+        raw.send(b'R', method.to_be_bytes().to_vec());
+        if method != 3 {
+            return;
+        }
+        let p = raw.read();
+        assert_eq!(p.tag, b'p');
+        tx.send(String::from_utf8(p.body[..p.body.len() - 1].to_vec()).unwrap())
+            .unwrap();
+        raw.send(b'R', 0i32.to_be_bytes().to_vec());
+        let mut status = Vec::new();
+        wire::put_cstr(&mut status, "server_version");
+        wire::put_cstr(&mut status, "15.0");
+        raw.send(b'S', status);
+        raw.send(b'K', [0, 0, 0, 7, 0, 0, 0, 9].to_vec());
+        raw.send(b'Z', b"I".to_vec());
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_proxy_logs_in_to_the_database_with_a_cleartext_password() {
+    let (port, sent) = fake_database(3);
+    let (proxy, keys) = start_with(
+        &format!("postgres://app:s%40cret@127.0.0.1:{port}/fake"),
+        "fake",
+        READER,
+        &["reader"],
+    );
+    let raw = Raw::connect(proxy.port, "fake", "reader", &keys[0]);
+    assert_eq!(sent.recv().unwrap(), "s@cret");
+    // The client gets the proxy's own backend key, not the database's.
+    assert_ne!(raw.key, [0, 0, 0, 7, 0, 0, 0, 9]);
+}
+
+#[test]
+fn scram_towards_the_database_is_refused_with_a_clear_error() {
+    let (port, _sent) = fake_database(10);
+    let (proxy, keys) = start_with(
+        &format!("postgres://app:pw@127.0.0.1:{port}/fake"),
+        "fake",
+        READER,
+        &["reader"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&wire::startup_packet(&[
+        ("user", "reader"),
+        ("database", "fake"),
+    ]))
+    .unwrap();
+    let mut raw = Raw { s, key: Vec::new() };
+    assert_eq!(raw.read().tag, b'R');
+    let mut body = Vec::new();
+    wire::put_cstr(&mut body, &keys[0]);
+    raw.send(b'p', body);
+    let m = raw.read();
+    assert_eq!(m.tag, b'E');
+    let fields = wire::error_fields(&m.body);
+    assert!(
+        fields
+            .iter()
+            .any(|(f, v)| *f == b'M' && v.contains("SCRAM-SHA-256")),
+        "{fields:?}"
+    );
 }
