@@ -25,6 +25,7 @@
 mod children;
 mod functions;
 pub mod proxy;
+pub mod scram;
 mod walk;
 pub mod wire;
 

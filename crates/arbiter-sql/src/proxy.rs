@@ -24,6 +24,7 @@ use serde_json::{Map, json};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::scram::Scram;
 use crate::wire::{self, Message, Reader, WireError};
 use crate::{Analysis, Flag, StatementKind, analyze};
 
@@ -456,6 +457,7 @@ impl Proxy {
             .write_all(&wire::startup_packet(&params))
             .await
             .map_err(io)?;
+        let mut scram: Option<Scram> = None;
         let mut startup = Startup {
             params: Vec::new(),
             key: None,
@@ -481,8 +483,46 @@ impl Proxy {
                                 .await
                                 .map_err(io)?;
                         }
-                        5 => return Err("the database asks for MD5 password authentication, which the proxy does not implement: use trust or password".into()),
-                        10 => return Err("the database asks for SASL (SCRAM-SHA-256) authentication, which the proxy does not implement: use trust or password".into()),
+                        5 => return Err("the database asks for MD5 password authentication, which the proxy does not implement: use SCRAM-SHA-256, password or trust".into()),
+                        10 => {
+                            let mechanisms = &m.body[4..];
+                            if !mechanisms
+                                .split(|&b| b == 0)
+                                .any(|name| name == b"SCRAM-SHA-256")
+                            {
+                                return Err("the database offers no SASL mechanism the proxy implements (SCRAM-SHA-256 without channel binding)".into());
+                            }
+                            let password = up.password.as_deref().ok_or(
+                                "the database asks for a password and the upstream URL has none",
+                            )?;
+                            let exchange =
+                                scram.insert(Scram::new("", password, &Scram::random_nonce()));
+                            let first = exchange.client_first();
+                            let mut body = Vec::new();
+                            wire::put_cstr(&mut body, "SCRAM-SHA-256");
+                            body.extend_from_slice(
+                                &i32::try_from(first.len()).unwrap_or(0).to_be_bytes(),
+                            );
+                            body.extend_from_slice(first.as_bytes());
+                            wire::write_message(stream.get_mut(), b'p', &body)
+                                .await
+                                .map_err(io)?;
+                        }
+                        11 | 12 => {
+                            let exchange = scram
+                                .as_mut()
+                                .ok_or("the database's SASL messages are out of order")?;
+                            let data = std::str::from_utf8(&m.body[4..])
+                                .map_err(|_| "the database's SASL message is not UTF-8")?;
+                            if code == 11 {
+                                let last = exchange.client_final(data)?;
+                                wire::write_message(stream.get_mut(), b'p', last.as_bytes())
+                                    .await
+                                    .map_err(io)?;
+                            } else {
+                                exchange.verify_final(data)?;
+                            }
+                        }
                         other => return Err(format!("the database asks for authentication method {other}, which the proxy does not implement")),
                     }
                 }

@@ -28,7 +28,7 @@ pub enum SqlCommand {
 #[command(
     after_long_help = "Agents connect with their agent id as user name and their Arbiter key as \
 password (sslmode=disable: TLS is not offered). The proxy connects to the database with the \
-upstream URL's credentials (trust or cleartext password). Decisions are recorded under \
+upstream URL's credentials (trust, cleartext password or SCRAM-SHA-256). Decisions are recorded under \
 enforcement point `sql:<database-name>`."
 )]
 pub struct ProxyArgs {
