@@ -10,10 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arbiter_mcp::jsonrpc::FrameLimits;
 use arbiter_mcp::stdio::{Ended, KEY_ENV};
-use arbiter_mcp::{Decider, DenyAs, Gateway, GatewayConfig, LocalDecider, RemoteDecider};
+use arbiter_mcp::{DenyAs, Gateway, GatewayConfig};
 use arbiter_pdp::identity::now_us;
-use arbiter_pdp::local::{LocalConfig, open_local};
-use arbiter_pdp::{LogMode, RecorderSettings};
 use arbiter_store::{SqliteStore, Store, ToolPin};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
@@ -50,13 +48,6 @@ pub enum DenyAsArg {
     Error,
 }
 
-/// Durability of the gateway's own decision log (`--policies`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GatewayLogMode {
-    Sync,
-    Async,
-}
-
 /// Settings every gateway transport shares.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
@@ -65,46 +56,8 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "NAME")]
     pub server_name: String,
 
-    /// Ask this decision point (a running `arbiter serve`), e.g. `http://127.0.0.1:8180`.
-    /// Exclusive with `--policies`.
-    #[arg(
-        long,
-        env = "ARBITER_PDP",
-        value_name = "URL",
-        conflicts_with = "policies"
-    )]
-    pub pdp: Option<String>,
-
-    /// Decide in this process with the policies in DIR (watched: changes apply live),
-    /// recording in `--data`'s decision log (which must not be open in a running
-    /// `arbiter serve`: use `--pdp` then).
-    #[arg(long, env = "ARBITER_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
-
-    /// Data directory: the agent registry, the decision log (with `--policies`) and the tool
-    /// pins (always).
-    #[arg(
-        long,
-        env = "ARBITER_DATA",
-        value_name = "DIR",
-        default_value = "arbiter-data"
-    )]
-    pub data: PathBuf,
-
-    /// External token issuers whose JWTs are accepted as agent credentials (with
-    /// `--policies`; the same file as `arbiter serve --jwt-issuers`).
-    #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
-    pub jwt_issuers: Option<PathBuf>,
-
-    /// With `--policies`: `sync` (default) answers nothing until the decision's record is on
-    /// disk; `async` writes records in the background (a crash may lose the last ones).
-    #[arg(long, value_enum, default_value_t = GatewayLogMode::Sync)]
-    pub decision_log: GatewayLogMode,
-
-    /// Redact this context path in decision records (with `--policies`), e.g.
-    /// `arguments.content`. Repeatable.
-    #[arg(long = "redact", value_name = "PATH")]
-    pub redact: Vec<String>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
 
     /// How a denied `tools/call` is answered.
     #[arg(long, value_enum, default_value_t = DenyAsArg::ToolResult)]
@@ -271,12 +224,10 @@ pub fn run(cmd: McpCommand, format: LogFormat, level: &str) -> anyhow::Result<Ex
     }
 }
 
-/// A running gateway's decision source and pins; keeps the policy watcher and flusher alive.
+/// A running gateway and its decision source.
 struct Opened {
     gateway: Arc<Gateway>,
-    pdp: Option<Arc<arbiter_pdp::Pdp>>,
-    _watch: Option<arbiter_pdp::WatchHandle>,
-    _flusher: Option<arbiter_pdp::identity::FlushHandle>,
+    source: super::source::Source,
 }
 
 fn valid_server_name(name: &str) -> anyhow::Result<()> {
@@ -313,51 +264,14 @@ fn open_gateway(args: &GatewayArgs) -> anyhow::Result<Opened> {
         max_depth: args.max_depth,
     };
     let point = format!("mcp:{}", args.server_name);
-    let (decider, pins, pdp, watch, flusher): (Arc<dyn Decider>, Arc<dyn Store>, _, _, _) =
-        match (&args.pdp, &args.policies) {
-            (Some(url), None) => {
-                let pins = open_store(&args.data)?;
-                let decider = RemoteDecider::new(url, point, config.decision_timeout);
-                (Arc::new(decider), Arc::new(pins), None, None, None)
-            }
-            (None, Some(policies)) => {
-                let pdp = open_local(LocalConfig {
-                    policies: policies.clone(),
-                    data: args.data.clone(),
-                    jwt_issuers: args.jwt_issuers.clone(),
-                    recorder: RecorderSettings {
-                        mode: match args.decision_log {
-                            GatewayLogMode::Sync => LogMode::Sync,
-                            GatewayLogMode::Async => LogMode::Async,
-                        },
-                        redact: args.redact.clone(),
-                        ..RecorderSettings::default()
-                    },
-                })
-                .map_err(anyhow::Error::msg)?;
-                let identity = pdp
-                    .identity()
-                    .cloned()
-                    .context("the agent registry is not open")?;
-                let pins = Arc::clone(identity.store());
-                let flusher =
-                    arbiter_pdp::identity::spawn_flusher(identity, Duration::from_secs(1));
-                let pdp = Arc::new(pdp);
-                let watch = pdp.watch(Duration::from_millis(1000));
-                let decider = LocalDecider::new(Arc::clone(&pdp), point);
-                (Arc::new(decider), pins, Some(pdp), watch, Some(flusher))
-            }
-            (None, None) => anyhow::bail!(
-                "no decision point: give `--pdp URL` (a running `arbiter serve`) or `--policies \
-                 DIR` (decide in this process)"
-            ),
-            (Some(_), Some(_)) => anyhow::bail!("`--pdp` and `--policies` are exclusive"),
-        };
+    let source = super::source::Source::open(&args.source, point, config.decision_timeout)?;
+    let pins: Arc<dyn Store> = match source.store() {
+        Some(store) => store,
+        None => Arc::new(open_store(&args.source.data)?),
+    };
     Ok(Opened {
-        gateway: Arc::new(Gateway::new(config, decider, pins)),
-        pdp,
-        _watch: watch,
-        _flusher: flusher,
+        gateway: Arc::new(Gateway::new(config, Arc::clone(&source.decider), pins)),
+        source,
     })
 }
 
@@ -370,18 +284,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn close(opened: &Opened) {
-    if let Some(pdp) = &opened.pdp {
-        if let Some(identity) = pdp.identity()
-            && let Err(e) = identity.flush()
-        {
-            tracing::warn!(error = %e, "cannot write the credential's last-used time");
-        }
-        if let Some(recorder) = pdp.recorder()
-            && let Err(e) = recorder.log().shutdown()
-        {
-            tracing::warn!(error = %e, "the decision log did not close cleanly");
-        }
-    }
+    opened.source.close();
 }
 
 fn run_stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {

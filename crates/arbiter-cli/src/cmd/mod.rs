@@ -11,6 +11,7 @@ pub mod log;
 pub mod mcp;
 mod policy;
 mod serve;
+mod source;
 pub mod sql;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

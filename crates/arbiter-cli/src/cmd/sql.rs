@@ -1,14 +1,10 @@
 //! `arbiter sql`: the PostgreSQL guard.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arbiter_mcp::{Decider, LocalDecider, RemoteDecider};
-use arbiter_pdp::local::{LocalConfig, open_local};
-use arbiter_pdp::{LogMode, RecorderSettings};
 use arbiter_sql::proxy::{Proxy, ProxyConfig, Upstream};
 use clap::{Args, Subcommand};
 
@@ -45,32 +41,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "NAME")]
     pub database_name: Option<String>,
 
-    /// Ask this decision point (a running `arbiter serve`). Exclusive with `--policies`.
-    #[arg(
-        long,
-        env = "ARBITER_PDP",
-        value_name = "URL",
-        conflicts_with = "policies"
-    )]
-    pub pdp: Option<String>,
-
-    /// Decide in this process with the policies in DIR (watched), recording in `--data`.
-    #[arg(long, env = "ARBITER_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
-
-    /// Data directory: the agent registry and the decision log (with `--policies`).
-    #[arg(
-        long,
-        env = "ARBITER_DATA",
-        value_name = "DIR",
-        default_value = "arbiter-data"
-    )]
-    pub data: PathBuf,
-
-    /// External token issuers whose JWTs are accepted as agent credentials (with
-    /// `--policies`).
-    #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
-    pub jwt_issuers: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: super::source::SourceArgs,
 
     /// Time allowed for the decisions of one statement, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -121,43 +93,8 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let _guard = runtime.enter();
-    let (decider, pdp, _watch, _flusher): (Arc<dyn Decider>, _, _, _) =
-        match (&args.pdp, &args.policies) {
-            (Some(url), None) => (
-                Arc::new(RemoteDecider::new(url, point, config.decision_timeout)),
-                None,
-                None,
-                None,
-            ),
-            (None, Some(policies)) => {
-                let pdp = open_local(LocalConfig {
-                    policies: policies.clone(),
-                    data: args.data.clone(),
-                    jwt_issuers: args.jwt_issuers.clone(),
-                    recorder: RecorderSettings {
-                        mode: LogMode::Sync,
-                        ..RecorderSettings::default()
-                    },
-                })
-                .map_err(anyhow::Error::msg)?;
-                let identity = pdp
-                    .identity()
-                    .cloned()
-                    .context("the agent registry is not open")?;
-                let flusher =
-                    arbiter_pdp::identity::spawn_flusher(identity, Duration::from_secs(1));
-                let pdp = Arc::new(pdp);
-                let watch = pdp.watch(Duration::from_millis(1000));
-                let decider = LocalDecider::new(Arc::clone(&pdp), point);
-                (Arc::new(decider), Some(pdp), watch, Some(flusher))
-            }
-            (None, None) => anyhow::bail!(
-                "no decision point: give `--pdp URL` (a running `arbiter serve`) or `--policies \
-                 DIR` (decide in this process)"
-            ),
-            (Some(_), Some(_)) => anyhow::bail!("`--pdp` and `--policies` are exclusive"),
-        };
-    let proxy = Proxy::new(config, decider);
+    let source = super::source::Source::open(&args.source, point, config.decision_timeout)?;
+    let proxy = Proxy::new(config, Arc::clone(&source.decider));
     let listen = args.listen.clone();
     let result: anyhow::Result<()> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
@@ -170,18 +107,7 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     });
-    if let Some(pdp) = &pdp {
-        if let Some(identity) = pdp.identity()
-            && let Err(e) = identity.flush()
-        {
-            tracing::warn!(error = %e, "cannot write the credential's last-used time");
-        }
-        if let Some(recorder) = pdp.recorder()
-            && let Err(e) = recorder.log().shutdown()
-        {
-            tracing::warn!(error = %e, "the decision log did not close cleanly");
-        }
-    }
+    source.close();
     result?;
     Ok(ExitCode::SUCCESS)
 }
