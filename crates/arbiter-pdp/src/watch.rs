@@ -142,14 +142,22 @@ mod tests {
     #[test]
     fn valid_change_swaps_invalid_change_keeps_last_good() {
         let dir = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.cedar");
-        std::fs::write(&file, "forbid(principal, action, resource);").unwrap();
+        // Each version replaces the file whole (as deployments do): a watcher that looked
+        // between a truncation and the write would otherwise see an empty, valid directory.
+        let replace = |content: &str| {
+            let tmp = staging.path().join("p.cedar");
+            std::fs::write(&tmp, content).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        };
+        replace("forbid(principal, action, resource);");
         let pdp = Arc::new(Pdp::load(dir.path()).unwrap());
         let _watch = pdp.watch(Duration::from_millis(25)).unwrap();
         assert!(!pdp.decide(&request()).outcome.is_allow());
         let v1 = pdp.status().active_version;
 
-        std::fs::write(&file, "permit(principal, action, resource);").unwrap();
+        replace("permit(principal, action, resource);");
         assert!(
             wait_for(|| pdp.decide(&request()).outcome.is_allow()),
             "valid change applied"
@@ -157,7 +165,7 @@ mod tests {
         let v2 = pdp.status().active_version;
         assert_ne!(v1, v2);
 
-        std::fs::write(&file, "permit(principal, action, resource").unwrap();
+        replace("permit(principal, action, resource");
         assert!(
             wait_for(|| pdp.status().last_error.is_some()),
             "invalid change noticed"
@@ -172,7 +180,7 @@ mod tests {
                 .contains("arbiter_policy_reload_failing 1")
         );
 
-        std::fs::write(&file, "forbid(principal, action, resource);").unwrap();
+        replace("forbid(principal, action, resource);");
         assert!(wait_for(|| pdp.status().last_error.is_none()), "recovers");
         assert_eq!(pdp.status().active_version, v1);
     }
