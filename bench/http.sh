@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end HTTP benchmark of `arbiter serve`: POST /access/v1/evaluation under wrk.
 #
-# usage: bench/http.sh            (knobs: DURATION=10s CONNS=16 THREADS=2 ROUNDS=3 PORT=)
+# usage: bench/http.sh            (knobs: DURATION=10s CONNS=16 THREADS=2 ROUNDS=3 PORT=,
+#                                  ARBITER_BIN=path to run that binary instead of building)
 #
 # Builds the release binary, starts `arbiter serve` on bench/fixtures/bench-cedar (the same
 # fixture as the Cerbos comparison), checks every request of the load mix gets its expected
@@ -22,8 +23,12 @@ if ! command -v wrk >/dev/null; then
     || { echo "apt-get install wrk failed: $(tail -3 "$WORK/apt.log")"; exit 1; }
 fi
 
-(cd "$ROOT" && cargo build --release -q -p arbiter-cli)
-BIN=$ROOT/target/release/arbiter
+if [ -n "${ARBITER_BIN:-}" ]; then
+  BIN=$ARBITER_BIN
+else
+  (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/arbiter
+fi
 PORT=${PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
 URL=http://127.0.0.1:$PORT
 "$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$WORK/data" --listen "127.0.0.1:$PORT" \

@@ -45,6 +45,6 @@ pub use verify::{
     Problem, ProblemKind, VerifyError, VerifyReport, check_consistency, check_proof, verify_dir,
 };
 pub use writer::{
-    AppendCallback, Appended, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
-    InclusionProofBundle, Log, LogOptions, Ticket,
+    AppendCallback, Appended, DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint,
+    FaultSwitch, Health, InclusionProofBundle, Log, LogOptions, Ticket,
 };

@@ -15,9 +15,77 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{Checkpoint, PUB_FILE, PublicKey};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::record::DecisionRecord;
-use crate::segment::{self, CHECKPOINTS_FILE, FrameError};
+use crate::segment::{self, CHECKPOINTS_FILE, End};
 use crate::store::{LogError, io_at};
 use crate::writer::InclusionProofBundle;
+
+/// How long a reader waits before looking again at bytes after the logical
+/// end of the last segment that are not a frame: a frame being written in
+/// place can be read half copied.
+pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The bytes of `path` from `from` to the end.
+pub(crate) fn read_from(path: &Path, from: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The bytes of `path` from `from` up to where its data ends: the first frame
+/// header that is all zero (the zero tail of a preallocated segment) or
+/// cannot start a frame, or the end of the file. Reads in bounded chunks, so
+/// that polling a preallocated segment does not read its zero tail.
+pub(crate) fn read_data(path: &Path, from: u64) -> io::Result<Vec<u8>> {
+    const CHUNK: usize = 256 << 10;
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf: Vec<u8> = Vec::new();
+    // Start of the next frame to walk, and the bytes needed to see past it.
+    let mut pos = 0usize;
+    let mut need = segment::HEADER_LEN;
+    loop {
+        while buf.len() < pos + need {
+            let have = buf.len();
+            let want = (pos + need - have).max(CHUNK);
+            buf.resize(have + want, 0);
+            let mut got = 0;
+            while got < want {
+                match file.read(buf.get_mut(have + got..).unwrap_or_default()) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(have + got);
+            if got == 0 {
+                return Ok(buf);
+            }
+        }
+        // Walk the frames that are in the buffer.
+        loop {
+            let Some(header) = buf
+                .get(pos..)
+                .and_then(|r| r.first_chunk::<{ segment::HEADER_LEN }>())
+            else {
+                need = segment::HEADER_LEN;
+                break;
+            };
+            let [l0, l1, l2, l3, ..] = *header;
+            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+            if len == 0 || len > segment::MAX_PAYLOAD {
+                return Ok(buf);
+            }
+            if buf.len() < pos + segment::HEADER_LEN + len {
+                need = segment::HEADER_LEN + len;
+                break;
+            }
+            pos += segment::HEADER_LEN + len;
+        }
+    }
+}
 
 /// A read position in a log directory that can be polled for new records.
 ///
@@ -83,13 +151,19 @@ impl Follower {
             };
             let path = segs.get(pos).map(|s| s.1.clone()).unwrap_or_default();
             let next_seg = segs.get(pos + 1).map(|s| s.0);
-            let mut buf = Vec::new();
-            {
-                let mut file = File::open(&path).map_err(io_at(&path))?;
-                file.seek(SeekFrom::Start(self.offset))
-                    .map_err(io_at(&path))?;
-                file.read_to_end(&mut buf).map_err(io_at(&path))?;
-            }
+            let last = next_seg.is_none();
+            // The last segment is read only up to its zero tail (it is being
+            // written); an earlier one to its end.
+            let read = |at: u64| {
+                if last {
+                    read_data(&path, at)
+                } else {
+                    read_from(&path, at)
+                }
+                .map_err(io_at(&path))
+            };
+            let mut buf = read(self.offset)?;
+            let mut retried = false;
             let mut off = 0usize;
             while off < buf.len() {
                 match segment::parse_frame(&buf, off) {
@@ -103,18 +177,44 @@ impl Follower {
                         }
                     }
                     Err(err) => {
-                        // A write in progress: wait for the next poll.
-                        if err == FrameError::Incomplete
-                            || (next_seg.is_none() && segment::is_torn_tail(&buf, off, err))
-                        {
+                        // The zero tail of the segment being written: the end
+                        // for now (a record being written starts there).
+                        if last && buf.get(off..off + segment::HEADER_LEN) == Some(&[0u8; 8][..]) {
                             return Ok(());
                         }
-                        return Err(LogError::Corrupt {
-                            segment: path,
-                            offset: self.offset,
-                            index: self.index,
-                            reason: err.to_string(),
-                        });
+                        // Judge the bad frame against the rest of the file.
+                        let rest = if last {
+                            read_from(&path, self.offset).map_err(io_at(&path))?
+                        } else {
+                            buf.split_off(off)
+                        };
+                        let end = match segment::parse_frame(&rest, 0) {
+                            // Completed since the first read.
+                            Ok(_) => None,
+                            Err(e) => Some(segment::classify_end(&rest, 0, e)),
+                        };
+                        match end {
+                            None => {}
+                            Some(End::Zero) => break,
+                            // A write in progress: wait for the next poll.
+                            Some(End::Torn { .. }) if last => return Ok(()),
+                            // Possibly a write caught half copied: look again
+                            // once, shortly.
+                            Some(End::Garbage) if last && !retried => {
+                                retried = true;
+                                std::thread::sleep(RETRY_AFTER);
+                            }
+                            Some(_) => {
+                                return Err(LogError::Corrupt {
+                                    segment: path,
+                                    offset: self.offset,
+                                    index: self.index,
+                                    reason: err.to_string(),
+                                });
+                            }
+                        }
+                        buf = read(self.offset)?;
+                        off = 0;
                     }
                 }
             }

@@ -1,12 +1,22 @@
 //! Frame format and segment files: the byte layout of the log on disk.
 //!
 //! Both the writer and the verifier parse the same frames through this
-//! module, so there is exactly one definition of what a valid frame is and
-//! what counts as a torn (never acknowledged) tail.
+//! module, so there is exactly one definition of what a valid frame is, where
+//! the data of a file ends, and what counts as a torn (never acknowledged)
+//! tail.
 //!
 //! A frame is `[u32 LE payload length][u32 LE CRC-32 (IEEE) of payload][payload]`.
 //! Payloads are never empty and at most [`MAX_PAYLOAD`] bytes. Segment files
 //! are named `seg-<20-digit zero-padded index of their first record>.log`.
+//!
+//! Segment files are **preallocated**: the writer creates each one at its full
+//! size filled with (written, synced) zeros and then writes frames in place,
+//! so that syncing a batch never has to commit file-size metadata. The data
+//! of a file therefore ends at its **logical end**: the end of the file, or
+//! the first frame header that is all zero, provided every byte from there to
+//! the end of the file is zero (the "zero tail"). Segments written before
+//! preallocation simply have no zero tail. See [`classify_end`] for what a
+//! bad frame followed by other bytes means.
 
 use std::fs;
 use std::io;
@@ -18,6 +28,9 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_PAYLOAD: usize = 16 << 20;
 /// Checkpoint file name.
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
+/// Where the writer prepares (zero-fills) the next segment before renaming it
+/// to its `seg-…​.log` name; not a segment, and removed when a log is opened.
+pub const PREPARED_FILE: &str = "seg-next.prealloc";
 
 /// Appends a frame holding `payload` to `out`.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
@@ -108,18 +121,76 @@ pub fn parse_frame(buf: &[u8], off: usize) -> Result<(&[u8], usize), FrameError>
     Ok((payload, end))
 }
 
-/// Whether a frame error at `off` in the last file of a sequence is a torn
-/// tail — bytes that were never acknowledged: a frame cut short by the end
-/// of the file, a final frame whose checksum fails, or a run of zero bytes
-/// to the end (pre-allocated or zero-filled after a crash).
-pub fn is_torn_tail(buf: &[u8], off: usize, err: FrameError) -> bool {
-    match err {
-        FrameError::Incomplete => true,
-        FrameError::Crc { end } => end == buf.len(),
-        FrameError::Empty | FrameError::TooLarge(_) => {
-            buf.get(off..).unwrap_or_default().iter().all(|b| *b == 0)
-        }
+/// What the bytes from a bad frame at `off` to the end of the buffer are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// All zero (or nothing): the clean logical end of the data — the unused
+    /// part of a preallocated segment.
+    Zero,
+    /// A frame that was being written when the writer stopped, followed only
+    /// by zeros: a frame cut short by the end of the file, or one whose
+    /// checksum fails with nothing but zeros after it. `len` bytes from `off`
+    /// hold its non-zero bytes. Acceptable only at the end of the last file
+    /// (where it was never acknowledged).
+    Torn {
+        /// Bytes from `off` to the last non-zero byte, inclusive.
+        len: usize,
+    },
+    /// Anything else: non-zero bytes after the logical end that are not
+    /// part of a frame being written. Always corruption.
+    Garbage,
+}
+
+/// Position just past the last non-zero byte of `b` (0 if all zero).
+pub fn nonzero_end(b: &[u8]) -> usize {
+    const W: usize = 64;
+    let mut end = b.len();
+    // The unaligned tail first, then 64-byte blocks from the end (OR-folded
+    // without early exit, so the compiler can vectorise the common all-zero
+    // case).
+    let tail = end % W;
+    if let Some(p) = b
+        .get(end - tail..)
+        .and_then(|t| t.iter().rposition(|x| *x != 0))
+    {
+        return end - tail + p + 1;
     }
+    end -= tail;
+    while end >= W {
+        let Some(block) = b.get(end - W..end) else {
+            break;
+        };
+        if block.iter().fold(0u8, |a, x| a | x) != 0 {
+            return end - W + block.iter().rposition(|x| *x != 0).map_or(W, |p| p + 1);
+        }
+        end -= W;
+    }
+    0
+}
+
+/// Classifies the bytes from the bad frame at `off` (which failed with `err`)
+/// to the end of `buf`, the whole rest of a file.
+pub fn classify_end(buf: &[u8], off: usize, err: FrameError) -> End {
+    let rest = buf.get(off..).unwrap_or_default();
+    let nz = nonzero_end(rest);
+    if nz == 0 {
+        return End::Zero;
+    }
+    match err {
+        // The frame's declared length runs past the end of the file: the
+        // file ended while it was being written.
+        FrameError::Incomplete => End::Torn { len: nz },
+        // Written in part: its non-zero bytes all lie within the frame.
+        FrameError::Crc { end } if nz <= end.saturating_sub(off) => End::Torn { len: nz },
+        FrameError::Crc { .. } | FrameError::Empty | FrameError::TooLarge(_) => End::Garbage,
+    }
+}
+
+/// Whether a frame error at `off` in the last file of a sequence ends its
+/// data acceptably: a zero tail or a torn (never acknowledged) frame, see
+/// [`classify_end`].
+pub fn is_torn_tail(buf: &[u8], off: usize, err: FrameError) -> bool {
+    classify_end(buf, off, err) != End::Garbage
 }
 
 /// One step of scanning a buffer of frames.
@@ -143,7 +214,8 @@ pub enum Scan<'a> {
     },
 }
 
-/// Iterates the frames of a buffer; stops after the first bad frame.
+/// Iterates the frames of a buffer; ends at a zero tail (see [`End::Zero`])
+/// and stops after the first bad frame.
 #[derive(Debug)]
 pub struct FrameIter<'a> {
     buf: &'a [u8],
@@ -159,6 +231,12 @@ impl<'a> FrameIter<'a> {
             off: 0,
             done: false,
         }
+    }
+
+    /// The offset just past the last valid frame returned so far: once the
+    /// iterator has ended without a bad frame, the logical end of the data.
+    pub fn offset(&self) -> usize {
+        self.off
     }
 }
 
@@ -177,11 +255,14 @@ impl<'a> Iterator for FrameIter<'a> {
             }
             Err(error) => {
                 self.done = true;
-                Some(Scan::Bad {
-                    offset,
-                    error,
-                    torn: is_torn_tail(self.buf, offset, error),
-                })
+                match classify_end(self.buf, offset, error) {
+                    End::Zero => None,
+                    end => Some(Scan::Bad {
+                        offset,
+                        error,
+                        torn: end != End::Garbage,
+                    }),
+                }
             }
         }
     }
@@ -249,17 +330,148 @@ mod tests {
         last[n - 1] ^= 1;
         let v: Vec<_> = FrameIter::new(&last).collect();
         assert!(matches!(v[1], Scan::Bad { torn: true, .. }));
-        // zero fill is torn
+        // a zero tail is the clean end of the data
         let mut z = buf.clone();
         z.extend_from_slice(&[0u8; 20]);
-        let v: Vec<_> = FrameIter::new(&z).collect();
-        assert!(matches!(
-            v[2],
-            Scan::Bad {
-                error: FrameError::Empty,
-                torn: true,
-                ..
+        let mut it = FrameIter::new(&z);
+        assert_eq!(it.by_ref().count(), 2);
+        assert_eq!(it.offset(), buf.len());
+    }
+
+    /// A preallocated segment: `frames` frames, then zeros to `size` bytes.
+    fn prealloc(frames: &[&[u8]], size: usize) -> (Vec<u8>, usize) {
+        let mut buf = Vec::new();
+        for f in frames {
+            encode_frame(f, &mut buf);
+        }
+        let end = buf.len();
+        buf.resize(size, 0);
+        (buf, end)
+    }
+
+    #[test]
+    fn zero_tail_is_the_logical_end() {
+        let (buf, end) = prealloc(&[b"one", b"two", b"three"], 4096);
+        let mut it = FrameIter::new(&buf);
+        assert_eq!(it.by_ref().count(), 3);
+        assert_eq!(it.offset(), end);
+        assert_eq!(
+            classify_end(&buf, end, parse_frame(&buf, end).unwrap_err()),
+            End::Zero
+        );
+        // an entirely zero (fresh) segment holds no frames
+        let zero = vec![0u8; 1000];
+        assert_eq!(FrameIter::new(&zero).count(), 0);
+        // a frame that exactly fills the file, no zero tail
+        let (full, end) = prealloc(&[b"exact"], 13);
+        assert_eq!(end, 13);
+        assert_eq!(FrameIter::new(&full).count(), 1);
+    }
+
+    #[test]
+    fn torn_frame_before_zeros() {
+        let (mut buf, end) = prealloc(&[b"one", b"two"], 4096);
+        let mut frame = Vec::new();
+        encode_frame(b"a frame that was being written", &mut frame);
+        // every prefix of a frame written in place is torn, and only its
+        // written (non-zero) bytes need zeroing
+        for cut in 1..frame.len() {
+            buf[end..end + cut].copy_from_slice(&frame[..cut]);
+            let v: Vec<_> = FrameIter::new(&buf).collect();
+            assert_eq!(v.len(), 3, "cut {cut}");
+            let Scan::Bad {
+                offset,
+                error,
+                torn,
+            } = v[2]
+            else {
+                panic!("cut {cut}: {:?}", v[2]);
+            };
+            assert_eq!(offset, end);
+            assert!(torn, "cut {cut}: {error:?}");
+            let written = nonzero_end(&frame[..cut]);
+            assert_eq!(
+                classify_end(&buf, end, error),
+                End::Torn { len: written },
+                "cut {cut}"
+            );
+            buf[end..end + cut].fill(0);
+        }
+        // a whole frame with one payload byte lost (a sector not written)
+        buf[end..end + frame.len()].copy_from_slice(&frame);
+        buf[end + 12] = 0;
+        let err = parse_frame(&buf, end).unwrap_err();
+        assert!(matches!(err, FrameError::Crc { .. }));
+        assert_eq!(classify_end(&buf, end, err), End::Torn { len: frame.len() });
+        // the file ends inside the frame (an old, growing segment)
+        let cut = &buf[..end + 10];
+        let err = parse_frame(cut, end).unwrap_err();
+        assert_eq!(err, FrameError::Incomplete);
+        assert_eq!(classify_end(cut, end, err), End::Torn { len: 10 });
+    }
+
+    #[test]
+    fn garbage_after_the_logical_end_is_corruption() {
+        let (buf, end) = prealloc(&[b"one", b"two"], 4096);
+        // a non-zero byte in the zero tail past an all-zero header (one in
+        // the header itself is a header being written: torn)
+        for at in [end + 8, end + 9, end + 100, 4095] {
+            let mut b = buf.clone();
+            b[at] = 0x5a;
+            let v: Vec<_> = FrameIter::new(&b).collect();
+            assert_eq!(v.len(), 3, "at {at}");
+            assert!(
+                matches!(v[2], Scan::Bad { offset, torn: false, .. } if offset == end),
+                "at {at}: {:?}",
+                v[2]
+            );
+            let err = parse_frame(&b, end).unwrap_err();
+            assert_eq!(classify_end(&b, end, err), End::Garbage, "at {at}");
+            assert!(!is_torn_tail(&b, end, err));
+        }
+        for at in [end, end + 1, end + 3] {
+            let mut b = buf.clone();
+            b[at] = 0x5a;
+            let err = parse_frame(&b, end).unwrap_err();
+            assert_eq!(classify_end(&b, end, err), End::Torn { len: at - end + 1 });
+        }
+        // a valid frame after a gap of zeros
+        let mut b = buf.clone();
+        let mut later = Vec::new();
+        encode_frame(b"later", &mut later);
+        b[end + 64..end + 64 + later.len()].copy_from_slice(&later);
+        let err = parse_frame(&b, end).unwrap_err();
+        assert_eq!(classify_end(&b, end, err), End::Garbage);
+        // a torn frame with more non-zero bytes after it
+        let mut b = buf.clone();
+        let mut frame = Vec::new();
+        encode_frame(b"half", &mut frame);
+        b[end..end + 9].copy_from_slice(&frame[..9]);
+        b[end + frame.len() + 3] = 1;
+        let err = parse_frame(&b, end).unwrap_err();
+        assert_eq!(classify_end(&b, end, err), End::Garbage);
+        // a checksum failure in the middle of the data
+        let (mut b, _) = prealloc(&[b"one", b"two", b"three"], 4096);
+        b[9] ^= 1;
+        let err = parse_frame(&b, 0).unwrap_err();
+        assert_eq!(classify_end(&b, 0, err), End::Garbage);
+    }
+
+    #[test]
+    fn nonzero_end_finds_the_last_non_zero_byte() {
+        assert_eq!(nonzero_end(&[]), 0);
+        for len in [1usize, 63, 64, 65, 127, 128, 129, 1000] {
+            let z = vec![0u8; len];
+            assert_eq!(nonzero_end(&z), 0);
+            for at in [0, len / 3, len / 2, len - 1] {
+                let mut b = z.clone();
+                b[at] = 9;
+                assert_eq!(nonzero_end(&b), at + 1, "len {len} at {at}");
+                if at > 0 {
+                    b[0] = 1;
+                    assert_eq!(nonzero_end(&b), at + 1, "len {len} at {at}");
+                }
             }
-        ));
+        }
     }
 }

@@ -3,9 +3,13 @@
 //!
 //! Recovery is deliberately narrow: only bytes that can never have been
 //! acknowledged (a torn final frame of the last segment or of
-//! `checkpoints.log`) are cut off. Anything else that does not parse — and a
-//! cut that would leave the log shorter than its latest checkpoint — makes
-//! `open` fail with the segment, offset and index, for `verify` to report.
+//! `checkpoints.log`) are cut off — zeroed in place in a segment, so that a
+//! preallocated segment keeps its size, and truncated in `checkpoints.log`.
+//! The zero tail of a preallocated segment is the clean end of its data, not
+//! damage. Anything else that does not parse — non-zero bytes after the
+//! logical end included — and a cut that would leave the log shorter than its
+//! latest checkpoint makes `open` fail with the segment, offset and index, for
+//! `verify` to report.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{Checkpoint, CheckpointError, sync_dir};
 use crate::merkle::{MerkleTree, ProofError};
 use crate::record::{DecisionRecord, RecordError, decode_all};
-use crate::segment::{self, CHECKPOINTS_FILE, FrameIter, Scan};
+use crate::segment::{self, CHECKPOINTS_FILE, End, FrameIter, Scan};
 
 /// Errors from the log.
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +116,8 @@ pub struct OpenReport {
     pub records: u64,
     /// Segment files.
     pub segments: usize,
-    /// Bytes cut from the end of the last segment (a torn, unacknowledged
-    /// tail).
+    /// Bytes of a torn, unacknowledged final frame cut from the last segment
+    /// (zeroed in place; a zero tail is not counted).
     pub truncated_tail_bytes: u64,
     /// Bytes cut from the end of `checkpoints.log`.
     pub truncated_checkpoint_bytes: u64,
@@ -135,8 +139,11 @@ pub(crate) struct Loaded {
     pub last_ts_us: i64,
     pub node_id: Option<String>,
     pub latest_checkpoint: Option<Checkpoint>,
-    /// Size of the last segment after recovery.
+    /// Logical end of the last segment after recovery (where the next frame
+    /// goes).
     pub last_segment_len: u64,
+    /// Size of the last segment's file (beyond `last_segment_len`: zeros).
+    pub last_segment_size: u64,
     pub report: OpenReport,
 }
 
@@ -144,6 +151,9 @@ struct Cut {
     path: PathBuf,
     at: u64,
     bytes: u64,
+    /// Zero the bytes in place (a segment) instead of truncating the file
+    /// (`checkpoints.log`, which is appended to).
+    zero: bool,
 }
 
 /// Scans `dir` and rebuilds state; truncates torn tails.
@@ -169,10 +179,10 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
         st.segment_starts.push(*first);
         let buf = fs::read(path).map_err(io_at(path))?;
         let last = si + 1 == nsegs;
-        let mut len = buf.len() as u64;
         let mut frames: Vec<(usize, &[u8])> = Vec::new();
         let mut bad = None;
-        for scan in FrameIter::new(&buf) {
+        let mut it = FrameIter::new(&buf);
+        for scan in it.by_ref() {
             match scan {
                 Scan::Frame { offset, payload } => frames.push((offset, payload)),
                 Scan::Bad {
@@ -182,6 +192,8 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
                 } => bad = Some((offset, error, torn)),
             }
         }
+        // The logical end: past the last frame (a zero tail may follow).
+        let mut len = it.offset() as u64;
         let payloads: Vec<&[u8]> = frames.iter().map(|f| f.1).collect();
         let decoded = decode_all(&payloads);
         for ((offset, _), d) in frames.iter().zip(decoded) {
@@ -213,12 +225,17 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
         }
         if let Some((offset, error, torn)) = bad {
             if last && torn {
+                let bytes = match segment::classify_end(&buf, offset, error) {
+                    End::Torn { len } => len as u64,
+                    End::Zero | End::Garbage => 0,
+                };
                 cuts.push(Cut {
                     path: path.clone(),
                     at: offset as u64,
-                    bytes: buf.len() as u64 - offset as u64,
+                    bytes,
+                    zero: true,
                 });
-                st.report.truncated_tail_bytes = buf.len() as u64 - offset as u64;
+                st.report.truncated_tail_bytes = bytes;
                 len = offset as u64;
             } else {
                 return Err(LogError::Corrupt {
@@ -231,6 +248,7 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
         }
         if last {
             st.last_segment_len = len;
+            st.last_segment_size = buf.len() as u64;
         }
     }
     // Checkpoints.
@@ -238,7 +256,9 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
     match fs::read(&cp_path) {
         Ok(buf) => {
             let mut n = 0u64;
-            for scan in FrameIter::new(&buf) {
+            let mut it = FrameIter::new(&buf);
+            let mut cut_at = None;
+            for scan in it.by_ref() {
                 match scan {
                     Scan::Frame { offset, payload } => {
                         let cp = Checkpoint::from_json(payload).map_err(|e| LogError::Corrupt {
@@ -256,13 +276,7 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
                         torn,
                     } => {
                         if torn {
-                            let bytes = buf.len() as u64 - offset as u64;
-                            cuts.push(Cut {
-                                path: cp_path.clone(),
-                                at: offset as u64,
-                                bytes,
-                            });
-                            st.report.truncated_checkpoint_bytes = bytes;
+                            cut_at = Some(offset);
                         } else {
                             return Err(LogError::Corrupt {
                                 segment: cp_path.clone(),
@@ -273,6 +287,19 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
                         }
                     }
                 }
+            }
+            // A torn frame, or zeros, after the last checkpoint: the file is
+            // appended to, so both are cut off.
+            let at = cut_at.unwrap_or_else(|| it.offset());
+            if at < buf.len() {
+                let bytes = (buf.len() - at) as u64;
+                cuts.push(Cut {
+                    path: cp_path.clone(),
+                    at: at as u64,
+                    bytes,
+                    zero: false,
+                });
+                st.report.truncated_checkpoint_bytes = bytes;
             }
             st.report.checkpoints = n;
         }
@@ -304,13 +331,17 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
     }
     // Only now, with nothing else wrong, cut the torn tails.
     for cut in &cuts {
-        let f = OpenOptions::new()
+        let mut f = OpenOptions::new()
             .write(true)
             .open(&cut.path)
             .map_err(io_at(&cut.path))?;
-        f.set_len(cut.at).map_err(io_at(&cut.path))?;
-        f.sync_all().map_err(io_at(&cut.path))?;
-        let _ = cut.bytes;
+        if cut.zero {
+            zero_range(&mut f, cut.at, cut.bytes).map_err(io_at(&cut.path))?;
+            f.sync_data().map_err(io_at(&cut.path))?;
+        } else {
+            f.set_len(cut.at).map_err(io_at(&cut.path))?;
+            f.sync_all().map_err(io_at(&cut.path))?;
+        }
     }
     if !cuts.is_empty() {
         sync_dir(dir).map_err(io_at(dir))?;
@@ -319,6 +350,20 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
     st.report.segments = nsegs;
     st.report.latest_checkpoint = st.latest_checkpoint.clone();
     Ok(st)
+}
+
+/// Overwrites `len` bytes of `f` from `at` with zeros, in bounded chunks.
+pub(crate) fn zero_range(f: &mut File, at: u64, len: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let zeros = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(1 << 20)];
+    f.seek(SeekFrom::Start(at))?;
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(zeros.len());
+        f.write_all(zeros.get(..n).unwrap_or_default())?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Reads the record frame at `offset` of `path`.
@@ -356,8 +401,9 @@ pub(crate) fn read_record_at(
 }
 
 /// Iterates the records of a log directory in order, for tail, query and
-/// export. Works on a live log: an incomplete final frame is treated as the
-/// end. Any other problem is yielded once as an error, then iteration stops.
+/// export. Works on a live log: the zero tail of a segment, and a final
+/// frame still being written, end its data. Any other problem is yielded once
+/// as an error, then iteration stops.
 pub fn read_records(dir: &Path) -> Result<RecordIter, LogError> {
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
     Ok(RecordIter {
@@ -367,6 +413,7 @@ pub fn read_records(dir: &Path) -> Result<RecordIter, LogError> {
         off: 0,
         index: 0,
         done: false,
+        retried: None,
     })
 }
 
@@ -379,6 +426,8 @@ pub struct RecordIter {
     off: usize,
     index: u64,
     done: bool,
+    /// Offset in the last segment already looked at twice.
+    retried: Option<usize>,
 }
 
 impl Iterator for RecordIter {
@@ -435,10 +484,33 @@ impl Iterator for RecordIter {
                     });
                 }
                 Err(err) => {
-                    self.done = true;
-                    if last && segment::is_torn_tail(&self.buf, offset, err) {
-                        return None;
+                    match segment::classify_end(&self.buf, offset, err) {
+                        // The end of this segment's data.
+                        End::Zero => {
+                            self.off = self.buf.len();
+                            continue;
+                        }
+                        End::Torn { .. } if last => {
+                            self.done = true;
+                            return None;
+                        }
+                        // The last segment may be being written: a frame
+                        // read half copied looks like this. Look again once.
+                        End::Garbage if last && self.retried != Some(offset) => {
+                            self.retried = Some(offset);
+                            std::thread::sleep(crate::reader::RETRY_AFTER);
+                            match fs::read(&path) {
+                                Ok(b) => self.buf = b,
+                                Err(e) => {
+                                    self.done = true;
+                                    return Some(Err(LogError::Io { path, source: e }));
+                                }
+                            }
+                            continue;
+                        }
+                        End::Torn { .. } | End::Garbage => {}
                     }
+                    self.done = true;
                     return Some(Err(LogError::Corrupt {
                         segment: path,
                         offset: offset as u64,

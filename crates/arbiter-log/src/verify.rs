@@ -17,7 +17,7 @@ use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_
 use std::borrow::Cow;
 
 use crate::record::{Checked, DecisionRecord, RecordError, check_one, decode_all_full};
-use crate::segment::{self, CHECKPOINTS_FILE, FrameError};
+use crate::segment::{self, CHECKPOINTS_FILE, End, FrameError};
 use crate::store::{LogError, io_at};
 use crate::writer::InclusionProofBundle;
 
@@ -64,8 +64,9 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// Recomputed root over `records`, hex.
     pub root: String,
-    /// Bytes of an incomplete final frame (an unacknowledged torn tail that
-    /// `Log::open` would cut); not a problem by itself.
+    /// Bytes of a torn final frame (an unacknowledged tail that `Log::open`
+    /// would cut); not a problem by itself. The zero tail of a preallocated
+    /// segment is not counted.
     pub torn_tail_bytes: u64,
     /// Whether checkpoint signatures were checked (false when no public key
     /// was given or found).
@@ -360,21 +361,21 @@ pub fn verify_dir_reference(
             }
         }
         if let Some((off, err)) = frame_problem {
-            let zero_tail = buf[off..].iter().all(|b| *b == 0);
-            if last_seg && (err == FrameError::Incomplete || zero_tail) {
-                rep.torn_tail_bytes = (buf.len() - off) as u64;
-                break 'segs;
+            match judge_end(buf, off, err, last_seg, covered(&cps, index)) {
+                Ok(End::Zero) => {}
+                Ok(_) => {
+                    rep.torn_tail_bytes = segment::nonzero_end(&buf[off..]) as u64;
+                    break 'segs;
+                }
+                Err(kind) => {
+                    rep.problem = problem(
+                        Some(index),
+                        kind,
+                        format!("{err} in `{}` at offset {off}", path.display()),
+                    );
+                    break 'segs;
+                }
             }
-            let kind = match err {
-                FrameError::Crc { .. } => ProblemKind::Modified,
-                _ => ProblemKind::BadFraming,
-            };
-            rep.problem = problem(
-                Some(index),
-                kind,
-                format!("{err} in `{}` at offset {off}", path.display()),
-            );
-            break 'segs;
         }
         done_bytes += buf.len() as u64;
         if let Some(f) = progress {
@@ -384,6 +385,38 @@ pub fn verify_dir_reference(
     rep.root = hex::encode(frontier.root());
     check_truncation(&mut rep, &cps);
     Ok(rep)
+}
+
+/// Whether the latest checkpoint covers the record at `index`.
+fn covered(cps: &[Cp], index: u64) -> bool {
+    cps.last().is_some_and(|c| c.size > index)
+}
+
+/// How the data of a segment ends at the bad frame at `off` (`buf` holding
+/// the rest of the file from some point before `off`): a zero tail ends it
+/// cleanly; a torn frame is acceptable at the end of the last segment unless
+/// a checkpoint covers it (a checkpoint covers only synced records, so the
+/// frame's checksum failing there is damage, not a crash); anything else is
+/// the problem kind to report.
+fn judge_end(
+    buf: &[u8],
+    off: usize,
+    err: FrameError,
+    last_seg: bool,
+    covered: bool,
+) -> Result<End, ProblemKind> {
+    let end = segment::classify_end(buf, off, err);
+    let damage = match err {
+        FrameError::Crc { .. } => ProblemKind::Modified,
+        _ => ProblemKind::BadFraming,
+    };
+    match end {
+        End::Zero => Ok(end),
+        End::Torn { .. } if last_seg && !(covered && matches!(err, FrameError::Crc { .. })) => {
+            Ok(end)
+        }
+        End::Torn { .. } | End::Garbage => Err(damage),
+    }
 }
 
 /// Bytes read from a segment at a time: small enough to stay in cache and
@@ -654,8 +687,13 @@ fn stream_segment(
         }
         drop(items);
         if let Some(off) = bad {
-            frame_problem(path, base + off as u64, last_seg, ord.index, rep)?;
-            return Ok(SegEnd::Stop);
+            let covered = covered(ord.cps, ord.index);
+            return Ok(
+                match frame_problem(path, base + off as u64, last_seg, covered, ord.index, rep)? {
+                    Some(rest) => SegEnd::Done(base + off as u64 + rest),
+                    None => SegEnd::Stop,
+                },
+            );
         }
         if eof && off >= filled {
             return Ok(SegEnd::Done(base + filled as u64));
@@ -675,37 +713,40 @@ fn stream_segment(
     }
 }
 
-/// Reports the frame problem at byte `off` of `path`: re-reads the rest of
-/// the file and classifies it exactly as a whole-file parse would (torn
-/// tail in the last segment, checksum mismatch, bad framing).
+/// Judges the bad frame at byte `off` of `path`: re-reads the rest of the
+/// file and classifies it exactly as a whole-file parse would (zero tail,
+/// torn tail in the last segment, checksum mismatch, bad framing). Returns
+/// the length of the rest when it is a zero tail (the segment ended
+/// cleanly); otherwise records the torn tail or the problem in `rep`.
 fn frame_problem(
     path: &Path,
     off: u64,
     last_seg: bool,
+    covered: bool,
     index: u64,
     rep: &mut VerifyReport,
-) -> Result<(), LogError> {
+) -> Result<Option<u64>, LogError> {
     let rest = read_from(path, off).map_err(io_at(path))?;
     // The bytes were bad when first read; if the file has since grown into
     // a complete frame, treat it as the incomplete frame it was.
     let err = segment::parse_frame(&rest, 0)
         .err()
         .unwrap_or(FrameError::Incomplete);
-    let zero_tail = rest.iter().all(|b| *b == 0);
-    if last_seg && (err == FrameError::Incomplete || zero_tail) {
-        rep.torn_tail_bytes = rest.len() as u64;
-        return Ok(());
+    match judge_end(&rest, 0, err, last_seg, covered) {
+        Ok(End::Zero) => Ok(Some(rest.len() as u64)),
+        Ok(_) => {
+            rep.torn_tail_bytes = segment::nonzero_end(&rest) as u64;
+            Ok(None)
+        }
+        Err(kind) => {
+            rep.problem = problem(
+                Some(index),
+                kind,
+                format!("{err} in `{}` at offset {off}", path.display()),
+            );
+            Ok(None)
+        }
     }
-    let kind = match err {
-        FrameError::Crc { .. } => ProblemKind::Modified,
-        _ => ProblemKind::BadFraming,
-    };
-    rep.problem = problem(
-        Some(index),
-        kind,
-        format!("{err} in `{}` at offset {off}", path.display()),
-    );
-    Ok(())
 }
 
 /// [`verify_dir`] with segments read `chunk` bytes at a time.

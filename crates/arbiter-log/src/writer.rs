@@ -8,10 +8,21 @@
 //! fails the log permanently: fsync is never retried, because after a failed
 //! fsync the kernel may have dropped the dirty pages and a later "successful"
 //! fsync would lie.
+//!
+//! Segments are preallocated: each is created at its full size
+//! ([`LogOptions::segment_bytes`]) filled with zeros that are written and
+//! synced (under a temporary name, then renamed into place and the directory
+//! synced), and batches overwrite those zeros in place. A batch's
+//! `sync_data` then has only data to write — no file size, no block
+//! allocation — which is what keeps its latency short and steady. Once the
+//! current segment is half full, a background thread prepares the next one
+//! the same way, so that rolling over is a rename; if that preparation
+//! failed (a full disk, say), the roll prepares the file itself and fails the
+//! log if it cannot. The current segment is never touched by a preparation.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -49,6 +60,9 @@ pub enum FaultPoint {
     SegmentSync,
     /// Before creating a new segment.
     SegmentRoll,
+    /// Before zero-filling a new segment file (at open, at a roll, or in the
+    /// background ahead of a roll).
+    SegmentPrepare,
     /// Before writing a checkpoint frame.
     CheckpointWrite,
     /// Before `sync_data` on `checkpoints.log`.
@@ -82,7 +96,7 @@ impl FaultSwitch {
             let flag = match p {
                 FaultPoint::SegmentWrite | FaultPoint::CheckpointWrite => &w,
                 FaultPoint::SegmentSync | FaultPoint::CheckpointSync => &s,
-                FaultPoint::SegmentRoll => return Ok(()),
+                FaultPoint::SegmentRoll | FaultPoint::SegmentPrepare => return Ok(()),
             };
             if flag.swap(false, Ordering::SeqCst) {
                 Err(io::Error::other(format!("injected fault at {p:?}")))
@@ -91,6 +105,90 @@ impl FaultSwitch {
             }
         })
     }
+}
+
+/// Default [`LogOptions::segment_bytes`]: 16 MiB — tens of thousands of
+/// records, zero-filled in tens of milliseconds, and little to read past the
+/// logical end when a log is opened.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+
+/// Zeros are written this many bytes at a time (the buffer is allocated once
+/// per preparation).
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// A background preparation syncs after every this many bytes, so that it
+/// never has much dirty data queued in front of a batch's sync.
+const BACKGROUND_SYNC_EVERY: u64 = 1 << 20;
+
+/// Creates `path` (replacing any file there) as `size` zero bytes, written
+/// and synced. `sync_every` bytes (0: only at the end) bound the dirty data
+/// in flight; `cancel` stops a background preparation early. On any error
+/// the partial file is removed.
+fn prepare_segment(
+    path: &Path,
+    size: u64,
+    sync_every: u64,
+    cancel: Option<&AtomicBool>,
+    fault: Option<&FaultHook>,
+) -> io::Result<()> {
+    let r = (|| {
+        if let Some(h) = fault {
+            h(FaultPoint::SegmentPrepare)?;
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        let chunk = usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .clamp(1, ZERO_CHUNK);
+        let zeros = vec![0u8; chunk];
+        let (mut done, mut unsynced) = (0u64, 0u64);
+        while done < size {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(io::Error::other("segment preparation cancelled"));
+            }
+            let n = usize::try_from(size - done)
+                .unwrap_or(usize::MAX)
+                .min(chunk);
+            f.write_all(zeros.get(..n).unwrap_or_default())?;
+            done += n as u64;
+            unsynced += n as u64;
+            if sync_every > 0 && unsynced >= sync_every {
+                f.sync_data()?;
+                unsynced = 0;
+            }
+        }
+        f.sync_all()
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    r
+}
+
+/// Moves the prepared file into place as the segment starting at `first`
+/// (replacing the file there only if `replace`), syncs the directory and
+/// opens the segment for writing at offset 0.
+fn install_segment(dir: &Path, first: u64, replace: bool) -> io::Result<(File, PathBuf)> {
+    let path = dir.join(segment::segment_name(first));
+    if !replace && fs::symlink_metadata(&path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("segment `{}` already exists", path.display()),
+        ));
+    }
+    fs::rename(dir.join(segment::PREPARED_FILE), &path)?;
+    sync_dir(dir)?;
+    let f = OpenOptions::new().write(true).open(&path)?;
+    Ok((f, path))
+}
+
+/// The next segment, being zero-filled on a background thread.
+struct Prep {
+    handle: JoinHandle<io::Result<()>>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// Options for [`Log::open`].
@@ -104,7 +202,8 @@ pub struct LogOptions {
     pub checkpoint_every_records: u64,
     /// Write a checkpoint at least this often, also when idle (default 1 s).
     pub checkpoint_every: Duration,
-    /// Roll to a new segment beyond this many bytes (default 64 MiB).
+    /// Roll to a new segment beyond this many bytes (default 16 MiB); also
+    /// the size each segment file is preallocated (zero-filled) to.
     pub segment_bytes: u64,
     /// In [`Durability::Async`], sync at least this often (default 200 ms).
     pub async_sync_every: Duration,
@@ -121,7 +220,7 @@ impl Default for LogOptions {
             durability: Durability::Sync,
             checkpoint_every_records: 1000,
             checkpoint_every: Duration::from_secs(1),
-            segment_bytes: 64 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             async_sync_every: Duration::from_millis(200),
             key_dir: None,
             fault: None,
@@ -321,21 +420,43 @@ impl Log {
         }
         let mut starts = loaded.segment_starts.clone();
         let size = loaded.tree.size();
-        let (seg_path, seg_len) = match starts.last() {
-            Some(first) => (
-                dir.join(segment::segment_name(*first)),
-                loaded.last_segment_len,
-            ),
-            None => {
-                starts.push(0);
-                (dir.join(segment::segment_name(0)), 0)
+        // A preparation left behind by a crash may be incomplete.
+        let prepared = dir.join(segment::PREPARED_FILE);
+        match fs::remove_file(&prepared) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&prepared)(e)),
+        }
+        let limit = opts.segment_bytes.max(1);
+        // Writes go into a preallocated segment. A last segment smaller than
+        // that (none yet, or one written before preallocation) is replaced
+        // by a preallocated one if it holds no records, and otherwise left as
+        // it is: the next record starts a new, preallocated segment.
+        let (seg, seg_path, seg_len, seg_cap) = match starts.last().copied() {
+            Some(first) if loaded.last_segment_size >= limit => {
+                let path = dir.join(segment::segment_name(first));
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_at(&path))?;
+                f.seek(SeekFrom::Start(loaded.last_segment_len))
+                    .map_err(io_at(&path))?;
+                (f, path, loaded.last_segment_len, loaded.last_segment_size)
+            }
+            last => {
+                let (first, replace) = match last {
+                    Some(first) if loaded.last_segment_len == 0 => (first, true),
+                    _ => {
+                        starts.push(size);
+                        (size, false)
+                    }
+                };
+                prepare_segment(&prepared, limit, 0, None, opts.fault.as_ref())
+                    .map_err(io_at(&prepared))?;
+                let (f, path) = install_segment(dir, first, replace).map_err(io_at(dir))?;
+                (f, path, 0, limit)
             }
         };
-        let seg = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&seg_path)
-            .map_err(io_at(&seg_path))?;
         let cp_path = dir.join(CHECKPOINTS_FILE);
         let cp_file = OpenOptions::new()
             .create(true)
@@ -379,6 +500,8 @@ impl Log {
             seg,
             seg_path,
             seg_len,
+            seg_cap,
+            prep: None,
             cp_file,
             cp_path,
             cp_size,
@@ -695,9 +818,15 @@ fn complete(done: AppendCallback, r: Result<Appended, LogError>) {
 
 struct Writer {
     inner: Arc<Inner>,
+    /// The current segment, positioned at `seg_len`.
     seg: File,
     seg_path: PathBuf,
+    /// Logical end of the current segment: where the next frame goes.
     seg_len: u64,
+    /// Size of the current segment's file; zeros from `seg_len` on.
+    seg_cap: u64,
+    /// The next segment, if its preparation has started.
+    prep: Option<Prep>,
     cp_file: File,
     cp_path: PathBuf,
     cp_size: u64,
@@ -718,6 +847,7 @@ impl Writer {
     fn run(mut self) {
         let opts = self.inner.opts.clone();
         let mut batch: Vec<Pending> = Vec::new();
+        self.prepare_next();
         loop {
             let (cp_reqs, shutdown) = {
                 let mut q = lock(&self.inner.queue);
@@ -867,7 +997,36 @@ impl Writer {
             Durability::Sync => self.sync_segment()?,
             Durability::Async => {}
         }
+        self.prepare_next();
         Ok(offsets)
+    }
+
+    /// Starts preparing the next segment in the background once the current
+    /// one is half full. A failure to start is not an error here: the roll
+    /// then prepares the segment itself.
+    fn prepare_next(&mut self) {
+        if self.prep.is_some() || self.seg_len < self.seg_cap / 2 {
+            return;
+        }
+        let path = self.inner.dir.join(segment::PREPARED_FILE);
+        let size = self.inner.opts.segment_bytes.max(1);
+        let fault = self.inner.opts.fault.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("arbiter-log-prealloc".to_string())
+            .spawn(move || {
+                prepare_segment(
+                    &path,
+                    size,
+                    BACKGROUND_SYNC_EVERY,
+                    Some(&stop),
+                    fault.as_ref(),
+                )
+            });
+        if let Ok(handle) = spawned {
+            self.prep = Some(Prep { handle, cancel });
+        }
     }
 
     fn flush(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -878,21 +1037,28 @@ impl Writer {
         self.dirty = true;
         self.seg.write_all(buf)?;
         self.seg_len += buf.len() as u64;
+        // A frame larger than what is left grows the file.
+        self.seg_cap = self.seg_cap.max(self.seg_len);
         buf.clear();
         Ok(())
     }
 
     fn roll(&mut self, first: u64) -> io::Result<()> {
         self.fault(FaultPoint::SegmentRoll)?;
-        let path = self.inner.dir.join(segment::segment_name(first));
-        let f = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        sync_dir(&self.inner.dir)?;
+        let size = self.inner.opts.segment_bytes.max(1);
+        let ready = match self.prep.take() {
+            Some(p) => matches!(p.handle.join(), Ok(Ok(()))),
+            None => false,
+        };
+        if !ready {
+            let path = self.inner.dir.join(segment::PREPARED_FILE);
+            prepare_segment(&path, size, 0, None, self.inner.opts.fault.as_ref())?;
+        }
+        let (f, path) = install_segment(&self.inner.dir, first, false)?;
         self.seg = f;
         self.seg_path = path;
         self.seg_len = 0;
+        self.seg_cap = size;
         {
             let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
             s.segment_starts.push(first);
@@ -927,6 +1093,17 @@ impl Writer {
             s.latest = Some(cp.clone());
         }
         Ok(cp)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Stop a preparation still running; the file it leaves is removed
+        // (by it, or by the next open).
+        if let Some(p) = self.prep.take() {
+            p.cancel.store(true, Ordering::Relaxed);
+            let _ = p.handle.join();
+        }
     }
 }
 

@@ -226,47 +226,117 @@ fn group_commit_64_threads() {
     assert_eq!(v.records, 2560);
 }
 
+/// The logical end of a segment file: just past its last frame.
+fn logical_end(path: &Path) -> usize {
+    let buf = fs::read(path).unwrap();
+    let mut it = FrameIter::new(&buf);
+    for s in it.by_ref() {
+        assert!(matches!(s, Scan::Frame { .. }), "{s:?}");
+    }
+    it.offset()
+}
+
+/// Writes `bytes` at `at` of `path`, in place.
+fn write_at(path: &Path, at: usize, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// The first non-zero byte at or after `from`, if any.
+fn first_nonzero(path: &Path, from: usize) -> Option<usize> {
+    let buf = fs::read(path).unwrap();
+    buf[from..].iter().position(|b| *b != 0).map(|p| from + p)
+}
+
 #[test]
-fn torn_tail_is_truncated_and_reported() {
+fn segments_are_preallocated_and_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 64 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    // a fresh log starts with a full-size, all-zero segment
+    let seg0 = dir.path().join(segment::segment_name(0));
+    assert_eq!(fs::metadata(&seg0).unwrap().len(), 64 << 10);
+    assert_eq!(first_nonzero(&seg0, 0), None);
+    fill(&log, 600, "z");
+    let key = log.public_key();
+    drop(log);
+    let segs = segment::list_segments(dir.path()).unwrap();
+    assert!(segs.len() >= 3, "{}", segs.len());
+    for (_, path) in &segs {
+        // every segment has its preallocated size and a zero tail
+        assert_eq!(fs::metadata(path).unwrap().len(), 64 << 10);
+        assert_eq!(first_nonzero(path, logical_end(path)), None);
+    }
+    assert_eq!(frames(dir.path()).len(), 600);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!((v.records, v.torn_tail_bytes), (600, 0));
+    assert_eq!(read_records(dir.path()).unwrap().count(), 600);
+    // reopening continues in place in the last segment
+    let last = segs.last().unwrap().1.clone();
+    let end = logical_end(&last);
+    let (log, rep) = open(dir.path(), o);
+    assert_eq!((rep.records, rep.truncated_tail_bytes), (600, 0));
+    assert_eq!(log.append_blocking(rec(600, "z")).unwrap().seq, 600);
+    drop(log);
+    assert_eq!(
+        segment::list_segments(dir.path()).unwrap().len(),
+        segs.len()
+    );
+    assert!(logical_end(&last) > end);
+    assert_eq!(fs::metadata(&last).unwrap().len(), 64 << 10);
+    assert!(verify(dir.path(), &key).is_ok());
+}
+
+#[test]
+fn torn_frame_before_the_zero_tail_is_zeroed_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), opts());
     fill(&log, 20, "t");
     let key = log.public_key();
     drop(log);
     let seg = dir.path().join(segment::segment_name(0));
-    let good_len = fs::metadata(&seg).unwrap().len();
-    // half a frame
+    let size = fs::metadata(&seg).unwrap().len();
+    let good = logical_end(&seg);
+    // half a frame written in place: a write cut short by a crash
     let mut frame = Vec::new();
     segment::encode_frame(&rec(99, "x").canonical_bytes().unwrap(), &mut frame);
-    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    std::io::Write::write_all(&mut f, &frame[..frame.len() / 2]).unwrap();
-    drop(f);
+    let half = &frame[..frame.len() / 2];
+    write_at(&seg, good, half);
+    let torn = segment::nonzero_end(half) as u64;
     // verify before reopen: tolerated as a torn tail
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
-    assert_eq!(v.torn_tail_bytes, (frame.len() / 2) as u64);
+    assert_eq!((v.records, v.torn_tail_bytes), (20, torn));
+    // readers stop before it
+    assert_eq!(read_records(dir.path()).unwrap().count(), 20);
     let (log, rep) = open(dir.path(), opts());
     assert_eq!(rep.records, 20);
-    assert_eq!(rep.truncated_tail_bytes, (frame.len() / 2) as u64);
-    assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
+    assert_eq!(rep.truncated_tail_bytes, torn);
+    // cut by zeroing: the file keeps its size and the zero tail is back
+    assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+    assert_eq!(first_nonzero(&seg, good), None);
     assert_eq!(log.append_blocking(rec(20, "t")).unwrap().seq, 20);
     drop(log);
-    // a complete final frame with a bad checksum is also torn; so is zero fill
+    // a complete final frame with a bad checksum, then zeros, is also torn
+    let end = logical_end(&seg);
     let mut frame2 = Vec::new();
     segment::encode_frame(b"{\"garbage\":1}", &mut frame2);
-    frame2[5] ^= 0xff;
-    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    std::io::Write::write_all(&mut f, &frame2).unwrap();
-    drop(f);
+    frame2[10] ^= 0xff;
+    write_at(&seg, end, &frame2);
     let (log, rep) = open(dir.path(), opts());
     assert_eq!(rep.records, 21);
     assert_eq!(rep.truncated_tail_bytes, frame2.len() as u64);
+    assert_eq!(first_nonzero(&seg, end), None);
     drop(log);
-    let mut f = fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    std::io::Write::write_all(&mut f, &[0u8; 100]).unwrap();
-    drop(f);
+    // the zero tail alone is nothing to cut
     let (log, rep) = open(dir.path(), opts());
-    assert_eq!(rep.truncated_tail_bytes, 100);
+    assert_eq!((rep.records, rep.truncated_tail_bytes), (21, 0));
     drop(log);
     // garbage in checkpoints.log tail
     let cpf = dir.path().join(CHECKPOINTS_FILE);
@@ -279,6 +349,281 @@ fn torn_tail_is_truncated_and_reported() {
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
     assert_eq!(v.torn_tail_bytes, 0);
+}
+
+#[test]
+fn garbage_after_the_logical_end_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 16 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    fill(&log, 80, "g");
+    let key = log.public_key();
+    drop(log);
+    let segs = segment::list_segments(dir.path()).unwrap();
+    assert!(segs.len() >= 2, "{}", segs.len());
+    for (which, (first, path)) in [segs.first().unwrap(), segs.last().unwrap()]
+        .into_iter()
+        .enumerate()
+    {
+        let orig = fs::read(path).unwrap();
+        let end = logical_end(path);
+        let size = orig.len();
+        for at in [end + 8, end + 100, size - 1] {
+            let mut b = orig.clone();
+            b[at] = 0x42;
+            fs::write(path, &b).unwrap();
+            let what = format!("segment {which}, byte {at} (logical end {end})");
+            // verify reports it at the record after the last good one
+            let p = verify(dir.path(), &key).problem.expect(&what);
+            let records = frames_until(path, end) + first;
+            assert_eq!(
+                (p.index, p.kind),
+                (Some(records), ProblemKind::BadFraming),
+                "{what}: {}",
+                p.detail
+            );
+            assert!(
+                p.detail.contains(&format!("offset {end}")),
+                "{what}: {}",
+                p.detail
+            );
+            // open refuses and leaves the file alone
+            match Log::open(dir.path(), o.clone()).unwrap_err() {
+                LogError::Corrupt { offset, index, .. } => {
+                    assert_eq!((offset, index), (end as u64, records), "{what}");
+                }
+                e => panic!("{what}: {e}"),
+            }
+            assert_eq!(fs::read(path).unwrap(), b, "{what}");
+            // readers report it too
+            let err = read_records(dir.path())
+                .unwrap()
+                .find_map(|r| r.err())
+                .expect(&what);
+            assert!(matches!(err, LogError::Corrupt { .. }), "{what}: {err}");
+            let mut follower = Follower::new(dir.path());
+            let got = follower.poll_raw(&mut |_, _| std::ops::ControlFlow::Continue(()));
+            if which == 0 {
+                assert!(
+                    matches!(got, Err(LogError::Corrupt { .. })),
+                    "{what}: {got:?}"
+                );
+            }
+        }
+        fs::write(path, &orig).unwrap();
+    }
+    assert!(verify(dir.path(), &key).is_ok());
+}
+
+/// Frames in `path` before byte `end`.
+fn frames_until(path: &Path, end: usize) -> u64 {
+    let buf = fs::read(path).unwrap();
+    FrameIter::new(&buf[..end]).count() as u64
+}
+
+#[test]
+fn logs_without_zero_tails_open_verify_and_append() {
+    // A log as written before preallocation: segment files end at their
+    // last frame.
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 8 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    fill(&log, 50, "o");
+    let key = log.public_key();
+    drop(log);
+    let _ = fs::remove_file(dir.path().join(segment::PREPARED_FILE));
+    for (_, path) in segment::list_segments(dir.path()).unwrap() {
+        let end = logical_end(&path);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(end as u64)
+            .unwrap();
+    }
+    let segs = segment::list_segments(dir.path()).unwrap();
+    let last = segs.last().unwrap().1.clone();
+    let last_len = fs::metadata(&last).unwrap().len();
+    assert!(last_len < 8 << 10);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 50);
+    assert_eq!(read_records(dir.path()).unwrap().count(), 50);
+    // a torn frame at the end of the file, the old way
+    let mut frame = Vec::new();
+    segment::encode_frame(&rec(99, "x").canonical_bytes().unwrap(), &mut frame);
+    let mut f = fs::OpenOptions::new().append(true).open(&last).unwrap();
+    std::io::Write::write_all(&mut f, &frame[..frame.len() - 3]).unwrap();
+    drop(f);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert!(v.torn_tail_bytes > 0);
+    let (log, rep) = open(dir.path(), o.clone());
+    assert_eq!(rep.records, 50);
+    assert_eq!(
+        rep.truncated_tail_bytes,
+        segment::nonzero_end(&frame[..frame.len() - 3]) as u64
+    );
+    // the old last segment is kept as it is (its torn frame zeroed); new
+    // records go to a new, preallocated segment
+    assert_eq!(log.append_blocking(rec(50, "o")).unwrap().seq, 50);
+    fill(&log, 30, "p");
+    drop(log);
+    assert_eq!(first_nonzero(&last, last_len as usize), None);
+    let segs2 = segment::list_segments(dir.path()).unwrap();
+    assert_eq!(segs2[segs.len()].0, 50);
+    assert_eq!(fs::metadata(&segs2[segs.len()].1).unwrap().len(), 8 << 10);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 81);
+    let (log, rep) = open(dir.path(), o);
+    assert_eq!(rep.records, 81);
+    assert_eq!(log.get("o-7").unwrap().unwrap().seq, 7);
+    assert_eq!(log.get("o-50").unwrap().unwrap().seq, 50);
+    drop(log);
+    // an old, empty last segment is replaced by a preallocated one
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(segment::segment_name(0)), b"").unwrap();
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 0);
+    log.append_blocking(rec(0, "e")).unwrap();
+    drop(log);
+    let seg0 = dir.path().join(segment::segment_name(0));
+    assert_eq!(fs::metadata(&seg0).unwrap().len(), DEFAULT_SEGMENT_BYTES);
+    assert_eq!(segment::list_segments(dir.path()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_stale_prepared_segment_is_discarded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    fill(&log, 5, "s");
+    drop(log);
+    // a preparation cut short by a crash
+    let prepared = dir.path().join(segment::PREPARED_FILE);
+    fs::write(&prepared, [0u8, 0, 7, 0]).unwrap();
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 5);
+    assert!(!prepared.exists());
+    fill(&log, 5, "t");
+    let key = log.public_key();
+    drop(log);
+    assert!(verify(dir.path(), &key).is_ok());
+}
+
+/// A fault hook that fails every segment preparation after the first
+/// `allow` ones, with the error a full disk gives.
+fn failing_preparation(allow: usize) -> (FaultHook, Arc<std::sync::atomic::AtomicUsize>) {
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    let hook: FaultHook = Arc::new(move |p| {
+        if p == FaultPoint::SegmentPrepare && count.fetch_add(1, Ordering::SeqCst) >= allow {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    });
+    (hook, n)
+}
+
+#[test]
+fn a_failed_preparation_fails_the_roll_closed_and_keeps_the_current_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, attempts) = failing_preparation(1); // the first segment only
+    let o = LogOptions {
+        segment_bytes: 8 << 10,
+        fault: Some(hook),
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o);
+    let mut acked = Vec::new();
+    let mut failed = None;
+    for i in 0..200 {
+        match log.append_blocking(rec(i, "d")) {
+            Ok(a) => acked.push(a.seq),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // the background preparation and then the roll's own attempt failed
+    let err = failed.expect("the log must fail once it cannot roll");
+    assert!(matches!(err, LogError::Failed(_)), "{err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(attempts.load(Ordering::SeqCst) >= 3);
+    assert!(!log.is_healthy());
+    assert!(log.append_blocking(rec(999, "d")).is_err());
+    assert!(acked.len() > 5);
+    drop(log);
+    assert!(!dir.path().join(segment::PREPARED_FILE).exists());
+    assert_eq!(segment::list_segments(dir.path()).unwrap().len(), 1);
+    // nothing acknowledged is lost; the log opens, verifies and goes on
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, acked.len() as u64);
+    assert_eq!(rep.truncated_tail_bytes, 0);
+    let key = log.public_key();
+    fill(&log, 3, "e");
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, acked.len() as u64 + 3);
+}
+
+#[test]
+fn a_failed_background_preparation_is_redone_at_the_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    // the first segment, then one failure (the background preparation of
+    // the second), then success
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    let hook: FaultHook = Arc::new(move |p| {
+        if p == FaultPoint::SegmentPrepare && count.fetch_add(1, Ordering::SeqCst) == 1 {
+            Err(std::io::Error::from_raw_os_error(28))
+        } else {
+            Ok(())
+        }
+    });
+    let o = LogOptions {
+        segment_bytes: 8 << 10,
+        fault: Some(hook),
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o);
+    for i in 0..100 {
+        log.append_blocking(rec(i, "b")).unwrap();
+    }
+    assert!(log.is_healthy());
+    assert!(n.load(Ordering::SeqCst) >= 3);
+    let key = log.public_key();
+    drop(log);
+    assert!(segment::list_segments(dir.path()).unwrap().len() >= 3);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 100);
+}
+
+#[test]
+fn a_failed_first_preparation_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, _) = failing_preparation(0);
+    let err = Log::open(
+        dir.path(),
+        LogOptions {
+            fault: Some(hook),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(segment::list_segments(dir.path()).unwrap().is_empty());
+    assert!(!dir.path().join(segment::PREPARED_FILE).exists());
 }
 
 #[test]
@@ -689,7 +1034,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let o = LogOptions {
             checkpoint_every_records: 7,
-            segment_bytes: if small_segments { 2048 } else { 64 << 20 },
+            segment_bytes: if small_segments { 2048 } else { 1 << 20 },
             ..opts()
         };
         let (log, _) = open(dir.path(), o);

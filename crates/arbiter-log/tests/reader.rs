@@ -134,7 +134,14 @@ fn prove_dir_matches_the_writer_and_is_read_only() {
     let segs = segment::list_segments(&dir).unwrap();
     let last = &segs.last().unwrap().1;
     let mut bytes = fs::read(last).unwrap();
-    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+    let mut frames = segment::FrameIter::new(&bytes);
+    frames.by_ref().for_each(drop);
+    let end = frames.offset();
+    let torn = [200, 0, 0, 0, 1, 2];
+    if bytes.len() < end + torn.len() {
+        bytes.resize(end + torn.len(), 0);
+    }
+    bytes[end..end + torn.len()].copy_from_slice(&torn);
     fs::write(last, &bytes).unwrap();
     let before = snapshot(&dir);
     assert_eq!(prove_dir(&dir, "r-24").unwrap().leaf_index, 24);
