@@ -176,7 +176,7 @@ impl Policies {
         parts.join("; ")
     }
 
-    fn type_name(&self, kind: &str, field: &str) -> Result<EntityTypeName, String> {
+    pub(crate) fn type_name(&self, kind: &str, field: &str) -> Result<EntityTypeName, String> {
         if let Some(t) = self.type_names.get(kind) {
             return Ok(t.clone());
         }
@@ -185,33 +185,38 @@ impl Policies {
     }
 
     fn prepare(&self, req: &EvaluationRequest) -> Result<Prepared, String> {
-        let principal = EntityUid::from_type_name_and_id(
-            self.type_name(&req.subject.kind, "subject")?,
-            EntityId::new(&req.subject.id),
-        );
         let resource = EntityUid::from_type_name_and_id(
             self.type_name(&req.resource.kind, "resource")?,
             EntityId::new(&req.resource.id),
         );
+        let (principal, action, context, mut overrides) = self.parts(req)?;
+        let same = req.subject.kind == req.resource.kind && req.subject.id == req.resource.id;
+        // Same entity as subject and resource: the subject's view wins once, not twice.
+        if !(same && !overrides.is_empty())
+            && let Some(e) = self.request_entity(&req.resource, &resource, "resource")? {
+            overrides.push(e);
+        }
+        let request = Request::new(principal, action, resource, context, self.schema.as_ref())
+            .map_err(|e| error_chain(&e))?;
+        Ok(Prepared { request, overrides })
+    }
+
+    /// Everything of a request but its resource, in Cedar terms: the principal, the action,
+    /// the context, and the subject's entity when the request brings its properties.
+    pub(crate) fn parts(
+        &self,
+        req: &EvaluationRequest,
+    ) -> Result<(EntityUid, EntityUid, Context, Vec<cedar_policy::Entity>), String> {
+        let principal = EntityUid::from_type_name_and_id(
+            self.type_name(&req.subject.kind, "subject")?,
+            EntityId::new(&req.subject.id),
+        );
         let action =
             EntityUid::from_type_name_and_id(action_type()?, EntityId::new(&req.action.name));
-
-        let mut overrides = Vec::new();
-        for (entity, uid, field) in [
-            (&req.subject, &principal, "subject"),
-            (&req.resource, &resource, "resource"),
-        ] {
-            if let Some(e) = self.request_entity(entity, uid, field)? {
-                overrides.push(e);
-            }
-        }
-        if overrides.len() == 2
-            && req.subject.kind == req.resource.kind
-            && req.subject.id == req.resource.id
-        {
-            // Same entity as subject and resource: the subject's view wins once, not twice.
-            overrides.truncate(1);
-        }
+        let overrides: Vec<cedar_policy::Entity> = self
+            .request_entity(&req.subject, &principal, "subject")?
+            .into_iter()
+            .collect();
 
         let context = match (&req.action.properties, req.context.is_empty()) {
             (None, true) => Context::empty(),
@@ -238,9 +243,7 @@ impl Policies {
                 }
             }
         };
-        let request = Request::new(principal, action, resource, context, self.schema.as_ref())
-            .map_err(|e| error_chain(&e))?;
-        Ok(Prepared { request, overrides })
+        Ok((principal, action, context, overrides))
     }
 
     /// The entity to put in front of the stored one, when the request brings properties.

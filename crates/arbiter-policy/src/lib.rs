@@ -11,11 +11,13 @@ pub mod delegation;
 pub mod diagnostic;
 pub mod engine;
 pub mod load;
+pub mod rows;
 pub mod search;
 pub mod testing;
 
 pub use diagnostic::{LoadErrors, SourceError};
 pub use engine::Evaluation;
+pub use rows::{ROW_TYPE, Rows};
 pub use load::{ENTITIES_FILE, Policies, PolicyMeta, SCHEMA_FILE, SourceFile, TESTS_DIR};
 pub use testing::{TestCase, TestResult, load_tests, run_tests};
 

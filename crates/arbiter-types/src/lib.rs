@@ -7,6 +7,7 @@
 pub mod authzen;
 pub mod decision;
 pub mod json;
+pub mod rows;
 pub mod strict;
 
 pub use authzen::{
@@ -15,3 +16,4 @@ pub use authzen::{
 };
 pub use decision::{Decision, DecisionId, Outcome, PrincipalEvaluation};
 pub use json::{JsonLimits, LimitError};
+pub use rows::{RowExpr, RowFilter, RowPolicies};
