@@ -151,9 +151,23 @@ fn start_with(
     policies: &str,
     agents: &[&str],
 ) -> (Proxy, Vec<String>) {
+    let agents: Vec<(&str, &str)> = agents.iter().map(|a| (*a, "{}")).collect();
+    start_agents(upstream, db_name, policies, &agents)
+}
+
+/// Registers `agents` (id, attributes) and starts the proxy.
+fn start_agents(
+    upstream: &str,
+    db_name: &str,
+    policies: &str,
+    agents: &[(&str, &str)],
+) -> (Proxy, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let keys = agents.iter().map(|a| register(&data, a)).collect();
+    let keys = agents
+        .iter()
+        .map(|(a, attributes)| register_with(&data, a, attributes))
+        .collect();
     let pol = dir.path().join("policies");
     std::fs::create_dir_all(&pol).unwrap();
     std::fs::write(pol.join("sql.cedar"), policies.replace("DB", db_name)).unwrap();
@@ -819,4 +833,310 @@ fn md5_towards_the_database_is_refused_with_a_clear_error() {
         fields.iter().any(|(f, v)| *f == b'M' && v.contains("MD5")),
         "{fields:?}"
     );
+}
+
+// --- Row filters ---
+
+/// Two tenants' orders and customers; `owner` is the user an order belongs to.
+fn tenant_tables(db: &Db) {
+    direct(
+        &db.name,
+        "CREATE TABLE customers (id int PRIMARY KEY, tenant text, name text); \
+         INSERT INTO customers VALUES (1, 'a', 'ada'), (2, 'b', 'bob'), (3, 'a', 'alan'); \
+         CREATE TABLE orders (id int PRIMARY KEY, tenant text, owner text, customer int, total int); \
+         INSERT INTO orders VALUES (10, 'a', 'alice', 1, 100), (11, 'b', 'bruno', 2, 110), \
+           (12, 'a', 'alice', 3, 120), (13, 'a', 'amir', 1, 130), (14, NULL, 'alice', 1, 140), \
+           (15, 'b', 'alice', 2, 150)",
+    );
+}
+
+const TENANT_ROWS: &str = r#"
+@id("tenant-reads")
+permit (principal is Agent, action == Action::"select", resource is Row)
+when { (resource in Table::"DB.public.orders" || resource in Table::"DB.public.customers")
+       && principal has tenant && resource.tenant == principal.tenant };
+@id("tenant-writes")
+permit (principal is Agent, action in [Action::"update", Action::"delete"],
+        resource is Row in Table::"DB.public.orders")
+when { principal has tenant && resource.tenant == principal.tenant };
+@id("no-big-orders")
+forbid (principal, action == Action::"delete", resource is Row)
+when { resource has total && resource.total >= 130 };
+@id("constants")
+permit (principal, action == Action::"select", resource == Table::"DB.arbiter.no_table");
+"#;
+
+fn register_with(data: &Path, agent: &str, attributes: &str) -> String {
+    ok(arbiter()
+        .args(["agent", "register", "--owner", "platform", agent])
+        .args(["--attributes", attributes, "--data"])
+        .arg(data));
+    let out = ok(arbiter()
+        .args(["agent", "key", "issue", agent, "--json", "--data"])
+        .arg(data));
+    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
+    key["key"].as_str().unwrap().to_owned()
+}
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn row_filters_narrow_every_read_and_write_to_the_agents_tenant() {
+    let db = Db::new("rows");
+    tenant_tables(&db);
+    let (mut proxy, keys) = start_agents(
+        &url_for(&db.name),
+        &db.name,
+        TENANT_ROWS,
+        &[
+            ("tenant-a-bot", r#"{"tenant": "a"}"#),
+            ("untenanted-bot", "{}"),
+        ],
+    );
+    let (key_a, key_none) = (keys[0].clone(), keys[1].clone());
+    let q = |sql: &str| psql(&proxy, &db, "tenant-a-bot", &key_a, &[sql]);
+
+    // Directly, a join, subqueries, CTEs, a set operation, a lateral subquery: tenant a only
+    // (the row with no tenant is not theirs either).
+    let cases: &[(&str, &[&str])] = &[
+        ("SELECT id FROM orders ORDER BY id", &["10", "12", "13"]),
+        ("SELECT count(*) FROM orders", &["3"]),
+        (
+            "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer ORDER BY o.id",
+            &["10|ada", "12|alan", "13|ada"],
+        ),
+        (
+            "SELECT c.name FROM customers c LEFT JOIN orders ON orders.customer = c.id \
+             GROUP BY c.name ORDER BY c.name",
+            &["ada", "alan"],
+        ),
+        (
+            "SELECT name FROM customers WHERE id IN (SELECT customer FROM orders WHERE total > 0) ORDER BY name",
+            &["ada", "alan"],
+        ),
+        (
+            "SELECT count(*) FROM (SELECT * FROM public.orders) s",
+            &["3"],
+        ),
+        (
+            "WITH mine AS (SELECT id, total FROM orders) SELECT sum(total) FROM mine",
+            &["350"],
+        ),
+        (
+            "SELECT id FROM orders WHERE tenant = 'b' UNION ALL SELECT id FROM customers ORDER BY 1",
+            &["1", "3"],
+        ),
+        (
+            "SELECT c.id, x.n FROM customers c, LATERAL (SELECT count(*) AS n FROM orders o WHERE o.customer = c.id) x ORDER BY c.id",
+            &["1|2", "3|1"],
+        ),
+        ("SELECT 1 + 1", &["2"]),
+    ];
+    for (sql, want) in cases {
+        let (out, err) = q(sql);
+        assert_eq!(lines(&out), *want, "{sql}: {err}");
+    }
+
+    // Writes reach the tenant's rows only; the forbid keeps big orders from deletion.
+    let (_, err) = q("UPDATE orders SET total = total + 1");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        lines(&direct(
+            &db.name,
+            "SELECT id, total FROM orders ORDER BY id"
+        )),
+        ["10|101", "11|110", "12|121", "13|131", "14|140", "15|150"]
+    );
+    let (_, err) = q("DELETE FROM orders");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        lines(&direct(&db.name, "SELECT id FROM orders ORDER BY id")),
+        ["11", "13", "14", "15"]
+    );
+
+    // What cannot be narrowed is denied, and says why.
+    for (sql, why) in [
+        (
+            "UPDATE orders SET tenant = 'b'",
+            "reads the column `tenant`",
+        ),
+        // Uses of the table that rows cannot be narrowed in are decided for the whole table.
+        ("COPY orders TO STDOUT", "not permitted"),
+        (
+            "INSERT INTO orders VALUES (20, 'a', 'x', 1, 1)",
+            "not permitted",
+        ),
+        ("TRUNCATE orders", "not permitted"),
+    ] {
+        let (out, err) = q(sql);
+        assert!(out.is_empty(), "{sql}: {out}");
+        assert!(err.contains("42501") && err.contains(why), "{sql}: {err}");
+    }
+
+    // An agent with no tenant gets no rows: denied, not an empty answer.
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "untenanted-bot",
+        &key_none,
+        &["SELECT id FROM orders"],
+    );
+    assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
+
+    // The extended protocol narrows at Parse too, and keeps the parameters.
+    let mut raw = Raw::connect(proxy.port, &db.name, "tenant-a-bot", &key_a);
+    let mut p = Vec::new();
+    wire::put_cstr(&mut p, "by_total");
+    wire::put_cstr(
+        &mut p,
+        "SELECT id::text FROM orders WHERE total > $1 ORDER BY id",
+    );
+    p.extend_from_slice(&1i16.to_be_bytes());
+    p.extend_from_slice(&23i32.to_be_bytes());
+    raw.send(b'P', p);
+    let mut b = Vec::new();
+    wire::put_cstr(&mut b, "");
+    wire::put_cstr(&mut b, "by_total");
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&1i16.to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(b"0");
+    b.extend_from_slice(&0i16.to_be_bytes());
+    raw.send(b'B', b);
+    let mut e = vec![0u8];
+    e.extend_from_slice(&0i32.to_be_bytes());
+    raw.send(b'E', e);
+    let ms = raw.sync();
+    assert_eq!(tags(&ms), "12DCZ", "{:?}", error_of(&ms));
+    assert_eq!(data_rows(&ms), ["13"]);
+    raw.send(b'X', Vec::new());
+
+    // The records: allowed for rows, with the filter and the row policies.
+    let recs = records(&mut proxy);
+    let narrowed: Vec<&Value> = recs
+        .iter()
+        .filter(|r| {
+            r["reason_admin"]
+                .as_str()
+                .unwrap_or("")
+                .contains("allowed for the rows where")
+        })
+        .collect();
+    assert!(!narrowed.is_empty(), "no narrowed decision recorded");
+    for r in &narrowed {
+        assert_eq!(r["outcome"], "allow", "{r}");
+        let policies = r["determining_policies"].to_string();
+        assert!(policies.contains("tenant-"), "{r}");
+    }
+}
+
+/// An EdDSA token from a test issuer: `sub` the user, `act.sub` the agent.
+fn delegated_token(dir: &Path, agent: &str, user: &str) -> PathBuf {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA",
+        "x": b64.encode(key.verifying_key().as_bytes()),
+    }]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    let issuers = serde_json::json!({"issuers": [{
+        "issuer": "https://idp.test", "audiences": ["arbiter"],
+        "jwks_file": dir.join("jwks.json"),
+    }]});
+    std::fs::write(dir.join("issuers.json"), issuers.to_string()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64.encode(r#"{"alg":"EdDSA","kid":"k1","typ":"JWT"}"#);
+    let payload = b64.encode(
+        serde_json::json!({
+            "iss": "https://idp.test", "aud": "arbiter", "sub": user,
+            "act": {"sub": agent}, "iat": now, "exp": now + 600,
+        })
+        .to_string(),
+    );
+    let signing_input = format!("{header}.{payload}");
+    let signature = b64.encode(key.sign(signing_input.as_bytes()).to_bytes());
+    let token = dir.join(format!("{user}.jwt"));
+    std::fs::write(&token, format!("{signing_input}.{signature}")).unwrap();
+    token
+}
+
+#[test]
+fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
+    let db = Db::new("userrows");
+    tenant_tables(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    register(&data, "helper");
+    let alice = std::fs::read_to_string(delegated_token(dir.path(), "helper", "alice")).unwrap();
+    let bruno = std::fs::read_to_string(delegated_token(dir.path(), "helper", "bruno")).unwrap();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    // The agent may read the tables; each user only their own orders.
+    std::fs::write(
+        pol.join("sql.cedar"),
+        r#"
+        @id("helper-reads")
+        permit (principal == Agent::"helper", action == Action::"select", resource is Table)
+        when { resource.database == "DB" };
+        @id("own-orders")
+        permit (principal is User, action == Action::"select", resource is Row in Table::"DB.public.orders")
+        when { resource.owner == principal };
+        "#
+        .replace("DB", &db.name),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = arbiter()
+        .args(["sql", "proxy", "--upstream", &url_for(&db.name)])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--policies"])
+        .arg(&pol)
+        .arg("--data")
+        .arg(&data)
+        .arg("--jwt-issuers")
+        .arg(dir.path().join("issuers.json"))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proxy = Proxy {
+        child,
+        port,
+        data,
+        _dir: dir,
+    };
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "helper",
+        &alice,
+        &["SELECT id FROM orders ORDER BY id"],
+    );
+    assert_eq!(lines(&out), ["10", "12", "14", "15"], "{err}");
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "helper",
+        &bruno,
+        &["WITH o AS (SELECT * FROM orders) SELECT id FROM o WHERE total > 0 ORDER BY 1"],
+    );
+    assert_eq!(lines(&out), ["11"], "{err}");
+    // Customers carry no row policy for users: the user is not permitted there at all.
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "helper",
+        &alice,
+        &["SELECT count(*) FROM customers"],
+    );
+    assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_pdp::{Pdp, Source};
-use arbiter_types::{Action, Entity, EvaluationRequest};
+use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
 use serde_json::{Map, Value, json};
 
 /// A boxed future, for the object-safe [`Decider`].
@@ -21,6 +21,10 @@ pub struct Ask {
     pub action: &'static str,
     pub resource: Entity,
     pub context: Map<String, Value>,
+    /// Whether the decision may allow only some rows of the table (the resource): for an
+    /// enforcement point that applies [`Verdict::rows`]. Only a local decision point answers
+    /// with row filters; others decide the table as a whole.
+    pub rows: bool,
 }
 
 /// A decision as the gateway needs it.
@@ -30,6 +34,8 @@ pub struct Verdict {
     pub decision_id: Option<String>,
     /// The reason that may be shown to the agent (`denied: …`).
     pub reason_user: String,
+    /// The rows the allow is limited to, when it is (asked with [`Ask::rows`]).
+    pub rows: Option<RowFilter>,
 }
 
 /// Takes decisions for the holder of a credential.
@@ -71,10 +77,17 @@ impl Decider for LocalDecider {
                 address: "local",
                 enforcement_point: &self.point,
             };
-            let requests = asks.into_iter().map(request_of).collect();
-            let decided = self
+            let requests = asks
+                .into_iter()
+                .map(|ask| {
+                    let rows = ask.rows;
+                    (request_of(ask), rows)
+                })
+                .collect();
+            let mut decided = self
                 .pdp
-                .decide_for_agent(&snapshot, credential, &source, requests);
+                .decide_for_agent_narrowing(&snapshot, credential, &source, requests);
+            let rows: Vec<Option<RowFilter>> = decided.iter_mut().map(|d| d.rows.take()).collect();
             let items = decided
                 .iter()
                 .map(|d| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
@@ -82,16 +95,19 @@ impl Decider for LocalDecider {
             let recorded = self.pdp.record_all(items, &self.point).await;
             Ok(recorded
                 .into_iter()
-                .map(|r| {
+                .zip(rows)
+                .map(|(r, rows)| {
                     // A decision that could not be recorded is a deny (fail closed).
-                    let d = match r {
-                        Ok(d) => d,
-                        Err(unrecorded) => *unrecorded.decision,
+                    let (d, rows) = match r {
+                        Ok(d) => (d, rows),
+                        Err(unrecorded) => (*unrecorded.decision, None),
                     };
+                    let allow = d.outcome.is_allow();
                     Verdict {
-                        allow: d.outcome.is_allow(),
+                        allow,
                         decision_id: Some(d.id.as_str().to_owned()),
                         reason_user: d.reason_user,
+                        rows: rows.filter(|_| allow),
                     }
                 })
                 .collect())
@@ -295,6 +311,7 @@ pub fn verdict_of(answer: &Value) -> Option<Verdict> {
         reason_user: a
             .reason_user
             .unwrap_or_else(|| if a.allow { "allowed" } else { "denied" }.to_owned()),
+        rows: None,
     })
 }
 

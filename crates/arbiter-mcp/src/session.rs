@@ -541,6 +541,7 @@ impl Session {
             action: "call_tool",
             resource: self.tool_resource(&name, &entry, pinned),
             context: self.tool_context(arguments.as_ref(), &entry, pinned),
+            rows: false,
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -664,6 +665,7 @@ impl Session {
                     action,
                     resource: resource.clone(),
                     context,
+                    rows: false,
                 }
             })
             .collect();
@@ -754,6 +756,7 @@ impl Session {
             action: "read_resource",
             resource: self.resource_entity(&uri, &Map::new()),
             context: self.context(None),
+            rows: false,
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -780,6 +783,7 @@ impl Session {
             action: "get_prompt",
             resource: self.prompt_entity(&name),
             context: self.context(arguments.as_ref()),
+            rows: false,
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -806,6 +810,7 @@ impl Session {
                     action: "get_prompt",
                     resource: self.prompt_entity(name),
                     context: self.context(None),
+                    rows: false,
                 }
             }
             Some("ref/resource") => {
@@ -816,6 +821,7 @@ impl Session {
                     action: "read_resource",
                     resource: self.resource_entity(uri, &Map::new()),
                     context: self.context(None),
+                    rows: false,
                 }
             }
             _ => {
@@ -839,6 +845,7 @@ fn refusal(why: &str) -> Verdict {
         allow: false,
         decision_id: None,
         reason_user: format!("denied: no decision could be taken ({why})"),
+        rows: None,
     }
 }
 

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use arbiter_policy::Rows;
 use arbiter_policy::{Evaluation, LoadErrors, Policies};
-use arbiter_types::{Decision, DecisionId, EvaluationRequest, Outcome};
+use arbiter_types::{Decision, DecisionId, Entity, EvaluationRequest, Outcome, RowFilter};
 use arc_swap::ArcSwap;
 
 pub use identity::{Attribution, Caller, Denial, Identity, IdentitySettings, Source};
@@ -66,6 +67,9 @@ pub struct Decided {
     pub request: Option<EvaluationRequest>,
     pub decision: Decision,
     pub attribution: Attribution,
+    /// For a decision taken with row filters asked for ([`Pdp::decide_rows`]) that allows
+    /// only some rows of the table: which ones.
+    pub rows: Option<RowFilter>,
 }
 
 impl Pdp {
@@ -104,23 +108,48 @@ impl Pdp {
         &self,
         policies: &Policies,
         caller: &Caller,
-        mut req: EvaluationRequest,
+        req: EvaluationRequest,
         source: &Source<'_>,
     ) -> Decided {
+        self.decide_as_narrowing(policies, caller, req, source, false)
+    }
+
+    /// [`Pdp::decide_as`]; with `rows`, a request on a table is decided by
+    /// [`Pdp::decide_rows`], so that it may be allowed for some of the table's rows.
+    pub fn decide_as_narrowing(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        mut req: EvaluationRequest,
+        source: &Source<'_>,
+        rows: bool,
+    ) -> Decided {
+        let decide = |req: &EvaluationRequest| {
+            if rows {
+                self.decide_rows(policies, req)
+            } else {
+                (self.decide_with(policies, req), None)
+            }
+        };
         let Some(identity) = &self.identity else {
-            let decision = self.decide_with(policies, &req);
+            let (decision, rows) = decide(&req);
             return Decided {
                 request: Some(req),
                 decision,
                 attribution: Attribution::default(),
+                rows,
             };
         };
         match identity.resolve(policies, caller, &mut req, source, identity::now_us()) {
-            Ok(attribution) => Decided {
-                decision: self.decide_with(policies, &req),
-                request: Some(req),
-                attribution,
-            },
+            Ok(attribution) => {
+                let (decision, rows) = decide(&req);
+                Decided {
+                    decision,
+                    request: Some(req),
+                    attribution,
+                    rows,
+                }
+            }
             Err(denial) => Decided {
                 decision: self.refuse(policies, &denial),
                 attribution: Attribution {
@@ -129,6 +158,7 @@ impl Pdp {
                     actor_chain: Vec::new(),
                 },
                 request: Some(req),
+                rows: None,
             },
         }
     }
@@ -195,6 +225,83 @@ impl Pdp {
         let mut d = stamp(evaluation, policies.version(), elapsed.as_micros());
         d.evaluations = evaluations;
         d
+    }
+
+    /// Decides `req` as [`Pdp::decide_with`] does and, when that denies a request on a
+    /// `Table` only because no policy permits it (no forbid, no error), asks which of the
+    /// table's rows the policies allow ([`Policies::rows`]), for the agent and for the user it
+    /// acts for. If some may be, the decision is an allow carrying that row filter, its
+    /// determining policies are the row policies, and its admin reason states the filter;
+    /// otherwise the deny stands (with why no filter could be stated, if one could not).
+    ///
+    /// Only an enforcement point that applies the filter may ask for this: the allow is
+    /// for the filtered rows, never for the table.
+    pub fn decide_rows(
+        &self,
+        policies: &Policies,
+        req: &EvaluationRequest,
+    ) -> (Decision, Option<RowFilter>) {
+        let mut d = self.decide_with(policies, req);
+        if d.outcome.is_allow()
+            || !d.errors.is_empty()
+            || req.resource.kind != "Table"
+            || !d.determining_policies.is_empty()
+        {
+            return (d, None);
+        }
+        // Whose policies decide: the agent, and the user it acts for (each evaluated alone).
+        let mut principals: Vec<EvaluationRequest> = Vec::new();
+        if d.evaluations.is_empty() {
+            principals.push(req.clone());
+        } else {
+            for e in &d.evaluations {
+                if e.outcome.is_allow() {
+                    continue;
+                }
+                if !e.determining_policies.is_empty() {
+                    return (d, None);
+                }
+                let subject = if e.kind == req.subject.kind && e.id == req.subject.id {
+                    req.subject.clone()
+                } else {
+                    Entity {
+                        kind: e.kind.clone(),
+                        id: e.id.clone(),
+                        properties: None,
+                    }
+                };
+                principals.push(EvaluationRequest {
+                    subject,
+                    ..req.clone()
+                });
+            }
+        }
+        let start = Instant::now();
+        let mut filter = RowFilter::default();
+        for r in &principals {
+            match policies.rows(r) {
+                Ok(Rows::Some(part)) => filter.parts.push(part),
+                Ok(Rows::None) => return (d, None),
+                Err(problem) => {
+                    d.reason_admin = format!(
+                        "{}; no row filter could be derived: {problem}",
+                        d.reason_admin
+                    );
+                    return (d, None);
+                }
+            }
+        }
+        if filter.parts.is_empty() {
+            return (d, None);
+        }
+        d.eval_us = d
+            .eval_us
+            .saturating_add(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        d.outcome = Outcome::Allow;
+        d.determining_policies = filter.policies();
+        d.reason_admin = format!("allowed for the rows where {filter}");
+        d.reason_user = "allowed for the rows the policies permit".to_owned();
+        (d, Some(filter))
     }
 
     /// A deny for a request that could not be understood (e.g. a batch item that lacks a

@@ -80,6 +80,23 @@ impl Pdp {
         source: &Source<'_>,
         requests: Vec<EvaluationRequest>,
     ) -> Vec<Decided> {
+        self.decide_for_agent_narrowing(
+            policies,
+            credential,
+            source,
+            requests.into_iter().map(|r| (r, false)).collect(),
+        )
+    }
+
+    /// [`Pdp::decide_for_agent`], where each request says whether it may be allowed for some
+    /// rows of its table ([`Pdp::decide_rows`]).
+    pub fn decide_for_agent_narrowing(
+        &self,
+        policies: &Policies,
+        credential: Option<&str>,
+        source: &Source<'_>,
+        requests: Vec<(EvaluationRequest, bool)>,
+    ) -> Vec<Decided> {
         let caller = match self.identity() {
             Some(identity) => identity.authenticate(credential, source, now_us()),
             None => Ok(Caller::Anonymous),
@@ -92,9 +109,9 @@ impl Pdp {
                 let id = agent.agent.id.clone();
                 return requests
                     .into_iter()
-                    .map(|mut req| {
+                    .map(|(mut req, rows)| {
                         req.subject = agent_subject(&id);
-                        self.decide_as(policies, &caller, req, source)
+                        self.decide_as_narrowing(policies, &caller, req, source, rows)
                     })
                     .collect();
             }
@@ -121,7 +138,7 @@ impl Pdp {
             .unwrap_or_else(|| "unauthenticated".to_owned());
         requests
             .into_iter()
-            .map(|mut req| {
+            .map(|(mut req, _)| {
                 req.subject = agent_subject(&subject);
                 Decided {
                     decision: self.refuse(policies, &denial),
@@ -131,6 +148,7 @@ impl Pdp {
                         actor_chain: Vec::new(),
                     },
                     request: Some(req),
+                    rows: None,
                 }
             })
             .collect()

@@ -192,8 +192,9 @@ impl Policies {
         let (principal, action, context, mut overrides) = self.parts(req)?;
         let same = req.subject.kind == req.resource.kind && req.subject.id == req.resource.id;
         // Same entity as subject and resource: the subject's view wins once, not twice.
-        if !(same && !overrides.is_empty())
-            && let Some(e) = self.request_entity(&req.resource, &resource, "resource")? {
+        if (!same || overrides.is_empty())
+            && let Some(e) = self.request_entity(&req.resource, &resource, "resource")?
+        {
             overrides.push(e);
         }
         let request = Request::new(principal, action, resource, context, self.schema.as_ref())

@@ -17,8 +17,8 @@ pub mod testing;
 
 pub use diagnostic::{LoadErrors, SourceError};
 pub use engine::Evaluation;
-pub use rows::{ROW_TYPE, Rows};
 pub use load::{ENTITIES_FILE, Policies, PolicyMeta, SCHEMA_FILE, SourceFile, TESTS_DIR};
+pub use rows::{ROW_TYPE, Rows};
 pub use testing::{TestCase, TestResult, load_tests, run_tests};
 
 /// The built-in agent vocabulary, a Cedar schema (see `docs/vocabulary.md`).

@@ -139,7 +139,8 @@ type Translated = Result<RowExpr, String>;
 
 /// The operand of a unary operator, the two of a binary one (Cedar's JSON policy format).
 fn arg(v: &Value) -> Result<&Value, String> {
-    v.get("arg").ok_or_else(|| "a malformed residual".to_owned())
+    v.get("arg")
+        .ok_or_else(|| "a malformed residual".to_owned())
 }
 
 fn sides(v: &Value) -> Result<(&Value, &Value), String> {
@@ -167,7 +168,11 @@ impl Translate<'_> {
     /// (principal and action are known, so their constraints were decided) and its
     /// `when`/`unless` clauses.
     fn policy(&self, p: &Value) -> Translated {
-        let op = |field: &str| p.get(field).and_then(|c| c.get("op")).and_then(Value::as_str);
+        let op = |field: &str| {
+            p.get(field)
+                .and_then(|c| c.get("op"))
+                .and_then(Value::as_str)
+        };
         if op("principal") != Some("All") || op("action") != Some("All") {
             return Err("a principal or action constraint was left undecided".into());
         }
@@ -309,9 +314,9 @@ impl Translate<'_> {
                         let attr = get.get("attr").and_then(Value::as_str).unwrap_or_default();
                         Ok(RowExpr::Holds(attr.to_owned(), Box::new(self.expr(r)?)))
                     }
-                    _ => Err(
-                        "`.contains` on something other than a constant set or a column".into(),
-                    ),
+                    _ => {
+                        Err("`.contains` on something other than a constant set or a column".into())
+                    }
                 }
             }
             "like" => {
@@ -528,11 +533,19 @@ mod tests {
     fn no_permit_for_the_table_means_no_rows() {
         let p = policies(TENANT, None);
         let rows = p
-            .rows(&req(json!({"tenant": "acme"}), "select", "shop.public.none"))
+            .rows(&req(
+                json!({"tenant": "acme"}),
+                "select",
+                "shop.public.none",
+            ))
             .unwrap();
         assert_eq!(rows, Rows::None);
         let rows = p
-            .rows(&req(json!({"tenant": "acme"}), "delete", "shop.public.orders"))
+            .rows(&req(
+                json!({"tenant": "acme"}),
+                "delete",
+                "shop.public.orders",
+            ))
             .unwrap();
         assert_eq!(rows, Rows::None);
     }

@@ -184,6 +184,7 @@ fn decide(
                 actor_chain: Vec::new(),
             },
             request: Some(req),
+            rows: None,
         },
     }
 }
@@ -261,6 +262,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
                     request: None,
                     decision: state.pdp.reject(&snapshot, &e.to_string()),
                     attribution: Attribution::default(),
+                    rows: None,
                 },
                 Some(e),
             ),

@@ -244,6 +244,7 @@ async fn handle(
                     actor_chain: Vec::new(),
                 },
                 request: Some(request),
+                rows: None,
             },
             StatusCode::UNAUTHORIZED,
         ),
@@ -361,6 +362,7 @@ fn refused(
             actor_chain: Vec::new(),
         },
         request: Some(request),
+        rows: None,
     }
 }
 

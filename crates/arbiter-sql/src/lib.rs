@@ -25,6 +25,7 @@
 mod children;
 mod functions;
 pub mod proxy;
+pub mod rewrite;
 pub mod scram;
 mod walk;
 pub mod wire;
@@ -75,6 +76,10 @@ pub struct StatementInfo {
     pub functions: Vec<String>,
     /// Features used by the statement, once each, in the order first seen.
     pub flags: Vec<Flag>,
+    /// Every place the text names a table (by its parse-tree node, a `RangeVar`), in the
+    /// order met: what a rewrite must cover to narrow a table's rows. Tables named other than
+    /// by a `RangeVar` (`DROP TABLE`'s list) are in [`StatementInfo::tables`] only.
+    pub references: Vec<TableReference>,
     /// The statement's own text, cut from the input at the parser's location and length:
     /// from its first token to its last, without the terminating semicolon (comments inside
     /// it are kept).
@@ -98,6 +103,29 @@ impl StatementInfo {
     pub fn calls_dangerous_function(&self) -> bool {
         self.has_flag(Flag::DangerousFunction)
     }
+}
+
+/// One place a statement names a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReference {
+    pub schema: Option<String>,
+    pub name: String,
+    /// The byte offset of the name in the analyzed text (the parser's `location`).
+    pub location: i32,
+    pub role: ReferenceRole,
+}
+
+/// What a table reference is to its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReferenceRole {
+    /// An item of a `FROM` (or `USING`, or a `MERGE` source): rows are read from it, and a
+    /// subquery can stand in its place.
+    From,
+    /// The table an `UPDATE` or `DELETE` changes: its `WHERE` decides which rows.
+    Target,
+    /// Anything else: an `INSERT`, `MERGE` or `COPY` target, a sampled table, a table in
+    /// DDL, `LOCK`, `TRUNCATE` or maintenance.
+    Other,
 }
 
 /// The effective kind of a statement.

@@ -24,9 +24,10 @@ use serde_json::{Map, json};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::rewrite::Narrowing;
 use crate::scram::Scram;
 use crate::wire::{self, Message, Reader, WireError};
-use crate::{Analysis, Flag, StatementKind, analyze};
+use crate::{Analysis, Flag, ParserSettings, StatementKind, analyze};
 
 /// Where and as whom the proxy connects to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,16 +178,26 @@ impl Proxy {
         }
     }
 
-    /// Decides the SQL text `sql` for the holder of `credential`.
-    pub async fn check(&self, credential: &str, sql: &str) -> Result<(), Denial> {
+    /// Decides the SQL text `sql` for the holder of `credential`. `Ok(None)`: send it as
+    /// it is; `Ok(Some(text))`: send `text`, the statement narrowed to the rows the policies
+    /// allow (see [`crate::rewrite`]).
+    pub async fn check(&self, credential: &str, sql: &str) -> Result<Option<String>, Denial> {
         let analysis = analyze(sql).map_err(|_| Denial {
             reason: "the statement cannot be analyzed".into(),
             decision_id: None,
         })?;
         let asks = asks_for(&analysis, &self.config.database_name);
         if asks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let tables: Vec<Option<(String, String)>> = asks
+            .iter()
+            .map(|a| {
+                let props = a.resource.properties.as_ref()?;
+                let field = |k: &str| props.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                Some((field("schema")?, field("name")?))
+            })
+            .collect();
         let decided = tokio::time::timeout(
             self.config.decision_timeout,
             self.decider.decide(Some(credential), asks),
@@ -208,13 +219,47 @@ impl Proxy {
                 });
             }
         };
-        match verdicts.into_iter().find(|v| !v.allow) {
-            None => Ok(()),
-            Some(v) => Err(Denial {
-                reason: v.reason_user,
-                decision_id: v.decision_id,
-            }),
+        if verdicts.len() != tables.len() {
+            return Err(Denial {
+                reason: "no decision could be taken".into(),
+                decision_id: None,
+            });
         }
+        let mut narrowings: Vec<Narrowing> = Vec::new();
+        let mut narrowed_by: Option<String> = None;
+        for (v, table) in verdicts.into_iter().zip(tables) {
+            if !v.allow {
+                return Err(Denial {
+                    reason: v.reason_user,
+                    decision_id: v.decision_id,
+                });
+            }
+            let (Some(filter), Some((schema, name))) = (v.rows, table) else {
+                continue;
+            };
+            narrowed_by = narrowed_by.or(v.decision_id);
+            match narrowings
+                .iter_mut()
+                .find(|n| n.schema == schema && n.name == name)
+            {
+                // The same table asked twice (read and written): both filters hold.
+                Some(n) => n.filter.parts.extend(filter.parts),
+                None => narrowings.push(Narrowing {
+                    schema,
+                    name,
+                    filter,
+                }),
+            }
+        }
+        if narrowings.is_empty() {
+            return Ok(None);
+        }
+        crate::rewrite::narrow(sql, ParserSettings::default(), &analysis, &narrowings)
+            .map(Some)
+            .map_err(|reason| Denial {
+                reason: format!("denied: {reason}"),
+                decision_id: narrowed_by,
+            })
     }
 
     async fn session(self: Arc<Self>, client: TcpStream) -> Result<(), WireError> {
@@ -371,9 +416,17 @@ impl Proxy {
                     b'Q' => {
                         let sql = Reader::new(&message.body).cstr()?.to_owned();
                         match self.check(credential, &sql).await {
-                            Ok(()) => {
+                            Ok(None) => {
                                 push(None);
                                 upstream_write.write_all(&message.encode()).await?;
+                            }
+                            Ok(Some(narrowed)) => {
+                                push(None);
+                                let mut body = Vec::with_capacity(narrowed.len() + 1);
+                                wire::put_cstr(&mut body, &narrowed);
+                                upstream_write
+                                    .write_all(&Message::new(b'Q', body).encode())
+                                    .await?;
                             }
                             Err(denial) => {
                                 push(Some(denial.error_body()));
@@ -386,10 +439,20 @@ impl Proxy {
                             continue;
                         }
                         let mut r = Reader::new(&message.body);
-                        let _name = r.cstr()?;
+                        let name = r.cstr()?.to_owned();
                         let sql = r.cstr()?.to_owned();
+                        let types = r.rest().to_vec();
                         match self.check(credential, &sql).await {
-                            Ok(()) => upstream_write.write_all(&message.encode()).await?,
+                            Ok(None) => upstream_write.write_all(&message.encode()).await?,
+                            Ok(Some(narrowed)) => {
+                                let mut body = Vec::with_capacity(narrowed.len() + types.len() + 8);
+                                wire::put_cstr(&mut body, &name);
+                                wire::put_cstr(&mut body, &narrowed);
+                                body.extend_from_slice(&types);
+                                upstream_write
+                                    .write_all(&Message::new(b'P', body).encode())
+                                    .await?;
+                            }
                             Err(denial) => discarding = Some(denial.error_body()),
                         }
                     }
@@ -725,6 +788,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                 action,
                 resource: table(db, PSEUDO_SCHEMA, "no_table"),
                 context: c,
+                rows: false,
             });
         }
         for t in &s.tables {
@@ -734,6 +798,9 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                 action,
                 resource: table(db, t.schema.as_deref().unwrap_or("public"), &t.name),
                 context: c,
+                // Reads, updates and deletes can be narrowed to rows (see `crate::rewrite`)
+                // where every reference to the table can be.
+                rows: matches!(action, "select" | "update" | "delete") && narrowable(s, t),
             });
         }
         for (flag, name) in FEATURES {
@@ -743,6 +810,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                     action: "ddl",
                     resource: table(db, PSEUDO_SCHEMA, name),
                     context: context.clone(),
+                    rows: false,
                 });
             }
         }
@@ -752,11 +820,22 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                     action: "ddl",
                     resource: table(db, PSEUDO_SCHEMA, &format!("function:{f}")),
                     context: context.clone(),
+                    rows: false,
                 });
             }
         }
     }
     asks
+}
+
+/// Whether every place `s` names table `t` is one a row filter can be applied at.
+fn narrowable(s: &crate::StatementInfo, t: &crate::TableAccess) -> bool {
+    let mut refs = s
+        .references
+        .iter()
+        .filter(|r| r.name == t.name && r.schema == t.schema)
+        .peekable();
+    refs.peek().is_some() && refs.all(|r| r.role != crate::ReferenceRole::Other)
 }
 
 /// Binds `listen` and serves until the listener fails.

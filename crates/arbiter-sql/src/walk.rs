@@ -10,8 +10,8 @@ use pg_query::protobuf::{self, Node, a_const};
 use pg_query::{NodeEnum, NodeRef};
 
 use crate::{
-    Access, Analysis, AnalyzeError, Flag, ParserSettings, StatementInfo, StatementKind,
-    TableAccess, children, is_dangerous_function,
+    Access, Analysis, AnalyzeError, Flag, ParserSettings, ReferenceRole, StatementInfo,
+    StatementKind, TableAccess, TableReference, children, is_dangerous_function,
 };
 
 /// The deepest nesting of nodes the walk follows before it gives up with
@@ -167,6 +167,7 @@ struct Walker {
     /// The access recorded for a table met outside a query's `FROM` or a write target (in
     /// DDL, `LOCK`, `TRUNCATE`, maintenance statements); `None` means read.
     default_access: Option<Access>,
+    references: Vec<TableReference>,
 }
 
 type Walked = Result<(), AnalyzeError>;
@@ -201,6 +202,7 @@ impl Walker {
             tables: self.tables,
             functions: self.functions,
             flags: self.flags,
+            references: self.references,
             text,
         }
     }
@@ -241,6 +243,17 @@ impl Walker {
                 entry.columns.push(column.clone());
             }
         }
+    }
+
+    /// Notes where the text names a table, and in what role.
+    fn reference(&mut self, rv: &protobuf::RangeVar, role: ReferenceRole) {
+        let (schema, name) = table_key(rv);
+        self.references.push(TableReference {
+            schema,
+            name,
+            location: rv.location,
+            role,
+        });
     }
 
     fn read_columns(&mut self, reads: Vec<(TableKey, String)>) {
@@ -304,6 +317,7 @@ impl Walker {
             NodeRef::RangeVar(rv) => {
                 let access = self.default_access();
                 self.record(&table_key(rv), access, &[]);
+                self.reference(rv, ReferenceRole::Other);
                 Ok(())
             }
             NodeRef::ColumnRef(c) => {
@@ -382,6 +396,7 @@ impl Walker {
             NodeRef::VacuumRelation(v) => {
                 if let Some(rv) = &v.relation {
                     let access = self.default_access();
+                    self.reference(rv, ReferenceRole::Other);
                     self.record(&table_key(rv), access, &strings(&v.va_cols));
                 }
                 Ok(())
@@ -626,6 +641,7 @@ impl Walker {
         self.note(Op::Ddl);
         if let Some(rel) = &into.rel {
             let table = table_key(rel);
+            self.reference(rel, ReferenceRole::Other);
             self.record(&table, Access::Ddl, &[]);
             if !into.skip_data {
                 self.record(&table, Access::Insert, &strings(&into.col_names));
@@ -667,8 +683,13 @@ impl Walker {
                 self.push_item(Item::derived(name));
             }
             NodeRef::RangeTableSample(sample) => {
+                let seen = self.references.len();
                 if let Some(relation) = &sample.relation {
                     self.range_item(relation)?;
+                }
+                // A sampled table cannot be replaced by a subquery.
+                for r in &mut self.references[seen..] {
+                    r.role = ReferenceRole::Other;
                 }
                 self.walk_list(&sample.method)?;
                 self.walk_list(&sample.args)?;
@@ -702,6 +723,7 @@ impl Walker {
         }
         let table = table_key(rv);
         self.record(&table, Access::Read, &[]);
+        self.reference(rv, ReferenceRole::From);
         Item {
             name: Some(name),
             schema: if rv.alias.is_none() {
@@ -800,6 +822,7 @@ impl Walker {
         }
         if let Some(rel) = &s.relation {
             let table = table_key(rel);
+            self.reference(rel, ReferenceRole::Other);
             self.record(&table, Access::Insert, &target_names(&s.cols));
             self.walk_list(&s.cols)?;
             // The VALUES or SELECT part does not see the target.
@@ -861,6 +884,7 @@ impl Walker {
         }
         let mut scope = Scope::default();
         if let Some(rel) = &s.relation {
+            self.reference(rel, ReferenceRole::Target);
             self.record(
                 &table_key(rel),
                 Access::Update,
@@ -895,6 +919,7 @@ impl Walker {
         }
         let mut scope = Scope::default();
         if let Some(rel) = &s.relation {
+            self.reference(rel, ReferenceRole::Target);
             self.record(&table_key(rel), Access::Delete, &[]);
             scope.items.push(Self::target_item(rel));
         }
@@ -925,6 +950,7 @@ impl Walker {
         let table = s.relation.as_ref().map(table_key);
         let mut scope = Scope::default();
         if let Some(rel) = &s.relation {
+            self.reference(rel, ReferenceRole::Other);
             scope.items.push(Self::target_item(rel));
         }
         self.scopes.push(scope);
@@ -1006,6 +1032,7 @@ impl Walker {
 
     fn copy(&mut self, c: &protobuf::CopyStmt) -> Walked {
         if let Some(rel) = &c.relation {
+            self.reference(rel, ReferenceRole::Other);
             let columns = strings(&c.attlist);
             if c.is_from {
                 self.note(Op::Insert);

@@ -276,6 +276,10 @@ mod tests {
         };
         assert_eq!(filter.columns(), vec!["tenant", "hidden"]);
         assert_eq!(filter.policies(), vec!["f1", "p1"]);
-        assert!(filter.to_string().contains(", unless `f1` resource[\"hidden\"]"));
+        assert!(
+            filter
+                .to_string()
+                .contains(", unless `f1` resource[\"hidden\"]")
+        );
     }
 }
