@@ -616,4 +616,52 @@ mod tests {
             Rows::Some(_)
         ));
     }
+
+    #[test]
+    fn row_policies_validate_and_evaluate_against_the_vocabulary() {
+        let schema = crate::VOCABULARY.replace(
+            "entity Row in [Table];",
+            r#"entity Row in [Table] = { "tenant"?: String };"#,
+        );
+        let p = Policies::from_sources(
+            &[crate::SourceFile {
+                path: "p.cedar".into(),
+                text: r#"
+                @id("rows")
+                permit (principal is Agent, action == Action::"select",
+                        resource is Row in Table::"shop.public.orders")
+                when { principal has tenant && resource has tenant && resource.tenant == principal.tenant };
+                "#
+                .into(),
+            }],
+            Some(&schema),
+            None,
+        )
+        .unwrap();
+        let Rows::Some(part) = p
+            .rows(&req(
+                json!({"tenant": "acme"}),
+                "select",
+                "shop.public.orders",
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            part.permits[0].1.to_string(),
+            r#"((resource has "tenant") && (resource["tenant"] == "acme"))"#
+        );
+        // An undeclared column is a validation error at load time.
+        let err = Policies::from_sources(
+            &[crate::SourceFile {
+                path: "p.cedar".into(),
+                text: r#"permit (principal, action == Action::"select", resource is Row) when { resource.owner == "x" };"#.into(),
+            }],
+            Some(&schema),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("owner"), "{err}");
+    }
 }
