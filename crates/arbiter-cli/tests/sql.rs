@@ -1140,3 +1140,81 @@ fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
     );
     assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
 }
+
+#[test]
+fn a_prepared_statement_is_decided_again_when_the_policies_change() {
+    let db = Db::new("reprep");
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    let policy_file = proxy.data.parent().unwrap().join("policies/sql.cedar");
+    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let parse = |raw: &mut Raw, name: &str, sql: &str| {
+        let mut p = Vec::new();
+        wire::put_cstr(&mut p, name);
+        wire::put_cstr(&mut p, sql);
+        p.extend_from_slice(&0i16.to_be_bytes());
+        raw.send(b'P', p);
+    };
+    let bind_execute = |raw: &mut Raw, name: &str| {
+        let mut b = Vec::new();
+        wire::put_cstr(&mut b, "");
+        wire::put_cstr(&mut b, name);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        raw.send(b'B', b);
+        let mut e = vec![0u8];
+        e.extend_from_slice(&0i32.to_be_bytes());
+        raw.send(b'E', e);
+    };
+    parse(&mut raw, "count_t", "SELECT count(*) FROM t");
+    bind_execute(&mut raw, "count_t");
+    let ms = raw.sync();
+    assert_eq!(
+        (tags(&ms).as_str(), data_rows(&ms)),
+        ("12DCZ", vec!["3".to_owned()])
+    );
+
+    // The policies stop allowing reads of t; once the new version is live, the statement
+    // prepared under the old one is refused at Bind.
+    std::fs::write(
+        &policy_file,
+        READER.replace("DB", &db.name).replace(
+            "resource.database ==",
+            "resource.name == \"other\" && resource.database ==",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        parse(&mut raw, "", "SELECT count(*) FROM t");
+        if tags(&raw.sync()) == "EZ" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new policies did not go live"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bind_execute(&mut raw, "count_t");
+    let ms = raw.sync();
+    assert_eq!(tags(&ms), "EZ");
+    let fields = error_of(&ms);
+    assert!(fields.contains(&(b'C', "42501".into())), "{fields:?}");
+
+    // Allowed again: the same prepared statement runs.
+    std::fs::write(&policy_file, READER.replace("DB", &db.name)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        bind_execute(&mut raw, "count_t");
+        let ms = raw.sync();
+        if tags(&ms) == "2DCZ" {
+            assert_eq!(data_rows(&ms), ["3"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored policies did not go live"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    raw.send(b'X', Vec::new());
+}

@@ -36,6 +36,8 @@ pub struct Verdict {
     pub reason_user: String,
     /// The rows the allow is limited to, when it is (asked with [`Ask::rows`]).
     pub rows: Option<RowFilter>,
+    /// The policy version that decided, when the decision point says.
+    pub policy_version: Option<String>,
 }
 
 /// Takes decisions for the holder of a credential.
@@ -48,6 +50,13 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
         credential: Option<&'a str>,
         asks: Vec<Ask>,
     ) -> BoxFuture<'a, Result<Vec<Verdict>, String>>;
+
+    /// The policy version decisions are taken with now, as far as this decider knows: the
+    /// active snapshot's for an embedded decision point, the last one a remote decision point
+    /// reported. `None` when it does not know.
+    fn policy_version(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Decides in this process with an embedded decision point (see
@@ -108,10 +117,15 @@ impl Decider for LocalDecider {
                         decision_id: Some(d.id.as_str().to_owned()),
                         reason_user: d.reason_user,
                         rows: rows.filter(|_| allow),
+                        policy_version: Some(d.policy_version),
                     }
                 })
                 .collect())
         })
+    }
+
+    fn policy_version(&self) -> Option<String> {
+        Some(self.pdp.snapshot().version().to_owned())
     }
 }
 
@@ -156,6 +170,8 @@ struct Remote {
     timeout: Duration,
     plain: Option<HttpClient>,
     agent: ureq::Agent,
+    /// The policy version of the last answer.
+    version: std::sync::Mutex<Option<String>>,
 }
 
 impl RemoteDecider {
@@ -183,6 +199,7 @@ impl RemoteDecider {
                 timeout,
                 plain,
                 agent,
+                version: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -312,6 +329,7 @@ pub fn verdict_of(answer: &Value) -> Option<Verdict> {
             .reason_user
             .unwrap_or_else(|| if a.allow { "allowed" } else { "denied" }.to_owned()),
         rows: None,
+        policy_version: a.policy_version,
     })
 }
 
@@ -323,13 +341,28 @@ impl Decider for RemoteDecider {
     ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
         Box::pin(async move {
             let remote = Arc::clone(&self.inner);
-            if let Some(client) = &remote.plain {
-                return remote.ask_plain(client, credential, &asks).await;
-            }
-            let credential = credential.map(str::to_owned);
-            tokio::task::spawn_blocking(move || remote.ask_blocking(credential.as_deref(), &asks))
+            let verdicts = if let Some(client) = &remote.plain {
+                remote.ask_plain(client, credential, &asks).await
+            } else {
+                let credential = credential.map(str::to_owned);
+                let blocking = Arc::clone(&remote);
+                tokio::task::spawn_blocking(move || {
+                    blocking.ask_blocking(credential.as_deref(), &asks)
+                })
                 .await
                 .map_err(|e| format!("the decision point call failed: {e}"))?
+            };
+            if let Ok(v) = &verdicts
+                && let Some(version) = v.iter().find_map(|v| v.policy_version.clone())
+                && let Ok(mut last) = remote.version.lock()
+            {
+                *last = Some(version);
+            }
+            verdicts
         })
+    }
+
+    fn policy_version(&self) -> Option<String> {
+        self.inner.version.lock().ok().and_then(|v| v.clone())
     }
 }

@@ -846,6 +846,7 @@ fn refusal(why: &str) -> Verdict {
         decision_id: None,
         reason_user: format!("denied: no decision could be taken ({why})"),
         rows: None,
+        policy_version: None,
     }
 }
 

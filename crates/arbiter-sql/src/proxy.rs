@@ -133,6 +133,27 @@ pub struct Proxy {
     keys: Mutex<HashMap<(i32, i32), (i32, i32)>>,
 }
 
+/// What an allowed statement becomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// `None`: send it as it is; `Some(text)`: send `text`, the statement narrowed to the rows
+    /// the policies allow (see [`crate::rewrite`]).
+    pub narrowed: Option<String>,
+    /// The policy version that allowed it, when the decision point says.
+    pub policy_version: Option<String>,
+}
+
+/// Most prepared statements a session may hold (the proxy keeps each one's text).
+const MAX_PREPARED: usize = 10_000;
+
+/// A statement prepared with `Parse`, as decided.
+#[derive(Debug, Clone)]
+struct Prepared {
+    sql: String,
+    narrowed: Option<String>,
+    policy_version: Option<String>,
+}
+
 /// Why a statement is refused, as shown to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
@@ -178,17 +199,15 @@ impl Proxy {
         }
     }
 
-    /// Decides the SQL text `sql` for the holder of `credential`. `Ok(None)`: send it as
-    /// it is; `Ok(Some(text))`: send `text`, the statement narrowed to the rows the policies
-    /// allow (see [`crate::rewrite`]).
-    pub async fn check(&self, credential: &str, sql: &str) -> Result<Option<String>, Denial> {
+    /// Decides the SQL text `sql` for the holder of `credential`.
+    pub async fn check(&self, credential: &str, sql: &str) -> Result<Allowed, Denial> {
         let analysis = analyze(sql).map_err(|_| Denial {
             reason: "the statement cannot be analyzed".into(),
             decision_id: None,
         })?;
         let asks = asks_for(&analysis, &self.config.database_name);
         if asks.is_empty() {
-            return Ok(None);
+            return Ok(Allowed::default());
         }
         let tables: Vec<Option<(String, String)>> = asks
             .iter()
@@ -227,6 +246,7 @@ impl Proxy {
         }
         let mut narrowings: Vec<Narrowing> = Vec::new();
         let mut narrowed_by: Option<String> = None;
+        let policy_version = verdicts.iter().find_map(|v| v.policy_version.clone());
         for (v, table) in verdicts.into_iter().zip(tables) {
             if !v.allow {
                 return Err(Denial {
@@ -252,14 +272,49 @@ impl Proxy {
             }
         }
         if narrowings.is_empty() {
-            return Ok(None);
+            return Ok(Allowed {
+                narrowed: None,
+                policy_version,
+            });
         }
         crate::rewrite::narrow(sql, ParserSettings::default(), &analysis, &narrowings)
-            .map(Some)
+            .map(|text| Allowed {
+                narrowed: Some(text),
+                policy_version,
+            })
             .map_err(|reason| Denial {
                 reason: format!("denied: {reason}"),
                 decision_id: narrowed_by,
             })
+    }
+
+    /// Before `Bind` uses the prepared statement `name`: if the policies changed since it
+    /// was decided, decides its text again. It may still run only if it is still allowed
+    /// and narrowed exactly as when it was prepared (the database holds the prepared form).
+    async fn recheck(
+        &self,
+        credential: &str,
+        name: &str,
+        prepared: &mut HashMap<String, Prepared>,
+    ) -> Result<(), Denial> {
+        let Some(p) = prepared.get_mut(name) else {
+            return Ok(());
+        };
+        let now = self.decider.policy_version();
+        if now.is_none() || now == p.policy_version {
+            return Ok(());
+        }
+        let again = self.check(credential, &p.sql).await?;
+        if again.narrowed != p.narrowed {
+            return Err(Denial {
+                reason: "denied: the policies changed since this statement was prepared, and \
+                         now allow other rows of its tables; prepare it again"
+                    .into(),
+                decision_id: None,
+            });
+        }
+        p.policy_version = again.policy_version;
+        Ok(())
     }
 
     async fn session(self: Arc<Self>, client: TcpStream) -> Result<(), WireError> {
@@ -400,8 +455,10 @@ impl Proxy {
                 p.push_back(denial);
             }
         };
-        // After a denied `Parse`: messages are dropped until `Sync`.
+        // After a denied `Parse` or `Bind`: messages are dropped until `Sync`.
         let mut discarding: Option<Vec<u8>> = None;
+        // Statements prepared with `Parse`, by name ("" is the unnamed one).
+        let mut prepared: HashMap<String, Prepared> = HashMap::new();
         let outcome: Result<(), WireError> = async {
             loop {
                 let message = match wire::read_message(&mut client_read, max).await {
@@ -415,7 +472,7 @@ impl Proxy {
                     b'Q' | b'F' if discarding.is_some() => {}
                     b'Q' => {
                         let sql = Reader::new(&message.body).cstr()?.to_owned();
-                        match self.check(credential, &sql).await {
+                        match self.check(credential, &sql).await.map(|a| a.narrowed) {
                             Ok(None) => {
                                 push(None);
                                 upstream_write.write_all(&message.encode()).await?;
@@ -442,16 +499,39 @@ impl Proxy {
                         let name = r.cstr()?.to_owned();
                         let sql = r.cstr()?.to_owned();
                         let types = r.rest().to_vec();
+                        if prepared.len() >= MAX_PREPARED && !prepared.contains_key(&name) {
+                            let denial = Denial {
+                                reason: format!(
+                                    "denied: this session holds {MAX_PREPARED} prepared statements; close some first"
+                                ),
+                                decision_id: None,
+                            };
+                            discarding = Some(denial.error_body());
+                            continue;
+                        }
                         match self.check(credential, &sql).await {
-                            Ok(None) => upstream_write.write_all(&message.encode()).await?,
-                            Ok(Some(narrowed)) => {
-                                let mut body = Vec::with_capacity(narrowed.len() + types.len() + 8);
-                                wire::put_cstr(&mut body, &name);
-                                wire::put_cstr(&mut body, &narrowed);
-                                body.extend_from_slice(&types);
-                                upstream_write
-                                    .write_all(&Message::new(b'P', body).encode())
-                                    .await?;
+                            Ok(allowed) => {
+                                match &allowed.narrowed {
+                                    None => upstream_write.write_all(&message.encode()).await?,
+                                    Some(narrowed) => {
+                                        let mut body =
+                                            Vec::with_capacity(narrowed.len() + types.len() + 8);
+                                        wire::put_cstr(&mut body, &name);
+                                        wire::put_cstr(&mut body, narrowed);
+                                        body.extend_from_slice(&types);
+                                        upstream_write
+                                            .write_all(&Message::new(b'P', body).encode())
+                                            .await?;
+                                    }
+                                }
+                                prepared.insert(
+                                    name,
+                                    Prepared {
+                                        sql,
+                                        narrowed: allowed.narrowed,
+                                        policy_version: allowed.policy_version,
+                                    },
+                                );
                             }
                             Err(denial) => discarding = Some(denial.error_body()),
                         }
@@ -469,7 +549,28 @@ impl Proxy {
                         push(Some(denial.error_body()));
                         upstream_write.write_all(&sync()).await?;
                     }
-                    b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
+                    b'B' => {
+                        if discarding.is_some() {
+                            continue;
+                        }
+                        let mut r = Reader::new(&message.body);
+                        let _portal = r.cstr()?;
+                        let statement = r.cstr()?.to_owned();
+                        match self.recheck(credential, &statement, &mut prepared).await {
+                            Ok(()) => upstream_write.write_all(&message.encode()).await?,
+                            Err(denial) => discarding = Some(denial.error_body()),
+                        }
+                    }
+                    b'C' => {
+                        if discarding.is_none() {
+                            let mut r = Reader::new(&message.body);
+                            if r.u8()? == b'S' {
+                                prepared.remove(r.cstr()?);
+                            }
+                            upstream_write.write_all(&message.encode()).await?;
+                        }
+                    }
+                    b'D' | b'E' | b'H' | b'd' | b'c' | b'f' => {
                         if discarding.is_none() {
                             upstream_write.write_all(&message.encode()).await?;
                         }

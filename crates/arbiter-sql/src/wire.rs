@@ -148,6 +148,16 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// The next byte.
+    pub fn u8(&mut self) -> Result<u8, WireError> {
+        let (&first, rest) = self
+            .buf
+            .split_first()
+            .ok_or(WireError::Malformed("the message is too short"))?;
+        self.buf = rest;
+        Ok(first)
+    }
+
     /// The next big-endian `i32`.
     pub fn i32(&mut self) -> Result<i32, WireError> {
         if self.buf.len() < 4 {

@@ -648,6 +648,8 @@ pub struct AnswerSummary {
     /// The reason that may be shown to the agent (`context.reason_user`, a string or
     /// `{"en": …}`).
     pub reason_user: Option<String>,
+    /// The policy version that decided (`context.policy_version`).
+    pub policy_version: Option<String>,
 }
 
 impl AnswerSummary {
@@ -666,6 +668,7 @@ impl AnswerSummary {
             allow,
             decision_id: text("decision_id"),
             reason_user: text("reason_user"),
+            policy_version: text("policy_version"),
         })
     }
 }
