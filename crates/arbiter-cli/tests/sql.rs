@@ -316,7 +316,8 @@ fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
 #[test]
 fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
     let db = Db::new("key");
-    let (proxy, _keys) = start(&db, READER, &["reader"]);
+    let (proxy, keys) = start(&db, READER, &["reader", "writer"]);
+    // A key Arbiter does not know: refused at login, before the database is asked anything.
     let (out, err) = psql(
         &proxy,
         &db,
@@ -325,10 +326,17 @@ fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
         &["SELECT nextval('s')", "SELECT 1"],
     );
     assert!(out.is_empty(), "{out}");
-    assert_eq!(
-        err.matches("ERROR:  42501: permission denied by Arbiter")
-            .count(),
-        2,
+    assert!(
+        err.contains(
+            "FATAL:  agent \"reader\" was not let in: denied: the credential was not accepted"
+        ),
+        "{err}"
+    );
+    // Another agent's key under this agent's name: refused too.
+    let (out, err) = psql(&proxy, &db, "reader", &keys[1], &["SELECT 1"]);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("FATAL:  the credential is not agent \"reader\"'s"),
         "{err}"
     );
     // nextval was never run.

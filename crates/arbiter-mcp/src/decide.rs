@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_pdp::{Pdp, Source};
+use arbiter_pdp::{Caller, Pdp, Source};
 use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
 use serde_json::{Map, Value, json};
 
@@ -56,6 +56,17 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
     /// reported. `None` when it does not know.
     fn policy_version(&self) -> Option<String> {
         None
+    }
+
+    /// Checks a credential before any decision: `Ok(Some(agent id))` for an accepted agent
+    /// credential, `Err(reason to show)` for a refused one, `Ok(None)` when this decider
+    /// cannot tell without deciding (the credential is then checked with every decision).
+    fn authenticate<'a>(
+        &'a self,
+        credential: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let _ = credential;
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -126,6 +137,31 @@ impl Decider for LocalDecider {
 
     fn policy_version(&self) -> Option<String> {
         Some(self.pdp.snapshot().version().to_owned())
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        credential: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let Some(identity) = self.pdp.identity() else {
+                return Ok(None);
+            };
+            let source = Source {
+                address: "local",
+                enforcement_point: &self.point,
+            };
+            match identity.authenticate(Some(credential), &source, arbiter_pdp::identity::now_us())
+            {
+                Ok(Caller::Agent(a)) => Ok(Some(a.agent.id.clone())),
+                Ok(Caller::Pep { .. }) => Err("a PEP token is not an agent credential".into()),
+                Ok(Caller::Anonymous) => Err("no credential was given".into()),
+                Err(denial) => {
+                    tracing::info!(reason = %denial.reason_admin, "a credential was refused");
+                    Err(denial.reason_user)
+                }
+            }
+        })
     }
 }
 

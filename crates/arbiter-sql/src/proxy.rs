@@ -3,9 +3,9 @@
 //!
 //! The agent connects with its agent id as user name and its Arbiter credential as password
 //! (asked in clear text: run the proxy on a trusted network or loopback, TLS is refused).
-//! The credential is not checked at startup: it is presented with every decision, and a
-//! refused credential is refused on every statement, so none reaches the database. The proxy
-//! connects to the database with its own configured credentials.
+//! The credential is checked at startup where the decision point can tell
+//! ([`Decider::authenticate`]) and presented with every decision, so a refused credential
+//! reaches nothing. The proxy connects to the database with its own configured credentials.
 //!
 //! Every simple query (`Q`) and every `Parse` (`P`) is analyzed ([`crate::analyze`]) and
 //! decided (see [`asks_for`]); a denied statement is answered with SQLSTATE 42501 and the
@@ -395,6 +395,40 @@ impl Proxy {
         };
         if credential.is_empty() {
             return fatal(client.get_mut(), "28P01", "no credential was given").await;
+        }
+        // The credential is checked now where the decision point can tell (it is presented
+        // with every decision anyway), and must be the named agent's.
+        let checked = tokio::time::timeout(
+            self.config.decision_timeout,
+            self.decider.authenticate(&credential),
+        )
+        .await;
+        match checked {
+            Ok(Ok(Some(id))) if id != agent => {
+                return fatal(
+                    client.get_mut(),
+                    "28000",
+                    &format!("the credential is not agent \"{agent}\"'s"),
+                )
+                .await;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => {
+                return fatal(
+                    client.get_mut(),
+                    "28P01",
+                    &format!("agent \"{agent}\" was not let in: {reason}"),
+                )
+                .await;
+            }
+            Err(_) => {
+                return fatal(
+                    client.get_mut(),
+                    "28000",
+                    "the credential could not be checked in time",
+                )
+                .await;
+            }
         }
 
         // The database.
