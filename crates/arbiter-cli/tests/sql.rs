@@ -1,6 +1,6 @@
 //! `arbiter sql proxy` end to end: the `arbiter` binary in front of a real PostgreSQL
 //! (`ARBITER_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`),
-//! driven with psql (simple query protocol) and a raw extended-protocol client.
+//! driven with psql (simple query protocol), a raw extended-protocol client and pgbench.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -1225,4 +1225,41 @@ fn a_prepared_statement_is_decided_again_when_the_policies_change() {
         std::thread::sleep(Duration::from_millis(200));
     }
     raw.send(b'X', Vec::new());
+}
+
+#[test]
+fn pgbench_runs_through_the_guard_in_every_query_mode() {
+    let db = Db::new("pgbench");
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q"])
+        .arg(url_for(&db.name))
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    for mode in ["simple", "extended", "prepared"] {
+        let out = Command::new("pgbench")
+            .args(["-S", "-n", "-t", "100", "-c", "2", "-M", mode])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=reader dbname={} sslmode=disable",
+                proxy.port, db.name
+            ))
+            .env("PGPASSWORD", &keys[0])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("number of transactions actually processed: 200/200")
+                && stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}{stderr}"
+        );
+    }
 }
