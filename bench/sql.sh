@@ -7,9 +7,11 @@
 #
 # Needs a PostgreSQL server reachable at PGURL whose user may create databases, and pgbench
 # (Debian's postgresql-client). Builds the release binary (into $CARGO_TARGET_DIR, default
-# ./target), creates the database arbiter_bench (dropped at the end), registers an agent whose
-# policy allows `select` on it, starts the guard with an embedded decision point (durable
-# decision log), and runs pgbench -S for each client count, guard then direct.
+# ./target), creates the database arbiter_bench (dropped at the end), registers agents whose
+# policies allow `select` on it (one of them only on the rows of its branch), starts the guard
+# with an embedded decision point twice (durable decision log; `--decision-log async`), and runs
+# pgbench -S for each client count: guard, guard with a row filter, guard with the async log,
+# then direct.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432} SCALE=${SCALE:-5} DURATION=${DURATION:-8}
@@ -17,7 +19,7 @@ CLIENTS=${CLIENTS:-"1 8"}
 WORK=$(mktemp -d /tmp/arbiter-sql-bench.XXXXXX)
 PROXY_PID=
 cleanup() {
-  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+  [ -n "$PROXY_PID" ] && kill $PROXY_PID 2>/dev/null
   wait 2>/dev/null
   psql "$PGURL/postgres" -qc "drop database if exists arbiter_bench" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -35,20 +37,45 @@ cat >"$WORK/policies/bench.cedar" <<'CEDAR'
 @id("bench-select")
 permit (principal == Agent::"bench", action == Action::"select", resource is Table)
 when { resource.database == "arbiter_bench" };
+// bench-rows reads pgbench_accounts through a row filter derived from this policy.
+@id("bench-rows")
+permit (principal == Agent::"bench-rows", action == Action::"select",
+        resource is Row in Table::"arbiter_bench.public.pgbench_accounts")
+when { resource.bid == principal.branch };
+@id("bench-rows-tables")
+permit (principal == Agent::"bench-rows", action == Action::"select", resource is Table)
+when { resource.database == "arbiter_bench" && resource.name != "pgbench_accounts" };
 CEDAR
-"$BIN" agent register bench --owner bench@example.com --data "$WORK/data" >/dev/null
-KEY=$("$BIN" agent key issue bench --data "$WORK/data" --json \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-"$BIN" sql proxy --upstream "$PGURL/arbiter_bench" --listen "127.0.0.1:$PORT" \
-  --policies "$WORK/policies" --data "$WORK/data" --log-level warn >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+key() {  # key DATA AGENT ATTRIBUTES
+  "$BIN" agent register "$2" --owner bench@example.com --attributes "$3" --data "$1" >/dev/null
+  "$BIN" agent key issue "$2" --data "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
+KEY=$(key "$WORK/data" bench '{}')
+ROWS_KEY=$(key "$WORK/data" bench-rows '{"branch": 1}')
+ASYNC_KEY=$(key "$WORK/data-async" bench '{}')
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+start_proxy() {  # start_proxy PORT DATA LOG_MODE
+  "$BIN" sql proxy --upstream "$PGURL/arbiter_bench" --listen "127.0.0.1:$1" \
+    --policies "$WORK/policies" --data "$2" --decision-log "$3" --log-level warn >>"$WORK/proxy.log" 2>&1 &
+  PROXY_PID="$PROXY_PID $!"
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.1; done
+}
+PORT=$(free_port); start_proxy "$PORT" "$WORK/data" sync
+ASYNC_PORT=$(free_port); start_proxy "$ASYNC_PORT" "$WORK/data-async" async
 
 tps() { grep -E '^tps' | sed -E 's/tps = ([0-9.]+).*/\1/'; }
-printf '%-8s %14s %14s %8s\n' clients guard_tps direct_tps ratio
+through() {  # through PORT AGENT KEY CLIENTS
+  PGPASSWORD=$3 pgbench -n -S -c "$4" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$1" -U "$2" arbiter_bench 2>&1 | tps
+}
+pct() { python3 -c "print(f'{100*$1/$2:.1f}%')"; }
+# guard: durable decision log (the default); rows: the same, every statement narrowed by a row
+# filter; async: decision log written behind (`--decision-log async`); direct: no guard.
+printf '%-8s %11s %11s %11s %11s %8s %8s %8s\n' clients guard rows async direct guard% rows% async%
 for c in $CLIENTS; do
-  g=$(PGPASSWORD=$KEY pgbench -n -S -c "$c" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$PORT" -U bench arbiter_bench 2>&1 | tps)
+  g=$(through "$PORT" bench "$KEY" "$c")
+  r=$(through "$PORT" bench-rows "$ROWS_KEY" "$c")
+  a=$(through "$ASYNC_PORT" bench "$ASYNC_KEY" "$c")
   d=$(pgbench -n -S -c "$c" -j 2 -T "$DURATION" "$PGURL/arbiter_bench" 2>/dev/null | tps)
-  printf '%-8s %14.0f %14.0f %7.1f%%\n' "$c" "$g" "$d" "$(python3 -c "print(100*$g/$d)")"
+  printf '%-8s %11.0f %11.0f %11.0f %11.0f %8s %8s %8s\n' "$c" "$g" "$r" "$a" "$d" \
+    "$(pct "$g" "$d")" "$(pct "$r" "$d")" "$(pct "$a" "$d")"
 done

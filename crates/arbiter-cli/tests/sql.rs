@@ -580,6 +580,10 @@ fn the_questions_asked_for_a_statement() {
         "shop"
     );
     assert_eq!(asks[0].context["statement_kind"], "select");
+    let fingerprint = asks[0].context["fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16);
+    // Rows can be narrowed for reads of the tables, not for the pseudo-tables.
+    assert!(asks.iter().all(|a| a.rows));
     assert_eq!(
         asks[0].context["columns"],
         serde_json::json!(["id", "name"])

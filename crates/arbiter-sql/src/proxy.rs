@@ -916,6 +916,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
         let mut context = Map::new();
         context.insert("functions".into(), json!(s.functions));
         context.insert("statement_kind".into(), json!(kind_name(&s.kind)));
+        context.insert("fingerprint".into(), json!(analysis.fingerprint));
         if s.tables.is_empty() {
             let mut c = context.clone();
             c.insert("columns".into(), json!([]));
