@@ -1267,3 +1267,72 @@ fn pgbench_runs_through_the_guard_in_every_query_mode() {
         );
     }
 }
+
+/// Kills a child process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn row_filters_come_from_a_remote_decision_point_too() {
+    let db = Db::new("remoterows");
+    tenant_tables(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = register_with(&data, "tenant-a-bot", r#"{"tenant": "a"}"#);
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(pol.join("sql.cedar"), TENANT_ROWS.replace("DB", &db.name)).unwrap();
+    let serve_port = free_port();
+    let _served = Killed(
+        arbiter()
+            .args(["serve", "--log-level", "warn", "--policies"])
+            .arg(&pol)
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{serve_port}")])
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(serve_port, "arbiter serve");
+    let port = free_port();
+    let child = arbiter()
+        .args(["sql", "proxy", "--upstream", &url_for(&db.name)])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--pdp", &format!("http://127.0.0.1:{serve_port}")])
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "the proxy");
+    let proxy = Proxy {
+        child,
+        port,
+        data,
+        _dir: dir,
+    };
+    let q = |sql: &str| psql(&proxy, &db, "tenant-a-bot", &key, &[sql]);
+    let (out, err) =
+        q("SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer ORDER BY o.id");
+    assert_eq!(lines(&out), ["10|ada", "12|alan", "13|ada"], "{err}");
+    let (out, err) = q("UPDATE orders SET tenant = 'b'");
+    assert!(
+        out.is_empty() && err.contains("reads the column `tenant`"),
+        "{out} {err}"
+    );
+    assert_eq!(
+        direct(&db.name, "SELECT count(*) FROM orders WHERE tenant = 'b'"),
+        "2\n"
+    );
+}

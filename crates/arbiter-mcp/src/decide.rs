@@ -22,8 +22,8 @@ pub struct Ask {
     pub resource: Entity,
     pub context: Map<String, Value>,
     /// Whether the decision may allow only some rows of the table (the resource): for an
-    /// enforcement point that applies [`Verdict::rows`]. Only a local decision point answers
-    /// with row filters; others decide the table as a whole.
+    /// enforcement point that applies [`Verdict::rows`]. A remote decision point is asked with
+    /// the `X-Arbiter-Row-Filters` header (`arbiter serve` honours it).
     pub rows: bool,
 }
 
@@ -241,7 +241,22 @@ impl RemoteDecider {
     }
 }
 
+/// The header listing the evaluations that may be narrowed to rows (as `arbiter serve`
+/// reads it).
+const ROW_FILTERS_HEADER: &str = "x-arbiter-row-filters";
+
 impl Remote {
+    /// `0,3`: the indices of the asks that may be allowed for some rows.
+    fn row_filter_items(asks: &[Ask]) -> Option<String> {
+        let items: Vec<String> = asks
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.rows)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        (!items.is_empty()).then(|| items.join(","))
+    }
+
     fn body(asks: &[Ask]) -> String {
         let evaluations: Vec<Value> = asks
             .iter()
@@ -270,6 +285,9 @@ impl Remote {
             .header("x-arbiter-enforcement-point", &self.point);
         if let Some(c) = credential {
             req = req.header("authorization", format!("Bearer {c}"));
+        }
+        if let Some(rows) = Self::row_filter_items(asks) {
+            req = req.header(ROW_FILTERS_HEADER, rows);
         }
         let req = req
             .body(http_body_util::Full::new(hyper::body::Bytes::from(
@@ -340,6 +358,9 @@ impl Remote {
         if let Some(c) = credential {
             req = req.header("authorization", &format!("Bearer {c}"));
         }
+        if let Some(rows) = Self::row_filter_items(asks) {
+            req = req.header(ROW_FILTERS_HEADER, &rows);
+        }
         let mut response = req.send(Self::body(asks).as_bytes()).map_err(|e| match e {
             ureq::Error::Timeout(_) => "the decision point did not answer in time".to_owned(),
             e => format!("the decision point cannot be reached: {e}"),
@@ -355,16 +376,32 @@ impl Remote {
     }
 }
 
-/// Reads an AuthZEN decision: `decision` must be a boolean.
+/// Reads an AuthZEN decision: `decision` must be a boolean. An allow for some rows
+/// (`context.row_filter`) whose filter cannot be read is a deny.
 pub fn verdict_of(answer: &Value) -> Option<Verdict> {
     let a = arbiter_types::AnswerSummary::read(answer)?;
+    let rows = match answer.get("context").and_then(|c| c.get("row_filter")) {
+        None => Ok(None),
+        Some(f) => serde_json::from_value::<RowFilter>(f.clone()).map(Some),
+    };
+    let (allow, reason_user, rows) = match rows {
+        Ok(rows) => (
+            a.allow,
+            a.reason_user
+                .unwrap_or_else(|| if a.allow { "allowed" } else { "denied" }.to_owned()),
+            rows,
+        ),
+        Err(_) => (
+            false,
+            "denied: the decision point's row filter cannot be read".to_owned(),
+            None,
+        ),
+    };
     Some(Verdict {
-        allow: a.allow,
+        allow,
         decision_id: a.decision_id,
-        reason_user: a
-            .reason_user
-            .unwrap_or_else(|| if a.allow { "allowed" } else { "denied" }.to_owned()),
-        rows: None,
+        reason_user,
+        rows: rows.filter(|_| allow),
         policy_version: a.policy_version,
     })
 }

@@ -38,6 +38,33 @@ const ENFORCEMENT_POINT: &str = "authzen";
 /// `sql:<db>`, `http:<service>`), so that its decisions are recorded as its own.
 pub const ENFORCEMENT_POINT_HEADER: &str = "x-arbiter-enforcement-point";
 
+/// The header with which an enforcement point that applies row filters (`arbiter sql proxy
+/// --pdp`) lists the evaluations (by index in the batch, comma-separated) that may be
+/// allowed for some rows of their table: those get [`arbiter_pdp::Pdp::decide_rows`], and an
+/// answer allowed for some rows carries them as `context.row_filter`.
+pub const ROW_FILTERS_HEADER: &str = "x-arbiter-row-filters";
+
+/// The evaluations, by index, that may be narrowed to rows (see [`ROW_FILTERS_HEADER`]).
+fn row_filter_items(parts: &Parts, items: usize) -> Result<Vec<bool>, ApiError> {
+    let mut rows = vec![false; items];
+    let Some(value) = parts.headers.get(ROW_FILTERS_HEADER) else {
+        return Ok(rows);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`X-Arbiter-Row-Filters` must list indices of the batch's evaluations, comma-separated",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    for index in text.split(',') {
+        let i: usize = index.trim().parse().map_err(|_| bad())?;
+        *rows.get_mut(i).ok_or_else(bad)? = true;
+    }
+    Ok(rows)
+}
+
 /// The enforcement point a request is recorded under.
 fn enforcement_point(parts: &Parts) -> Result<String, ApiError> {
     let Some(value) = parts.headers.get(ENFORCEMENT_POINT_HEADER) else {
@@ -165,9 +192,10 @@ fn decide(
     authn: &Authn,
     req: EvaluationRequest,
     asker: &Asker,
+    rows: bool,
 ) -> Decided {
     match authn {
-        Authn::Caller(caller) => state.pdp.decide_as(
+        Authn::Caller(caller) => state.pdp.decide_as_narrowing(
             snapshot,
             caller,
             req,
@@ -175,6 +203,7 @@ fn decide(
                 address: &asker.address,
                 enforcement_point: &asker.point,
             },
+            rows,
         ),
         Authn::Refused(denial) => Decided {
             decision: state.pdp.refuse(snapshot, denial),
@@ -216,7 +245,7 @@ async fn answer_one(
     req: EvaluationRequest,
     asker: &Asker,
 ) -> Response {
-    let decided = decide(state, snapshot, authn, req, asker);
+    let decided = decide(state, snapshot, authn, req, asker, false);
     match state
         .pdp
         .record(
@@ -252,11 +281,12 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
         return Ok(answer_one(state, &snapshot, &authn, req, &asker).await);
     };
     // Decide in order (the semantic may stop early), then record the batch together.
+    let narrowable = row_filter_items(parts, items.len())?;
     let mut decided: Vec<(Decided, Option<RequestError>)> = Vec::with_capacity(items.len());
-    for item in items {
+    for (item, rows) in items.into_iter().zip(narrowable) {
         let resolved = item.and_then(|partial| partial.with_defaults(&batch.defaults).complete());
         let (d, error) = match resolved {
-            Ok(req) => (decide(state, &snapshot, &authn, req, &asker), None),
+            Ok(req) => (decide(state, &snapshot, &authn, req, &asker, rows), None),
             Err(e) => (
                 Decided {
                     request: None,
@@ -290,9 +320,19 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
         .await;
     let mut failure = None;
     let mut results = Vec::with_capacity(recorded.len());
-    for ((_, error), outcome) in decided.iter().zip(recorded) {
+    for ((d, error), outcome) in decided.iter().zip(recorded) {
         let mut v = match outcome {
-            Ok(d) => d.to_authzen(),
+            Ok(recorded) => {
+                let mut v = recorded.to_authzen();
+                if let (Some(filter), true, Some(ctx)) = (
+                    &d.rows,
+                    recorded.outcome.is_allow(),
+                    v.get_mut("context").and_then(Value::as_object_mut),
+                ) {
+                    ctx.insert("row_filter".into(), json!(filter));
+                }
+                v
+            }
             Err(u) => {
                 let v = u.decision.to_authzen();
                 failure = Some(u.error);

@@ -13,8 +13,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CmpOp {
     Eq,
     Ne,
@@ -39,7 +42,8 @@ impl CmpOp {
 }
 
 /// Integer arithmetic (overflow is an error, in Cedar and in SQL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ArithOp {
     Add,
     Sub,
@@ -57,15 +61,19 @@ impl ArithOp {
 }
 
 /// One element of a `like` pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LikePart {
     Char(char),
     /// `*`: any run of characters.
     Any,
 }
 
-/// A condition on (or a value computed from) one row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A condition on (or a value computed from) one row. Its JSON form (in a decision point's
+/// answer, `context.row_filter`) is serde's externally tagged one: `{"column": "tenant"}`,
+/// `{"cmp": ["eq", {"column": "tenant"}, {"str": "acme"}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RowExpr {
     Bool(bool),
     Long(i64),
@@ -180,7 +188,8 @@ impl fmt::Display for RowExpr {
 /// One principal's policies that decide on a row: the residual condition of each permit and
 /// forbid that may apply, by policy id. The row is allowed by this part when no condition
 /// errors on it, at least one permit holds and no forbid holds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RowPolicies {
     /// `Agent::"…"` or `User::"…"`: whose policies these are.
     pub principal: String,
@@ -190,7 +199,8 @@ pub struct RowPolicies {
 
 /// The rows a decision allows: those every part allows (one part per principal: the agent,
 /// and the user it acts for when it acts for one).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RowFilter {
     pub parts: Vec<RowPolicies>,
 }
@@ -281,5 +291,12 @@ mod tests {
                 .to_string()
                 .contains(", unless `f1` resource[\"hidden\"]")
         );
+        let json = serde_json::to_value(&filter).unwrap();
+        assert_eq!(
+            json["parts"][0]["permits"][0][1]["and"][1]["cmp"][0],
+            serde_json::json!("eq")
+        );
+        assert_eq!(serde_json::from_value::<RowFilter>(json).unwrap(), filter);
+        assert!(serde_json::from_str::<RowFilter>(r#"{"parts": [], "extra": 1}"#).is_err());
     }
 }
