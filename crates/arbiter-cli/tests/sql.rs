@@ -1336,3 +1336,40 @@ fn row_filters_come_from_a_remote_decision_point_too() {
         "2\n"
     );
 }
+
+#[test]
+fn a_forbid_on_rows_narrows_a_table_allowed_as_a_whole() {
+    let db = Db::new("rowforbid");
+    let policies = format!(
+        "{READER}\n{}",
+        r#"
+        @id("no-s2")
+        forbid (principal, action == Action::"select", resource is Row in Table::"DB.public.t")
+        when { resource.secret == "s2" };
+        "#
+    );
+    let (proxy, keys) = start(&db, &policies, &["reader"]);
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "reader",
+        &keys[0],
+        &[
+            "SELECT id FROM t ORDER BY id",
+            "SELECT count(*) FROM t t1 JOIN t t2 USING (id)",
+        ],
+    );
+    assert_eq!(lines(&out), ["1", "3", "2"], "{err}");
+
+    // Every row forbidden: a deny naming the forbid, not an empty answer.
+    let all = format!(
+        "{READER}\n{}",
+        r#"
+        @id("no-t-rows")
+        forbid (principal, action == Action::"select", resource is Row in Table::"DB.public.t");
+        "#
+    );
+    let (proxy, keys) = start(&db, &all, &["reader"]);
+    let (out, err) = psql(&proxy, &db, "reader", &keys[0], &["SELECT id FROM t"]);
+    assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
+}

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arbiter_policy::Rows;
 use arbiter_policy::{Evaluation, LoadErrors, Policies};
-use arbiter_types::{Decision, DecisionId, Entity, EvaluationRequest, Outcome, RowFilter};
+use arbiter_types::{Decision, DecisionId, Entity, EvaluationRequest, Outcome, RowExpr, RowFilter};
 use arc_swap::ArcSwap;
 
 pub use identity::{Attribution, Caller, Denial, Identity, IdentitySettings, Source};
@@ -227,12 +226,18 @@ impl Pdp {
         d
     }
 
-    /// Decides `req` as [`Pdp::decide_with`] does and, when that denies a request on a
-    /// `Table` only because no policy permits it (no forbid, no error), asks which of the
-    /// table's rows the policies allow ([`Policies::rows`]), for the agent and for the user it
-    /// acts for. If some may be, the decision is an allow carrying that row filter, its
-    /// determining policies are the row policies, and its admin reason states the filter;
-    /// otherwise the deny stands (with why no filter could be stated, if one could not).
+    /// Decides `req` as [`Pdp::decide_with`] does, then, for a request on a `Table`, looks
+    /// at the table's rows ([`Policies::row_policies`]), for the agent and for the user it acts
+    /// for:
+    ///
+    /// - denied only because no policy permits the table as a whole (no forbid, no error):
+    ///   if the row policies permit some rows, the decision becomes an allow for those rows;
+    /// - allowed as a whole, while some `forbid` may apply to rows: the rows such forbids
+    ///   hold for are taken out (all of them: the deny stands, with those forbids).
+    ///
+    /// An allow for some rows carries the [`RowFilter`]; its determining policies are the
+    /// row policies (and the table permits), and its admin reason states the filter. Where
+    /// no filter can be stated the answer is a deny that says why.
     ///
     /// Only an enforcement point that applies the filter may ask for this: the allow is
     /// for the filtered rows, never for the table.
@@ -242,23 +247,21 @@ impl Pdp {
         req: &EvaluationRequest,
     ) -> (Decision, Option<RowFilter>) {
         let mut d = self.decide_with(policies, req);
-        if d.outcome.is_allow()
-            || !d.errors.is_empty()
+        let allowed = d.outcome.is_allow();
+        if !d.errors.is_empty()
             || req.resource.kind != "Table"
-            || !d.determining_policies.is_empty()
+            || (!allowed && !d.determining_policies.is_empty())
+            || (allowed && !policies.may_forbid_rows())
         {
             return (d, None);
         }
         // Whose policies decide: the agent, and the user it acts for (each evaluated alone).
-        let mut principals: Vec<EvaluationRequest> = Vec::new();
+        let mut principals: Vec<(EvaluationRequest, bool, Vec<String>)> = Vec::new();
         if d.evaluations.is_empty() {
-            principals.push(req.clone());
+            principals.push((req.clone(), allowed, d.determining_policies.clone()));
         } else {
             for e in &d.evaluations {
-                if e.outcome.is_allow() {
-                    continue;
-                }
-                if !e.determining_policies.is_empty() {
+                if !e.outcome.is_allow() && !e.determining_policies.is_empty() {
                     return (d, None);
                 }
                 let subject = if e.kind == req.subject.kind && e.id == req.subject.id {
@@ -270,26 +273,57 @@ impl Pdp {
                         properties: None,
                     }
                 };
-                principals.push(EvaluationRequest {
-                    subject,
-                    ..req.clone()
-                });
+                principals.push((
+                    EvaluationRequest {
+                        subject,
+                        ..req.clone()
+                    },
+                    e.outcome.is_allow(),
+                    e.determining_policies.clone(),
+                ));
             }
         }
         let start = Instant::now();
         let mut filter = RowFilter::default();
-        for r in &principals {
-            match policies.rows(r) {
-                Ok(Rows::Some(part)) => filter.parts.push(part),
-                Ok(Rows::None) => return (d, None),
+        for (r, table_allowed, table_permits) in principals {
+            let mut part = match policies.row_policies(&r) {
+                Ok(part) => part,
                 Err(problem) => {
-                    d.reason_admin = format!(
-                        "{}; no row filter could be derived: {problem}",
-                        d.reason_admin
+                    return (
+                        self.no_row_filter(
+                            d,
+                            &format!("no row filter could be derived: {problem}"),
+                        ),
+                        None,
                     );
-                    return (d, None);
                 }
+            };
+            let forbid_all: Vec<String> = part
+                .forbids
+                .iter()
+                .filter(|(_, c)| *c == RowExpr::Bool(true))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !forbid_all.is_empty() {
+                d.determining_policies = forbid_all;
+                return (
+                    self.no_row_filter(d, "every row of the table is forbidden"),
+                    None,
+                );
             }
+            if table_allowed {
+                if part.forbids.is_empty() {
+                    continue;
+                }
+                // The whole table is permitted; only the forbids narrow it.
+                part.permits = table_permits
+                    .into_iter()
+                    .map(|id| (id, RowExpr::Bool(true)))
+                    .collect();
+            } else if part.permits.is_empty() {
+                return (d, None);
+            }
+            filter.parts.push(part);
         }
         if filter.parts.is_empty() {
             return (d, None);
@@ -302,6 +336,17 @@ impl Pdp {
         d.reason_admin = format!("allowed for the rows where {filter}");
         d.reason_user = "allowed for the rows the policies permit".to_owned();
         (d, Some(filter))
+    }
+
+    /// `d` as a deny (it may have been an allow of the whole table) that says why no row
+    /// filter stands.
+    fn no_row_filter(&self, mut d: Decision, why: &str) -> Decision {
+        d.outcome = Outcome::Deny;
+        d.reason_admin = format!("{}; {why}", d.reason_admin);
+        if d.reason_user == "allowed" {
+            d.reason_user = "denied by policy".to_owned();
+        }
+        d
     }
 
     /// A deny for a request that could not be understood (e.g. a batch item that lacks a

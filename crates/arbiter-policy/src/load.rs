@@ -6,7 +6,7 @@
 //! with stable policy ids and a content-hash version — or every error found, each pointing at
 //! a file, line and column.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -65,6 +65,12 @@ pub struct Policies {
     pub(crate) meta: HashMap<PolicyId, PolicyMeta>,
     pub(crate) authorizer: Authorizer,
     pub(crate) type_names: HashMap<String, EntityTypeName>,
+    /// The row policies: those whose scope names the `Row` type (`resource is Row`, `is Row
+    /// in …`, `== Row::"…"`). Only they take part in row filters.
+    pub(crate) row_scoped: HashSet<PolicyId>,
+    /// Whether a row policy is a `forbid`: then even a table allowed as a whole is read
+    /// through a row filter.
+    pub(crate) row_forbids: bool,
     version: String,
     root: Option<PathBuf>,
 }
@@ -303,6 +309,20 @@ impl Policies {
                 type_names.insert(t.to_string(), t.clone());
             }
         }
+        let row_scoped: HashSet<PolicyId> = set
+            .policies()
+            .filter(|p| match p.resource_constraint() {
+                ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => {
+                    t.to_string() == crate::ROW_TYPE
+                }
+                ResourceConstraint::Eq(u) => u.type_name().to_string() == crate::ROW_TYPE,
+                ResourceConstraint::Any | ResourceConstraint::In(_) => false,
+            })
+            .map(|p| p.id().clone())
+            .collect();
+        let row_forbids = set
+            .policies()
+            .any(|p| p.effect() == cedar_policy::Effect::Forbid && row_scoped.contains(p.id()));
         // Types named in policy scopes: parsed once here rather than per request.
         for p in set.policies() {
             let mut names = Vec::new();
@@ -341,6 +361,8 @@ impl Policies {
             meta,
             authorizer: Authorizer::new(),
             type_names,
+            row_scoped,
+            row_forbids,
             version,
             root: None,
         })
@@ -426,6 +448,8 @@ impl Policies {
                 meta: HashMap::new(),
                 authorizer: Authorizer::new(),
                 type_names: HashMap::new(),
+                row_scoped: HashSet::new(),
+                row_forbids: false,
                 version: content_version(&mut Vec::new(), None, None),
                 root: None,
             },

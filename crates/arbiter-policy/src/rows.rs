@@ -1,10 +1,13 @@
 //! Row filters derived from the policies: Cedar partial evaluation with the row as the unknown
 //! resource.
 //!
-//! A table's rows are the entity type [`ROW_TYPE`], children of their `Table`. Asked "which
-//! rows of `Table::"shop.public.orders"` may this principal `select`?", the request is
-//! evaluated with everything known but the resource, which is an unknown `Row`. Policies that
-//! cannot apply to a row fall away; each remaining permit and forbid leaves a residual
+//! A table's rows are the entity type [`ROW_TYPE`], children of their `Table`. The row
+//! policies are those whose scope names that type (`resource is Row`, `resource is Row in
+//! Table::"…"`); no other policy takes part, so a policy written for tables never becomes a
+//! condition on columns. Asked "which rows of `Table::"shop.public.orders"` may this principal
+//! `select`?", the request is evaluated with everything known but the resource, which is an
+//! unknown `Row`. Row policies that cannot apply to a row of that table fall away; each
+//! remaining permit and forbid leaves a residual
 //! condition on the row, which is translated into a [`RowExpr`] over its columns
 //! (`resource.tenant` is the column `tenant`, `resource in Table::"…"` is decided from the
 //! table being read). A residual that the expression language cannot state makes the whole
@@ -34,6 +37,12 @@ pub enum Rows {
 }
 
 impl Policies {
+    /// Whether some row policy (see [`Policies::rows`]) is a `forbid`. When none is, a table
+    /// allowed as a whole needs no row filter.
+    pub fn may_forbid_rows(&self) -> bool {
+        self.row_forbids
+    }
+
     /// Which rows of `req.resource` (a `Table`) `req.subject` may act on with `req.action`,
     /// from the policies that apply to the table's [`ROW_TYPE`] entities. The request's own
     /// evaluation on the table as a whole is the caller's business; this looks at rows only.
@@ -41,6 +50,17 @@ impl Policies {
     /// `Err` when the answer cannot be stated as a row filter: an evaluation error, or a
     /// residual condition outside what [`RowExpr`] expresses (the message names the policy).
     pub fn rows(&self, req: &EvaluationRequest) -> Result<Rows, String> {
+        let part = self.row_policies(req)?;
+        let forbid_all = part.forbids.iter().any(|(_, c)| *c == RowExpr::Bool(true));
+        if forbid_all || part.permits.is_empty() {
+            return Ok(Rows::None);
+        }
+        Ok(Rows::Some(part))
+    }
+
+    /// The residual permits and forbids on the rows of `req.resource` (see [`Policies::rows`]),
+    /// whatever they allow: conditions that are `false` for every row are left out.
+    pub fn row_policies(&self, req: &EvaluationRequest) -> Result<RowPolicies, String> {
         let (principal, action, context, overrides) = self.parts(req)?;
         let row_type = EntityTypeName::from_str(ROW_TYPE)
             .map_err(|_| "the `Row` entity type name failed to parse".to_owned())?;
@@ -99,8 +119,10 @@ impl Policies {
             principal: principal.to_string(),
             ..RowPolicies::default()
         };
-        let mut forbid_all = false;
         for policy in response.all_residuals() {
+            if !self.row_scoped.contains(policy.id()) {
+                continue;
+            }
             let id = policy.id().to_string();
             let json = policy
                 .to_json()
@@ -113,20 +135,12 @@ impl Policies {
             }
             match policy.effect() {
                 Effect::Permit => part.permits.push((id, condition)),
-                Effect::Forbid => {
-                    if condition == RowExpr::Bool(true) {
-                        forbid_all = true;
-                    }
-                    part.forbids.push((id, condition));
-                }
+                Effect::Forbid => part.forbids.push((id, condition)),
             }
         }
         part.permits.sort_by(|a, b| a.0.cmp(&b.0));
         part.forbids.sort_by(|a, b| a.0.cmp(&b.0));
-        if forbid_all || part.permits.is_empty() {
-            return Ok(Rows::None);
-        }
-        Ok(Rows::Some(part))
+        Ok(part)
     }
 }
 
@@ -555,7 +569,7 @@ mod tests {
         let p = policies(
             r#"
             @id("group")
-            permit (principal, action == Action::"select", resource in Table::"tenant-tables")
+            permit (principal, action == Action::"select", resource is Row in Table::"tenant-tables")
             when { ["a", "b"].contains(resource.region) && resource.name like "x*y" && resource.tags.contains("t") && (if principal.level > 2 then resource.level <= principal.level + 1 else false) };
             "#,
             Some(
@@ -595,6 +609,29 @@ mod tests {
             .rows(&req(json!({}), "select", "shop.public.orders"))
             .unwrap_err();
         assert!(err.contains("`nested`"), "{err}");
+    }
+
+    #[test]
+    fn only_policies_scoped_to_rows_take_part() {
+        let p = policies(
+            r#"
+            @id("tables") permit (principal, action, resource) when { resource.database == "shop" };
+            @id("no-secrets") forbid (principal, action, resource) when { resource.name == "secrets" };
+            "#,
+            None,
+        );
+        assert!(!p.may_forbid_rows());
+        assert_eq!(
+            p.rows(&req(json!({}), "select", "other.public.t")).unwrap(),
+            Rows::None
+        );
+        let part = p
+            .row_policies(&req(json!({}), "select", "other.public.t"))
+            .unwrap();
+        assert!(
+            part.permits.is_empty() && part.forbids.is_empty(),
+            "{part:?}"
+        );
     }
 
     #[test]
