@@ -548,4 +548,51 @@ mod tests {
         };
         assert!(predicate(&bad, "t").is_err());
     }
+
+    /// Every place a narrowed table is read or changed gets the filter exactly once, and the
+    /// result analyzes to the same statements.
+    #[test]
+    fn each_reference_gets_the_filter_once() {
+        for sql in [
+            "SELECT * FROM orders",
+            "SELECT * FROM orders a, orders b WHERE a.id = b.id",
+            "SELECT * FROM orders JOIN (SELECT * FROM orders) x USING (id)",
+            "WITH a AS (SELECT * FROM orders), b AS (SELECT * FROM a) SELECT * FROM b, orders",
+            "WITH RECURSIVE r AS (SELECT id FROM orders UNION ALL SELECT r.id FROM r JOIN orders o ON o.id = r.id) SELECT * FROM r",
+            "SELECT (SELECT count(*) FROM orders), EXISTS (SELECT 1 FROM public.orders)",
+            "SELECT * FROM items WHERE order_id IN (SELECT id FROM orders) OR order_id = ANY (SELECT id FROM orders)",
+            "SELECT id FROM orders UNION SELECT id FROM orders EXCEPT SELECT id FROM orders",
+            "SELECT * FROM items i, LATERAL (SELECT * FROM orders o WHERE o.id = i.order_id) x",
+            "DELETE FROM orders o USING orders p WHERE o.id = p.id RETURNING o.*",
+            "UPDATE orders SET total = 0 FROM orders src WHERE src.id = orders.id",
+            "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+            "EXPLAIN SELECT * FROM orders",
+            "DECLARE c CURSOR FOR SELECT * FROM orders",
+            "SELECT * FROM ONLY orders FOR UPDATE",
+            "SELECT * FROM orders AS o(a, b, c)",
+            "INSERT INTO items SELECT * FROM orders",
+            "SELECT 1; SELECT * FROM orders; DELETE FROM orders",
+        ] {
+            let analysis = analyze(sql).unwrap();
+            let out = narrow(
+                sql,
+                ParserSettings::default(),
+                &analysis,
+                &[tenant("orders")],
+            )
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let places = analysis
+                .statements
+                .iter()
+                .flat_map(|s| &s.references)
+                .filter(|r| r.name == "orders" && r.role != ReferenceRole::Other)
+                .count();
+            assert_eq!(out.matches("'a''cme'").count(), places, "{sql} => {out}");
+            let again = analyze(&out).unwrap();
+            assert_eq!(again.statements.len(), analysis.statements.len(), "{out}");
+            for (a, b) in again.statements.iter().zip(&analysis.statements) {
+                assert_eq!(a.kind, b.kind, "{out}");
+            }
+        }
+    }
 }
