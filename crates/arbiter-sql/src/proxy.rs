@@ -131,7 +131,14 @@ pub struct Proxy {
     decider: Arc<dyn Decider>,
     /// Client-visible backend key → the database's.
     keys: Mutex<HashMap<(i32, i32), (i32, i32)>>,
+    /// Analyses of recently seen texts, by exact text (see [`Proxy::analysis_of`]).
+    analyses: Mutex<HashMap<String, Arc<Analysis>>>,
 }
+
+/// Texts longer than this are analyzed every time.
+const MAX_CACHED_TEXT: usize = 8 * 1024;
+/// Analyses kept; when full, the cache starts over.
+const MAX_CACHED_ANALYSES: usize = 4096;
 
 /// What an allowed statement becomes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,7 +190,32 @@ impl Proxy {
             config,
             decider,
             keys: Mutex::new(HashMap::new()),
+            analyses: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The analysis of `sql`, from the cache when this exact text was analyzed before.
+    ///
+    /// The cache is keyed by the text itself, never by pg_query's fingerprint: the
+    /// fingerprint leaves out constants (which the analysis reads, e.g. `set_config`'s
+    /// setting name), the relation name behind an alias (`FROM secrets s` and `FROM open s`
+    /// share one), schema names, and digit runs in relation names, so statements on
+    /// different tables share a fingerprint and a cache keyed by it would decide one as the
+    /// other.
+    pub fn analysis_of(&self, sql: &str) -> Result<Arc<Analysis>, crate::AnalyzeError> {
+        let cacheable = sql.len() <= MAX_CACHED_TEXT;
+        if cacheable && let Some(hit) = self.analyses.lock().ok().and_then(|c| c.get(sql).cloned())
+        {
+            return Ok(hit);
+        }
+        let analysis = Arc::new(analyze(sql)?);
+        if cacheable && let Ok(mut cache) = self.analyses.lock() {
+            if cache.len() >= MAX_CACHED_ANALYSES {
+                cache.clear();
+            }
+            cache.insert(sql.to_owned(), Arc::clone(&analysis));
+        }
+        Ok(analysis)
     }
 
     /// Accepts connections until the listener fails.
@@ -201,7 +233,7 @@ impl Proxy {
 
     /// Decides the SQL text `sql` for the holder of `credential`.
     pub async fn check(&self, credential: &str, sql: &str) -> Result<Allowed, Denial> {
-        let analysis = analyze(sql).map_err(|_| Denial {
+        let analysis = self.analysis_of(sql).map_err(|_| Denial {
             reason: "the statement cannot be analyzed".into(),
             decision_id: None,
         })?;
@@ -980,4 +1012,42 @@ pub async fn run(proxy: Arc<Proxy>, listen: &str) -> std::io::Result<SocketAddr>
     let addr = listener.local_addr()?;
     tokio::spawn(proxy.serve(listener));
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// Takes no decision: these tests look at the analysis cache only.
+    #[derive(Debug)]
+    struct NoDecisions;
+
+    impl Decider for NoDecisions {
+        fn decide<'a>(
+            &'a self,
+            _credential: Option<&'a str>,
+            _asks: Vec<Ask>,
+        ) -> arbiter_mcp::decide::BoxFuture<'a, Result<Vec<arbiter_mcp::Verdict>, String>> {
+            Box::pin(async { Err("no decisions in this test".to_owned()) })
+        }
+    }
+
+    #[test]
+    fn analyses_are_cached_by_exact_text_only() {
+        let upstream = Upstream::parse("postgres://u@127.0.0.1/db").unwrap();
+        let proxy = Proxy::new(ProxyConfig::new(upstream), Arc::new(NoDecisions));
+        let a = proxy.analysis_of("SELECT * FROM open o").unwrap();
+        let b = proxy.analysis_of("SELECT * FROM open o").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // Same fingerprint (the relation name behind an alias is not part of it), other table.
+        let c = proxy.analysis_of("SELECT * FROM secrets o").unwrap();
+        assert_eq!(a.fingerprint, c.fingerprint);
+        assert_eq!(c.statements[0].tables[0].name, "secrets");
+        // Long texts are not kept; errors are not kept.
+        let long = format!("SELECT 1 {}", " ".repeat(MAX_CACHED_TEXT));
+        let d = proxy.analysis_of(&long).unwrap();
+        assert!(!Arc::ptr_eq(&d, &proxy.analysis_of(&long).unwrap()));
+        assert!(proxy.analysis_of("SELEC").is_err());
+    }
 }
