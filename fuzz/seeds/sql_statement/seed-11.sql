@@ -1,0 +1,1 @@
+SELECT * FROM ONLY orders FOR UPDATE

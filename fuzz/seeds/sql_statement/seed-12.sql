@@ -1,0 +1,1 @@
+SELECT * FROM orders AS o(a, b, c) WHERE a > $1

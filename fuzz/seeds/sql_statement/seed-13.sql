@@ -1,0 +1,1 @@
+INSERT INTO items SELECT * FROM orders ON CONFLICT (id) DO UPDATE SET x = excluded.x

@@ -1,0 +1,1 @@
+MERGE INTO orders o USING items i ON o.id = i.id WHEN MATCHED THEN UPDATE SET total = 1

@@ -1,0 +1,1 @@
+SELECT id FROM orders UNION SELECT id FROM orders EXCEPT SELECT id FROM orders

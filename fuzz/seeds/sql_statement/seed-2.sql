@@ -1,0 +1,1 @@
+SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer ORDER BY o.id

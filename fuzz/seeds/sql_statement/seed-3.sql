@@ -1,0 +1,1 @@
+SELECT * FROM orders a, orders b WHERE a.id = b.id

@@ -1,0 +1,1 @@
+WITH a AS (SELECT * FROM orders), b AS (SELECT * FROM a) SELECT * FROM b, orders

@@ -1,0 +1,1 @@
+WITH RECURSIVE r AS (SELECT id FROM orders UNION ALL SELECT r.id FROM r JOIN orders o ON o.id = r.id) SELECT * FROM r

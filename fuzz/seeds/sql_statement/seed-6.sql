@@ -1,0 +1,1 @@
+SELECT (SELECT count(*) FROM orders), EXISTS (SELECT 1 FROM public.orders)

@@ -1,0 +1,1 @@
+SELECT * FROM items i, LATERAL (SELECT * FROM orders o WHERE o.id = i.order_id) x

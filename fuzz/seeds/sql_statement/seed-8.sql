@@ -1,0 +1,1 @@
+DELETE FROM orders o USING orders p WHERE o.id = p.id RETURNING o.*

@@ -1,0 +1,1 @@
+UPDATE orders SET total = 0 FROM orders src WHERE src.id = orders.id
