@@ -171,29 +171,37 @@ fn start_agents(
     let pol = dir.path().join("policies");
     std::fs::create_dir_all(&pol).unwrap();
     std::fs::write(pol.join("sql.cedar"), policies.replace("DB", db_name)).unwrap();
+    let source = [
+        "--policies".into(),
+        pol.into_os_string(),
+        "--data".into(),
+        data.clone().into_os_string(),
+    ];
+    (launch(dir, data, upstream, &source), keys)
+}
+
+/// Starts `arbiter sql proxy --upstream UPSTREAM` with `source` (where its decisions come
+/// from) on a free port, and waits until it listens.
+fn launch(
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    upstream: &str,
+    source: &[std::ffi::OsString],
+) -> Proxy {
     let port = free_port();
     let child = arbiter()
         .args(["sql", "proxy", "--upstream", upstream])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--policies"])
-        .arg(&pol)
-        .arg("--data")
-        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(source)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    wait_for_port(port, "the proxy");
+    Proxy {
+        child,
+        port,
+        data,
+        _dir: dir,
     }
-    (
-        Proxy {
-            child,
-            port,
-            data,
-            _dir: dir,
-        },
-        keys,
-    )
 }
 
 /// psql through the proxy: each `-c` is one simple query. Returns (status ok, stdout, stderr).
@@ -1104,28 +1112,15 @@ fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
         .replace("DB", &db.name),
     )
     .unwrap();
-    let port = free_port();
-    let child = arbiter()
-        .args(["sql", "proxy", "--upstream", &url_for(&db.name)])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--policies"])
-        .arg(&pol)
-        .arg("--data")
-        .arg(&data)
-        .arg("--jwt-issuers")
-        .arg(dir.path().join("issuers.json"))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let proxy = Proxy {
-        child,
-        port,
-        data,
-        _dir: dir,
-    };
+    let source = [
+        "--policies".into(),
+        pol.into_os_string(),
+        "--data".into(),
+        data.clone().into_os_string(),
+        "--jwt-issuers".into(),
+        dir.path().join("issuers.json").into_os_string(),
+    ];
+    let proxy = launch(dir, data, &url_for(&db.name), &source);
     let (out, err) = psql(
         &proxy,
         &db,
@@ -1308,20 +1303,11 @@ fn row_filters_come_from_a_remote_decision_point_too() {
             .unwrap(),
     );
     wait_for_port(serve_port, "arbiter serve");
-    let port = free_port();
-    let child = arbiter()
-        .args(["sql", "proxy", "--upstream", &url_for(&db.name)])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--pdp", &format!("http://127.0.0.1:{serve_port}")])
-        .spawn()
-        .unwrap();
-    wait_for_port(port, "the proxy");
-    let proxy = Proxy {
-        child,
-        port,
-        data,
-        _dir: dir,
-    };
+    let source = [
+        "--pdp".into(),
+        format!("http://127.0.0.1:{serve_port}").into(),
+    ];
+    let proxy = launch(dir, data, &url_for(&db.name), &source);
     let q = |sql: &str| psql(&proxy, &db, "tenant-a-bot", &key, &[sql]);
     let (out, err) =
         q("SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer ORDER BY o.id");
