@@ -18,6 +18,7 @@
 pub mod canonical;
 pub mod checkpoint;
 mod fastcheck;
+mod grow;
 pub mod merkle;
 pub mod ocsf;
 pub mod query;

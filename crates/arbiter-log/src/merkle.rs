@@ -9,6 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::grow::ChunkedVec;
+
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];
 
@@ -84,14 +86,15 @@ pub struct MerkleTree {
     // the complete subtree over leaves [i * 2^h, (i + 1) * 2^h), and every
     // complete subtree that fits in the current size is present. Maintained by
     // `push`, the only mutator.
-    levels: Vec<Vec<Hash>>,
+    // Each level is a `ChunkedVec` so that appending never copies a level.
+    levels: Vec<ChunkedVec<Hash>>,
 }
 
 impl MerkleTree {
     /// An empty tree.
     pub fn new() -> Self {
         MerkleTree {
-            levels: vec![Vec::new()],
+            levels: vec![ChunkedVec::new()],
         }
     }
 
@@ -103,16 +106,20 @@ impl MerkleTree {
     /// Appends a leaf hash (already `leaf_hash`ed); returns its index.
     pub fn push(&mut self, leaf: Hash) -> u64 {
         if self.levels.is_empty() {
-            self.levels.push(Vec::new());
+            self.levels.push(ChunkedVec::new());
         }
         let index = self.size();
         self.levels[0].push(leaf);
         let mut h = 0;
         while self.levels[h].len().is_multiple_of(2) {
             let n = self.levels[h].len();
-            let parent = node_hash(&self.levels[h][n - 2], &self.levels[h][n - 1]);
+            let (Some(left), Some(right)) = (self.levels[h].get(n - 2), self.levels[h].get(n - 1))
+            else {
+                break;
+            };
+            let parent = node_hash(left, right);
             if self.levels.len() == h + 1 {
-                self.levels.push(Vec::new());
+                self.levels.push(ChunkedVec::new());
             }
             self.levels[h + 1].push(parent);
             h += 1;

@@ -11,12 +11,12 @@
 //! latest checkpoint makes `open` fail with the segment, offset and index, for
 //! `verify` to report.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, sync_dir};
+use crate::grow::{ChunkedVec, DecisionIndex};
 use crate::merkle::{MerkleTree, ProofError};
 use crate::record::{DecisionRecord, RecordError, decode_all};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameIter, Scan};
@@ -131,9 +131,9 @@ pub struct OpenReport {
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
     pub tree: MerkleTree,
-    pub index: HashMap<String, u64>,
+    pub index: DecisionIndex,
     /// Byte offset of each record's frame within its segment.
-    pub offsets: Vec<u64>,
+    pub offsets: ChunkedVec<u64>,
     /// First index of each segment, ascending.
     pub segment_starts: Vec<u64>,
     pub last_ts_us: i64,
@@ -220,7 +220,7 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
             }
             st.last_ts_us = d.ts_us;
             st.tree.push(d.leaf);
-            st.index.entry(d.decision_id).or_insert(index);
+            st.index.insert_first(d.decision_id, index);
             st.offsets.push(*offset as u64);
         }
         if let Some((offset, error, torn)) = bad {

@@ -20,7 +20,6 @@
 //! failed (a full disk, say), the roll prepares the file itself and fails the
 //! log if it cannot. The current segment is never touched by a preparation.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
+use crate::grow::{ChunkedVec, DecisionIndex};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::record::{DecisionRecord, now_us};
 use crate::segment::{self, CHECKPOINTS_FILE};
@@ -322,8 +322,8 @@ struct Queue {
 
 struct Shared {
     tree: MerkleTree,
-    index: HashMap<String, u64>,
-    offsets: Vec<u64>,
+    index: DecisionIndex,
+    offsets: ChunkedVec<u64>,
     segment_starts: Vec<u64>,
     latest: Option<Checkpoint>,
 }
@@ -689,7 +689,7 @@ impl Log {
     pub fn prove(&self, decision_id: &str) -> Result<InclusionProofBundle, LogError> {
         let (index, mut cp) = {
             let s = self.read_shared();
-            let index = *s
+            let index = s
                 .index
                 .get(decision_id)
                 .ok_or_else(|| LogError::NotFound(decision_id.to_string()))?;
@@ -750,7 +750,7 @@ impl Log {
     pub fn get(&self, decision_id: &str) -> Result<Option<DecisionRecord>, LogError> {
         let (path, offset) = {
             let s = self.read_shared();
-            let Some(index) = s.index.get(decision_id).copied() else {
+            let Some(index) = s.index.get(decision_id) else {
                 return Ok(None);
             };
             self.locate(&s, index)?
@@ -883,7 +883,7 @@ impl Writer {
                                 let idx = s.tree.push(p.leaf);
                                 s.offsets.push(off);
                                 let id = std::mem::take(&mut p.decision_id);
-                                s.index.entry(id).or_insert(idx);
+                                s.index.insert_first(id, idx);
                             }
                         }
                         for p in batch.drain(..) {
