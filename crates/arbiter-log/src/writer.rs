@@ -318,6 +318,10 @@ struct Queue {
     health: Health,
     shutdown: bool,
     cp_requests: Vec<mpsc::Sender<Result<Checkpoint, LogError>>>,
+    /// The writer is waiting on `wake` (set and cleared by it under this
+    /// lock): only then does an append need to notify, which saves a
+    /// system call per append while the writer is busy.
+    writer_waiting: bool,
 }
 
 struct Shared {
@@ -484,6 +488,7 @@ impl Log {
                 health: Health::Healthy,
                 shutdown: false,
                 cp_requests: Vec::new(),
+                writer_waiting: false,
             }),
             wake: Condvar::new(),
             shared: RwLock::new(Shared {
@@ -604,8 +609,11 @@ impl Log {
             decision_id: record.decision_id,
             done,
         });
+        let waiting = q.writer_waiting;
         drop(q);
-        self.inner.wake.notify_one();
+        if waiting {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Queues `record` and returns a [`Ticket`] to wait on.
@@ -863,11 +871,13 @@ impl Writer {
                     if now >= deadline {
                         break;
                     }
+                    q.writer_waiting = true;
                     q = self
                         .inner
                         .wake
                         .wait_timeout(q, deadline - now)
                         .map_or_else(|e| e.into_inner().0, |r| r.0);
+                    q.writer_waiting = false;
                 }
                 std::mem::swap(&mut batch, &mut q.items);
                 (std::mem::take(&mut q.cp_requests), q.shutdown)
