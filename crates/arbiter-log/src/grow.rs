@@ -20,16 +20,13 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// chunk (while that chunk grows to its full size), never the whole vector.
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkedVec<T> {
+    // INVARIANT: every chunk but the last holds exactly CHUNK entries.
     chunks: Vec<Vec<T>>,
-    len: usize,
 }
 
 impl<T> Default for ChunkedVec<T> {
     fn default() -> Self {
-        ChunkedVec {
-            chunks: Vec::new(),
-            len: 0,
-        }
+        ChunkedVec { chunks: Vec::new() }
     }
 }
 
@@ -41,7 +38,9 @@ impl<T> ChunkedVec<T> {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
     }
 
     /// Appends `value`.
@@ -54,7 +53,6 @@ impl<T> ChunkedVec<T> {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// The entry at `index`.
