@@ -37,6 +37,10 @@ when { context.subcommand like "delete*" };
 @id("tools")
 permit (principal is Agent, action == Action::"exec", resource)
 when { ["sh", "yes", "no-such-program-arbiter-test", "not-executable"].contains(resource.program) };
+
+@id("sh-keeps-library-path")
+permit (principal is Agent, action == Action::"exec_keep_env", resource == Command::"sh")
+when { context.variable == "LD_LIBRARY_PATH" };
 "#;
 
 const KUBECTL: &str = "#!/bin/sh\n\
@@ -55,6 +59,14 @@ fn arbiter() -> Command {
         "ARBITER_EXEC_TIMEOUT_MS",
     ] {
         c.env_remove(v);
+    }
+    // Loader variables the test runner itself sets (cargo sets `LD_LIBRARY_PATH`): the tests
+    // that are about them set their own.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("LD_") || k.starts_with("DYLD_") {
+            c.env_remove(&*k);
+        }
     }
     c.env("LC_ALL", "C");
     c
@@ -603,6 +615,161 @@ when { context has argv && context.argv.contains("delete") };
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(stderr.contains("deleting cluster resources"), "{stderr}");
+}
+
+/// The `git-read` example of docs/exec.md, as written there, with the vocabulary as schema:
+/// plain read-only subcommands run; the ways `git status`/`log` run programs or write files
+/// (configuration from flags or the environment, `--output`) are denied.
+#[test]
+fn docs_git_example_refuses_config_injection_and_output_files() {
+    let env = Env::new();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/exec.md"))
+            .unwrap();
+    let start = docs
+        .find("@id(\"git-read\")")
+        .expect("the git example in docs/exec.md");
+    let end = start + docs[start..].find("```").unwrap();
+    let dir = env.path("git-policies");
+    std::fs::create_dir(&dir).unwrap();
+    let schema = ok(arbiter().args(["policy", "schema"])).stdout;
+    std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
+    std::fs::write(dir.join("git.cedar"), &docs[start..end]).unwrap();
+    ok(arbiter().args(["policy", "validate"]).arg(&dir));
+    let git = env.path("bin/git");
+    std::fs::write(&git, "#!/bin/sh\necho \"git stub: $*\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&git, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str], extra_env: &[(&str, &str)]| {
+        let mut cmd = arbiter();
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", env.path(""))
+            .env("LC_ALL", "C")
+            .env("ARBITER_AGENT_KEY", &env.key)
+            .envs(extra_env.iter().copied())
+            .arg("exec")
+            .arg("--policies")
+            .arg(&dir)
+            .arg("--data")
+            .arg(env.data())
+            .arg("--")
+            .arg(&git)
+            .args(args);
+        cmd.output().unwrap()
+    };
+    for args in [
+        &["status"][..],
+        &["log", "--oneline", "-n", "5"],
+        &["--no-pager", "diff"],
+    ] {
+        let out = run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).starts_with("git stub:"));
+    }
+    for (args, extra) in [
+        (
+            &["-c", "core.fsmonitor=touch /tmp/pwned", "status"][..],
+            &[][..],
+        ),
+        (
+            &["--config-env=core.fsmonitor=EVIL", "status"],
+            &[("EVIL", "sh")],
+        ),
+        (&["log", "--output=/tmp/arbiter-git-output"], &[]),
+        (&["-C", "/etc", "status"], &[]),
+        (
+            &["status"],
+            &[
+                ("GIT_CONFIG_COUNT", "1"),
+                ("GIT_CONFIG_KEY_0", "core.fsmonitor"),
+                ("GIT_CONFIG_VALUE_0", "sh"),
+            ],
+        ),
+        (
+            &["status"],
+            &[("GIT_CONFIG_PARAMETERS", "'core.fsmonitor'='sh'")],
+        ),
+        (&["log"], &[("GIT_PAGER", "sh -c id")]),
+    ] {
+        let out = run(args, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{args:?} {extra:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).is_empty(), "{args:?}: git ran");
+    }
+}
+
+/// Prints the loader variables the program got.
+const SHOW_LOADER_ENV: &str = "echo \"lib=${LD_LIBRARY_PATH-unset} bind=${LD_BIND_NOW-unset} \
+     dyld=${DYLD_INSERT_LIBRARIES-unset}\"";
+
+/// Runs `sh` through the guard with three loader variables, only one of which a policy lets
+/// the program keep; checks what it got and that each was decided.
+fn loader_variables_need_a_policy(env: &Env, mut cmd: Command) {
+    let out = cmd
+        .env("LD_LIBRARY_PATH", "/nonexistent-arbiter-test")
+        .env("LD_BIND_NOW", "1")
+        .env("DYLD_INSERT_LIBRARIES", "/tmp/x.dylib")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        "lib=/nonexistent-arbiter-test bind=unset dyld=unset\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("removed LD_BIND_NOW from the program's environment"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("removed DYLD_INSERT_LIBRARIES from the program's environment"),
+        "{stderr}"
+    );
+    let records = env.records();
+    let keep: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "exec_keep_env")
+        .collect();
+    assert_eq!(keep.len(), 3, "{records:#?}");
+    let exec = records
+        .iter()
+        .find(|r| r["action"] == "exec")
+        .expect("the exec decision");
+    let names = exec["context"]["env"].as_array().unwrap();
+    assert!(
+        !names.iter().any(|n| n.as_str().unwrap().starts_with("LD_")),
+        "loader variables are decided apart: {names:?}"
+    );
+    assert!(keep.iter().all(|r| r["resource"]["id"] == "sh"));
+    let kept: Vec<&str> = keep
+        .iter()
+        .filter(|r| r["outcome"] == "allow")
+        .map(|r| r["context"]["variable"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["LD_LIBRARY_PATH"]);
+}
+
+#[test]
+fn local_loader_variables_are_removed_unless_a_policy_keeps_them() {
+    let env = Env::new();
+    let cmd = env.local(&["sh", "-c", SHOW_LOADER_ENV]);
+    loader_variables_need_a_policy(&env, cmd);
+}
+
+#[test]
+fn remote_loader_variables_are_removed_unless_a_policy_keeps_them() {
+    let env = Env::new();
+    let port = free_port();
+    let _served = serve(&env, port);
+    let cmd = env.remote(port, &["sh", "-c", SHOW_LOADER_ENV]);
+    loader_variables_need_a_policy(&env, cmd);
 }
 
 // ---- remote mode ------------------------------------------------------------------------

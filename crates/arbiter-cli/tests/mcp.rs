@@ -173,7 +173,7 @@ when { resource.server == "fs" && ["read_text_file", "list_directory", "list_all
 @agent_reason("only the docs directory may be read")
 forbid (principal, action == Action::"call_tool", resource is Tool)
 when { resource.server == "fs" && context has arguments && context.arguments has path }
-unless { (context.arguments.path == "DOCS" || context.arguments.path like "DOCS/*") && !(context.arguments.path like "*..*") };
+unless { context.arguments.path == "DOCS" || context.arguments.path like "DOCS/*" };
 "#;
 
 #[test]
@@ -219,6 +219,12 @@ fn filesystem_server_behind_the_stdio_gateway() {
             {"op": "call_tool", "name": "read_text_file", "arguments": {"path": format!("{docs_s}/../secret/s.txt")}},
             {"op": "call_tool", "name": "write_file", "arguments": {"path": format!("{docs_s}/new.txt"), "content": "x"}},
             {"op": "call_tool", "name": "list_directory", "arguments": {"path": docs_s}},
+            // The obvious `like "DOCS/*"` policy holds against every spelling of a path: the
+            // gateway decides (and forwards) the lexically normal form.
+            {"op": "call_tool", "name": "read_text_file", "arguments": {"path": format!("{docs_s}/./sub/../a.txt")}},
+            {"op": "call_tool", "name": "read_text_file", "arguments": {"path": format!("{docs_s}/a.txt/../../secret//s.txt")}},
+            {"op": "call_tool", "name": "read_text_file", "arguments": {"path": format!("{docs_s}/a.txt\u{0}/../../secret/s.txt")}},
+            {"op": "call_tool", "name": "read_text_file", "arguments": {"path": format!("{docs_s}\\..\\secret\\s.txt")}},
         ]),
     ));
     let r = report["results"].as_array().unwrap();
@@ -249,6 +255,33 @@ fn filesystem_server_behind_the_stdio_gateway() {
         denied.push(decision_id(&text));
     }
     assert!(tool_text(&r[5]).contains("a.txt"));
+    // `DOCS/./sub/../a.txt` is `DOCS/a.txt`: allowed, and the server reads that file.
+    assert!(tool_text(&r[6]).contains("hello from the docs"), "{}", r[6]);
+    // A `..` hidden behind a file name and a `//`: denied like the plain traversal.
+    let text = tool_text(&r[7]);
+    assert_eq!(r[7]["value"]["isError"], true, "{}", r[7]);
+    assert!(text.contains("only the docs directory"), "{text}");
+    denied.push(decision_id(&text));
+    // The decision id is also a structured field of the denied result.
+    assert_eq!(
+        r[7]["value"]["_meta"]["arbiter/denial"]["decision_id"],
+        decision_id(&text).as_str(),
+        "{}",
+        r[7]
+    );
+    // A NUL byte or a backslash: no safe normal form, refused as invalid params.
+    for i in [8, 9] {
+        assert_eq!(r[i]["ok"], false, "{}", r[i]);
+        assert_eq!(r[i]["error"]["code"], -32602, "{}", r[i]);
+        assert!(
+            r[i]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("argument `path`"),
+            "{}",
+            r[i]
+        );
+    }
     assert!(
         !docs.join("new.txt").exists(),
         "the denied write reached the server"
@@ -266,7 +299,8 @@ fn filesystem_server_behind_the_stdio_gateway() {
         assert_eq!(rec["subject"]["id"], "reader");
         assert_eq!(rec["action"], "call_tool");
         assert_eq!(rec["context"]["tool_pin"]["pinned"], true);
-        assert!(rec["context"]["arguments"]["path"].is_string());
+        let path = rec["context"]["arguments"]["path"].as_str().unwrap();
+        assert!(!path.contains(".."), "recorded in normal form: {path}");
     }
     let allowed_read = recs
         .iter()

@@ -13,10 +13,12 @@
 //! - [`stdio`]: the stdio transport.
 //! - [`http`]: the streamable-HTTP transport, a reverse proxy in front of an MCP server.
 //! - [`values`]: arguments as Cedar values, tool definition hashes.
+//! - [`paths`]: path-like arguments in lexically normal form.
 
 pub mod decide;
 pub mod http;
 pub mod jsonrpc;
+pub mod paths;
 pub mod session;
 pub mod stdio;
 pub mod values;

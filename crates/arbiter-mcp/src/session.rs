@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::decide::{Ask, BoxFuture, Decider, Verdict};
 use crate::jsonrpc::{self, FrameLimits, Id, Message, code};
-use crate::values;
+use crate::{paths, values};
 
 /// How a denied `tools/call` is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -495,6 +495,14 @@ impl Session {
             let mut result = Map::new();
             result.insert("content".into(), json!([{"type": "text", "text": text}]));
             result.insert("isError".into(), Value::Bool(true));
+            // The same facts, structured, for clients that act on a denial.
+            result.insert(
+                "_meta".into(),
+                json!({ (DENIAL_META): {
+                    "decision_id": verdict.decision_id,
+                    "reason": verdict.reason_user,
+                }}),
+            );
             Message::Result { id, result }
         } else {
             Message::error(
@@ -518,10 +526,21 @@ impl Session {
         else {
             return invalid_params(id, "`params.name` must be the tool's name (a string)");
         };
+        let mut params = params;
         let arguments = match params.get("arguments") {
             None => None,
             Some(Value::Object(a)) => Some(a.clone()),
             Some(_) => return invalid_params(id, "`params.arguments` must be an object"),
+        };
+        // Path-like arguments in normal form: what the policy sees is what the server gets.
+        let arguments = match arguments.as_ref().map(paths::normalize_arguments) {
+            None => None,
+            Some(Ok(None)) => arguments,
+            Some(Ok(Some(normal))) => {
+                params.insert("arguments".into(), Value::Object(normal.clone()));
+                Some(normal)
+            }
+            Some(Err(problem)) => return invalid_params(id, &problem.to_string()),
         };
         let entry = match self.tool_entry(&name).await {
             Ok(Some(e)) => e,
@@ -838,6 +857,9 @@ impl Session {
         self.forward(id, "completion/complete".into(), params, Pending::Plain)
     }
 }
+
+/// The `_meta` member of a denied tool result that carries the decision id and the reason.
+pub const DENIAL_META: &str = "arbiter/denial";
 
 fn refusal(why: &str) -> Verdict {
     tracing::warn!(error = %why, "refused a request: no decision could be taken (fail closed)");

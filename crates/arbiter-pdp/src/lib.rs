@@ -473,12 +473,20 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
     if req.action.name != "call_tool" || req.resource.kind != "Tool" {
         return None;
     }
-    let props = req.resource.properties.as_ref()?;
-    if props.get("pinned") != Some(&serde_json::Value::Bool(false)) {
+    // The gateway states the pin both as the tool's properties and in the context
+    // (`tool_pin`); either saying "not pinned" refuses, so the refusal does not depend on
+    // which of the two the decision point lets through to the policies.
+    let unpinned = serde_json::Value::Bool(false);
+    let props = req.resource.properties.as_ref();
+    let pin = req.context.get("tool_pin");
+    let from_props = props.is_some_and(|p| p.get("pinned") == Some(&unpinned));
+    let from_context = pin.is_some_and(|p| p.get("pinned") == Some(&unpinned));
+    if !from_props && !from_context {
         return None;
     }
     let hash = props
-        .get("definition_hash")
+        .and_then(|p| p.get("definition_hash"))
+        .or_else(|| pin.and_then(|p| p.get("hash")))
         .and_then(serde_json::Value::as_str)
         .unwrap_or("unknown");
     Some(Evaluation {
@@ -494,4 +502,48 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
             .to_owned(),
         errors: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn tool_call(properties: serde_json::Value, context: serde_json::Value) -> EvaluationRequest {
+        let body = json!({
+            "subject": {"type": "Agent", "id": "a"},
+            "action": {"name": "call_tool"},
+            "resource": {"type": "Tool", "id": "fs/read", "properties": properties},
+            "context": context,
+        });
+        EvaluationRequest::from_json(body.as_object().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_changed_tool_is_refused_whichever_way_the_pin_is_stated() {
+        let unpinned_props = tool_call(
+            json!({"pinned": false, "definition_hash": "sha256:1"}),
+            json!({}),
+        );
+        let unpinned_context = tool_call(
+            json!({}),
+            json!({"tool_pin": {"hash": "sha256:2", "pinned": false}}),
+        );
+        for (req, hash) in [(unpinned_props, "sha256:1"), (unpinned_context, "sha256:2")] {
+            let refused = builtin_refusal(&req).expect("refused");
+            assert_eq!(refused.outcome, Outcome::Deny);
+            assert!(
+                refused.reason_admin.contains(hash),
+                "{}",
+                refused.reason_admin
+            );
+        }
+        let pinned = tool_call(
+            json!({"pinned": true}),
+            json!({"tool_pin": {"pinned": true}}),
+        );
+        assert!(builtin_refusal(&pinned).is_none());
+    }
 }

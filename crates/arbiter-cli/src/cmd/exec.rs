@@ -39,6 +39,17 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 /// environment.
 pub const KEY_ENV: &str = "ARBITER_AGENT_KEY";
 
+/// The action that decides whether the program may keep a dynamic-loader variable.
+pub const KEEP_ENV_ACTION: &str = "exec_keep_env";
+
+/// Whether `name` is a dynamic-loader variable (`LD_*` on Linux and the BSDs, `DYLD_*` on
+/// macOS). These make any program load code the agent chose (`LD_PRELOAD`,
+/// `LD_LIBRARY_PATH`, `DYLD_INSERT_LIBRARIES`, …), so the program gets one only when a policy
+/// allows it by name ([`KEEP_ENV_ACTION`]).
+pub(crate) fn is_loader_variable(name: &str) -> bool {
+    name.starts_with("LD_") || name.starts_with("DYLD_")
+}
+
 /// Largest decision point answer read.
 const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
@@ -46,7 +57,9 @@ const EXIT_CODES_HELP: &str = "\
 The agent's credential (an Arbiter key `arb_…` or a token) is read from ARBITER_AGENT_KEY and
 removed from the program's environment. The policy sees action `exec` on
 `Command::\"<program name>\"` (the base name of PROGRAM) and, in the context, `argv`,
-`subcommand`, `flags`, `flag_values`, `cwd` and `env` (variable names only). See docs/exec.md.
+`subcommand`, `flags`, `flag_values`, `cwd` and `env` (variable names only). Dynamic-loader
+variables (`LD_*`, `DYLD_*`) are removed from the program's environment unless a policy allows
+action `exec_keep_env` for that variable (`context.variable`). See docs/exec.md.
 
 Exit codes:
   126   denied by policy, or refused before asking (no ARBITER_AGENT_KEY, an argument that
@@ -148,7 +161,23 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     match guard(&args) {
-        Ok(()) => Ok(exec_program(&args.command, &program_display)),
+        Ok(allowed) => {
+            for removed in &allowed.removed {
+                eprintln!(
+                    "arbiter exec: removed {} from the program's environment: {}",
+                    removed.variable,
+                    deny_message(&removed.verdict)
+                        .strip_prefix("denied: ")
+                        .unwrap_or("not permitted")
+                );
+            }
+            let removed: Vec<&str> = allowed
+                .removed
+                .iter()
+                .map(|r| r.variable.as_str())
+                .collect();
+            Ok(exec_program(&args.command, &removed, &program_display))
+        }
         Err(stop) => {
             let (code, message) = match stop {
                 Stop::Failed(what) => (
@@ -180,8 +209,21 @@ fn deny_message(v: &Verdict) -> String {
     }
 }
 
-/// Decides; `Ok` means the program may run.
-fn guard(args: &ExecArgs) -> Result<(), Stop> {
+/// What an allow lets through.
+#[derive(Debug, Default)]
+struct Allowed {
+    /// Loader variables the program does not get, and why.
+    removed: Vec<Removed>,
+}
+
+#[derive(Debug)]
+struct Removed {
+    variable: String,
+    verdict: Verdict,
+}
+
+/// Decides; `Ok` means the program may run (without the loader variables it lists).
+fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
     let Some((program, rest)) = args.command.split_first() else {
         return Err(Stop::Failed(
             "no program given: usage is `arbiter exec [--pdp URL | --policies DIR] -- PROGRAM \
@@ -203,7 +245,11 @@ fn guard(args: &ExecArgs) -> Result<(), Stop> {
     if args.timeout_ms == 0 {
         return Err(Stop::Failed("`--timeout-ms` must be at least 1".to_owned()));
     }
-    let (name, request) = build_request(program, rest)?;
+    let CommandRequest {
+        name,
+        body: request,
+        loader,
+    } = build_request(program, rest)?;
     let key = match std::env::var(KEY_ENV) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_owned(),
         Ok(_) | Err(std::env::VarError::NotPresent) => {
@@ -218,8 +264,9 @@ fn guard(args: &ExecArgs) -> Result<(), Stop> {
     };
     let point = enforcement_point();
     let timeout = Duration::from_millis(args.timeout_ms);
-    let verdict = match mode {
-        Mode::Remote { url } => decide_remote(url, timeout, &key, &point, &request)?,
+    let questions = questions(&request, &loader);
+    let mut verdicts = match mode {
+        Mode::Remote { url } => decide_remote(url, timeout, &key, &point, &questions)?,
         Mode::Local { policies } => decide_local(
             policies,
             &args.data,
@@ -227,14 +274,46 @@ fn guard(args: &ExecArgs) -> Result<(), Stop> {
             timeout,
             &key,
             &point,
-            &request,
+            &questions,
         )?,
-    };
-    if verdict.allow {
-        Ok(())
-    } else {
-        Err(Stop::Denied(verdict))
     }
+    .into_iter();
+    let (Some(verdict), n) = (verdicts.next(), verdicts.len()) else {
+        return Err(Stop::Failed("no decision was taken".to_owned()));
+    };
+    if n != loader.len() {
+        return Err(Stop::Failed(format!(
+            "{} decisions for {} questions",
+            n + 1,
+            loader.len() + 1
+        )));
+    }
+    if !verdict.allow {
+        return Err(Stop::Denied(verdict));
+    }
+    Ok(Allowed {
+        removed: loader
+            .into_iter()
+            .zip(verdicts)
+            .filter(|(_, v)| !v.allow)
+            .map(|(variable, verdict)| Removed { variable, verdict })
+            .collect(),
+    })
+}
+
+/// The questions for one command: may it run, and may it keep each loader variable (asked
+/// only when there are any).
+fn questions(request: &Map<String, Value>, loader: &[String]) -> Vec<Map<String, Value>> {
+    let mut out = vec![request.clone()];
+    for variable in loader {
+        let mut q = request.clone();
+        q.insert("action".into(), json!({"name": KEEP_ENV_ACTION}));
+        if let Some(Value::Object(ctx)) = q.get_mut("context") {
+            ctx.insert("variable".into(), json!(variable));
+        }
+        out.push(q);
+    }
+    out
 }
 
 fn mode(args: &ExecArgs) -> Result<Mode<'_>, Stop> {
@@ -264,9 +343,20 @@ fn program_name(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
 }
 
-/// The evaluation request for running `program` with `rest` (subject left out: the decision
-/// point binds it to the credential's agent). Returns the program name too.
-fn build_request(program: &OsStr, rest: &[OsString]) -> Result<(String, Map<String, Value>), Stop> {
+/// What the guard asks about one command line.
+#[derive(Debug)]
+struct CommandRequest {
+    /// The program name policies see.
+    name: String,
+    /// The `exec` evaluation request (no subject: the decision point binds it to the
+    /// credential's agent).
+    body: Map<String, Value>,
+    /// The loader variables in the environment: left out of `env`, each decided on its own.
+    loader: Vec<String>,
+}
+
+/// The evaluation request for running `program` with `rest`.
+fn build_request(program: &OsStr, rest: &[OsString]) -> Result<CommandRequest, Stop> {
     let program = program.to_str().ok_or_else(|| {
         Stop::Refused("the program path is not valid UTF-8, which a policy cannot see".to_owned())
     })?;
@@ -306,6 +396,8 @@ fn build_request(program: &OsStr, rest: &[OsString]) -> Result<(String, Map<Stri
     }
     env.sort();
     env.dedup();
+    let (loader, env): (Vec<String>, Vec<String>) =
+        env.into_iter().partition(|k| is_loader_variable(k));
     let mut context = Map::new();
     context.insert("argv".into(), json!(argv));
     context.insert("subcommand".into(), json!(parsed.subcommand));
@@ -320,7 +412,11 @@ fn build_request(program: &OsStr, rest: &[OsString]) -> Result<(String, Map<Stri
         json!({"type": "Command", "id": name, "properties": {"program": name}}),
     );
     body.insert("context".into(), Value::Object(context));
-    Ok((name.to_owned(), body))
+    Ok(CommandRequest {
+        name: name.to_owned(),
+        body,
+        loader,
+    })
 }
 
 /// What a command line says, without knowing the program's option syntax.
@@ -425,9 +521,20 @@ fn decide_remote(
     timeout: Duration,
     key: &str,
     point: &str,
-    body: &Map<String, Value>,
-) -> Result<Verdict, Stop> {
-    let endpoint = format!("{}/access/v1/evaluation", url.trim_end_matches('/'));
+    questions: &[Map<String, Value>],
+) -> Result<Vec<Verdict>, Stop> {
+    // One question goes to the evaluation endpoint, several to the batch endpoint (each item
+    // complete, no defaults), answered in order.
+    let (endpoint, payload) = match questions {
+        [one] => (
+            format!("{}/access/v1/evaluation", url.trim_end_matches('/')),
+            Value::Object(one.clone()).to_string(),
+        ),
+        many => (
+            format!("{}/access/v1/evaluations", url.trim_end_matches('/')),
+            json!({ "evaluations": many }).to_string(),
+        ),
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .max_redirects(0)
@@ -435,7 +542,6 @@ fn decide_remote(
         .user_agent(concat!("arbiter-exec/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
-    let payload = Value::Object(body.clone()).to_string();
     let failed = |what: String| Stop::Failed(format!("the decision point at {url} {what}"));
     let mut response = agent
         .post(&endpoint)
@@ -479,7 +585,27 @@ fn decide_remote(
     }
     let answer =
         answer.ok_or_else(|| failed("answered with a body that is not JSON".to_owned()))?;
-    verdict_of(&answer).ok_or_else(|| failed("answered without a boolean `decision`".to_owned()))
+    let answers = match questions {
+        [_] => vec![&answer],
+        _ => answer
+            .get("evaluations")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == questions.len())
+            .ok_or_else(|| {
+                failed(format!(
+                    "answered without `evaluations` for the {} questions",
+                    questions.len()
+                ))
+            })?
+            .iter()
+            .collect(),
+    };
+    answers
+        .into_iter()
+        .map(|a| {
+            verdict_of(a).ok_or_else(|| failed("answered without a boolean `decision`".to_owned()))
+        })
+        .collect()
 }
 
 /// Reads an AuthZEN decision: `decision` must be a boolean.
@@ -501,8 +627,8 @@ fn decide_local(
     timeout: Duration,
     key: &str,
     point: &str,
-    body: &Map<String, Value>,
-) -> Result<Verdict, Stop> {
+    questions: &[Map<String, Value>],
+) -> Result<Vec<Verdict>, Stop> {
     let failed = Stop::Failed;
     if !data.is_dir() {
         return Err(failed(format!(
@@ -528,21 +654,21 @@ fn decide_local(
         address: "local",
         enforcement_point: point,
     };
-    let Some(decided) = pdp
-        .decide_for_agent(&snapshot, Some(key), &source, vec![request_for("", body)])
-        .pop()
-    else {
-        return Err(failed("no decision was taken".to_owned()));
-    };
+    let requests = questions.iter().map(|q| request_for("", q)).collect();
+    let decided = pdp.decide_for_agent(&snapshot, Some(key), &source, requests);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| failed(format!("cannot start the async runtime: {e}")))?;
-    let recorded = runtime.block_on(pdp.record(
-        decided.request.as_ref(),
-        decided.decision,
-        point,
-        Some(&decided.attribution),
-    ));
+    let recorded: Vec<_> = runtime.block_on(async {
+        let mut out = Vec::with_capacity(decided.len());
+        for d in decided {
+            out.push(
+                pdp.record(d.request.as_ref(), d.decision, point, Some(&d.attribution))
+                    .await,
+            );
+        }
+        out
+    });
     drop(runtime);
     if let Err(e) = identity.flush() {
         eprintln!("arbiter exec: warning: cannot write the credential's last-used time: {e}");
@@ -552,12 +678,17 @@ fn decide_local(
     {
         eprintln!("arbiter exec: warning: the decision log did not close cleanly: {e}");
     }
-    let decision = recorded.map_err(|u| failed(u.error))?;
-    Ok(Verdict {
-        allow: decision.outcome.is_allow(),
-        decision_id: Some(decision.id.as_str().to_owned()),
-        reason_user: Some(decision.reason_user),
-    })
+    recorded
+        .into_iter()
+        .map(|r| {
+            let decision = r.map_err(|u| failed(u.error))?;
+            Ok(Verdict {
+                allow: decision.outcome.is_allow(),
+                decision_id: Some(decision.id.as_str().to_owned()),
+                reason_user: Some(decision.reason_user),
+            })
+        })
+        .collect()
 }
 
 /// The request with `Agent::"<agent>"` as its subject.
@@ -584,7 +715,12 @@ fn request_for(agent: &str, body: &Map<String, Value>) -> EvaluationRequest {
             properties: None,
         },
         action: Action {
-            name: "exec".to_owned(),
+            name: body
+                .get("action")
+                .and_then(|a| a.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("exec")
+                .to_owned(),
             properties: None,
         },
         resource: Entity {
@@ -630,14 +766,16 @@ fn lock_data_dir(data: &Path, timeout: Duration) -> Result<File, Stop> {
 }
 
 /// Replaces this process with the program; returns only if that fails.
-fn exec_program(command: &[OsString], display: &str) -> ExitCode {
+fn exec_program(command: &[OsString], remove: &[&str], display: &str) -> ExitCode {
     let Some((program, rest)) = command.split_first() else {
         return ExitCode::from(EXIT_FAILED);
     };
-    let error = std::process::Command::new(program)
-        .args(rest)
-        .env_remove(KEY_ENV)
-        .exec();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest).env_remove(KEY_ENV);
+    for variable in remove {
+        cmd.env_remove(variable);
+    }
+    let error = cmd.exec();
     let code = if error.kind() == std::io::ErrorKind::NotFound {
         EXIT_NOT_FOUND
     } else {
@@ -765,7 +903,7 @@ mod tests {
 
     #[test]
     fn requests_follow_the_vocabulary() {
-        let (name, body) = build_request(
+        let CommandRequest { name, body, .. } = build_request(
             OsStr::new("/usr/local/bin/kubectl"),
             &["delete", "pod", "web", "--namespace=prod"].map(OsString::from),
         )
@@ -786,6 +924,34 @@ mod tests {
         let req = request_for("bot", &body);
         assert_eq!(req.subject.id, "bot");
         assert_eq!(req.resource.id, "kubectl");
+        assert_eq!(req.action.name, "exec");
+    }
+
+    #[test]
+    fn loader_variables_are_asked_about_one_by_one() {
+        for (name, loader) in [
+            ("LD_PRELOAD", true),
+            ("LD_LIBRARY_PATH", true),
+            ("DYLD_INSERT_LIBRARIES", true),
+            ("LD", false),
+            ("OLD_PRELOAD", false),
+            ("PATH", false),
+        ] {
+            assert_eq!(is_loader_variable(name), loader, "{name}");
+        }
+        let request = json!({
+            "action": {"name": "exec"},
+            "resource": {"type": "Command", "id": "make"},
+            "context": {"env": ["PATH"]},
+        });
+        let request = request.as_object().unwrap();
+        assert_eq!(questions(request, &[]).len(), 1);
+        let q = questions(request, &["LD_PRELOAD".to_owned()]);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0], *request);
+        assert_eq!(q[1]["action"], json!({"name": KEEP_ENV_ACTION}));
+        assert_eq!(q[1]["context"]["variable"], "LD_PRELOAD");
+        assert_eq!(request_for("bot", &q[1]).action.name, KEEP_ENV_ACTION);
     }
 
     #[test]
