@@ -102,6 +102,12 @@ fn validate_reports_file_line_and_column() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("bad.cedar:3:"), "{err}");
+    // One `error:` per line: the diagnostic's own, then the summary.
+    assert!(
+        err.lines().all(|l| l.matches("error:").count() <= 1),
+        "doubled prefix: {err}"
+    );
+    assert!(err.contains("error: 1 error(s) in"), "{err}");
 
     std::fs::remove_file(dir.path().join("bad.cedar")).unwrap();
     let out = run(arbiter().args(["policy", "validate"]).arg(dir.path()));
@@ -150,6 +156,34 @@ fn policy_test_passes_and_fails_honestly() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("FAIL  wrongly expects deny"), "{stdout}");
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn policy_test_runs_the_other_cases_when_one_is_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "@id(\"all\") permit(principal, action, resource);",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    std::fs::write(
+        dir.path().join("tests/a.json"),
+        r#"[{"name": "no expect", "request": {"subject": {"type": "U", "id": "u"}, "action": {"name": "a"}, "resource": {"type": "R", "id": "r"}}},
+            {"name": "right", "request": {"subject": {"type": "U", "id": "u"}, "action": {"name": "a"}, "resource": {"type": "R", "id": "r"}}, "expect": "allow"}]"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tests/b.json"), "[{").unwrap();
+    let out = run(arbiter().args(["policy", "test"]).arg(dir.path()));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok    right"), "{stdout}");
+    assert!(stdout.contains("tests/a.json: error: case [0]"), "{stdout}");
+    assert!(stdout.contains("tests/b.json:"), "{stdout}");
+    assert!(
+        stdout.contains("1 passed, 0 failed, 2 malformed"),
+        "{stdout}"
+    );
 }
 
 #[test]

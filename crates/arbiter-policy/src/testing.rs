@@ -39,62 +39,99 @@ pub struct TestResult {
     pub failure: Option<String>,
 }
 
-/// Loads every case under `dir/tests/`, sorted by file then position.
+/// The cases under `dir/tests/` that could be read, and what could not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestSuite {
+    /// Every well-formed case, sorted by file then position.
+    pub cases: Vec<TestCase>,
+    /// One entry per file that could not be read or parsed, and per malformed case. A
+    /// malformed case does not stop the others from running.
+    pub errors: Vec<SourceError>,
+}
+
+/// Loads every case under `dir/tests/`, sorted by file then position; fails if any file or
+/// case is malformed (see [`load_test_suite`] to run the rest all the same).
 pub fn load_tests(dir: &Path) -> Result<Vec<TestCase>, LoadErrors> {
-    let tests_dir = dir.join(TESTS_DIR);
-    if !tests_dir.is_dir() {
-        return Ok(Vec::new());
+    let suite = load_test_suite(dir);
+    if suite.errors.is_empty() {
+        Ok(suite.cases)
+    } else {
+        Err(LoadErrors(suite.errors))
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
-        .map_err(|e| {
-            LoadErrors(vec![SourceError::in_file(
+}
+
+/// Loads what can be loaded under `dir/tests/`: the well-formed cases, and an error for each
+/// file or case that is not.
+pub fn load_test_suite(dir: &Path) -> TestSuite {
+    let tests_dir = dir.join(TESTS_DIR);
+    let mut suite = TestSuite::default();
+    if !tests_dir.is_dir() {
+        return suite;
+    }
+    let entries = match std::fs::read_dir(&tests_dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            suite.errors.push(SourceError::in_file(
                 &tests_dir,
                 format!("cannot read: {e}"),
-            )])
-        })?
+            ));
+            return suite;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    let mut cases = Vec::new();
-    let mut errors = Vec::new();
     for path in files {
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
         match std::fs::read_to_string(&path) {
-            Ok(text) => match parse_cases(&rel, &text) {
-                Ok(mut c) => cases.append(&mut c),
-                Err(mut e) => errors.append(&mut e),
-            },
-            Err(e) => errors.push(SourceError::in_file(&rel, format!("cannot read: {e}"))),
+            Ok(text) => {
+                let (mut cases, mut errors) = parse_cases_lenient(&rel, &text);
+                suite.cases.append(&mut cases);
+                suite.errors.append(&mut errors);
+            }
+            Err(e) => suite
+                .errors
+                .push(SourceError::in_file(&rel, format!("cannot read: {e}"))),
         }
     }
-    if errors.is_empty() {
-        Ok(cases)
-    } else {
-        Err(LoadErrors(errors))
-    }
+    suite
 }
 
 /// Parses one test file.
 pub fn parse_cases(file: &Path, text: &str) -> Result<Vec<TestCase>, Vec<SourceError>> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        vec![SourceError {
-            file: file.to_path_buf(),
-            line: Some(e.line()),
-            column: Some(e.column()),
-            message: format!("invalid JSON: {e}"),
-            help: None,
-        }]
-    })?;
+    let (cases, errors) = parse_cases_lenient(file, text);
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses one test file: the well-formed cases, and an error per malformed one (or one for
+/// the whole file when it is not a JSON array or object).
+fn parse_cases_lenient(file: &Path, text: &str) -> (Vec<TestCase>, Vec<SourceError>) {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let error = SourceError {
+                file: file.to_path_buf(),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                message: format!("invalid JSON: {e}"),
+                help: None,
+            };
+            return (Vec::new(), vec![error]);
+        }
+    };
     let items = match value {
         Value::Array(items) => items,
         obj @ Value::Object(_) => vec![obj],
         _ => {
-            return Err(vec![SourceError::in_file(
-                file,
-                "must be a JSON array of test cases",
-            )]);
+            let error = SourceError::in_file(file, "must be a JSON array of test cases");
+            return (Vec::new(), vec![error]);
         }
     };
     let mut cases = Vec::new();
@@ -105,11 +142,7 @@ pub fn parse_cases(file: &Path, text: &str) -> Result<Vec<TestCase>, Vec<SourceE
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() {
-        Ok(cases)
-    } else {
-        Err(errors)
-    }
+    (cases, errors)
 }
 
 fn parse_case(file: &Path, i: usize, item: Value) -> Result<TestCase, SourceError> {

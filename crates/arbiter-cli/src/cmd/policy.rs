@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use arbiter_policy::{Policies, VOCABULARY, load_tests, run_tests};
+use arbiter_policy::{Policies, VOCABULARY, load_test_suite, run_tests};
 
 use crate::cli::PolicyCommand;
 use crate::out::{EXIT_ERROR, EXIT_OK, print};
@@ -22,8 +22,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn load(dir: &Path) -> anyhow::Result<Policies> {
-    Policies::load_dir(dir)
-        .map_err(|e| anyhow::anyhow!("{e}\n{} error(s) in `{}`", e.0.len(), dir.display()))
+    Policies::load_dir(dir).map_err(|e| {
+        // Each diagnostic is `file:line:column: error: …` already; the summary is the error.
+        eprintln!("{e}");
+        anyhow::anyhow!("{} error(s) in `{}`", e.0.len(), dir.display())
+    })
 }
 
 fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -43,13 +46,17 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn test(dir: &Path) -> anyhow::Result<ExitCode> {
     let p = load(dir)?;
-    let cases = load_tests(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if cases.is_empty() {
+    // A malformed case is reported and counted as failed; the others still run.
+    let suite = load_test_suite(dir);
+    if suite.cases.is_empty() && suite.errors.is_empty() {
         bail!("no test cases under `{}`", dir.join("tests").display());
     }
-    let results = run_tests(&p, &cases);
+    let results = run_tests(&p, &suite.cases);
     let mut failed = 0;
     let mut report = String::new();
+    for e in &suite.errors {
+        report.push_str(&format!("{e}\n"));
+    }
     for r in &results {
         match &r.failure {
             None => report.push_str(&format!(
@@ -67,14 +74,20 @@ fn test(dir: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let malformed = suite.errors.len();
     report.push_str(&format!(
-        "policy tests: {} passed, {} failed (version {})",
+        "policy tests: {} passed, {} failed{} (version {})",
         results.len() - failed,
         failed,
+        if malformed == 0 {
+            String::new()
+        } else {
+            format!(", {malformed} malformed")
+        },
         p.version()
     ));
     print(&report)?;
-    Ok(ExitCode::from(if failed == 0 {
+    Ok(ExitCode::from(if failed == 0 && malformed == 0 {
         EXIT_OK
     } else {
         EXIT_ERROR
