@@ -523,7 +523,14 @@ fn rewritten_log(empty_instead: bool) -> (tempfile::TempDir, PathBuf, String) {
 /// it exits within 30 s, else kills it and returns `None`.
 fn serve_exits(data: &Path, extra: &[&str]) -> Option<(Option<i32>, String)> {
     let mut child = arbiter()
-        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "n1", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n1",
+            "--data",
+        ])
         .arg(data)
         .args(extra)
         .env_remove("ARBITER_DATA")
@@ -575,14 +582,24 @@ fn verify_fails_on_records_no_checkpoint_covers() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("not covered by a checkpoint"), "{err}");
-    assert!(err.contains("no checkpoint, so no signature checked"), "{err}");
+    assert!(
+        err.contains("no checkpoint, so no signature checked"),
+        "{err}"
+    );
 }
 
 #[test]
 fn accepted_log_damage_is_recorded_and_verify_reports_it() {
     let (_t, data, key) = rewritten_log(false);
     let mut child = arbiter()
-        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "n1", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n1",
+            "--data",
+        ])
         .arg(&data)
         .args(["--accept-log-damage", "restored from backup, see INC-7"])
         .env_remove("ARBITER_DATA")
@@ -603,7 +620,10 @@ fn accepted_log_damage_is_recorded_and_verify_reports_it() {
         if let Some(s) = child.try_wait().unwrap() {
             panic!("serve exited: {s}");
         }
-        assert!(std::time::Instant::now() < deadline, "no override checkpoint");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no override checkpoint"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();

@@ -51,6 +51,6 @@ pub use verify::{
 };
 pub use writer::{
     AppendCallback, Appended, DEFAULT_CHECKPOINT_EVERY_RECORDS, DEFAULT_LIVENESS_EVERY,
-    DEFAULT_SEGMENT_BYTES, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Durability, FaultHook, FaultPoint,
-    FaultSwitch, Health, InclusionProofBundle, Log, LogOptions, Ticket,
+    DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
+    InclusionProofBundle, Log, LogOptions, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Ticket,
 };

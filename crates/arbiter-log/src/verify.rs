@@ -18,8 +18,8 @@ use std::borrow::Cow;
 
 use crate::record::{Checked, DecisionRecord, RecordError, check_one, decode_all_full};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameError};
-use crate::store::{LogError, io_at};
 use crate::state::{STATE_FILE, StateRead, read_state};
+use crate::store::{LogError, io_at};
 use crate::writer::{
     DEFAULT_CHECKPOINT_EVERY_RECORDS, InclusionProofBundle, OVERRIDE_ACTION,
     OVERRIDE_ENFORCEMENT_POINT,
@@ -139,9 +139,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, _)) = needle.split_first() else {
         return true;
     };
-    hay.iter().enumerate().any(|(i, &b)| {
-        b == first && hay.get(i..i + needle.len()).is_some_and(|w| w == needle)
-    })
+    hay.iter()
+        .enumerate()
+        .any(|(i, &b)| b == first && hay.get(i..i + needle.len()).is_some_and(|w| w == needle))
 }
 
 /// How [`verify_dir_with`] judges a log.
@@ -870,9 +870,7 @@ fn stream_segment(
             let d = match item {
                 Item::Ok(d, maybe_override) => {
                     if *maybe_override
-                        && let Some(o) = data
-                            .get(*start..*end)
-                            .and_then(Override::from_payload)
+                        && let Some(o) = data.get(*start..*end).and_then(Override::from_payload)
                     {
                         // Reported only if the record is accepted below.
                         pending_override = Some(o);
@@ -1319,9 +1317,8 @@ mod streaming_tests {
     fn agree(dir: &Path, key: &PublicKey, what: &str) {
         let want = verify_dir_reference(dir, Some(key), None).unwrap();
         for chunk in [1usize, 7, 9, 64, 333, 1000, 4096, CHUNK] {
-            let got =
-                verify_dir_streaming(dir, Some(key), None, chunk, &VerifyOptions::default())
-                    .unwrap();
+            let got = verify_dir_streaming(dir, Some(key), None, chunk, &VerifyOptions::default())
+                .unwrap();
             assert_eq!(got, want, "{what}, chunk {chunk}");
         }
     }

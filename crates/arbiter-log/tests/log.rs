@@ -1177,11 +1177,19 @@ fn rewritten_record_with_checkpoints_deleted_is_refused() {
     let p = verify_problem(dir.path(), &key);
     assert_eq!(p.kind, ProblemKind::Truncated, "{}", p.detail);
     let rep = verify(dir.path(), &key);
-    assert!(!rep.signatures_checked, "no checkpoint, no signature checked");
+    assert!(
+        !rep.signatures_checked,
+        "no checkpoint, no signature checked"
+    );
     refused(dir.path(), opts(), "checkpoints.log` holds 0 checkpoints");
     // Refusing changed nothing: still refused, and no checkpoint was signed.
     refused(dir.path(), opts(), "holds 0 checkpoints");
-    assert!(!dir.path().join(CHECKPOINTS_FILE).exists() || fs::read(dir.path().join(CHECKPOINTS_FILE)).unwrap().is_empty());
+    assert!(
+        !dir.path().join(CHECKPOINTS_FILE).exists()
+            || fs::read(dir.path().join(CHECKPOINTS_FILE))
+                .unwrap()
+                .is_empty()
+    );
 }
 
 #[test]
@@ -1190,7 +1198,10 @@ fn rewritten_record_with_checkpoints_emptied_is_refused() {
     let key = thirty(dir.path());
     deny_to_allow(dir.path());
     fs::write(dir.path().join(CHECKPOINTS_FILE), b"").unwrap();
-    assert_eq!(verify_problem(dir.path(), &key).kind, ProblemKind::Truncated);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Truncated
+    );
     refused(dir.path(), opts(), "holds 0 checkpoints");
 }
 
@@ -1201,7 +1212,10 @@ fn checkpoints_and_their_state_deleted_is_refused() {
     deny_to_allow(dir.path());
     fs::remove_file(dir.path().join(CHECKPOINTS_FILE)).unwrap();
     fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
-    assert_eq!(verify_problem(dir.path(), &key).kind, ProblemKind::Uncovered);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Uncovered
+    );
     refused(dir.path(), opts(), "checkpoints.state` is missing");
 }
 
@@ -1225,11 +1239,18 @@ fn truncated_checkpoint_file_is_refused() {
     assert!(ends.len() >= 2, "{ends:?}");
     // Whole checkpoints cut off: the earlier ones still verify.
     fs::write(&path, &orig[..ends[0]]).unwrap();
-    assert_eq!(verify_problem(dir.path(), &key).kind, ProblemKind::Truncated);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Truncated
+    );
     refused(dir.path(), opts(), "holds 1 checkpoints");
     // Cut inside the last frame: it looks torn, but the writer had synced it.
     fs::write(&path, &orig[..orig.len() - 5]).unwrap();
-    refused(dir.path(), opts(), "checkpoints, but the writer had written");
+    refused(
+        dir.path(),
+        opts(),
+        "checkpoints, but the writer had written",
+    );
     // The refused open did not cut the file.
     assert_eq!(fs::read(&path).unwrap().len(), orig.len() - 5);
     fs::write(&path, &orig).unwrap();
@@ -1248,7 +1269,10 @@ fn edited_older_checkpoint_is_refused() {
             cp.tree_size = 9;
         }
     });
-    assert_eq!(verify_problem(dir.path(), &key).kind, ProblemKind::BadSignature);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::BadSignature
+    );
     refused(dir.path(), opts(), "checkpoint #0");
     // Another root for the first checkpoint.
     fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
@@ -1294,7 +1318,10 @@ fn checkpoint_signed_with_another_key_is_refused() {
     };
     // An older checkpoint only (the latest still verifies).
     resign(true);
-    assert_eq!(verify_problem(dir.path(), &key).kind, ProblemKind::BadSignature);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::BadSignature
+    );
     refused(dir.path(), opts(), "checkpoint #0");
     // All of them.
     fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
@@ -1340,7 +1367,11 @@ fn records_beyond_the_window_uncovered_are_refused() {
         checkpoint_every_records: 5,
         ..opts()
     };
-    refused(dir.path(), small(), "records 3 to 19 (17) are covered by no checkpoint");
+    refused(
+        dir.path(),
+        small(),
+        "records 3 to 19 (17) are covered by no checkpoint",
+    );
     let rep = verify_dir_with(dir.path(), Some(&key), None, &VerifyOptions { window: 5 }).unwrap();
     let p = rep.problem.unwrap();
     assert_eq!(p.kind, ProblemKind::Uncovered, "{}", p.detail);
@@ -1435,7 +1466,11 @@ fn accepted_damage_is_recorded_and_reported_by_verify() {
     let aside = fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoints.log.damaged-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("checkpoints.log.damaged-")
+        })
         .count();
     assert_eq!(aside, 0, "nothing to set aside: the file was deleted");
 }
@@ -1463,7 +1498,10 @@ fn accepted_damage_sets_the_bad_checkpoints_aside() {
     let rep = verify(dir.path(), &key);
     assert!(rep.is_ok(), "{rep:?}");
     assert_eq!(rep.overrides.len(), 1);
-    assert!(rep.overrides[0].problem.contains("checkpoint #0"), "{rep:?}");
+    assert!(
+        rep.overrides[0].problem.contains("checkpoint #0"),
+        "{rep:?}"
+    );
 }
 
 /// A record whose context merely mentions the override marker is not one.
@@ -1494,7 +1532,10 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
