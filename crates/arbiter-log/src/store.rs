@@ -105,7 +105,7 @@ pub enum LogError {
     /// checkpoints: opening it for writing would sign over whatever they now
     /// say.
     #[error(
-        "refusing to open the decision log in `{dir}`: {problem}. Its records are not covered by valid signed checkpoints, so they may have been rewritten. Inspect it with `arbiter log verify --data <data directory> --pubkey <trusted public key>`; to open it anyway, restart with `--accept-log-damage <reason>`, which records the override in the log"
+        "refusing to open the decision log in `{dir}`: {problem}. Its records are not covered by valid signed checkpoints, so they may have been rewritten. Inspect it with `arbiter log verify --data <data directory> --pubkey <trusted public key>`; to open it anyway, start `arbiter serve` on it once with `--accept-log-damage <reason>`, which records the override in the log"
     )]
     Unverified {
         /// The log directory.
@@ -144,6 +144,9 @@ pub struct OpenReport {
     /// Where the damaged `checkpoints.log` was moved when damage was
     /// accepted.
     pub set_aside: Option<PathBuf>,
+    /// The log had checkpoints but no `checkpoints.state` (written before
+    /// it existed, or deleted): it was created from the checkpoints found.
+    pub created_state: bool,
 }
 
 /// Everything rebuilt from disk.
@@ -349,6 +352,7 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
     st.latest_checkpoint = cps.latest.take();
     st.checkpoint_count = cps.count;
     st.state_generation = cps.state_generation;
+    st.report.created_state = cps.missing_state;
     st.damage = cps.damage.take();
     // Only now, with nothing else wrong, cut the torn tails.
     for cut in &cuts {
@@ -399,6 +403,8 @@ struct CheckpointCheck<'a> {
     batch: Vec<(u64, Checkpoint)>,
     damage: Option<String>,
     state_generation: u64,
+    /// No state file, with checkpoints (a log from before it existed).
+    missing_state: bool,
 }
 
 impl<'a> CheckpointCheck<'a> {
@@ -411,6 +417,7 @@ impl<'a> CheckpointCheck<'a> {
             batch: Vec::new(),
             damage: None,
             state_generation: 0,
+            missing_state: false,
         }
     }
 
@@ -520,16 +527,19 @@ impl<'a> CheckpointCheck<'a> {
         let state = read_state(&self.dir).map_err(io_at(&state_path))?;
         let empty = records == 0 && self.count == 0;
         match state {
-            StateRead::Missing if !empty => self.damage(format!(
-                "`{}` is missing, so it cannot be told whether checkpoints were removed \
-                 ({records} records, {} checkpoints)",
+            // Records and not one checkpoint, and nothing to tell whether
+            // checkpoints were removed.
+            StateRead::Missing if records > 0 && self.count == 0 => self.damage(format!(
+                "the log has {records} records but no checkpoint, and `{}` is missing",
                 state_path.display(),
-                self.count
             ))?,
+            // A log written before the state file: its checkpoints are all
+            // checked, and the window applies; the state is created now.
+            StateRead::Missing => self.missing_state = !empty,
             StateRead::Damaged if !empty => {
                 self.damage(format!("`{}` is damaged", state_path.display()))?;
             }
-            StateRead::Missing | StateRead::Damaged => {}
+            StateRead::Damaged => {}
             StateRead::Found(s) => {
                 self.state_generation = s.generation;
                 let latest = self.latest.as_ref().map_or(0, |c| c.tree_size);

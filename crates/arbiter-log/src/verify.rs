@@ -283,20 +283,18 @@ impl Ending {
         if rep.problem.is_some() {
             return;
         }
-        if rep.records > 0 && !matches!(self.state, StateRead::Found(_)) {
-            let what = match self.state {
-                StateRead::Damaged => "damaged",
-                StateRead::Missing | StateRead::Found(_) => "missing",
-            };
-            rep.problem = problem(
-                None,
-                ProblemKind::Uncovered,
-                format!(
-                    "`{STATE_FILE}` is {what}: it cannot be told whether checkpoints were \
-                     removed from this log of {} records",
-                    rep.records
-                ),
-            );
+        let detail = match self.state {
+            StateRead::Missing if rep.records > 0 && cps.is_empty() => Some(format!(
+                "the log has {} records but no checkpoint, and `{STATE_FILE}` is missing",
+                rep.records
+            )),
+            StateRead::Damaged if rep.records > 0 || !cps.is_empty() => {
+                Some(format!("`{STATE_FILE}` is damaged"))
+            }
+            StateRead::Missing | StateRead::Damaged | StateRead::Found(_) => None,
+        };
+        if let Some(detail) = detail {
+            rep.problem = problem(Some(0), ProblemKind::Uncovered, detail);
             return;
         }
         let mut covered = cps.last().map_or(0, |c| c.size);

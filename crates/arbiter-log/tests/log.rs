@@ -1220,6 +1220,37 @@ fn checkpoints_and_their_state_deleted_is_refused() {
 }
 
 #[test]
+fn damaged_checkpoint_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    fs::write(dir.path().join(state::STATE_FILE), [0u8; 128]).unwrap();
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Uncovered
+    );
+    refused(dir.path(), opts(), "is damaged");
+}
+
+/// A log written before `checkpoints.state` existed: every checkpoint is
+/// still checked, and the state is created from them.
+#[test]
+fn log_without_a_state_file_opens_when_its_checkpoints_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
+    assert!(verify(dir.path(), &key).is_ok());
+    let (log, rep) = open(dir.path(), opts());
+    assert!(rep.created_state);
+    drop(log);
+    let (_, rep) = open(dir.path(), opts());
+    assert!(!rep.created_state);
+    // Without the state, an altered record is still caught by the checkpoints.
+    fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
+    deny_to_allow(dir.path());
+    refused(dir.path(), opts(), "checkpoint #0");
+}
+
+#[test]
 fn truncated_checkpoint_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let key = thirty(dir.path());

@@ -94,7 +94,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                      in the log and reported by `arbiter log verify`; remove the flag once the log \
                      is open"
                 );
-            } else if args.accept_log_damage.is_some() {
+            } else if report.created_state {
+                tracing::warn!(
+                    "decision log had no `checkpoints.state` (written by an older Arbiter, or \
+                     deleted): created from its checkpoints, which all verified"
+                );
+            }
+            if report.accepted_damage.is_none() && args.accept_log_damage.is_some() {
                 tracing::warn!(
                     "--accept-log-damage given, but the decision log verified: nothing was \
                      overridden; remove the flag"
