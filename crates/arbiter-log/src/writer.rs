@@ -1067,7 +1067,10 @@ impl Writer {
                             });
                             complete(p.done, r);
                         }
-                        batch = rest;
+                        // (An empty `rest` keeps the batch's buffer for reuse.)
+                        if !rest.is_empty() {
+                            batch = rest;
+                        }
                     }
                     Err(e) => {
                         let reason = format!("cannot write {n} records: {e}");
