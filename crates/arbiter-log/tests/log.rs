@@ -1098,10 +1098,9 @@ fn rewrite_record(dir: &Path, index: usize, f: impl Fn(&mut DecisionRecord)) {
     let buf = fs::read(&path).unwrap();
     let mut out = Vec::new();
     let mut i = 0;
-    for (first, p) in segment::list_segments(dir).unwrap() {
+    for (_, p) in segment::list_segments(dir).unwrap() {
         if p != path {
             i += frames(dir).iter().filter(|f| f.0 == p).count();
-            let _ = first;
             continue;
         }
         for s in FrameIter::new(&buf) {
