@@ -121,9 +121,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_CHECKPOINT_RECORDS", default_value_t = 1000)]
     pub checkpoint_every_records: u64,
 
-    /// Write a signed checkpoint at least this often (also when idle), in milliseconds.
+    /// Write a signed checkpoint this long after the latest one when decisions were recorded
+    /// since, in milliseconds. An idle log gets a liveness checkpoint every 10 minutes only.
     #[arg(long, env = "ARBITER_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
+
+    /// Open a decision log that fails its checks at start (records not covered by valid
+    /// signed checkpoints, a missing or cut-back `checkpoints.log`, a bad signature): the
+    /// damaged checkpoints are set aside and an override record with REASON is appended and
+    /// signed, which `arbiter log verify` reports from then on. Inspect the log with
+    /// `arbiter log verify` first. Deliberately not settable from the environment.
+    #[arg(long, value_name = "REASON")]
+    pub accept_log_damage: Option<String>,
 
     /// Context path whose value is replaced by a keyed hash in decision records, e.g.
     /// `arguments.password` (repeatable; `*` matches every array element).

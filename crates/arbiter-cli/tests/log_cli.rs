@@ -474,3 +474,174 @@ fn export_jsonl_and_ocsf() {
     assert_eq!(evs[2]["status_id"], 99);
     assert_eq!(evs[0]["actor"]["app_uid"], "bot-0");
 }
+
+// --- Evidence that can be rewritten (issue 14, part 3) ---
+
+/// The reproduction: 30 decisions; record 1 rewritten from `deny` to `allow`
+/// with a fresh checksum; `checkpoints.log` deleted (or emptied).
+fn rewritten_log(empty_instead: bool) -> (tempfile::TempDir, PathBuf, String) {
+    let (tmp, data) = build(30);
+    let key = pubkey(&data);
+    let seg = data.join("log/seg-00000000000000000000.log");
+    let buf = std::fs::read(&seg).unwrap();
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    let mut i = 0;
+    while off + 8 <= buf.len() {
+        let len = u32::from_le_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        let payload = &buf[off + 8..off + 8 + len];
+        let payload = if i == 1 {
+            let mut r = DecisionRecord::from_canonical_bytes(payload).unwrap();
+            assert_eq!(r.outcome, Outcome::Deny);
+            r.outcome = Outcome::Allow;
+            let mut b = Vec::new();
+            r.write_canonical(&mut b).unwrap();
+            b
+        } else {
+            payload.to_vec()
+        };
+        arbiter_log::segment::encode_frame(&payload, &mut out);
+        off += 8 + len;
+        i += 1;
+    }
+    assert_eq!(i, 30);
+    out.resize(buf.len(), 0);
+    std::fs::write(&seg, out).unwrap();
+    let cps = data.join("log/checkpoints.log");
+    if empty_instead {
+        std::fs::write(&cps, b"").unwrap();
+    } else {
+        std::fs::remove_file(&cps).unwrap();
+    }
+    (tmp, data, key)
+}
+
+/// Runs `arbiter serve` on a free port; returns its exit status and stderr if
+/// it exits within 30 s, else kills it and returns `None`.
+fn serve_exits(data: &Path, extra: &[&str]) -> Option<(Option<i32>, String)> {
+    let mut child = arbiter()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n1",
+            "--data",
+        ])
+        .arg(data)
+        .args(extra)
+        .env_remove("ARBITER_DATA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return Some((status.code(), err));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn rewritten_record_with_checkpoints_deleted_fails_verify_and_serve() {
+    for empty in [false, true] {
+        let (_t, data, key) = rewritten_log(empty);
+        let out = run(&["log", "verify", "--pubkey", &key], &data);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{}{err}", text(&out.stdout));
+        assert!(err.contains("truncated"), "{err}");
+        assert!(!err.contains("signatures checked"), "{err}");
+        let (code, err) = serve_exits(&data, &[]).expect("serve started on a rewritten log");
+        assert_ne!(code, Some(0), "{err}");
+        assert!(err.contains("holds 0 checkpoints"), "{err}");
+        assert!(err.contains("arbiter log verify"), "{err}");
+        assert!(err.contains("--accept-log-damage"), "{err}");
+        // Still refused, and still failing verify: nothing was signed.
+        let out = run(&["log", "verify", "--pubkey", &key], &data);
+        assert_eq!(out.status.code(), Some(3));
+    }
+}
+
+#[test]
+fn verify_fails_on_records_no_checkpoint_covers() {
+    let (_t, data) = build(30);
+    let key = pubkey(&data);
+    std::fs::remove_file(data.join("log/checkpoints.log")).unwrap();
+    // (Absent before `checkpoints.state` existed.)
+    let _ = std::fs::remove_file(data.join("log/checkpoints.state"));
+    let out = run(&["log", "verify", "--pubkey", &key], &data);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("not covered by a checkpoint"), "{err}");
+    assert!(
+        err.contains("no checkpoint, so no signature checked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn accepted_log_damage_is_recorded_and_verify_reports_it() {
+    let (_t, data, key) = rewritten_log(false);
+    let mut child = arbiter()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n1",
+            "--data",
+        ])
+        .arg(&data)
+        .args(["--accept-log-damage", "restored from backup, see INC-7"])
+        .env_remove("ARBITER_DATA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = data.join("log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let signed = arbiter_log::read_checkpoints(&dir)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.tree_size == 31);
+        if signed {
+            break;
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("serve exited: {s}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no override checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = run(&["log", "verify", "--pubkey", &key], &data);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+    assert!(stdout.contains("31 records"), "{stdout}");
+    assert!(stdout.contains("1 operator override"), "{stdout}");
+    assert!(err.contains("record 30"), "{err}");
+    assert!(err.contains("restored from backup, see INC-7"), "{err}");
+    assert!(err.contains("holds 0 checkpoints"), "{err}");
+    let out = run(&["log", "verify", "--pubkey", &key, "--json"], &data);
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["overrides"][0]["index"], 30);
+    // The override persists: the log now opens without it.
+    let (log, report) = Log::open(&dir, opts()).unwrap();
+    assert!(report.accepted_damage.is_none());
+    assert_eq!(log.tree_size(), 31);
+}

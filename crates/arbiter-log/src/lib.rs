@@ -6,6 +6,8 @@
 //! - [`merkle`]: RFC 6962/9162 Merkle tree, proofs and verifiers;
 //! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
 //! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
+//! - [`state`]: `checkpoints.state`, what the writer last wrote to
+//!   `checkpoints.log`;
 //! - [`writer`]: the live [`Log`] (group commit, checkpoints, proofs);
 //! - [`verify`]: offline verification of a directory or a proof;
 //! - [`reader`]: read-only access to a live directory (follow, prove,
@@ -25,6 +27,7 @@ pub mod query;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod state;
 pub mod store;
 pub mod verify;
 pub mod writer;
@@ -43,9 +46,11 @@ pub use record::{
 };
 pub use store::{LogError, OpenReport, RecordIter, read_records};
 pub use verify::{
-    Problem, ProblemKind, VerifyError, VerifyReport, check_consistency, check_proof, verify_dir,
+    Override, Problem, ProblemKind, VerifyError, VerifyOptions, VerifyReport, check_consistency,
+    check_proof, verify_dir, verify_dir_with,
 };
 pub use writer::{
-    AppendCallback, Appended, DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint,
-    FaultSwitch, Health, InclusionProofBundle, Log, LogOptions, Ticket,
+    AppendCallback, Appended, DEFAULT_CHECKPOINT_EVERY_RECORDS, DEFAULT_LIVENESS_EVERY,
+    DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
+    InclusionProofBundle, Log, LogOptions, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Ticket,
 };

@@ -15,11 +15,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, sync_dir};
+use crate::checkpoint::{Checkpoint, CheckpointError, PublicKey, sync_dir};
 use crate::grow::{ChunkedVec, DecisionIndex};
 use crate::merkle::{MerkleTree, ProofError};
 use crate::record::{DecisionRecord, RecordError, decode_all};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameIter, Scan};
+use crate::state::{STATE_FILE, StateRead, read_state};
 
 /// Errors from the log.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,18 @@ pub enum LogError {
     /// Invalid option or argument.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The log's records are not covered by valid, consistent signed
+    /// checkpoints: opening it for writing would sign over whatever they now
+    /// say.
+    #[error(
+        "refusing to open the decision log in `{dir}`: {problem}. Its records are not covered by valid signed checkpoints, so they may have been rewritten. Inspect it with `arbiter log verify --data <data directory> --pubkey <trusted public key>`; to open it anyway, start `arbiter serve` on it once with `--accept-log-damage <reason>`, which records the override in the log"
+    )]
+    Unverified {
+        /// The log directory.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -125,6 +138,15 @@ pub struct OpenReport {
     pub checkpoints: u64,
     /// The latest checkpoint.
     pub latest_checkpoint: Option<Checkpoint>,
+    /// With [`crate::LogOptions::accept_damage`]: the problem that was
+    /// accepted (recorded in the log as an override record).
+    pub accepted_damage: Option<String>,
+    /// Where the damaged `checkpoints.log` was moved when damage was
+    /// accepted.
+    pub set_aside: Option<PathBuf>,
+    /// The log had checkpoints but no `checkpoints.state` (written before
+    /// it existed, or deleted): it was created from the checkpoints found.
+    pub created_state: bool,
 }
 
 /// Everything rebuilt from disk.
@@ -145,6 +167,13 @@ pub(crate) struct Loaded {
     /// Size of the last segment's file (beyond `last_segment_len`: zeros).
     pub last_segment_size: u64,
     pub report: OpenReport,
+    /// Checkpoints in `checkpoints.log` (all verified).
+    pub checkpoint_count: u64,
+    /// Generation of `checkpoints.state` (0 without one).
+    pub state_generation: u64,
+    /// With [`OpenCheck::accept_damage`]: the first problem that would have
+    /// refused the open.
+    pub damage: Option<String>,
 }
 
 struct Cut {
@@ -157,7 +186,7 @@ struct Cut {
 }
 
 /// Scans `dir` and rebuilds state; truncates torn tails.
-pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
+pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError> {
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
     let mut st = Loaded {
@@ -251,24 +280,28 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
             st.last_segment_size = buf.len() as u64;
         }
     }
-    // Checkpoints.
+    // Another node's log is refused before anything else is judged.
+    if let Some(found) = &st.node_id
+        && found != check.node_id
+    {
+        return Err(LogError::NodeMismatch {
+            found: found.clone(),
+            expected: check.node_id.to_string(),
+        });
+    }
+    // Checkpoints: every one must parse, verify under the key, follow the
+    // previous one and match the recomputed tree at its size.
     let cp_path = dir.join(CHECKPOINTS_FILE);
+    let mut cps = CheckpointCheck::new(check, dir);
     match fs::read(&cp_path) {
         Ok(buf) => {
-            let mut n = 0u64;
             let mut it = FrameIter::new(&buf);
             let mut cut_at = None;
+            let mut damaged = false;
             for scan in it.by_ref() {
                 match scan {
                     Scan::Frame { offset, payload } => {
-                        let cp = Checkpoint::from_json(payload).map_err(|e| LogError::Corrupt {
-                            segment: cp_path.clone(),
-                            offset: offset as u64,
-                            index: n,
-                            reason: e.to_string(),
-                        })?;
-                        st.latest_checkpoint = Some(cp);
-                        n += 1;
+                        cps.frame(&cp_path, offset as u64, payload, &st.tree)?;
                     }
                     Scan::Bad {
                         offset,
@@ -278,20 +311,23 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
                         if torn {
                             cut_at = Some(offset);
                         } else {
-                            return Err(LogError::Corrupt {
+                            damaged = true;
+                            cps.damage(LogError::Corrupt {
                                 segment: cp_path.clone(),
                                 offset: offset as u64,
-                                index: n,
+                                index: cps.count,
                                 reason: error.to_string(),
-                            });
+                            })?;
                         }
                     }
                 }
             }
+            cps.finish_batch()?;
             // A torn frame, or zeros, after the last checkpoint: the file is
             // appended to, so both are cut off.
+            // (Not when the file is damaged: it is then set aside as it is.)
             let at = cut_at.unwrap_or_else(|| it.offset());
-            if at < buf.len() {
+            if at < buf.len() && !damaged {
                 let bytes = (buf.len() - at) as u64;
                 cuts.push(Cut {
                     path: cp_path.clone(),
@@ -301,7 +337,6 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
                 });
                 st.report.truncated_checkpoint_bytes = bytes;
             }
-            st.report.checkpoints = n;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -311,24 +346,14 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
             });
         }
     }
-    // The latest checkpoint must be covered by, and agree with, the records.
-    if let Some(cp) = &st.latest_checkpoint {
-        let records = st.tree.size();
-        if cp.tree_size > records {
-            return Err(LogError::TruncatedBehindCheckpoint {
-                records,
-                checkpoint_size: cp.tree_size,
-            });
-        }
-        let want = cp.root().map_err(LogError::Key)?;
-        let have = st.tree.root_at(cp.tree_size)?;
-        if want != have {
-            return Err(LogError::CheckpointMismatch {
-                size: cp.tree_size,
-                reason: "root hash differs from the recomputed tree".to_string(),
-            });
-        }
-    }
+    // What the writer last wrote, and whether the records are covered.
+    cps.coverage(st.tree.size())?;
+    st.report.checkpoints = cps.count;
+    st.latest_checkpoint = cps.latest.take();
+    st.checkpoint_count = cps.count;
+    st.state_generation = cps.state_generation;
+    st.report.created_state = cps.missing_state;
+    st.damage = cps.damage.take();
     // Only now, with nothing else wrong, cut the torn tails.
     for cut in &cuts {
         let mut f = OpenOptions::new()
@@ -350,6 +375,229 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, LogError> {
     st.report.segments = nsegs;
     st.report.latest_checkpoint = st.latest_checkpoint.clone();
     Ok(st)
+}
+
+/// How [`load`] judges the checkpoints of the log it opens.
+pub(crate) struct OpenCheck<'a> {
+    /// The key every checkpoint must verify under.
+    pub key: &'a PublicKey,
+    /// The node every checkpoint must be for.
+    pub node_id: &'a str,
+    /// Records that may follow the latest checkpoint (the unsigned tail a
+    /// crash can leave: the checkpoint interval in records).
+    pub window: u64,
+    /// Report problems in [`Loaded::damage`] instead of failing.
+    pub accept_damage: bool,
+}
+
+/// Signatures are verified this many checkpoints at a time, in parallel.
+const SIGNATURE_BATCH: usize = 4096;
+
+/// The checks of `checkpoints.log` and `checkpoints.state` at open.
+struct CheckpointCheck<'a> {
+    check: &'a OpenCheck<'a>,
+    dir: PathBuf,
+    count: u64,
+    latest: Option<Checkpoint>,
+    /// Checkpoints whose signature is still to be verified, with their number.
+    batch: Vec<(u64, Checkpoint)>,
+    damage: Option<String>,
+    state_generation: u64,
+    /// No state file, with checkpoints (a log from before it existed).
+    missing_state: bool,
+}
+
+impl<'a> CheckpointCheck<'a> {
+    fn new(check: &'a OpenCheck<'a>, dir: &Path) -> Self {
+        CheckpointCheck {
+            check,
+            dir: dir.to_path_buf(),
+            count: 0,
+            latest: None,
+            batch: Vec::new(),
+            damage: None,
+            state_generation: 0,
+            missing_state: false,
+        }
+    }
+
+    /// A problem: an error, or noted when damage is accepted.
+    fn damage(&mut self, problem: impl std::fmt::Display) -> Result<(), LogError> {
+        let problem = problem.to_string();
+        if !self.check.accept_damage {
+            return Err(LogError::Unverified {
+                dir: self.dir.clone(),
+                problem,
+            });
+        }
+        if self.damage.is_none() {
+            self.damage = Some(problem);
+        }
+        Ok(())
+    }
+
+    /// Checks one checkpoint frame (the signature in batches).
+    fn frame(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        payload: &[u8],
+        tree: &MerkleTree,
+    ) -> Result<(), LogError> {
+        let n = self.count;
+        self.count += 1;
+        if self.damage.is_some() {
+            return Ok(());
+        }
+        let at = || format!("checkpoint #{n} in `{}` at offset {offset}", path.display());
+        let cp = match Checkpoint::from_json(payload) {
+            Ok(cp) if cp.to_canonical_json() == payload => cp,
+            Ok(_) => return self.damage(format!("{} is not canonical JSON", at())),
+            Err(e) => return self.damage(format!("{}: {e}", at())),
+        };
+        if cp.node_id != self.check.node_id {
+            return self.damage(format!(
+                "{} is for node `{}`, not `{}`",
+                at(),
+                cp.node_id,
+                self.check.node_id
+            ));
+        }
+        if let Some(prev) = &self.latest {
+            if cp.tree_size < prev.tree_size {
+                return self.damage(format!(
+                    "{} has size {} after size {}",
+                    at(),
+                    cp.tree_size,
+                    prev.tree_size
+                ));
+            }
+            if cp.ts_us < prev.ts_us {
+                return self.damage(format!("{}: its time goes backwards", at()));
+            }
+        }
+        if cp.tree_size > tree.size() {
+            return self.damage(format!(
+                "the log has {} records but {} covers {}",
+                tree.size(),
+                at(),
+                cp.tree_size
+            ));
+        }
+        let want = match cp.root() {
+            Ok(r) => r,
+            Err(e) => return self.damage(format!("{}: {e}", at())),
+        };
+        let have = tree.root_at(cp.tree_size)?;
+        if want != have {
+            return self.damage(format!(
+                "{} (size {}) has root {}, but the records give {}",
+                at(),
+                cp.tree_size,
+                cp.root_hash,
+                hex::encode(have)
+            ));
+        }
+        self.latest = Some(cp.clone());
+        self.batch.push((n, cp));
+        if self.batch.len() >= SIGNATURE_BATCH {
+            self.finish_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the signatures of the pending checkpoints.
+    fn finish_batch(&mut self) -> Result<(), LogError> {
+        let batch = std::mem::take(&mut self.batch);
+        if self.damage.is_some() {
+            return Ok(());
+        }
+        if let Some((n, size, e)) = first_bad_signature(self.check.key, &batch) {
+            return self.damage(format!(
+                "checkpoint #{n} (size {size}) does not verify under the log's key: {e}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compares with `checkpoints.state` and checks that every record
+    /// beyond the unsigned window is covered.
+    fn coverage(&mut self, records: u64) -> Result<(), LogError> {
+        let state_path = self.dir.join(STATE_FILE);
+        let state = read_state(&self.dir).map_err(io_at(&state_path))?;
+        let empty = records == 0 && self.count == 0;
+        match state {
+            // Records and not one checkpoint, and nothing to tell whether
+            // checkpoints were removed.
+            StateRead::Missing if records > 0 && self.count == 0 => self.damage(format!(
+                "the log has {records} records but no checkpoint, and `{}` is missing",
+                state_path.display(),
+            ))?,
+            // A log written before the state file: its checkpoints are all
+            // checked, and the window applies; the state is created now.
+            StateRead::Missing => self.missing_state = !empty,
+            StateRead::Damaged if !empty => {
+                self.damage(format!("`{}` is damaged", state_path.display()))?;
+            }
+            StateRead::Damaged => {}
+            StateRead::Found(s) => {
+                self.state_generation = s.generation;
+                let latest = self.latest.as_ref().map_or(0, |c| c.tree_size);
+                if self.count < s.checkpoints {
+                    self.damage(format!(
+                        "`{CHECKPOINTS_FILE}` holds {} checkpoints, but the writer had written {} \
+                         (the file was deleted, emptied or cut back)",
+                        self.count, s.checkpoints
+                    ))?;
+                } else if latest < s.tree_size {
+                    self.damage(format!(
+                        "the latest checkpoint covers {latest} records, but the writer had signed {}",
+                        s.tree_size
+                    ))?;
+                }
+            }
+        }
+        let covered = self.latest.as_ref().map_or(0, |c| c.tree_size);
+        let uncovered = records.saturating_sub(covered);
+        if uncovered > self.check.window {
+            self.damage(format!(
+                "records {covered} to {} ({uncovered}) are covered by no checkpoint; at most {} \
+                 (the checkpoint interval in records) may follow the latest one after a crash",
+                records - 1,
+                self.check.window
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// The first checkpoint (number, size, error) of `batch` whose signature
+/// does not verify under `key`; checked in parallel.
+fn first_bad_signature(
+    key: &PublicKey,
+    batch: &[(u64, Checkpoint)],
+) -> Option<(u64, u64, CheckpointError)> {
+    let check = |part: &[(u64, Checkpoint)]| {
+        part.iter()
+            .find_map(|(n, cp)| cp.verify(key).err().map(|e| (*n, cp.tree_size, e)))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || batch.len() < 64 {
+        return check(batch);
+    }
+    let per = batch.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = batch
+            .chunks(per)
+            .map(|part| (part, sc.spawn(move || check(part))))
+            .collect();
+        // Parts are in order: the first failure found is the earliest.
+        handles
+            .into_iter()
+            .find_map(|(part, h)| h.join().unwrap_or_else(|_| check(part)))
+    })
 }
 
 /// Overwrites `len` bytes of `f` from `at` with zeros, in bounded chunks.

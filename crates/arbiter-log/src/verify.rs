@@ -18,8 +18,12 @@ use std::borrow::Cow;
 
 use crate::record::{Checked, DecisionRecord, RecordError, check_one, decode_all_full};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameError};
+use crate::state::{STATE_FILE, StateRead, read_state};
 use crate::store::{LogError, io_at};
-use crate::writer::InclusionProofBundle;
+use crate::writer::{
+    DEFAULT_CHECKPOINT_EVERY_RECORDS, InclusionProofBundle, OVERRIDE_ACTION,
+    OVERRIDE_ENFORCEMENT_POINT,
+};
 
 /// The kind of problem found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,6 +46,10 @@ pub enum ProblemKind {
     BadFraming,
     /// A timestamp goes backwards.
     NonMonotonicTime,
+    /// Records that no checkpoint covers, beyond the unsigned tail a crash
+    /// can leave; or records without `checkpoints.state` to tell whether
+    /// checkpoints were removed.
+    Uncovered,
 }
 
 /// The first problem found.
@@ -68,11 +76,89 @@ pub struct VerifyReport {
     /// would cut); not a problem by itself. The zero tail of a preallocated
     /// segment is not counted.
     pub torn_tail_bytes: u64,
-    /// Whether checkpoint signatures were checked (false when no public key
-    /// was given or found).
+    /// Whether checkpoint signatures were checked: a public key was given
+    /// or found, and there was at least one checkpoint.
     pub signatures_checked: bool,
     /// The first problem, or `None` if the log verified.
     pub problem: Option<Problem>,
+    /// Operator overrides recorded in the log (damage accepted at open):
+    /// what came before each was not verified by the checkpoints that
+    /// follow it.
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+/// An accepted-damage override recorded in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    /// The override record's index.
+    pub index: u64,
+    /// When, Unix microseconds.
+    pub ts_us: i64,
+    /// The problem that was accepted.
+    pub problem: String,
+    /// The operator's reason.
+    pub reason: String,
+}
+
+impl Override {
+    /// The override recorded in `payload`, if it is an override record.
+    fn from_payload(payload: &[u8]) -> Option<Override> {
+        if !contains(payload, OVERRIDE_MARK) {
+            return None;
+        }
+        let r = DecisionRecord::from_canonical_bytes(payload).ok()?;
+        Override::from_record(&r)
+    }
+
+    fn from_record(r: &DecisionRecord) -> Option<Override> {
+        if r.enforcement_point != OVERRIDE_ENFORCEMENT_POINT || r.action != OVERRIDE_ACTION {
+            return None;
+        }
+        let text = |k: &str| {
+            r.context
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(Override {
+            index: r.seq,
+            ts_us: r.ts_us,
+            problem: text("problem"),
+            reason: text("reason"),
+        })
+    }
+}
+
+/// Bytes every override record holds (a record may hold them without being
+/// one; those are then decoded and checked).
+const OVERRIDE_MARK: &[u8] = b"arbiter-log:override";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    hay.iter()
+        .enumerate()
+        .any(|(i, &b)| b == first && hay.get(i..i + needle.len()).is_some_and(|w| w == needle))
+}
+
+/// How [`verify_dir_with`] judges a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Records that may follow the latest checkpoint without being a
+    /// problem: the writer's checkpoint interval in records (the unsigned
+    /// tail a crash can leave).
+    pub window: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            window: DEFAULT_CHECKPOINT_EVERY_RECORDS,
+        }
+    }
 }
 
 impl VerifyReport {
@@ -116,7 +202,10 @@ pub enum VerifyError {
 fn prologue(
     dir: &Path,
     pubkey: Option<&PublicKey>,
-) -> Result<Result<(Vec<Cp>, VerifyReport), VerifyReport>, LogError> {
+) -> Result<Result<(Vec<Cp>, VerifyReport, Ending), VerifyReport>, LogError> {
+    // The state first: it is written after the checkpoints it counts, so
+    // read before them it is never ahead of a live log's file.
+    let state = read_state(dir).map_err(io_at(&dir.join(STATE_FILE)))?;
     let key = match pubkey {
         Some(k) => Some(*k),
         None => {
@@ -133,8 +222,9 @@ fn prologue(
         checkpoints: 0,
         root: hex::encode(empty_root()),
         torn_tail_bytes: 0,
-        signatures_checked: key.is_some(),
+        signatures_checked: false,
         problem: None,
+        overrides: Vec::new(),
     };
     let cps = match load_checkpoints(dir, key.as_ref(), &mut rep)? {
         Ok(c) => c,
@@ -144,7 +234,106 @@ fn prologue(
         }
     };
     rep.checkpoints = cps.len() as u64;
-    Ok(Ok((cps, rep)))
+    rep.signatures_checked = key.is_some() && !cps.is_empty();
+    if let StateRead::Found(s) = state {
+        let latest = cps.last().map_or(0, |c| c.size);
+        let detail = if rep.checkpoints < s.checkpoints {
+            Some(format!(
+                "`{CHECKPOINTS_FILE}` holds {} checkpoints, but `{STATE_FILE}` says {} were \
+                 written (deleted, emptied or cut back)",
+                rep.checkpoints, s.checkpoints
+            ))
+        } else if latest < s.tree_size {
+            Some(format!(
+                "the latest checkpoint covers {latest} records, but `{STATE_FILE}` says one \
+                 covering {} was written",
+                s.tree_size
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = detail {
+            rep.problem = problem(None, ProblemKind::Truncated, detail);
+            return Ok(Err(rep));
+        }
+    }
+    Ok(Ok((
+        cps,
+        rep,
+        Ending {
+            dir: dir.to_path_buf(),
+            key,
+            state,
+        },
+    )))
+}
+
+/// What the final checks need besides the checkpoints.
+struct Ending {
+    dir: PathBuf,
+    key: Option<PublicKey>,
+    state: StateRead,
+}
+
+impl Ending {
+    /// The final checks: the log must reach the last checkpoint, and the
+    /// checkpoints must cover every record beyond the unsigned window.
+    fn finish(&self, rep: &mut VerifyReport, cps: &[Cp], opts: &VerifyOptions) {
+        check_truncation(rep, cps);
+        if rep.problem.is_some() {
+            return;
+        }
+        let detail = match self.state {
+            StateRead::Missing if rep.records > 0 && cps.is_empty() => Some(format!(
+                "the log has {} records but no checkpoint, and `{STATE_FILE}` is missing",
+                rep.records
+            )),
+            StateRead::Damaged if rep.records > 0 || !cps.is_empty() => {
+                Some(format!("`{STATE_FILE}` is damaged"))
+            }
+            StateRead::Missing | StateRead::Damaged | StateRead::Found(_) => None,
+        };
+        if let Some(detail) = detail {
+            rep.problem = problem(Some(0), ProblemKind::Uncovered, detail);
+            return;
+        }
+        let mut covered = cps.last().map_or(0, |c| c.size);
+        if rep.records.saturating_sub(covered) > opts.window {
+            // A live log may have been checkpointed while its records were
+            // read: count newer signed checkpoints (their roots are checked
+            // by the next verification).
+            covered = covered.max(self.newer_coverage(cps.len()));
+        }
+        let uncovered = rep.records.saturating_sub(covered);
+        if uncovered > opts.window {
+            rep.problem = problem(
+                Some(covered),
+                ProblemKind::Uncovered,
+                format!(
+                    "records {covered} to {} ({uncovered}) are covered by no checkpoint; at most \
+                     {} (the checkpoint interval in records) may follow the latest one",
+                    rep.records - 1,
+                    opts.window
+                ),
+            );
+        }
+    }
+
+    /// The size of the latest checkpoint appended after the first `known`
+    /// ones, if its signature verifies (0 otherwise).
+    fn newer_coverage(&self, known: usize) -> u64 {
+        let Some(key) = self.key.as_ref() else {
+            return 0;
+        };
+        let Ok(all) = crate::reader::read_checkpoints(&self.dir) else {
+            return 0;
+        };
+        all.iter()
+            .skip(known)
+            .rev()
+            .find(|cp| cp.verify(key).is_ok())
+            .map_or(0, |cp| cp.tree_size)
+    }
 }
 
 /// The final check: the log must reach the last checkpoint.
@@ -207,7 +396,17 @@ pub fn verify_dir(
     pubkey: Option<&PublicKey>,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<VerifyReport, LogError> {
-    verify_dir_streaming(dir, pubkey, progress, CHUNK)
+    verify_dir_with(dir, pubkey, progress, &VerifyOptions::default())
+}
+
+/// [`verify_dir`] with options (the unsigned window).
+pub fn verify_dir_with(
+    dir: &Path,
+    pubkey: Option<&PublicKey>,
+    progress: Option<&dyn Fn(u64, u64)>,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, LogError> {
+    verify_dir_streaming(dir, pubkey, progress, CHUNK, opts)
 }
 
 /// [`verify_dir`] the old way: each segment read whole and every record
@@ -220,7 +419,8 @@ pub fn verify_dir_reference(
     pubkey: Option<&PublicKey>,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<VerifyReport, LogError> {
-    let (cps, mut rep) = match prologue(dir, pubkey)? {
+    let opts = VerifyOptions::default();
+    let (cps, mut rep, ending) = match prologue(dir, pubkey)? {
         Ok(x) => x,
         Err(rep) => return Ok(rep),
     };
@@ -352,6 +552,9 @@ pub fn verify_dir_reference(
                 Some(_) => {}
             }
             last_ts = d.ts_us;
+            if let Some(o) = Override::from_payload(frames[j].1) {
+                rep.overrides.push(o);
+            }
             frontier.push(d.leaf);
             index += 1;
             rep.records = index;
@@ -383,7 +586,7 @@ pub fn verify_dir_reference(
         }
     }
     rep.root = hex::encode(frontier.root());
-    check_truncation(&mut rep, &cps);
+    ending.finish(&mut rep, &cps, &opts);
     Ok(rep)
 }
 
@@ -489,8 +692,9 @@ impl Order<'_> {
 
 /// One frame's verdict from the parallel pass.
 enum Item<'a> {
-    /// Checksum good and record canonical.
-    Ok(Checked<'a>),
+    /// Checksum good and record canonical; whether it may be an override
+    /// record.
+    Ok(Checked<'a>, bool),
     /// Checksum mismatch (a frame problem, reported by the framing path).
     Crc,
     /// Checksum good, record bad.
@@ -504,7 +708,7 @@ fn check_frame<'a>(chunk: &'a [u8], (start, end, crc): (usize, usize, u32)) -> I
         return Item::Crc;
     }
     match check_one(payload) {
-        Ok(c) => Item::Ok(c),
+        Ok(c) => Item::Ok(c, contains(payload, OVERRIDE_MARK)),
         Err(e) => Item::Bad(e),
     }
 }
@@ -658,10 +862,19 @@ fn stream_segment(
         let items = check_frames(data, spans, threads);
         // Order-dependent checks, sequentially.
         for (j, (item, (start, end, _))) in items.iter().zip(spans.iter()).enumerate() {
+            let mut pending_override = None;
             let frame_off = base + (start - segment::HEADER_LEN) as u64;
             let at = || format!("`{}` offset {frame_off}", path.display());
             let d = match item {
-                Item::Ok(d) => d,
+                Item::Ok(d, maybe_override) => {
+                    if *maybe_override
+                        && let Some(o) = data.get(*start..*end).and_then(Override::from_payload)
+                    {
+                        // Reported only if the record is accepted below.
+                        pending_override = Some(o);
+                    }
+                    d
+                }
                 Item::Crc => {
                     bad = Some(start - segment::HEADER_LEN);
                     break;
@@ -676,11 +889,18 @@ fn stream_segment(
                 }
             };
             let next_seq = || match items.get(j + 1) {
-                Some(Item::Ok(n)) => Some(n.seq),
+                Some(Item::Ok(n, _)) => Some(n.seq),
                 Some(_) => None,
                 None => peek_seq_at(segs, si, base + *end as u64),
             };
-            if let Some(p) = ord.accept(d, next_seq, at) {
+            let before = ord.index;
+            let verdict = ord.accept(d, next_seq, at);
+            if ord.index > before
+                && let Some(o) = pending_override.take()
+            {
+                rep.overrides.push(o);
+            }
+            if let Some(p) = verdict {
                 rep.problem = Some(p);
                 return Ok(SegEnd::Stop);
             }
@@ -755,8 +975,9 @@ fn verify_dir_streaming(
     pubkey: Option<&PublicKey>,
     progress: Option<&dyn Fn(u64, u64)>,
     chunk: usize,
+    opts: &VerifyOptions,
 ) -> Result<VerifyReport, LogError> {
-    let (cps, mut rep) = match prologue(dir, pubkey)? {
+    let (cps, mut rep, ending) = match prologue(dir, pubkey)? {
         Ok(x) => x,
         Err(rep) => return Ok(rep),
     };
@@ -817,7 +1038,7 @@ fn verify_dir_streaming(
     }
     rep.records = ord.index;
     rep.root = hex::encode(ord.frontier.root());
-    check_truncation(&mut rep, &cps);
+    ending.finish(&mut rep, &cps, opts);
     Ok(rep)
 }
 
@@ -1094,7 +1315,8 @@ mod streaming_tests {
     fn agree(dir: &Path, key: &PublicKey, what: &str) {
         let want = verify_dir_reference(dir, Some(key), None).unwrap();
         for chunk in [1usize, 7, 9, 64, 333, 1000, 4096, CHUNK] {
-            let got = verify_dir_streaming(dir, Some(key), None, chunk).unwrap();
+            let got = verify_dir_streaming(dir, Some(key), None, chunk, &VerifyOptions::default())
+                .unwrap();
             assert_eq!(got, want, "{what}, chunk {chunk}");
         }
     }

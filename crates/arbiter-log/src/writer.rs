@@ -36,6 +36,7 @@ use crate::grow::{ChunkedVec, DecisionIndex};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::record::{DecisionRecord, now_us};
 use crate::segment::{self, CHECKPOINTS_FILE};
+use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
 
 /// When an append is acknowledged.
@@ -106,6 +107,19 @@ impl FaultSwitch {
         })
     }
 }
+
+/// Default [`LogOptions::checkpoint_every_records`]; also the unsigned tail
+/// `open` and `verify` accept by default.
+pub const DEFAULT_CHECKPOINT_EVERY_RECORDS: u64 = 1000;
+
+/// Default [`LogOptions::liveness_every`]: 10 minutes.
+pub const DEFAULT_LIVENESS_EVERY: Duration = Duration::from_secs(600);
+
+/// `action` of the record an accepted-damage override appends.
+pub const OVERRIDE_ACTION: &str = "arbiter:accept-log-damage";
+/// `enforcement_point` of the record an accepted-damage override appends
+/// (set only by the log itself).
+pub const OVERRIDE_ENFORCEMENT_POINT: &str = "arbiter-log:override";
 
 /// Default [`LogOptions::segment_bytes`]: 16 MiB — tens of thousands of
 /// records, zero-filled in tens of milliseconds, and little to read past the
@@ -200,8 +214,19 @@ pub struct LogOptions {
     pub durability: Durability,
     /// Write a checkpoint after this many new records (default 1000).
     pub checkpoint_every_records: u64,
-    /// Write a checkpoint at least this often, also when idle (default 1 s).
+    /// Write a checkpoint this long after the latest one when records were
+    /// added since (default 1 s).
     pub checkpoint_every: Duration,
+    /// When no record was added, write a liveness checkpoint (same size and
+    /// root, fresh time) this long after the latest one (default 10 min:
+    /// 144 a day, about 50 KB).
+    pub liveness_every: Duration,
+    /// Open the log even if its checkpoints do not cover its records (see
+    /// [`LogError::Unverified`]), for this operator-given reason: the damaged
+    /// `checkpoints.log` is set aside, and an override record naming the
+    /// problem and the reason is appended and checkpointed before `open`
+    /// returns, so that `verify` reports it.
+    pub accept_damage: Option<String>,
     /// Roll to a new segment beyond this many bytes (default 16 MiB); also
     /// the size each segment file is preallocated (zero-filled) to.
     pub segment_bytes: u64,
@@ -218,8 +243,10 @@ impl Default for LogOptions {
         LogOptions {
             node_id: "node-0".to_string(),
             durability: Durability::Sync,
-            checkpoint_every_records: 1000,
+            checkpoint_every_records: DEFAULT_CHECKPOINT_EVERY_RECORDS,
             checkpoint_every: Duration::from_secs(1),
+            liveness_every: DEFAULT_LIVENESS_EVERY,
+            accept_damage: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             async_sync_every: Duration::from_millis(200),
             key_dir: None,
@@ -235,6 +262,8 @@ impl std::fmt::Debug for LogOptions {
             .field("durability", &self.durability)
             .field("checkpoint_every_records", &self.checkpoint_every_records)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("liveness_every", &self.liveness_every)
+            .field("accept_damage", &self.accept_damage)
             .field("segment_bytes", &self.segment_bytes)
             .field("async_sync_every", &self.async_sync_every)
             .field("key_dir", &self.key_dir)
@@ -386,6 +415,53 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, LogError> {
     }
 }
 
+/// The record an accepted-damage override appends: who (the operator, by
+/// the log's own hand), what was wrong, why it was accepted, and where the
+/// old checkpoints went.
+fn override_record(
+    node_id: &str,
+    problem: &str,
+    reason: &str,
+    loaded: &store::Loaded,
+    set_aside: &Option<PathBuf>,
+) -> DecisionRecord {
+    let ts = now_us();
+    let context = serde_json::json!({
+        "problem": problem,
+        "reason": reason,
+        "records": loaded.tree.size(),
+        "checkpoints_set_aside": loaded.checkpoint_count,
+        "set_aside_file": set_aside
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+    });
+    DecisionRecord {
+        decision_id: format!("log-override-{ts}"),
+        ts_us: ts,
+        subject: crate::record::SubjectRef {
+            kind: "Operator".to_string(),
+            id: "log-override".to_string(),
+            agent_id: None,
+            credential_id: None,
+        },
+        action: OVERRIDE_ACTION.to_string(),
+        resource: crate::record::EntityRef {
+            kind: "DecisionLog".to_string(),
+            id: node_id.to_string(),
+        },
+        context_digest: crate::canonical::sha256_digest(&context).unwrap_or_default(),
+        context,
+        outcome: crate::record::Outcome::Allow,
+        reason_admin: format!("the operator accepted log damage: {problem}; reason: {reason}"),
+        reason_user: "the operator accepted damage to the decision log".to_string(),
+        engine: "arbiter-log".to_string(),
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        enforcement_point: OVERRIDE_ENFORCEMENT_POINT.to_string(),
+        ..DecisionRecord::default()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -403,8 +479,26 @@ impl Log {
                 "checkpoint interval must be positive".to_string(),
             ));
         }
+        let accept_reason = match &opts.accept_damage {
+            Some(r) if r.trim().is_empty() => {
+                return Err(LogError::Invalid(
+                    "accepting log damage needs a reason".to_string(),
+                ));
+            }
+            Some(r) => Some(r.trim().to_string()),
+            None => None,
+        };
         let writer_lock = lock_dir(dir)?;
-        let loaded = store::load(dir)?;
+        let key_dir = opts.key_dir.clone().unwrap_or_else(|| dir.to_path_buf());
+        let key = KeyPair::load_or_create(&key_dir)?;
+        let public = key.public_key();
+        let check = store::OpenCheck {
+            key: &public,
+            node_id: &opts.node_id,
+            window: opts.checkpoint_every_records.max(1),
+            accept_damage: accept_reason.is_some(),
+        };
+        let mut loaded = store::load(dir, &check)?;
         if let Some(found) = &loaded.node_id
             && *found != opts.node_id
         {
@@ -413,15 +507,27 @@ impl Log {
                 expected: opts.node_id.clone(),
             });
         }
-        let key_dir = opts.key_dir.clone().unwrap_or_else(|| dir.to_path_buf());
-        let key = KeyPair::load_or_create(&key_dir)?;
-        if let Some(cp) = &loaded.latest_checkpoint {
-            cp.verify(&key.public_key())
-                .map_err(|e| LogError::CheckpointMismatch {
-                    size: cp.tree_size,
-                    reason: e.to_string(),
-                })?;
-        }
+        let cp_path = dir.join(CHECKPOINTS_FILE);
+        // Damage accepted by the operator: the checkpoints are set aside as
+        // evidence and signing starts afresh, after an override record.
+        let override_record = match (loaded.damage.take(), accept_reason) {
+            (Some(problem), Some(reason)) => {
+                let aside = dir.join(format!("{CHECKPOINTS_FILE}.damaged-{}", now_us()));
+                let set_aside = match fs::rename(&cp_path, &aside) {
+                    Ok(()) => Some(aside),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_at(&cp_path)(e)),
+                };
+                let record = override_record(&opts.node_id, &problem, &reason, &loaded, &set_aside);
+                loaded.latest_checkpoint = None;
+                loaded.checkpoint_count = 0;
+                loaded.report.accepted_damage = Some(problem);
+                loaded.report.set_aside = set_aside;
+                loaded.report.latest_checkpoint = None;
+                Some(record)
+            }
+            _ => None,
+        };
         let mut starts = loaded.segment_starts.clone();
         let size = loaded.tree.size();
         // A preparation left behind by a crash may be incomplete.
@@ -461,14 +567,22 @@ impl Log {
                 (f, path, 0, limit)
             }
         };
-        let cp_path = dir.join(CHECKPOINTS_FILE);
         let cp_file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&cp_path)
             .map_err(io_at(&cp_path))?;
+        let state_path = dir.join(STATE_FILE);
+        let state = StateFile::create(
+            dir,
+            loaded.state_generation,
+            loaded.checkpoint_count,
+            loaded.latest_checkpoint.as_ref().map_or(0, |c| c.tree_size),
+        )
+        .map_err(io_at(&state_path))?;
         sync_dir(dir).map_err(io_at(dir))?;
         let report = loaded.report.clone();
+        let cp_count = loaded.checkpoint_count;
         let cp_size = loaded.latest_checkpoint.as_ref().map_or(0, |c| c.tree_size);
         let last_cp_ts = loaded
             .latest_checkpoint
@@ -500,7 +614,7 @@ impl Log {
             }),
             opts,
         });
-        let mut w = Writer {
+        let w = Writer {
             inner: inner.clone(),
             seg,
             seg_path,
@@ -510,18 +624,29 @@ impl Log {
             cp_file,
             cp_path,
             cp_size,
+            cp_count,
+            committed: size,
+            state,
             last_cp_ts,
             last_cp_at: Instant::now(),
             dirty: false,
             last_sync_at: Instant::now(),
         };
-        // A log that has records not yet covered by a checkpoint (crash before
-        // the checkpoint) gets one right away.
-        if size > cp_size {
-            w.last_cp_at = Instant::now()
-                .checked_sub(inner.opts.checkpoint_every)
-                .unwrap_or_else(Instant::now);
-        }
+        let log = Log {
+            inner,
+            thread: Mutex::new(None),
+            _lock: writer_lock,
+        };
+        // An override record goes first, with a checkpoint right after it:
+        // queued before the writer starts, nothing can come between. Records
+        // no checkpoint covers (a crash before the checkpoint, within the
+        // window `load` allows) are signed before `open` returns.
+        let ticket = override_record.map(|record| log.append_ticket(record));
+        let signed = (ticket.is_some() || size > cp_size).then(|| {
+            let (tx, rx) = mpsc::channel();
+            lock(&log.inner.queue).cp_requests.push(tx);
+            rx
+        });
         let thread = std::thread::Builder::new()
             .name("arbiter-log-writer".to_string())
             .spawn(move || w.run())
@@ -529,14 +654,14 @@ impl Log {
                 path: dir.to_path_buf(),
                 source: e,
             })?;
-        Ok((
-            Log {
-                inner,
-                thread: Mutex::new(Some(thread)),
-                _lock: writer_lock,
-            },
-            report,
-        ))
+        *lock(&log.thread) = Some(thread);
+        if let Some(ticket) = ticket {
+            ticket.wait()?;
+        }
+        if let Some(rx) = signed {
+            rx.recv().unwrap_or(Err(LogError::ShutDown))?;
+        }
+        Ok((log, report))
     }
 
     /// The log directory.
@@ -837,7 +962,14 @@ struct Writer {
     prep: Option<Prep>,
     cp_file: File,
     cp_path: PathBuf,
+    /// Tree size of the latest checkpoint.
     cp_size: u64,
+    /// Checkpoints in `checkpoints.log`.
+    cp_count: u64,
+    /// Records published to the tree.
+    committed: u64,
+    /// `checkpoints.state`, rewritten after every checkpoint.
+    state: StateFile,
     last_cp_ts: i64,
     last_cp_at: Instant,
     dirty: bool,
@@ -852,8 +984,21 @@ impl Writer {
         }
     }
 
+    /// When the next checkpoint is due without new appends: the interval
+    /// after the latest one if records were added since (or none was ever
+    /// written), else the liveness interval.
+    fn next_checkpoint_at(&self) -> Instant {
+        let opts = &self.inner.opts;
+        if self.committed > self.cp_size || self.cp_count == 0 {
+            self.last_cp_at + opts.checkpoint_every
+        } else {
+            self.last_cp_at + opts.liveness_every.max(opts.checkpoint_every)
+        }
+    }
+
     fn run(mut self) {
         let opts = self.inner.opts.clone();
+        let every_records = opts.checkpoint_every_records.max(1);
         let mut batch: Vec<Pending> = Vec::new();
         self.prepare_next();
         loop {
@@ -863,7 +1008,7 @@ impl Writer {
                     if !q.items.is_empty() || !q.cp_requests.is_empty() || q.shutdown {
                         break;
                     }
-                    let mut deadline = self.last_cp_at + opts.checkpoint_every;
+                    let mut deadline = self.next_checkpoint_at();
                     if self.dirty {
                         deadline = deadline.min(self.last_sync_at + opts.async_sync_every);
                     }
@@ -882,7 +1027,24 @@ impl Writer {
                 std::mem::swap(&mut batch, &mut q.items);
                 (std::mem::take(&mut q.cp_requests), q.shutdown)
             };
-            if !batch.is_empty() {
+            // The batch is written in slices that never leave more than
+            // `every_records` records without a checkpoint on disk: that is
+            // the unsigned tail `open` accepts after a crash.
+            while !batch.is_empty() {
+                if self.committed - self.cp_size >= every_records
+                    && let Err(e) = self.checkpoint()
+                {
+                    self.fail(format!("cannot write checkpoint: {e}"), &mut batch, cp_reqs);
+                    return;
+                }
+                let room = usize::try_from(every_records - (self.committed - self.cp_size))
+                    .unwrap_or(usize::MAX)
+                    .max(1);
+                let rest = if batch.len() > room {
+                    batch.split_off(room)
+                } else {
+                    Vec::new()
+                };
                 let n = batch.len();
                 match self.write_batch(&batch) {
                     Ok(offsets) => {
@@ -895,6 +1057,7 @@ impl Writer {
                                 let id = std::mem::take(&mut p.decision_id);
                                 s.index.insert_first(id, idx);
                             }
+                            self.committed = s.tree.size();
                         }
                         for p in batch.drain(..) {
                             let r = Ok(Appended {
@@ -904,23 +1067,24 @@ impl Writer {
                             });
                             complete(p.done, r);
                         }
+                        // (An empty `rest` keeps the batch's buffer for reuse.)
+                        if !rest.is_empty() {
+                            batch = rest;
+                        }
                     }
                     Err(e) => {
                         let reason = format!("cannot write {n} records: {e}");
+                        batch.extend(rest);
                         self.fail(reason, &mut batch, cp_reqs);
                         return;
                     }
                 }
             }
             let now = Instant::now();
-            let size = self
-                .inner
-                .shared
-                .read()
-                .map_or_else(|e| e.into_inner().tree.size(), |s| s.tree.size());
+            let size = self.committed;
             let due = !cp_reqs.is_empty()
-                || size - self.cp_size >= opts.checkpoint_every_records.max(1)
-                || now >= self.last_cp_at + opts.checkpoint_every
+                || size - self.cp_size >= every_records
+                || now >= self.next_checkpoint_at()
                 || (shutdown && size != self.cp_size);
             if due {
                 match self.checkpoint() {
@@ -1095,6 +1259,13 @@ impl Writer {
         self.fault(FaultPoint::CheckpointSync)
             .map_err(io_at(&path))?;
         self.cp_file.sync_data().map_err(io_at(&path))?;
+        self.cp_count += 1;
+        // Only after the checkpoint is durable: the state is never ahead of
+        // the file.
+        let state_path = self.inner.dir.join(STATE_FILE);
+        self.state
+            .write(self.cp_count, size)
+            .map_err(io_at(&state_path))?;
         self.cp_size = size;
         self.last_cp_ts = ts;
         self.last_cp_at = Instant::now();

@@ -668,15 +668,11 @@ fn truncation_behind_checkpoint_fails_open() {
     f.set_len(*off as u64 + 3).unwrap();
     drop(f);
     let err = Log::open(dir.path(), opts()).unwrap_err();
+    assert!(matches!(err, LogError::Unverified { .. }), "{err}");
+    let msg = err.to_string();
     assert!(
-        matches!(
-            err,
-            LogError::TruncatedBehindCheckpoint {
-                records: 7,
-                checkpoint_size: 10
-            }
-        ),
-        "{err}"
+        msg.contains("has 7 records") && msg.contains("covers 10"),
+        "{msg}"
     );
 }
 
@@ -773,27 +769,6 @@ fn failed_checkpoint_sync_fails_the_log() {
     assert!(log.force_checkpoint().is_err());
     assert!(!log.is_healthy());
     assert!(log.append_blocking(rec(1, "k")).is_err());
-}
-
-#[test]
-fn heartbeat_checkpoints_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open(
-        dir.path(),
-        LogOptions {
-            checkpoint_every: Duration::from_millis(40),
-            ..opts()
-        },
-    );
-    log.append_blocking(rec(0, "h")).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
-    let cp = log.latest_checkpoint().unwrap();
-    assert_eq!(cp.tree_size, 1);
-    let key = log.public_key();
-    drop(log);
-    let v = verify(dir.path(), &key);
-    assert!(v.is_ok(), "{v:?}");
-    assert!(v.checkpoints >= 4, "{v:?}");
 }
 
 #[test]
@@ -1112,4 +1087,528 @@ proptest! {
         // and open refuses a damaged log instead of silently repairing it
         prop_assert!(Log::open(dir.path(), opts()).is_err(), "{:?}", tamper);
     }
+}
+
+// --- Evidence that can be rewritten (issue 14, part 3) ---
+
+/// Rewrites record `index` through `f` and re-frames it with a fresh CRC, as
+/// someone editing the files would; the segment keeps its size (zero tail).
+fn rewrite_record(dir: &Path, index: usize, f: impl Fn(&mut DecisionRecord)) {
+    let (path, _, _) = frames(dir)[index].clone();
+    let buf = fs::read(&path).unwrap();
+    let mut out = Vec::new();
+    let mut i = 0;
+    for (_, p) in segment::list_segments(dir).unwrap() {
+        if p != path {
+            i += frames(dir).iter().filter(|f| f.0 == p).count();
+            continue;
+        }
+        for s in FrameIter::new(&buf) {
+            let Scan::Frame { payload, .. } = s else {
+                break;
+            };
+            if i == index {
+                let mut r = DecisionRecord::from_canonical_bytes(payload).unwrap();
+                f(&mut r);
+                let mut bytes = Vec::new();
+                r.write_canonical(&mut bytes).unwrap();
+                segment::encode_frame(&bytes, &mut out);
+            } else {
+                segment::encode_frame(payload, &mut out);
+            }
+            i += 1;
+        }
+    }
+    assert!(out.len() <= buf.len());
+    out.resize(buf.len(), 0);
+    fs::write(&path, out).unwrap();
+}
+
+/// 30 decisions, every one checkpointed (the shutdown checkpoint).
+fn thirty(dir: &Path) -> PublicKey {
+    let (log, _) = open(dir, opts());
+    fill(&log, 10, "r");
+    log.force_checkpoint().unwrap();
+    for i in 10..30 {
+        log.append_blocking(rec(i, "r")).unwrap();
+    }
+    log.force_checkpoint().unwrap();
+    let key = log.public_key();
+    drop(log);
+    key
+}
+
+fn deny_to_allow(dir: &Path) {
+    rewrite_record(dir, 1, |r| {
+        assert_eq!(r.outcome, Outcome::Deny);
+        r.outcome = Outcome::Allow;
+    });
+}
+
+fn refused(dir: &Path, o: LogOptions, what: &str) -> String {
+    match Log::open(dir, o) {
+        Err(e @ LogError::Unverified { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("arbiter log verify"), "{msg}");
+            assert!(msg.contains("--accept-log-damage"), "{msg}");
+            assert!(msg.contains(what), "{msg}");
+            msg
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a log with {what} was opened"),
+    }
+}
+
+fn verify_problem(dir: &Path, key: &PublicKey) -> Problem {
+    let rep = verify(dir, key);
+    match rep.problem {
+        Some(p) => p,
+        None => panic!("verify passed: {} records", rep.records),
+    }
+}
+
+#[test]
+fn rewritten_record_with_checkpoints_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    deny_to_allow(dir.path());
+    fs::remove_file(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    let p = verify_problem(dir.path(), &key);
+    assert_eq!(p.kind, ProblemKind::Truncated, "{}", p.detail);
+    let rep = verify(dir.path(), &key);
+    assert!(
+        !rep.signatures_checked,
+        "no checkpoint, no signature checked"
+    );
+    refused(dir.path(), opts(), "checkpoints.log` holds 0 checkpoints");
+    // Refusing changed nothing: still refused, and no checkpoint was signed.
+    refused(dir.path(), opts(), "holds 0 checkpoints");
+    assert!(
+        !dir.path().join(CHECKPOINTS_FILE).exists()
+            || fs::read(dir.path().join(CHECKPOINTS_FILE))
+                .unwrap()
+                .is_empty()
+    );
+}
+
+#[test]
+fn rewritten_record_with_checkpoints_emptied_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    deny_to_allow(dir.path());
+    fs::write(dir.path().join(CHECKPOINTS_FILE), b"").unwrap();
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Truncated
+    );
+    refused(dir.path(), opts(), "holds 0 checkpoints");
+}
+
+#[test]
+fn checkpoints_and_their_state_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    deny_to_allow(dir.path());
+    fs::remove_file(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Uncovered
+    );
+    refused(dir.path(), opts(), "checkpoints.state` is missing");
+}
+
+#[test]
+fn damaged_checkpoint_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    fs::write(dir.path().join(state::STATE_FILE), [0u8; 128]).unwrap();
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Uncovered
+    );
+    refused(dir.path(), opts(), "is damaged");
+}
+
+/// A log written before `checkpoints.state` existed: every checkpoint is
+/// still checked, and the state is created from them.
+#[test]
+fn log_without_a_state_file_opens_when_its_checkpoints_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
+    assert!(verify(dir.path(), &key).is_ok());
+    let (log, rep) = open(dir.path(), opts());
+    assert!(rep.created_state);
+    drop(log);
+    let (_, rep) = open(dir.path(), opts());
+    assert!(!rep.created_state);
+    // Without the state, an altered record is still caught by the checkpoints.
+    fs::remove_file(dir.path().join(state::STATE_FILE)).unwrap();
+    deny_to_allow(dir.path());
+    refused(dir.path(), opts(), "checkpoint #0");
+}
+
+#[test]
+fn truncated_checkpoint_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    let path = dir.path().join(CHECKPOINTS_FILE);
+    let orig = fs::read(&path).unwrap();
+    let ends: Vec<usize> = {
+        let mut v = Vec::new();
+        let mut it = FrameIter::new(&orig);
+        for s in it.by_ref() {
+            let Scan::Frame { offset, payload } = s else {
+                panic!()
+            };
+            v.push(offset + segment::HEADER_LEN + payload.len());
+        }
+        v
+    };
+    assert!(ends.len() >= 2, "{ends:?}");
+    // Whole checkpoints cut off: the earlier ones still verify.
+    fs::write(&path, &orig[..ends[0]]).unwrap();
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::Truncated
+    );
+    refused(dir.path(), opts(), "holds 1 checkpoints");
+    // Cut inside the last frame: it looks torn, but the writer had synced it.
+    fs::write(&path, &orig[..orig.len() - 5]).unwrap();
+    refused(
+        dir.path(),
+        opts(),
+        "checkpoints, but the writer had written",
+    );
+    // The refused open did not cut the file.
+    assert_eq!(fs::read(&path).unwrap().len(), orig.len() - 5);
+    fs::write(&path, &orig).unwrap();
+    assert!(verify(dir.path(), &key).is_ok());
+    Log::open(dir.path(), opts()).unwrap();
+}
+
+#[test]
+fn edited_older_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    let orig = fs::read(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    // The first checkpoint claims another size: its signature fails.
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            cp.tree_size = 9;
+        }
+    });
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::BadSignature
+    );
+    refused(dir.path(), opts(), "checkpoint #0");
+    // Another root for the first checkpoint.
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            cp.root_hash = hex_of(&[7; 32]);
+        }
+    });
+    refused(dir.path(), opts(), "checkpoint #0");
+    // Its time after the next one's.
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            cp.ts_us = i64::MAX / 2;
+        }
+    });
+    refused(dir.path(), opts(), "checkpoint #");
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn checkpoint_signed_with_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    let orig = fs::read(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    let other = KeyPair::from_seed(&[9; 32]);
+    let resign = |only_first: bool| {
+        rewrite_checkpoints(dir.path(), |i, cp| {
+            if !only_first || i == 0 {
+                *cp = Checkpoint::sign(
+                    &cp.node_id,
+                    cp.tree_size,
+                    &cp.root().unwrap(),
+                    cp.ts_us,
+                    &other,
+                )
+                .unwrap();
+            }
+        });
+    };
+    // An older checkpoint only (the latest still verifies).
+    resign(true);
+    assert_eq!(
+        verify_problem(dir.path(), &key).kind,
+        ProblemKind::BadSignature
+    );
+    refused(dir.path(), opts(), "checkpoint #0");
+    // All of them.
+    fs::write(dir.path().join(CHECKPOINTS_FILE), &orig).unwrap();
+    resign(false);
+    refused(dir.path(), opts(), "does not verify under the log's key");
+}
+
+/// A hook that fails every checkpoint write once `armed`: the log then ends
+/// as after a crash between appending records and checkpointing them.
+fn crash_before_checkpoints() -> (FaultHook, Arc<std::sync::atomic::AtomicBool>) {
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = armed.clone();
+    let hook: FaultHook = Arc::new(move |p| {
+        if p == FaultPoint::CheckpointWrite && a.load(Ordering::SeqCst) {
+            Err(std::io::Error::other("simulated crash"))
+        } else {
+            Ok(())
+        }
+    });
+    (hook, armed)
+}
+
+#[test]
+fn records_beyond_the_window_uncovered_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, armed) = crash_before_checkpoints();
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            fault: Some(hook),
+            ..opts()
+        },
+    );
+    fill(&log, 3, "w");
+    log.force_checkpoint().unwrap();
+    armed.store(true, Ordering::SeqCst);
+    for i in 3..20 {
+        log.append_blocking(rec(i, "w")).unwrap();
+    }
+    let key = log.public_key();
+    drop(log); // the shutdown checkpoint fails: 17 records uncovered
+    let small = || LogOptions {
+        checkpoint_every_records: 5,
+        ..opts()
+    };
+    refused(
+        dir.path(),
+        small(),
+        "records 3 to 19 (17) are covered by no checkpoint",
+    );
+    let rep = verify_dir_with(dir.path(), Some(&key), None, &VerifyOptions { window: 5 }).unwrap();
+    let p = rep.problem.unwrap();
+    assert_eq!(p.kind, ProblemKind::Uncovered, "{}", p.detail);
+    assert_eq!(p.index, Some(3));
+    // Within the window (the default 1000): the crash tail is legitimate,
+    // verifies, and is signed on open.
+    assert!(verify(dir.path(), &key).is_ok());
+    let (log, rep) = open(dir.path(), opts());
+    assert_eq!(rep.records, 20);
+    assert_eq!(log.latest_checkpoint().unwrap().tree_size, 20);
+    drop(log);
+    let rep = verify_dir_with(dir.path(), Some(&key), None, &VerifyOptions { window: 0 }).unwrap();
+    assert!(rep.is_ok(), "{rep:?}");
+}
+
+#[test]
+fn writer_never_leaves_more_than_the_window_unsigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        checkpoint_every_records: 7,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    // One big batch of concurrent appends.
+    fill(&log, 100, "b");
+    let key = log.public_key();
+    let cps = read_checkpoints(dir.path()).unwrap();
+    let mut prev = 0;
+    for cp in &cps {
+        assert!(cp.tree_size - prev <= 7, "{prev} -> {}", cp.tree_size);
+        prev = cp.tree_size;
+    }
+    assert!(100 - prev <= 7);
+    drop(log);
+    let rep = verify_dir_with(dir.path(), Some(&key), None, &VerifyOptions { window: 7 }).unwrap();
+    assert!(rep.is_ok(), "{rep:?}");
+}
+
+#[test]
+fn accepted_damage_is_recorded_and_reported_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    deny_to_allow(dir.path());
+    fs::remove_file(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    refused(dir.path(), opts(), "holds 0 checkpoints");
+    // A reason is required.
+    let err = Log::open(
+        dir.path(),
+        LogOptions {
+            accept_damage: Some("  ".into()),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, LogError::Invalid(_)), "{err}");
+    let (log, rep) = open(
+        dir.path(),
+        LogOptions {
+            accept_damage: Some("restored from the 02:00 backup".into()),
+            ..opts()
+        },
+    );
+    let problem = rep.accepted_damage.clone().unwrap();
+    assert!(problem.contains("holds 0 checkpoints"), "{problem}");
+    assert_eq!(rep.records, 30);
+    // The override is the next record, signed right away.
+    assert_eq!(log.tree_size(), 31);
+    assert_eq!(log.latest_checkpoint().unwrap().tree_size, 31);
+    let r = log.get_index(30).unwrap().unwrap();
+    assert_eq!(r.action, OVERRIDE_ACTION);
+    assert_eq!(r.enforcement_point, OVERRIDE_ENFORCEMENT_POINT);
+    assert_eq!(r.context["reason"], "restored from the 02:00 backup");
+    assert!(r.reason_admin.contains("holds 0 checkpoints"));
+    log.append_blocking(rec(31, "r")).unwrap();
+    drop(log);
+    // verify reports it, and the log opens normally again.
+    let rep = verify(dir.path(), &key);
+    assert!(rep.is_ok(), "{rep:?}");
+    assert_eq!(rep.overrides.len(), 1, "{rep:?}");
+    assert_eq!(rep.overrides[0].index, 30);
+    assert_eq!(rep.overrides[0].reason, "restored from the 02:00 backup");
+    assert!(rep.overrides[0].problem.contains("holds 0 checkpoints"));
+    assert_eq!(
+        verify_dir_reference_overrides(dir.path(), &key),
+        rep.overrides
+    );
+    let (log, rep) = open(dir.path(), opts());
+    assert!(rep.accepted_damage.is_none());
+    assert_eq!(log.tree_size(), 32);
+    drop(log);
+    // A damaged checkpoint file is kept, set aside, as evidence.
+    let aside = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("checkpoints.log.damaged-")
+        })
+        .count();
+    assert_eq!(aside, 0, "nothing to set aside: the file was deleted");
+}
+
+#[test]
+fn accepted_damage_sets_the_bad_checkpoints_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = thirty(dir.path());
+    rewrite_checkpoints(dir.path(), |i, cp| {
+        if i == 0 {
+            cp.tree_size = 9;
+        }
+    });
+    let bad = fs::read(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+    let (log, rep) = open(
+        dir.path(),
+        LogOptions {
+            accept_damage: Some("investigated in INC-42".into()),
+            ..opts()
+        },
+    );
+    drop(log);
+    let aside = rep.set_aside.unwrap();
+    assert_eq!(fs::read(&aside).unwrap(), bad);
+    let rep = verify(dir.path(), &key);
+    assert!(rep.is_ok(), "{rep:?}");
+    assert_eq!(rep.overrides.len(), 1);
+    assert!(
+        rep.overrides[0].problem.contains("checkpoint #0"),
+        "{rep:?}"
+    );
+}
+
+/// A record whose context merely mentions the override marker is not one.
+#[test]
+fn a_record_cannot_pose_as_an_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), opts());
+    let mut r = rec(0, "fake");
+    r.context = json!({"enforcement_point": OVERRIDE_ENFORCEMENT_POINT, "action": OVERRIDE_ACTION});
+    r.context_digest = context_digest(&r.context).unwrap();
+    log.append_blocking(r).unwrap();
+    let key = log.public_key();
+    drop(log);
+    let rep = verify(dir.path(), &key);
+    assert!(rep.is_ok() && rep.overrides.is_empty(), "{rep:?}");
+}
+
+fn verify_dir_reference_overrides(dir: &Path, key: &PublicKey) -> Vec<Override> {
+    arbiter_log::verify::verify_dir_reference(dir, Some(key), None)
+        .unwrap()
+        .overrides
+}
+
+/// Polls `f` until it returns `Some`, for at most 20 s.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn idle_heartbeat_does_not_grow_the_checkpoint_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let liveness = Duration::from_millis(400);
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            checkpoint_every: Duration::from_millis(10),
+            liveness_every: liveness,
+            ..opts()
+        },
+    );
+    // A new log gets its first checkpoint within the interval.
+    poll("the first checkpoint", || {
+        (!read_checkpoints(dir.path()).unwrap().is_empty()).then_some(())
+    });
+    log.append_blocking(rec(0, "h")).unwrap();
+    // A checkpoint follows growth within the interval...
+    let n = poll("the checkpoint after an append", || {
+        let cps = read_checkpoints(dir.path()).unwrap();
+        cps.iter().position(|c| c.tree_size == 1)
+    });
+    // ...and then, idle, the next one is the liveness checkpoint, no sooner
+    // than the liveness interval (the old heartbeat wrote one every 10 ms).
+    let cps = poll("a liveness checkpoint", || {
+        let cps = read_checkpoints(dir.path()).unwrap();
+        (cps.len() > n + 1).then_some(cps)
+    });
+    let (grown, next) = (&cps[n], &cps[n + 1]);
+    assert_eq!(next.tree_size, 1);
+    assert!(
+        next.ts_us - grown.ts_us >= liveness.as_micros() as i64,
+        "idle checkpoint after {} us",
+        next.ts_us - grown.ts_us
+    );
+    // The same before the first record: size 0 was checkpointed once only.
+    let zeros: Vec<_> = cps.iter().filter(|c| c.tree_size == 0).collect();
+    for w in zeros.windows(2) {
+        assert!(w[1].ts_us - w[0].ts_us >= liveness.as_micros() as i64);
+    }
+    drop(log);
 }

@@ -43,6 +43,10 @@ pub struct RecorderSettings {
     pub node_id: Option<String>,
     /// Fault injection for tests (see `arbiter_log::FaultSwitch`).
     pub fault: Option<arbiter_log::FaultHook>,
+    /// Open a log whose records are not covered by valid checkpoints, for this reason (the
+    /// operator's `--accept-log-damage`): the override is recorded in the log. Without it such
+    /// a log is refused (`arbiter_log::LogError::Unverified`).
+    pub accept_log_damage: Option<String>,
 }
 
 impl std::fmt::Debug for RecorderSettings {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for RecorderSettings {
             .field("checkpoint_every", &self.checkpoint_every)
             .field("redact", &self.redact)
             .field("node_id", &self.node_id)
+            .field("accept_log_damage", &self.accept_log_damage)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +71,7 @@ impl Default for RecorderSettings {
             redact: Vec::new(),
             node_id: None,
             fault: None,
+            accept_log_damage: None,
         }
     }
 }
@@ -96,6 +102,8 @@ pub const ENGINE_VERSION: &str = "cedar-policy 4.14";
 
 impl Recorder {
     /// Opens (or creates) the log under `<data>/log`. Recovers to the last durable record.
+    /// Refuses a log whose records are not covered by valid, consistent signed checkpoints
+    /// (beyond the unsigned tail a crash can leave), unless `accept_log_damage` gives a reason.
     pub fn open(
         data: &Path,
         settings: RecorderSettings,
@@ -121,6 +129,7 @@ impl Recorder {
                 checkpoint_every_records: settings.checkpoint_every_records,
                 checkpoint_every: settings.checkpoint_every,
                 fault: settings.fault,
+                accept_damage: settings.accept_log_damage,
                 ..LogOptions::default()
             },
         )?;

@@ -59,7 +59,9 @@ pub enum LogCommand {
     /// Verify the whole log: every record, the Merkle tree and every checkpoint signature.
     ///
     /// Exit 0 if the log is sound, 3 if it is not (naming the first bad record and what is wrong
-    /// with it), 1 if it cannot be read. Safe to run while the server is writing.
+    /// with it, including records no checkpoint covers beyond the unsigned tail a crash can
+    /// leave), 1 if it cannot be read. Operator overrides recorded in the log (`serve
+    /// --accept-log-damage`) are listed as warnings. Safe to run while the server is writing.
     Verify {
         #[command(flatten)]
         data: DataArg,
@@ -67,6 +69,10 @@ pub enum LogCommand {
         /// Default: DIR/log/log-signing.pub, which only proves the log is self-consistent.
         #[arg(long, value_name = "FILE|HEX")]
         pubkey: Option<String>,
+        /// Records that may follow the latest checkpoint (the unsigned tail a crash can leave):
+        /// the server's `--checkpoint-every-records`.
+        #[arg(long, value_name = "N", default_value_t = arbiter_log::DEFAULT_CHECKPOINT_EVERY_RECORDS)]
+        checkpoint_every_records: u64,
         /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
@@ -212,7 +218,12 @@ impl FilterArgs {
 
 pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        LogCommand::Verify { data, pubkey, json } => verify(&data, pubkey.as_deref(), json),
+        LogCommand::Verify {
+            data,
+            pubkey,
+            checkpoint_every_records,
+            json,
+        } => verify(&data, pubkey.as_deref(), checkpoint_every_records, json),
         LogCommand::Prove {
             decision_id,
             data,
@@ -309,10 +320,16 @@ fn kind_name(k: ProblemKind) -> &'static str {
         ProblemKind::Fork => "fork",
         ProblemKind::BadFraming => "bad framing",
         ProblemKind::NonMonotonicTime => "non-monotonic time",
+        ProblemKind::Uncovered => "not covered by a checkpoint",
     }
 }
 
-fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+fn verify(
+    data: &DataArg,
+    pubkey: Option<&str>,
+    window: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let dir = data.existing_log_dir()?;
     let key = match pubkey {
         Some(a) => Some(load_key(a)?),
@@ -345,7 +362,12 @@ fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<Ex
             b.set_position(done);
         }
     };
-    let report = arbiter_log::verify_dir(&dir, key.as_ref(), Some(&progress));
+    let report = arbiter_log::verify_dir_with(
+        &dir,
+        key.as_ref(),
+        Some(&progress),
+        &arbiter_log::VerifyOptions { window },
+    );
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -355,9 +377,21 @@ fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<Ex
     }
     let sigs = if report.signatures_checked {
         "signatures checked"
+    } else if report.checkpoints == 0 {
+        "no checkpoint, so no signature checked"
     } else {
         "signatures NOT checked"
     };
+    for o in &report.overrides {
+        eprintln!(
+            "warning: record {} ({}): the operator accepted log damage when opening the log: {}; \
+             reason: {}. Records before it are covered only by checkpoints signed after the damage",
+            o.index,
+            format_rfc3339_us(o.ts_us),
+            o.problem,
+            o.reason
+        );
+    }
     match &report.problem {
         None => {
             if !json {
@@ -365,6 +399,12 @@ fn verify(data: &DataArg, pubkey: Option<&str>, json: bool) -> anyhow::Result<Ex
                     "log ok: {} records, {} checkpoints, root {}, {sigs}",
                     report.records, report.checkpoints, report.root
                 );
+                if !report.overrides.is_empty() {
+                    line.push_str(&format!(
+                        ", {} operator override(s) of log damage (see the warnings)",
+                        report.overrides.len()
+                    ));
+                }
                 if report.torn_tail_bytes > 0 {
                     line.push_str(&format!(
                         " ({} bytes of an incomplete final write ignored)",

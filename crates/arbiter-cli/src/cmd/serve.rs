@@ -73,6 +73,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 redact: args.redact.clone(),
                 node_id: args.node_id.clone(),
                 fault: None,
+                accept_log_damage: args.accept_log_damage.clone(),
             };
             let (recorder, report) = Recorder::open(&args.data, settings).with_context(|| {
                 format!("cannot open the decision log in `{}`", args.data.display())
@@ -82,6 +83,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     truncated_record_bytes = report.truncated_tail_bytes,
                     truncated_checkpoint_bytes = report.truncated_checkpoint_bytes,
                     "decision log recovered: an unacknowledged torn tail was cut off"
+                );
+            }
+            if let Some(problem) = &report.accepted_damage {
+                tracing::warn!(
+                    problem = %problem,
+                    reason = args.accept_log_damage.as_deref().unwrap_or_default(),
+                    set_aside = ?report.set_aside,
+                    "decision log damage ACCEPTED by --accept-log-damage: the override is recorded \
+                     in the log and reported by `arbiter log verify`; remove the flag once the log \
+                     is open"
+                );
+            } else if report.created_state {
+                tracing::warn!(
+                    "decision log had no `checkpoints.state` (written by an older Arbiter, or \
+                     deleted): created from its checkpoints, which all verified"
+                );
+            }
+            if report.accepted_damage.is_none() && args.accept_log_damage.is_some() {
+                tracing::warn!(
+                    "--accept-log-damage given, but the decision log verified: nothing was \
+                     overridden; remove the flag"
                 );
             }
             tracing::info!(
