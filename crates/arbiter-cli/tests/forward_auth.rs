@@ -550,3 +550,86 @@ fn nginx_reproduction_undecodable_uri_with_client_forwarded_headers_is_denied() 
         "{records:?}"
     );
 }
+
+/// Which proxy asks about a service is configuration, never inferred: `serve` refuses a
+/// service without `proxy=`, settings it cannot read, and settings for a service without
+/// routes; an OpenAPI service takes its settings from `--forward-auth`.
+#[test]
+fn serve_requires_each_service_to_name_its_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("p.cedar"), REPRO_POLICIES).unwrap();
+    let routes = dir.join("routes.txt");
+    let openapi = dir.join("billing.json");
+    std::fs::write(
+        &openapi,
+        r#"{"openapi": "3.0.0", "paths": {"/invoices/{id}": {"get": {}}}}"#,
+    )
+    .unwrap();
+    let serve = |routes_text: &str, extra: &[&str], port: u16| {
+        std::fs::write(&routes, routes_text).unwrap();
+        let mut cmd = arbiter();
+        cmd.args(["serve", "--log-level", "warn", "--policies"])
+            .arg(&policies)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .arg("--routes")
+            .arg(&routes)
+            .args(extra)
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        cmd
+    };
+    for (routes_text, extra, expected) in [
+        (
+            "tickets GET /tickets/{id}\n",
+            &[][..],
+            "`@service tickets proxy=nginx`",
+        ),
+        (
+            "@service tickets proxy=haproxy\ntickets GET /t\n",
+            &[][..],
+            "`proxy=haproxy`",
+        ),
+        (
+            "@service tickets proxy=nginx allow=dots\ntickets GET /t\n",
+            &[][..],
+            "`dots` is not one of",
+        ),
+        (
+            "@service tickets proxy=nginx\n@service tickets proxy=envoy\ntickets GET /t\n",
+            &[][..],
+            "given twice",
+        ),
+        (
+            "@service tickets proxy=nginx\ntickets GET /t\n",
+            &["--forward-auth", "payroll proxy=nginx"][..],
+            "`payroll`, which has no routes",
+        ),
+        (
+            "@service tickets proxy=nginx\ntickets GET /t\n",
+            &["--openapi", &format!("billing={}", openapi.display())][..],
+            "`billing` does not say which proxy",
+        ),
+    ] {
+        let out = serve(routes_text, extra, free_port()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{routes_text}{extra:?}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // With `--forward-auth` for the OpenAPI service, it starts.
+    let port = free_port();
+    let mut cmd = serve(
+        "@service tickets proxy=nginx\ntickets GET /t\n",
+        &[
+            "--openapi",
+            &format!("billing={}", openapi.display()),
+            "--forward-auth",
+            "billing proxy=envoy allow=semicolon method-override",
+        ],
+        port,
+    );
+    let _serve = Proc(cmd.stderr(Stdio::null()).spawn().unwrap());
+    wait_for(port);
+}
