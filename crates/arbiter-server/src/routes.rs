@@ -859,7 +859,7 @@ mod tests {
         assert_eq!(e.ambiguity, Some(Ambiguity::InvalidUtf8));
     }
 
-    /// Regression: ambiguous targets used to be decoded and matched (`;`, `\\`, `%5c`,
+    /// Regression: ambiguous targets used to be decoded and matched (`;`, `\`, `%5c`,
     /// `%252f`, control characters), so a route and the upstream could disagree.
     #[test]
     fn ambiguous_targets_are_refused_unless_allowed() {
