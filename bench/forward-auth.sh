@@ -43,7 +43,7 @@ permit (principal is Agent, action == Action::"http_request", resource is Route)
 when { resource.service == "tickets" && resource.method == "GET" };
 forbid (principal, action == Action::"http_request", resource is Route) when { resource.method == "DELETE" };
 CEDAR
-printf 'tickets GET /tickets/{id}\ntickets DELETE /tickets/{id}\n' >"$WORK/routes.txt"
+printf '@service tickets proxy=nginx\ntickets GET /tickets/{id}\ntickets DELETE /tickets/{id}\n' >"$WORK/routes.txt"
 "$BIN" agent register bench-bot --owner bench@example.com --data "$WORK/data" >/dev/null
 KEY=$("$BIN" agent key issue bench-bot --data "$WORK/data" --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["key"])')
 
@@ -74,6 +74,7 @@ http {
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-Method \$request_method;
       proxy_set_header X-Original-URI \$request_uri;
+      proxy_set_header X-Original-Host \$host;
     }
     location / {
       auth_request /_arbiter;

@@ -160,7 +160,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
     pub jwt_issuers: Option<PathBuf>,
 
-    /// Forward-auth route list: `SERVICE METHOD /path/{param}` per line (repeatable).
+    /// Forward-auth route list: `SERVICE METHOD /path/{param}` per line and one
+    /// `@service SERVICE proxy=nginx|traefik|envoy [allow=…] [method-override]` line per
+    /// service (repeatable).
     #[arg(
         long = "routes",
         env = "ARBITER_ROUTES",
@@ -172,6 +174,12 @@ pub struct ServeArgs {
     /// Forward-auth routes of a service from an OpenAPI 3 JSON document (repeatable).
     #[arg(long = "openapi", value_name = "SERVICE=FILE")]
     pub openapi: Vec<String>,
+
+    /// How a forward-auth service's proxy describes the original request, e.g.
+    /// `billing proxy=nginx` or `billing proxy=envoy allow=semicolon method-override`
+    /// (repeatable; the words of a routes file's `@service` line). Every service needs one.
+    #[arg(long = "forward-auth", value_name = "'SERVICE proxy=… [OPTION…]'")]
+    pub forward_auth: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -68,6 +68,18 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them,
+        // and they would keep the test's output pipe open).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -88,14 +100,33 @@ fn request(
     path: &str,
     auth: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
+    request_raw(port, method, path.as_bytes(), auth, &[])
+}
+
+/// One request whose target may hold any bytes, with extra client headers.
+fn request_raw(
+    port: u16,
+    method: &str,
+    path: &[u8],
+    auth: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = auth
-        .map(|a| format!("authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: tickets.internal\r\n{auth}connection: close\r\ncontent-length: 0\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    let mut head = format!("{method} ").into_bytes();
+    head.extend_from_slice(path);
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: tickets.internal\r\n");
+    if let Some(a) = auth {
+        head.extend_from_slice(format!("authorization: {a}\r\n").as_bytes());
+    }
+    for (k, v) in extra {
+        head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
+    s.write_all(&head).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
     let status = lines.next().unwrap()[9..12].parse().unwrap();
@@ -130,6 +161,7 @@ when { resource.method == "DELETE" };
 "#;
 
 const ROUTES: &str = "\
+@service tickets proxy=nginx
 # service  method  template
 tickets    GET     /tickets
 tickets    GET     /tickets/{id}
@@ -192,14 +224,27 @@ http {{
     )
 }
 
-#[test]
-fn nginx_auth_request_allows_denies_and_authenticates() {
+/// `arbiter serve` with these policies and routes, one registered agent, and Debian's nginx
+/// in front of a recording upstream, configured as `nginx_conf`.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    key: String,
+    auditor: String,
+    arbiter_port: u16,
+    nginx_port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+    // Dropped after the fields above are no longer needed; nginx first.
+    _nginx: Proc,
+    _serve: Proc,
+}
+
+fn setup(policy_text: &str, routes: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("tickets.cedar"), POLICIES).unwrap();
-    std::fs::write(dir.join("routes.txt"), ROUTES).unwrap();
+    std::fs::write(policies.join("tickets.cedar"), policy_text).unwrap();
+    std::fs::write(dir.join("routes.txt"), routes).unwrap();
     let data = dir.join("data");
     let ok = |cmd: &mut Command| {
         let out = cmd.arg("--data").arg(&data).output().unwrap();
@@ -232,7 +277,7 @@ fn nginx_auth_request_allows_denies_and_authenticates() {
     let auditor = auditor["token"].as_str().unwrap().to_owned();
 
     let arbiter_port = free_port();
-    let _serve = Proc(
+    let serve = Proc(
         arbiter()
             .args(["serve", "--log-level", "warn", "--policies"])
             .arg(&policies)
@@ -253,7 +298,7 @@ fn nginx_auth_request_allows_denies_and_authenticates() {
         nginx_conf(dir, nginx_port, arbiter_port, upstream_port),
     )
     .unwrap();
-    let _nginx = Proc(
+    let nginx = Proc(
         Command::new(nginx_binary())
             .arg("-p")
             .arg(dir)
@@ -266,6 +311,28 @@ fn nginx_auth_request_allows_denies_and_authenticates() {
     );
     wait_for(arbiter_port);
     wait_for(nginx_port);
+    Setup {
+        _tmp: tmp,
+        key,
+        auditor,
+        arbiter_port,
+        nginx_port,
+        seen,
+        _nginx: nginx,
+        _serve: serve,
+    }
+}
+
+#[test]
+fn nginx_auth_request_allows_denies_and_authenticates() {
+    let setup = setup(POLICIES, ROUTES);
+    let (key, auditor, arbiter_port, nginx_port, seen) = (
+        setup.key.clone(),
+        setup.auditor.as_str(),
+        setup.arbiter_port,
+        setup.nginx_port,
+        &setup.seen,
+    );
     let bearer = format!("Bearer {key}");
 
     // Allowed: the upstream answers, and sees the decision but not the key.
@@ -340,7 +407,7 @@ fn nginx_auth_request_allows_denies_and_authenticates() {
     }
 
     // The records speak in templates, with the concrete values in the context.
-    let page = http_get(arbiter_port, "/v1/decisions?limit=100", &auditor);
+    let page = http_get(arbiter_port, "/v1/decisions?limit=100", auditor);
     let records = page["decisions"].as_array().unwrap();
     let first = &records[0];
     assert_eq!(first["enforcement_point"], "http:tickets");
@@ -377,4 +444,192 @@ fn http_get(port: u16, path: &str, token: &str) -> Value {
     let body = raw.split_once("\r\n\r\n").unwrap().1;
     // The log endpoint answers with a plain JSON body (no chunking for small pages).
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"))
+}
+
+/// Policy and routes of issue 14's reproduction: agents may only read tickets.
+const REPRO_POLICIES: &str = r#"
+permit (principal is Agent, action == Action::"http_request", resource is Route)
+when { resource.method == "GET" && resource.path == "/tickets/{id}" };
+"#;
+
+const REPRO_ROUTES: &str = "\
+@service tickets proxy=nginx
+tickets GET    /tickets/{id}
+tickets DELETE /tickets/{id}
+tickets GET    /admin/{x}
+";
+
+/// Regression (issue 14): `DELETE /tickets/42?<é as raw bytes>` with the client's own
+/// `X-Forwarded-Uri: /tickets/1` and `X-Forwarded-Method: GET` was answered 200 and reached
+/// the upstream: the undecodable `X-Original-URI` was treated as absent and the client's
+/// headers were decided instead. Variants: other proxies' headers, ambiguous targets and a
+/// method override, each through the real nginx.
+#[test]
+fn nginx_reproduction_undecodable_uri_with_client_forwarded_headers_is_denied() {
+    let setup = setup(REPRO_POLICIES, REPRO_ROUTES);
+    let bearer = format!("Bearer {}", setup.key);
+    let port = setup.nginx_port;
+    let forged = [
+        ("X-Forwarded-Uri", "/tickets/1"),
+        ("X-Forwarded-Method", "GET"),
+    ];
+    let (status, headers, body) = request_raw(
+        port,
+        "DELETE",
+        b"/tickets/42?\xc3\xa9",
+        Some(&bearer),
+        &forged,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(header(&headers, "x-arbiter-decision-id").is_some());
+
+    // Variants: forged nginx headers of the client's own are overwritten by nginx; an
+    // undecodable path; a non-ASCII path is decided as the upstream decodes it.
+    let forged_original = [
+        ("X-Original-Uri", "/tickets/1"),
+        ("X-Original-Method", "GET"),
+        ("X-Original-Host", "forged.example"),
+    ];
+    for (method, target, extra) in [
+        ("DELETE", &b"/tickets/42"[..], &forged_original[..]),
+        ("DELETE", b"/tickets/42\xff", &forged[..]),
+        ("GET", b"/admin/x?\xc3\xa9", &forged[..]),
+        ("GET", b"/tickets/1;/../../admin/x", &[][..]),
+        ("GET", b"/tickets/1%2f..%2f..%2fadmin%2fx", &[][..]),
+        ("GET", b"/tickets/..%5cadmin", &[][..]),
+        ("GET", b"/tickets/%252e%252e", &[][..]),
+        ("GET", b"/tickets/1%0a", &[][..]),
+        (
+            "GET",
+            b"/tickets/1",
+            &[("X-HTTP-Method-Override", "DELETE")][..],
+        ),
+    ] {
+        let (status, _, body) = request_raw(port, method, target, Some(&bearer), extra);
+        assert_eq!(
+            status,
+            403,
+            "{method} {}: {body}",
+            String::from_utf8_lossy(target)
+        );
+    }
+    let (status, _, body) = request_raw(
+        port,
+        "GET",
+        "/tickets/caf\u{e9}".as_bytes(),
+        Some(&bearer),
+        &forged,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // The upstream received only the allowed GET, never the DELETE.
+    let heads = setup.seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("GET /tickets/caf"), "{heads:?}");
+
+    // The records: the reproduction is decided as what nginx forwards, DELETE of ticket 42.
+    let page = http_get(
+        setup.arbiter_port,
+        "/v1/decisions?limit=100",
+        &setup.auditor,
+    );
+    let records = page["decisions"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["resource"]["id"] == "tickets:DELETE /tickets/{id}"
+                && r["context"]["params"]["id"] == "42"
+                && r["context"]["host"] == "tickets.internal"
+                && r["outcome"] == "deny"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["context"]["host"] != "forged.example"),
+        "{records:?}"
+    );
+}
+
+/// Which proxy asks about a service is configuration, never inferred: `serve` refuses a
+/// service without `proxy=`, settings it cannot read, and settings for a service without
+/// routes; an OpenAPI service takes its settings from `--forward-auth`.
+#[test]
+fn serve_requires_each_service_to_name_its_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("p.cedar"), REPRO_POLICIES).unwrap();
+    let routes = dir.join("routes.txt");
+    let openapi = dir.join("billing.json");
+    std::fs::write(
+        &openapi,
+        r#"{"openapi": "3.0.0", "paths": {"/invoices/{id}": {"get": {}}}}"#,
+    )
+    .unwrap();
+    let serve = |routes_text: &str, extra: &[&str], port: u16| {
+        std::fs::write(&routes, routes_text).unwrap();
+        let mut cmd = arbiter();
+        cmd.args(["serve", "--log-level", "warn", "--policies"])
+            .arg(&policies)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .arg("--routes")
+            .arg(&routes)
+            .args(extra)
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        cmd
+    };
+    for (routes_text, extra, expected) in [
+        (
+            "tickets GET /tickets/{id}\n",
+            &[][..],
+            "`@service tickets proxy=nginx`",
+        ),
+        (
+            "@service tickets proxy=haproxy\ntickets GET /t\n",
+            &[][..],
+            "`proxy=haproxy`",
+        ),
+        (
+            "@service tickets proxy=nginx allow=dots\ntickets GET /t\n",
+            &[][..],
+            "`dots` is not one of",
+        ),
+        (
+            "@service tickets proxy=nginx\n@service tickets proxy=envoy\ntickets GET /t\n",
+            &[][..],
+            "given twice",
+        ),
+        (
+            "@service tickets proxy=nginx\ntickets GET /t\n",
+            &["--forward-auth", "payroll proxy=nginx"][..],
+            "`payroll`, which has no routes",
+        ),
+        (
+            "@service tickets proxy=nginx\ntickets GET /t\n",
+            &["--openapi", &format!("billing={}", openapi.display())][..],
+            "`billing` does not say which proxy",
+        ),
+    ] {
+        let out = serve(routes_text, extra, free_port()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{routes_text}{extra:?}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // With `--forward-auth` for the OpenAPI service, it starts.
+    let port = free_port();
+    let mut cmd = serve(
+        "@service tickets proxy=nginx\ntickets GET /t\n",
+        &[
+            "--openapi",
+            &format!("billing={}", openapi.display()),
+            "--forward-auth",
+            "billing proxy=envoy allow=semicolon method-override",
+        ],
+        port,
+    );
+    let _serve = Proc(cmd.stderr(Stdio::null()).spawn().unwrap());
+    wait_for(port);
 }

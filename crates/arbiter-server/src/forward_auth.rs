@@ -1,30 +1,35 @@
 //! Forward-auth: the decision endpoint for the proxies people already run — nginx
 //! `auth_request`, Traefik `forwardAuth`, Envoy's HTTP `ext_authz` service.
 //!
-//! `ANY /v1/forward-auth/{service}[/{original path…}]` reads the original request from
-//! `X-Original-Method`/`X-Original-URI` (nginx), else `X-Forwarded-Method`/`X-Forwarded-Uri`
-//! (+ `X-Forwarded-Host`, Traefik), else from its own method and the path after the service
-//! (Envoy, which appends the original path to the configured prefix). It authenticates the
-//! agent from `Authorization: Bearer`, matches the path against the service's route table and
-//! decides action `http_request` on `Route::"<service>:<METHOD> <template>"`, with the
-//! concrete path, the path parameters and the query in the context.
+//! `ANY /v1/forward-auth/{service}[/{original path…}]` reads the original request the way
+//! the service's configured proxy describes it, and only that way ([`Proxy`]): nginx
+//! `X-Original-Method`/`-URI`/`-Host`; Traefik `X-Forwarded-Method`/`-Uri`/`-Host`; Envoy the
+//! request's own method, the raw path after `/v1/forward-auth/<service>` and its `Host`.
+//! Another proxy's headers are never read, and a required header that is missing, repeated or
+//! not decodable is a recorded deny, never a reason to look elsewhere. Method-override
+//! headers and ambiguous targets ([`crate::routes::Ambiguity`]) are recorded denies unless
+//! the service opts in. It authenticates the agent from `Authorization: Bearer`, matches the
+//! path against the service's route table and decides action `http_request` on
+//! `Route::"<service>:<METHOD> <template>"`, with the concrete path, the path parameters and
+//! the query in the context.
 //!
 //! Answers: `200` with `X-Arbiter-Decision-Id` and `X-Arbiter-Agent-Id` (for the proxy to
 //! forward); `401` with `WWW-Authenticate` for a missing or refused credential; `403` with a
-//! JSON reason and the decision id for a deny (also when no route matches: fail closed).
-//! Every decision is recorded under the enforcement point `http:<service>`.
+//! JSON reason and the decision id for a deny (also when no route matches or the original
+//! request cannot be read safely: fail closed). Every decision is recorded under the
+//! enforcement point `http:<service>`.
 
 use arbiter_pdp::identity::now_us;
 use arbiter_pdp::{Caller, Source};
 use arbiter_types::{Action, Entity, EvaluationRequest};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::{bearer, client_address_of};
-use crate::routes::split_target;
+use crate::routes::{Proxy, ServiceSettings, Target, split_target};
 
 pub const DECISION_ID_HEADER: &str = "x-arbiter-decision-id";
 pub const AGENT_ID_HEADER: &str = "x-arbiter-agent-id";
@@ -49,47 +54,163 @@ fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
     res
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// Method-override headers: an upstream that honours one runs another method than the
+/// request line's.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The original request as the service's proxy describes it.
+struct Original {
+    method: String,
+    /// The raw target bytes (checked and decoded by [`split_target`]).
+    target: Vec<u8>,
+    host: String,
 }
 
-/// The original method, target and host.
+/// The value of a header that must be sent at most once; `Err` when it is repeated.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(format!("`{name}` is sent more than once"));
+    }
+    Ok(first.map(HeaderValue::as_bytes))
+}
+
+/// A header the configured proxy sets on every request: missing or repeated is a refusal.
+fn required<'a>(headers: &'a HeaderMap, name: &str, proxy: Proxy) -> Result<&'a [u8], String> {
+    single(headers, name)?.ok_or_else(|| {
+        format!(
+            "`{name}` is missing: the service is configured for {}, whose configuration must \
+             set it on every request (see docs/forward-auth.md)",
+            proxy.name()
+        )
+    })
+}
+
+/// A header value that must be visible ASCII (a method, a host).
+fn visible_ascii(name: &str, value: &[u8]) -> Result<String, String> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+        return Err(format!(
+            "`{name}` is empty or holds bytes outside visible ASCII"
+        ));
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// An HTTP method token, upper-cased (upstreams differ on case; routes name upper case).
+fn method_token(name: &str, value: &[u8]) -> Result<String, String> {
+    let method = visible_ascii(name, value)?.to_ascii_uppercase();
+    if method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("`{name}` is not an HTTP method"));
+    }
+    Ok(method)
+}
+
+/// Envoy appends the original path (and query) to the configured prefix: the raw target is
+/// what follows `/v1/forward-auth/<service>` in the request's own, undecoded path.
+fn envoy_target(uri: &Uri, service: &str) -> Result<Vec<u8>, String> {
+    let rest = uri
+        .path()
+        .strip_prefix("/v1/forward-auth/")
+        .and_then(|r| r.strip_prefix(service))
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .ok_or("the request path does not start with `/v1/forward-auth/<service>/` verbatim")?;
+    let mut target = if rest.is_empty() { "/" } else { rest }.to_owned();
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Ok(target.into_bytes())
+}
+
+/// Reads the original method, target and host from exactly the headers of the configured
+/// proxy. Every problem is a reason to deny, never a reason to read other headers.
 fn original(
+    settings: &ServiceSettings,
+    service: &str,
     headers: &HeaderMap,
     own_method: &str,
-    rest: Option<&str>,
-    own_query: Option<&str>,
-) -> Result<(String, String, Option<String>), &'static str> {
-    if let Some(uri) = header_str(headers, "x-original-uri") {
-        let method = header_str(headers, "x-original-method")
-            .ok_or("`X-Original-URI` without `X-Original-Method`: add `proxy_set_header X-Original-Method $request_method;`")?;
-        return Ok((
-            method.to_owned(),
-            uri.to_owned(),
-            header_str(headers, "x-original-host").map(str::to_owned),
-        ));
-    }
-    if let Some(uri) = header_str(headers, "x-forwarded-uri") {
-        let method = header_str(headers, "x-forwarded-method")
-            .ok_or("`X-Forwarded-Uri` without `X-Forwarded-Method`")?;
-        return Ok((
-            method.to_owned(),
-            uri.to_owned(),
-            header_str(headers, "x-forwarded-host").map(str::to_owned),
-        ));
-    }
-    // Envoy ext_authz (HTTP service): the original path follows the configured prefix and the
-    // original method is the request's own.
-    let path = format!("/{}", rest.unwrap_or_default());
-    let target = match own_query {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    uri: &Uri,
+) -> Result<Original, String> {
+    let proxy = settings.proxy;
+    let (method, target, host) = match proxy {
+        Proxy::Nginx => (
+            method_token(
+                "X-Original-Method",
+                required(headers, "x-original-method", proxy)?,
+            )?,
+            required(headers, "x-original-uri", proxy)?.to_vec(),
+            visible_ascii(
+                "X-Original-Host",
+                required(headers, "x-original-host", proxy)?,
+            )?,
+        ),
+        Proxy::Traefik => (
+            method_token(
+                "X-Forwarded-Method",
+                required(headers, "x-forwarded-method", proxy)?,
+            )?,
+            required(headers, "x-forwarded-uri", proxy)?.to_vec(),
+            visible_ascii(
+                "X-Forwarded-Host",
+                required(headers, "x-forwarded-host", proxy)?,
+            )?,
+        ),
+        Proxy::Envoy => {
+            let host = match single(headers, "host")? {
+                Some(h) => visible_ascii("Host", h)?,
+                None => uri
+                    .authority()
+                    .map(|a| a.to_string())
+                    .ok_or("the request has no `Host`: Envoy passes the original one")?,
+            };
+            (
+                method_token("the request method", own_method.as_bytes())?,
+                envoy_target(uri, service)?,
+                host,
+            )
+        }
     };
-    Ok((
-        own_method.to_owned(),
+    if target.len() > MAX_TARGET {
+        return Err(format!(
+            "the original target is longer than {MAX_TARGET} bytes"
+        ));
+    }
+    let mut method = method;
+    let mut overridden: Option<(&str, String)> = None;
+    for name in METHOD_OVERRIDE_HEADERS {
+        let Some(value) = single(headers, name)? else {
+            continue;
+        };
+        if !settings.method_override {
+            return Err(format!(
+                "the request carries `{name}`, which an upstream may honour to run another \
+                 method than `{method}` (a service whose upstream honours it opts in with \
+                 `method-override`, and the overriding method is decided)"
+            ));
+        }
+        let value = method_token(name, value)?;
+        if let Some((other, previous)) = &overridden
+            && *previous != value
+        {
+            return Err(format!(
+                "`{other}` ({previous}) and `{name}` ({value}) name different methods"
+            ));
+        }
+        overridden = Some((name, value));
+    }
+    if let Some((_, value)) = overridden {
+        method = value;
+    }
+    Ok(Original {
+        method,
         target,
-        header_str(headers, "host").map(str::to_owned),
-    ))
+        host,
+    })
 }
 
 pub async fn service_root(
@@ -97,23 +218,25 @@ pub async fn service_root(
     Path(service): Path<String>,
     req: Request,
 ) -> Response {
-    handle(state, service, None, req).await
+    handle(state, service, req).await
 }
 
 pub async fn with_path(
     state: State<AppState>,
-    Path((service, rest)): Path<(String, String)>,
+    Path((service, _rest)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    handle(state, service, Some(rest), req).await
+    // Envoy's original path is read from the raw request path, never from the decoded one.
+    handle(state, service, req).await
 }
 
-async fn handle(
-    State(state): State<AppState>,
-    service: String,
-    rest: Option<String>,
-    req: Request,
-) -> Response {
+/// What the decision is about: a route to evaluate, or a reason to refuse without one.
+enum Subject {
+    Matched,
+    Refused { admin: String, user: String },
+}
+
+async fn handle(State(state): State<AppState>, service: String, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     if !state.config.routes.has_service(&service) {
         return plain_error(
@@ -124,6 +247,15 @@ async fn handle(
             ),
         );
     }
+    let Some(settings) = state.config.routes.settings(&service) else {
+        return plain_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_not_configured",
+            &format!(
+                "service `{service}` does not say which proxy asks for it (`@service {service} proxy=…`)"
+            ),
+        );
+    };
     let Some(identity) = state.pdp.identity().cloned() else {
         return plain_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -132,27 +264,6 @@ async fn handle(
         );
     };
     let point = format!("http:{service}");
-    let (method, target, host) = match original(
-        &parts.headers,
-        parts.method.as_str(),
-        rest.as_deref(),
-        parts.uri.query(),
-    ) {
-        Ok(o) => o,
-        Err(m) => return plain_error(StatusCode::BAD_REQUEST, "invalid_request", m),
-    };
-    let method = method.to_ascii_uppercase();
-    if target.len() > MAX_TARGET
-        || method.is_empty()
-        || method.len() > 16
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-    {
-        return plain_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the original method or URI is malformed or too long",
-        );
-    }
     // Authenticate first: nothing about the routes is revealed to an unauthenticated caller.
     let presented = match bearer(&parts.headers) {
         Ok(Some(p)) => p,
@@ -173,36 +284,70 @@ async fn handle(
     let snapshot = state.pdp.snapshot();
     let caller = identity.authenticate(Some(presented), &source, now_us());
 
-    let parsed = split_target(&target);
-    let query = parsed.as_ref().map(|(_, q)| q.clone()).unwrap_or_default();
-    let matched = parsed
-        .as_ref()
-        .ok()
-        .and_then(|(segments, _)| state.config.routes.find(&service, &method, segments));
-    let concrete_path = target.split('?').next().unwrap_or_default().to_owned();
-    let (resource_id, template) = match &matched {
-        Some(m) => (
-            format!("{service}:{method} {}", m.route.template),
-            m.route.template.clone(),
-        ),
-        None => (
-            format!("{service}:{method} {concrete_path}"),
-            concrete_path.clone(),
-        ),
-    };
+    let read = original(
+        settings,
+        &service,
+        &parts.headers,
+        parts.method.as_str(),
+        &parts.uri,
+    );
+    let parsed: Result<(Original, Target), String> = read.and_then(|o| {
+        split_target(&o.target, &settings.allow)
+            .map(|t| (o, t))
+            .map_err(|p| format!("the original request target is refused: {p}"))
+    });
     let mut context = Map::new();
-    context.insert("path".to_owned(), Value::String(concrete_path.clone()));
-    if let Some(h) = host {
-        context.insert("host".to_owned(), Value::String(h));
-    }
-    if let Some(m) = &matched
-        && !m.params.is_empty()
-    {
-        context.insert("params".to_owned(), json!(m.params));
-    }
-    if !query.is_empty() {
-        context.insert("query".to_owned(), Value::Object(query));
-    }
+    let (resource_id, method, template, subject) = match &parsed {
+        Err(problem) => (
+            // Nothing trustworthy to name: the record says so, the reason says why.
+            format!("{service}:? ?"),
+            "?".to_owned(),
+            "?".to_owned(),
+            Subject::Refused {
+                admin: format!(
+                    "the original request cannot be read safely ({} mode): {problem}",
+                    settings.proxy.name()
+                ),
+                user: format!("denied: the original request cannot be read safely: {problem}"),
+            },
+        ),
+        Ok((o, target)) => {
+            context.insert("path".to_owned(), Value::String(target.path.clone()));
+            context.insert("host".to_owned(), Value::String(o.host.clone()));
+            if !target.query.is_empty() {
+                context.insert("query".to_owned(), Value::Object(target.query.clone()));
+            }
+            match state
+                .config
+                .routes
+                .find(&service, &o.method, &target.segments)
+            {
+                Some(m) => {
+                    if !m.params.is_empty() {
+                        context.insert("params".to_owned(), json!(m.params));
+                    }
+                    (
+                        format!("{service}:{} {}", o.method, m.route.template),
+                        o.method.clone(),
+                        m.route.template.clone(),
+                        Subject::Matched,
+                    )
+                }
+                None => (
+                    format!("{service}:{} {}", o.method, target.path),
+                    o.method.clone(),
+                    target.path.clone(),
+                    Subject::Refused {
+                        admin: format!(
+                            "no route of service `{service}` matches `{} {}`",
+                            o.method, target.path
+                        ),
+                        user: "denied: this request is not covered by any known route".to_owned(),
+                    },
+                ),
+            }
+        }
+    };
     let agent_id = match &caller {
         Ok(Caller::Agent(a)) => a.agent.id.clone(),
         Err(d) => d
@@ -249,22 +394,11 @@ async fn handle(
             StatusCode::UNAUTHORIZED,
         ),
         Ok(agent @ Caller::Agent(_)) => {
-            let decided = match (&parsed, &matched) {
-                (Err(problem), _) => refused(
-                    &state,
-                    &snapshot,
-                    agent,
-                    request,
-                    format!("the original request cannot be matched safely: {problem}"),
-                ),
-                (Ok(_), None) => refused(
-                    &state,
-                    &snapshot,
-                    agent,
-                    request,
-                    format!("no route of service `{service}` matches `{method} {concrete_path}`"),
-                ),
-                (Ok(_), Some(_)) => state.pdp.decide_as(&snapshot, agent, request, &source),
+            let decided = match subject {
+                Subject::Refused { admin, user } => {
+                    refused(&state, &snapshot, agent, request, admin, user)
+                }
+                Subject::Matched => state.pdp.decide_as(&snapshot, agent, request, &source),
             };
             (decided, StatusCode::FORBIDDEN)
         }
@@ -336,13 +470,15 @@ async fn handle(
     res
 }
 
-/// A deny without evaluation (no route, an unmatchable path), still recorded.
+/// A deny without evaluation (no route, an unreadable or ambiguous original request), still
+/// recorded.
 fn refused(
     state: &AppState,
     snapshot: &arbiter_policy::Policies,
     caller: &Caller,
     request: EvaluationRequest,
     reason: String,
+    reason_user: String,
 ) -> arbiter_pdp::Decided {
     let (agent_id, credential_id) = match caller {
         Caller::Agent(a) => (Some(a.agent.id.clone()), Some(a.credential_id.clone())),
@@ -350,7 +486,7 @@ fn refused(
     };
     let denial = arbiter_pdp::Denial {
         reason_admin: reason,
-        reason_user: "denied: this request is not covered by any known route".to_owned(),
+        reason_user,
         credential_id: credential_id.clone(),
         agent_id: agent_id.clone(),
     };

@@ -177,6 +177,14 @@ fn load_routes(args: &ServeArgs) -> anyhow::Result<arbiter_server::routes::Route
         })?;
         table.load_openapi(service, std::path::Path::new(file))?;
     }
+    for words in &args.forward_auth {
+        let (service, settings) = arbiter_server::routes::ServiceSettings::parse(words)
+            .map_err(|m| anyhow::anyhow!("`--forward-auth {words}`: {m}"))?;
+        table
+            .configure(&service, settings)
+            .map_err(|m| anyhow::anyhow!("`--forward-auth {words}`: {m}"))?;
+    }
+    table.check().map_err(|m| anyhow::anyhow!("{m}"))?;
     if !table.is_empty() {
         tracing::info!(services = ?table.services(), "forward-auth routes loaded");
     }
