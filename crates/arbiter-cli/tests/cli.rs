@@ -440,3 +440,38 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
     let report = arbiter_log::verify_dir(&data.join("log"), None, None).unwrap();
     assert!(report.problem.is_none(), "{:?}", report.problem);
 }
+
+#[test]
+fn key_issue_quiet_prints_only_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = run(arbiter()
+        .args([
+            "agent",
+            "register",
+            "bot",
+            "--owner",
+            "o@example.com",
+            "--data",
+        ])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(arbiter()
+        .args(["agent", "key", "issue", "bot", "--quiet", "--data"])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let key = text(&out.stdout);
+    assert!(key.starts_with("arb_"), "{key}");
+    assert_eq!(key.trim_end().lines().count(), 1, "{key}");
+    let out = run(arbiter()
+        .args([
+            "agent", "key", "issue", "bot", "--quiet", "--json", "--data",
+        ])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--json"),
+        "{}",
+        text(&out.stderr)
+    );
+}

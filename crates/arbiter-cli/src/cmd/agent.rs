@@ -70,9 +70,13 @@ pub enum AgentCommand {
         all: bool,
     },
     /// Show an agent and its keys.
-    Show { id: String },
+    Show {
+        /// The agent's id.
+        id: String,
+    },
     /// Change an agent's name, owner, purpose, environment or attributes.
     Update {
+        /// The agent's id.
         id: String,
         #[arg(long)]
         name: Option<String>,
@@ -87,11 +91,20 @@ pub enum AgentCommand {
         attributes: Option<String>,
     },
     /// Suspend an agent: every decision for it is denied until it is activated again.
-    Suspend { id: String },
+    Suspend {
+        /// The agent's id.
+        id: String,
+    },
     /// Activate a suspended agent.
-    Activate { id: String },
+    Activate {
+        /// The agent's id.
+        id: String,
+    },
     /// Retire an agent for good, revoking all its keys.
-    Retire { id: String },
+    Retire {
+        /// The agent's id.
+        id: String,
+    },
     /// Register a discovered identity as an agent (see `agent list --discovered`).
     Adopt {
         /// The discovered identity's number.
@@ -129,6 +142,7 @@ pub struct RegisterArgs {
 pub enum KeyCommand {
     /// Issue a new API key (shown once).
     Issue {
+        /// The agent's id.
         agent: String,
         /// A label for the key.
         #[arg(long, default_value = "default")]
@@ -136,9 +150,13 @@ pub enum KeyCommand {
         /// Lifetime, e.g. `90d`, `12h`.
         #[arg(long, default_value = "90d")]
         expires_in: String,
+        /// Print only the key, for scripts: `KEY=$(arbiter agent key issue bot --quiet)`.
+        #[arg(long, short, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Issue a replacement key; the old one keeps working for the overlap window.
     Rotate {
+        /// The agent's id.
         agent: String,
         /// The key to replace (`key_…`).
         key: String,
@@ -148,10 +166,15 @@ pub enum KeyCommand {
         /// Lifetime of the new key.
         #[arg(long, default_value = "90d")]
         expires_in: String,
+        /// Print only the new key, for scripts.
+        #[arg(long, short, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Revoke one key (`key_…`), or every key of the agent with --all.
     Revoke {
+        /// The agent's id.
         agent: String,
+        /// The key to revoke (`key_…`).
         key: Option<String>,
         #[arg(long, conflicts_with = "key")]
         all: bool,
@@ -159,7 +182,10 @@ pub enum KeyCommand {
         reason: String,
     },
     /// List an agent's keys (metadata only).
-    List { agent: String },
+    List {
+        /// The agent's id.
+        agent: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -482,9 +508,14 @@ fn run_key(store: &SqliteStore, json: bool, cmd: KeyCommand, now: i64) -> anyhow
             agent,
             name,
             expires_in,
+            quiet,
         } => {
             let ttl = duration(&expires_in, "--expires-in")?;
             let issued = admin::issue_key(store, &agent, &name, Some(ttl), &actor, now)?;
+            if quiet {
+                print(issued.secret.expose())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut v = credential_json(&issued.credential, now);
             v["key"] = Value::String(issued.secret.expose().to_owned());
             show(json, &v, || {
@@ -496,11 +527,16 @@ fn run_key(store: &SqliteStore, json: bool, cmd: KeyCommand, now: i64) -> anyhow
             key,
             overlap,
             expires_in,
+            quiet,
         } => {
             let overlap = duration(&overlap, "--overlap")?;
             let ttl = duration(&expires_in, "--expires-in")?;
             let (issued, old) =
                 admin::rotate_key(store, &agent, &key, overlap, Some(ttl), &actor, now)?;
+            if quiet {
+                print(issued.secret.expose())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut v = credential_json(&issued.credential, now);
             v["key"] = Value::String(issued.secret.expose().to_owned());
             v["previous"] = credential_json(&old, now);
