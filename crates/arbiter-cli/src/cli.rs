@@ -62,6 +62,12 @@ pub enum Command {
     /// The PostgreSQL guard: a protocol proxy that decides every statement.
     #[command(subcommand)]
     Sql(crate::cmd::sql::SqlCommand),
+    /// Print a shell completion script, e.g. `arbiter completions bash > /etc/bash_completion.d/arbiter`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

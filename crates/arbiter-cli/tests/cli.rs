@@ -475,3 +475,21 @@ fn key_issue_quiet_prints_only_the_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(arbiter().args(["completions", shell]));
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains("serve"), "{shell}: {script}");
+        assert!(script.contains("completions"), "{shell}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("arbiter.bash");
+    std::fs::write(&file, run(arbiter().args(["completions", "bash"])).stdout).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    let out = run(arbiter().args(["completions", "powershell-7"]));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -26,5 +26,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "arbiter", &mut out);
+            crate::out::print(String::from_utf8_lossy(&out).trim_end())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
