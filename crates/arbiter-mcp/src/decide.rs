@@ -179,9 +179,13 @@ impl Decider for LocalDecider {
                 {
                     d.rows = None;
                     d.decision.outcome = arbiter_types::Outcome::Deny;
+                    let rows = d
+                        .decision
+                        .reason_admin
+                        .strip_prefix("allowed for the rows where ")
+                        .unwrap_or(&d.decision.reason_admin);
                     d.decision.reason_admin = format!(
-                        "{}; denied: the enforcement point cannot apply those rows: {reason}",
-                        d.decision.reason_admin
+                        "denied: the statement cannot be narrowed to the rows where {rows}: {reason}"
                     );
                     d.decision.reason_user = format!("denied: {reason}");
                 }
