@@ -1512,3 +1512,296 @@ fn row_filter_sql_agrees_with_cedar_row_by_row() {
     );
     assert_eq!(lines(&sql), cedar, "{predicate}");
 }
+
+// --- Issue 14: row-filtered writes, honest records, row locks, filters that never hold ---
+
+/// Tickets of two tenants, and notes on them.
+fn ticket_tables(db: &Db) {
+    direct(
+        &db.name,
+        "CREATE TABLE tickets (id int PRIMARY KEY, tenant text, body text, prio int); \
+         INSERT INTO tickets VALUES (1, 'acme', 'a', 1), (2, 'acme', 'b', 2), \
+           (3, 'other', 'c', 3), (4, 'other', 'd', 4), (5, 'acme', 'e', 5); \
+         CREATE TABLE notes (id int PRIMARY KEY, ticket int, txt text); \
+         INSERT INTO notes VALUES (1, 2, 'n'), (2, 3, 'n'), (3, 5, 'm')",
+    );
+}
+
+/// `update`/`delete` of acme's tickets only; reads as `reads` says.
+fn ticket_policies(reads: &str) -> String {
+    format!(
+        r#"
+@id("acme-writes")
+permit (principal, action in [Action::"update", Action::"delete"],
+        resource is Row in Table::"DB.public.tickets")
+when {{ resource.tenant == "acme" }};
+// (Every table a statement touches is asked with the statement's kind: an UPDATE that reads
+// notes asks `update` on them.)
+@id("notes")
+permit (principal, action in [Action::"select", Action::"update", Action::"delete"],
+        resource == Table::"DB.public.notes");
+{reads}
+"#
+    )
+}
+
+const TICKET_READS_ROWS: &str = r#"
+@id("acme-reads")
+permit (principal, action == Action::"select", resource is Row in Table::"DB.public.tickets")
+when { resource.tenant == "acme" };
+"#;
+
+const TICKET_READS_TABLE: &str = r#"
+@id("all-reads")
+permit (principal, action == Action::"select", resource == Table::"DB.public.tickets");
+"#;
+
+/// Regression (issue 14): every row-filtered `UPDATE`/`DELETE` with a `WHERE` was denied
+/// "the narrowed statement does not print back faithfully" (the filter was grafted as a
+/// nested `AND`). With `WHERE`, aliases, `RETURNING`, subqueries in `WHERE` and `SET`, and
+/// `USING`/`FROM` joins, they now change exactly the allowed rows.
+#[test]
+fn row_filtered_writes_with_a_where_change_exactly_the_allowed_rows() {
+    for reads in [TICKET_READS_ROWS, TICKET_READS_TABLE] {
+        let db = Db::new("rowwrites");
+        ticket_tables(&db);
+        let (proxy, keys) = start(&db, &ticket_policies(reads), &["writer"]);
+        let q = |sql: &str| psql(&proxy, &db, "writer", &keys[0], &[sql]);
+        let state = || {
+            lines(&direct(
+                &db.name,
+                "SELECT id, body, prio FROM tickets ORDER BY id",
+            ))
+            .join(" ")
+        };
+        let steps: &[(&str, &[&str], &str)] = &[
+            (
+                "UPDATE tickets SET body = 'x' WHERE id = 2",
+                &[],
+                "1|a|1 2|x|2 3|c|3 4|d|4 5|e|5",
+            ),
+            // Another tenant's row: nothing changes.
+            (
+                "UPDATE tickets SET body = 'y' WHERE id = 3",
+                &[],
+                "1|a|1 2|x|2 3|c|3 4|d|4 5|e|5",
+            ),
+            (
+                "UPDATE tickets AS t SET body = 'z' WHERE t.prio > 1 RETURNING t.id",
+                &["2", "5"],
+                "1|a|1 2|z|2 3|c|3 4|d|4 5|z|5",
+            ),
+            // Subqueries in SET and WHERE read the allowed rows only (max prio 5, not 4+).
+            (
+                "UPDATE tickets SET prio = (SELECT max(prio) + 10 FROM tickets WHERE tenant <> 'acme' OR prio < 3) \
+                 WHERE id IN (SELECT ticket FROM notes)",
+                &[],
+                "1|a|1 2|z|12 3|c|3 4|d|4 5|z|12",
+            ),
+            (
+                "UPDATE tickets SET body = n.txt FROM notes n WHERE n.ticket = tickets.id RETURNING tickets.id",
+                &["2", "5"],
+                "1|a|1 2|n|12 3|c|3 4|d|4 5|m|12",
+            ),
+            (
+                "DELETE FROM tickets USING notes n WHERE n.ticket = tickets.id AND n.txt = 'n' RETURNING tickets.id",
+                &["2"],
+                "1|a|1 3|c|3 4|d|4 5|m|12",
+            ),
+            (
+                "DELETE FROM tickets WHERE id = 4",
+                &[],
+                "1|a|1 3|c|3 4|d|4 5|m|12",
+            ),
+            (
+                "DELETE FROM tickets t WHERE t.body = 'a' OR t.id = 3 OR (t.prio > 3 AND t.prio < 5)",
+                &[],
+                "3|c|3 4|d|4 5|m|12",
+            ),
+            (
+                "WITH gone AS (DELETE FROM tickets WHERE id IN (3, 5) RETURNING id) SELECT id FROM gone",
+                &["5"],
+                "3|c|3 4|d|4",
+            ),
+        ];
+        for (sql, out_want, after) in steps {
+            let (out, err) = q(sql);
+            assert!(!err.contains("ERROR"), "{sql}: {err}");
+            let mut got = lines(&out);
+            got.sort_unstable();
+            assert_eq!(got, *out_want, "{sql}: {err}");
+            assert_eq!(state(), *after, "after {sql}");
+        }
+    }
+}
+
+/// Regression (issue 14): an allow for some rows that the guard could not apply was answered
+/// as a deny while its record said `allow`. The record is the answer.
+#[test]
+fn a_write_that_cannot_be_narrowed_is_recorded_as_the_deny_it_is_answered() {
+    let db = Db::new("honest");
+    ticket_tables(&db);
+    let (mut proxy, keys) = start(&db, &ticket_policies(TICKET_READS_ROWS), &["writer"]);
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "writer",
+        &keys[0],
+        &["UPDATE tickets SET tenant = 'other' WHERE id = 1"],
+    );
+    assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
+    assert!(err.contains("reads the column `tenant`"), "{err}");
+    let ids = decision_ids(&err);
+    assert_eq!(ids.len(), 1, "{err}");
+    assert_eq!(
+        direct(&db.name, "SELECT tenant FROM tickets WHERE id = 1"),
+        "acme\n"
+    );
+    let recs = records(&mut proxy);
+    let rec = recs
+        .iter()
+        .find(|r| r["decision_id"].as_str() == Some(ids[0].as_str()))
+        .unwrap_or_else(|| panic!("no record {} in {recs:?}", ids[0]));
+    assert_eq!(rec["outcome"], "deny", "{rec}");
+    let admin = rec["reason_admin"].as_str().unwrap();
+    assert!(admin.contains("reads the column `tenant`"), "{rec}");
+    // Every record of an allow is of a statement that ran.
+    for r in &recs {
+        if r["outcome"] == "allow" {
+            assert_ne!(r["action"], "update", "{r}");
+        }
+    }
+}
+
+/// `SELECT … FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE` takes row locks: an agent allowed
+/// only `select` is denied them; one allowed `update` too takes them, on its rows only.
+#[test]
+fn row_locks_need_update_on_the_locked_tables() {
+    let db = Db::new("rowlocks");
+    let (proxy, keys) = start(&db, READER, &["reader"]);
+    for strength in ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"] {
+        for sql in [
+            format!("SELECT * FROM t FOR {strength}"),
+            format!("SELECT id FROM t WHERE id IN (SELECT id FROM t FOR {strength})"),
+            format!("SELECT * FROM t x FOR {strength} OF x SKIP LOCKED"),
+        ] {
+            let (out, err) = psql(&proxy, &db, "reader", &keys[0], &[&sql]);
+            assert!(
+                out.is_empty() && err.contains("42501"),
+                "{sql}: {out} {err}"
+            );
+        }
+    }
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "reader",
+        &keys[0],
+        &["SELECT id FROM t ORDER BY id"],
+    );
+    assert_eq!(lines(&out), ["1", "2", "3"], "{err}");
+
+    // With `update` on the rows, the lock is taken on the allowed rows only.
+    ticket_tables(&db);
+    let (proxy, keys) = start(&db, &ticket_policies(TICKET_READS_ROWS), &["writer"]);
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "writer",
+        &keys[0],
+        &["SELECT id FROM tickets WHERE id IN (1, 3) ORDER BY id FOR UPDATE"],
+    );
+    assert_eq!(lines(&out), ["1"], "{err}");
+    // Locking notes too needs `update` on them, which this agent has.
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "writer",
+        &keys[0],
+        &["SELECT t.id FROM tickets t JOIN notes n ON n.ticket = t.id ORDER BY 1 FOR SHARE"],
+    );
+    assert_eq!(lines(&out), ["2", "5"], "{err}");
+    let (out, err) = psql(
+        &proxy,
+        &db,
+        "writer",
+        &keys[0],
+        &["SELECT t.id FROM tickets t JOIN notes n ON n.ticket = t.id ORDER BY 1 FOR SHARE OF t"],
+    );
+    assert_eq!(lines(&out), ["2", "5"], "{err}");
+}
+
+/// A row permit whose condition can never hold (Cedar keeps `x && false`) used to answer an
+/// empty result, which an agent reads as "there are no rows". It is a deny with a reason,
+/// whatever the order of the conditions.
+#[test]
+fn a_row_filter_that_can_never_hold_is_a_deny_not_an_empty_answer() {
+    let db = Db::new("neverrows");
+    ticket_tables(&db);
+    for condition in [
+        r#"resource.tenant == "acme" && ["id", "body"].containsAll(context.columns)"#,
+        r#"["id", "body"].containsAll(context.columns) && resource.tenant == "acme""#,
+        r#"resource.tenant == "acme" && (resource.prio > 0 && ["id", "body"].containsAll(context.columns))"#,
+        r#"if ["id", "body"].containsAll(context.columns) then resource.tenant == "acme" else false"#,
+        r#"if resource.tenant == "acme" then ["id", "body"].containsAll(context.columns) else false"#,
+    ] {
+        let policies = format!(
+            r#"
+@id("narrow-reads")
+permit (principal, action == Action::"select", resource is Row in Table::"DB.public.tickets")
+when {{ {condition} }};
+"#
+        );
+        let (mut proxy, keys) = start(&db, &policies, &["reader"]);
+        let (out, err) = psql(
+            &proxy,
+            &db,
+            "reader",
+            &keys[0],
+            &["SELECT id FROM tickets ORDER BY id"],
+        );
+        assert_eq!(lines(&out), ["1", "2", "5"], "{condition}: {err}");
+        let (out, err) = psql(
+            &proxy,
+            &db,
+            "reader",
+            &keys[0],
+            &["SELECT id, prio FROM tickets"],
+        );
+        assert!(out.is_empty(), "{condition}: {out}");
+        assert!(err.contains("42501"), "{condition}: {err}");
+        let id = decision_ids(&err).pop().unwrap();
+        let recs = records(&mut proxy);
+        let rec = recs
+            .iter()
+            .find(|r| r["decision_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(rec["outcome"], "deny", "{rec}");
+    }
+    // Where Cedar keeps the condition (`x && false`), the record names the policy and why.
+    let policies = r#"
+@id("narrow-reads")
+permit (principal, action == Action::"select", resource is Row in Table::"DB.public.tickets")
+when { resource.tenant == "acme" && ["id", "body"].containsAll(context.columns) };
+"#;
+    let (mut proxy, keys) = start(&db, policies, &["reader"]);
+    let (_, err) = psql(
+        &proxy,
+        &db,
+        "reader",
+        &keys[0],
+        &["SELECT prio FROM tickets"],
+    );
+    assert!(err.contains("allow no row"), "{err}");
+    let id = decision_ids(&err).pop().unwrap();
+    let recs = records(&mut proxy);
+    let rec = recs
+        .iter()
+        .find(|r| r["decision_id"] == id.as_str())
+        .unwrap();
+    let admin = rec["reason_admin"].as_str().unwrap();
+    assert!(
+        admin.contains("`narrow-reads`") && admin.contains("can never hold"),
+        "{rec}"
+    );
+}

@@ -40,6 +40,12 @@ pub struct Verdict {
     pub policy_version: Option<String>,
 }
 
+/// What an enforcement point must still do with a batch of verdicts before it can act on
+/// them (the SQL guard narrows the statement to the allowed rows): `Err(reason)` when it
+/// cannot, and then every allow for some rows is a deny for that reason (see
+/// [`Decider::decide_then`]).
+pub type Settle<'a> = Box<dyn FnOnce(&[Verdict]) -> Result<(), String> + Send + 'a>;
+
 /// Takes decisions for the holder of a credential.
 pub trait Decider: Send + Sync + std::fmt::Debug {
     /// Decides every ask, in order, for the agent whose credential is `credential`
@@ -50,6 +56,41 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
         credential: Option<&'a str>,
         asks: Vec<Ask>,
     ) -> BoxFuture<'a, Result<Vec<Verdict>, String>>;
+
+    /// Decides as [`Decider::decide`] does, then runs `settle` on the verdicts. When it fails,
+    /// every allow for some rows becomes a deny for its reason. A decider that records the
+    /// decisions itself settles them before recording, so the record is the answer; the
+    /// default, for a decision point that records elsewhere (a remote `arbiter serve`), can
+    /// only answer the deny without the allow's decision id, saying the allow was not applied.
+    fn decide_then<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
+        Box::pin(async move {
+            let mut verdicts = self.decide(credential, asks).await?;
+            if let Err(reason) = settle(&verdicts) {
+                for v in verdicts.iter_mut().filter(|v| v.allow && v.rows.is_some()) {
+                    tracing::warn!(
+                        decision = v.decision_id.as_deref().unwrap_or(""),
+                        reason = %reason,
+                        "an allow for some rows could not be applied; the statement is denied"
+                    );
+                    v.allow = false;
+                    v.rows = None;
+                    v.reason_user = format!(
+                        "denied: {reason} (the decision point's allow{} was not applied)",
+                        v.decision_id
+                            .take()
+                            .map(|id| format!(" {id}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(verdicts)
+        })
+    }
 
     /// The policy version decisions are taken with now, as far as this decider knows: the
     /// active snapshot's for an embedded decision point, the last one a remote decision point
@@ -91,6 +132,17 @@ impl Decider for LocalDecider {
         credential: Option<&'a str>,
         asks: Vec<Ask>,
     ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
+        self.decide_then(credential, asks, Box::new(|_| Ok(())))
+    }
+
+    /// Settles the decisions before they are recorded: an allow for some rows that cannot be
+    /// applied is recorded as the deny it is answered as, with the reason.
+    fn decide_then<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
         Box::pin(async move {
             let snapshot = self.pdp.snapshot();
             let source = Source {
@@ -107,6 +159,37 @@ impl Decider for LocalDecider {
             let mut decided = self
                 .pdp
                 .decide_for_agent_narrowing(&snapshot, credential, &source, requests);
+            let preview: Vec<Verdict> = decided
+                .iter()
+                .map(|d| {
+                    let allow = d.decision.outcome.is_allow();
+                    Verdict {
+                        allow,
+                        decision_id: Some(d.decision.id.as_str().to_owned()),
+                        reason_user: d.decision.reason_user.clone(),
+                        rows: d.rows.clone().filter(|_| allow),
+                        policy_version: Some(d.decision.policy_version.clone()),
+                    }
+                })
+                .collect();
+            if let Err(reason) = settle(&preview) {
+                for d in decided
+                    .iter_mut()
+                    .filter(|d| d.decision.outcome.is_allow() && d.rows.is_some())
+                {
+                    d.rows = None;
+                    d.decision.outcome = arbiter_types::Outcome::Deny;
+                    let rows = d
+                        .decision
+                        .reason_admin
+                        .strip_prefix("allowed for the rows where ")
+                        .unwrap_or(&d.decision.reason_admin);
+                    d.decision.reason_admin = format!(
+                        "denied: the statement cannot be narrowed to the rows where {rows}: {reason}"
+                    );
+                    d.decision.reason_user = format!("denied: {reason}");
+                }
+            }
             let rows: Vec<Option<RowFilter>> = decided.iter_mut().map(|d| d.rows.take()).collect();
             let items = decided
                 .iter()

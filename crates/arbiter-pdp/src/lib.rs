@@ -285,6 +285,7 @@ impl Pdp {
         }
         let start = Instant::now();
         let mut filter = RowFilter::default();
+        let mut every_row: Vec<String> = Vec::new();
         for (r, table_allowed, table_permits) in principals {
             let mut part = match policies.row_policies(&r) {
                 Ok(part) => part,
@@ -322,10 +323,51 @@ impl Pdp {
                     .collect();
             } else if part.permits.is_empty() {
                 return (d, None);
+            } else if !part.permits.iter().any(|(_, c)| c.may_hold()) {
+                // Each permit's condition is false or an error whatever the row (Cedar keeps
+                // `x && false`): a filter would answer "no rows", which reads as "there are
+                // none". It is a deny that says so.
+                let named: Vec<String> = part
+                    .permits
+                    .iter()
+                    .map(|(id, c)| format!("`{id}` {c}"))
+                    .collect();
+                d.outcome = Outcome::Deny;
+                d.reason_admin = format!(
+                    "{}; no row can be allowed for {}: the row permits that apply can never hold for this request: {}",
+                    d.reason_admin,
+                    part.principal,
+                    named.join(", ")
+                );
+                d.reason_user =
+                    "denied: the policies allow no row of this table for this statement".to_owned();
+                return (d, None);
+            } else if part.forbids.is_empty()
+                && part.permits.iter().all(|(_, c)| *c == RowExpr::Bool(true))
+            {
+                // Every row: no filter is needed for this principal.
+                every_row.extend(part.permits.into_iter().map(|(id, _)| id));
+                continue;
             }
             filter.parts.push(part);
         }
         if filter.parts.is_empty() {
+            if !allowed && !every_row.is_empty() {
+                // The row permits hold for every row of the table (and no row forbid applies).
+                every_row.sort();
+                every_row.dedup();
+                d.outcome = Outcome::Allow;
+                d.reason_admin = format!(
+                    "allowed for every row of the table by {}",
+                    every_row
+                        .iter()
+                        .map(|id| format!("`{id}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                d.determining_policies = every_row;
+                d.reason_user = "allowed".to_owned();
+            }
             return (d, None);
         }
         d.eval_us = d
@@ -333,6 +375,9 @@ impl Pdp {
             .saturating_add(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
         d.outcome = Outcome::Allow;
         d.determining_policies = filter.policies();
+        d.determining_policies.extend(every_row);
+        d.determining_policies.sort();
+        d.determining_policies.dedup();
         d.reason_admin = format!("allowed for the rows where {filter}");
         d.reason_user = "allowed for the rows the policies permit".to_owned();
         (d, Some(filter))

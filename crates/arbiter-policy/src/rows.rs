@@ -30,7 +30,9 @@ pub const ROW_TYPE: &str = "Row";
 /// What the policies allow of a table's rows for one principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rows {
-    /// No row: no permit can hold for any row (or a forbid holds for every row).
+    /// No row: no permit can hold for any row (there is none, or each one's condition is
+    /// `false` or an error whatever the row, as `x && false`), or a forbid holds for every
+    /// row.
     None,
     /// The rows where the conditions allow.
     Some(RowPolicies),
@@ -52,7 +54,7 @@ impl Policies {
     pub fn rows(&self, req: &EvaluationRequest) -> Result<Rows, String> {
         let part = self.row_policies(req)?;
         let forbid_all = part.forbids.iter().any(|(_, c)| *c == RowExpr::Bool(true));
-        if forbid_all || part.permits.is_empty() {
+        if forbid_all || !part.permits.iter().any(|(_, c)| c.may_hold()) {
             return Ok(Rows::None);
         }
         Ok(Rows::Some(part))
@@ -541,6 +543,32 @@ mod tests {
             part.forbids[0].1.to_string(),
             r#"((resource has "archived") && resource["archived"])"#
         );
+    }
+
+    /// Cedar keeps `x && false` as a residual (an error in `x` would be an error): a permit
+    /// whose condition can never hold allows no row, whatever the order of its conditions.
+    #[test]
+    fn a_permit_that_can_never_hold_allows_no_rows_in_any_order() {
+        for condition in [
+            r#"resource.tenant == "acme" && ["id", "email"].containsAll(context.columns)"#,
+            r#"["id", "email"].containsAll(context.columns) && resource.tenant == "acme""#,
+            r#"resource.tenant == "acme" && (resource.tenant != "x" && ["id"].containsAll(context.columns))"#,
+            r#"if ["id", "email"].containsAll(context.columns) then resource.tenant == "acme" else false"#,
+            r#"if resource.tenant == "acme" then ["id"].containsAll(context.columns) else false"#,
+            r#"!(resource.tenant == "acme" || !["id"].containsAll(context.columns))"#,
+        ] {
+            let p = policies(
+                &format!(
+                    r#"@id("narrow") permit (principal, action == Action::"select", resource is Row in Table::"shop.public.orders") when {{ {condition} }};"#
+                ),
+                None,
+            );
+            let mut r = req(json!({}), "select", "shop.public.orders");
+            r.context.insert("columns".into(), json!(["id", "ssn"]));
+            assert_eq!(p.rows(&r).unwrap(), Rows::None, "{condition}");
+            r.context.insert("columns".into(), json!(["id"]));
+            assert!(matches!(p.rows(&r).unwrap(), Rows::Some(_)), "{condition}");
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arbiter_mcp::{Ask, Decider};
+use arbiter_mcp::decide::Settle;
+use arbiter_mcp::{Ask, Decider, Verdict};
 use arbiter_types::Entity;
 use serde_json::{Map, json};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
@@ -249,9 +250,33 @@ impl Proxy {
                 Some((field("schema")?, field("name")?))
             })
             .collect();
+        // The statement is narrowed before the decisions are final (and, with an embedded
+        // decision point, before they are recorded): an allow for rows that cannot be applied
+        // is a deny, in the answer and in the record alike.
+        let mut narrowed: Option<String> = None;
+        let slot = &mut narrowed;
+        let (sql_ref, analysis_ref, tables_ref) = (sql, &*analysis, &tables);
+        let settle: Settle<'_> = Box::new(move |verdicts: &[Verdict]| {
+            if verdicts.len() != tables_ref.len() || verdicts.iter().any(|v| !v.allow) {
+                // Denied anyway, or answered wrong (denied below).
+                return Ok(());
+            }
+            let narrowings = narrowings_of(verdicts, tables_ref);
+            if narrowings.is_empty() {
+                return Ok(());
+            }
+            let text = crate::rewrite::narrow(
+                sql_ref,
+                ParserSettings::default(),
+                analysis_ref,
+                &narrowings,
+            )?;
+            *slot = Some(text);
+            Ok(())
+        });
         let decided = tokio::time::timeout(
             self.config.decision_timeout,
-            self.decider.decide(Some(credential), asks),
+            self.decider.decide_then(Some(credential), asks, settle),
         )
         .await;
         let verdicts = match decided {
@@ -276,48 +301,34 @@ impl Proxy {
                 decision_id: None,
             });
         }
-        let mut narrowings: Vec<Narrowing> = Vec::new();
-        let mut narrowed_by: Option<String> = None;
         let policy_version = verdicts.iter().find_map(|v| v.policy_version.clone());
-        for (v, table) in verdicts.into_iter().zip(tables) {
+        let mut narrowed_by = None;
+        for v in &verdicts {
             if !v.allow {
                 return Err(Denial {
-                    reason: v.reason_user,
-                    decision_id: v.decision_id,
+                    reason: v.reason_user.clone(),
+                    decision_id: v.decision_id.clone(),
                 });
             }
-            let (Some(filter), Some((schema, name))) = (v.rows, table) else {
-                continue;
-            };
-            narrowed_by = narrowed_by.or(v.decision_id);
-            match narrowings
-                .iter_mut()
-                .find(|n| n.schema == schema && n.name == name)
-            {
-                // The same table asked twice (read and written): both filters hold.
-                Some(n) => n.filter.parts.extend(filter.parts),
-                None => narrowings.push(Narrowing {
-                    schema,
-                    name,
-                    filter,
-                }),
+            if v.rows.is_some() && narrowed_by.is_none() {
+                narrowed_by = Some(v.decision_id.clone());
             }
         }
-        if narrowings.is_empty() {
-            return Ok(Allowed {
+        match (narrowed_by, narrowed) {
+            (None, _) => Ok(Allowed {
                 narrowed: None,
                 policy_version,
-            });
-        }
-        crate::rewrite::narrow(sql, ParserSettings::default(), &analysis, &narrowings)
-            .map(|text| Allowed {
+            }),
+            (Some(_), Some(text)) => Ok(Allowed {
                 narrowed: Some(text),
                 policy_version,
-            })
-            .map_err(|reason| Denial {
-                reason: format!("denied: {reason}"),
-                decision_id: narrowed_by,
-            })
+            }),
+            // Allowed for some rows, and not narrowed: never sent as it is.
+            (Some(decision_id), None) => Err(Denial {
+                reason: "denied: the statement could not be narrowed to the allowed rows".into(),
+                decision_id,
+            }),
+        }
     }
 
     /// Before `Bind` uses the prepared statement `name`: if the policies changed since it
@@ -929,7 +940,8 @@ fn table(db: &str, schema: &str, name: &str) -> Entity {
 ///
 /// - each table a statement touches: action = the statement's kind (`select`, `insert`,
 ///   `update`, `delete`, `ddl`; other kinds are `ddl`, except transaction control, `FETCH`,
-///   `CLOSE`, `SHOW`, `DEALLOCATE` and `DISCARD`, which are `select`),
+///   `CLOSE`, `SHOW`, `DEALLOCATE` and `DISCARD`, which are `select`); the tables a
+///   `SELECT … FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE` locks are asked `update` as well,
 ///   resource `Table::"<db>.<schema>.<table>"` (schema `public` when not written), context
 ///   `columns`, `functions`, `statement_kind`;
 /// - a statement that touches no table: the same on `Table::"<db>.arbiter.no_table"`;
@@ -962,6 +974,13 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
         for t in &s.tables {
             let mut c = context.clone();
             c.insert("columns".into(), json!(t.columns));
+            // `SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE` locks the rows it
+            // reads, which stalls every writer of them: the locked tables need `update`.
+            let action = if t.access == crate::Access::Lock && s.has_flag(Flag::RowLock) {
+                "update"
+            } else {
+                action
+            };
             asks.push(Ask {
                 action,
                 resource: table(db, t.schema.as_deref().unwrap_or("public"), &t.name),
@@ -994,6 +1013,29 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
         }
     }
     asks
+}
+
+/// The tables of allowed verdicts that carry a row filter, and their filters (a table asked
+/// twice, e.g. read and written, gets both filters).
+fn narrowings_of(verdicts: &[Verdict], tables: &[Option<(String, String)>]) -> Vec<Narrowing> {
+    let mut narrowings: Vec<Narrowing> = Vec::new();
+    for (v, table) in verdicts.iter().zip(tables) {
+        let (Some(filter), Some((schema, name))) = (&v.rows, table) else {
+            continue;
+        };
+        match narrowings
+            .iter_mut()
+            .find(|n| &n.schema == schema && &n.name == name)
+        {
+            Some(n) => n.filter.parts.extend(filter.parts.iter().cloned()),
+            None => narrowings.push(Narrowing {
+                schema: schema.clone(),
+                name: name.clone(),
+                filter: filter.clone(),
+            }),
+        }
+    }
+    narrowings
 }
 
 /// Whether every place `s` names table `t` is one a row filter can be applied at.

@@ -255,13 +255,26 @@ impl State<'_> {
         let filter = select
             .where_clause
             .ok_or("the row filter did not parse as a condition")?;
-        Ok(match existing {
-            None => *filter,
-            Some(w) => Node {
+        let Some(w) = existing else {
+            return Ok(*filter);
+        };
+        // Built as the parser builds `<filter> AND (<where>)`: it flattens a chain of `AND`s
+        // on the left into one list (the filter of several parts is such a chain). A nested
+        // `AND` on the left would be printed in parentheses, and read back flat, so the text
+        // would not print back the same.
+        let and = protobuf::BoolExprType::AndExpr as i32;
+        Ok(match filter.node {
+            Some(NodeEnum::BoolExpr(mut b)) if b.boolop == and => {
+                b.args.push(*w);
+                Node {
+                    node: Some(NodeEnum::BoolExpr(b)),
+                }
+            }
+            other => Node {
                 node: Some(NodeEnum::BoolExpr(Box::new(protobuf::BoolExpr {
                     xpr: None,
-                    boolop: protobuf::BoolExprType::AndExpr as i32,
-                    args: vec![*filter, *w],
+                    boolop: and,
+                    args: vec![Node { node: other }, *w],
                     location: -1,
                 }))),
             },
@@ -300,8 +313,13 @@ pub fn predicate(filter: &RowFilter, q: &str) -> Result<String, String> {
 }
 
 fn part(p: &RowPolicies, q: &str) -> Result<String, String> {
-    if p.permits.is_empty() {
-        return Ok("FALSE".into());
+    // A filter no row can pass would answer "no rows", which reads as "there are none": the
+    // decision point denies such a statement, and a filter that says so anyway is refused.
+    if !p.permits.iter().any(|(_, e)| e.may_hold()) {
+        return Err(format!(
+            "the policies allow no row of the table for {}",
+            p.principal
+        ));
     }
     let mut terms = Vec::new();
     let permits = p
@@ -593,6 +611,101 @@ mod tests {
             for (a, b) in again.statements.iter().zip(&analysis.statements) {
                 assert_eq!(a.kind, b.kind, "{out}");
             }
+        }
+    }
+
+    fn eq(column: &str, value: &str) -> RowExpr {
+        RowExpr::Cmp(
+            CmpOp::Eq,
+            Box::new(RowExpr::Column(column.into())),
+            Box::new(RowExpr::Str(value.into())),
+        )
+    }
+
+    /// Filters of every shape: one permit; a permit and a forbid; two principals' parts (an
+    /// `UPDATE` with a `WHERE` is asked `update` and `select`, so it has two).
+    fn shapes() -> Vec<RowFilter> {
+        let part = |permits: Vec<(String, RowExpr)>, forbids: Vec<(String, RowExpr)>| RowPolicies {
+            principal: "Agent::\"bot\"".into(),
+            permits,
+            forbids,
+        };
+        let tenant = || ("p".to_owned(), eq("tenant", "acme"));
+        vec![
+            RowFilter {
+                parts: vec![part(vec![tenant()], Vec::new())],
+            },
+            RowFilter {
+                parts: vec![part(
+                    vec![tenant(), ("q".into(), eq("owner", "bot"))],
+                    vec![("f".into(), eq("state", "closed"))],
+                )],
+            },
+            RowFilter {
+                parts: vec![
+                    part(vec![tenant()], Vec::new()),
+                    part(vec![tenant()], vec![("f".into(), eq("state", "closed"))]),
+                ],
+            },
+        ]
+    }
+
+    /// Regression: a filter of several parts added to a `WHERE` was built as a nested `AND`,
+    /// which the deparser prints in parentheses and the parser reads back flat, so every
+    /// row-filtered `UPDATE`/`DELETE` with a `WHERE` was refused ("does not print back
+    /// faithfully").
+    #[test]
+    fn writes_with_a_where_are_narrowed_whatever_the_filter() {
+        for sql in [
+            "UPDATE orders SET body = 'x' WHERE id = 2",
+            "DELETE FROM orders WHERE id = 2",
+            "DELETE FROM orders WHERE id = 2 AND total > 1 OR id = 3",
+            "UPDATE orders AS o SET body = 'x' WHERE o.id = 2 RETURNING o.id, o.body",
+            "UPDATE orders o SET total = (SELECT max(total) FROM orders) WHERE o.id IN (SELECT id FROM orders WHERE total > 0)",
+            "UPDATE orders SET total = 0 FROM items i WHERE i.order_id = orders.id AND NOT (i.id = 2 OR i.id = 3) RETURNING *",
+            "DELETE FROM orders USING items WHERE items.order_id = orders.id RETURNING orders.*",
+            "DELETE FROM orders o USING orders p WHERE o.id = p.id AND (p.total > 5 AND p.total < 9)",
+            "WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d",
+            "UPDATE orders SET (body, total) = (SELECT 'y', 1) WHERE EXISTS (SELECT 1 FROM orders x WHERE x.id = orders.id)",
+            "DELETE FROM ONLY public.orders WHERE id = 4",
+        ] {
+            for filter in shapes() {
+                let analysis = analyze(sql).unwrap();
+                let narrowing = Narrowing {
+                    schema: "public".into(),
+                    name: "orders".into(),
+                    filter,
+                };
+                let out = narrow(sql, ParserSettings::default(), &analysis, &[narrowing])
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                assert!(out.contains("'acme'"), "{sql} => {out}");
+            }
+        }
+    }
+
+    /// A filter no row can pass is refused, never sent as "no rows".
+    #[test]
+    fn a_filter_that_can_never_hold_is_refused() {
+        for never in [
+            RowExpr::And(
+                Box::new(eq("tenant", "acme")),
+                Box::new(RowExpr::Bool(false)),
+            ),
+            RowExpr::And(
+                Box::new(RowExpr::Bool(false)),
+                Box::new(eq("tenant", "acme")),
+            ),
+            RowExpr::Bool(false),
+        ] {
+            let filter = RowFilter {
+                parts: vec![RowPolicies {
+                    principal: "Agent::\"bot\"".into(),
+                    permits: vec![("p".into(), never)],
+                    forbids: Vec::new(),
+                }],
+            };
+            let err = predicate(&filter, "t").unwrap_err();
+            assert!(err.contains("no row"), "{err}");
         }
     }
 }

@@ -127,6 +127,10 @@ struct Item {
     /// The alias renames columns, so names used through it say nothing of the table's own
     /// column names.
     renamed: bool,
+    /// The tables a locking clause (`FOR UPDATE`, …) naming this item locks: the table, or
+    /// every table a subquery uses (PostgreSQL applies the clause inside it), those of both
+    /// sides for a join alias; none for a CTE or a function.
+    locks: Vec<TableKey>,
 }
 
 impl Item {
@@ -136,6 +140,7 @@ impl Item {
             schema: None,
             tables: Vec::new(),
             renamed: false,
+            locks: Vec::new(),
         }
     }
 }
@@ -582,7 +587,7 @@ impl Walker {
             for item in &scope.items {
                 let named = item.name.as_deref().is_some_and(|n| names.contains(&n));
                 if names.is_empty() || named || lock.locked_rels.len() != names.len() {
-                    locked.extend(item.tables.iter().cloned());
+                    locked.extend(item.locks.iter().cloned());
                 }
             }
         }
@@ -674,8 +679,16 @@ impl Walker {
                 self.push_item(item);
             }
             NodeRef::RangeSubselect(sub) => {
+                let seen = self.references.len();
                 self.walk_opt(sub.subquery.as_deref())?;
-                self.push_item(Item::derived(alias_name(sub.alias.as_ref())));
+                let mut item = Item::derived(alias_name(sub.alias.as_ref()));
+                for r in &self.references[seen..] {
+                    let table = (r.schema.clone(), r.name.clone());
+                    if !item.locks.contains(&table) {
+                        item.locks.push(table);
+                    }
+                }
+                self.push_item(item);
             }
             NodeRef::RangeFunction(f) => {
                 self.walk_children(node)?;
@@ -731,8 +744,9 @@ impl Walker {
             } else {
                 None
             },
-            tables: vec![table],
+            tables: vec![table.clone()],
             renamed,
+            locks: vec![table],
         }
     }
 
@@ -746,8 +760,9 @@ impl Walker {
             } else {
                 None
             },
-            tables: vec![table],
+            tables: vec![table.clone()],
             renamed: false,
+            locks: vec![table],
         }
     }
 
@@ -789,6 +804,7 @@ impl Walker {
         self.read_columns(reads);
         self.walk_opt(join.quals.as_deref())?;
         let tables: Vec<TableKey> = members.iter().flat_map(|i| i.tables.clone()).collect();
+        let locks: Vec<TableKey> = members.iter().flat_map(|i| i.locks.clone()).collect();
         if let Some(alias) = &join.alias {
             // An aliased join hides the names inside it.
             if let Some(scope) = self.scopes.last_mut() {
@@ -799,6 +815,7 @@ impl Walker {
                 schema: None,
                 tables: tables.clone(),
                 renamed: !alias.colnames.is_empty(),
+                locks: locks.clone(),
             });
         }
         if let Some(alias) = &join.join_using_alias {
@@ -807,6 +824,7 @@ impl Walker {
                 schema: None,
                 tables,
                 renamed: false,
+                locks,
             });
         }
         Ok(())

@@ -1203,3 +1203,80 @@ proptest! {
         }
     }
 }
+
+/// The (action, table) questions the guard asks for `sql`.
+fn questions(sql: &str) -> Vec<(String, String)> {
+    let analysis = analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    arbiter_sql::proxy::asks_for(&analysis, "db")
+        .into_iter()
+        .map(|a| (a.action.to_owned(), a.resource.id))
+        .collect()
+}
+
+/// `SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE` takes row locks, which stall
+/// every writer of those rows: it needs `update` on each locked table (all of the query
+/// level's tables, or those named in `OF`), not only `select`.
+#[test]
+fn row_locks_need_update_on_the_locked_tables() {
+    let update = |t: &str| ("update".to_owned(), format!("db.public.{t}"));
+    let select = |t: &str| ("select".to_owned(), format!("db.public.{t}"));
+    for strength in ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"] {
+        for (sql, locked, not_locked) in [
+            (
+                format!("SELECT * FROM t FOR {strength}"),
+                &["t"][..],
+                &[][..],
+            ),
+            (
+                format!("SELECT * FROM t JOIN u ON t.id = u.id FOR {strength}"),
+                &["t", "u"],
+                &[],
+            ),
+            (
+                format!("SELECT * FROM t JOIN u ON t.id = u.id FOR {strength} OF u"),
+                &["u"],
+                &["t"],
+            ),
+            (
+                format!("SELECT * FROM t x, u FOR {strength} OF x NOWAIT"),
+                &["t"],
+                &["u"],
+            ),
+            (
+                format!("SELECT * FROM (SELECT * FROM t) s FOR {strength}"),
+                &["t"],
+                &[],
+            ),
+            (
+                format!("SELECT id FROM u WHERE id IN (SELECT id FROM t FOR {strength})"),
+                &["t"],
+                &["u"],
+            ),
+            (
+                format!("WITH c AS (SELECT * FROM t FOR {strength} SKIP LOCKED) SELECT * FROM c"),
+                &["t"],
+                &[],
+            ),
+            (
+                format!("DECLARE k CURSOR FOR SELECT * FROM t FOR {strength}"),
+                &["t"],
+                &[],
+            ),
+        ] {
+            let asked = questions(&sql);
+            for t in locked {
+                assert!(asked.contains(&update(t)), "{sql}: {asked:?}");
+                assert!(asked.contains(&select(t)), "{sql}: {asked:?}");
+            }
+            for t in not_locked {
+                assert!(!asked.contains(&update(t)), "{sql}: {asked:?}");
+            }
+        }
+    }
+    // Without a locking clause a read is only a `select`; `LOCK` stays `ddl`.
+    assert_eq!(questions("SELECT * FROM t"), [select("t")]);
+    assert_eq!(
+        questions("LOCK TABLE t IN ACCESS EXCLUSIVE MODE"),
+        [("ddl".to_owned(), "db.public.t".to_owned())]
+    );
+}

@@ -100,6 +100,55 @@ pub enum RowExpr {
 }
 
 impl RowExpr {
+    /// Whether the condition can hold (be `true`) for some row. `false` when it is `false` or
+    /// an error whatever the row: `false`, `x && false` (Cedar keeps the `x`, whose error
+    /// would be an error), `if false then x else false`, `!(x || true)`, a number or string
+    /// used as a condition. Anything whose value depends on the row may hold.
+    pub fn may_hold(&self) -> bool {
+        self.possible().0
+    }
+
+    /// (may be `true`, may be `false`) for some row, as a condition; anything else that may
+    /// be is an error. One pass: each node is looked at once.
+    fn possible(&self) -> (bool, bool) {
+        match self {
+            RowExpr::Bool(b) => (*b, !*b),
+            // Not conditions: an error where a condition is needed.
+            RowExpr::Long(_) | RowExpr::Str(_) | RowExpr::Neg(_) | RowExpr::Arith(..) => {
+                (false, false)
+            }
+            RowExpr::Not(a) => {
+                let (t, f) = a.possible();
+                (f, t)
+            }
+            RowExpr::And(a, b) => {
+                let (at, af) = a.possible();
+                let (bt, bf) = b.possible();
+                // `b` is reached only when `a` is true.
+                (at && bt, af || (at && bf))
+            }
+            RowExpr::Or(a, b) => {
+                let (at, af) = a.possible();
+                let (bt, bf) = b.possible();
+                (at || (af && bt), af && bf)
+            }
+            RowExpr::If(c, t, e) => {
+                let (ct, cf) = c.possible();
+                let (tt, tf) = t.possible();
+                let (et, ef) = e.possible();
+                ((ct && tt) || (cf && et), (ct && tf) || (cf && ef))
+            }
+            // `[].contains(x)`: false, or an error.
+            RowExpr::OneOf(_, values) if values.is_empty() => (false, true),
+            RowExpr::Column(_)
+            | RowExpr::Has(_)
+            | RowExpr::Cmp(..)
+            | RowExpr::Like(..)
+            | RowExpr::OneOf(..)
+            | RowExpr::Holds(..) => (true, true),
+        }
+    }
+
     /// The columns the expression reads (`has` included), each once, in order.
     pub fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -298,5 +347,47 @@ mod tests {
         );
         assert_eq!(serde_json::from_value::<RowFilter>(json).unwrap(), filter);
         assert!(serde_json::from_str::<RowFilter>(r#"{"parts": [], "extra": 1}"#).is_err());
+    }
+
+    /// A condition that can never be true (Cedar keeps `x && false`: `x` may error) must be
+    /// told apart, whatever the order and nesting, so that it denies rather than filters
+    /// every row away.
+    #[test]
+    fn conditions_that_can_never_hold_are_recognised_in_any_order() {
+        let b = |e: RowExpr| Box::new(e);
+        let tenant = || {
+            RowExpr::Cmp(
+                CmpOp::Eq,
+                b(RowExpr::Column("tenant".into())),
+                b(RowExpr::Str("acme".into())),
+            )
+        };
+        let f = || RowExpr::Bool(false);
+        let t = || RowExpr::Bool(true);
+        for never in [
+            f(),
+            RowExpr::And(b(tenant()), b(f())),
+            RowExpr::And(b(f()), b(tenant())),
+            RowExpr::And(b(RowExpr::And(b(tenant()), b(f()))), b(tenant())),
+            RowExpr::And(b(tenant()), b(RowExpr::And(b(tenant()), b(f())))),
+            RowExpr::If(b(f()), b(tenant()), b(f())),
+            RowExpr::If(b(tenant()), b(f()), b(RowExpr::And(b(tenant()), b(f())))),
+            RowExpr::Not(b(RowExpr::Or(b(tenant()), b(t())))),
+            RowExpr::Or(b(RowExpr::And(b(tenant()), b(f()))), b(f())),
+            RowExpr::OneOf(b(RowExpr::Column("tenant".into())), Vec::new()),
+            RowExpr::Long(1),
+        ] {
+            assert!(!never.may_hold(), "{never}");
+        }
+        for may in [
+            t(),
+            tenant(),
+            RowExpr::Or(b(RowExpr::And(b(tenant()), b(f()))), b(tenant())),
+            RowExpr::Or(b(tenant()), b(t())),
+            RowExpr::If(b(tenant()), b(f()), b(tenant())),
+            RowExpr::Not(b(RowExpr::And(b(tenant()), b(f())))),
+        ] {
+            assert!(may.may_hold(), "{may}");
+        }
     }
 }
