@@ -143,7 +143,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = pdp.status();
     tracing::info!(
         listen = %local,
-        policies = ?args.policies,
+        policies = %args
+            .policies
+            .as_deref()
+            .map_or_else(|| "none (every request is denied)".to_owned(), |p| p.display().to_string()),
         version = %status.active_version,
         data = %args.data.display(),
         "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"
