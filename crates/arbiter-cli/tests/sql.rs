@@ -1321,6 +1321,33 @@ fn row_filters_come_from_a_remote_decision_point_too() {
         direct(&db.name, "SELECT count(*) FROM orders WHERE tenant = 'b'"),
         "2\n"
     );
+    // The decision point recorded an allow for some rows before the guard found it could not
+    // narrow the statement; the guard reported that back, so the log also holds the deny it
+    // answered, naming the allow.
+    let ids = decision_ids(&err);
+    assert_eq!(ids.len(), 1, "{err}");
+    drop(_served);
+    let out = ok(arbiter().args(["log", "query", "--data"]).arg(&proxy.data));
+    let recs: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let deny = recs
+        .iter()
+        .find(|r| r["decision_id"].as_str() == Some(ids[0].as_str()))
+        .unwrap_or_else(|| panic!("the answered decision {} is not in {recs:?}", ids[0]));
+    assert_eq!(deny["outcome"], "deny", "{deny}");
+    let admin = deny["reason_admin"].as_str().unwrap();
+    let allowed = recs
+        .iter()
+        .find(|r| r["outcome"] == "allow" && r["action"] == "update")
+        .expect("the decision point's allow for some rows");
+    let allowed_id = allowed["decision_id"].as_str().unwrap();
+    assert!(
+        admin.contains(&format!("could not apply the allow `{allowed_id}`")),
+        "{admin}"
+    );
 }
 
 #[test]

@@ -518,6 +518,75 @@ impl Decider for RemoteDecider {
         })
     }
 
+    /// Settles as the default does, but records what happened: an allow the remote decision
+    /// point already recorded and that cannot be applied is reported back to it as a new
+    /// question carrying `context.enforcement_failure` (the allow's decision id and why),
+    /// which it refuses and records. The agent is answered that recorded deny, so the log holds
+    /// the allow, then the deny that names it, and the answer is the last of them.
+    fn decide_then<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, String>> {
+        Box::pin(async move {
+            let originals = asks.clone();
+            let mut verdicts = self.decide(credential, asks).await?;
+            let Err(reason) = settle(&verdicts) else {
+                return Ok(verdicts);
+            };
+            let failed: Vec<usize> = verdicts
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.allow && v.rows.is_some())
+                .map(|(i, _)| i)
+                .collect();
+            let reports: Vec<Ask> = failed
+                .iter()
+                .filter_map(|&i| {
+                    let mut ask = originals.get(i)?.clone();
+                    ask.rows = false;
+                    ask.context.insert(
+                        arbiter_pdp::ENFORCEMENT_FAILURE.into(),
+                        json!({"decision_id": verdicts[i].decision_id, "reason": reason}),
+                    );
+                    Some(ask)
+                })
+                .collect();
+            let recorded = match self.decide(credential, reports).await {
+                Ok(r) if r.len() == failed.len() => r,
+                Ok(_) | Err(_) => Vec::new(),
+            };
+            for (k, &i) in failed.iter().enumerate() {
+                let Some(v) = verdicts.get_mut(i) else {
+                    continue;
+                };
+                match recorded.get(k) {
+                    Some(deny) if !deny.allow => *v = deny.clone(),
+                    _ => {
+                        // The report could not be recorded: still a deny, saying which allow
+                        // was not applied.
+                        tracing::warn!(
+                            decision = v.decision_id.as_deref().unwrap_or(""),
+                            reason = %reason,
+                            "an allow for some rows could not be applied, nor the failure recorded"
+                        );
+                        v.allow = false;
+                        v.rows = None;
+                        v.reason_user = format!(
+                            "denied: {reason} (the decision point's allow{} was not applied)",
+                            v.decision_id
+                                .take()
+                                .map(|id| format!(" {id}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(verdicts)
+        })
+    }
+
     fn policy_version(&self) -> Option<String> {
         self.inner.version.lock().ok().and_then(|v| v.clone())
     }

@@ -515,6 +515,9 @@ pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
 /// annotations) — is denied until an administrator approves the new definition
 /// (`arbiter mcp approve-tool`). A policy cannot permit it.
 fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
+    if let Some(report) = req.context.get(ENFORCEMENT_FAILURE) {
+        return Some(enforcement_failure(report));
+    }
     if req.action.name != "call_tool" || req.resource.kind != "Tool" {
         return None;
     }
@@ -547,6 +550,33 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
             .to_owned(),
         errors: Vec::new(),
     })
+}
+
+/// The context member with which an enforcement point reports that it could not apply an
+/// allow it was given (`{"decision_id": "…", "reason": "…"}`): the SQL guard, when a remote
+/// decision point allowed some rows and the statement cannot be narrowed to them. A request
+/// that carries it is always denied and recorded, so the log says the allow was not applied.
+/// Any caller may send it: it can only turn its own question into a deny.
+pub const ENFORCEMENT_FAILURE: &str = "enforcement_failure";
+
+fn enforcement_failure(report: &serde_json::Value) -> Evaluation {
+    let field = |k: &str| {
+        report
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(|s| s.chars().take(1024).collect::<String>())
+    };
+    let decision = field("decision_id").unwrap_or_else(|| "unknown".to_owned());
+    let reason = field("reason").unwrap_or_else(|| "no reason given".to_owned());
+    Evaluation {
+        outcome: Outcome::Deny,
+        determining_policies: Vec::new(),
+        reason_admin: format!(
+            "denied: the enforcement point could not apply the allow `{decision}`: {reason}"
+        ),
+        reason_user: format!("denied: {reason}"),
+        errors: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -590,5 +620,22 @@ mod tests {
             json!({"tool_pin": {"pinned": true}}),
         );
         assert!(builtin_refusal(&pinned).is_none());
+    }
+
+    #[test]
+    fn a_reported_enforcement_failure_is_a_deny_naming_the_allow() {
+        let req = tool_call(
+            json!({}),
+            json!({"enforcement_failure": {"decision_id": "d-1", "reason": "cannot narrow"}}),
+        );
+        let refused = builtin_refusal(&req).expect("refused");
+        assert_eq!(refused.outcome, Outcome::Deny);
+        assert!(refused.reason_admin.contains("`d-1`: cannot narrow"));
+        // Malformed, it is still a deny.
+        let req = tool_call(json!({}), json!({"enforcement_failure": 7}));
+        assert_eq!(
+            builtin_refusal(&req).expect("refused").outcome,
+            Outcome::Deny
+        );
     }
 }
