@@ -131,6 +131,18 @@ impl Pdp {
             }
         };
         let Some(identity) = &self.identity else {
+            if let Err(denial) = identity::refuse_asserted_agent_properties(&req.subject) {
+                return Decided {
+                    decision: self.refuse(policies, &denial),
+                    attribution: Attribution {
+                        agent_id: denial.agent_id,
+                        credential_id: None,
+                        actor_chain: Vec::new(),
+                    },
+                    request: Some(req),
+                    rows: None,
+                };
+            }
             let (decision, rows) = decide(&req);
             return Decided {
                 request: Some(req),
@@ -160,6 +172,45 @@ impl Pdp {
                 rows: None,
             },
         }
+    }
+
+    /// Decides a request that the caller built itself and sent to the decision point
+    /// (AuthZEN), as [`Pdp::decide_as_narrowing`] does, except that when the caller is an
+    /// agent (its key or token) what it says about the resource is confined by
+    /// [`confine_agent_assertions`]: it never becomes an attribute of the resource.
+    ///
+    /// [`Pdp::decide_as`] and [`Pdp::decide_as_narrowing`] are for enforcement points that
+    /// build the request in this process (the embedded gateways, forward-auth): the
+    /// attributes there are the enforcement point's, not the agent's.
+    pub fn decide_for_caller(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        mut req: EvaluationRequest,
+        source: &Source<'_>,
+        rows: bool,
+    ) -> Decided {
+        if let Caller::Agent(agent) = caller
+            && let Err(problem) = confine_agent_assertions(policies, &mut req)
+        {
+            let denial = Denial {
+                reason_admin: problem,
+                reason_user: "denied: the request is not valid".to_owned(),
+                credential_id: Some(agent.credential_id.clone()),
+                agent_id: Some(agent.agent.id.clone()),
+            };
+            return Decided {
+                decision: self.refuse(policies, &denial),
+                attribution: Attribution {
+                    agent_id: denial.agent_id,
+                    credential_id: denial.credential_id,
+                    actor_chain: agent.actor_chain.clone(),
+                },
+                request: Some(req),
+                rows: None,
+            };
+        }
+        self.decide_as_narrowing(policies, caller, req, source, rows)
     }
 
     /// A deny for a caller refused before evaluation (bad credential, unknown or inactive
@@ -445,6 +496,58 @@ impl Pdp {
     }
 }
 
+/// Confines what a calling agent asserts about the resource of a request it sent itself:
+///
+/// - the resource's properties never become its attributes: a resource declared in the
+///   policy entities (`entities.json`) keeps exactly its stored attributes, any other gets
+///   the attributes the vocabulary derives from its id ([`arbiter_policy::derived_attributes`]:
+///   a Tool's `server` and `name` from `server/name`, …) and nothing else;
+/// - the asserted properties that differ from those attributes (an assertion that agrees
+///   says nothing) are given to policies as `context.asserted` (declared in the built-in
+///   vocabulary), so that a policy that wants to use them says so, and anyone reading it
+///   sees who asserted them.
+///
+/// A request whose context already has `asserted` is refused: that key is the decision
+/// point's.
+pub fn confine_agent_assertions(
+    policies: &Policies,
+    req: &mut EvaluationRequest,
+) -> Result<(), String> {
+    use arbiter_policy::ASSERTED_CONTEXT_KEY;
+    if req.context.contains_key(ASSERTED_CONTEXT_KEY) {
+        return Err(format!(
+            "`context.{ASSERTED_CONTEXT_KEY}` is set by the decision point (what a calling agent \
+             asserts about the resource); a request may not set it"
+        ));
+    }
+    let asserted = req.resource.properties.take();
+    let known = if policies.has_entity(&req.resource.kind, &req.resource.id) {
+        policies
+            .stored_attributes(&req.resource.kind, &req.resource.id)
+            .unwrap_or_default()
+    } else {
+        let derived = arbiter_policy::derived_attributes(&req.resource.kind, &req.resource.id);
+        req.resource.properties = (!derived.is_empty()).then(|| derived.clone());
+        derived
+    };
+    // An assertion that agrees with what the decision point knows says nothing: only the
+    // rest is kept (so a gateway asking with the agent's key, whose identifying attributes
+    // are the derived ones, adds nothing to the context).
+    let asserted = asserted
+        .map(|mut a| {
+            a.retain(|k, v| known.get(k) != Some(v));
+            a
+        })
+        .filter(|a| !a.is_empty());
+    if let Some(asserted) = asserted {
+        req.context.insert(
+            ASSERTED_CONTEXT_KEY.to_owned(),
+            serde_json::Value::Object(asserted),
+        );
+    }
+    Ok(())
+}
+
 /// Mints a decision id and stamps an evaluation into a [`Decision`].
 fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
     Decision {
@@ -473,10 +576,21 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
     if req.action.name != "call_tool" || req.resource.kind != "Tool" {
         return None;
     }
-    let props = req.resource.properties.as_ref()?;
-    if props.get("pinned") != Some(&serde_json::Value::Bool(false)) {
-        return None;
-    }
+    // `pinned: false` only ever refuses, so it is honoured whoever says it: on the Tool (an
+    // enforcement point in this process) or as a calling agent's assertion (a gateway asking
+    // a remote decision point with the agent's key).
+    let unpinned = |props: &serde_json::Map<String, serde_json::Value>| {
+        props.get("pinned") == Some(&serde_json::Value::Bool(false))
+    };
+    let props = [
+        req.resource.properties.as_ref(),
+        req.context
+            .get(arbiter_policy::ASSERTED_CONTEXT_KEY)
+            .and_then(serde_json::Value::as_object),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| unpinned(p))?;
     let hash = props
         .get("definition_hash")
         .and_then(serde_json::Value::as_str)

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod attributes;
 mod batch;
 mod conformance;
 mod decision_log;
