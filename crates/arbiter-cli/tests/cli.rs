@@ -431,10 +431,16 @@ fn serve_refuses_a_network_address_without_authentication() {
                 && stderr.contains("not a loopback address"),
             "{stderr}"
         );
-        assert!(!dir.path().join("d").exists(), "refused before touching the data");
+        assert!(
+            !dir.path().join("d").exists(),
+            "refused before touching the data"
+        );
     }
     // Loopback, or either flag on the network address: it starts.
-    for extra in [&["--require-auth"][..], &["--insecure-allow-unauthenticated"][..]] {
+    for extra in [
+        &["--require-auth"][..],
+        &["--insecure-allow-unauthenticated"][..],
+    ] {
         let port = free_port();
         let mut child = arbiter()
             .args(["serve", "--log-level", "warn", "--policies"])
@@ -457,7 +463,10 @@ fn serve_refuses_a_network_address_without_authentication() {
                 child.try_wait().unwrap().is_none(),
                 "{extra:?}: serve exited"
             );
-            assert!(Instant::now() < deadline, "{extra:?}: server did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "{extra:?}: server did not come up"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child.kill().unwrap();

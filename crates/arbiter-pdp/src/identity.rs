@@ -710,9 +710,7 @@ pub const USER_REASON_AGENT_ATTRIBUTES: &str =
 /// come only from the registry or the policy entities, whoever the caller is (an agent, a
 /// PEP token, or an anonymous caller). A deny rather than silently dropping them, so that an
 /// integration that relies on asserting them finds out at once (see `docs/identity.md`).
-pub fn refuse_asserted_agent_properties(
-    subject: &arbiter_types::Entity,
-) -> Result<(), Denial> {
+pub fn refuse_asserted_agent_properties(subject: &arbiter_types::Entity) -> Result<(), Denial> {
     if subject.kind != AGENT_TYPE {
         return Ok(());
     }

@@ -115,10 +115,7 @@ mod tests {
             derived("Route", "helpdesk:GET /tickets/{id}"),
             json!({"service": "helpdesk", "method": "GET", "path": "/tickets/{id}"})
         );
-        assert_eq!(
-            derived("Command", "kubectl"),
-            json!({"program": "kubectl"})
-        );
+        assert_eq!(derived("Command", "kubectl"), json!({"program": "kubectl"}));
     }
 
     #[test]

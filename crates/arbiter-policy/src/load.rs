@@ -420,7 +420,11 @@ impl Policies {
 
     /// The attributes `entities.json` gives `kind::"id"`, as written there (`None` when it
     /// does not declare the entity; an empty map when it declares it without attributes).
-    pub fn stored_attributes(&self, kind: &str, id: &str) -> Option<serde_json::Map<String, Value>> {
+    pub fn stored_attributes(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Option<serde_json::Map<String, Value>> {
         let stored = self.entity_json.get(&(kind.to_owned(), id.to_owned()))?;
         Some(
             stored

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use arbiter_types::{
-    Action, Audience, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, RequestError, SearchKind,
-    SearchRequest,
+    Action, Audience, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, RequestError,
+    SearchKind, SearchRequest,
 };
 
 use arbiter_pdp::identity::now_us;
@@ -468,7 +468,11 @@ fn bind_search(
 ) -> Result<(), ApiError> {
     let forbidden = |denial: &Denial| {
         tracing::info!(reason = %denial.reason_admin, "a search was refused");
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", denial.reason_user.clone())
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            denial.reason_user.clone(),
+        )
     };
     if let Err(denial) = arbiter_pdp::identity::refuse_asserted_agent_properties(&req.subject) {
         return Err(ApiError {

@@ -33,11 +33,10 @@ fn refuse_unauthenticated_network(args: &ServeArgs) -> anyhow::Result<()> {
     if args.require_auth || args.insecure_allow_unauthenticated {
         return Ok(());
     }
-    let addresses: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(
-        args.listen.as_str(),
-    )
-    .with_context(|| format!("`--listen {}` is not an address to listen on", args.listen))?
-    .collect();
+    let addresses: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(args.listen.as_str())
+            .with_context(|| format!("`--listen {}` is not an address to listen on", args.listen))?
+            .collect();
     if !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback()) {
         return Ok(());
     }

@@ -90,7 +90,9 @@ async fn asserted_properties_of_a_registered_agent_never_reach_the_policy() {
         assert_eq!(got["evaluations"][0]["decision"], false, "{got}");
     }
     // An agent declared only in the policy entities: the same.
-    let body = read_doc(json!({"type": "Agent", "id": "declared-bot", "properties": {"roles": ["admin"]}}));
+    let body = read_doc(
+        json!({"type": "Agent", "id": "declared-bot", "properties": {"roles": ["admin"]}}),
+    );
     assert!(!allowed(&f.evaluate(None, &body).await));
     assert!(!allowed(&f.evaluate(Some(&pep), &body).await));
     // Without asserted properties, the registry decides: plain-bot has no roles.
@@ -125,9 +127,13 @@ async fn asserted_status_does_not_unsuspend_an_agent_declared_in_the_entities() 
     // old-bot without assertions is denied as suspended; support-bot is allowed.
     let mut plain = body.clone();
     plain["subject"] = json!({"type": "Agent", "id": "old-bot"});
-    assert!(!allowed(&post(&state, "/access/v1/evaluation", &plain).await));
+    assert!(!allowed(
+        &post(&state, "/access/v1/evaluation", &plain).await
+    ));
     plain["subject"] = json!({"type": "Agent", "id": "support-bot"});
-    assert!(allowed(&post(&state, "/access/v1/evaluation", &plain).await));
+    assert!(allowed(
+        &post(&state, "/access/v1/evaluation", &plain).await
+    ));
 }
 
 /// Was: with its own key, an agent asked about `Tool::"helpdesk/delete_ticket"` with
@@ -204,21 +210,35 @@ async fn an_agent_cannot_rename_a_resource_the_entities_do_not_declare() {
     )]);
     let f = Fixture::new(dir.path());
     let key = f.agent_with_key("bot", json!({})).await;
-    let ask = |kind: &str, id: &str, action: &str, props: Value| {
-        json!({"action": {"name": action}, "resource": {"type": kind, "id": id, "properties": props}})
-    };
+    let ask = |kind: &str, id: &str, action: &str, props: Value| json!({"action": {"name": action}, "resource": {"type": kind, "id": id, "properties": props}});
     for (kind, id, action, props) in [
-        ("Tool", "db/drop", "call_tool", json!({"server": "db", "name": "select"})),
-        ("Tool", "prod-db/select", "call_tool", json!({"server": "dev-db", "name": "select"})),
+        (
+            "Tool",
+            "db/drop",
+            "call_tool",
+            json!({"server": "db", "name": "select"}),
+        ),
+        (
+            "Tool",
+            "prod-db/select",
+            "call_tool",
+            json!({"server": "dev-db", "name": "select"}),
+        ),
         ("Command", "rm", "exec", json!({"program": "ls"})),
     ] {
         let body = ask(kind, id, action, props.clone());
-        assert!(!allowed(&f.evaluate(Some(&key), &body).await), "{kind} {id} {props}");
+        assert!(
+            !allowed(&f.evaluate(Some(&key), &body).await),
+            "{kind} {id} {props}"
+        );
     }
     // Honest ones are allowed; a policy may read what the agent asserted, by its name.
     assert!(allowed(
-        &f.evaluate(Some(&key), &ask("Tool", "db/select", "call_tool", json!({})))
-            .await
+        &f.evaluate(
+            Some(&key),
+            &ask("Tool", "db/select", "call_tool", json!({}))
+        )
+        .await
     ));
     assert!(!allowed(
         &f.evaluate(
@@ -229,9 +249,19 @@ async fn an_agent_cannot_rename_a_resource_the_entities_do_not_declare() {
     ));
 }
 
-async fn search(f: &Fixture, kind: &str, token: Option<&str>, body: &Value) -> crate::support::Reply {
-    f.send("POST", &format!("/access/v1/search/{kind}"), token, Some(body))
-        .await
+async fn search(
+    f: &Fixture,
+    kind: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> crate::support::Reply {
+    f.send(
+        "POST",
+        &format!("/access/v1/search/{kind}"),
+        token,
+        Some(body),
+    )
+    .await
 }
 
 fn ids(r: &crate::support::Reply) -> Vec<String> {
@@ -310,7 +340,11 @@ async fn search_authenticates_exactly_as_evaluation_does() {
     );
     for (kind, body) in [("resource", &resource_search), ("action", &action_search)] {
         let got = search(&f, kind, Some(&other), body).await;
-        assert_eq!(got.status, StatusCode::FORBIDDEN, "{kind}: another agent's permissions");
+        assert_eq!(
+            got.status,
+            StatusCode::FORBIDDEN,
+            "{kind}: another agent's permissions"
+        );
     }
     let got = search(&f, "subject", Some(&key), &subject_search).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
@@ -335,7 +369,12 @@ async fn search_authenticates_exactly_as_evaluation_does() {
     asserted["subject"]["properties"] = json!({"roles": ["support"]});
     let got = search(&f, "resource", Some(&pep), &asserted).await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
-    assert!(got.json()["error"]["message"].as_str().unwrap().contains("`roles`"));
+    assert!(
+        got.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`roles`")
+    );
     let mut asserted = subject_search.clone();
     asserted["subject"]["properties"] = json!({"status": "active"});
     let got = search(&f, "subject", Some(&pep), &asserted).await;
@@ -388,7 +427,10 @@ async fn admin_reasons_go_only_to_pep_callers_unless_configured() {
     for (who, token) in [
         ("agent", Some(key.as_str())),
         ("anonymous", None),
-        ("refused", Some("arb_AAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB000000")),
+        (
+            "refused",
+            Some("arb_AAAAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB000000"),
+        ),
     ] {
         let got = f.evaluate(token, &delete).await.json();
         assert_eq!(got["decision"], false);
@@ -404,7 +446,10 @@ async fn admin_reasons_go_only_to_pep_callers_unless_configured() {
         assert!(!has_admin_details(&got["evaluations"][0]), "{who}: {got}");
     }
     let got = f.evaluate(Some(&pep), &delete).await.json();
-    assert_eq!(got["context"]["determining_policies"], json!(["no-delete-or-export"]));
+    assert_eq!(
+        got["context"]["determining_policies"],
+        json!(["no-delete-or-export"])
+    );
     assert!(got["context"]["reason_admin"]["en"].is_string());
     // The decision log keeps every detail whoever asked.
     assert!(f.records().iter().all(|r| !r.reason_admin.is_empty()));

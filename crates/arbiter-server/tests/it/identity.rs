@@ -219,7 +219,10 @@ async fn revocation_takes_effect_on_the_very_next_decision_even_from_another_pro
         .agent_with_key("support-bot", json!({"roles": ["support"]}))
         .await;
     let key_id = format!("key_{}", &key[4..14]);
-    assert!(f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
 
     // Revoked through the admin API.
     f.admin(
@@ -242,12 +245,16 @@ async fn revocation_takes_effect_on_the_very_next_decision_even_from_another_pro
         .await;
     let second_key = second["key"].as_str().unwrap().to_owned();
     let second_id = second["credential"]["id"].as_str().unwrap().to_owned();
-    assert!(f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await)
+            .0
+    );
     let other = SqliteStore::open(&f.data.path().join("arbiter.db")).unwrap();
     other
         .revoke_credential(&second_id, "leaked", &Actor::cli("ops"), now_us())
         .unwrap();
-    let (allowed, _, admin) = f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await);
+    let (allowed, _, admin) =
+        f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await);
     assert!(!allowed);
     assert!(admin.contains("leaked"), "{admin}");
 }
@@ -269,16 +276,23 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
     let new = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(rotated["previous"]["state"], "expiring");
     assert!(
-        f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await).0,
+        f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await)
+            .0,
         "old key inside the window"
     );
-    assert!(f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
+            .0
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (allowed, user, admin) = f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await);
     assert!(!allowed, "old key after the window");
     assert_eq!(user, "denied: the credential was not accepted");
     assert!(admin.contains("expired"), "{admin}");
-    assert!(f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
+            .0
+    );
 
     // A key issued with a short lifetime expires by itself.
     let short = f
@@ -291,9 +305,15 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
+            .0
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(!f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
+            .0
+    );
 }
 
 #[tokio::test]
@@ -315,10 +335,16 @@ async fn suspended_and_retired_agents_are_denied() {
 
     f.admin("POST", "/v1/agents/support-bot/activate", None)
         .await;
-    assert!(f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
     let retired = f.admin("POST", "/v1/agents/support-bot/retire", None).await;
     assert_eq!(retired["keys_revoked"], 1);
-    assert!(!f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
 }
 
 #[tokio::test]
@@ -796,11 +822,17 @@ async fn no_secret_is_stored_in_plaintext() {
         .unwrap()
         .to_owned();
     let foreign = "sk-ant-api03-ThisIsAFakeAnthropicKeyForTestingOnly0123456789abcdefXYZ";
-    assert!(f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
     let mut asserted = tool("read_ticket");
     asserted["subject"] = json!({"type": "Agent", "id": "support-bot"});
     assert!(f.decision(&f.evaluate(Some(&pep), &asserted).await).0);
-    assert!(!f.decision(&f.evaluate(Some(foreign), &tool("read_ticket")).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(foreign), &tool("read_ticket")).await)
+            .0
+    );
     f.identity.flush().unwrap();
     let secrets = [
         key.as_str(),

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod bad_input;
 mod attributes;
+mod bad_input;
 mod batch;
 mod conformance;
 mod decision_log;
