@@ -74,11 +74,7 @@ pub fn derived_attributes(kind: &str, id: &str) -> Map<String, Value> {
                 put("path", path);
             }
         }
-        "Command" => {
-            if !id.is_empty() {
-                put("program", id);
-            }
-        }
+        "Command" if !id.is_empty() => put("program", id),
         _ => {}
     }
     attrs
