@@ -568,7 +568,9 @@ pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
 
 /// Refusals that hold whatever the policies say.
 ///
-/// A `call_tool` on a `Tool` whose `pinned` property is `false` — the MCP gateway saw a
+/// A `call_tool` on a `Tool` whose `pinned` property is `false` (on the Tool, or asserted by
+/// the calling agent in `context.asserted`, as a gateway asking with `--pdp` sends it) — the
+/// MCP gateway saw a
 /// definition that differs from the approved one (a changed description, schema or
 /// annotations) — is denied until an administrator approves the new definition
 /// (`arbiter mcp approve-tool`). A policy cannot permit it.
@@ -608,4 +610,99 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
             .to_owned(),
         errors: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use arbiter_types::Action;
+    use serde_json::json;
+
+    fn policies(entities: Option<&str>) -> Policies {
+        Policies::from_sources(
+            &[arbiter_policy::SourceFile {
+                path: "p.cedar".into(),
+                text: "permit(principal, action, resource);".into(),
+            }],
+            None,
+            entities,
+        )
+        .unwrap()
+    }
+
+    fn tool(id: &str, props: serde_json::Value) -> EvaluationRequest {
+        EvaluationRequest {
+            subject: Entity {
+                kind: "Agent".into(),
+                id: "bot".into(),
+                properties: None,
+            },
+            action: Action {
+                name: "call_tool".into(),
+                properties: None,
+            },
+            resource: Entity {
+                kind: "Tool".into(),
+                id: id.into(),
+                properties: props.as_object().cloned(),
+            },
+            context: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn an_agents_assertions_about_the_resource_become_context_asserted() {
+        let p = policies(None);
+        let mut r = tool(
+            "db/drop",
+            json!({"server": "db", "name": "select", "pinned": true}),
+        );
+        confine_agent_assertions(&p, &mut r).unwrap();
+        assert_eq!(
+            json!(r.resource.properties),
+            json!({"server": "db", "name": "drop"})
+        );
+        // `server` agreed with the id: it says nothing and is dropped.
+        assert_eq!(
+            r.context["asserted"],
+            json!({"name": "select", "pinned": true})
+        );
+        // A stored entity keeps exactly its stored attributes.
+        let p = policies(Some(
+            r#"[{"uid": {"type": "Tool", "id": "db/drop"}, "attrs": {"server": "db", "name": "drop", "danger": true}, "parents": []}]"#,
+        ));
+        let mut r = tool("db/drop", json!({"danger": false}));
+        confine_agent_assertions(&p, &mut r).unwrap();
+        assert_eq!(r.resource.properties, None);
+        assert_eq!(r.context["asserted"], json!({"danger": false}));
+        // The key is the decision point's.
+        let mut r = tool("db/drop", json!({}));
+        r.context.insert("asserted".into(), json!({}));
+        assert!(
+            confine_agent_assertions(&p, &mut r)
+                .unwrap_err()
+                .contains("`context.asserted`")
+        );
+    }
+
+    /// A gateway asking a remote decision point with the agent's key sends `pinned: false`
+    /// as the agent's assertion: the refusal still holds.
+    #[test]
+    fn an_unpinned_tool_is_refused_whoever_asserts_it() {
+        let p = policies(None);
+        let mut r = tool(
+            "fs/write",
+            json!({"server": "fs", "name": "write", "pinned": false, "definition_hash": "sha256:x"}),
+        );
+        assert!(builtin_refusal(&r).is_some());
+        confine_agent_assertions(&p, &mut r).unwrap();
+        let refusal = builtin_refusal(&r).unwrap();
+        assert_eq!(refusal.determining_policies, vec![TOOL_PIN_POLICY]);
+        let pdp = Pdp::new(p, None);
+        assert_eq!(pdp.decide(&r).outcome, Outcome::Deny);
+        let mut pinned = tool("fs/write", json!({"pinned": true}));
+        confine_agent_assertions(pdp.snapshot().as_ref(), &mut pinned).unwrap();
+        assert_eq!(pdp.decide(&pinned).outcome, Outcome::Allow);
+    }
 }
