@@ -161,6 +161,20 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_REQUIRE_AUTH")]
     pub require_auth: bool,
 
+    /// Serve on an address other than loopback without `--require-auth`: gives up
+    /// authentication, so anyone who can reach the address may ask for decisions as any
+    /// subject they name. Without this flag (or `--require-auth`), `serve` refuses to start
+    /// on such an address.
+    #[arg(long, env = "ARBITER_INSECURE_ALLOW_UNAUTHENTICATED")]
+    pub insecure_allow_unauthenticated: bool,
+
+    /// Give every AuthZEN caller the administrators' details of a decision (`reason_admin`
+    /// with policy ids, registry and credential details; determining policies; errors). By
+    /// default only a PEP token's holder gets them; agents and anonymous callers get the
+    /// decision and `reason_user` (administrators read the details in the decision log).
+    #[arg(long, env = "ARBITER_ADMIN_REASONS_FOR_ALL_CALLERS")]
+    pub admin_reasons_for_all_callers: bool,
+
     /// External token issuers (JSON: issuer, audiences, jwks_file or jwks_url, agent_claim,
     /// algorithms); their JWTs are accepted as agent credentials.
     #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]

@@ -493,3 +493,70 @@ fn completions_for_each_shell() {
     let out = run(arbiter().args(["completions", "powershell-7"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Secure by default: `serve` on an address other than loopback refuses to start without
+/// `--require-auth` or `--insecure-allow-unauthenticated`, and says so naming both. (It used
+/// to start and answer anyone.)
+#[test]
+fn serve_refuses_a_network_address_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:0", "0.0.0.0:8180"] {
+        let out = run(arbiter()
+            .args(["serve", "--policies"])
+            .arg(quickstart())
+            .arg("--data")
+            .arg(dir.path().join("d"))
+            .args(["--listen", listen])
+            .env_remove("ARBITER_REQUIRE_AUTH")
+            .env_remove("ARBITER_INSECURE_ALLOW_UNAUTHENTICATED"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("--require-auth")
+                && stderr.contains("--insecure-allow-unauthenticated")
+                && stderr.contains(listen)
+                && stderr.contains("not a loopback address"),
+            "{stderr}"
+        );
+        assert!(
+            !dir.path().join("d").exists(),
+            "refused before touching the data"
+        );
+    }
+    // Loopback, or either flag on the network address: it starts.
+    for extra in [
+        &["--require-auth"][..],
+        &["--insecure-allow-unauthenticated"][..],
+    ] {
+        let port = free_port();
+        let mut child = arbiter()
+            .args(["serve", "--log-level", "warn", "--policies"])
+            .arg(quickstart())
+            .arg("--data")
+            .arg(dir.path().join("d"))
+            .args(["--listen", &format!("0.0.0.0:{port}")])
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(
+            port,
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .is_none()
+        {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{extra:?}: serve exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{extra:?}: server did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -161,8 +161,26 @@ fn the_tour_register_issue_allow_deny_revoke() {
     assert_eq!(evaluate(port, &key, "read_ticket")["decision"], true);
     let denied = evaluate(port, &key, "delete_ticket");
     assert_eq!(denied["decision"], false);
+    // The agent is not told which policies decided (administrators' details): the record
+    // says, to an auditor.
+    assert!(
+        denied["context"].get("determining_policies").is_none(),
+        "{denied}"
+    );
+    assert!(denied["context"].get("reason_admin").is_none(), "{denied}");
+    let denied_id = denied["context"]["decision_id"].as_str().unwrap();
+    let (status, body) = http(
+        port,
+        "GET",
+        &format!("/v1/decisions/{denied_id}"),
+        Some(&admin),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let record: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        denied["context"]["determining_policies"],
+        record["record"]["determining_policies"],
         json!(["no-delete-or-export"])
     );
 

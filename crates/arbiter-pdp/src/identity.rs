@@ -513,6 +513,14 @@ impl Identity {
         now_us: i64,
     ) -> Result<Attribution, Denial> {
         let mut attribution = Attribution::default();
+        if let Err(mut denial) = refuse_asserted_agent_properties(&req.subject) {
+            if let Caller::Agent(a) = caller {
+                denial.credential_id = Some(a.credential_id.clone());
+            } else if let Caller::Pep { credential_id } = caller {
+                denial.credential_id = Some(credential_id.clone());
+            }
+            return Err(denial);
+        }
         if let Caller::Agent(a) = caller {
             attribution.agent_id = Some(a.agent.id.clone());
             attribution.credential_id = Some(a.credential_id.clone());
@@ -530,7 +538,7 @@ impl Identity {
                 });
             }
             // The agent's attributes come from the registry only.
-            req.subject.properties = Some(agent_properties(&a.agent, None));
+            req.subject.properties = Some(agent_properties(&a.agent));
             if let Some(user) = &a.on_behalf_of {
                 let reference = json!({"__entity": {"type": USER_TYPE, "id": user}});
                 let delegation = req
@@ -584,8 +592,7 @@ impl Identity {
                     d.credential_id = attribution.credential_id.clone();
                     d
                 })?;
-                let asserted = req.subject.properties.take();
-                req.subject.properties = Some(agent_properties(&agent, asserted));
+                req.subject.properties = Some(agent_properties(&agent));
                 Ok(attribution)
             }
             Ok(None) if policies.has_entity(AGENT_TYPE, &id) => Ok(attribution),
@@ -695,9 +702,38 @@ impl Identity {
     }
 }
 
-/// The agent as policies see it: the registry's attributes over anything asserted.
-pub fn agent_properties(agent: &Agent, asserted: Option<Map<String, Value>>) -> Map<String, Value> {
-    let mut props = asserted.unwrap_or_default();
+/// The user-safe reason when a request asserts attributes of an agent.
+pub const USER_REASON_AGENT_ATTRIBUTES: &str =
+    "denied: an agent's attributes cannot be set by the request";
+
+/// Refuses a request whose subject is an `Agent` with properties: an agent's attributes
+/// come only from the registry or the policy entities, whoever the caller is (an agent, a
+/// PEP token, or an anonymous caller). A deny rather than silently dropping them, so that an
+/// integration that relies on asserting them finds out at once (see `docs/identity.md`).
+pub fn refuse_asserted_agent_properties(subject: &arbiter_types::Entity) -> Result<(), Denial> {
+    if subject.kind != AGENT_TYPE {
+        return Ok(());
+    }
+    let Some(props) = subject.properties.as_ref().filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let names: Vec<String> = props.keys().map(|k| format!("`{k}`")).collect();
+    Err(Denial {
+        reason_admin: format!(
+            "the request asserts attributes of agent `{}` ({}); an agent's attributes come only \
+             from the registry or the policy entities, never from the request",
+            subject.id,
+            names.join(", ")
+        ),
+        reason_user: USER_REASON_AGENT_ATTRIBUTES.to_owned(),
+        credential_id: None,
+        agent_id: Some(subject.id.clone()),
+    })
+}
+
+/// The agent as policies see it: the registry's attributes, and nothing else.
+pub fn agent_properties(agent: &Agent) -> Map<String, Value> {
+    let mut props = Map::new();
     for (k, v) in &agent.attributes {
         props.insert(k.clone(), v.clone());
     }

@@ -131,6 +131,18 @@ impl Pdp {
             }
         };
         let Some(identity) = &self.identity else {
+            if let Err(denial) = identity::refuse_asserted_agent_properties(&req.subject) {
+                return Decided {
+                    decision: self.refuse(policies, &denial),
+                    attribution: Attribution {
+                        agent_id: denial.agent_id,
+                        credential_id: None,
+                        actor_chain: Vec::new(),
+                    },
+                    request: Some(req),
+                    rows: None,
+                };
+            }
             let (decision, rows) = decide(&req);
             return Decided {
                 request: Some(req),
@@ -160,6 +172,45 @@ impl Pdp {
                 rows: None,
             },
         }
+    }
+
+    /// Decides a request that the caller built itself and sent to the decision point
+    /// (AuthZEN), as [`Pdp::decide_as_narrowing`] does, except that when the caller is an
+    /// agent (its key or token) what it says about the resource is confined by
+    /// [`confine_agent_assertions`]: it never becomes an attribute of the resource.
+    ///
+    /// [`Pdp::decide_as`] and [`Pdp::decide_as_narrowing`] are for enforcement points that
+    /// build the request in this process (the embedded gateways, forward-auth): the
+    /// attributes there are the enforcement point's, not the agent's.
+    pub fn decide_for_caller(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        mut req: EvaluationRequest,
+        source: &Source<'_>,
+        rows: bool,
+    ) -> Decided {
+        if let Caller::Agent(agent) = caller
+            && let Err(problem) = confine_agent_assertions(policies, &mut req)
+        {
+            let denial = Denial {
+                reason_admin: problem,
+                reason_user: "denied: the request is not valid".to_owned(),
+                credential_id: Some(agent.credential_id.clone()),
+                agent_id: Some(agent.agent.id.clone()),
+            };
+            return Decided {
+                decision: self.refuse(policies, &denial),
+                attribution: Attribution {
+                    agent_id: denial.agent_id,
+                    credential_id: denial.credential_id,
+                    actor_chain: agent.actor_chain.clone(),
+                },
+                request: Some(req),
+                rows: None,
+            };
+        }
+        self.decide_as_narrowing(policies, caller, req, source, rows)
     }
 
     /// A deny for a caller refused before evaluation (bad credential, unknown or inactive
@@ -490,6 +541,58 @@ impl Pdp {
     }
 }
 
+/// Confines what a calling agent asserts about the resource of a request it sent itself:
+///
+/// - the resource's properties never become its attributes: a resource declared in the
+///   policy entities (`entities.json`) keeps exactly its stored attributes, any other gets
+///   the attributes the vocabulary derives from its id ([`arbiter_policy::derived_attributes`]:
+///   a Tool's `server` and `name` from `server/name`, …) and nothing else;
+/// - the asserted properties that differ from those attributes (an assertion that agrees
+///   says nothing) are given to policies as `context.asserted` (declared in the built-in
+///   vocabulary), so that a policy that wants to use them says so, and anyone reading it
+///   sees who asserted them.
+///
+/// A request whose context already has `asserted` is refused: that key is the decision
+/// point's.
+pub fn confine_agent_assertions(
+    policies: &Policies,
+    req: &mut EvaluationRequest,
+) -> Result<(), String> {
+    use arbiter_policy::ASSERTED_CONTEXT_KEY;
+    if req.context.contains_key(ASSERTED_CONTEXT_KEY) {
+        return Err(format!(
+            "`context.{ASSERTED_CONTEXT_KEY}` is set by the decision point (what a calling agent \
+             asserts about the resource); a request may not set it"
+        ));
+    }
+    let asserted = req.resource.properties.take();
+    let known = if policies.has_entity(&req.resource.kind, &req.resource.id) {
+        policies
+            .stored_attributes(&req.resource.kind, &req.resource.id)
+            .unwrap_or_default()
+    } else {
+        let derived = arbiter_policy::derived_attributes(&req.resource.kind, &req.resource.id);
+        req.resource.properties = (!derived.is_empty()).then(|| derived.clone());
+        derived
+    };
+    // An assertion that agrees with what the decision point knows says nothing: only the
+    // rest is kept (so a gateway asking with the agent's key, whose identifying attributes
+    // are the derived ones, adds nothing to the context).
+    let asserted = asserted
+        .map(|mut a| {
+            a.retain(|k, v| known.get(k) != Some(v));
+            a
+        })
+        .filter(|a| !a.is_empty());
+    if let Some(asserted) = asserted {
+        req.context.insert(
+            ASSERTED_CONTEXT_KEY.to_owned(),
+            serde_json::Value::Object(asserted),
+        );
+    }
+    Ok(())
+}
+
 /// Mints a decision id and stamps an evaluation into a [`Decision`].
 fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
     Decision {
@@ -510,7 +613,9 @@ pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
 
 /// Refusals that hold whatever the policies say.
 ///
-/// A `call_tool` on a `Tool` whose `pinned` property is `false` — the MCP gateway saw a
+/// A `call_tool` on a `Tool` whose `pinned` property is `false` (on the Tool, or asserted by
+/// the calling agent in `context.asserted`, as a gateway asking with `--pdp` sends it) — the
+/// MCP gateway saw a
 /// definition that differs from the approved one (a changed description, schema or
 /// annotations) — is denied until an administrator approves the new definition
 /// (`arbiter mcp approve-tool`). A policy cannot permit it.
@@ -521,15 +626,25 @@ fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
     if req.action.name != "call_tool" || req.resource.kind != "Tool" {
         return None;
     }
-    // The gateway states the pin both as the tool's properties and in the context
-    // (`tool_pin`); either saying "not pinned" refuses, so the refusal does not depend on
-    // which of the two the decision point lets through to the policies.
+    // `pinned: false` only ever refuses, so it is honoured whoever says it and wherever:
+    // on the Tool (an enforcement point in this process), as a calling agent's assertion (a
+    // gateway asking a remote decision point with the agent's key), or in the context's
+    // `tool_pin`, which the gateway always sends.
     let unpinned = serde_json::Value::Bool(false);
-    let props = req.resource.properties.as_ref();
-    let pin = req.context.get("tool_pin");
-    let from_props = props.is_some_and(|p| p.get("pinned") == Some(&unpinned));
-    let from_context = pin.is_some_and(|p| p.get("pinned") == Some(&unpinned));
-    if !from_props && !from_context {
+    let props = [
+        req.resource.properties.as_ref(),
+        req.context
+            .get(arbiter_policy::ASSERTED_CONTEXT_KEY)
+            .and_then(serde_json::Value::as_object),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.get("pinned") == Some(&unpinned));
+    let pin = req
+        .context
+        .get("tool_pin")
+        .filter(|p| p.get("pinned") == Some(&unpinned));
+    if props.is_none() && pin.is_none() {
         return None;
     }
     let hash = props
@@ -584,6 +699,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use arbiter_types::Action;
     use serde_json::json;
 
     fn tool_call(properties: serde_json::Value, context: serde_json::Value) -> EvaluationRequest {
@@ -637,5 +753,91 @@ mod tests {
             builtin_refusal(&req).expect("refused").outcome,
             Outcome::Deny
         );
+
+    fn policies(entities: Option<&str>) -> Policies {
+        Policies::from_sources(
+            &[arbiter_policy::SourceFile {
+                path: "p.cedar".into(),
+                text: "permit(principal, action, resource);".into(),
+            }],
+            None,
+            entities,
+        )
+        .unwrap()
+    }
+
+    fn tool(id: &str, props: serde_json::Value) -> EvaluationRequest {
+        EvaluationRequest {
+            subject: Entity {
+                kind: "Agent".into(),
+                id: "bot".into(),
+                properties: None,
+            },
+            action: Action {
+                name: "call_tool".into(),
+                properties: None,
+            },
+            resource: Entity {
+                kind: "Tool".into(),
+                id: id.into(),
+                properties: props.as_object().cloned(),
+            },
+            context: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn an_agents_assertions_about_the_resource_become_context_asserted() {
+        let p = policies(None);
+        let mut r = tool(
+            "db/drop",
+            json!({"server": "db", "name": "select", "pinned": true}),
+        );
+        confine_agent_assertions(&p, &mut r).unwrap();
+        assert_eq!(
+            json!(r.resource.properties),
+            json!({"server": "db", "name": "drop"})
+        );
+        // `server` agreed with the id: it says nothing and is dropped.
+        assert_eq!(
+            r.context["asserted"],
+            json!({"name": "select", "pinned": true})
+        );
+        // A stored entity keeps exactly its stored attributes.
+        let p = policies(Some(
+            r#"[{"uid": {"type": "Tool", "id": "db/drop"}, "attrs": {"server": "db", "name": "drop", "danger": true}, "parents": []}]"#,
+        ));
+        let mut r = tool("db/drop", json!({"danger": false}));
+        confine_agent_assertions(&p, &mut r).unwrap();
+        assert_eq!(r.resource.properties, None);
+        assert_eq!(r.context["asserted"], json!({"danger": false}));
+        // The key is the decision point's.
+        let mut r = tool("db/drop", json!({}));
+        r.context.insert("asserted".into(), json!({}));
+        assert!(
+            confine_agent_assertions(&p, &mut r)
+                .unwrap_err()
+                .contains("`context.asserted`")
+        );
+    }
+
+    /// A gateway asking a remote decision point with the agent's key sends `pinned: false`
+    /// as the agent's assertion: the refusal still holds.
+    #[test]
+    fn an_unpinned_tool_is_refused_whoever_asserts_it() {
+        let p = policies(None);
+        let mut r = tool(
+            "fs/write",
+            json!({"server": "fs", "name": "write", "pinned": false, "definition_hash": "sha256:x"}),
+        );
+        assert!(builtin_refusal(&r).is_some());
+        confine_agent_assertions(&p, &mut r).unwrap();
+        let refusal = builtin_refusal(&r).unwrap();
+        assert_eq!(refusal.determining_policies, vec![TOOL_PIN_POLICY]);
+        let pdp = Pdp::new(p, None);
+        assert_eq!(pdp.decide(&r).outcome, Outcome::Deny);
+        let mut pinned = tool("fs/write", json!({"pinned": true}));
+        confine_agent_assertions(pdp.snapshot().as_ref(), &mut pinned).unwrap();
+        assert_eq!(pdp.decide(&pinned).outcome, Outcome::Allow);
     }
 }

@@ -9,6 +9,10 @@
 //! Mapping (verbatim): AuthZEN `type` → Cedar entity type, `id` → entity id, `properties` →
 //! attributes merged over the stored entity (the request wins), `action.name` →
 //! `Action::"name"`, `context` → the Cedar context, `action.properties` → `context.action`.
+//! Who may assert which properties is settled before this, by the decision point
+//! (`arbiter_pdp`: an `Agent` subject's come only from the registry or the stored entities;
+//! an agent asking for itself cannot set the resource's, which it finds in
+//! `context.asserted`); see `docs/identity.md`.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;

@@ -8,6 +8,7 @@
 
 mod convert;
 pub mod delegation;
+pub mod derive;
 pub mod diagnostic;
 pub mod engine;
 pub mod load;
@@ -15,6 +16,7 @@ pub mod rows;
 pub mod search;
 pub mod testing;
 
+pub use derive::{ASSERTED_CONTEXT_KEY, derived_attributes};
 pub use diagnostic::{LoadErrors, SourceError};
 pub use engine::Evaluation;
 pub use load::{ENTITIES_FILE, Policies, PolicyMeta, SCHEMA_FILE, SourceFile, TESTS_DIR};

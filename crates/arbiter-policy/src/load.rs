@@ -418,6 +418,23 @@ impl Policies {
         &self.entities
     }
 
+    /// The attributes `entities.json` gives `kind::"id"`, as written there (`None` when it
+    /// does not declare the entity; an empty map when it declares it without attributes).
+    pub fn stored_attributes(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Option<serde_json::Map<String, Value>> {
+        let stored = self.entity_json.get(&(kind.to_owned(), id.to_owned()))?;
+        Some(
+            stored
+                .get("attrs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+
     /// Whether the stored entities (`entities.json`) declare `kind::"id"`.
     pub fn has_entity(&self, kind: &str, id: &str) -> bool {
         let Ok(kind) = cedar_policy::EntityTypeName::from_str(kind) else {

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use arbiter_types::{
-    EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, RequestError, SearchKind,
-    SearchRequest,
+    Action, Audience, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic, RequestError,
+    SearchKind, SearchRequest,
 };
 
 use arbiter_pdp::identity::now_us;
@@ -106,8 +106,8 @@ fn json_status(status: StatusCode, value: &Value) -> Response {
 
 /// A decision whose record could not be persisted: a deny, answered with 503 so that load
 /// balancers move away from this node while PEPs fail closed on the body.
-fn unrecorded_response(u: &Unrecorded) -> Response {
-    let mut body = u.decision.to_authzen();
+fn unrecorded_response(u: &Unrecorded, audience: Audience) -> Response {
+    let mut body = u.decision.to_authzen_for(audience);
     if let Some(obj) = body.as_object_mut() {
         obj.insert(
             "error".into(),
@@ -160,6 +160,22 @@ fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker), ApiEr
     Ok((authn, Asker { address, point }))
 }
 
+/// Who an answer is for: a PEP token's holder gets every detail of a decision, anyone else
+/// only the user-safe part, unless the server was told to give every caller the details
+/// (`arbiter serve --admin-reasons-for-all-callers`).
+fn audience(state: &AppState, authn: &Authn) -> Audience {
+    match authn {
+        Authn::Caller(Caller::Pep { .. }) => Audience::Administrator,
+        Authn::Caller(Caller::Agent(_) | Caller::Anonymous) | Authn::Refused(_) => {
+            if state.config.admin_reasons_for_all_callers {
+                Audience::Administrator
+            } else {
+                Audience::User
+            }
+        }
+    }
+}
+
 /// Where a request came from: the client address and the enforcement point.
 struct Asker {
     address: String,
@@ -195,7 +211,7 @@ fn decide(
     rows: bool,
 ) -> Decided {
     match authn {
-        Authn::Caller(caller) => state.pdp.decide_as_narrowing(
+        Authn::Caller(caller) => state.pdp.decide_for_caller(
             snapshot,
             caller,
             req,
@@ -256,8 +272,8 @@ async fn answer_one(
         )
         .await
     {
-        Ok(d) => json_response(&d.to_authzen()),
-        Err(u) => unrecorded_response(&u),
+        Ok(d) => json_response(&d.to_authzen_for(audience(state, authn))),
+        Err(u) => unrecorded_response(&u, audience(state, authn)),
     }
 }
 
@@ -323,7 +339,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
     for ((d, error), outcome) in decided.iter().zip(recorded) {
         let mut v = match outcome {
             Ok(recorded) => {
-                let mut v = recorded.to_authzen();
+                let mut v = recorded.to_authzen_for(audience(state, &authn));
                 if let (Some(filter), true, Some(ctx)) = (
                     &d.rows,
                     recorded.outcome.is_allow(),
@@ -334,7 +350,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
                 v
             }
             Err(u) => {
-                let v = u.decision.to_authzen();
+                let v = u.decision.to_authzen_for(audience(state, &authn));
                 failure = Some(u.error);
                 v
             }
@@ -359,39 +375,65 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
     })
 }
 
-pub async fn search_subject(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    search(state, headers, body, SearchKind::Subject).await
+pub async fn search_subject(state: State<AppState>, request: Request) -> Response {
+    search(state, request, SearchKind::Subject).await
 }
 
-pub async fn search_resource(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    search(state, headers, body, SearchKind::Resource).await
+pub async fn search_resource(state: State<AppState>, request: Request) -> Response {
+    search(state, request, SearchKind::Resource).await
 }
 
-pub async fn search_action(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    search(state, headers, body, SearchKind::Action).await
+pub async fn search_action(state: State<AppState>, request: Request) -> Response {
+    search(state, request, SearchKind::Action).await
 }
 
-async fn search(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-    kind: SearchKind,
-) -> Response {
-    match run_search(&state, &headers, body, kind).await {
+async fn search(State(state): State<AppState>, request: Request, kind: SearchKind) -> Response {
+    let (parts, body) = request.into_parts();
+    match run_search(&state, &parts, body, kind).await {
         Ok(v) => json_response(&v),
         Err(e) => e.into_response(),
     }
 }
 
+/// A search is authenticated exactly as an evaluation is: without a credential under
+/// `--require-auth` it is answered 401; a refused credential is answered 401 (a search is not
+/// a decision, so there is nothing to record); an agent searches only its own permissions
+/// (a resource or action search whose subject is itself; a subject search, which lists other
+/// subjects, is refused); a PEP token or, without `--require-auth`, an anonymous caller may
+/// search for any subject. The subject and the resource are bound as for an evaluation
+/// ([`bind_search`]).
 async fn run_search(
     state: &AppState,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Body,
     kind: SearchKind,
 ) -> Result<Value, ApiError> {
-    let map = read_json(headers, body, state.config.limits).await?;
-    let req = SearchRequest::from_json(kind, map)?;
+    let (authn, asker) = authenticate(state, parts)?;
+    let caller = match &authn {
+        Authn::Caller(c) => c.clone(),
+        Authn::Refused(denial) => {
+            tracing::info!(reason = %denial.reason_admin, "a search credential was refused");
+            return Err(unauthenticated(denial.reason_user.clone()));
+        }
+    };
+    let mut map = read_json(&parts.headers, body, state.config.limits).await?;
+    if let Caller::Agent(a) = &caller {
+        if kind == SearchKind::Subject {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "an agent may search only its own permissions: a subject search lists other \
+                     subjects; search resources or actions for `Agent::\"{}\"`",
+                    a.agent.id
+                ),
+            ));
+        }
+        default_subject(&authn, &mut map);
+    }
+    let mut req = SearchRequest::from_json(kind, map)?;
     let snapshot = state.pdp.snapshot();
+    bind_search(state, &snapshot, &caller, &mut req, &asker)?;
     let offset = match &req.page.token {
         None => 0,
         Some(token) => decode_token(token, snapshot.version())?,
@@ -410,6 +452,65 @@ async fn run_search(
         "results": page,
         "page": {"next_token": next_token, "count": end - offset.min(end), "total": total},
     }))
+}
+
+/// Binds a search to its caller as an evaluation is bound: an `Agent` subject with asserted
+/// properties is refused; an agent caller must be the subject, and what it asserts about the
+/// resource is confined ([`arbiter_pdp::confine_agent_assertions`]); an `Agent` subject of a
+/// resource or action search gets its registry attributes (and is refused when unknown or
+/// not active).
+fn bind_search(
+    state: &AppState,
+    snapshot: &arbiter_policy::Policies,
+    caller: &Caller,
+    req: &mut SearchRequest,
+    asker: &Asker,
+) -> Result<(), ApiError> {
+    let forbidden = |denial: &Denial| {
+        tracing::info!(reason = %denial.reason_admin, "a search was refused");
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            denial.reason_user.clone(),
+        )
+    };
+    if let Err(denial) = arbiter_pdp::identity::refuse_asserted_agent_properties(&req.subject) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            message: denial.reason_admin,
+            field: Some("subject.properties".into()),
+        });
+    }
+    let mut bound = EvaluationRequest {
+        subject: req.subject.clone(),
+        action: req.action.clone().unwrap_or(Action {
+            name: String::new(),
+            properties: None,
+        }),
+        resource: req.resource.clone(),
+        context: std::mem::take(&mut req.context),
+    };
+    if let Caller::Agent(_) = caller {
+        arbiter_pdp::confine_agent_assertions(snapshot, &mut bound).map_err(|problem| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", problem)
+        })?;
+    }
+    if req.kind != SearchKind::Subject
+        && let Some(identity) = state.pdp.identity()
+    {
+        let source = Source {
+            address: &asker.address,
+            enforcement_point: &asker.point,
+        };
+        identity
+            .resolve(snapshot, caller, &mut bound, &source, now_us())
+            .map_err(|denial| forbidden(&denial))?;
+    }
+    req.subject = bound.subject;
+    req.resource = bound.resource;
+    req.context = bound.context;
+    Ok(())
 }
 
 /// Page tokens are opaque to clients: `base64url("v1:<offset>:<policy version>")`. A token

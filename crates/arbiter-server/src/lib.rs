@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// Refuse evaluation requests that carry no credential (neither an agent's key or token
     /// nor a PEP token) with 401.
     pub require_authentication: bool,
+    /// Give every caller of the AuthZEN endpoints the administrators' details of a decision
+    /// (`reason_admin`, determining policies, errors). By default only a PEP token's holder
+    /// gets them; an agent or an anonymous caller gets the decision and `reason_user`.
+    pub admin_reasons_for_all_callers: bool,
     /// The forward-auth route table.
     pub routes: Arc<routes::RouteTable>,
 }
@@ -52,6 +56,7 @@ impl Default for ServerConfig {
             public_url: None,
             listen: "127.0.0.1:8180".to_owned(),
             require_authentication: false,
+            admin_reasons_for_all_callers: false,
             routes: Arc::new(routes::RouteTable::default()),
         }
     }

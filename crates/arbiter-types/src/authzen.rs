@@ -398,12 +398,28 @@ fn normalize_object(map: &mut Map<String, Value>, path: &str) -> Result<(), Requ
     Ok(())
 }
 
+/// Whether a number that is not an `i64` is an integer too large for 64 bits: above
+/// `i64::MAX` but within `u64`, or beyond `u64` (which the JSON parser can only hold as a
+/// float: a whole number of magnitude at least 2^63 written without a fraction is an integer,
+/// whether written `100000000000000000000` or `1e20`).
+fn is_oversized_integer(n: &serde_json::Number) -> bool {
+    if n.is_u64() {
+        return true;
+    }
+    // 2^63, exactly representable as an f64.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    n.as_f64()
+        .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f.abs() >= TWO_POW_63)
+}
+
 fn normalize_value(value: &mut Value, path: &str) -> Result<(), RequestError> {
     match value {
         Value::Number(n) if !(n.is_i64()) => Err(RequestError::new(
             path,
-            if n.is_u64() {
-                "is out of range: integers must fit in 64-bit signed".to_owned()
+            if is_oversized_integer(n) {
+                "is an integer that does not fit in 64 bits (Cedar's integers are signed 64-bit, \
+                 from -9223372036854775808 to 9223372036854775807); send it as a string"
+                    .to_owned()
             } else {
                 "is a floating-point number, which Cedar cannot represent; send a string or \
                  an integer"
@@ -497,6 +513,43 @@ mod tests {
         for (input, expected) in cases {
             let err = EvaluationRequest::from_json(obj(input)).unwrap_err();
             assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    /// An integer beyond 64 bits used to be refused as "a floating-point number".
+    #[test]
+    fn an_integer_too_large_for_64_bits_is_named_so() {
+        let body = |x: &str| {
+            let text = format!(
+                r#"{{"subject": {{"type": "A", "id": "a"}}, "action": {{"name": "r"}}, "resource": {{"type": "D", "id": "d"}}, "context": {{"x": {x}}}}}"#
+            );
+            let map: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            EvaluationRequest::from_json(map)
+        };
+        for big in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "100000000000000000000000",
+            "-9223372036854775809",
+            "-100000000000000000000000",
+        ] {
+            let err = body(big).unwrap_err().to_string();
+            assert!(
+                err.starts_with("`context.x` is an integer that does not fit in 64 bits"),
+                "{big}: {err}"
+            );
+            assert!(!err.contains("floating"), "{big}: {err}");
+        }
+        for float in ["1.5", "-0.25", "2.0", "1e-3"] {
+            let err = body(float).unwrap_err().to_string();
+            assert!(
+                err.starts_with("`context.x` is a floating-point number"),
+                "{float}: {err}"
+            );
+        }
+        for fits in ["9223372036854775807", "-9223372036854775808", "0"] {
+            assert!(body(fits).is_ok(), "{fits}");
         }
     }
 

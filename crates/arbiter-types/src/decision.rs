@@ -87,9 +87,44 @@ pub struct Decision {
     pub evaluations: Vec<PrincipalEvaluation>,
 }
 
+/// Who an answer is for: what it may reveal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// An enforcement point or an administrator: every detail.
+    Administrator,
+    /// The agent itself, or a caller nobody authenticated: no policy internals.
+    User,
+}
+
 impl Decision {
-    /// The AuthZEN 1.0 response body: `{"decision": bool, "context": {…}}`.
+    /// The AuthZEN 1.0 response body: `{"decision": bool, "context": {…}}`, with every
+    /// detail (see [`Decision::to_authzen_for`]).
     pub fn to_authzen(&self) -> Value {
+        self.to_authzen_for(Audience::Administrator)
+    }
+
+    /// The AuthZEN 1.0 response body for `audience`. A [`Audience::User`] answer carries the
+    /// decision, its id, the policy version and `reason_user`; what is for administrators —
+    /// `reason_admin` (policy ids and their reasons, registry and credential details),
+    /// `determining_policies`, evaluation `errors` and each principal's determining policies —
+    /// is left out.
+    pub fn to_authzen_for(&self, audience: Audience) -> Value {
+        if audience == Audience::User {
+            let mut context = Map::new();
+            context.insert("decision_id".into(), json!(self.id));
+            context.insert("policy_version".into(), json!(self.policy_version));
+            context.insert("outcome".into(), json!(self.outcome));
+            context.insert("reason_user".into(), json!({ "en": self.reason_user }));
+            if !self.evaluations.is_empty() {
+                let evaluations: Vec<Value> = self
+                    .evaluations
+                    .iter()
+                    .map(|e| json!({"type": e.kind, "id": e.id, "outcome": e.outcome}))
+                    .collect();
+                context.insert("evaluations".into(), Value::Array(evaluations));
+            }
+            return json!({ "decision": self.outcome.is_allow(), "context": context });
+        }
         let mut context = Map::new();
         context.insert("decision_id".into(), json!(self.id));
         context.insert("policy_version".into(), json!(self.policy_version));

@@ -25,6 +25,30 @@ pub fn run(args: ServeArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// Secure by default: without `--require-auth`, `serve` listens only on loopback unless
+/// `--insecure-allow-unauthenticated` says the operator gives authentication up. An address
+/// that resolves to anything but loopback (`0.0.0.0`, `::`, a LAN address, a host name of
+/// one) counts as the network.
+fn refuse_unauthenticated_network(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.require_auth || args.insecure_allow_unauthenticated {
+        return Ok(());
+    }
+    let addresses: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(args.listen.as_str())
+            .with_context(|| format!("`--listen {}` is not an address to listen on", args.listen))?
+            .collect();
+    if !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve on `{}` without authentication: it is not a loopback address, so \
+         anyone who can reach it could ask for decisions as any subject they name. Start with \
+         `--require-auth` (callers present an agent's key or token, or a PEP token), or, to \
+         knowingly serve unauthenticated callers, with `--insecure-allow-unauthenticated`",
+        args.listen
+    )
+}
+
 pub(crate) fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("`--log-level {level}` is not a valid filter"))?;
@@ -43,6 +67,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.max_depth == 0 || args.max_body_bytes == 0 {
         anyhow::bail!("`--max-depth` and `--max-body-bytes` must be at least 1");
     }
+    refuse_unauthenticated_network(&args)?;
     create_data_dir(&args.data)?;
     let pdp = match &args.policies {
         Some(dir) => Pdp::load(dir)
@@ -138,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         listen: local.to_string(),
         require_authentication: args.require_auth,
+        admin_reasons_for_all_callers: args.admin_reasons_for_all_callers,
         routes: Arc::new(load_routes(&args)?),
     };
     let status = pdp.status();

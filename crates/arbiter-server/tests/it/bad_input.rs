@@ -170,7 +170,12 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test]
 async fn invalid_cedar_names_are_denied_with_a_decision_id() {
-    let state = state_for(&example("quickstart"));
+    // The errors are administrators' details, given to every caller here.
+    let config = arbiter_server::ServerConfig {
+        admin_reasons_for_all_callers: true,
+        ..arbiter_server::ServerConfig::default()
+    };
+    let state = crate::support::state_with(&example("quickstart"), config);
     let body = json!({
         "subject": {"type": "not a type", "id": "x"},
         "action": {"name": "call_tool"},

@@ -80,7 +80,12 @@ async fn api_gateway_vectors_pass_over_http() {
 
 #[tokio::test]
 async fn quickstart_over_http_names_the_forbid() {
-    let server = Server::start(state_for(&example("quickstart"))).await;
+    // The determining policies are administrators' details, given to every caller here.
+    let config = arbiter_server::ServerConfig {
+        admin_reasons_for_all_callers: true,
+        ..arbiter_server::ServerConfig::default()
+    };
+    let server = Server::start(crate::support::state_with(&example("quickstart"), config)).await;
     let body: Value = serde_json::from_str(
         &std::fs::read_to_string(example("quickstart").join("requests/delete-ticket.json"))
             .unwrap(),

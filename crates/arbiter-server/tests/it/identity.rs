@@ -134,20 +134,33 @@ fn tool(name: &str) -> Value {
     })
 }
 
-fn decision(r: &Reply) -> (bool, String, String) {
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    (
-        v["decision"].as_bool().unwrap(),
-        v["context"]["reason_user"]["en"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        v["context"]["reason_admin"]["en"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
+impl Fixture {
+    /// The outcome, the user's reason and the administrator's reason of an answer. An agent or
+    /// anonymous caller is not given the administrator's reason: it is read from the
+    /// decision's record then.
+    pub fn decision(&self, r: &Reply) -> (bool, String, String) {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        let admin = match v["context"]["reason_admin"]["en"].as_str() {
+            Some(a) => a.to_owned(),
+            None => {
+                let id = v["context"]["decision_id"].as_str().unwrap();
+                self.records()
+                    .into_iter()
+                    .find(|rec| rec.decision_id == id)
+                    .unwrap_or_else(|| panic!("no record of decision {id}"))
+                    .reason_admin
+            }
+        };
+        (
+            v["decision"].as_bool().unwrap(),
+            v["context"]["reason_user"]["en"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            admin,
+        )
+    }
 }
 
 #[tokio::test]
@@ -159,15 +172,15 @@ async fn an_agent_key_authenticates_and_the_registry_supplies_the_attributes() {
     assert!(key.starts_with("arb_") && key.len() == 52, "{key}");
 
     // The subject may be left out: it is the authenticated agent.
-    let (allowed, _, _) = decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
+    let (allowed, _, _) = f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
     assert!(allowed);
-    let (allowed, _, _) = decision(&f.evaluate(Some(&key), &tool("delete_ticket")).await);
+    let (allowed, _, _) = f.decision(&f.evaluate(Some(&key), &tool("delete_ticket")).await);
     assert!(!allowed);
 
     // Naming another subject is refused.
     let mut other = tool("read_ticket");
     other["subject"] = json!({"type": "Agent", "id": "old-bot"});
-    let (allowed, user, admin) = decision(&f.evaluate(Some(&key), &other).await);
+    let (allowed, user, admin) = f.decision(&f.evaluate(Some(&key), &other).await);
     assert!(!allowed);
     assert!(user.contains("does not match"), "{user}");
     assert!(admin.contains("old-bot"), "{admin}");
@@ -177,7 +190,7 @@ async fn an_agent_key_authenticates_and_the_registry_supplies_the_attributes() {
     let mut claim = tool("read_ticket");
     claim["subject"] =
         json!({"type": "Agent", "id": "plain-bot", "properties": {"roles": ["support"]}});
-    let (allowed, _, _) = decision(&f.evaluate(Some(&plain), &claim).await);
+    let (allowed, _, _) = f.decision(&f.evaluate(Some(&plain), &claim).await);
     assert!(!allowed, "asserted roles must not count");
 
     // Records carry the agent and the credential id, never the secret.
@@ -206,7 +219,10 @@ async fn revocation_takes_effect_on_the_very_next_decision_even_from_another_pro
         .agent_with_key("support-bot", json!({"roles": ["support"]}))
         .await;
     let key_id = format!("key_{}", &key[4..14]);
-    assert!(decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
 
     // Revoked through the admin API.
     f.admin(
@@ -215,7 +231,7 @@ async fn revocation_takes_effect_on_the_very_next_decision_even_from_another_pro
         None,
     )
     .await;
-    let (allowed, user, admin) = decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
+    let (allowed, user, admin) = f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
     assert!(!allowed);
     assert_eq!(user, "denied: the credential was not accepted");
     assert!(admin.contains("revoked"), "{admin}");
@@ -229,12 +245,16 @@ async fn revocation_takes_effect_on_the_very_next_decision_even_from_another_pro
         .await;
     let second_key = second["key"].as_str().unwrap().to_owned();
     let second_id = second["credential"]["id"].as_str().unwrap().to_owned();
-    assert!(decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await)
+            .0
+    );
     let other = SqliteStore::open(&f.data.path().join("arbiter.db")).unwrap();
     other
         .revoke_credential(&second_id, "leaked", &Actor::cli("ops"), now_us())
         .unwrap();
-    let (allowed, _, admin) = decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await);
+    let (allowed, _, admin) =
+        f.decision(&f.evaluate(Some(&second_key), &tool("read_ticket")).await);
     assert!(!allowed);
     assert!(admin.contains("leaked"), "{admin}");
 }
@@ -256,16 +276,23 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
     let new = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(rotated["previous"]["state"], "expiring");
     assert!(
-        decision(&f.evaluate(Some(&old), &tool("read_ticket")).await).0,
+        f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await)
+            .0,
         "old key inside the window"
     );
-    assert!(decision(&f.evaluate(Some(&new), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
+            .0
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (allowed, user, admin) = decision(&f.evaluate(Some(&old), &tool("read_ticket")).await);
+    let (allowed, user, admin) = f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await);
     assert!(!allowed, "old key after the window");
     assert_eq!(user, "denied: the credential was not accepted");
     assert!(admin.contains("expired"), "{admin}");
-    assert!(decision(&f.evaluate(Some(&new), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
+            .0
+    );
 
     // A key issued with a short lifetime expires by itself.
     let short = f
@@ -278,9 +305,15 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(decision(&f.evaluate(Some(&short), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
+            .0
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(!decision(&f.evaluate(Some(&short), &tool("read_ticket")).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
+            .0
+    );
 }
 
 #[tokio::test]
@@ -291,21 +324,27 @@ async fn suspended_and_retired_agents_are_denied() {
         .await;
     f.admin("POST", "/v1/agents/support-bot/suspend", None)
         .await;
-    let (allowed, user, admin) = decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
+    let (allowed, user, admin) = f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await);
     assert!(!allowed);
     assert_eq!(user, "denied: the credential was not accepted");
     assert!(admin.contains("suspended"), "{admin}");
     // Asserted by an unauthenticated caller, too.
     let mut asserted = tool("read_ticket");
     asserted["subject"] = json!({"type": "Agent", "id": "support-bot"});
-    assert!(!decision(&f.evaluate(None, &asserted).await).0);
+    assert!(!f.decision(&f.evaluate(None, &asserted).await).0);
 
     f.admin("POST", "/v1/agents/support-bot/activate", None)
         .await;
-    assert!(decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
     let retired = f.admin("POST", "/v1/agents/support-bot/retire", None).await;
     assert_eq!(retired["keys_revoked"], 1);
-    assert!(!decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
 }
 
 #[tokio::test]
@@ -330,7 +369,7 @@ async fn unknown_and_malformed_credentials_are_denied_alike_and_discovered() {
     let mut reasons = Vec::new();
     for presented in [typo.as_str(), forged.as_str(), openai, "not-a-key", openai] {
         let (allowed, user, admin) =
-            decision(&f.evaluate(Some(presented), &tool("read_ticket")).await);
+            f.decision(&f.evaluate(Some(presented), &tool("read_ticket")).await);
         assert!(!allowed, "{presented}");
         assert!(!admin.contains(presented) && !user.contains(presented));
         reasons.push(user);
@@ -344,7 +383,7 @@ async fn unknown_and_malformed_credentials_are_denied_alike_and_discovered() {
     // An agent id nobody registered, asserted without a credential.
     let mut shadow = tool("read_ticket");
     shadow["subject"] = json!({"type": "Agent", "id": "shadow-bot"});
-    let (allowed, user, admin) = decision(&f.evaluate(None, &shadow).await);
+    let (allowed, user, admin) = f.decision(&f.evaluate(None, &shadow).await);
     assert!(!allowed);
     assert_eq!(user, "denied: this agent is not allowed to act");
     assert!(admin.contains("unknown agent `shadow-bot`"), "{admin}");
@@ -373,7 +412,7 @@ async fn unknown_and_malformed_credentials_are_denied_alike_and_discovered() {
         Some(&json!({"id": "shadow-bot", "owner": "research@example.com", "attributes": {"roles": ["support"]}})),
     )
     .await;
-    assert!(decision(&f.evaluate(None, &shadow).await).0);
+    assert!(f.decision(&f.evaluate(None, &shadow).await).0);
     let remaining = f.admin("GET", "/v1/discovered", None).await;
     assert!(
         !remaining["discovered"]
@@ -449,7 +488,7 @@ async fn require_auth_and_pep_tokens() {
         .unwrap()
         .to_owned();
     assert!(pep.starts_with("arbpep_"));
-    assert!(decision(&f.evaluate(Some(&pep), &asserted).await).0);
+    assert!(f.decision(&f.evaluate(Some(&pep), &asserted).await).0);
     let last = f.records().pop().unwrap();
     assert!(
         last.subject
@@ -461,12 +500,12 @@ async fn require_auth_and_pep_tokens() {
     // A PEP may only assert registered agents.
     let mut unknown = asserted.clone();
     unknown["subject"]["id"] = json!("nobody");
-    assert!(!decision(&f.evaluate(Some(&pep), &unknown).await).0);
+    assert!(!f.decision(&f.evaluate(Some(&pep), &unknown).await).0);
     // A revoked PEP token is refused like any credential.
     let pep_id = format!("pep_{}", &pep[7..17]);
     f.admin("DELETE", &format!("/v1/tokens/{pep_id}"), None)
         .await;
-    let (allowed, user, _) = decision(&f.evaluate(Some(&pep), &asserted).await);
+    let (allowed, user, _) = f.decision(&f.evaluate(Some(&pep), &asserted).await);
     assert!(!allowed);
     assert_eq!(user, "denied: the credential was not accepted");
 }
@@ -666,9 +705,14 @@ async fn jwt_delegation_allows_only_what_both_agent_and_user_may() {
         arbiter_jwt::JwksSource::File(jwks),
     )])
     .unwrap();
+    // The per-principal determining policies are administrators' details.
+    let config = ServerConfig {
+        admin_reasons_for_all_callers: true,
+        ..ServerConfig::default()
+    };
     let f = Fixture::with(
         policies.path(),
-        ServerConfig::default(),
+        config,
         IdentitySettings {
             jwt: Some(Arc::new(verifier)),
         },
@@ -752,7 +796,7 @@ async fn jwt_delegation_allows_only_what_both_agent_and_user_may() {
         issuer.token(&stranger),
         unsigned,
     ] {
-        let (allowed, user, _) = decision(&f.evaluate(Some(&token), &doc("read")).await);
+        let (allowed, user, _) = f.decision(&f.evaluate(Some(&token), &doc("read")).await);
         assert!(!allowed);
         assert_eq!(user, "denied: the credential was not accepted");
     }
@@ -778,11 +822,17 @@ async fn no_secret_is_stored_in_plaintext() {
         .unwrap()
         .to_owned();
     let foreign = "sk-ant-api03-ThisIsAFakeAnthropicKeyForTestingOnly0123456789abcdefXYZ";
-    assert!(decision(&f.evaluate(Some(&key), &tool("read_ticket")).await).0);
+    assert!(
+        f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)
+            .0
+    );
     let mut asserted = tool("read_ticket");
     asserted["subject"] = json!({"type": "Agent", "id": "support-bot"});
-    assert!(decision(&f.evaluate(Some(&pep), &asserted).await).0);
-    assert!(!decision(&f.evaluate(Some(foreign), &tool("read_ticket")).await).0);
+    assert!(f.decision(&f.evaluate(Some(&pep), &asserted).await).0);
+    assert!(
+        !f.decision(&f.evaluate(Some(foreign), &tool("read_ticket")).await)
+            .0
+    );
     f.identity.flush().unwrap();
     let secrets = [
         key.as_str(),
