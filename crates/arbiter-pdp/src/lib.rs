@@ -753,6 +753,7 @@ mod tests {
             builtin_refusal(&req).expect("refused").outcome,
             Outcome::Deny
         );
+    }
 
     fn policies(entities: Option<&str>) -> Policies {
         Policies::from_sources(
