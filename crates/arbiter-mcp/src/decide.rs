@@ -46,6 +46,25 @@ pub struct Verdict {
 /// [`Decider::decide_then`]).
 pub type Settle<'a> = Box<dyn FnOnce(&[Verdict]) -> Result<(), String> + Send + 'a>;
 
+/// Turns an allow for some rows that could not be applied into a deny for `reason`, naming
+/// the allow (whose record says `allow`) in the agent's reason.
+fn not_applied(v: &mut Verdict, reason: &str) {
+    tracing::warn!(
+        decision = v.decision_id.as_deref().unwrap_or(""),
+        reason = %reason,
+        "an allow for some rows could not be applied; the statement is denied"
+    );
+    v.allow = false;
+    v.rows = None;
+    v.reason_user = format!(
+        "denied: {reason} (the decision point's allow{} was not applied)",
+        v.decision_id
+            .take()
+            .map(|id| format!(" {id}"))
+            .unwrap_or_default()
+    );
+}
+
 /// Takes decisions for the holder of a credential.
 pub trait Decider: Send + Sync + std::fmt::Debug {
     /// Decides every ask, in order, for the agent whose credential is `credential`
@@ -72,20 +91,7 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
             let mut verdicts = self.decide(credential, asks).await?;
             if let Err(reason) = settle(&verdicts) {
                 for v in verdicts.iter_mut().filter(|v| v.allow && v.rows.is_some()) {
-                    tracing::warn!(
-                        decision = v.decision_id.as_deref().unwrap_or(""),
-                        reason = %reason,
-                        "an allow for some rows could not be applied; the statement is denied"
-                    );
-                    v.allow = false;
-                    v.rows = None;
-                    v.reason_user = format!(
-                        "denied: {reason} (the decision point's allow{} was not applied)",
-                        v.decision_id
-                            .take()
-                            .map(|id| format!(" {id}"))
-                            .unwrap_or_default()
-                    );
+                    not_applied(v, &reason);
                 }
             }
             Ok(verdicts)
@@ -563,24 +569,9 @@ impl Decider for RemoteDecider {
                 };
                 match recorded.get(k) {
                     Some(deny) if !deny.allow => *v = deny.clone(),
-                    _ => {
-                        // The report could not be recorded: still a deny, saying which allow
-                        // was not applied.
-                        tracing::warn!(
-                            decision = v.decision_id.as_deref().unwrap_or(""),
-                            reason = %reason,
-                            "an allow for some rows could not be applied, nor the failure recorded"
-                        );
-                        v.allow = false;
-                        v.rows = None;
-                        v.reason_user = format!(
-                            "denied: {reason} (the decision point's allow{} was not applied)",
-                            v.decision_id
-                                .take()
-                                .map(|id| format!(" {id}"))
-                                .unwrap_or_default()
-                        );
-                    }
+                    // The report could not be recorded: still a deny, saying which allow was
+                    // not applied.
+                    _ => not_applied(v, &reason),
                 }
             }
             Ok(verdicts)
