@@ -401,6 +401,55 @@ fn tail_and_query() {
 
     let out = run(&["log", "query", "--since", "yesterday"], &data);
     assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let err = text(&out.stderr);
+    assert!(err.contains("a time ago such as `15m`"), "{err}");
+
+    // --limit keeps the most recent matches, oldest first.
+    assert_eq!(ids(&["--limit", "3"]), ["d-9", "d-10", "d-11"]);
+    assert_eq!(ids(&["--agent", "bot-1", "--limit", "2"]), ["d-7", "d-10"]);
+    assert_eq!(ids(&["--limit", "0"]), Vec::<String>::new());
+    // A time ago: the records are from 2025, long before an hour ago.
+    assert_eq!(ids(&["--since", "1h"]), Vec::<String>::new());
+    assert_eq!(ids(&["--until", "1h"]).len(), 12);
+    assert_eq!(ids(&["--since", "100000d"]).len(), 12);
+    let out = run(&["log", "query", "--since", "99999999999999999d"], &data);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// On a terminal `log query` prints a table (one header, one row a record); `--json` keeps
+/// the JSON lines there too.
+#[test]
+fn query_prints_a_table_on_a_terminal() {
+    let (_t, data) = build(4);
+    let on_a_terminal = |extra: &str| {
+        let cmd = format!(
+            "{} log query --data {} --limit 2 {extra}",
+            env!("CARGO_BIN_EXE_arbiter"),
+            data.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "dumb")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).replace('\r', "")
+    };
+    let table = on_a_terminal("");
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].starts_with("TIME (UTC)"), "{table}");
+    assert!(
+        rows[1].starts_with("2025-01-02T03:04:07  require_approval")
+            || rows[1].starts_with("2025-01-02T03:04:07  require_"),
+        "{table}"
+    );
+    assert!(
+        rows[2].contains("bot-0") && rows[2].contains("d-3"),
+        "{table}"
+    );
+    let json = on_a_terminal("--json");
+    assert!(json.lines().all(|l| l.starts_with('{')), "{json}");
 }
 
 #[test]

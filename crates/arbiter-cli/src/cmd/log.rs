@@ -130,10 +130,17 @@ pub enum LogCommand {
         #[command(flatten)]
         data: DataArg,
     },
-    /// Print the records that match every given filter, as JSON lines, oldest first.
+    /// Print the records that match every given filter, oldest first: a table on a terminal,
+    /// JSON lines (the records as stored) otherwise or with --json.
     Query {
         #[command(flatten)]
         filter: FilterArgs,
+        /// At most this many records: the most recent ones that match.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// JSON lines even on a terminal.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArg,
     },
@@ -191,11 +198,12 @@ pub struct FilterArgs {
     /// The resource: its id, or `TYPE::ID`.
     #[arg(long, value_name = "ID|TYPE::ID")]
     pub resource: Option<String>,
-    /// Only records at or after this time: RFC 3339 (2025-01-02T03:04:05Z) or Unix seconds.
-    #[arg(long, value_name = "TIME", value_parser = arbiter_log::parse_time)]
+    /// Only records at or after this time: RFC 3339 (2025-01-02T03:04:05Z), Unix seconds, or
+    /// a time ago (`90s`, `15m`, `1h`, `7d`).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
     pub since: Option<i64>,
-    /// Only records before this time: RFC 3339 or Unix seconds.
-    #[arg(long, value_name = "TIME", value_parser = arbiter_log::parse_time)]
+    /// Only records before this time: RFC 3339, Unix seconds or a time ago.
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
     pub until: Option<i64>,
     /// The policy version (`policy_version` in the record).
     #[arg(long, value_name = "V")]
@@ -242,7 +250,12 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             lines,
             data,
         } => tail(&data, lines, follow),
-        LogCommand::Query { filter, data } => query(&data, &filter.to_filter()),
+        LogCommand::Query {
+            filter,
+            limit,
+            json,
+            data,
+        } => query(&data, &filter.to_filter(), limit, json),
         LogCommand::Export { format, data } => export(&data, format),
         LogCommand::Pubkey { data } => {
             let path = data.log_dir().join("log-signing.pub");
@@ -626,17 +639,118 @@ fn tail(data: &DataArg, lines: usize, follow: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
-fn query(data: &DataArg, filter: &RecordFilter) -> anyhow::Result<ExitCode> {
-    let dir = data.existing_log_dir()?;
-    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-    for_each_record(&mut Follower::new(&dir), |_, r| {
-        if filter.matches(&r) {
-            write_record(&mut w, &r)?;
+/// A time for `--since`/`--until`: what [`arbiter_log::parse_time`] reads, or a time ago
+/// (`90s`, `15m`, `1h`, `7d`).
+fn time_arg(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let unit = match t.as_bytes().last() {
+        Some(b's') => Some(1),
+        Some(b'm') => Some(60),
+        Some(b'h') => Some(3_600),
+        Some(b'd') => Some(86_400),
+        _ => None,
+    };
+    let digits = &t[..t.len().saturating_sub(1)];
+    match unit {
+        Some(unit) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            let ago = digits
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit))
+                .and_then(|secs| secs.checked_mul(1_000_000))
+                .ok_or_else(|| format!("`{t}` is too long ago"))?;
+            Ok(arbiter_pdp::identity::now_us().saturating_sub(ago))
         }
-        Ok(())
-    })?;
+        _ => arbiter_log::parse_time(t)
+            .map_err(|e| format!("{e}, or a time ago such as `15m`, `1h`, `7d`")),
+    }
+}
+
+fn query(
+    data: &DataArg,
+    filter: &RecordFilter,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let table = !json && std::io::stdout().is_terminal();
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    let emit = |w: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                r: &DecisionRecord|
+     -> anyhow::Result<()> {
+        if table {
+            writeln!(w, "{}", table_row(r))?;
+            Ok(())
+        } else {
+            write_record(w, r)
+        }
+    };
+    if table {
+        writeln!(w, "{}", table_header())?;
+    }
+    match limit {
+        None => for_each_record(&mut Follower::new(&dir), |_, r| {
+            if filter.matches(&r) {
+                emit(&mut w, &r)?;
+            }
+            Ok(())
+        })?,
+        Some(n) => {
+            // Keep only the last `n` matches, then print them oldest first.
+            let mut last: std::collections::VecDeque<DecisionRecord> =
+                std::collections::VecDeque::with_capacity(n.min(4096));
+            for_each_record(&mut Follower::new(&dir), |_, r| {
+                if n > 0 && filter.matches(&r) {
+                    if last.len() == n {
+                        last.pop_front();
+                    }
+                    last.push_back(r);
+                }
+                Ok(())
+            })?;
+            for r in &last {
+                emit(&mut w, r)?;
+            }
+        }
+    }
     w.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn table_header() -> String {
+    format!(
+        "{:<19}  {:<16} {:<20} {:<15} {:<36} {:<37} REASON",
+        "TIME (UTC)", "OUTCOME", "AGENT", "ACTION", "RESOURCE", "DECISION"
+    )
+}
+
+/// One record as a table row: fixed-width columns, the admin reason last (cut to 80
+/// characters); control characters in any field are shown as `?`.
+fn table_row(r: &DecisionRecord) -> String {
+    let clean = |s: &str, width: usize| -> String {
+        let mut out: String = s
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        if out.chars().count() > width {
+            out = out.chars().take(width.saturating_sub(1)).collect();
+            out.push('…');
+        }
+        out
+    };
+    let time = format_rfc3339_us(r.ts_us);
+    let time = time.get(..19).unwrap_or(&time);
+    let agent = r.subject.agent_id.as_deref().unwrap_or(&r.subject.id);
+    let resource = format!("{}::{}", r.resource.kind, r.resource.id);
+    format!(
+        "{time:<19}  {:<16} {:<20} {:<15} {:<36} {:<37} {}",
+        r.outcome.as_str(),
+        clean(agent, 20),
+        clean(&r.action, 15),
+        clean(&resource, 36),
+        clean(&r.decision_id, 37),
+        clean(&r.reason_admin, 80),
+    )
 }
 
 fn export(data: &DataArg, format: ExportFormat) -> anyhow::Result<ExitCode> {
