@@ -462,6 +462,12 @@ fn key_issue_quiet_prints_only_the_key() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let key = text(&out.stdout);
     assert!(key.starts_with("arb_"), "{key}");
+    // The inventory says that what a running server saw reaches it with a delay.
+    let out = run(arbiter()
+        .args(["agent", "list", "--discovered", "--data"])
+        .arg(&data));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("may not be listed yet"), "{listed}");
     assert_eq!(key.trim_end().lines().count(), 1, "{key}");
     let out = run(arbiter()
         .args([

@@ -763,6 +763,10 @@ fn store_unavailable(e: &StoreError) -> Denial {
 
 /// Flushes `identity` every `every` on a background thread until the handle is dropped
 /// (which flushes one last time).
+/// How often a running decision point writes buffered last-used times and sightings of
+/// unknown identities to the store (what `agent list --discovered` reads).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 pub fn spawn_flusher(identity: Arc<Identity>, every: Duration) -> FlushHandle {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let worker = Arc::clone(&identity);

@@ -372,9 +372,15 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             if discovered {
                 let found = store.list_discovered(all)?;
                 let list: Vec<Value> = found.iter().map(discovered_json).collect();
+                let delay = format!(
+                    "(a running decision point writes what it saw every {} s: an identity seen \
+                     within the last {} s may not be listed yet)",
+                    arbiter_pdp::identity::FLUSH_EVERY.as_secs(),
+                    2 * arbiter_pdp::identity::FLUSH_EVERY.as_secs()
+                );
                 return show(json, &Value::Array(list), || {
                     if found.is_empty() {
-                        return "no unknown identities seen".to_owned();
+                        return format!("no unknown identities seen\n{delay}");
                     }
                     let mut out = format!(
                         "{:<5} {:<10} {:<28} {:<20} {:>7}  {:<20} sources\n",
@@ -398,6 +404,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                                 .unwrap_or_default(),
                         ));
                     }
+                    out.push_str(&delay);
                     out
                 });
             }

@@ -142,7 +142,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let identity = open_identity(&args)?;
-    let _flusher = arbiter_pdp::identity::spawn_flusher(identity.clone(), Duration::from_secs(1));
+    let _flusher =
+        arbiter_pdp::identity::spawn_flusher(identity.clone(), arbiter_pdp::identity::FLUSH_EVERY);
     let pdp = Arc::new(pdp.with_identity(identity));
     let _watch = if args.reload_interval_ms > 0 {
         pdp.watch(Duration::from_millis(args.reload_interval_ms))

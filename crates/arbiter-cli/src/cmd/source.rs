@@ -102,8 +102,10 @@ impl Source {
                     .identity()
                     .cloned()
                     .context("the agent registry is not open")?;
-                let flusher =
-                    arbiter_pdp::identity::spawn_flusher(identity, Duration::from_secs(1));
+                let flusher = arbiter_pdp::identity::spawn_flusher(
+                    identity,
+                    arbiter_pdp::identity::FLUSH_EVERY,
+                );
                 let pdp = Arc::new(pdp);
                 let watch = pdp.watch(Duration::from_millis(1000));
                 Ok(Self {
