@@ -322,14 +322,20 @@ fn serve_refuses_a_broken_policy_directory_at_start() {
     );
 }
 
-/// Starts `arbiter serve` on `data`, waits until it answers.
+/// Starts `arbiter serve` on `data` at 127.0.0.1:`port`, waits until it answers.
 fn start_serve(data: &Path, port: u16, extra: &[&str]) -> std::process::Child {
-    let child = arbiter()
+    start_serve_on(data, &format!("127.0.0.1:{port}"), port, extra)
+}
+
+/// Starts `arbiter serve` on `data` listening on `listen` (whose port is `port`), waits
+/// until it answers on loopback; fails the test if it exits first.
+fn start_serve_on(data: &Path, listen: &str, port: u16, extra: &[&str]) -> std::process::Child {
+    let mut child = arbiter()
         .args(["serve", "--log-level", "warn", "--policies"])
         .arg(quickstart())
         .arg("--data")
         .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", listen])
         .args(extra)
         .stderr(Stdio::null())
         .spawn()
@@ -341,6 +347,10 @@ fn start_serve(data: &Path, port: u16, extra: &[&str]) -> std::process::Child {
     )
     .is_none()
     {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{listen} {extra:?}: serve exited"
+        );
         assert!(Instant::now() < deadline, "server did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -535,33 +545,12 @@ fn serve_refuses_a_network_address_without_authentication() {
         &["--insecure-allow-unauthenticated"][..],
     ] {
         let port = free_port();
-        let mut child = arbiter()
-            .args(["serve", "--log-level", "warn", "--policies"])
-            .arg(quickstart())
-            .arg("--data")
-            .arg(dir.path().join("d"))
-            .args(["--listen", &format!("0.0.0.0:{port}")])
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(
+        let mut child = start_serve_on(
+            &dir.path().join("d"),
+            &format!("0.0.0.0:{port}"),
             port,
-            "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .is_none()
-        {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "{extra:?}: serve exited"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "{extra:?}: server did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            extra,
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -568,22 +568,29 @@ fn rewritten_log(empty_instead: bool) -> (tempfile::TempDir, PathBuf, String) {
     (tmp, data, key)
 }
 
+/// `arbiter serve` on a free port with `data` and `extra`, its output discarded.
+fn serve_command(data: &Path, extra: &[&str]) -> Command {
+    let mut c = arbiter();
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "n1",
+        "--data",
+    ])
+    .arg(data)
+    .args(extra)
+    .env_remove("ARBITER_DATA")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    c
+}
+
 /// Runs `arbiter serve` on a free port; returns its exit status and stderr if
 /// it exits within 30 s, else kills it and returns `None`.
 fn serve_exits(data: &Path, extra: &[&str]) -> Option<(Option<i32>, String)> {
-    let mut child = arbiter()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            "n1",
-            "--data",
-        ])
-        .arg(data)
-        .args(extra)
-        .env_remove("ARBITER_DATA")
-        .stdout(std::process::Stdio::null())
+    let mut child = serve_command(data, extra)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -641,22 +648,12 @@ fn verify_fails_on_records_no_checkpoint_covers() {
 #[test]
 fn accepted_log_damage_is_recorded_and_verify_reports_it() {
     let (_t, data, key) = rewritten_log(false);
-    let mut child = arbiter()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            "n1",
-            "--data",
-        ])
-        .arg(&data)
-        .args(["--accept-log-damage", "restored from backup, see INC-7"])
-        .env_remove("ARBITER_DATA")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_command(
+        &data,
+        &["--accept-log-damage", "restored from backup, see INC-7"],
+    )
+    .spawn()
+    .unwrap();
     let dir = data.join("log");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

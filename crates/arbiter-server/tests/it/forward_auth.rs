@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arbiter_log::Outcome;
+use arbiter_log::{DecisionRecord, Outcome};
 use arbiter_pdp::IdentitySettings;
 use arbiter_server::ServerConfig;
 use arbiter_server::routes::{Ambiguity, Proxy, RouteTable, ServiceSettings};
@@ -82,23 +82,27 @@ fn nginx<'a>(auth: &'a str, method: &'a str, target: &'a str) -> Vec<(&'a str, &
 
 /// Asserts a recorded deny: 403, the decision id in the header and the body, the record a
 /// deny under `http:<service>` whose reasons contain `why`.
+/// The record of the decision named by the answer's `X-Arbiter-Decision-Id`.
+fn recorded(f: &Fixture, r: &Reply) -> DecisionRecord {
+    let id = r.headers["x-arbiter-decision-id"].to_str().unwrap();
+    f.records()
+        .into_iter()
+        .find(|rec| rec.decision_id == id)
+        .expect("the decision is recorded")
+}
+
 fn assert_recorded_deny(f: &Fixture, r: &Reply, why: &str) {
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.headers["x-arbiter-decision-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
     let body = r.json();
-    assert_eq!(body["decision_id"], id.as_str());
+    assert_eq!(
+        body["decision_id"],
+        r.headers["x-arbiter-decision-id"].to_str().unwrap()
+    );
     assert!(
         body["reason"].as_str().unwrap().contains(why),
         "`{why}` not in {body}"
     );
-    let record = f
-        .records()
-        .into_iter()
-        .find(|rec| rec.decision_id == id)
-        .expect("the deny is recorded");
+    let record = recorded(f, r);
     assert_eq!(record.outcome, Outcome::Deny);
     assert!(record.reason_admin.contains(why), "{}", record.reason_admin);
 }
@@ -242,12 +246,7 @@ async fn undecodable_original_uri_never_falls_back_to_client_forwarded_headers()
     )
     .await;
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.headers["x-arbiter-decision-id"].to_str().unwrap();
-    let record = f
-        .records()
-        .into_iter()
-        .find(|rec| rec.decision_id == id)
-        .unwrap();
+    let record = recorded(&f, &r);
     // What nginx forwards is what is decided: DELETE of ticket 42, the é percent-encoded.
     assert_eq!(record.resource.id, "tickets:DELETE /tickets/{id}");
     assert_eq!(record.context["params"]["id"], "42");
@@ -371,12 +370,7 @@ async fn traefik_mode_ignores_nginx_and_envoy_shapes() {
     ]);
     let r = send(&f, "GET", "/v1/forward-auth/tk-traefik", &headers).await;
     assert_eq!(r.status, 403);
-    let id = r.headers["x-arbiter-decision-id"].to_str().unwrap();
-    let record = f
-        .records()
-        .into_iter()
-        .find(|rec| rec.decision_id == id)
-        .unwrap();
+    let record = recorded(&f, &r);
     assert_eq!(record.resource.id, "tk-traefik:DELETE /tickets/{id}");
     // nginx's headers alone, and the Envoy shape, are missing Traefik's.
     let r = send(
@@ -419,12 +413,7 @@ async fn envoy_mode_ignores_other_proxies_headers_and_reads_the_raw_path() {
     )
     .await;
     assert_eq!(r.status, 403);
-    let id = r.headers["x-arbiter-decision-id"].to_str().unwrap();
-    let record = f
-        .records()
-        .into_iter()
-        .find(|rec| rec.decision_id == id)
-        .unwrap();
+    let record = recorded(&f, &r);
     assert_eq!(record.resource.id, "tk-envoy:DELETE /tickets/{id}");
 
     let auth = ("authorization", bearer.as_str());
