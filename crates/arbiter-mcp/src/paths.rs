@@ -45,13 +45,18 @@ const MAX_DEPTH: usize = 32;
 /// Whether an argument named `key` holds a path: `path`, `paths`, `file`, `files`,
 /// `filename`, `dir`, `directory`, `root`, `cwd`, `source`, `destination`, `src`, `dst`,
 /// `dest`, and any name ending in `path`, `paths`, `dir`, `directory` or `filename`
-/// (`filePath`, `output_dir`, `working_directory`). Case, `_` and `-` are ignored.
+/// (`filePath`, `output_dir`, `working_directory`), except query languages named `…path`
+/// (`xpath`, `jsonpath`), whose `//` and `..` mean something else. Case, `_` and `-` are
+/// ignored.
 pub fn is_path_key(key: &str) -> bool {
     let k: String = key
         .chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
         .collect();
+    if k.ends_with("xpath") || k.ends_with("jsonpath") {
+        return false;
+    }
     matches!(
         k.as_str(),
         "file"
