@@ -187,7 +187,7 @@ impl Env {
     }
 }
 
-/// The decision id in `arbiter exec: denied: … (decision ID)`.
+/// The decision id in `arbiter exec: denied by Arbiter: … (decision ID)`.
 fn decision_id(stderr: &str) -> String {
     let start = stderr.find("(decision ").expect(stderr) + "(decision ".len();
     stderr[start..].split(')').next().unwrap().to_owned()
@@ -285,7 +285,9 @@ fn local_denied_git_push_never_runs() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(
-        stderr.starts_with("arbiter exec: denied: pushing is not allowed for agents (decision "),
+        stderr.starts_with(
+            "arbiter exec: denied by Arbiter: pushing is not allowed for agents (decision "
+        ),
         "{stderr}"
     );
     assert_eq!(text(&out.stdout), "");
@@ -315,7 +317,9 @@ fn local_kubectl_stub_denied_and_allowed_with_its_exit_code() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(
-        stderr.contains("denied: deleting cluster resources is not allowed for agents (decision "),
+        stderr.contains(
+            "denied by Arbiter: deleting cluster resources is not allowed for agents (decision "
+        ),
         "{stderr}"
     );
     assert!(!marker.exists(), "kubectl ran");
@@ -390,7 +394,7 @@ fn local_missing_key_is_refused_before_asking() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(
-        stderr.starts_with("arbiter exec: denied: ARBITER_AGENT_KEY is not set"),
+        stderr.starts_with("arbiter exec: denied by Arbiter: ARBITER_AGENT_KEY is not set"),
         "{stderr}"
     );
     assert!(stderr.contains("not running sh (fail closed)"), "{stderr}");
@@ -434,7 +438,7 @@ fn local_revoked_and_unknown_keys_are_denied_and_recorded() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(
-        stderr.contains("denied: the credential was not accepted (decision "),
+        stderr.contains("denied by Arbiter: the credential was not accepted (decision "),
         "{stderr}"
     );
     assert!(!marker.exists());
@@ -843,7 +847,7 @@ fn remote_allowed_and_denied_are_recorded_under_exec() {
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(
         stderr.starts_with(
-            "arbiter exec: denied: deleting cluster resources is not allowed for agents (decision "
+            "arbiter exec: denied by Arbiter: deleting cluster resources is not allowed for agents (decision "
         ),
         "{stderr}"
     );

@@ -52,9 +52,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use crate::decide::BoxFuture;
 use crate::jsonrpc::{self, FrameLimits, Id, Message, code};
 use crate::session::{Gateway, Route, Session, Upstream};
+use arbiter_pep::BoxFuture;
 
 /// JSON-RPC error code of a header that is missing or does not match the body (revision
 /// 2026-07-28, `HeaderMismatch`).

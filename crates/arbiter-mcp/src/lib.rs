@@ -5,17 +5,16 @@
 //! arguments and the session), every `resources/read` and `prompts/get`; it filters the lists
 //! the server answers down to what the agent may use, pins tool definitions so that a changed
 //! tool is blocked until approved, and records every decision in the decision log under
-//! enforcement point `mcp:<server>`.
+//! enforcement point `mcp:<server>`. Decisions come from a [`arbiter_pep::Decider`]: a decision
+//! point embedded in the gateway or a running `arbiter serve`.
 //!
 //! - [`jsonrpc`]: strict framing; every message is parsed once and re-serialized.
 //! - [`session`]: what happens to each message (transport-independent).
-//! - [`decide`]: decisions from an embedded decision point or a running `arbiter serve`.
 //! - [`stdio`]: the stdio transport.
 //! - [`http`]: the streamable-HTTP transport, a reverse proxy in front of an MCP server.
 //! - [`values`]: arguments as Cedar values, tool definition hashes.
 //! - [`paths`]: path-like arguments in lexically normal form.
 
-pub mod decide;
 pub mod http;
 pub mod jsonrpc;
 pub mod paths;
@@ -23,5 +22,4 @@ pub mod session;
 pub mod stdio;
 pub mod values;
 
-pub use decide::{Ask, Decider, LocalDecider, RemoteDecider, Verdict};
 pub use session::{DenyAs, Gateway, GatewayConfig, Route, Session, Upstream};

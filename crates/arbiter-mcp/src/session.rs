@@ -14,9 +14,9 @@ use arbiter_store::{PinCheck, Store};
 use arbiter_types::Entity;
 use serde_json::{Map, Value, json};
 
-use crate::decide::{Ask, BoxFuture, Decider, Verdict};
 use crate::jsonrpc::{self, FrameLimits, Id, Message, code};
 use crate::{paths, values};
+use arbiter_pep::{Ask, BoxFuture, DecideError, Decider, Verdict, decide_within};
 
 /// How a denied `tools/call` is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -386,30 +386,23 @@ impl Session {
 
     // ---- decisions ----------------------------------------------------------------------
 
-    async fn decide(&self, asks: Vec<Ask>) -> Result<Vec<Verdict>, String> {
-        let n = asks.len();
-        let timeout = self.gateway.config.decision_timeout;
-        let out = tokio::time::timeout(
-            timeout,
-            self.gateway
-                .decider
-                .decide(self.credential.as_deref(), asks),
+    async fn decide(&self, asks: Vec<Ask>) -> Result<Vec<Verdict>, DecideError> {
+        decide_within(
+            self.gateway.decider.as_ref(),
+            self.gateway.config.decision_timeout,
+            self.credential.as_deref(),
+            asks,
+            None,
         )
         .await
-        .map_err(|_| format!("no decision within {} ms", timeout.as_millis()))??;
-        if out.len() == n {
-            Ok(out)
-        } else {
-            Err(format!("{} decisions for {n} questions", out.len()))
-        }
     }
 
     /// Decides one ask; a failure to decide is a refusal.
     async fn decide_one(&self, ask: Ask) -> Verdict {
         match self.decide(vec![ask]).await.map(|mut v| v.pop()) {
             Ok(Some(v)) => v,
-            Ok(None) => refusal("no decision was taken"),
-            Err(e) => refusal(&e),
+            Ok(None) => Verdict::refused("no decision was taken"),
+            Err(e) => Verdict::refused(&e.to_string()),
         }
     }
 
@@ -483,14 +476,7 @@ impl Session {
     }
 
     fn denied(&self, id: Id, verdict: &Verdict, as_tool_result: bool) -> Vec<Route> {
-        let reason = verdict
-            .reason_user
-            .strip_prefix("denied: ")
-            .unwrap_or(&verdict.reason_user);
-        let text = match &verdict.decision_id {
-            Some(d) => format!("Arbiter denied this request: {reason} (decision {d})"),
-            None => format!("Arbiter denied this request: {reason}"),
-        };
+        let text = verdict.denial().to_string();
         let message = if as_tool_result && self.gateway.config.deny_as == DenyAs::ToolResult {
             let mut result = Map::new();
             result.insert("content".into(), json!([{"type": "text", "text": text}]));
@@ -550,18 +536,32 @@ impl Session {
                     &format!("the server does not announce a tool named `{name}`"),
                 );
             }
-            Err(e) => return self.denied(id, &refusal(&e), true),
+            Err(e) => return self.denied(id, &Verdict::refused(&e), true),
         };
         let pinned = match self.pinned(&name, &entry) {
             Ok(p) => p,
-            Err(e) => return self.denied(id, &refusal(&e), true),
+            Err(e) => return self.denied(id, &Verdict::refused(&e), true),
         };
-        let ask = Ask {
+        let mut ask = Ask {
             action: "call_tool",
             resource: self.tool_resource(&name, &entry, pinned),
             context: self.tool_context(arguments.as_ref(), &entry, pinned),
             rows: false,
         };
+        if !pinned {
+            // Refused whatever the policies say, and recorded as such by the decision point.
+            let reason = format!(
+                "the definition of tool `{}` ({}) differs from its pinned definition; approve \
+                 it with `arbiter mcp approve-tool`",
+                ask.resource.id, entry.hash
+            );
+            ask = ask.refused_by_enforcement_point(
+                Some(TOOL_PIN_POLICY),
+                &reason,
+                "denied: this tool changed since it was approved and is blocked until an \
+                 administrator reviews it",
+            );
+        }
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
             return self.denied(id, &verdict, true);
@@ -693,7 +693,7 @@ impl Session {
         } else {
             match self.decide(asks).await {
                 Ok(v) => v,
-                Err(e) => return list_failed(id, &e),
+                Err(e) => return list_failed(id, &e.to_string()),
             }
         };
         let kept: Vec<Value> = candidates
@@ -858,19 +858,13 @@ impl Session {
     }
 }
 
+/// The determining policy of the refusal of a tool whose definition changed since it was
+/// pinned: it holds whatever the policies say, until an administrator approves the new
+/// definition (`arbiter mcp approve-tool`).
+pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
+
 /// The `_meta` member of a denied tool result that carries the decision id and the reason.
 pub const DENIAL_META: &str = "arbiter/denial";
-
-fn refusal(why: &str) -> Verdict {
-    tracing::warn!(error = %why, "refused a request: no decision could be taken (fail closed)");
-    Verdict {
-        allow: false,
-        decision_id: None,
-        reason_user: format!("denied: no decision could be taken ({why})"),
-        rows: None,
-        policy_version: None,
-    }
-}
 
 fn invalid_params(id: Id, message: &str) -> Vec<Route> {
     vec![Route::Client(Message::error(

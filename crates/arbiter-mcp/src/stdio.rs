@@ -15,9 +15,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufRea
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::decide::BoxFuture;
 use crate::jsonrpc::{FrameLimits, Id, Message};
 use crate::session::{Gateway, Route, Session, Upstream};
+use arbiter_pep::BoxFuture;
 
 /// The environment variable holding the agent's credential.
 pub const KEY_ENV: &str = "ARBITER_AGENT_KEY";

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_mcp::http::{HttpSettings, serve_on};
-use arbiter_mcp::{Gateway, GatewayConfig, LocalDecider};
+use arbiter_mcp::{Gateway, GatewayConfig};
 use arbiter_pdp::identity::now_us;
 use arbiter_pdp::local::{LocalConfig, open_local};
 use arbiter_pdp::{LogMode, RecorderSettings};
+use arbiter_pep::LocalDecider;
 use arbiter_store::{Actor, Environment, NewAgent, Store};
 use axum::body::Body;
 use axum::extract::State;
@@ -481,7 +482,7 @@ async fn a_denied_call_is_a_tool_error_and_never_reaches_the_server() {
     assert_eq!(answer["id"], 8);
     assert_eq!(answer["result"]["isError"], true);
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
-    assert!(text.starts_with("Arbiter denied this request"), "{text}");
+    assert!(text.starts_with("denied by Arbiter"), "{text}");
     assert!(text.contains("(decision "), "{text}");
     assert!(rig.fake.posts_of("tools/call").is_empty());
 }

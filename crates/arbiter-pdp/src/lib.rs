@@ -608,88 +608,56 @@ fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
     }
 }
 
-/// The policy id of the built-in refusal of a changed MCP tool.
-pub const TOOL_PIN_POLICY: &str = "arbiter:tool-pin";
-
-/// Refusals that hold whatever the policies say.
+/// The context member with which an enforcement point reports that it refuses the request
+/// whatever the policies say, so that the refusal is decided and recorded like any decision
+/// (with the policy version and the agent) instead of happening out of sight:
+/// `{"reason": "…", "reason_user"?: "…", "rule"?: "arbiter:…", "decision_id"?: "…"}`.
 ///
-/// A `call_tool` on a `Tool` whose `pinned` property is `false` (on the Tool, or asserted by
-/// the calling agent in `context.asserted`, as a gateway asking with `--pdp` sends it) — the
-/// MCP gateway saw a
-/// definition that differs from the approved one (a changed description, schema or
-/// annotations) — is denied until an administrator approves the new definition
-/// (`arbiter mcp approve-tool`). A policy cannot permit it.
+/// The MCP gateway sends it for a tool whose definition changed since it was approved (rule
+/// `arbiter:tool-pin`); forward-auth for an original request it cannot read safely; the SQL
+/// guard, with the `decision_id` of an allow for some rows that it could not apply, so the log
+/// says the allow was not applied. A request that carries it is always denied. Any caller may
+/// send it: it can only turn its own question into a deny. `rule` becomes the determining
+/// policy only when it names a built-in rule (`arbiter:…`), so a caller cannot make a record
+/// name one of the operator's policies.
+pub const ENFORCEMENT_REFUSAL: &str = "enforcement_refusal";
+
+/// Longest text kept from an enforcement point's refusal report.
+const MAX_REPORT_TEXT: usize = 1024;
+
+/// Refusals that hold whatever the policies say: an enforcement point's
+/// ([`ENFORCEMENT_REFUSAL`]).
 fn builtin_refusal(req: &EvaluationRequest) -> Option<Evaluation> {
-    if let Some(report) = req.context.get(ENFORCEMENT_FAILURE) {
-        return Some(enforcement_failure(report));
-    }
-    if req.action.name != "call_tool" || req.resource.kind != "Tool" {
-        return None;
-    }
-    // `pinned: false` only ever refuses, so it is honoured whoever says it and wherever:
-    // on the Tool (an enforcement point in this process), as a calling agent's assertion (a
-    // gateway asking a remote decision point with the agent's key), or in the context's
-    // `tool_pin`, which the gateway always sends.
-    let unpinned = serde_json::Value::Bool(false);
-    let props = [
-        req.resource.properties.as_ref(),
-        req.context
-            .get(arbiter_policy::ASSERTED_CONTEXT_KEY)
-            .and_then(serde_json::Value::as_object),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.get("pinned") == Some(&unpinned));
-    let pin = req
-        .context
-        .get("tool_pin")
-        .filter(|p| p.get("pinned") == Some(&unpinned));
-    if props.is_none() && pin.is_none() {
-        return None;
-    }
-    let hash = props
-        .and_then(|p| p.get("definition_hash"))
-        .or_else(|| pin.and_then(|p| p.get("hash")))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("unknown");
-    Some(Evaluation {
-        outcome: Outcome::Deny,
-        determining_policies: vec![TOOL_PIN_POLICY.to_owned()],
-        reason_admin: format!(
-            "denied: the definition of tool `{}` ({hash}) differs from its pinned definition; \
-             approve it with `arbiter mcp approve-tool`",
-            req.resource.id
-        ),
-        reason_user: "denied: this tool changed since it was approved and is blocked until an \
-                      administrator reviews it"
-            .to_owned(),
-        errors: Vec::new(),
-    })
+    req.context
+        .get(ENFORCEMENT_REFUSAL)
+        .map(enforcement_refusal)
 }
 
-/// The context member with which an enforcement point reports that it could not apply an
-/// allow it was given (`{"decision_id": "…", "reason": "…"}`): the SQL guard, when a remote
-/// decision point allowed some rows and the statement cannot be narrowed to them. A request
-/// that carries it is always denied and recorded, so the log says the allow was not applied.
-/// Any caller may send it: it can only turn its own question into a deny.
-pub const ENFORCEMENT_FAILURE: &str = "enforcement_failure";
-
-fn enforcement_failure(report: &serde_json::Value) -> Evaluation {
+fn enforcement_refusal(report: &serde_json::Value) -> Evaluation {
     let field = |k: &str| {
         report
             .get(k)
             .and_then(serde_json::Value::as_str)
-            .map(|s| s.chars().take(1024).collect::<String>())
+            .map(|s| s.chars().take(MAX_REPORT_TEXT).collect::<String>())
+            .filter(|s| !s.trim().is_empty())
     };
-    let decision = field("decision_id").unwrap_or_else(|| "unknown".to_owned());
     let reason = field("reason").unwrap_or_else(|| "no reason given".to_owned());
-    Evaluation {
-        outcome: Outcome::Deny,
-        determining_policies: Vec::new(),
-        reason_admin: format!(
+    let reason_admin = match field("decision_id") {
+        Some(decision) => format!(
             "denied: the enforcement point could not apply the allow `{decision}`: {reason}"
         ),
-        reason_user: format!("denied: {reason}"),
+        None => format!("denied: the enforcement point refused: {reason}"),
+    };
+    let reason_user = field("reason_user").unwrap_or_else(|| format!("denied: {reason}"));
+    let determining_policies = field("rule")
+        .filter(|r| r.starts_with("arbiter:") && r.len() <= 64)
+        .into_iter()
+        .collect();
+    Evaluation {
+        outcome: Outcome::Deny,
+        determining_policies,
+        reason_admin,
+        reason_user,
         errors: Vec::new(),
     }
 }
@@ -702,57 +670,64 @@ mod tests {
     use arbiter_types::Action;
     use serde_json::json;
 
-    fn tool_call(properties: serde_json::Value, context: serde_json::Value) -> EvaluationRequest {
+    fn with_report(report: serde_json::Value) -> EvaluationRequest {
         let body = json!({
             "subject": {"type": "Agent", "id": "a"},
             "action": {"name": "call_tool"},
-            "resource": {"type": "Tool", "id": "fs/read", "properties": properties},
-            "context": context,
+            "resource": {"type": "Tool", "id": "fs/read"},
+            "context": {"enforcement_refusal": report},
         });
         EvaluationRequest::from_json(body.as_object().unwrap().clone()).unwrap()
     }
 
     #[test]
-    fn a_changed_tool_is_refused_whichever_way_the_pin_is_stated() {
-        let unpinned_props = tool_call(
-            json!({"pinned": false, "definition_hash": "sha256:1"}),
-            json!({}),
+    fn an_enforcement_point_refusal_is_a_deny_whatever_the_policies_say() {
+        let pdp = Pdp::new(policies(None), None);
+        let req = with_report(json!({
+            "rule": "arbiter:tool-pin",
+            "reason": "tool `fs/read` changed",
+            "reason_user": "denied: this tool changed",
+        }));
+        let d = pdp.decide(&req);
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.determining_policies, vec!["arbiter:tool-pin"]);
+        assert_eq!(
+            d.reason_admin,
+            "denied: the enforcement point refused: tool `fs/read` changed"
         );
-        let unpinned_context = tool_call(
-            json!({}),
-            json!({"tool_pin": {"hash": "sha256:2", "pinned": false}}),
-        );
-        for (req, hash) in [(unpinned_props, "sha256:1"), (unpinned_context, "sha256:2")] {
-            let refused = builtin_refusal(&req).expect("refused");
-            assert_eq!(refused.outcome, Outcome::Deny);
-            assert!(
-                refused.reason_admin.contains(hash),
-                "{}",
-                refused.reason_admin
-            );
-        }
-        let pinned = tool_call(
-            json!({"pinned": true}),
-            json!({"tool_pin": {"pinned": true}}),
-        );
-        assert!(builtin_refusal(&pinned).is_none());
+        assert_eq!(d.reason_user, "denied: this tool changed");
     }
 
     #[test]
     fn a_reported_enforcement_failure_is_a_deny_naming_the_allow() {
-        let req = tool_call(
-            json!({}),
-            json!({"enforcement_failure": {"decision_id": "d-1", "reason": "cannot narrow"}}),
-        );
-        let refused = builtin_refusal(&req).expect("refused");
+        let refused = builtin_refusal(&with_report(
+            json!({"decision_id": "d-1", "reason": "cannot narrow"}),
+        ))
+        .expect("refused");
         assert_eq!(refused.outcome, Outcome::Deny);
         assert!(refused.reason_admin.contains("`d-1`: cannot narrow"));
+        assert_eq!(refused.reason_user, "denied: cannot narrow");
         // Malformed, it is still a deny.
-        let req = tool_call(json!({}), json!({"enforcement_failure": 7}));
         assert_eq!(
-            builtin_refusal(&req).expect("refused").outcome,
+            builtin_refusal(&with_report(json!(7)))
+                .expect("refused")
+                .outcome,
             Outcome::Deny
         );
+    }
+
+    /// A caller cannot make a record name one of the operator's policies.
+    #[test]
+    fn only_built_in_rules_become_determining_policies() {
+        for rule in [
+            json!("allow-support"),
+            json!("arbiter:".to_owned() + &"x".repeat(80)),
+            json!(7),
+        ] {
+            let refused = builtin_refusal(&with_report(json!({"rule": rule, "reason": "r"})))
+                .expect("refused");
+            assert!(refused.determining_policies.is_empty(), "{rule}");
+        }
     }
 
     fn policies(entities: Option<&str>) -> Policies {
@@ -820,25 +795,5 @@ mod tests {
                 .unwrap_err()
                 .contains("`context.asserted`")
         );
-    }
-
-    /// A gateway asking a remote decision point with the agent's key sends `pinned: false`
-    /// as the agent's assertion: the refusal still holds.
-    #[test]
-    fn an_unpinned_tool_is_refused_whoever_asserts_it() {
-        let p = policies(None);
-        let mut r = tool(
-            "fs/write",
-            json!({"server": "fs", "name": "write", "pinned": false, "definition_hash": "sha256:x"}),
-        );
-        assert!(builtin_refusal(&r).is_some());
-        confine_agent_assertions(&p, &mut r).unwrap();
-        let refusal = builtin_refusal(&r).unwrap();
-        assert_eq!(refusal.determining_policies, vec![TOOL_PIN_POLICY]);
-        let pdp = Pdp::new(p, None);
-        assert_eq!(pdp.decide(&r).outcome, Outcome::Deny);
-        let mut pinned = tool("fs/write", json!({"pinned": true}));
-        confine_agent_assertions(pdp.snapshot().as_ref(), &mut pinned).unwrap();
-        assert_eq!(pdp.decide(&pinned).outcome, Outcome::Allow);
     }
 }

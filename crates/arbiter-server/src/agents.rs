@@ -98,11 +98,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let Some(identity) = state.pdp.identity().cloned() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "identity_disabled",
-            "this server has no identity store",
-        ));
+        return Err(ApiError::identity_disabled());
     };
     tokio::task::spawn_blocking(move || {
         let out = f(identity.store().as_ref());

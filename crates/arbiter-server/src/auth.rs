@@ -81,11 +81,7 @@ pub fn require_admin(
     need: Need,
 ) -> Result<AdminCaller, ApiError> {
     let Some(identity) = state.pdp.identity() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "identity_disabled",
-            "this server has no identity store",
-        ));
+        return Err(ApiError::identity_disabled());
     };
     let presented = bearer(headers)?;
     let admin = identity

@@ -32,6 +32,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The server was started without an agent registry, so nothing that needs one (agent
+    /// credentials, admin tokens, forward-auth) can be served.
+    pub fn identity_disabled() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_disabled",
+            "this server has no agent registry (it was started without a data directory)",
+        )
+    }
+}
+
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         Self {

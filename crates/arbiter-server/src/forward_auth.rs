@@ -19,16 +19,18 @@
 //! request cannot be read safely: fail closed). Every decision is recorded under the
 //! enforcement point `http:<service>`.
 
-use arbiter_pdp::identity::now_us;
-use arbiter_pdp::{Caller, Source};
-use arbiter_types::{Action, Entity, EvaluationRequest};
+use std::sync::Arc;
+
+use arbiter_pep::{Ask, LocalDecider, Verdict};
+use arbiter_types::Entity;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth::{bearer, client_address_of};
+use crate::auth::{bearer, client_address_of, unauthenticated};
+use crate::error::ApiError;
 use crate::routes::{Proxy, ServiceSettings, Target, split_target};
 
 pub const DECISION_ID_HEADER: &str = "x-arbiter-decision-id";
@@ -37,22 +39,6 @@ pub const REASON_HEADER: &str = "x-arbiter-reason";
 
 /// Longest original target accepted.
 const MAX_TARGET: usize = 8 * 1024;
-
-fn plain_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut res = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": {"code": code, "message": message}}).to_string(),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"arbiter\""),
-        );
-    }
-    res
-}
 
 /// Method-override headers: an upstream that honours one runs another method than the
 /// request line's.
@@ -239,50 +225,41 @@ enum Subject {
 async fn handle(State(state): State<AppState>, service: String, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     if !state.config.routes.has_service(&service) {
-        return plain_error(
+        return ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_service",
-            &format!(
+            format!(
                 "no routes are configured for service `{service}` (`serve --routes` / `--openapi`)"
             ),
-        );
+        )
+        .into_response();
     }
     let Some(settings) = state.config.routes.settings(&service) else {
-        return plain_error(
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_not_configured",
-            &format!(
+            format!(
                 "service `{service}` does not say which proxy asks for it (`@service {service} proxy=…`)"
             ),
-        );
+        )
+        .into_response();
     };
-    let Some(identity) = state.pdp.identity().cloned() else {
-        return plain_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "identity_disabled",
-            "this server has no identity store",
-        );
-    };
-    let point = format!("http:{service}");
+    if state.pdp.identity().is_none() {
+        return ApiError::identity_disabled().into_response();
+    }
+    let decider = LocalDecider::new(Arc::clone(&state.pdp), format!("http:{service}"));
     // Authenticate first: nothing about the routes is revealed to an unauthenticated caller.
     let presented = match bearer(&parts.headers) {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return plain_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "an agent credential is required (`Authorization: Bearer …`)",
-            );
+            return unauthenticated("an agent credential is required (`Authorization: Bearer …`)")
+                .into_response();
         }
         Err(e) => return e.into_response(),
     };
     let address = client_address_of(&parts);
-    let source = Source {
-        address: &address,
-        enforcement_point: &point,
-    };
-    let snapshot = state.pdp.snapshot();
-    let caller = identity.authenticate(Some(presented), &source, now_us());
+    // A refused credential is still decided (and so recorded), as a `401`.
+    let agent = decider.authenticate_from(&address, presented);
 
     let read = original(
         settings,
@@ -348,103 +325,62 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
             }
         }
     };
-    let agent_id = match &caller {
-        Ok(Caller::Agent(a)) => a.agent.id.clone(),
-        Err(d) => d
-            .agent_id
-            .clone()
-            .unwrap_or_else(|| "unauthenticated".to_owned()),
-        Ok(_) => "unauthenticated".to_owned(),
-    };
-    let request = EvaluationRequest {
-        subject: Entity {
-            kind: "Agent".to_owned(),
-            id: agent_id,
-            properties: None,
-        },
-        action: Action {
-            name: "http_request".to_owned(),
-            properties: None,
-        },
-        resource: Entity {
-            kind: "Route".to_owned(),
-            id: resource_id,
-            properties: Some(
-                json!({"service": service, "method": method, "path": template})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-        },
+    let mut properties = Map::new();
+    properties.insert("service".into(), json!(service));
+    properties.insert("method".into(), json!(method));
+    properties.insert("path".into(), json!(template));
+    let mut ask = Ask {
         context,
-    };
-
-    let (decided, status_on_deny) = match &caller {
-        Err(denial) => (
-            arbiter_pdp::Decided {
-                decision: state.pdp.refuse(&snapshot, denial),
-                attribution: arbiter_pdp::Attribution {
-                    agent_id: denial.agent_id.clone(),
-                    credential_id: denial.credential_id.clone(),
-                    actor_chain: Vec::new(),
-                },
-                request: Some(request),
-                rows: None,
+        ..Ask::new(
+            "http_request",
+            Entity {
+                kind: "Route".to_owned(),
+                id: resource_id,
+                properties: Some(properties),
             },
-            StatusCode::UNAUTHORIZED,
-        ),
-        Ok(agent @ Caller::Agent(_)) => {
-            let decided = match subject {
-                Subject::Refused { admin, user } => {
-                    refused(&state, &snapshot, agent, request, admin, user)
-                }
-                Subject::Matched => state.pdp.decide_as(&snapshot, agent, request, &source),
-            };
-            (decided, StatusCode::FORBIDDEN)
-        }
-        Ok(_) => {
-            return plain_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "forward-auth needs the agent's own credential (an agent key or token)",
-            );
-        }
-    };
-    let recorded = state
-        .pdp
-        .record(
-            decided.request.as_ref(),
-            decided.decision,
-            &point,
-            Some(&decided.attribution),
         )
-        .await;
-    let (decision, unrecorded) = match recorded {
-        Ok(d) => (d, None),
-        Err(u) => (*u.decision, Some(u.error)),
     };
-    let id = decision.id.to_string();
-    let mut res = if decision.outcome.is_allow() {
+    if let Subject::Refused { admin, user } = subject {
+        ask = ask.refused_by_enforcement_point(None, &admin, &user);
+    }
+    let verdict = decider
+        .decide_from(&address, Some(presented), vec![ask], Box::new(|_| Ok(())))
+        .await
+        .pop()
+        .unwrap_or_else(|| Verdict::refused("no decision was taken"));
+    answer(&verdict, agent)
+}
+
+/// The answer to the proxy: `200` with the decision and agent ids on an allow; otherwise the
+/// denial, as `401` for a refused credential, `503` when the decision could not be recorded,
+/// and `403` for the rest.
+fn answer(verdict: &Verdict, agent: Result<Option<String>, String>) -> Response {
+    let mut res = if verdict.allow {
         StatusCode::OK.into_response()
     } else {
-        let status = if unrecorded.is_some() {
+        let status = if verdict.unrecorded {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if agent.is_err() {
+            StatusCode::UNAUTHORIZED
         } else {
-            status_on_deny
+            StatusCode::FORBIDDEN
         };
         let mut res = (
             status,
             [(header::CONTENT_TYPE, "application/json")],
             json!({
                 "decision": false,
-                "decision_id": id,
-                "reason": decision.reason_user,
-                "error": unrecorded.map(|e| json!({"code": "decision_log_unavailable", "message": e})),
+                "decision_id": verdict.decision_id,
+                "reason": verdict.reason_user,
+                "error": verdict.unrecorded.then(|| json!({
+                    "code": "decision_log_unavailable",
+                    "message": "the decision could not be recorded, so it is a deny",
+                })),
             })
             .to_string(),
         )
             .into_response();
-        if let Ok(v) = HeaderValue::from_str(&ascii_reason(&decision.reason_user)) {
+        if let Ok(v) = HeaderValue::from_str(&ascii_reason(&verdict.reason_user)) {
             res.headers_mut().insert(REASON_HEADER, v);
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -455,51 +391,20 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
         }
         res
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(DECISION_ID_HEADER, v);
+    if let Some(id) = verdict
+        .decision_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        res.headers_mut().insert(DECISION_ID_HEADER, id);
     }
-    if decision.outcome.is_allow()
-        && let Some(agent) = decided
-            .attribution
-            .agent_id
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
+    if verdict.allow
+        && let Ok(Some(agent)) = agent
+        && let Ok(agent) = HeaderValue::from_str(&agent)
     {
         res.headers_mut().insert(AGENT_ID_HEADER, agent);
     }
     res
-}
-
-/// A deny without evaluation (no route, an unreadable or ambiguous original request), still
-/// recorded.
-fn refused(
-    state: &AppState,
-    snapshot: &arbiter_policy::Policies,
-    caller: &Caller,
-    request: EvaluationRequest,
-    reason: String,
-    reason_user: String,
-) -> arbiter_pdp::Decided {
-    let (agent_id, credential_id) = match caller {
-        Caller::Agent(a) => (Some(a.agent.id.clone()), Some(a.credential_id.clone())),
-        _ => (None, None),
-    };
-    let denial = arbiter_pdp::Denial {
-        reason_admin: reason,
-        reason_user,
-        credential_id: credential_id.clone(),
-        agent_id: agent_id.clone(),
-    };
-    arbiter_pdp::Decided {
-        decision: state.pdp.refuse(snapshot, &denial),
-        attribution: arbiter_pdp::Attribution {
-            agent_id,
-            credential_id,
-            actor_chain: Vec::new(),
-        },
-        request: Some(request),
-        rows: None,
-    }
 }
 
 /// A header-safe rendering of a reason: visible ASCII and spaces, at most 256 bytes, and no

@@ -18,8 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arbiter_mcp::decide::Settle;
-use arbiter_mcp::{Ask, Decider, Verdict};
+use arbiter_pep::{Ask, Decider, Settle, Verdict, decide_within};
 use arbiter_types::Entity;
 use serde_json::{Map, json};
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
@@ -162,26 +161,17 @@ struct Prepared {
     policy_version: Option<String>,
 }
 
-/// Why a statement is refused, as shown to the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub reason: String,
-    pub decision_id: Option<String>,
+/// Why a statement is refused, as shown to the agent (in the words every enforcement point
+/// uses), sent as an `insufficient_privilege` error.
+pub use arbiter_pep::Denial;
+
+trait ErrorBody {
+    fn error_body(&self) -> Vec<u8>;
 }
 
-impl Denial {
-    fn message(&self) -> String {
-        match &self.decision_id {
-            Some(id) => format!(
-                "permission denied by Arbiter: {} (decision {id})",
-                self.reason
-            ),
-            None => format!("permission denied by Arbiter: {}", self.reason),
-        }
-    }
-
+impl ErrorBody for Denial {
     fn error_body(&self) -> Vec<u8> {
-        wire::error_body("ERROR", "42501", &self.message())
+        wire::error_body("ERROR", "42501", &self.to_string())
     }
 }
 
@@ -234,10 +224,9 @@ impl Proxy {
 
     /// Decides the SQL text `sql` for the holder of `credential`.
     pub async fn check(&self, credential: &str, sql: &str) -> Result<Allowed, Denial> {
-        let analysis = self.analysis_of(sql).map_err(|_| Denial {
-            reason: "the statement cannot be analyzed".into(),
-            decision_id: None,
-        })?;
+        let analysis = self
+            .analysis_of(sql)
+            .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
         let asks = asks_for(&analysis, &self.config.database_name);
         if asks.is_empty() {
             return Ok(Allowed::default());
@@ -274,41 +263,31 @@ impl Proxy {
             *slot = Some(text);
             Ok(())
         });
-        let decided = tokio::time::timeout(
+        let decided = decide_within(
+            self.decider.as_ref(),
             self.config.decision_timeout,
-            self.decider.decide_then(Some(credential), asks, settle),
+            Some(credential),
+            asks,
+            Some(settle),
         )
         .await;
         let verdicts = match decided {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
+            Ok(v) => v,
+            Err(e) => {
                 tracing::warn!(error = %e, "no decision could be taken; the statement is denied");
-                return Err(Denial {
-                    reason: "no decision could be taken".into(),
-                    decision_id: None,
-                });
-            }
-            Err(_) => {
-                return Err(Denial {
-                    reason: "no decision was taken in time".into(),
-                    decision_id: None,
-                });
+                let reason = if e.is_timeout() {
+                    "no decision was taken in time"
+                } else {
+                    "no decision could be taken"
+                };
+                return Err(Denial::new(reason, None));
             }
         };
-        if verdicts.len() != tables.len() {
-            return Err(Denial {
-                reason: "no decision could be taken".into(),
-                decision_id: None,
-            });
-        }
         let policy_version = verdicts.iter().find_map(|v| v.policy_version.clone());
         let mut narrowed_by = None;
         for v in &verdicts {
             if !v.allow {
-                return Err(Denial {
-                    reason: v.reason_user.clone(),
-                    decision_id: v.decision_id.clone(),
-                });
+                return Err(v.denial());
             }
             if v.rows.is_some() && narrowed_by.is_none() {
                 narrowed_by = Some(v.decision_id.clone());
@@ -324,10 +303,10 @@ impl Proxy {
                 policy_version,
             }),
             // Allowed for some rows, and not narrowed: never sent as it is.
-            (Some(decision_id), None) => Err(Denial {
-                reason: "denied: the statement could not be narrowed to the allowed rows".into(),
+            (Some(decision_id), None) => Err(Denial::new(
+                "the statement could not be narrowed to the allowed rows",
                 decision_id,
-            }),
+            )),
         }
     }
 
@@ -349,12 +328,11 @@ impl Proxy {
         }
         let again = self.check(credential, &p.sql).await?;
         if again.narrowed != p.narrowed {
-            return Err(Denial {
-                reason: "denied: the policies changed since this statement was prepared, and \
-                         now allow other rows of its tables; prepare it again"
-                    .into(),
-                decision_id: None,
-            });
+            return Err(Denial::new(
+                "the policies changed since this statement was prepared, and \
+                         now allow other rows of its tables; prepare it again",
+                None,
+            ));
         }
         p.policy_version = again.policy_version;
         Ok(())
@@ -577,12 +555,9 @@ impl Proxy {
                         let sql = r.cstr()?.to_owned();
                         let types = r.rest().to_vec();
                         if prepared.len() >= MAX_PREPARED && !prepared.contains_key(&name) {
-                            let denial = Denial {
-                                reason: format!(
-                                    "denied: this session holds {MAX_PREPARED} prepared statements; close some first"
-                                ),
-                                decision_id: None,
-                            };
+                            let denial = Denial::new(&format!(
+                                    "this session holds {MAX_PREPARED} prepared statements; close some first"
+                                ), None);
                             discarding = Some(denial.error_body());
                             continue;
                         }
@@ -619,10 +594,7 @@ impl Proxy {
                     }
                     b'F' => {
                         // A function call by object id would bypass the analysis.
-                        let denial = Denial {
-                            reason: "function calls by object id are not allowed".into(),
-                            decision_id: None,
-                        };
+                        let denial = Denial::new("function calls by object id are not allowed", None);
                         push(Some(denial.error_body()));
                         upstream_write.write_all(&sync()).await?;
                     }
@@ -1070,8 +1042,12 @@ mod tests {
             &'a self,
             _credential: Option<&'a str>,
             _asks: Vec<Ask>,
-        ) -> arbiter_mcp::decide::BoxFuture<'a, Result<Vec<arbiter_mcp::Verdict>, String>> {
-            Box::pin(async { Err("no decisions in this test".to_owned()) })
+        ) -> arbiter_pep::BoxFuture<'a, Result<Vec<Verdict>, arbiter_pep::DecideError>> {
+            Box::pin(async {
+                Err(arbiter_pep::DecideError::Internal(
+                    "no decisions in this test".to_owned(),
+                ))
+            })
         }
     }
 

@@ -16,15 +16,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use arbiter_pdp::local::{LocalConfig, open_local};
-use arbiter_pdp::{RecorderSettings, Source};
-use arbiter_types::{Action, Entity, EvaluationRequest};
+use arbiter_pep::{Ask, Denial, Source, SourceArgs, SourceConfig, Usage, Verdict, decide_within};
+use arbiter_types::Entity;
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 /// The decision is a deny, or the request was refused before it could be asked; also an
 /// allowed program that is not executable (as in a shell).
@@ -49,9 +48,6 @@ pub const KEEP_ENV_ACTION: &str = "exec_keep_env";
 pub(crate) fn is_loader_variable(name: &str) -> bool {
     name.starts_with("LD_") || name.starts_with("DYLD_")
 }
-
-/// Largest decision point answer read.
-const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
 const EXIT_CODES_HELP: &str = "\
 The agent's credential (an Arbiter key `arb_…` or a token) is read from ARBITER_AGENT_KEY and
@@ -84,29 +80,8 @@ Examples:
     after_long_help = EXIT_CODES_HELP
 )]
 pub struct ExecArgs {
-    /// Ask this decision point (a running `arbiter serve`), e.g. `http://127.0.0.1:8180`.
-    /// Exclusive with `--policies`.
-    #[arg(long, env = "ARBITER_PDP", value_name = "URL")]
-    pub pdp: Option<String>,
-
-    /// Decide in this process with the policies in DIR, recording in `--data` (which must not
-    /// be in use by a running `arbiter serve`: use `--pdp` then). Exclusive with `--pdp`.
-    #[arg(long, env = "ARBITER_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
-
-    /// Data directory for local decisions: the agent registry and the decision log.
-    #[arg(
-        long,
-        env = "ARBITER_DATA",
-        value_name = "DIR",
-        default_value = "arbiter-data"
-    )]
-    pub data: PathBuf,
-
-    /// External token issuers whose JWTs are accepted as agent credentials (local mode; the
-    /// same file as `arbiter serve --jwt-issuers`).
-    #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
-    pub jwt_issuers: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
 
     /// Time allowed to reach a decision, in milliseconds: the whole exchange with `--pdp`, or
     /// waiting for another local `arbiter exec` to finish with the decision log.
@@ -139,21 +114,6 @@ enum Stop {
     Denied(Verdict),
 }
 
-/// A decision, as the guard needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Verdict {
-    allow: bool,
-    decision_id: Option<String>,
-    reason_user: Option<String>,
-}
-
-/// Where decisions come from.
-#[derive(Debug)]
-enum Mode<'a> {
-    Remote { url: &'a str },
-    Local { policies: &'a Path },
-}
-
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let program_display = args
         .command
@@ -166,9 +126,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "arbiter exec: removed {} from the program's environment: {}",
                     removed.variable,
-                    deny_message(&removed.verdict)
-                        .strip_prefix("denied: ")
-                        .unwrap_or("not permitted")
+                    removed.verdict.denial().reason
                 );
             }
             let removed: Vec<&str> = allowed
@@ -186,7 +144,10 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 ),
                 Stop::Refused(why) => (
                     EXIT_DENIED,
-                    format!("denied: {why}; not running {program_display} (fail closed)"),
+                    format!(
+                        "{}; not running {program_display} (fail closed)",
+                        Denial::new(&why, None)
+                    ),
                 ),
                 Stop::Denied(v) => (EXIT_DENIED, deny_message(&v)),
             };
@@ -197,16 +158,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn deny_message(v: &Verdict) -> String {
-    let reason = v
-        .reason_user
-        .as_deref()
-        .map(|r| r.strip_prefix("denied: ").unwrap_or(r))
-        .filter(|r| !r.is_empty())
-        .unwrap_or("not permitted");
-    match &v.decision_id {
-        Some(id) => format!("denied: {reason} (decision {id})"),
-        None => format!("denied: {reason}"),
-    }
+    v.denial().to_string()
 }
 
 /// What an allow lets through.
@@ -241,13 +193,14 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
             program.to_string_lossy()
         )));
     }
-    let mode = mode(args)?;
+    let source = args.source.config();
+    source.check().map_err(|e| Stop::Failed(e.to_string()))?;
     if args.timeout_ms == 0 {
         return Err(Stop::Failed("`--timeout-ms` must be at least 1".to_owned()));
     }
     let CommandRequest {
         name,
-        body: request,
+        ask: request,
         loader,
     } = build_request(program, rest)?;
     let key = match std::env::var(KEY_ENV) {
@@ -264,28 +217,15 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
     };
     let point = enforcement_point();
     let timeout = Duration::from_millis(args.timeout_ms);
-    let questions = questions(&request, &loader);
-    let mut verdicts = match mode {
-        Mode::Remote { url } => decide_remote(url, timeout, &key, &point, &questions)?,
-        Mode::Local { policies } => decide_local(
-            policies,
-            &args.data,
-            args.jwt_issuers.as_deref(),
-            timeout,
-            &key,
-            &point,
-            &questions,
-        )?,
-    }
-    .into_iter();
-    let (Some(verdict), n) = (verdicts.next(), verdicts.len()) else {
+    let asks = questions(&request, &loader);
+    let mut verdicts = decide(&source, timeout, &key, point, asks)?.into_iter();
+    let Some(verdict) = verdicts.next() else {
         return Err(Stop::Failed("no decision was taken".to_owned()));
     };
-    if n != loader.len() {
+    if verdict.unrecorded {
         return Err(Stop::Failed(format!(
-            "{} decisions for {} questions",
-            n + 1,
-            loader.len() + 1
+            "the decision could not be recorded ({})",
+            verdict.denial()
         )));
     }
     if !verdict.allow {
@@ -303,39 +243,15 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
 
 /// The questions for one command: may it run, and may it keep each loader variable (asked
 /// only when there are any).
-fn questions(request: &Map<String, Value>, loader: &[String]) -> Vec<Map<String, Value>> {
+fn questions(request: &Ask, loader: &[String]) -> Vec<Ask> {
     let mut out = vec![request.clone()];
     for variable in loader {
         let mut q = request.clone();
-        q.insert("action".into(), json!({"name": KEEP_ENV_ACTION}));
-        if let Some(Value::Object(ctx)) = q.get_mut("context") {
-            ctx.insert("variable".into(), json!(variable));
-        }
+        q.action = KEEP_ENV_ACTION;
+        q.context.insert("variable".into(), json!(variable));
         out.push(q);
     }
     out
-}
-
-fn mode(args: &ExecArgs) -> Result<Mode<'_>, Stop> {
-    let pdp = args.pdp.as_deref().filter(|u| !u.is_empty());
-    let policies = args
-        .policies
-        .as_deref()
-        .filter(|p| !p.as_os_str().is_empty());
-    match (pdp, policies) {
-        (Some(_), Some(_)) => Err(Stop::Failed(
-            "give either --pdp URL (ARBITER_PDP) or --policies DIR (ARBITER_POLICIES), not both"
-                .to_owned(),
-        )),
-        (None, None) => Err(Stop::Failed(
-            "no decision point: give --pdp URL (ARBITER_PDP) to ask a running `arbiter serve`, \
-             or --policies DIR (ARBITER_POLICIES) with --data DIR (ARBITER_DATA) to decide in \
-             this process"
-                .to_owned(),
-        )),
-        (Some(url), None) => Ok(Mode::Remote { url }),
-        (None, Some(policies)) => Ok(Mode::Local { policies }),
-    }
 }
 
 /// The program's name as policies see it: the last component of PROGRAM.
@@ -348,9 +264,8 @@ fn program_name(program: &str) -> &str {
 struct CommandRequest {
     /// The program name policies see.
     name: String,
-    /// The `exec` evaluation request (no subject: the decision point binds it to the
-    /// credential's agent).
-    body: Map<String, Value>,
+    /// The `exec` question (the decision point binds it to the credential's agent).
+    ask: Ask,
     /// The loader variables in the environment: left out of `env`, each decided on its own.
     loader: Vec<String>,
 }
@@ -405,16 +320,22 @@ fn build_request(program: &OsStr, rest: &[OsString]) -> Result<CommandRequest, S
     context.insert("flag_values".into(), json!(parsed.flag_values));
     context.insert("cwd".into(), json!(cwd));
     context.insert("env".into(), json!(env));
-    let mut body = Map::new();
-    body.insert("action".into(), json!({"name": "exec"}));
-    body.insert(
-        "resource".into(),
-        json!({"type": "Command", "id": name, "properties": {"program": name}}),
-    );
-    body.insert("context".into(), Value::Object(context));
+    let mut properties = Map::new();
+    properties.insert("program".into(), json!(name));
+    let ask = Ask {
+        context,
+        ..Ask::new(
+            "exec",
+            Entity {
+                kind: "Command".into(),
+                id: name.to_owned(),
+                properties: Some(properties),
+            },
+        )
+    };
     Ok(CommandRequest {
         name: name.to_owned(),
-        body,
+        ask,
         loader,
     })
 }
@@ -515,221 +436,39 @@ fn sanitize_host(raw: &str) -> String {
         .collect()
 }
 
-/// Asks a running decision point over the AuthZEN API.
-fn decide_remote(
-    url: &str,
+/// Asks the decision source: a running decision point, or one opened in this process for
+/// this decision (recording it in the data directory's log before answering; concurrent local
+/// guards on one data directory take turns).
+fn decide(
+    source: &SourceConfig,
     timeout: Duration,
     key: &str,
-    point: &str,
-    questions: &[Map<String, Value>],
+    point: String,
+    asks: Vec<Ask>,
 ) -> Result<Vec<Verdict>, Stop> {
-    // One question goes to the evaluation endpoint, several to the batch endpoint (each item
-    // complete, no defaults), answered in order.
-    let (endpoint, payload) = match questions {
-        [one] => (
-            format!("{}/access/v1/evaluation", url.trim_end_matches('/')),
-            Value::Object(one.clone()).to_string(),
-        ),
-        many => (
-            format!("{}/access/v1/evaluations", url.trim_end_matches('/')),
-            json!({ "evaluations": many }).to_string(),
-        ),
-    };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .user_agent(concat!("arbiter-exec/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let failed = |what: String| Stop::Failed(format!("the decision point at {url} {what}"));
-    let mut response = agent
-        .post(&endpoint)
-        .header("authorization", &format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("x-arbiter-enforcement-point", point)
-        .send(payload.as_bytes())
-        .map_err(|e| match e {
-            ureq::Error::Timeout(_) => {
-                failed(format!("did not answer within {} ms", timeout.as_millis()))
-            }
-            e => failed(format!("cannot be reached: {e}")),
-        })?;
-    let status = response.status();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_vec()
-        .map_err(|e| match e {
-            ureq::Error::Timeout(_) => {
-                failed(format!("did not answer within {} ms", timeout.as_millis()))
-            }
-            e => failed(format!("sent an answer that cannot be read: {e}")),
-        })?;
-    let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
-    if status != ureq::http::StatusCode::OK {
-        let detail = answer
-            .as_ref()
-            .and_then(|a| a.get("error"))
-            .and_then(|e| {
-                let message = e.get("message")?.as_str()?;
-                Some(match e.get("code").and_then(Value::as_str) {
-                    Some(code) => format!(": {code}: {message}"),
-                    None => format!(": {message}"),
-                })
-            })
-            .unwrap_or_default();
-        return Err(failed(format!("answered {status}{detail}")));
-    }
-    let answer =
-        answer.ok_or_else(|| failed("answered with a body that is not JSON".to_owned()))?;
-    let answers = match questions {
-        [_] => vec![&answer],
-        _ => answer
-            .get("evaluations")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == questions.len())
-            .ok_or_else(|| {
-                failed(format!(
-                    "answered without `evaluations` for the {} questions",
-                    questions.len()
-                ))
-            })?
-            .iter()
-            .collect(),
-    };
-    answers
-        .into_iter()
-        .map(|a| {
-            verdict_of(a).ok_or_else(|| failed("answered without a boolean `decision`".to_owned()))
-        })
-        .collect()
-}
-
-/// Reads an AuthZEN decision: `decision` must be a boolean.
-fn verdict_of(answer: &Value) -> Option<Verdict> {
-    let a = arbiter_types::AnswerSummary::read(answer)?;
-    Some(Verdict {
-        allow: a.allow,
-        decision_id: a.decision_id,
-        reason_user: a.reason_user,
-    })
-}
-
-/// Decides in this process, exactly as `arbiter serve` would, and records the decision in the
-/// data directory's log before answering.
-fn decide_local(
-    policies: &Path,
-    data: &Path,
-    jwt_issuers: Option<&Path>,
-    timeout: Duration,
-    key: &str,
-    point: &str,
-    questions: &[Map<String, Value>],
-) -> Result<Vec<Verdict>, Stop> {
-    let failed = Stop::Failed;
-    if !data.is_dir() {
-        return Err(failed(format!(
-            "the data directory `{}` does not exist (register the agent and issue its key there \
-             first, or give --data)",
-            data.display()
-        )));
-    }
-    // One writer at a time: concurrent local guards on this data directory take turns.
-    let _lock = lock_data_dir(data, timeout)?;
-    let pdp = open_local(LocalConfig {
-        policies: policies.to_path_buf(),
-        data: data.to_path_buf(),
-        jwt_issuers: jwt_issuers.map(Path::to_path_buf),
-        recorder: RecorderSettings::default(),
-    })
-    .map_err(failed)?;
-    let Some(identity) = pdp.identity().cloned() else {
-        return Err(failed("the agent registry is not open".to_owned()));
-    };
-    let snapshot = pdp.snapshot();
-    let source = Source {
-        address: "local",
-        enforcement_point: point,
-    };
-    let requests = questions.iter().map(|q| request_for("", q)).collect();
-    let decided = pdp.decide_for_agent(&snapshot, Some(key), &source, requests);
+    let failed = |e: &dyn std::fmt::Display| Stop::Failed(e.to_string());
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
-        .map_err(|e| failed(format!("cannot start the async runtime: {e}")))?;
-    let recorded: Vec<_> = runtime.block_on(async {
-        let mut out = Vec::with_capacity(decided.len());
-        for d in decided {
-            out.push(
-                pdp.record(d.request.as_ref(), d.decision, point, Some(&d.attribution))
-                    .await,
-            );
-        }
-        out
-    });
+        .map_err(|e| failed(&format!("cannot start the async runtime: {e}")))?;
+    let _lock = match &source.policies {
+        Some(_) if source.data.is_dir() => Some(lock_data_dir(&source.data, timeout)?),
+        _ => None,
+    };
+    let opened = Source::open(source, point, timeout, Usage::Once).map_err(|e| failed(&e))?;
+    let verdicts = runtime.block_on(decide_within(
+        opened.decider.as_ref(),
+        // A local decision waits for the log; the remote exchange has its own timeout.
+        timeout.saturating_add(Duration::from_secs(5)),
+        Some(key),
+        asks,
+        None,
+    ));
+    for problem in opened.close() {
+        eprintln!("arbiter exec: warning: {problem}");
+    }
     drop(runtime);
-    if let Err(e) = identity.flush() {
-        eprintln!("arbiter exec: warning: cannot write the credential's last-used time: {e}");
-    }
-    if let Some(recorder) = pdp.recorder()
-        && let Err(e) = recorder.log().shutdown()
-    {
-        eprintln!("arbiter exec: warning: the decision log did not close cleanly: {e}");
-    }
-    recorded
-        .into_iter()
-        .map(|r| {
-            let decision = r.map_err(|u| failed(u.error))?;
-            Ok(Verdict {
-                allow: decision.outcome.is_allow(),
-                decision_id: Some(decision.id.as_str().to_owned()),
-                reason_user: Some(decision.reason_user),
-            })
-        })
-        .collect()
-}
-
-/// The request with `Agent::"<agent>"` as its subject.
-fn request_for(agent: &str, body: &Map<String, Value>) -> EvaluationRequest {
-    let context = body
-        .get("context")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let resource = body.get("resource");
-    let id = resource
-        .and_then(|r| r.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let properties = resource
-        .and_then(|r| r.get("properties"))
-        .and_then(Value::as_object)
-        .cloned();
-    EvaluationRequest {
-        subject: Entity {
-            kind: arbiter_pdp::delegation::AGENT_TYPE.to_owned(),
-            id: agent.to_owned(),
-            properties: None,
-        },
-        action: Action {
-            name: body
-                .get("action")
-                .and_then(|a| a.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("exec")
-                .to_owned(),
-            properties: None,
-        },
-        resource: Entity {
-            kind: "Command".to_owned(),
-            id,
-            properties,
-        },
-        context,
-    }
+    verdicts.map_err(|e| failed(&e))
 }
 
 /// Takes `<data>/exec.lock`, waiting at most `timeout` for another local guard to finish.
@@ -886,45 +625,37 @@ mod tests {
     }
 
     #[test]
-    fn answers_without_a_boolean_decision_are_refused() {
-        assert_eq!(verdict_of(&json!({"decision": "true"})), None);
-        assert_eq!(verdict_of(&json!({"context": {}})), None);
-        assert_eq!(verdict_of(&json!([true])), None);
-        let v = verdict_of(&json!({
-            "decision": false,
-            "context": {"decision_id": "d1", "reason_user": {"en": "denied: no pushing"}},
-        }))
-        .unwrap();
-        assert!(!v.allow);
-        assert_eq!(deny_message(&v), "denied: no pushing (decision d1)");
-        let v = verdict_of(&json!({"decision": true})).unwrap();
-        assert!(v.allow && v.decision_id.is_none());
+    fn denials_read_as_everywhere() {
+        let v = Verdict {
+            decision_id: Some("d1".into()),
+            reason_user: "denied: no pushing".into(),
+            ..Verdict::default()
+        };
+        assert_eq!(
+            deny_message(&v),
+            "denied by Arbiter: no pushing (decision d1)"
+        );
     }
 
     #[test]
     fn requests_follow_the_vocabulary() {
-        let CommandRequest { name, body, .. } = build_request(
+        let CommandRequest { name, ask, .. } = build_request(
             OsStr::new("/usr/local/bin/kubectl"),
             &["delete", "pod", "web", "--namespace=prod"].map(OsString::from),
         )
         .unwrap();
         assert_eq!(name, "kubectl");
         assert_eq!(
-            body["resource"],
+            json!(ask.resource),
             json!({"type": "Command", "id": "kubectl", "properties": {"program": "kubectl"}})
         );
-        assert_eq!(body["action"], json!({"name": "exec"}));
-        assert!(!body.contains_key("subject"));
-        let ctx = &body["context"];
+        assert_eq!(ask.action, "exec");
+        let ctx = &ask.context;
         assert_eq!(ctx["subcommand"], "delete pod web");
         assert_eq!(ctx["flag_values"], json!(["--namespace=prod"]));
         assert_eq!(ctx["argv"].as_array().unwrap().len(), 4);
         assert!(ctx["cwd"].is_string());
         assert!(!ctx["env"].as_array().unwrap().iter().any(|n| n == KEY_ENV));
-        let req = request_for("bot", &body);
-        assert_eq!(req.subject.id, "bot");
-        assert_eq!(req.resource.id, "kubectl");
-        assert_eq!(req.action.name, "exec");
     }
 
     #[test]
@@ -939,19 +670,21 @@ mod tests {
         ] {
             assert_eq!(is_loader_variable(name), loader, "{name}");
         }
-        let request = json!({
-            "action": {"name": "exec"},
-            "resource": {"type": "Command", "id": "make"},
-            "context": {"env": ["PATH"]},
-        });
-        let request = request.as_object().unwrap();
-        assert_eq!(questions(request, &[]).len(), 1);
-        let q = questions(request, &["LD_PRELOAD".to_owned()]);
+        let mut request = Ask::new(
+            "exec",
+            Entity {
+                kind: "Command".into(),
+                id: "make".into(),
+                properties: None,
+            },
+        );
+        request.context.insert("env".into(), json!(["PATH"]));
+        assert_eq!(questions(&request, &[]).len(), 1);
+        let q = questions(&request, &["LD_PRELOAD".to_owned()]);
         assert_eq!(q.len(), 2);
-        assert_eq!(q[0], *request);
-        assert_eq!(q[1]["action"], json!({"name": KEEP_ENV_ACTION}));
-        assert_eq!(q[1]["context"]["variable"], "LD_PRELOAD");
-        assert_eq!(request_for("bot", &q[1]).action.name, KEEP_ENV_ACTION);
+        assert_eq!(q[0], request);
+        assert_eq!(q[1].action, KEEP_ENV_ACTION);
+        assert_eq!(q[1].context["variable"], "LD_PRELOAD");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct GatewayArgs {
     pub server_name: String,
 
     #[command(flatten)]
-    pub source: super::source::SourceArgs,
+    pub source: arbiter_pep::SourceArgs,
 
     /// How a denied `tools/call` is answered.
     #[arg(long, value_enum, default_value_t = DenyAsArg::ToolResult)]
@@ -227,7 +227,7 @@ pub fn run(cmd: McpCommand, format: LogFormat, level: &str) -> anyhow::Result<Ex
 /// A running gateway and its decision source.
 struct Opened {
     gateway: Arc<Gateway>,
-    source: super::source::Source,
+    source: arbiter_pep::Source,
 }
 
 fn valid_server_name(name: &str) -> anyhow::Result<()> {
@@ -264,7 +264,12 @@ fn open_gateway(args: &GatewayArgs) -> anyhow::Result<Opened> {
         max_depth: args.max_depth,
     };
     let point = format!("mcp:{}", args.server_name);
-    let source = super::source::Source::open(&args.source, point, config.decision_timeout)?;
+    let source = arbiter_pep::Source::open(
+        &args.source.config(),
+        point,
+        config.decision_timeout,
+        arbiter_pep::Usage::Serving,
+    )?;
     let pins: Arc<dyn Store> = match source.store() {
         Some(store) => store,
         None => Arc::new(open_store(&args.source.data)?),

@@ -11,7 +11,6 @@ pub mod log;
 pub mod mcp;
 mod policy;
 mod serve;
-mod source;
 pub mod sql;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -42,7 +42,7 @@ pub struct ProxyArgs {
     pub database_name: Option<String>,
 
     #[command(flatten)]
-    pub source: super::source::SourceArgs,
+    pub source: arbiter_pep::SourceArgs,
 
     /// Time allowed for the decisions of one statement, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -93,7 +93,12 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let _guard = runtime.enter();
-    let source = super::source::Source::open(&args.source, point, config.decision_timeout)?;
+    let source = arbiter_pep::Source::open(
+        &args.source.config(),
+        point,
+        config.decision_timeout,
+        arbiter_pep::Usage::Serving,
+    )?;
     let proxy = Proxy::new(config, Arc::clone(&source.decider));
     let listen = args.listen.clone();
     let result: anyhow::Result<()> = runtime.block_on(async move {

@@ -1,0 +1,190 @@
+//! [`LocalDecider`]: a decision point embedded in the enforcement point's process.
+
+use std::sync::Arc;
+
+use arbiter_pdp::{Caller, Pdp, Source};
+use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
+
+use crate::decider::{BoxFuture, Decider, Settle};
+use crate::{Ask, DecideError, Verdict};
+
+/// Decides in this process with an embedded decision point (see
+/// [`arbiter_pdp::local::open_local`], or `arbiter serve`'s own for forward-auth), recording
+/// every decision in its log before answering.
+#[derive(Debug, Clone)]
+pub struct LocalDecider {
+    pdp: Arc<Pdp>,
+    point: String,
+}
+
+impl LocalDecider {
+    /// Decisions are recorded under enforcement point `point` (`mcp:<server>`, `sql:<db>`,
+    /// `exec:<host>`, `http:<service>`).
+    pub fn new(pdp: Arc<Pdp>, point: String) -> Self {
+        Self { pdp, point }
+    }
+
+    /// The enforcement point decisions are recorded under.
+    pub fn point(&self) -> &str {
+        &self.point
+    }
+
+    /// [`Decider::decide_then`] for a caller at `address` (the network peer that presented
+    /// the credential, `local` for a caller in this process). Settles the decisions before
+    /// they are recorded: an allow for some rows that cannot be applied is recorded as the
+    /// deny it is answered as, with the reason.
+    pub async fn decide_from(
+        &self,
+        address: &str,
+        credential: Option<&str>,
+        asks: Vec<Ask>,
+        settle: Settle<'_>,
+    ) -> Vec<Verdict> {
+        let snapshot = self.pdp.snapshot();
+        let source = Source {
+            address,
+            enforcement_point: &self.point,
+        };
+        let requests = asks
+            .into_iter()
+            .map(|ask| {
+                let rows = ask.rows;
+                (request_of(ask), rows)
+            })
+            .collect();
+        let mut decided = self
+            .pdp
+            .decide_for_agent_narrowing(&snapshot, credential, &source, requests);
+        let preview: Vec<Verdict> = decided
+            .iter()
+            .map(|d| {
+                let allow = d.decision.outcome.is_allow();
+                Verdict {
+                    allow,
+                    decision_id: Some(d.decision.id.as_str().to_owned()),
+                    reason_user: d.decision.reason_user.clone(),
+                    rows: d.rows.clone().filter(|_| allow),
+                    policy_version: Some(d.decision.policy_version.clone()),
+                    unrecorded: false,
+                }
+            })
+            .collect();
+        if let Err(reason) = settle(&preview) {
+            for d in decided
+                .iter_mut()
+                .filter(|d| d.decision.outcome.is_allow() && d.rows.is_some())
+            {
+                d.rows = None;
+                d.decision.outcome = arbiter_types::Outcome::Deny;
+                let rows = d
+                    .decision
+                    .reason_admin
+                    .strip_prefix("allowed for the rows where ")
+                    .unwrap_or(&d.decision.reason_admin);
+                d.decision.reason_admin = format!(
+                    "denied: the statement cannot be narrowed to the rows where {rows}: {reason}"
+                );
+                d.decision.reason_user = format!("denied: {reason}");
+            }
+        }
+        let rows: Vec<Option<RowFilter>> = decided.iter_mut().map(|d| d.rows.take()).collect();
+        let items = decided
+            .iter()
+            .map(|d| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
+            .collect();
+        let recorded = self.pdp.record_all(items, &self.point).await;
+        recorded
+            .into_iter()
+            .zip(rows)
+            .map(|(r, rows)| {
+                // A decision that could not be recorded is a deny (fail closed).
+                let (d, rows, unrecorded) = match r {
+                    Ok(d) => (d, rows, false),
+                    Err(unrecorded) => (*unrecorded.decision, None, true),
+                };
+                let allow = d.outcome.is_allow();
+                Verdict {
+                    allow,
+                    decision_id: Some(d.id.as_str().to_owned()),
+                    reason_user: d.reason_user,
+                    rows: rows.filter(|_| allow),
+                    policy_version: Some(d.policy_version),
+                    unrecorded,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Decider for LocalDecider {
+    fn decide<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, DecideError>> {
+        self.decide_then(credential, asks, Box::new(|_| Ok(())))
+    }
+
+    fn decide_then<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Verdict>, DecideError>> {
+        Box::pin(async move { Ok(self.decide_from("local", credential, asks, settle).await) })
+    }
+
+    fn policy_version(&self) -> Option<String> {
+        Some(self.pdp.snapshot().version().to_owned())
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        credential: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move { self.authenticate_from("local", credential) })
+    }
+}
+
+impl LocalDecider {
+    /// [`Decider::authenticate`] for a caller at `address`.
+    pub fn authenticate_from(
+        &self,
+        address: &str,
+        credential: &str,
+    ) -> Result<Option<String>, String> {
+        let Some(identity) = self.pdp.identity() else {
+            return Ok(None);
+        };
+        let source = Source {
+            address,
+            enforcement_point: &self.point,
+        };
+        match identity.authenticate(Some(credential), &source, arbiter_pdp::identity::now_us()) {
+            Ok(Caller::Agent(a)) => Ok(Some(a.agent.id.clone())),
+            Ok(Caller::Pep { .. }) => Err("a PEP token is not an agent credential".into()),
+            Ok(Caller::Anonymous) => Err("no credential was given".into()),
+            Err(denial) => {
+                tracing::info!(reason = %denial.reason_admin, "a credential was refused");
+                Err(denial.reason_user)
+            }
+        }
+    }
+}
+
+fn request_of(ask: Ask) -> EvaluationRequest {
+    EvaluationRequest {
+        // Replaced by the authenticated agent.
+        subject: Entity {
+            kind: arbiter_pdp::delegation::AGENT_TYPE.to_owned(),
+            id: String::new(),
+            properties: None,
+        },
+        action: Action {
+            name: ask.action.to_owned(),
+            properties: None,
+        },
+        resource: ask.resource,
+        context: ask.context,
+    }
+}
