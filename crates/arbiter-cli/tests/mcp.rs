@@ -246,7 +246,7 @@ fn filesystem_server_behind_the_stdio_gateway() {
     for (i, why) in [
         (2, "only the docs directory"),
         (3, "only the docs directory"),
-        (4, "Arbiter denied"),
+        (4, "denied by Arbiter"),
     ] {
         let text = tool_text(&r[i]);
         assert_eq!(r[i]["value"]["isError"], true, "{}", r[i]);
