@@ -1,0 +1,444 @@
+//! The server's event streams: [`SseParser`] reads the event-stream format with bounded
+//! memory, and [`Relay`] passes each event through the session to the client, answering a
+//! request the stream leaves unanswered.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use http_body_util::BodyExt as _;
+use hyper::body::{Bytes, Frame, Incoming};
+use tokio::sync::mpsc;
+
+use crate::jsonrpc::{self, FrameLimits, Id, Message, code};
+use crate::session::{Route, Session};
+
+use super::headers::MAX_EVENT_ID_BYTES;
+use super::sessions::StreamGuard;
+use super::upstream::Link;
+use super::{Proxy, error_chain, is_answer_to};
+
+/// SSE events buffered towards one client.
+const STREAM_BUFFER: usize = 16;
+
+/// The body of a streamed answer: what the relay sends.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl Proxy {
+    /// A relay of a server stream on `session`; `pending` is the client request the stream
+    /// answers (none for a standalone stream).
+    pub(super) fn relay(
+        &self,
+        session: &Arc<Session>,
+        link: &Arc<Link>,
+        pending: Option<Id>,
+    ) -> Relay {
+        Relay {
+            session: Arc::clone(session),
+            link: Arc::clone(link),
+            limits: self.limits(),
+            pending,
+            answered: false,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// Passes a server's SSE stream to the client, event by event, through the session.
+pub(super) struct Relay {
+    session: Arc<Session>,
+    link: Arc<Link>,
+    limits: FrameLimits,
+    /// The client request this stream answers (none for a standalone stream).
+    pending: Option<Id>,
+    answered: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Relay {
+    /// Relays `body` in a task; `idle` bounds the wait for each piece of the stream.
+    pub(super) fn spawn(
+        mut self,
+        mut body: Incoming,
+        idle: Option<Duration>,
+        guard: Option<StreamGuard>,
+    ) -> Body {
+        let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut parser = SseParser::new(self.limits.max_bytes);
+            // Whether the server gave event ids (the client may then resume the stream).
+            let mut resumable = false;
+            let mut stop = self.stop.clone();
+            let ended: Result<(), String> = loop {
+                let next = async {
+                    match idle {
+                        Some(t) => tokio::time::timeout(t, body.frame()).await.map_err(|_| ()),
+                        None => Ok(body.frame().await),
+                    }
+                };
+                let frame = tokio::select! {
+                    () = tx.closed() => return,
+                    _ = stop.wait_for(|s| *s) => return,
+                    f = next => f,
+                };
+                let chunk = match frame {
+                    Err(()) => {
+                        break Err("the MCP server's stream went quiet for too long".to_owned());
+                    }
+                    Ok(None) => break Ok(()),
+                    Ok(Some(Err(e))) => {
+                        break Err(format!(
+                            "the MCP server's stream broke: {}",
+                            error_chain(&e)
+                        ));
+                    }
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                };
+                let events = match parser.push(&chunk) {
+                    Ok(e) => e,
+                    Err(e) => break Err(e),
+                };
+                let mut failed = None;
+                for event in events {
+                    resumable |= event.id.is_some();
+                    match self.event(event).await {
+                        Ok(text) if text.is_empty() => {}
+                        Ok(text) => {
+                            if tx.send(Bytes::from(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+            };
+            if let Err(e) = &ended {
+                tracing::warn!(session = %self.session.id(), error = %e, "an event stream of the MCP server ended early");
+            }
+            // A request left unanswered is answered with an error, unless the client can
+            // resume the stream and get the answer.
+            if let Some(id) = self.pending.clone()
+                && !self.answered
+                && (ended.is_err() || !resumable)
+            {
+                let why = ended
+                    .err()
+                    .unwrap_or_else(|| "the MCP server ended its stream without answering".into());
+                let error = Message::error(Some(id), code::INTERNAL_ERROR, why, None);
+                let routes = self.session.server_message(error).await;
+                for route in routes {
+                    if let Route::Client(m) = route {
+                        let _ = tx.send(Bytes::from(sse_event(None, &m))).await;
+                    }
+                }
+            }
+        });
+        Body::new(ChannelBody(rx))
+    }
+
+    /// The SSE text for one event of the server (empty: nothing to send).
+    async fn event(&mut self, event: SseEvent) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        if let Some(retry) = event.retry {
+            out.extend_from_slice(format!("retry: {retry}\n\n").as_bytes());
+        }
+        let data = event
+            .data
+            .filter(|d| !d.iter().all(u8::is_ascii_whitespace));
+        let mut messages = Vec::new();
+        if let Some(data) = data {
+            match jsonrpc::parse(&data, self.limits) {
+                Ok(m) => {
+                    for route in self.session.server_message(m).await {
+                        match route {
+                            Route::Client(m) => messages.push(m),
+                            Route::Server(m) => self.link.post_detached(m),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = format!("the MCP server sent a malformed message ({})", e.message);
+                    if self.pending.is_some() {
+                        return Err(why);
+                    }
+                    tracing::warn!(session = %self.session.id(), error = %why, "dropped an event of the MCP server");
+                }
+            }
+        }
+        if messages.is_empty() {
+            // Nothing to deliver; the id still marks the client's place in the stream.
+            if let Some(id) = &event.id {
+                out.extend_from_slice(format!("id: {id}\ndata: \n\n").as_bytes());
+            }
+            return Ok(out);
+        }
+        let n = messages.len();
+        for (i, m) in messages.iter().enumerate() {
+            if self.pending.as_ref().is_some_and(|p| is_answer_to(m, p)) {
+                self.answered = true;
+            }
+            let id = if i + 1 == n {
+                event.id.as_deref()
+            } else {
+                None
+            };
+            out.extend_from_slice(&sse_event(id, m));
+        }
+        Ok(out)
+    }
+}
+
+fn sse_event(id: Option<&str>, message: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"event: message\n");
+    if let Some(id) = id {
+        out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    out.extend_from_slice(b"data: ");
+    // Compact JSON: no newline inside.
+    out.extend_from_slice(&message.to_bytes());
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// One event of an SSE stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct SseEvent {
+    /// The `id` field, when this event had one.
+    id: Option<String>,
+    event: Option<String>,
+    /// The data lines joined by `\n`; `None` without any `data` field.
+    pub(super) data: Option<Vec<u8>>,
+    retry: Option<u64>,
+}
+
+/// An incremental SSE parser (the WHATWG event-stream format) with bounded memory.
+#[derive(Debug)]
+pub(super) struct SseParser {
+    /// Largest event data (and line) accepted.
+    max: usize,
+    line: Vec<u8>,
+    /// The previous chunk ended with a CR (a following LF belongs to it).
+    after_cr: bool,
+    started: bool,
+    current: SseEvent,
+}
+
+impl SseParser {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            max,
+            line: Vec::new(),
+            after_cr: false,
+            started: false,
+            current: SseEvent::default(),
+        }
+    }
+
+    fn too_large(&self) -> String {
+        format!(
+            "the MCP server sent an event larger than the limit of {} bytes",
+            self.max
+        )
+    }
+
+    /// Feeds a chunk; returns the events it completes.
+    pub(super) fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<SseEvent>, String> {
+        let mut out = Vec::new();
+        if !self.started && !chunk.is_empty() {
+            self.started = true;
+            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
+        }
+        if self.after_cr {
+            self.after_cr = false;
+            chunk = chunk.strip_prefix(b"\n").unwrap_or(chunk);
+        }
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.extend_line(&chunk[..i])?;
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, &mut out)?;
+            if chunk[i] == b'\r' {
+                match chunk.get(i + 1) {
+                    Some(b'\n') => chunk = &chunk[i + 2..],
+                    Some(_) => chunk = &chunk[i + 1..],
+                    None => {
+                        self.after_cr = true;
+                        chunk = &[];
+                    }
+                }
+            } else {
+                chunk = &chunk[i + 1..];
+            }
+        }
+        self.extend_line(chunk)?;
+        Ok(out)
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), String> {
+        // A data line carries `data: ` before the message.
+        if self.line.len() + bytes.len() > self.max.saturating_add(16) {
+            return Err(self.too_large());
+        }
+        self.line.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), String> {
+        if line.is_empty() {
+            let mut event = std::mem::take(&mut self.current);
+            if let Some(d) = &mut event.data
+                && d.last() == Some(&b'\n')
+            {
+                d.pop();
+            }
+            if event.data.is_some() || event.id.is_some() || event.retry.is_some() {
+                out.push(event);
+            }
+            return Ok(());
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                let data = self.current.data.get_or_insert_with(Vec::new);
+                if data.len() + value.len() + 1 > self.max {
+                    return Err(self.too_large());
+                }
+                data.extend_from_slice(value);
+                data.push(b'\n');
+            }
+            b"event" => {
+                self.current.event = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            b"id" => {
+                let ok = !value.contains(&0)
+                    && value.len() <= MAX_EVENT_ID_BYTES
+                    && value.iter().all(|b| (0x20..0x7f).contains(b));
+                if ok {
+                    self.current.id = Some(String::from_utf8_lossy(value).into_owned());
+                }
+            }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                self.current.retry = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::http::test_support::msg;
+
+    fn parse_all(chunks: &[&[u8]], max: usize) -> Result<Vec<SseEvent>, String> {
+        let mut p = SseParser::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(p.push(c)?);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn sse_events() {
+        let events = parse_all(
+            &[
+                b"\xEF\xBB\xBF: comment\r\nid: e1\r\ndata: ",
+                b"{\"a\":1}\r",
+                b"\n\r\nevent: message\ndata: x\ndata: y\n\nid: e2\ndata:\n\nretry: 500\n\n",
+                b"data: tail",
+            ],
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    id: Some("e1".into()),
+                    data: Some(b"{\"a\":1}".to_vec()),
+                    ..SseEvent::default()
+                },
+                SseEvent {
+                    event: Some("message".into()),
+                    data: Some(b"x\ny".to_vec()),
+                    ..SseEvent::default()
+                },
+                SseEvent {
+                    id: Some("e2".into()),
+                    data: Some(Vec::new()),
+                    ..SseEvent::default()
+                },
+                SseEvent {
+                    retry: Some(500),
+                    ..SseEvent::default()
+                },
+            ]
+        );
+        // Lone CRs end lines too.
+        let cr = parse_all(&[b"data: a\rdata: b\r\r"], 64).unwrap();
+        assert_eq!(cr[0].data.as_deref(), Some(&b"a\nb"[..]));
+    }
+
+    #[test]
+    fn sse_events_are_bounded() {
+        let big = format!("data: {}\n\n", "x".repeat(100));
+        assert!(parse_all(&[big.as_bytes()], 64).is_err());
+        let many = "data: xxxxxxxxxx\n".repeat(10);
+        assert!(parse_all(&[many.as_bytes()], 64).is_err());
+        let line = "x".repeat(200);
+        assert!(parse_all(&[line.as_bytes()], 64).is_err());
+        assert!(parse_all(&[big.as_bytes()], 1024).is_ok());
+    }
+
+    #[test]
+    fn relayed_events_keep_their_id() {
+        let m = msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        let text = String::from_utf8(sse_event(Some("e7"), &m)).unwrap();
+        assert_eq!(
+            text,
+            "event: message\nid: e7\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
+        );
+        let back = parse_all(&[text.as_bytes()], 1024).unwrap();
+        assert_eq!(back[0].id.as_deref(), Some("e7"));
+        assert_eq!(back[0].data.as_deref(), Some(&m.to_bytes()[..]));
+    }
+}
