@@ -13,9 +13,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Map, Value};
 
-use arbiter_pep::BoxFuture;
 use crate::jsonrpc::{self, FrameLimits, Id, Message};
 use crate::session::Upstream;
+use arbiter_pep::BoxFuture;
 
 use super::body::{JSON, Kind, body_kind, read_body};
 use super::headers::{
