@@ -28,40 +28,59 @@ pub struct LocalConfig {
     pub recorder: RecorderSettings,
 }
 
+/// Why an embedded decision point cannot be opened; each names the part and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(
+        "the data directory `{0}` does not exist (register the agent and issue its key there \
+         first, or give --data)"
+    )]
+    NoDataDir(PathBuf),
+    #[error("cannot load policies from `{}`: {}", .path.display(), .reason.trim_end())]
+    Policies { path: PathBuf, reason: String },
+    #[error("cannot load token issuers from `{}`: {source}", .path.display())]
+    Issuers {
+        path: PathBuf,
+        source: arbiter_jwt::ConfigError,
+    },
+    #[error("cannot open the decision log in `{}`: {reason}", .path.display())]
+    Log { path: PathBuf, reason: String },
+    #[error("cannot open the agent registry in `{}`: {reason}", .path.display())]
+    Registry { path: PathBuf, reason: String },
+}
+
 /// Opens policies, registry and log; the error says which part failed and why.
-pub fn open_local(config: LocalConfig) -> Result<Pdp, String> {
+pub fn open_local(config: LocalConfig) -> Result<Pdp, LocalError> {
     let data = &config.data;
     if !data.is_dir() {
-        return Err(format!(
-            "the data directory `{}` does not exist (register the agent and issue its key there \
-             first, or give --data)",
-            data.display()
-        ));
+        return Err(LocalError::NoDataDir(data.clone()));
     }
-    let pdp = Pdp::load(&config.policies).map_err(|e| {
-        format!(
-            "cannot load policies from `{}`: {}",
-            config.policies.display(),
-            e.to_string().trim_end()
-        )
+    let pdp = Pdp::load(&config.policies).map_err(|e| LocalError::Policies {
+        path: config.policies.clone(),
+        reason: e.to_string(),
     })?;
     let jwt = match &config.jwt_issuers {
         Some(path) => {
             let issuers = arbiter_jwt::load_issuers(path)
                 .and_then(arbiter_jwt::Verifier::new)
-                .map_err(|e| format!("cannot load token issuers from `{}`: {e}", path.display()))?;
+                .map_err(|source| LocalError::Issuers {
+                    path: path.clone(),
+                    source,
+                })?;
             Some(Arc::new(issuers))
         }
         None => None,
     };
-    let (recorder, _report) = Recorder::open(data, config.recorder)
-        .map_err(|e| format!("cannot open the decision log in `{}`: {e}", data.display()))?;
-    let identity = Identity::open(data, IdentitySettings { jwt }).map_err(|e| {
-        format!(
-            "cannot open the agent registry in `{}`: {e}",
-            data.display()
-        )
-    })?;
+    let (recorder, _report) =
+        Recorder::open(data, config.recorder).map_err(|e| LocalError::Log {
+            path: data.clone(),
+            reason: e.to_string(),
+        })?;
+    let identity =
+        Identity::open(data, IdentitySettings { jwt }).map_err(|e| LocalError::Registry {
+            path: data.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(pdp
         .with_recorder(recorder)
         .with_identity(Arc::new(identity)))

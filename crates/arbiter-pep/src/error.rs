@@ -53,7 +53,7 @@ impl DecideError {
 }
 
 /// Why a decision source cannot be opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Neither `--pdp` nor `--policies` was given.
     #[error(
@@ -76,7 +76,10 @@ pub enum SourceError {
          first, or give --data)"
     )]
     NoDataDir(String),
-    /// The embedded decision point cannot be opened (policies, registry, log).
-    #[error("{0}")]
-    Open(String),
+    /// The embedded decision point cannot be opened (policies, issuers, log, registry).
+    #[error(transparent)]
+    Local(#[from] arbiter_pdp::local::LocalError),
+    /// The embedded decision point opened without an agent registry.
+    #[error("the agent registry is not open")]
+    NoRegistry,
 }

@@ -175,11 +175,8 @@ impl Source {
                         redact: config.redact.clone(),
                         ..RecorderSettings::default()
                     },
-                })
-                .map_err(SourceError::Open)?;
-                let identity = pdp.identity().cloned().ok_or_else(|| {
-                    SourceError::Open("the agent registry is not open".to_owned())
                 })?;
+                let identity = pdp.identity().cloned().ok_or(SourceError::NoRegistry)?;
                 let pdp = Arc::new(pdp);
                 let (watch, flusher) = match usage {
                     Usage::Serving => (
@@ -252,20 +249,21 @@ mod tests {
 
     #[test]
     fn exactly_one_decision_point_is_named() {
-        assert_eq!(config(None, None).check(), Err(SourceError::Missing));
+        let check = |pdp, policies| config(pdp, policies).check().map_err(|e| e.to_string());
+        assert_eq!(check(None, None), Err(SourceError::Missing.to_string()));
         assert_eq!(
-            config(Some(""), Some("")).check(),
-            Err(SourceError::Missing)
+            check(Some(""), Some("")),
+            Err(SourceError::Missing.to_string())
         );
         assert_eq!(
-            config(Some("http://a"), Some("p")).check(),
-            Err(SourceError::Both)
+            check(Some("http://a"), Some("p")),
+            Err(SourceError::Both.to_string())
         );
         assert_eq!(
-            config(Some("ftp://a"), None).check(),
-            Err(SourceError::BadUrl("ftp://a".into()))
+            check(Some("ftp://a"), None),
+            Err(SourceError::BadUrl("ftp://a".into()).to_string())
         );
-        assert_eq!(config(Some("https://a"), None).check(), Ok(()));
-        assert_eq!(config(None, Some("p")).check(), Ok(()));
+        assert_eq!(check(Some("https://a"), None), Ok(()));
+        assert_eq!(check(None, Some("p")), Ok(()));
     }
 }
