@@ -696,19 +696,24 @@ fn a_changed_tool_is_blocked_until_approved() {
     let table = String::from_utf8(out.stdout).unwrap();
     let hint = table
         .lines()
-        .find_map(|l| l.split_once("approve: ").map(|(_, c)| c.trim_end_matches(')')))
+        .find_map(|l| {
+            l.split_once("approve: ")
+                .map(|(_, c)| c.trim_end_matches(')'))
+        })
         .unwrap_or_else(|| panic!("no approval hint in\n{table}"));
     assert!(hint.contains(&pending), "{hint}");
     assert!(
-        hint.starts_with(&format!("arbiter mcp approve-tool --data {}", data.display())),
+        hint.starts_with(&format!(
+            "arbiter mcp approve-tool --data {}",
+            data.display()
+        )),
         "{hint}"
     );
     let elsewhere = tempfile::tempdir().unwrap();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_arbiter")).parent().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let approved = Command::new("sh")
         .args(["-c", hint])

@@ -14,9 +14,8 @@
 //!   for any text. `#` lines after a blank line, and comments at the end of a line, are notes.
 //! - A command whose output is not shown must succeed, unless the next command is `echo $?`
 //!   (which shows its exit code).
-//! - `arbiter serve …` runs in the background, as does a command ending in `&`; the session
-//!   goes on once the address it listens on (`--listen`, `127.0.0.1:8180` for `serve`)
-//!   accepts connections.
+//! - The first command (`serve`) runs in the background, as does a command ending in `&`; the
+//!   session goes on once the address it listens on (`--listen`) accepts connections.
 //! - A `json` block right after an `sh` block is the answer of that block's last command,
 //!   compared as JSON (`…` in a string stands for any text). A `json` block with
 //!   `mcpServers` is an MCP client's configuration: the MCP Python SDK's client
@@ -27,8 +26,8 @@
 //!   appear in that file as it is.
 //!
 //! What is substituted, for this machine: the built binary for `cargo run --release -p
-//! arbiter-cli --` (and on `PATH`, as `cargo install` would put it), free ports for 8180 and
-//! 6432, `ARBITER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! arbiter-cli --` (and on `PATH`, as `cargo install` would put it), free ports for 8180
+//! (`serve` is given `--listen`) and 6432, `ARBITER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
 //! for `postgres://postgres@127.0.0.1:5432`, a database name of its own for `shop` (also in
 //! the copied policies), and in the MCP configuration the clone's directory for
 //! `/path/to/arbiter`, the installed reference server (`scripts/test-deps`) for `npx -y
@@ -64,7 +63,9 @@ fn test_env() -> PathBuf {
         .unwrap_or_else(|| repo().join(".test-env"));
     assert!(
         dir.join("venv/bin/python").exists()
-            && dir.join("node/node_modules/.bin/mcp-server-filesystem").exists(),
+            && dir
+                .join("node/node_modules/.bin/mcp-server-filesystem")
+                .exists(),
         "the MCP test servers and client are not installed in `{}`: run `scripts/test` (or \
          `scripts/test-deps`)",
         dir.display()
@@ -171,13 +172,15 @@ struct Step {
 }
 
 fn complete(shell_text: &str) -> bool {
-    Command::new("bash")
-        .args(["-n", "-c", shell_text])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    // `bash -n` takes a `\` at the very end as the end of the text.
+    !shell_text.ends_with('\\')
+        && Command::new("bash")
+            .args(["-n", "-c", shell_text])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
 }
 
 /// The commands of an `sh` block, each with the output shown under it.
@@ -489,19 +492,21 @@ impl Drop for Database {
     fn drop(&mut self) {
         let _ = Command::new("psql")
             .args(["-X", "-q", "-d", &self.admin_url, "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
 
 /// The address a server command listens on.
-fn listen_address(command: &str, default: Option<&str>) -> String {
+fn listen_address(command: &str) -> String {
     let words: Vec<&str> = command.split_whitespace().collect();
     words
         .windows(2)
         .find(|w| w[0] == "--listen")
         .map(|w| w[1].to_owned())
-        .or_else(|| default.map(str::to_owned))
         .unwrap_or_else(|| panic!("`{command}` runs in the background but says no --listen"))
 }
 
@@ -510,7 +515,13 @@ fn listen_address(command: &str, default: Option<&str>) -> String {
 
 /// Runs the README's MCP client configuration with the SDK's client: the tools it lists,
 /// the handbook read, and the denied read of `docs/internal/` (whose result is returned).
-fn run_mcp_config(config: &Value, clone: &Path, home: &Path, key: &str, machine: &Machine) -> Value {
+fn run_mcp_config(
+    config: &Value,
+    clone: &Path,
+    home: &Path,
+    key: &str,
+    machine: &Machine,
+) -> Value {
     let server = &config["mcpServers"]
         .as_object()
         .and_then(|s| s.values().next())
@@ -523,7 +534,11 @@ fn run_mcp_config(config: &Value, clone: &Path, home: &Path, key: &str, machine:
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| machine.apply(a.as_str().unwrap()).replace("/path/to/arbiter", &clone_dir))
+        .map(|a| {
+            machine
+                .apply(a.as_str().unwrap())
+                .replace("/path/to/arbiter", &clone_dir)
+        })
         .collect();
     let mut i = 0;
     while i < given.len() {
@@ -608,7 +623,11 @@ fn run_mcp_config(config: &Value, clone: &Path, home: &Path, key: &str, machine:
     names.sort_unstable();
     assert_eq!(
         names,
-        ["list_allowed_directories", "list_directory", "read_text_file"]
+        [
+            "list_allowed_directories",
+            "list_directory",
+            "read_text_file"
+        ]
     );
     // "Reading `docs/handbook.md` works".
     let handbook = &results[1]["value"];
@@ -659,8 +678,13 @@ fn the_readme_tour_runs_as_written() {
     git(&clone, &["add", "-A"]);
     git(&clone, &["commit", "-q", "-m", "a fresh clone"]);
 
-    // The first command: serve the quickstart (the tour runs beside it).
-    let serve = machine.apply(first.text.trim());
+    // The first command: serve the quickstart (the tour runs beside it), on the tour's port.
+    let serve = format!(
+        "{} --listen 127.0.0.1:{}",
+        machine.apply(first.text.trim()),
+        machine.pdp_port
+    );
+    assert!(!first.text.contains("--listen"), "{}", first.text);
     let mut cmd = Command::new("bash");
     cmd.args(["-c", &format!("exec {serve}")])
         .current_dir(&clone)
@@ -668,11 +692,19 @@ fn the_readme_tour_runs_as_written() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
     clean_env(&mut cmd, &home);
-    let _serve = Server(cmd.spawn().unwrap());
-    wait_for(
-        &listen_address(&serve, Some(&format!("127.0.0.1:{}", machine.pdp_port))),
-        "serve",
-    );
+    let mut serve_process = Server(cmd.spawn().unwrap());
+    let addr = listen_address(&serve);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&addr).is_err() {
+        if let Some(status) = serve_process.0.try_wait().unwrap() {
+            panic!(
+                "`{serve}` exited ({status}):\n{}",
+                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "serve did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let mut shell = Shell::start(&clone, &home, &outputs);
     let mut last_output: Option<(String, String)> = None;
@@ -685,8 +717,7 @@ fn the_readme_tour_runs_as_written() {
                 let steps = steps(block);
                 for (i, step) in steps.iter().enumerate() {
                     let command = machine.apply(&step.command);
-                    let background = command.trim_end().ends_with('&')
-                        || command.trim_start().starts_with("arbiter serve");
+                    let background = command.trim_end().ends_with('&');
                     assert!(
                         !command.trim_start().starts_with("arbiter serve"),
                         "README.md:{}: a second `serve` would clash with the tour's",
@@ -715,7 +746,7 @@ fn the_readme_tour_runs_as_written() {
                         ),
                     }
                     if background {
-                        wait_for(&listen_address(&command, None), &step.command);
+                        wait_for(&listen_address(&command), &step.command);
                     }
                     last_output = Some((step.command.clone(), output));
                 }
@@ -733,7 +764,9 @@ fn the_readme_tour_runs_as_written() {
                         .take()
                         .unwrap_or_else(|| panic!("{at}: a tool result, but no MCP session"));
                     json_matches(&shown, &denial).unwrap_or_else(|e| {
-                        panic!("{at}: the gateway answered {denial}\nnot what the README shows: {e}")
+                        panic!(
+                            "{at}: the gateway answered {denial}\nnot what the README shows: {e}"
+                        )
                     });
                 } else {
                     let (command, output) = last_output
@@ -743,7 +776,9 @@ fn the_readme_tour_runs_as_written() {
                         panic!("{at}: `{command}` did not answer JSON ({e}): {output}")
                     });
                     json_matches(&shown, &answer).unwrap_or_else(|e| {
-                        panic!("{at}: `{command}` answered {answer}\nnot what the README shows: {e}")
+                        panic!(
+                            "{at}: `{command}` answered {answer}\nnot what the README shows: {e}"
+                        )
                     });
                 }
             }
@@ -770,7 +805,7 @@ fn the_readme_tour_runs_as_written() {
 fn the_tour_reader_splits_commands_and_outputs() {
     let block = Block {
         lang: "sh".into(),
-        text: "# a note\nf() { echo \\\n  'a\nb'; }\nf\n# a\n# b\n#\n# …\n\n# another note\nfalse   # a comment\necho $?\n# 1\n"
+        text: "# a note\necho a \\\n  b\n# a b\nf() { echo \\\n  'a\nb'; }\nf\n# a\n# b\n#\n# …\n\n# another note\nfalse   # a comment\necho $?\n# 1\n"
             .into(),
         line: 1,
     };
@@ -782,6 +817,7 @@ fn the_tour_reader_splits_commands_and_outputs() {
     assert_eq!(
         shown,
         [
+            ("echo a \\\n  b", Some("a b")),
             ("f() { echo \\\n  'a\nb'; }", None),
             ("f", Some("a\nb\n\n…")),
             ("false   # a comment", None),
@@ -792,8 +828,16 @@ fn the_tour_reader_splits_commands_and_outputs() {
     assert!(!glob("{\"a\":…,\"b\":2}", "{\"a\":1,\"b\":3}"));
     assert!(glob("…", ""));
     assert!(!glob("a…a", "a"));
+    let shown = json!({"a": "x…", "b": [1, {"c": true}]});
+    assert!(json_matches(&shown, &json!({"b": [1, {"c": true}], "a": "xyz"})).is_ok());
+    assert!(json_matches(&shown, &json!({"a": "y", "b": [1, {"c": true}]})).is_err());
+    assert!(json_matches(&shown, &json!({"a": "x", "b": [1, {"c": true}], "d": 1})).is_err());
+    assert!(json_matches(&shown, &json!({"a": "x", "b": [1]})).is_err());
     assert_eq!(
-        rename_database("psql x/shop -f examples/quickstart/shop.sql; Table::\"shop.public.o\"; shopping", "db"),
+        rename_database(
+            "psql x/shop -f examples/quickstart/shop.sql; Table::\"shop.public.o\"; shopping",
+            "db"
+        ),
         "psql x/db -f examples/quickstart/shop.sql; Table::\"db.public.o\"; shopping"
     );
 }

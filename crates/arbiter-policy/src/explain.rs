@@ -63,10 +63,7 @@ impl ContextShapes {
     /// A common type's declaration, by its (possibly namespaced) name.
     fn common_type(&self, name: &str) -> Option<&Value> {
         let (namespace, short) = name.rsplit_once("::").unwrap_or(("", name));
-        self.schema
-            .get(namespace)?
-            .get("commonTypes")?
-            .get(short)
+        self.schema.get(namespace)?.get("commonTypes")?.get(short)
     }
 }
 
@@ -161,7 +158,9 @@ impl Walk<'_> {
                 let given = reference
                     .and_then(|r| r.get("type"))
                     .and_then(Value::as_str);
-                let has_id = reference.and_then(|r| r.get("id")).is_some_and(Value::is_string);
+                let has_id = reference
+                    .and_then(|r| r.get("id"))
+                    .is_some_and(Value::is_string);
                 match given {
                     Some(given) if has_id && given == name => None,
                     Some(given) if has_id => Some(format!(

@@ -7,11 +7,11 @@
 //! user's it acts for), so it can be tested without a server, a clock or a disk.
 
 mod convert;
-mod explain;
 pub mod delegation;
 pub mod derive;
 pub mod diagnostic;
 pub mod engine;
+mod explain;
 pub mod load;
 pub mod rows;
 pub mod search;
@@ -40,10 +40,12 @@ mod tests {
     /// is there with a value that contains `sub`'s; everything else is equal.
     fn contains(sup: &Value, sub: &Value, path: &str) -> Result<(), String> {
         match (sup, sub) {
-            (Value::Object(a), Value::Object(b)) => b.iter().try_for_each(|(k, v)| match a.get(k) {
-                Some(w) => contains(w, v, &format!("{path}.{k}")),
-                None => Err(format!("{path}.{k} is missing")),
-            }),
+            (Value::Object(a), Value::Object(b)) => {
+                b.iter().try_for_each(|(k, v)| match a.get(k) {
+                    Some(w) => contains(w, v, &format!("{path}.{k}")),
+                    None => Err(format!("{path}.{k} is missing")),
+                })
+            }
             _ if sup == sub => Ok(()),
             _ => Err(format!("{path} differs: {sup} instead of {sub}")),
         }

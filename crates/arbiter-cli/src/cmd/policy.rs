@@ -59,7 +59,11 @@ fn validate(dir: &Path, requests: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     print(&report)?;
-    Ok(ExitCode::from(if invalid == 0 { EXIT_OK } else { EXIT_ERROR }))
+    Ok(ExitCode::from(if invalid == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }))
 }
 
 /// The requests of a `--request` file, each labelled for the report (`FILE`, or `FILE[i]`
