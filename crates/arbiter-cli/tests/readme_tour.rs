@@ -658,11 +658,23 @@ fn the_readme_tour_runs_as_written() {
         postgres: postgres.to_owned(),
         database: format!("arbiter_tour_{}", std::process::id()),
     };
+    let reachable = Command::new("psql")
+        .args(["-X", "-q", "-d", &base, "-c", "SELECT 1"])
+        .output()
+        .unwrap_or_else(|e| panic!("psql cannot run ({e}): the tour's SQL step needs it"));
+    assert!(
+        reachable.status.success(),
+        "the tour's SQL step needs PostgreSQL at {base} (ARBITER_TEST_POSTGRES_URL): {}",
+        String::from_utf8_lossy(&reachable.stderr)
+    );
+    assert!(
+        !admin_db.is_empty(),
+        "ARBITER_TEST_POSTGRES_URL names no database: {base}"
+    );
     let _database = Database {
         admin_url: base.clone(),
         name: machine.database.clone(),
     };
-    let _ = admin_db;
 
     // A fresh clone: the examples, committed.
     let dir = tempfile::tempdir().unwrap();
