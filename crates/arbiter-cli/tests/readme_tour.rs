@@ -423,10 +423,10 @@ impl Shell {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rc) = line.strip_prefix("__ARBITER_TOUR_DONE__ ") {
-                    if tx.send(rc.trim().parse().unwrap_or(-1)).is_err() {
-                        break;
-                    }
+                if let Some(rc) = line.strip_prefix("__ARBITER_TOUR_DONE__ ")
+                    && tx.send(rc.trim().parse().unwrap_or(-1)).is_err()
+                {
+                    break;
                 }
             }
         });

@@ -32,7 +32,7 @@ pub const ENGINE: &str = "cedar";
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use serde_json::Value;
 
