@@ -25,12 +25,13 @@
 //! - A `cedar` block whose first line names a file (`// examples/quickstart/sql.cedar`) must
 //!   appear in that file as it is.
 //!
-//! What is substituted, for this machine: the built binary for `cargo run --release -p
-//! arbiter-cli --` (and on `PATH`, as `cargo install` would put it), free ports for 8180
-//! (`serve` is given `--listen`) and 6432, `ARBITER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
-//! for `postgres://postgres@127.0.0.1:5432`, a database name of its own for `shop` (also in
-//! the copied policies), and in the MCP configuration the clone's directory for
-//! `/path/to/arbiter`, the installed reference server (`scripts/test-deps`) for `npx -y
+//! What is substituted, for this machine, in commands and in the outputs shown alike: the
+//! built binary for `cargo run --release -p arbiter-cli --` (and on `PATH`, as `cargo
+//! install` would put it); free ports for 8180 (`serve` is given `--listen`) and 6432;
+//! `ARBITER_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) for
+//! `postgres://postgres@127.0.0.1:5432`; a database name of its own for `shop` (also in the
+//! copied policies). In the MCP configuration: the clone's directory for `/path/to/arbiter`,
+//! the installed reference server (`scripts/test-deps`) for `npx -y
 //! @modelcontextprotocol/server-filesystem`, and the session's `$KEY` for `arb_…`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -742,7 +743,8 @@ fn the_readme_tour_runs_as_written() {
                         .is_some_and(|n| n.command.trim() == "echo $?");
                     match &step.expected {
                         Some(expected) => {
-                            let (e, a) = (normalize(expected), normalize(&output));
+                            let expected = machine.apply(expected);
+                            let (e, a) = (normalize(&expected), normalize(&output));
                             assert!(
                                 glob(&e, &a),
                                 "README.md:{}: `{}` printed\n{a}\n\nbut the README shows\n{e}",
@@ -764,7 +766,7 @@ fn the_readme_tour_runs_as_written() {
                 }
             }
             "json" => {
-                let shown: Value = serde_json::from_str(&block.text)
+                let shown: Value = serde_json::from_str(&machine.apply(&block.text))
                     .unwrap_or_else(|e| panic!("{at}: not JSON: {e}"));
                 if shown.get("mcpServers").is_some() {
                     let key = shell.var("KEY");
