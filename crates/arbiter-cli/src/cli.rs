@@ -222,10 +222,16 @@ pub struct CheckArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Parse and validate a policy directory; print its version.
+    /// Parse and validate a policy directory; print its version. With `--request`, also
+    /// check sample requests against the directory's schema (exit 1 if any is not valid).
     Validate {
         /// Policy directory.
         dir: PathBuf,
+        /// A file holding an AuthZEN evaluation request, a JSON array of them, or an AuthZEN
+        /// batch (`{"evaluations": [...]}`), to check against the schema: each is reported
+        /// valid, or invalid with what is wrong. Repeatable.
+        #[arg(long = "request", value_name = "FILE")]
+        requests: Vec<PathBuf>,
     },
     /// Run the test cases in DIR/tests/*.json against the policies in DIR.
     Test {

@@ -685,10 +685,49 @@ fn a_changed_tool_is_blocked_until_approved() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    ok(arbiter()
-        .args(["mcp", "approve-tool", "--server-name", "changing", "lookup"])
-        .args(["--hash", &pending, "--data"])
-        .arg(&data));
+    // The table names the pending hash and the command that approves it, with the data
+    // directory the pins came from: run as shown, from another directory, it approves.
+    let out = arbiter()
+        .args(["mcp", "pins", "--server-name", "changing", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let table = String::from_utf8(out.stdout).unwrap();
+    let hint = table
+        .lines()
+        .find_map(|l| {
+            l.split_once("approve: ")
+                .map(|(_, c)| c.trim_end_matches(')'))
+        })
+        .unwrap_or_else(|| panic!("no approval hint in\n{table}"));
+    assert!(hint.contains(&pending), "{hint}");
+    assert!(
+        hint.starts_with(&format!(
+            "arbiter mcp approve-tool --data {}",
+            data.display()
+        )),
+        "{hint}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_arbiter")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let approved = Command::new("sh")
+        .args(["-c", hint])
+        .current_dir(elsewhere.path())
+        .env("PATH", path)
+        .env_remove("ARBITER_DATA")
+        .output()
+        .unwrap();
+    assert!(
+        approved.status.success(),
+        "`{hint}`: {}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert!(!elsewhere.path().join("arbiter-data").exists());
     let report = session(poisoned);
     let r = report["results"].as_array().unwrap();
     assert_eq!(tool_names(&r[0]), ["echo", "lookup"]);

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use arbiter_policy::Policies;
+use arbiter_policy::{Policies, SourceFile};
 use arbiter_types::json::parse_bounded;
 use arbiter_types::{EvaluationRequest, JsonLimits};
 use cedar_policy::{
@@ -141,10 +141,20 @@ fn main() {
             slice,
         ));
     }
-    // Stored entities (the quickstart: agents and tools live in entities.json, the request
-    // names them by id): Arbiter's work beyond Cedar is the mapping and the decision record.
+    // Stored entities (the quickstart's helpdesk policies: agents and tools live in
+    // entities.json, the request names them by id): Arbiter's work beyond Cedar is the mapping
+    // and the decision record.
     let qs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
-    let qs = Policies::load_dir(&qs_dir).unwrap();
+    let read = |name: &str| std::fs::read_to_string(qs_dir.join(name)).unwrap();
+    let qs = Policies::from_sources(
+        &[SourceFile {
+            path: "policies.cedar".into(),
+            text: read("policies.cedar"),
+        }],
+        Some(&read("schema.cedarschema")),
+        Some(&read("entities.json")),
+    )
+    .unwrap();
     let qs_raw: Value = serde_json::from_str(
         &std::fs::read_to_string(qs_dir.join("requests/read-ticket.json")).unwrap(),
     )

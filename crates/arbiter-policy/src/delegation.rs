@@ -107,6 +107,30 @@ pub fn evaluate(
     )
 }
 
+/// Checks that `req` is valid for the policies' schema as [`evaluate`] would take it: as the
+/// request of its subject and, when an agent acts for a user, as the user's too. The error
+/// says what is wrong (see [`Policies::check_request`]).
+pub fn validate(policies: &Policies, req: &EvaluationRequest) -> Result<(), String> {
+    let user = delegated_user(req)?;
+    policies.check_request(req)?;
+    if let Some((kind, id)) = user {
+        let as_user = EvaluationRequest {
+            subject: Entity {
+                kind: kind.clone(),
+                id: id.clone(),
+                properties: None,
+            },
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            context: req.context.clone(),
+        };
+        policies
+            .check_request(&as_user)
+            .map_err(|e| format!("acting for {kind}::\"{id}\": {e}"))?;
+    }
+    Ok(())
+}
+
 /// Allow only if both allow. The determining policies are those of the evaluations that
 /// decided the outcome: both permits for an allow, the denying side(s) for a deny.
 fn intersect(agent: Evaluation, user: Evaluation, user_label: &str) -> Evaluation {

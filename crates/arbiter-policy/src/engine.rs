@@ -20,7 +20,7 @@ use std::str::FromStr;
 use arbiter_types::{Entity, EvaluationRequest, Outcome};
 use cedar_policy::{
     AuthorizationError, Context, Decision as CedarDecision, Effect, Entities, EntityId,
-    EntityTypeName, EntityUid, PolicyId, Request,
+    EntityTypeName, EntityUid, PolicyId, Request, RequestValidationError,
 };
 use serde_json::{Map, Value, json};
 
@@ -202,8 +202,38 @@ impl Policies {
             overrides.push(e);
         }
         let request = Request::new(principal, action, resource, context, self.schema.as_ref())
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| match e {
+                // Cedar shows only the start of the context: name the attribute at fault.
+                RequestValidationError::InvalidContext(_) => self
+                    .explain_context(req)
+                    .unwrap_or_else(|| format!("`context`: {}", error_chain(&e))),
+                e => error_chain(&e),
+            })?;
         Ok(Prepared { request, overrides })
+    }
+
+    /// Checks that `req` is valid for this snapshot's schema — its types, its context, the
+    /// properties it gives its entities — as evaluating it would, without evaluating it.
+    /// The error says what is wrong (the attribute at fault, where it can be named).
+    pub fn check_request(&self, req: &EvaluationRequest) -> Result<(), String> {
+        let prepared = self.prepare(req)?;
+        if !prepared.overrides.is_empty() {
+            self.entities
+                .clone()
+                .upsert_entities(prepared.overrides, self.schema.as_ref())
+                .map_err(|e| error_chain(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Which attribute of the request's context does not match the schema, if one can be
+    /// named.
+    fn explain_context(&self, req: &EvaluationRequest) -> Option<String> {
+        let mut ctx = req.context.clone();
+        if let Some(props) = &req.action.properties {
+            ctx.insert("action".to_owned(), Value::Object(props.clone()));
+        }
+        self.context_shapes.explain(&req.action.name, &ctx)
     }
 
     /// Everything of a request but its resource, in Cedar terms: the principal, the action,
@@ -233,7 +263,10 @@ impl Policies {
                 match &self.schema {
                     Some(schema) => {
                         Context::from_json_value(Value::Object(ctx), Some((schema, &action)))
-                            .map_err(|e| format!("`context`: {}", error_chain(&e)))?
+                            .map_err(|e| {
+                                self.explain_context(req)
+                                    .unwrap_or_else(|| format!("`context`: {}", error_chain(&e)))
+                            })?
                     }
                     None => {
                         let pairs = ctx
@@ -514,5 +547,75 @@ mod tests {
         );
         r.action.name = "fly".into();
         assert_eq!(p.evaluate(&r).outcome, Outcome::Deny);
+    }
+
+    /// A context the schema does not allow is a deny whose reason names the attribute at
+    /// fault, wherever it is; `check_request` gives the same reason without evaluating.
+    #[test]
+    fn an_invalid_context_is_denied_naming_the_attribute() {
+        let schema = crate::VOCABULARY.replace(
+            "    \"session_id\"?: String,\n    \"tool_pin\"?: {",
+            "    \"session_id\"?: String,\n    \"arguments\"?: { \"path\"?: String },\n    \"tool_pin\"?: {",
+        );
+        assert_ne!(schema, crate::VOCABULARY);
+        let p = Policies::from_sources(
+            &[SourceFile {
+                path: "p.cedar".into(),
+                text: r#"permit(principal is Agent, action == Action::"call_tool", resource is Tool);"#.into(),
+            }],
+            Some(&schema),
+            None,
+        )
+        .unwrap();
+        let call = |context: Value| {
+            let mut r = req("call_tool", None);
+            r.subject.kind = "Agent".into();
+            r.resource = Entity {
+                kind: "Tool".into(),
+                id: "fs/read".into(),
+                properties: None,
+            };
+            r.context = context.as_object().cloned().unwrap();
+            r
+        };
+        let ok = call(json!({"arguments": {"path": "/srv/a"}}));
+        assert_eq!(p.evaluate(&ok).outcome, Outcome::Allow);
+        assert_eq!(p.check_request(&ok), Ok(()));
+        for (context, named) in [
+            // A value of the wrong type: Cedar's own error names no attribute.
+            (
+                json!({"arguments": {"path": 5}}),
+                "`context.arguments.path` must be a string, not a whole number, as the schema \
+                 declares it for action `call_tool`",
+            ),
+            // An undeclared attribute inside a record: Cedar's names it, not where it is.
+            (
+                json!({"arguments": {"path": "/srv/a", "encoding": "latin1"}}),
+                "`context.arguments.encoding` is not declared in the schema (for action \
+                 `call_tool`)",
+            ),
+            (
+                json!({"tool_pin": {"hash": "sha256:00"}}),
+                "`context.tool_pin.pinned` is missing: the schema requires it (for action \
+                 `call_tool`)",
+            ),
+        ] {
+            let r = call(context);
+            let e = p.evaluate(&r);
+            assert_eq!(e.outcome, Outcome::Deny);
+            assert_eq!(
+                e.reason_admin,
+                format!("denied: the request cannot be evaluated: {named}")
+            );
+            assert_eq!(e.errors, [named]);
+            assert_eq!(p.check_request(&r), Err(named.to_owned()));
+        }
+        // Not about the context: Cedar's message, which names what is wrong.
+        let mut r = ok.clone();
+        r.resource.kind = "Table".into();
+        assert_eq!(
+            p.check_request(&r),
+            Err("resource type `Table` is not valid for `Action::\"call_tool\"`".to_owned())
+        );
     }
 }

@@ -54,6 +54,9 @@ pub struct SourceFile {
 pub struct Policies {
     pub(crate) set: PolicySet,
     pub(crate) schema: Option<Schema>,
+    /// The schema's context declarations, to say which attribute of an invalid context is at
+    /// fault.
+    pub(crate) context_shapes: crate::explain::ContextShapes,
     pub(crate) entities: Entities,
     /// Stored entities as JSON (`uid`, `attrs`, `parents`), keyed by (type, id), so that
     /// request properties can be merged over them.
@@ -351,9 +354,14 @@ impl Policies {
         }
 
         let version = content_version(&mut hashed, schema_src, entities_src);
+        let context_shapes = match (&schema, schema_src) {
+            (Some(_), Some(src)) => crate::explain::ContextShapes::from_cedarschema(src),
+            _ => crate::explain::ContextShapes::default(),
+        };
         Ok(Self {
             set,
             schema,
+            context_shapes,
             entities,
             entity_json: by_uid,
             entity_index,
@@ -458,6 +466,7 @@ impl Policies {
             Err(_) => Self {
                 set: PolicySet::new(),
                 schema: None,
+                context_shapes: crate::explain::ContextShapes::default(),
                 entities: Entities::empty(),
                 entity_json: HashMap::new(),
                 entity_index: BTreeMap::new(),

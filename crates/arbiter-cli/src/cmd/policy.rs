@@ -1,17 +1,19 @@
 //! `arbiter policy validate|test|init|schema`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use arbiter_policy::{Policies, VOCABULARY, load_test_suite, run_tests};
+use arbiter_types::{EvaluationRequest, EvaluationsRequest};
+use serde_json::Value;
 
 use crate::cli::PolicyCommand;
 use crate::out::{EXIT_ERROR, EXIT_OK, print};
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Validate { dir } => validate(&dir),
+        PolicyCommand::Validate { dir, requests } => validate(&dir, &requests),
         PolicyCommand::Test { dir } => test(&dir),
         PolicyCommand::Init { dir } => init(&dir),
         PolicyCommand::Schema => {
@@ -29,9 +31,9 @@ fn load(dir: &Path) -> anyhow::Result<Policies> {
     })
 }
 
-fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
+fn validate(dir: &Path, requests: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let p = load(dir)?;
-    print(&format!(
+    let mut report = format!(
         "ok: {} policies{}, version {}",
         p.len(),
         if p.has_schema() {
@@ -40,8 +42,71 @@ fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
             " (no schema: not type-checked)"
         },
         p.version()
-    ))?;
-    Ok(ExitCode::SUCCESS)
+    );
+    if !requests.is_empty() && !p.has_schema() {
+        report.push_str("\nno schema: the requests are checked for their form only");
+    }
+    let mut invalid = 0;
+    for file in requests {
+        for (label, checked) in sample_requests(file) {
+            match checked.and_then(|req| arbiter_policy::delegation::validate(&p, &req)) {
+                Ok(()) => report.push_str(&format!("\n{label}: valid")),
+                Err(why) => {
+                    invalid += 1;
+                    report.push_str(&format!("\n{label}: invalid: {why}"));
+                }
+            }
+        }
+    }
+    print(&report)?;
+    Ok(ExitCode::from(if invalid == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }))
+}
+
+/// The requests of a `--request` file, each labelled for the report (`FILE`, or `FILE[i]`
+/// when the file holds several): one AuthZEN evaluation request, a JSON array of them, or an
+/// AuthZEN batch (`{"evaluations": [...]}` with defaults).
+fn sample_requests(file: &Path) -> Vec<(String, Result<EvaluationRequest, String>)> {
+    let name = file.display().to_string();
+    let value = std::fs::read(file)
+        .map_err(|e| format!("cannot read the file: {e}"))
+        .and_then(|bytes| {
+            serde_json::from_slice::<Value>(&bytes).map_err(|e| format!("not JSON: {e}"))
+        });
+    let one = |v: Value| match v {
+        Value::Object(map) => EvaluationRequest::from_json(map).map_err(|e| e.to_string()),
+        _ => Err("not an AuthZEN evaluation request (a JSON object)".to_owned()),
+    };
+    match value {
+        Err(e) => vec![(name, Err(e))],
+        Ok(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{name}[{i}]"), one(v)))
+            .collect(),
+        Ok(Value::Object(map)) if map.contains_key("evaluations") => {
+            match EvaluationsRequest::from_json(map) {
+                Err(e) => vec![(name, Err(e.to_string()))],
+                Ok(batch) => match batch.items {
+                    None => vec![(name, batch.defaults.complete().map_err(|e| e.to_string()))],
+                    Some(items) => items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            let req = item
+                                .and_then(|it| it.with_defaults(&batch.defaults).complete())
+                                .map_err(|e| e.to_string());
+                            (format!("{name}[{i}]"), req)
+                        })
+                        .collect(),
+                },
+            }
+        }
+        Ok(v) => vec![(name, one(v))],
+    }
 }
 
 fn test(dir: &Path) -> anyhow::Result<ExitCode> {
