@@ -164,7 +164,8 @@ impl Decider for LocalDecider {
                 .collect();
             let mut decided = self
                 .pdp
-                .decide_for_agent_narrowing(&snapshot, credential, &source, requests);
+                .decide_for_agent_narrowing_async(&snapshot, credential, &source, requests)
+                .await;
             let preview: Vec<Verdict> = decided
                 .iter()
                 .map(|d| {
@@ -240,7 +241,9 @@ impl Decider for LocalDecider {
                 address: "local",
                 enforcement_point: &self.point,
             };
-            match identity.authenticate(Some(credential), &source, arbiter_pdp::identity::now_us())
+            match identity
+                .authenticate_async(Some(credential), &source, arbiter_pdp::identity::now_us())
+                .await
             {
                 Ok(Caller::Agent(a)) => Ok(Some(a.agent.id.clone())),
                 Ok(Caller::Pep { .. }) => Err("a PEP token is not an agent credential".into()),

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::AppState;
+use crate::{AppState, access_log};
 use crate::auth::{bearer, client_address_of};
 use crate::routes::{Proxy, ServiceSettings, Target, split_target};
 
@@ -264,17 +264,22 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
         );
     };
     let point = format!("http:{service}");
+    access_log::note_enforcement_point(&point);
     // Authenticate first: nothing about the routes is revealed to an unauthenticated caller.
     let presented = match bearer(&parts.headers) {
         Ok(Some(p)) => p,
         Ok(None) => {
+            access_log::note_caller(&Caller::Anonymous);
             return plain_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "an agent credential is required (`Authorization: Bearer …`)",
             );
         }
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            access_log::note_refused(None);
+            return e.into_response();
+        }
     };
     let address = client_address_of(&parts);
     let source = Source {
@@ -282,7 +287,13 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
         enforcement_point: &point,
     };
     let snapshot = state.pdp.snapshot();
-    let caller = identity.authenticate(Some(presented), &source, now_us());
+    let caller = identity
+        .authenticate_async(Some(presented), &source, now_us())
+        .await;
+    match &caller {
+        Ok(c) => access_log::note_caller(c),
+        Err(denial) => access_log::note_refused(Some(denial)),
+    }
 
     let read = original(
         settings,
@@ -424,6 +435,7 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
         Err(u) => (*u.decision, Some(u.error)),
     };
     let id = decision.id.to_string();
+    access_log::note_decision(&id);
     let mut res = if decision.outcome.is_allow() {
         StatusCode::OK.into_response()
     } else {
