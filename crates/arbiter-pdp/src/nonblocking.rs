@@ -236,3 +236,124 @@ impl Pdp {
         self.decide_for_authenticated(policies, caller, source, requests)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::IdentitySettings;
+    use crate::identity::now_us;
+    use arbiter_store::{Actor, Environment, NewAgent};
+
+    fn identity() -> (tempfile::TempDir, Arc<Identity>, String, String) {
+        let data = tempfile::tempdir().unwrap();
+        let identity = Arc::new(Identity::open(data.path(), IdentitySettings::default()).unwrap());
+        let store = identity.store();
+        let actor = Actor::system("tests");
+        store
+            .register_agent(
+                &NewAgent {
+                    id: "bot".into(),
+                    name: "bot".into(),
+                    owner: "team@example.com".into(),
+                    purpose: String::new(),
+                    environment: Environment::Prod,
+                    attributes: serde_json::Map::new(),
+                },
+                &actor,
+                now_us(),
+            )
+            .unwrap();
+        let issued =
+            crate::admin::issue_key(store.as_ref(), "bot", "k", None, &actor, now_us()).unwrap();
+        let key = issued.secret.expose().to_owned();
+        (data, identity, key, issued.credential.id)
+    }
+
+    const SOURCE: Source<'static> = Source {
+        address: "127.0.0.1",
+        enforcement_point: "authzen",
+    };
+
+    #[tokio::test]
+    async fn a_cache_miss_goes_to_the_blocking_pool_and_a_hit_is_answered_in_place() {
+        let (_data, identity, key, credential_id) = identity();
+        // Nothing cached: the answer needs the store.
+        assert_eq!(
+            identity.try_authenticate(Some(&key), &SOURCE, now_us()).err(),
+            Some(WouldBlock)
+        );
+        let caller = identity
+            .authenticate_async(Some(&key), &SOURCE, now_us())
+            .await
+            .unwrap();
+        assert!(matches!(&caller, Caller::Agent(a) if a.agent.id == "bot"));
+        // Cached now: answered from memory.
+        let hit = identity.try_authenticate(Some(&key), &SOURCE, now_us());
+        assert!(matches!(hit, Ok(Ok(Caller::Agent(_)))), "{hit:?}");
+
+        // A revocation (by any handle on the store) empties the cache: the next call reads the
+        // store again and refuses.
+        identity
+            .store()
+            .revoke_credential(&credential_id, "leaked", &Actor::system("tests"), now_us())
+            .unwrap();
+        assert_eq!(
+            identity.try_authenticate(Some(&key), &SOURCE, now_us()).err(),
+            Some(WouldBlock)
+        );
+        let denial = identity
+            .authenticate_async(Some(&key), &SOURCE, now_us())
+            .await
+            .unwrap_err();
+        assert!(denial.reason_admin.contains("revoked"), "{denial:?}");
+        // The refusal is cached too.
+        assert!(matches!(
+            identity.try_authenticate(Some(&key), &SOURCE, now_us()),
+            Ok(Err(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_subject_looked_up_on_the_blocking_pool_is_bound_as_in_place() {
+        let (_data, identity, _key, _) = identity();
+        let policies = Arc::new(Policies::empty());
+        let request = || {
+            EvaluationRequest::from_json(
+                serde_json::json!({
+                    "subject": {"type": "Agent", "id": "bot"},
+                    "action": {"name": "read"},
+                    "resource": {"type": "Doc", "id": "d"},
+                })
+                .as_object()
+                .unwrap()
+                .clone(),
+            )
+            .unwrap()
+        };
+        let mut req = request();
+        assert_eq!(
+            identity
+                .try_resolve(&policies, &Caller::Anonymous, &mut req, &SOURCE, now_us())
+                .err(),
+            Some(WouldBlock)
+        );
+        assert_eq!(req, request(), "a request stopped for the store is left as it was");
+        let attribution = identity
+            .resolve_async(&policies, &Caller::Anonymous, &mut req, &SOURCE, now_us())
+            .await
+            .unwrap();
+        assert_eq!(attribution.agent_id.as_deref(), Some("bot"));
+        assert_eq!(
+            req.subject.properties.as_ref().unwrap()["owner"],
+            "team@example.com"
+        );
+        let mut again = request();
+        let in_place = identity
+            .try_resolve(&policies, &Caller::Anonymous, &mut again, &SOURCE, now_us())
+            .unwrap()
+            .unwrap();
+        assert_eq!((in_place, again), (attribution, req));
+    }
+}
