@@ -180,6 +180,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_JWT_ISSUERS", value_name = "FILE")]
     pub jwt_issuers: Option<PathBuf>,
 
+    /// Write one JSON line per HTTP request to FILE (appended; created with mode 0600) or to
+    /// standard output (`-`): time, method, path without the query, status, duration, client
+    /// address, request id, the caller (agent, PEP, admin, anonymous or refused, by id), the
+    /// enforcement point and the decision ids. Never a credential, a query string or a body.
+    /// Writing it never delays or fails a request: lines that cannot be written are counted
+    /// (`arbiter_access_log_lines_lost_total`) and reported once per outage. SIGHUP reopens
+    /// FILE (after a log rotation).
+    #[arg(long, env = "ARBITER_ACCESS_LOG", value_name = "FILE|-")]
+    pub access_log: Option<String>,
+
     /// Forward-auth route list: `SERVICE METHOD /path/{param}` per line and one
     /// `@service SERVICE proxy=nginx|traefik|envoy [allow=…] [method-override]` line per
     /// service (repeatable).

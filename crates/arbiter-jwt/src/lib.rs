@@ -10,6 +10,9 @@
 //! The verification path is synchronous and takes the time as a parameter; the only I/O
 //! is reading key sets (from files, or from URLs with a bounded HTTP client) when a
 //! [`Verifier`] is built and, rate-limited, when a token names an unknown key.
+//! [`Verifier::verify_cached`] never does that I/O: it says when the answer needs a fetch,
+//! so that an async caller verifies on its own thread and moves only that case to a thread
+//! that may block.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,7 +43,8 @@ pub use fetch::{FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use json::MAX_DEPTH as MAX_JSON_DEPTH;
 pub use jwk::{MAX_KEYS, MAX_KID_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use verifier::{
-    MAX_ACT_DEPTH, MAX_ID_BYTES, MAX_TOKEN_BYTES, REFETCH_INTERVAL, VerifiedToken, Verifier,
+    MAX_ACT_DEPTH, MAX_ID_BYTES, MAX_TOKEN_BYTES, NeedsFetch, REFETCH_INTERVAL, VerifiedToken,
+    Verifier,
 };
 
 #[cfg(test)]

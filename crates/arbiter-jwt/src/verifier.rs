@@ -160,7 +160,42 @@ impl Verifier {
 
     /// Verifies `token` at time `now`. Succeeds only if every check of the crate README
     /// passes; the error says which check failed first, never what the token contained.
+    ///
+    /// May block: a token naming a key its issuer's cached set lacks makes one fetch of a URL
+    /// key set (at most every [`REFETCH_INTERVAL`], bounded by
+    /// [`FETCH_TIMEOUT`](crate::FETCH_TIMEOUT)). On an async runtime, call
+    /// [`Verifier::verify_cached`] and this only where blocking is allowed.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, JwtError> {
+        match self.verify_with(token, now, Fetch::Allowed) {
+            Ok(verified) => Ok(verified),
+            Err(Failure::Refused(e)) => Err(e),
+            // Only returned when fetching is not allowed.
+            Err(Failure::NeedsFetch) => Err(JwtError::UnknownKid),
+        }
+    }
+
+    /// [`Verifier::verify`] with the key sets held in memory only: never does I/O, never
+    /// blocks. `Err(NeedsFetch)` exactly when `verify` would fetch (the token names a key that
+    /// is not held and its issuer's URL key set is due for a refetch): call `verify` then,
+    /// from a thread that may block. Otherwise `Ok` of what `verify` would return.
+    pub fn verify_cached(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Result<VerifiedToken, JwtError>, NeedsFetch> {
+        match self.verify_with(token, now, Fetch::Never) {
+            Ok(verified) => Ok(Ok(verified)),
+            Err(Failure::Refused(e)) => Ok(Err(e)),
+            Err(Failure::NeedsFetch) => Err(NeedsFetch),
+        }
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        now: SystemTime,
+        fetch: Fetch,
+    ) -> Result<VerifiedToken, Failure> {
         let segments = split(token)?;
         let header = decode_object(segments.header, "header")?;
         let header = check_header(&header)?;
@@ -170,14 +205,15 @@ impl Verifier {
         // signature verifies.
         let issuer = match payload.get("iss") {
             Some(Value::String(iss)) => self.issuers.get(iss).ok_or(JwtError::UnknownIssuer)?,
-            Some(_) => return Err(malformed("`iss` is not a string")),
-            None => return Err(JwtError::MissingClaim("iss")),
+            Some(_) => return Err(malformed("`iss` is not a string").into()),
+            None => return Err(JwtError::MissingClaim("iss").into()),
         };
         if !issuer.config.algorithms.contains(&header.alg) {
             return Err(JwtError::UnsupportedAlgorithm(format!(
                 "`{}` is not accepted from this issuer",
                 header.alg
-            )));
+            ))
+            .into());
         }
         let signature =
             b64::decode(segments.signature).map_err(|e| malformed(&format!("signature: {e}")))?;
@@ -187,6 +223,7 @@ impl Verifier {
             segments.signing_input.as_bytes(),
             &signature,
             now,
+            fetch,
         )?;
 
         let config = &issuer.config;
@@ -206,8 +243,8 @@ impl Verifier {
         })
     }
 
-    /// Finds the key (refetching a URL key set once if the `kid` is unknown and the
-    /// refetch interval allows) and verifies the signature.
+    /// Finds the key (refetching a URL key set once if the `kid` is unknown, the refetch
+    /// interval allows and `fetch` does) and verifies the signature.
     fn check_signature(
         &self,
         issuer: &IssuerState,
@@ -215,21 +252,54 @@ impl Verifier {
         signing_input: &[u8],
         signature: &[u8],
         now: SystemTime,
-    ) -> Result<(), JwtError> {
+        fetch: Fetch,
+    ) -> Result<(), Failure> {
         let keys = issuer.keys();
         match verify_with(&keys, header, signing_input, signature) {
-            Attempt::Done(result) => result,
+            Attempt::Done(result) => Ok(result?),
             Attempt::NoKey => {
-                let fresh = match (&issuer.config.jwks, &self.http) {
-                    (JwksSource::Url(url), Some(agent)) => refetch(issuer, agent, url, now)?,
-                    (JwksSource::Url(_), None) | (JwksSource::File(_), _) => None,
+                let fresh = match (&issuer.config.jwks, &self.http, fetch) {
+                    (JwksSource::Url(_), Some(_), Fetch::Never) => {
+                        if refetch_due(issuer, now) {
+                            return Err(Failure::NeedsFetch);
+                        }
+                        None
+                    }
+                    (JwksSource::Url(url), Some(agent), Fetch::Allowed) => {
+                        refetch(issuer, agent, url, now)?
+                    }
+                    (JwksSource::Url(_), None, _) | (JwksSource::File(_), _, _) => None,
                 };
                 match fresh.map(|keys| verify_with(&keys, header, signing_input, signature)) {
-                    Some(Attempt::Done(result)) => result,
-                    Some(Attempt::NoKey) | None => Err(JwtError::UnknownKid),
+                    Some(Attempt::Done(result)) => Ok(result?),
+                    Some(Attempt::NoKey) | None => Err(JwtError::UnknownKid.into()),
                 }
             }
         }
+    }
+}
+
+/// Returned by [`Verifier::verify_cached`] when the answer needs a key set fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsFetch;
+
+/// Whether verification may fetch a key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    Allowed,
+    Never,
+}
+
+/// Why verification stopped.
+enum Failure {
+    Refused(JwtError),
+    /// The answer needs a fetch, which was not allowed.
+    NeedsFetch,
+}
+
+impl From<JwtError> for Failure {
+    fn from(e: JwtError) -> Self {
+        Failure::Refused(e)
     }
 }
 
@@ -262,9 +332,25 @@ fn verify_with(keys: &KeySet, header: &Header, input: &[u8], signature: &[u8]) -
     )
 }
 
-/// Refetches `url` unless the issuer's key set was refetched less than
-/// [`REFETCH_INTERVAL`] before (or after: clocks can step back) `now`. On success the new
-/// set replaces the cached one; on failure the cached one stays.
+/// Whether a refetch of the issuer's key set at `now` is allowed: none was made within
+/// [`REFETCH_INTERVAL`] before (or after: clocks can step back) `now`.
+fn refetch_due(issuer: &IssuerState, now: SystemTime) -> bool {
+    let last = issuer
+        .last_refetch
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    interval_passed(*last, now)
+}
+
+fn interval_passed(last: Option<SystemTime>, now: SystemTime) -> bool {
+    last.is_none_or(|prev| {
+        let apart = now.duration_since(prev).unwrap_or_else(|e| e.duration());
+        apart >= REFETCH_INTERVAL
+    })
+}
+
+/// Refetches `url` unless [`refetch_due`] says no. On success the new set replaces the
+/// cached one; on failure the cached one stays.
 fn refetch(
     issuer: &IssuerState,
     agent: &ureq::Agent,
@@ -276,11 +362,8 @@ fn refetch(
             .last_refetch
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(prev) = *last {
-            let apart = now.duration_since(prev).unwrap_or_else(|e| e.duration());
-            if apart < REFETCH_INTERVAL {
-                return Ok(None);
-            }
+        if !interval_passed(*last, now) {
+            return Ok(None);
         }
         // Claimed before fetching, so concurrent requests do not fetch too.
         *last = Some(now);

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_jwt::{
     Algorithm, ConfigError, IssuerConfig, JwksSource, JwtError, MAX_ACT_DEPTH, MAX_TOKEN_BYTES,
-    VerifiedToken, Verifier,
+    NeedsFetch, VerifiedToken, Verifier,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -1648,6 +1648,51 @@ fn jwks_url_is_fetched_and_refetched_on_rotation_at_most_every_30_s() {
     assert_eq!(server.hits(), 3);
 }
 
+/// `verify_cached` makes no request: it says exactly when `verify` would fetch, and
+/// otherwise answers what `verify` answers.
+#[test]
+fn verify_cached_never_fetches_and_says_when_a_fetch_is_due() {
+    let k = keys();
+    let server = JwksServer::start(200, json!({"keys": [ec_jwk(&k.ec, "ec-1")]}).to_string());
+    let verifier = url_verifier(&server).unwrap();
+    assert_eq!(server.hits(), 1);
+    let known = token_with(es256(), Some("ec-1"), &claims());
+    assert_eq!(
+        verifier.verify_cached(&known, now()),
+        Ok(verifier.verify(&known, now()))
+    );
+    assert!(verifier.verify_cached(&known, now()).unwrap().is_ok());
+
+    server.set(
+        200,
+        json!({"keys": [ec_jwk(&k.ec, "ec-1"), ed_jwk(&k.ed, "ed-2")]}).to_string(),
+    );
+    let rotated = token_with(eddsa(), Some("ed-2"), &claims());
+    assert_eq!(verifier.verify_cached(&rotated, now()), Err(NeedsFetch));
+    assert_eq!(verifier.verify_cached(&rotated, now()), Err(NeedsFetch));
+    assert_eq!(server.hits(), 1, "verify_cached made a request");
+    // `verify` makes the fetch; then the key is held.
+    assert!(verifier.verify(&rotated, now()).is_ok());
+    assert_eq!(server.hits(), 2);
+    assert!(verifier.verify_cached(&rotated, now()).unwrap().is_ok());
+
+    // Within the refetch interval no fetch would be made: the refusal is the answer.
+    let unknown = token_with(es256(), Some("ec-9"), &claims());
+    assert_eq!(
+        verifier.verify_cached(&unknown, at(29)),
+        Ok(Err(JwtError::UnknownKid))
+    );
+    assert_eq!(verifier.verify_cached(&unknown, at(30)), Err(NeedsFetch));
+    // A token refused before its key is looked up needs no fetch either.
+    let mut foreign = claims();
+    foreign["iss"] = json!("https://other.example.com");
+    assert_eq!(
+        verifier.verify_cached(&token_with(es256(), Some("ec-9"), &foreign), at(30)),
+        Ok(Err(JwtError::UnknownIssuer))
+    );
+    assert_eq!(server.hits(), 2);
+}
+
 #[test]
 fn failed_refetch_keeps_the_cached_keys() {
     let k = keys();
@@ -1692,6 +1737,10 @@ fn file_key_sets_are_not_reloaded_on_unknown_kid() {
     write_jwks(&dir, "jwks.json", &json!({"keys": [ed_jwk(&k.ed, "ed-2")]}));
     let t = token_with(eddsa(), Some("ed-2"), &claims());
     assert_eq!(verifier.verify(&t, at(100)), Err(JwtError::UnknownKid));
+    assert_eq!(
+        verifier.verify_cached(&t, at(100)),
+        Ok(Err(JwtError::UnknownKid))
+    );
 }
 
 #[test]

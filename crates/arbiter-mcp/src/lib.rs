@@ -14,10 +14,13 @@
 //! - [`http`]: the streamable-HTTP transport, a reverse proxy in front of an MCP server.
 //! - [`values`]: arguments as Cedar values, tool definition hashes.
 //! - [`paths`]: path-like arguments in lexically normal form.
+//! - `pins`: tool pin checks that answer repeats from memory and wait for the store only on
+//!   the blocking pool.
 
 pub mod http;
 pub mod jsonrpc;
 pub mod paths;
+mod pins;
 pub mod session;
 pub mod stdio;
 pub mod values;

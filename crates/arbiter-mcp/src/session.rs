@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arbiter_store::{PinCheck, Store};
+
+use crate::pins::Pins;
 use arbiter_types::Entity;
 use serde_json::{Map, Value, json};
 
@@ -61,7 +63,7 @@ impl GatewayConfig {
 pub struct Gateway {
     config: GatewayConfig,
     decider: Arc<dyn Decider>,
-    pins: Arc<dyn Store>,
+    pins: Pins,
 }
 
 impl Gateway {
@@ -69,7 +71,7 @@ impl Gateway {
         Self {
             config,
             decider,
-            pins,
+            pins: Pins::new(pins),
         }
     }
 
@@ -455,12 +457,13 @@ impl Session {
     }
 
     /// Whether the announced definition is the pinned one (pinning it on first use).
-    fn pinned(&self, name: &str, entry: &ToolEntry) -> Result<bool, String> {
+    async fn pinned(&self, name: &str, entry: &ToolEntry) -> Result<bool, String> {
         let now = arbiter_pdp::identity::now_us();
         match self
             .gateway
             .pins
-            .check_tool(self.server(), name, &entry.hash, &entry.definition, now)
+            .check(self.server(), name, &entry.hash, &entry.definition, now)
+            .await
         {
             Ok(PinCheck::Pinned) => {
                 tracing::info!(server = %self.server(), tool = %name, hash = %entry.hash, "pinned a tool definition on first use");
@@ -538,7 +541,7 @@ impl Session {
             }
             Err(e) => return self.denied(id, &Verdict::refused(&e), true),
         };
-        let pinned = match self.pinned(&name, &entry) {
+        let pinned = match self.pinned(&name, &entry).await {
             Ok(p) => p,
             Err(e) => return self.denied(id, &Verdict::refused(&e), true),
         };
@@ -648,7 +651,7 @@ impl Session {
             List::Tools => {
                 let mut out = Vec::new();
                 for (name, entry, tool) in self.learn_tools(&result) {
-                    match self.pinned(&name, &entry) {
+                    match self.pinned(&name, &entry).await {
                         Ok(true) => {
                             let resource = self.tool_resource(&name, &entry, true);
                             out.push((tool, resource));

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +53,8 @@ struct Seen {
 struct Fake {
     seen: Mutex<Vec<Seen>>,
     sessions: AtomicUsize,
+    /// Announce one more tool, `added`, from now on.
+    added: AtomicBool,
 }
 
 impl Fake {
@@ -145,7 +147,13 @@ async fn fake(State(fake): State<Arc<Fake>>, req: Request<Body>) -> Response {
     }
     match method {
         "tools/list" => {
-            let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools()}});
+            let mut tools = tools();
+            if fake.added.load(Ordering::SeqCst)
+                && let Some(list) = tools.as_array_mut()
+            {
+                list.push(json!({"name": "added", "description": "New", "inputSchema": {"type": "object"}}));
+            }
+            let answer = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}});
             if id.as_str().is_some_and(|i| i.starts_with("sse-")) {
                 sse_reply(&[("l1", answer)])
             } else {
@@ -191,6 +199,8 @@ async fn fake(State(fake): State<Arc<Fake>>, req: Request<Body>) -> Response {
 
 struct Rig {
     url: String,
+    /// The data directory: the registry and the tool pins (`arbiter.db`), the decision log.
+    data: std::path::PathBuf,
     fake: Arc<Fake>,
     key: String,
     other_key: String,
@@ -283,6 +293,7 @@ async fn rig_with(upstream: Option<String>, adjust: impl FnOnce(&mut HttpSetting
     });
     Rig {
         url: format!("http://{addr}/mcp"),
+        data: data.path().to_path_buf(),
         fake,
         key,
         other_key,
@@ -951,4 +962,62 @@ async fn idle_sessions_are_forgotten_and_ended_at_the_server() {
     assert_eq!(ended.headers.get("x-upstream-key").unwrap(), "up-secret");
     let r = rig.post(Some(&session), &list).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+}
+
+/// Regression: tool pins were checked on the gateway's runtime thread, so a pin write waiting
+/// for the store's write lock (held by another process, up to the 5 s busy timeout) stalled
+/// every other session's calls. Now a pin that matched before is answered from memory, and a
+/// check that needs the store waits on the blocking pool.
+#[tokio::test]
+async fn other_calls_are_served_while_a_new_pin_waits_for_the_store() {
+    let rig = Arc::new(rig().await);
+    let session = rig.initialize().await;
+    for id in [1, 2] {
+        let r = rig.post(Some(&session), &call(id, "echo")).await;
+        assert_eq!(r.json()["result"]["content"][0]["text"], "called echo");
+    }
+
+    // Another process holds the store's write lock; the server announces a new tool, whose
+    // pin on first use is a write that waits for the lock.
+    let mut other = rusqlite::Connection::open(rig.data.join("arbiter.db")).unwrap();
+    let held = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    rig.fake.added.store(true, Ordering::SeqCst);
+    let lists = rig.fake.posts_of("tools/list").len();
+    let listing = {
+        let rig = Arc::clone(&rig);
+        let other_session = rig.initialize().await;
+        tokio::spawn(async move {
+            rig.post(
+                Some(&other_session),
+                &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+            )
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.fake.posts_of("tools/list").len() == lists {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never reached the server"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    // A call whose tool's pin is known is served meanwhile.
+    let r = rig.post(Some(&session), &call(4, "echo")).await;
+    assert_eq!(r.json()["result"]["content"][0]["text"], "called echo");
+    assert!(
+        !listing.is_finished(),
+        "the call was served only once the pin write was over"
+    );
+
+    // Released, the new tool is pinned on first use and listed.
+    held.rollback().unwrap();
+    let listed = listing.await.unwrap();
+    assert!(
+        tool_names(&listed.json()).contains(&"added".to_owned()),
+        "{listed:?}"
+    );
 }

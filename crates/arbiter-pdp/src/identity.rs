@@ -16,6 +16,14 @@
 //! through this process or another one writing the same database), which is checked on every
 //! call, so a revocation takes effect on the very next decision. Last-used times and
 //! sightings are buffered and written by [`Identity::flush`] (see [`spawn_flusher`]).
+//!
+//! Every call comes in two forms. [`Identity::authenticate`], [`Identity::resolve`] and
+//! [`Identity::authenticate_admin`] may wait — a store read on a cache miss, a key set fetch
+//! for a token naming a key not held — and belong on a thread that may block.
+//! [`Identity::try_authenticate`], [`Identity::try_resolve`] and
+//! [`Identity::try_authenticate_admin`] answer from memory and the store's generation check
+//! that waits for nothing ([`Store::generation_now`]), or say [`WouldBlock`]; the async
+//! wrappers in [`crate::nonblocking`] use them so that a cache hit costs no thread hop.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -125,6 +133,56 @@ pub enum AdminDenial {
     Unauthenticated,
 }
 
+/// The answer needs the store or a key set fetch, which may wait: ask again from a thread that
+/// may block (the blocking form of the call, or its async wrapper, which does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WouldBlock;
+
+/// How far a call may go for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    /// Memory, and the store's generation check that waits for nothing.
+    Cached,
+    /// Store reads and key set fetches too: only on a thread that may block.
+    Blocking,
+}
+
+/// Why a call stopped before answering.
+#[derive(Debug)]
+enum Stop {
+    Denied(Denial),
+    WouldBlock,
+}
+
+impl From<Denial> for Stop {
+    fn from(d: Denial) -> Self {
+        Stop::Denied(d)
+    }
+}
+
+/// The answer of a call made with [`Io::Blocking`], which never stops for [`Stop::WouldBlock`];
+/// were it to, that is a deny all the same.
+fn blocking<T>(result: Result<T, Stop>) -> Result<T, Denial> {
+    result.map_err(|stop| match stop {
+        Stop::Denied(d) => d,
+        Stop::WouldBlock => Denial {
+            reason_admin: "denied: the identity lookup could not be completed".to_owned(),
+            reason_user: "denied: the request could not be authenticated".to_owned(),
+            credential_id: None,
+            agent_id: None,
+        },
+    })
+}
+
+/// The answer of a call made with [`Io::Cached`].
+fn cached<T>(result: Result<T, Stop>) -> Result<Result<T, Denial>, WouldBlock> {
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(Stop::Denied(d)) => Ok(Err(d)),
+        Err(Stop::WouldBlock) => Err(WouldBlock),
+    }
+}
+
 /// Settings of the identity layer.
 #[derive(Debug, Clone, Default)]
 pub struct IdentitySettings {
@@ -219,9 +277,18 @@ impl Identity {
         cache.credentials.clear();
     }
 
-    /// Makes sure the cache reflects the store's current generation.
-    fn sync_cache(&self) -> Result<(), StoreError> {
-        let generation = self.store.generation()?;
+    /// Makes sure the cache reflects the store's current generation. With [`Io::Cached`] the
+    /// check waits for nothing ([`Store::generation_now`]).
+    fn sync_cache(&self, io: Io) -> Result<(), Stop> {
+        let generation = match io {
+            Io::Cached => self.store.generation_now(),
+            Io::Blocking => self.store.generation().map(Some),
+        };
+        let generation = match generation {
+            Ok(Some(g)) => g,
+            Ok(None) => return Err(Stop::WouldBlock),
+            Err(e) => return Err(store_unavailable(&e).into()),
+        };
         let mut cache = lock(&self.cache);
         if cache.generation != generation
             || cache.agents.len() > MAX_CACHED
@@ -234,53 +301,89 @@ impl Identity {
         Ok(())
     }
 
-    fn agent(&self, id: &str) -> Result<Option<Arc<Agent>>, StoreError> {
+    fn agent(&self, id: &str, io: Io) -> Result<Option<Arc<Agent>>, Stop> {
         if let Some(hit) = lock(&self.cache).agents.get(id) {
             return Ok(hit.clone());
         }
-        let found = self.store.agent(id)?.map(Arc::new);
+        if io == Io::Cached {
+            return Err(Stop::WouldBlock);
+        }
+        let found = self
+            .store
+            .agent(id)
+            .map_err(|e| store_unavailable(&e))?
+            .map(Arc::new);
         lock(&self.cache)
             .agents
             .insert(id.to_owned(), found.clone());
         Ok(found)
     }
 
-    fn credential(&self, id: &str) -> Result<Option<Arc<Credential>>, StoreError> {
+    fn credential(&self, id: &str, io: Io) -> Result<Option<Arc<Credential>>, Stop> {
         if let Some(hit) = lock(&self.cache).credentials.get(id) {
             return Ok(hit.clone());
         }
-        let found = self.store.credential(id)?.map(Arc::new);
+        if io == Io::Cached {
+            return Err(Stop::WouldBlock);
+        }
+        let found = self
+            .store
+            .credential(id)
+            .map_err(|e| store_unavailable(&e))?
+            .map(Arc::new);
         lock(&self.cache)
             .credentials
             .insert(id.to_owned(), found.clone());
         Ok(found)
     }
 
-    /// Resolves a presented credential (`None`: none was presented).
+    /// Resolves a presented credential (`None`: none was presented). May wait: see
+    /// [`Identity::try_authenticate`] for the form that does not.
     pub fn authenticate(
         &self,
         presented: Option<&str>,
         source: &Source<'_>,
         now_us: i64,
     ) -> Result<Caller, Denial> {
+        blocking(self.authenticate_in(Io::Blocking, presented, source, now_us))
+    }
+
+    /// [`Identity::authenticate`] from memory only: `Err(WouldBlock)` when the answer needs a
+    /// store read or a key set fetch. What it leaves behind (a buffered last-used time) is
+    /// what the blocking call will leave too, so asking again there is safe.
+    pub fn try_authenticate(
+        &self,
+        presented: Option<&str>,
+        source: &Source<'_>,
+        now_us: i64,
+    ) -> Result<Result<Caller, Denial>, WouldBlock> {
+        cached(self.authenticate_in(Io::Cached, presented, source, now_us))
+    }
+
+    fn authenticate_in(
+        &self,
+        io: Io,
+        presented: Option<&str>,
+        source: &Source<'_>,
+        now_us: i64,
+    ) -> Result<Caller, Stop> {
         let Some(presented) = presented else {
             return Ok(Caller::Anonymous);
         };
-        if let Err(e) = self.sync_cache() {
-            return Err(store_unavailable(&e));
-        }
+        self.sync_cache(io)?;
         match SecretKind::from_prefix_of(presented) {
-            Some(SecretKind::AgentKey) => self.authenticate_key(presented, source, now_us),
-            Some(SecretKind::PepToken) => self.authenticate_pep(presented, source, now_us),
+            Some(SecretKind::AgentKey) => self.authenticate_key(presented, source, now_us, io),
+            Some(SecretKind::PepToken) => self.authenticate_pep(presented, source, now_us, io),
             Some(SecretKind::AdminToken) => Err(Denial::credential(
                 "an admin token is not an agent credential".to_owned(),
                 arbiter_identity::parse(presented)
                     .ok()
                     .map(|p| p.credential_id.clone()),
-            )),
+            )
+            .into()),
             None => match &self.jwt {
                 Some(verifier) if Verifier::looks_like_jwt(presented) => {
-                    self.authenticate_jwt(verifier, presented, source, now_us)
+                    self.authenticate_jwt(verifier, presented, source, now_us, io)
                 }
                 _ => {
                     self.sight_credential(presented, source, now_us);
@@ -295,7 +398,8 @@ impl Identity {
                             }
                         ),
                         None,
-                    ))
+                    )
+                    .into())
                 }
             },
         }
@@ -308,28 +412,19 @@ impl Identity {
         kind: CredentialKind,
         source: &Source<'_>,
         now_us: i64,
-    ) -> Result<Arc<Credential>, Denial> {
+        io: Io,
+    ) -> Result<Arc<Credential>, Stop> {
         let parsed = match arbiter_identity::parse(presented) {
             Ok(p) => p,
             Err(e) => {
                 self.sight_credential(presented, source, now_us);
-                return Err(Denial::credential(
-                    format!("malformed credential: {e}"),
-                    None,
-                ));
+                return Err(Denial::credential(format!("malformed credential: {e}"), None).into());
             }
         };
         let id = parsed.credential_id.clone();
-        let credential = match self.credential(&id) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                self.sight_credential(presented, source, now_us);
-                return Err(Denial::credential(
-                    format!("unknown credential `{id}`"),
-                    Some(id),
-                ));
-            }
-            Err(e) => return Err(store_unavailable(&e)),
+        let Some(credential) = self.credential(&id, io)? else {
+            self.sight_credential(presented, source, now_us);
+            return Err(Denial::credential(format!("unknown credential `{id}`"), Some(id)).into());
         };
         // Verify the secret before saying anything about the credential's state.
         if credential.kind != kind || !arbiter_identity::verify(&parsed, &credential.hash) {
@@ -337,7 +432,8 @@ impl Identity {
             return Err(Denial::credential(
                 format!("wrong secret for credential `{id}`"),
                 Some(id),
-            ));
+            )
+            .into());
         }
         let known = |mut d: Denial| {
             d.agent_id = credential.agent_id.clone();
@@ -359,7 +455,8 @@ impl Identity {
                         .unwrap_or_default()
                 ),
                 Some(id),
-            )));
+            ))
+            .into());
         }
         if let Some(exp) = credential.expires_at_us
             && now_us >= exp
@@ -374,7 +471,8 @@ impl Identity {
                     .timestamp()
                 ),
                 Some(id),
-            )));
+            ))
+            .into());
         }
         lock(&self.pending).credentials_used.insert(id, now_us);
         Ok(credential)
@@ -385,15 +483,18 @@ impl Identity {
         presented: &str,
         source: &Source<'_>,
         now_us: i64,
-    ) -> Result<Caller, Denial> {
-        let credential = self.check_secret(presented, CredentialKind::AgentKey, source, now_us)?;
+        io: Io,
+    ) -> Result<Caller, Stop> {
+        let credential =
+            self.check_secret(presented, CredentialKind::AgentKey, source, now_us, io)?;
         let Some(agent_id) = credential.agent_id.clone() else {
             return Err(Denial::credential(
                 format!("credential `{}` belongs to no agent", credential.id),
                 Some(credential.id.clone()),
-            ));
+            )
+            .into());
         };
-        let agent = self.active_agent(&agent_id, Some(&credential.id), now_us)?;
+        let agent = self.active_agent(&agent_id, Some(&credential.id), now_us, io)?;
         Ok(Caller::Agent(AgentCaller {
             agent,
             credential_id: credential.id.clone(),
@@ -407,8 +508,10 @@ impl Identity {
         presented: &str,
         source: &Source<'_>,
         now_us: i64,
-    ) -> Result<Caller, Denial> {
-        let credential = self.check_secret(presented, CredentialKind::PepToken, source, now_us)?;
+        io: Io,
+    ) -> Result<Caller, Stop> {
+        let credential =
+            self.check_secret(presented, CredentialKind::PepToken, source, now_us, io)?;
         Ok(Caller::Pep {
             credential_id: credential.id.clone(),
         })
@@ -420,33 +523,38 @@ impl Identity {
         presented: &str,
         source: &Source<'_>,
         now_us: i64,
-    ) -> Result<Caller, Denial> {
-        let token = match verifier.verify(presented, us_to_system_time(now_us)) {
+        io: Io,
+    ) -> Result<Caller, Stop> {
+        let now = us_to_system_time(now_us);
+        let verified = match io {
+            Io::Cached => verifier
+                .verify_cached(presented, now)
+                .map_err(|arbiter_jwt::NeedsFetch| Stop::WouldBlock)?,
+            Io::Blocking => verifier.verify(presented, now),
+        };
+        let token = match verified {
             Ok(t) => t,
             Err(e) => {
                 self.sight_credential(presented, source, now_us);
-                return Err(Denial::credential(format!("token refused: {e}"), None));
+                return Err(Denial::credential(format!("token refused: {e}"), None).into());
             }
         };
         let credential_id = match &token.token_id {
             Some(jti) => format!("jwt:{}#{jti}", token.issuer),
             None => format!("jwt:{}", token.issuer),
         };
-        let agent = match self.agent(&token.agent_id) {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                self.sight_agent(&token.agent_id, source, now_us);
-                return Err(Denial {
-                    reason_admin: format!(
-                        "token from `{}` names agent `{}`, which is not registered",
-                        token.issuer, token.agent_id
-                    ),
-                    reason_user: USER_REASON_CREDENTIAL.to_owned(),
-                    credential_id: Some(credential_id),
-                    agent_id: Some(token.agent_id.clone()),
-                });
+        let Some(agent) = self.agent(&token.agent_id, io)? else {
+            self.sight_agent(&token.agent_id, source, now_us);
+            return Err(Denial {
+                reason_admin: format!(
+                    "token from `{}` names agent `{}`, which is not registered",
+                    token.issuer, token.agent_id
+                ),
+                reason_user: USER_REASON_CREDENTIAL.to_owned(),
+                credential_id: Some(credential_id),
+                agent_id: Some(token.agent_id.clone()),
             }
-            Err(e) => return Err(store_unavailable(&e)),
+            .into());
         };
         let agent = self.check_active(agent, Some(&credential_id), now_us)?;
         Ok(Caller::Agent(AgentCaller {
@@ -464,16 +572,17 @@ impl Identity {
         id: &str,
         credential_id: Option<&String>,
         now_us: i64,
-    ) -> Result<Arc<Agent>, Denial> {
-        match self.agent(id) {
-            Ok(Some(agent)) => self.check_active(agent, credential_id, now_us),
-            Ok(None) => Err(Denial {
+        io: Io,
+    ) -> Result<Arc<Agent>, Stop> {
+        match self.agent(id, io)? {
+            Some(agent) => Ok(self.check_active(agent, credential_id, now_us)?),
+            None => Err(Denial {
                 reason_admin: format!("agent `{id}` is not registered"),
                 reason_user: USER_REASON_AGENT.to_owned(),
                 credential_id: credential_id.cloned(),
                 agent_id: Some(id.to_owned()),
-            }),
-            Err(e) => Err(store_unavailable(&e)),
+            }
+            .into()),
         }
     }
 
@@ -503,7 +612,10 @@ impl Identity {
 
     /// Binds a request to the caller: fills or checks the subject, replaces an agent's
     /// attributes with the registry's, refuses unknown or inactive agents, and adds the
-    /// token's delegation. Returns who the decision is attributed to.
+    /// token's delegation. Returns who the decision is attributed to. May wait (an `Agent`
+    /// subject asked about by a PEP token's holder or an anonymous caller is looked up): see
+    /// [`Identity::try_resolve`] for the form that does not. An agent caller is bound without
+    /// the store.
     pub fn resolve(
         &self,
         policies: &Policies,
@@ -512,6 +624,31 @@ impl Identity {
         source: &Source<'_>,
         now_us: i64,
     ) -> Result<Attribution, Denial> {
+        blocking(self.resolve_in(Io::Blocking, policies, caller, req, source, now_us))
+    }
+
+    /// [`Identity::resolve`] from memory only: `Err(WouldBlock)` when the answer needs a store
+    /// read, and then `req` is as it was.
+    pub fn try_resolve(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        req: &mut EvaluationRequest,
+        source: &Source<'_>,
+        now_us: i64,
+    ) -> Result<Result<Attribution, Denial>, WouldBlock> {
+        cached(self.resolve_in(Io::Cached, policies, caller, req, source, now_us))
+    }
+
+    fn resolve_in(
+        &self,
+        io: Io,
+        policies: &Policies,
+        caller: &Caller,
+        req: &mut EvaluationRequest,
+        source: &Source<'_>,
+        now_us: i64,
+    ) -> Result<Attribution, Stop> {
         let mut attribution = Attribution::default();
         if let Err(mut denial) = refuse_asserted_agent_properties(&req.subject) {
             if let Caller::Agent(a) = caller {
@@ -519,7 +656,7 @@ impl Identity {
             } else if let Caller::Pep { credential_id } = caller {
                 denial.credential_id = Some(credential_id.clone());
             }
-            return Err(denial);
+            return Err(denial.into());
         }
         if let Caller::Agent(a) = caller {
             attribution.agent_id = Some(a.agent.id.clone());
@@ -535,7 +672,8 @@ impl Identity {
                         .to_owned(),
                     credential_id: attribution.credential_id,
                     agent_id: attribution.agent_id,
-                });
+                }
+                .into());
             }
             // The agent's attributes come from the registry only.
             req.subject.properties = Some(agent_properties(&a.agent));
@@ -559,7 +697,8 @@ impl Identity {
                                         .to_owned(),
                                 credential_id: attribution.credential_id,
                                 agent_id: attribution.agent_id,
-                            });
+                            }
+                            .into());
                         }
                         d.insert("user".to_owned(), reference);
                     }
@@ -569,7 +708,8 @@ impl Identity {
                             reason_user: "denied: the request is not valid".to_owned(),
                             credential_id: attribution.credential_id,
                             agent_id: attribution.agent_id,
-                        });
+                        }
+                        .into());
                     }
                 }
             }
@@ -583,11 +723,11 @@ impl Identity {
         }
         let id = req.subject.id.clone();
         attribution.agent_id = Some(id.clone());
-        if let Err(e) = self.sync_cache() {
-            return Err(store_unavailable(&e));
-        }
-        match self.agent(&id) {
-            Ok(Some(agent)) => {
+        // INVARIANT: nothing above changed `req` on this path, so stopping for `WouldBlock`
+        // here leaves it as it was.
+        self.sync_cache(io)?;
+        match self.agent(&id, io)? {
+            Some(agent) => {
                 let agent = self.check_active(agent, None, now_us).map_err(|mut d| {
                     d.credential_id = attribution.credential_id.clone();
                     d
@@ -595,8 +735,8 @@ impl Identity {
                 req.subject.properties = Some(agent_properties(&agent));
                 Ok(attribution)
             }
-            Ok(None) if policies.has_entity(AGENT_TYPE, &id) => Ok(attribution),
-            Ok(None) => {
+            None if policies.has_entity(AGENT_TYPE, &id) => Ok(attribution),
+            None => {
                 self.sight_agent(&id, source, now_us);
                 Err(Denial {
                     reason_admin: format!(
@@ -605,31 +745,62 @@ impl Identity {
                     reason_user: USER_REASON_AGENT.to_owned(),
                     credential_id: attribution.credential_id,
                     agent_id: Some(id),
-                })
+                }
+                .into())
             }
-            Err(e) => Err(store_unavailable(&e)),
         }
     }
 
-    /// Resolves an admin token.
+    /// Resolves an admin token. May wait: see [`Identity::try_authenticate_admin`].
     pub fn authenticate_admin(
         &self,
         presented: Option<&str>,
         now_us: i64,
     ) -> Result<AdminCaller, AdminDenial> {
+        match self.authenticate_admin_in(Io::Blocking, presented, now_us) {
+            Ok(admin) => Ok(admin),
+            Err(Some(denial)) => Err(denial),
+            Err(None) => Err(AdminDenial::Unauthenticated),
+        }
+    }
+
+    /// [`Identity::authenticate_admin`] from memory only: `Err(WouldBlock)` when the answer
+    /// needs a store read.
+    pub fn try_authenticate_admin(
+        &self,
+        presented: Option<&str>,
+        now_us: i64,
+    ) -> Result<Result<AdminCaller, AdminDenial>, WouldBlock> {
+        match self.authenticate_admin_in(Io::Cached, presented, now_us) {
+            Ok(admin) => Ok(Ok(admin)),
+            Err(Some(denial)) => Ok(Err(denial)),
+            Err(None) => Err(WouldBlock),
+        }
+    }
+
+    /// `Err(None)`: stopped for [`WouldBlock`].
+    fn authenticate_admin_in(
+        &self,
+        io: Io,
+        presented: Option<&str>,
+        now_us: i64,
+    ) -> Result<AdminCaller, Option<AdminDenial>> {
+        let refused = |stop: Stop| match stop {
+            Stop::Denied(_) => Some(AdminDenial::Unauthenticated),
+            Stop::WouldBlock => None,
+        };
         let presented = presented.ok_or(AdminDenial::Unauthenticated)?;
         if SecretKind::from_prefix_of(presented) != Some(SecretKind::AdminToken) {
-            return Err(AdminDenial::Unauthenticated);
+            return Err(Some(AdminDenial::Unauthenticated));
         }
-        self.sync_cache()
-            .map_err(|_| AdminDenial::Unauthenticated)?;
+        self.sync_cache(io).map_err(refused)?;
         let source = Source {
             address: "",
             enforcement_point: "admin",
         };
         let credential = self
-            .check_secret(presented, CredentialKind::AdminToken, &source, now_us)
-            .map_err(|_| AdminDenial::Unauthenticated)?;
+            .check_secret(presented, CredentialKind::AdminToken, &source, now_us, io)
+            .map_err(refused)?;
         let role = credential
             .role
             .clone()

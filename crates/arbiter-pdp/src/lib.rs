@@ -10,6 +10,7 @@ pub use arbiter_policy::delegation;
 pub mod identity;
 pub mod local;
 mod metrics;
+pub mod nonblocking;
 mod recorder;
 mod watch;
 
@@ -23,6 +24,7 @@ use arc_swap::ArcSwap;
 
 pub use identity::{Attribution, Caller, Denial, Identity, IdentitySettings, Source};
 pub use metrics::Metrics;
+pub use nonblocking::LOOKUP_TIMEOUT;
 pub use recorder::{LogMode, Recorder, RecorderError, RecorderSettings, Unrecorded};
 pub use watch::{WatchHandle, fingerprint};
 
@@ -115,6 +117,9 @@ impl Pdp {
 
     /// [`Pdp::decide_as`]; with `rows`, a request on a table is decided by
     /// [`Pdp::decide_rows`], so that it may be allowed for some of the table's rows.
+    ///
+    /// May wait on the identity store (see [`Identity::resolve`]); on an async runtime use
+    /// [`Pdp::decide_as_narrowing_async`].
     pub fn decide_as_narrowing(
         &self,
         policies: &Policies,
@@ -123,37 +128,30 @@ impl Pdp {
         source: &Source<'_>,
         rows: bool,
     ) -> Decided {
-        let decide = |req: &EvaluationRequest| {
-            if rows {
-                self.decide_rows(policies, req)
-            } else {
-                (self.decide_with(policies, req), None)
+        let bound = match &self.identity {
+            Some(identity) => {
+                identity.resolve(policies, caller, &mut req, source, identity::now_us())
             }
+            None => unbound(&req),
         };
-        let Some(identity) = &self.identity else {
-            if let Err(denial) = identity::refuse_asserted_agent_properties(&req.subject) {
-                return Decided {
-                    decision: self.refuse(policies, &denial),
-                    attribution: Attribution {
-                        agent_id: denial.agent_id,
-                        credential_id: None,
-                        actor_chain: Vec::new(),
-                    },
-                    request: Some(req),
-                    rows: None,
-                };
-            }
-            let (decision, rows) = decide(&req);
-            return Decided {
-                request: Some(req),
-                decision,
-                attribution: Attribution::default(),
-                rows,
-            };
-        };
-        match identity.resolve(policies, caller, &mut req, source, identity::now_us()) {
+        self.decide_bound(policies, req, bound, rows)
+    }
+
+    /// Decides `req` once it is bound to its caller, or refuses it as the binding did.
+    pub(crate) fn decide_bound(
+        &self,
+        policies: &Policies,
+        req: EvaluationRequest,
+        bound: Result<Attribution, Denial>,
+        rows: bool,
+    ) -> Decided {
+        match bound {
             Ok(attribution) => {
-                let (decision, rows) = decide(&req);
+                let (decision, rows) = if rows {
+                    self.decide_rows(policies, &req)
+                } else {
+                    (self.decide_with(policies, &req), None)
+                };
                 Decided {
                     decision,
                     request: Some(req),
@@ -181,15 +179,29 @@ impl Pdp {
     ///
     /// [`Pdp::decide_as`] and [`Pdp::decide_as_narrowing`] are for enforcement points that
     /// build the request in this process (the embedded gateways, forward-auth): the
-    /// attributes there are the enforcement point's, not the agent's.
+    /// attributes there are the enforcement point's, not the agent's. On an async runtime use
+    /// [`Pdp::decide_for_caller_async`].
     pub fn decide_for_caller(
         &self,
         policies: &Policies,
         caller: &Caller,
-        mut req: EvaluationRequest,
+        req: EvaluationRequest,
         source: &Source<'_>,
         rows: bool,
     ) -> Decided {
+        match self.confined(policies, caller, req) {
+            Ok(req) => self.decide_as_narrowing(policies, caller, req, source, rows),
+            Err(refused) => *refused,
+        }
+    }
+
+    /// `req` with what a calling agent asserts about the resource confined, or its refusal.
+    pub(crate) fn confined(
+        &self,
+        policies: &Policies,
+        caller: &Caller,
+        mut req: EvaluationRequest,
+    ) -> Result<EvaluationRequest, Box<Decided>> {
         if let Caller::Agent(agent) = caller
             && let Err(problem) = confine_agent_assertions(policies, &mut req)
         {
@@ -199,7 +211,7 @@ impl Pdp {
                 credential_id: Some(agent.credential_id.clone()),
                 agent_id: Some(agent.agent.id.clone()),
             };
-            return Decided {
+            return Err(Box::new(Decided {
                 decision: self.refuse(policies, &denial),
                 attribution: Attribution {
                     agent_id: denial.agent_id,
@@ -208,9 +220,9 @@ impl Pdp {
                 },
                 request: Some(req),
                 rows: None,
-            };
+            }));
         }
-        self.decide_as_narrowing(policies, caller, req, source, rows)
+        Ok(req)
     }
 
     /// A deny for a caller refused before evaluation (bad credential, unknown or inactive
@@ -539,6 +551,12 @@ impl Pdp {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The binding of a request without an identity layer: nothing to look up, only asserted
+/// agent attributes to refuse.
+pub(crate) fn unbound(req: &EvaluationRequest) -> Result<Attribution, Denial> {
+    identity::refuse_asserted_agent_properties(&req.subject).map(|()| Attribution::default())
 }
 
 /// Confines what a calling agent asserts about the resource of a request it sent itself:

@@ -108,7 +108,8 @@ impl Pdp {
     }
 
     /// [`Pdp::decide_for_agent`], where each request says whether it may be allowed for some
-    /// rows of its table ([`Pdp::decide_rows`]).
+    /// rows of its table ([`Pdp::decide_rows`]). May wait on the identity store; on an async
+    /// runtime use [`Pdp::decide_for_agent_narrowing_async`].
     pub fn decide_for_agent_narrowing(
         &self,
         policies: &Policies,
@@ -120,6 +121,18 @@ impl Pdp {
             Some(identity) => identity.authenticate(credential, source, now_us()),
             None => Ok(Caller::Anonymous),
         };
+        self.decide_for_authenticated(policies, caller, source, requests)
+    }
+
+    /// Decides `requests` for `caller`, as authenticated: an agent's are bound to it (which
+    /// needs no store), anything else refuses them all.
+    pub(crate) fn decide_for_authenticated(
+        &self,
+        policies: &Policies,
+        caller: Result<Caller, Denial>,
+        source: &Source<'_>,
+        requests: Vec<(EvaluationRequest, bool)>,
+    ) -> Vec<Decided> {
         let denial = match caller {
             Ok(caller @ Caller::Agent(_)) => {
                 let Caller::Agent(agent) = &caller else {

@@ -54,7 +54,8 @@ impl LocalDecider {
             .collect();
         let mut decided = self
             .pdp
-            .decide_for_agent_narrowing(&snapshot, credential, &source, requests);
+            .decide_for_agent_narrowing_async(&snapshot, credential, &source, requests)
+            .await;
         let preview: Vec<Verdict> = decided
             .iter()
             .map(|d| {
@@ -142,25 +143,41 @@ impl Decider for LocalDecider {
         &'a self,
         credential: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, String>> {
-        Box::pin(async move { self.authenticate_from("local", credential) })
+        Box::pin(async move { self.authenticate_from("local", credential).await })
     }
 }
 
 impl LocalDecider {
-    /// [`Decider::authenticate`] for a caller at `address`.
-    pub fn authenticate_from(
+    /// Who presents `credential` from `address`, as the registry says (without recording
+    /// anything; the identity lookup runs off the async runtime when it is not in memory).
+    /// `None` without a registry.
+    pub async fn caller_from(
         &self,
         address: &str,
         credential: &str,
-    ) -> Result<Option<String>, String> {
-        let Some(identity) = self.pdp.identity() else {
-            return Ok(None);
-        };
+    ) -> Option<Result<Caller, arbiter_pdp::Denial>> {
+        let identity = self.pdp.identity()?;
         let source = Source {
             address,
             enforcement_point: &self.point,
         };
-        match identity.authenticate(Some(credential), &source, arbiter_pdp::identity::now_us()) {
+        Some(
+            identity
+                .authenticate_async(Some(credential), &source, arbiter_pdp::identity::now_us())
+                .await,
+        )
+    }
+
+    /// [`Decider::authenticate`] for a caller at `address`.
+    pub async fn authenticate_from(
+        &self,
+        address: &str,
+        credential: &str,
+    ) -> Result<Option<String>, String> {
+        let Some(caller) = self.caller_from(address, credential).await else {
+            return Ok(None);
+        };
+        match caller {
             Ok(Caller::Agent(a)) => Ok(Some(a.agent.id.clone())),
             Ok(Caller::Pep { .. }) => Err("a PEP token is not an agent credential".into()),
             Ok(Caller::Anonymous) => Err("no credential was given".into()),

@@ -193,7 +193,7 @@ pub async fn list(
 ) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let mut filter = AgentFilter::default();
             for (k, v) in params {
                 match k.as_str() {
@@ -219,7 +219,7 @@ pub async fn list(
 pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let new = parse_new_agent(read_json(&headers, body, state.config.limits).await?)?;
             let agent = blocking(&state, move |s| {
                 Ok(admin::register_agent(s, &new, &actor(&admin), now_us())?)
@@ -238,7 +238,7 @@ pub async fn show(
 ) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let (agent, keys) = blocking(&state, move |s| {
                 let agent = s.agent(&id)?.ok_or(StoreError::NotFound {
                     what: "agent",
@@ -269,7 +269,7 @@ pub async fn update(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let mut body = read_json(&headers, body, state.config.limits).await?;
             let patch = AgentPatch {
                 name: take_string(&mut body, "name")?,
@@ -299,7 +299,7 @@ async fn set_status(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let (agent, revoked) = blocking(&state, move |s| {
                 Ok(admin::set_status(s, &id, status, &actor(&admin), now_us())?)
             })
@@ -345,7 +345,7 @@ pub async fn list_keys(
 ) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let keys = blocking(&state, move |s| {
                 s.agent(&id)?.ok_or(StoreError::NotFound {
                     what: "agent",
@@ -383,7 +383,7 @@ pub async fn issue_key(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let mut body = optional_body(&state, &headers, body).await?;
             let name = take_string(&mut body, "name")?.unwrap_or_else(|| "default".to_owned());
             let ttl = take_duration(&mut body, "expires_in")?;
@@ -416,7 +416,7 @@ pub async fn rotate_key(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let mut body = optional_body(&state, &headers, body).await?;
             let overlap = take_duration(&mut body, "overlap")?.unwrap_or(Duration::from_secs(3600));
             let ttl = take_duration(&mut body, "expires_in")?;
@@ -450,7 +450,7 @@ pub async fn revoke_key(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let reason = params
                 .get("reason")
                 .cloned()
@@ -483,7 +483,7 @@ pub async fn revoke_all(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let reason = params
                 .get("reason")
                 .cloned()
@@ -524,7 +524,7 @@ async fn optional_body(
 pub async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let tokens = blocking(&state, |s| Ok(admin::list_tokens(s)?)).await?;
             let now = now_us();
             let list: Vec<Value> = tokens.iter().map(|t| credential_json(t, now)).collect();
@@ -541,7 +541,7 @@ pub async fn create_token(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let mut body = read_json(&headers, body, state.config.limits).await?;
             let kind = take_string(&mut body, "kind")?
                 .ok_or_else(|| bad("kind", "`kind` is required: `admin` or `pep`"))?;
@@ -589,7 +589,7 @@ pub async fn revoke_token(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let reason = params
                 .get("reason")
                 .cloned()
@@ -620,7 +620,7 @@ pub async fn discovered(
 ) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let include_adopted = match params.get("include_adopted").map(String::as_str) {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -647,7 +647,7 @@ pub async fn adopt(
 ) -> Response {
     answer(
         async {
-            let admin = require_admin(&state, &headers, Need::Write)?;
+            let admin = require_admin(&state, &headers, Need::Write).await?;
             let new = parse_new_agent(read_json(&headers, body, state.config.limits).await?)?;
             let agent = blocking(&state, move |s| {
                 Ok(admin::adopt(s, id, &new, &actor(&admin), now_us())?)
@@ -666,7 +666,7 @@ pub async fn audit(
 ) -> Response {
     answer(
         async {
-            require_admin(&state, &headers, Need::Read)?;
+            require_admin(&state, &headers, Need::Read).await?;
             let mut after = None;
             let mut limit = 100usize;
             for (k, v) in &params {

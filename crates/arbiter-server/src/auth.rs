@@ -7,8 +7,8 @@ use arbiter_pdp::identity::{AdminCaller, now_us};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::{AppState, access_log};
 
 /// Longest `Authorization` value accepted (a JWT is bounded at 16 KiB).
 const MAX_AUTHORIZATION: usize = 16 * 1024 + 16;
@@ -75,7 +75,7 @@ pub enum Need {
 
 /// Checks the admin token of a request: 401 without a valid token, 403 when its role is
 /// not enough.
-pub fn require_admin(
+pub async fn require_admin(
     state: &AppState,
     headers: &HeaderMap,
     need: Need,
@@ -83,12 +83,18 @@ pub fn require_admin(
     let Some(identity) = state.pdp.identity() else {
         return Err(ApiError::identity_disabled());
     };
-    let presented = bearer(headers)?;
+    let presented = bearer(headers).inspect_err(|_| access_log::note_refused(None))?;
     let admin = identity
-        .authenticate_admin(presented, now_us())
+        .authenticate_admin_async(presented, now_us())
+        .await
         .map_err(|_| {
+            match presented {
+                Some(_) => access_log::note_refused(None),
+                None => access_log::note_caller(&arbiter_pdp::Caller::Anonymous),
+            }
             unauthenticated("a valid admin token is required (`Authorization: Bearer arbadm_…`)")
         })?;
+    access_log::note_admin(&admin);
     if need == Need::Write && admin.role != "administrator" {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

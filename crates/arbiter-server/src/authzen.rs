@@ -3,6 +3,9 @@
 //! Every handler takes one policy snapshot for the whole request, so a batch or a paginated
 //! search page is decided by a single version even while a reload swaps the next one in.
 
+use std::sync::Arc;
+
+use arbiter_policy::Policies;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -22,10 +25,10 @@ use arbiter_pdp::{Attribution, Caller, Decided, Denial, Source, Unrecorded};
 use axum::extract::Request;
 use axum::http::request::Parts;
 
-use crate::AppState;
 use crate::auth::{bearer, client_address_of, unauthenticated};
 use crate::body::read_json;
 use crate::error::ApiError;
+use crate::{AppState, access_log};
 
 /// Page size when the request gives none, and the largest honoured.
 const DEFAULT_PAGE: usize = 100;
@@ -126,17 +129,21 @@ enum Authn {
 
 /// Authenticates the caller of an evaluation endpoint. A refused credential is not an HTTP
 /// error: it becomes a recorded deny. Without any credential, `--require-auth` answers 401.
-fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker), ApiError> {
-    let presented = bearer(&parts.headers)?;
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker), ApiError> {
+    let presented = bearer(&parts.headers).inspect_err(|_| access_log::note_refused(None))?;
     let address = client_address_of(parts);
     let point = enforcement_point(parts)?;
+    access_log::note_enforcement_point(&point);
     let authn = match state.pdp.identity() {
         Some(identity) => {
             let source = Source {
                 address: &address,
                 enforcement_point: &point,
             };
-            match identity.authenticate(presented, &source, now_us()) {
+            match identity
+                .authenticate_async(presented, &source, now_us())
+                .await
+            {
                 Ok(caller) => Authn::Caller(caller),
                 Err(denial) => Authn::Refused(denial),
             }
@@ -151,6 +158,10 @@ fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker), ApiEr
         }),
         None => Authn::Caller(Caller::Anonymous),
     };
+    match &authn {
+        Authn::Caller(caller) => access_log::note_caller(caller),
+        Authn::Refused(denial) => access_log::note_refused(Some(denial)),
+    }
     if state.config.require_authentication && matches!(authn, Authn::Caller(Caller::Anonymous)) {
         return Err(unauthenticated(
             "this server requires a credential: an agent's key or token, or a PEP token \
@@ -202,25 +213,30 @@ fn default_subject(authn: &Authn, body: &mut serde_json::Map<String, Value>) {
     );
 }
 
-fn decide(
+async fn decide(
     state: &AppState,
-    snapshot: &arbiter_policy::Policies,
+    snapshot: &Arc<Policies>,
     authn: &Authn,
     req: EvaluationRequest,
     asker: &Asker,
     rows: bool,
 ) -> Decided {
     match authn {
-        Authn::Caller(caller) => state.pdp.decide_for_caller(
-            snapshot,
-            caller,
-            req,
-            &Source {
-                address: &asker.address,
-                enforcement_point: &asker.point,
-            },
-            rows,
-        ),
+        Authn::Caller(caller) => {
+            state
+                .pdp
+                .decide_for_caller_async(
+                    snapshot,
+                    caller,
+                    req,
+                    &Source {
+                        address: &asker.address,
+                        enforcement_point: &asker.point,
+                    },
+                    rows,
+                )
+                .await
+        }
         Authn::Refused(denial) => Decided {
             decision: state.pdp.refuse(snapshot, denial),
             attribution: Attribution {
@@ -236,7 +252,7 @@ fn decide(
 
 pub async fn evaluation(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let (authn, asker) = match authenticate(&state, &parts) {
+    let (authn, asker) = match authenticate(&state, &parts).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -256,12 +272,12 @@ pub async fn evaluation(State(state): State<AppState>, request: Request) -> Resp
 /// Decides and records one request, answered as an AuthZEN decision.
 async fn answer_one(
     state: &AppState,
-    snapshot: &arbiter_policy::Policies,
+    snapshot: &Arc<Policies>,
     authn: &Authn,
     req: EvaluationRequest,
     asker: &Asker,
 ) -> Response {
-    let decided = decide(state, snapshot, authn, req, asker, false);
+    let decided = decide(state, snapshot, authn, req, asker, false).await;
     match state
         .pdp
         .record(
@@ -272,8 +288,14 @@ async fn answer_one(
         )
         .await
     {
-        Ok(d) => json_response(&d.to_authzen_for(audience(state, authn))),
-        Err(u) => unrecorded_response(&u, audience(state, authn)),
+        Ok(d) => {
+            access_log::note_decision(d.id.as_str());
+            json_response(&d.to_authzen_for(audience(state, authn)))
+        }
+        Err(u) => {
+            access_log::note_decision(u.decision.id.as_str());
+            unrecorded_response(&u, audience(state, authn))
+        }
     }
 }
 
@@ -286,7 +308,7 @@ pub async fn evaluations(State(state): State<AppState>, request: Request) -> Res
 }
 
 async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Response, ApiError> {
-    let (authn, asker) = authenticate(state, parts)?;
+    let (authn, asker) = authenticate(state, parts).await?;
     let mut map = read_json(&parts.headers, body, state.config.limits).await?;
     default_subject(&authn, &mut map);
     let batch = EvaluationsRequest::from_json(map)?;
@@ -302,7 +324,10 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
     for (item, rows) in items.into_iter().zip(narrowable) {
         let resolved = item.and_then(|partial| partial.with_defaults(&batch.defaults).complete());
         let (d, error) = match resolved {
-            Ok(req) => (decide(state, &snapshot, &authn, req, &asker, rows), None),
+            Ok(req) => (
+                decide(state, &snapshot, &authn, req, &asker, rows).await,
+                None,
+            ),
             Err(e) => (
                 Decided {
                     request: None,
@@ -339,6 +364,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
     for ((d, error), outcome) in decided.iter().zip(recorded) {
         let mut v = match outcome {
             Ok(recorded) => {
+                access_log::note_decision(recorded.id.as_str());
                 let mut v = recorded.to_authzen_for(audience(state, &authn));
                 if let (Some(filter), true, Some(ctx)) = (
                     &d.rows,
@@ -350,6 +376,7 @@ async fn evaluate_many(state: &AppState, parts: &Parts, body: Body) -> Result<Re
                 v
             }
             Err(u) => {
+                access_log::note_decision(u.decision.id.as_str());
                 let v = u.decision.to_authzen_for(audience(state, &authn));
                 failure = Some(u.error);
                 v
@@ -408,7 +435,7 @@ async fn run_search(
     body: Body,
     kind: SearchKind,
 ) -> Result<Value, ApiError> {
-    let (authn, asker) = authenticate(state, parts)?;
+    let (authn, asker) = authenticate(state, parts).await?;
     let caller = match &authn {
         Authn::Caller(c) => c.clone(),
         Authn::Refused(denial) => {
@@ -433,7 +460,7 @@ async fn run_search(
     }
     let mut req = SearchRequest::from_json(kind, map)?;
     let snapshot = state.pdp.snapshot();
-    bind_search(state, &snapshot, &caller, &mut req, &asker)?;
+    bind_search(state, &snapshot, &caller, &mut req, &asker).await?;
     let offset = match &req.page.token {
         None => 0,
         Some(token) => decode_token(token, snapshot.version())?,
@@ -459,9 +486,9 @@ async fn run_search(
 /// resource is confined ([`arbiter_pdp::confine_agent_assertions`]); an `Agent` subject of a
 /// resource or action search gets its registry attributes (and is refused when unknown or
 /// not active).
-fn bind_search(
+async fn bind_search(
     state: &AppState,
-    snapshot: &arbiter_policy::Policies,
+    snapshot: &Arc<Policies>,
     caller: &Caller,
     req: &mut SearchRequest,
     asker: &Asker,
@@ -504,7 +531,8 @@ fn bind_search(
             enforcement_point: &asker.point,
         };
         identity
-            .resolve(snapshot, caller, &mut bound, &source, now_us())
+            .resolve_async(snapshot, caller, &mut bound, &source, now_us())
+            .await
             .map_err(|denial| forbidden(&denial))?;
     }
     req.subject = bound.subject;

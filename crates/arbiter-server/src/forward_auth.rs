@@ -28,10 +28,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::AppState;
 use crate::auth::{bearer, client_address_of, unauthenticated};
 use crate::error::ApiError;
 use crate::routes::{Proxy, ServiceSettings, Target, split_target};
+use crate::{AppState, access_log};
 
 pub const DECISION_ID_HEADER: &str = "x-arbiter-decision-id";
 pub const AGENT_ID_HEADER: &str = "x-arbiter-agent-id";
@@ -247,19 +247,38 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
     if state.pdp.identity().is_none() {
         return ApiError::identity_disabled().into_response();
     }
-    let decider = LocalDecider::new(Arc::clone(&state.pdp), format!("http:{service}"));
+    let point = format!("http:{service}");
+    access_log::note_enforcement_point(&point);
+    let decider = LocalDecider::new(Arc::clone(&state.pdp), point);
     // Authenticate first: nothing about the routes is revealed to an unauthenticated caller.
     let presented = match bearer(&parts.headers) {
         Ok(Some(p)) => p,
         Ok(None) => {
+            access_log::note_caller(&arbiter_pdp::Caller::Anonymous);
             return unauthenticated("an agent credential is required (`Authorization: Bearer …`)")
                 .into_response();
         }
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            access_log::note_refused(None);
+            return e.into_response();
+        }
     };
     let address = client_address_of(&parts);
     // A refused credential is still decided (and so recorded), as a `401`.
-    let agent = decider.authenticate_from(&address, presented);
+    let agent = match decider.caller_from(&address, presented).await {
+        Some(Ok(caller)) => {
+            access_log::note_caller(&caller);
+            match caller {
+                arbiter_pdp::Caller::Agent(a) => Ok(Some(a.agent.id.clone())),
+                _ => Err("forward-auth needs the agent's own credential".to_owned()),
+            }
+        }
+        Some(Err(denial)) => {
+            access_log::note_refused(Some(&denial));
+            Err(denial.reason_user)
+        }
+        None => Ok(None),
+    };
 
     let read = original(
         settings,
@@ -348,6 +367,9 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
         .await
         .pop()
         .unwrap_or_else(|| Verdict::refused("no decision was taken"));
+    if let Some(id) = &verdict.decision_id {
+        access_log::note_decision(id);
+    }
     answer(&verdict, agent)
 }
 

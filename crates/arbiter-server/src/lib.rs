@@ -3,9 +3,16 @@
 //!
 //! [`app`] builds the whole router from an [`AppState`]; it holds no globals, so tests drive
 //! it with `tower::ServiceExt::oneshot` and `arbiter serve` drives it with a real listener.
-//! Middleware order, outermost first: request-id echo, then routing. Every error a client can
-//! cause is answered with a JSON body carrying a stable `code` (see [`error::ApiError`]).
+//! Middleware order, outermost first: the access log (when configured, [`access_log`]), the
+//! request-id echo, then routing. Every error a client can cause is answered with a JSON body
+//! carrying a stable `code` (see [`error::ApiError`]).
+//!
+//! Handlers never wait on the identity store or a token issuer on the runtime's threads: they
+//! use the decision point's async calls ([`arbiter_pdp::nonblocking`]), which answer cache hits
+//! in place and move the rest to the blocking pool; the other store and log work of the admin
+//! endpoints runs on the blocking pool too.
 
+pub mod access_log;
 mod agents;
 pub mod auth;
 pub mod authzen;
@@ -47,6 +54,8 @@ pub struct ServerConfig {
     pub admin_reasons_for_all_callers: bool,
     /// The forward-auth route table.
     pub routes: Arc<routes::RouteTable>,
+    /// Where one JSON line per request goes, if anywhere.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +67,7 @@ impl Default for ServerConfig {
             require_authentication: false,
             admin_reasons_for_all_callers: false,
             routes: Arc::new(routes::RouteTable::default()),
+            access_log: None,
         }
     }
 }
@@ -83,7 +93,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 /// Builds the router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let access_log = state.config.access_log.clone();
+    let router = Router::new()
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/access/v1/search/subject", post(authzen::search_subject))
@@ -135,7 +146,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn(echo_request_id))
-        .with_state(state)
+        .with_state(state);
+    match access_log {
+        Some(log) => router.layer(middleware::from_fn_with_state(log, access_log::layer)),
+        None => router,
+    }
 }
 
 /// Echoes a well-formed `X-Request-ID` (visible ASCII, at most 128 bytes).

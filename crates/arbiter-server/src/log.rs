@@ -31,7 +31,7 @@ pub async fn decision(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = require_admin(&state, &headers, Need::Read) {
+    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
         return e.into_response();
     }
     if state.pdp.recorder().is_none() {
@@ -108,7 +108,7 @@ pub async fn decisions(
     headers: HeaderMap,
     axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Err(e) = require_admin(&state, &headers, Need::Read) {
+    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
         return e.into_response();
     }
     let Some(recorder) = state.pdp.recorder() else {

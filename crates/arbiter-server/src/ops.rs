@@ -60,10 +60,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.pdp.render_metrics();
+    if let Some(log) = &state.config.access_log {
+        text.push_str(&format!(
+            "# HELP arbiter_access_log_lines_lost_total Access log lines dropped (the writer was \
+             behind) or not written (a write failed).\n\
+             # TYPE arbiter_access_log_lines_lost_total counter\n\
+             arbiter_access_log_lines_lost_total {}\n",
+            log.lines_lost()
+        ));
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.pdp.render_metrics(),
+        text,
     )
         .into_response()
 }

@@ -29,7 +29,8 @@
 //!   caller's hash, discovered credentials as a fingerprint.
 //!
 //! Synchronous, with no async runtime and no other Arbiter crate; async
-//! callers run it on a blocking thread.
+//! callers run it on a blocking thread, except [`Store::generation_now`],
+//! which waits for nothing and is made for their own threads.
 
 mod agents;
 pub mod audit;
@@ -59,19 +60,27 @@ pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 /// methods take the [`Actor`] and the caller's `now_us`; the writes of
 /// [`Store::check_tool`] are made by the `system` actor `first-use`.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// A number that changes after any change to agents or credentials,
-    /// whether made through this handle or by another process writing the
-    /// same database, so caches know when to reload.
+    /// A number that changes after every change to agents, credentials or
+    /// tool pins and after every administrative (audited) change, whoever
+    /// makes it: this handle, another handle, or another program writing the
+    /// same database. Caches compare it to know when to reload.
     ///
-    /// Only inequality is meaningful: compare values from the same handle.
-    /// Through this handle, every committed administrative (audited) change
-    /// moves it, tool pin changes included; runtime bookkeeping ([`Store::touch_agents`],
-    /// [`Store::touch_credentials`], [`Store::record_sightings`]) does not,
-    /// since it only changes last-seen times and the inventory. A write by
-    /// another connection always moves it, bookkeeping included: it may
-    /// change when nothing a cache holds did, never the reverse. Called on
-    /// every request, so it must be cheap.
+    /// Only inequality is meaningful. Runtime bookkeeping
+    /// ([`Store::touch_agents`], [`Store::touch_credentials`],
+    /// [`Store::record_sightings`]) leaves it alone: it changes last-seen
+    /// times and the inventory, which no cache holds. It may change when
+    /// nothing a cache holds did, never the reverse. One indexed read, which
+    /// never waits for a write of this handle; it may wait (up to the busy
+    /// timeout) for another process, so an async caller uses
+    /// [`Store::generation_now`] on its own threads.
     fn generation(&self) -> Result<u64, StoreError>;
+
+    /// [`Store::generation`] for the decision path on an async runtime:
+    /// never waits — for a write in progress, another call, or another
+    /// process. `Ok(None)` when the answer would need waiting (rare: another
+    /// process recovering the file); ask [`Store::generation`] then, from a
+    /// thread that may block.
+    fn generation_now(&self) -> Result<Option<u64>, StoreError>;
 
     /// Registers a new, active agent. `Conflict` if the id is taken.
     fn register_agent(

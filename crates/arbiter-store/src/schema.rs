@@ -122,8 +122,54 @@ CREATE TABLE tool_pins (
 ) STRICT;
 ";
 
+/// Schema version 3: the change counter behind [`Store::generation`](crate::Store::generation).
+///
+/// One row, bumped by triggers in the transaction of every change a cache of agents,
+/// credentials or tool pins must see — whichever connection or program makes it — and of
+/// every audit event (every administrative change). Runtime bookkeeping (`last_seen_us`,
+/// `last_used_us`, the discovered inventory) does not move it: `UPDATE OF` lists every other
+/// column. Reading it is one indexed read on any connection, so the decision path can check it
+/// without sharing a connection (or a lock) with writers.
+const V3: &str = r"
+CREATE TABLE generation (
+    id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO generation (id, value) VALUES (1, 1);
+
+CREATE TRIGGER generation_agents_insert AFTER INSERT ON agents
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_agents_delete AFTER DELETE ON agents
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_agents_update
+AFTER UPDATE OF id, name, owner, purpose, environment, status, attributes, created_us, updated_us
+ON agents
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+
+CREATE TRIGGER generation_credentials_insert AFTER INSERT ON credentials
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_credentials_delete AFTER DELETE ON credentials
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_credentials_update
+AFTER UPDATE OF id, kind, agent_id, name, role, hash, created_us, expires_at_us, revoked_at_us,
+    revoked_reason, replaced_by
+ON credentials
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+
+CREATE TRIGGER generation_tool_pins_insert AFTER INSERT ON tool_pins
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_tool_pins_delete AFTER DELETE ON tool_pins
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+CREATE TRIGGER generation_tool_pins_update AFTER UPDATE ON tool_pins
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+
+CREATE TRIGGER generation_audit_events_insert AFTER INSERT ON audit_events
+BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

@@ -1,17 +1,29 @@
 //! [`SqliteStore`]: the [`Store`] on one embedded SQLite file.
 //!
-//! One connection behind a mutex; every call is one transaction. Writes use
-//! `BEGIN IMMEDIATE`, so two processes sharing the file queue on SQLite's
-//! write lock (up to the 5 s busy timeout) instead of failing half-way with
-//! a lock upgrade error. The file is opened in WAL mode so readers in other
-//! processes are not blocked by a writer.
+//! Every call is one transaction. Writes use `BEGIN IMMEDIATE`, so two
+//! processes sharing the file queue on SQLite's write lock (up to the 5 s
+//! busy timeout) instead of failing half-way with a lock upgrade error. The
+//! file is opened in WAL mode, where readers never wait for a writer.
+//!
+//! A file store holds three connections, each behind its own mutex, so that
+//! nothing on the decision path queues behind a write:
+//!
+//! - the writer, for every change (and its read-back);
+//! - the reader, for every read: a lookup on a cache miss, a listing, the
+//!   audit trail — it never waits for the writer, here or in another process;
+//! - the probe, for [`Store::generation_now`] only: one indexed read that
+//!   waits for nothing (busy timeout zero), so an async caller may make it on
+//!   its own thread.
+//!
+//! An in-memory store has one connection for all three (another connection
+//! would see another database).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::audit::{self, Verifier};
 use crate::model::{
@@ -23,19 +35,13 @@ use crate::{Store, StoreError, agents, credentials, discovered, pins, schema, va
 /// How long a call waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the mutex guards.
-struct Inner {
-    conn: Connection,
-    /// `PRAGMA data_version` when [`Store::generation`] last looked.
-    data_version: i64,
-    /// Bumped by every committed administrative change made through this
-    /// handle, and whenever `data_version` shows another connection wrote.
-    generation: u64,
-}
-
 /// The identity store on an SQLite database file.
 pub struct SqliteStore {
-    inner: Mutex<Inner>,
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory store: the writer reads.
+    reader: Option<Mutex<Connection>>,
+    /// `None` for an in-memory store: the writer answers.
+    probe: Option<Mutex<Connection>>,
     /// `None` for an in-memory store.
     path: Option<PathBuf>,
 }
@@ -51,6 +57,13 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// A connection. A panic in another thread while it held the lock left no
+/// transaction open (a dropped `Transaction` rolls back), so a poisoned lock
+/// is safe to take over.
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating the file (mode 0600 on Unix) if
     /// it does not exist, and brings its schema up to date.
@@ -60,16 +73,43 @@ impl SqliteStore {
     /// ([`StoreError::Corrupt`]) is refused and left untouched.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         create_private(path)?;
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        Self::init(conn, Some(path.to_path_buf()))
+        let open = || {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        };
+        let mut writer = open()?;
+        prepare(&mut writer)?;
+        // Opened once the writer has put the file in WAL mode and migrated it; they never
+        // write (`query_only`).
+        let reader = open()?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.set_prepared_statement_cache_capacity(64);
+        reader.pragma_update(None, "query_only", true)?;
+        let probe = open()?;
+        // INVARIANT: the probe waits for nothing; a lock it would have to wait for is
+        // `SQLITE_BUSY` at once, which `generation_now` answers as "cannot tell now".
+        probe.busy_timeout(Duration::ZERO)?;
+        probe.pragma_update(None, "query_only", true)?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            reader: Some(Mutex::new(reader)),
+            probe: Some(Mutex::new(probe)),
+            path: Some(path.to_path_buf()),
+        })
     }
 
     /// A fresh store in memory, gone when dropped; for tests and tools.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?, None)
+        let mut conn = Connection::open_in_memory()?;
+        prepare(&mut conn)?;
+        Ok(Self {
+            writer: Mutex::new(conn),
+            reader: None,
+            probe: None,
+            path: None,
+        })
     }
 
     /// The database file, or `None` for an in-memory store.
@@ -77,62 +117,27 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
-    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        // Returns the mode now in force: `wal` for a file, `memory` in memory.
-        let _mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        schema::migrate(&mut conn)?;
-        let data_version = read_data_version(&conn)?;
-        Ok(Self {
-            inner: Mutex::new(Inner {
-                conn,
-                data_version,
-                generation: 1,
-            }),
-            path,
-        })
-    }
-
-    /// The connection. A panic in another thread while it held the lock
-    /// left no transaction open (a dropped `Transaction` rolls back), so a
-    /// poisoned lock is safe to take over.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `f` in a read transaction.
+    /// Runs `f` in a read transaction on the reader.
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let mut conn = lock(self.reader.as_ref().unwrap_or(&self.writer));
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
 
-    /// Runs `f` in a write transaction; `administrative` changes bump the
-    /// generation once committed.
+    /// Runs `f` in a write transaction.
     fn write<T>(
         &self,
-        administrative: bool,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
-        if administrative {
-            inner.generation = inner.generation.wrapping_add(1);
-        }
         Ok(out)
     }
 
@@ -143,8 +148,19 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         validate::actor(actor)?;
-        self.write(true, f)
+        self.write(f)
     }
+}
+
+/// Sets up the writing connection of a store and brings the schema up to date.
+fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Returns the mode now in force: `wal` for a file, `memory` in memory.
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    schema::migrate(conn)
 }
 
 /// Creates `path` with mode 0600 if it does not exist; leaves an existing
@@ -173,24 +189,43 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     options.open(path).map(drop).map_err(io)
 }
 
-fn read_data_version(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("PRAGMA data_version")?
-        .query_row([], |row| row.get(0))?)
+/// The change counter (schema version 3), in its own read transaction.
+fn read_generation(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    let value: i64 = conn
+        .prepare_cached("SELECT value FROM generation WHERE id = 1")?
+        .query_row([], |row| row.get(0))?;
+    // Only inequality means anything: a negative value (a hand-edited file) is still a value.
+    Ok(value.cast_unsigned())
 }
 
 impl Store for SqliteStore {
-    /// Cheap: one cached `PRAGMA data_version` under the lock. The value
-    /// starts at 1 for each handle and only grows; compare values from the
-    /// same handle only.
+    /// One indexed read of the change counter, on the reader.
     fn generation(&self) -> Result<u64, StoreError> {
-        let mut inner = self.lock();
-        let data_version = read_data_version(&inner.conn)?;
-        if data_version != inner.data_version {
-            inner.data_version = data_version;
-            inner.generation = inner.generation.wrapping_add(1);
+        let conn = lock(self.reader.as_ref().unwrap_or(&self.writer));
+        Ok(read_generation(&conn)?)
+    }
+
+    /// The same read on the probe, which shares its lock with no other call
+    /// and waits for no other connection.
+    fn generation_now(&self) -> Result<Option<u64>, StoreError> {
+        let conn = match &self.probe {
+            Some(probe) => lock(probe),
+            // In memory the probe is the writer: a call in progress is a wait.
+            None => match self.writer.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            },
+        };
+        match read_generation(&conn) {
+            Ok(generation) => Ok(Some(generation)),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(inner.generation)
     }
 
     fn register_agent(
@@ -236,7 +271,7 @@ impl Store for SqliteStore {
         if seen.is_empty() {
             return Ok(0);
         }
-        self.write(false, |tx| agents::touch(tx, seen))
+        self.write(|tx| agents::touch(tx, seen))
     }
 
     fn insert_credential(
@@ -297,14 +332,14 @@ impl Store for SqliteStore {
         if used.is_empty() {
             return Ok(0);
         }
-        self.write(false, |tx| credentials::touch(tx, used))
+        self.write(|tx| credentials::touch(tx, used))
     }
 
     fn record_sightings(&self, sightings: &[Sighting]) -> Result<SightingsReport, StoreError> {
         if sightings.is_empty() {
             return Ok(SightingsReport::default());
         }
-        self.write(false, |tx| discovered::record(tx, sightings))
+        self.write(|tx| discovered::record(tx, sightings))
     }
 
     fn list_discovered(&self, include_adopted: bool) -> Result<Vec<Discovered>, StoreError> {

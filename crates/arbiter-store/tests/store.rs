@@ -1218,11 +1218,77 @@ fn generation_sees_writes_from_another_handle_on_the_same_file() {
     let g2 = reader.generation().unwrap();
     assert_ne!(g2, g1);
 
-    // A plain connection (another program) counts too.
+    // Bookkeeping, through a handle or not, is not a change a cache holds.
+    writer.touch_agents(&[("bot".to_owned(), T0)]).unwrap();
+    writer
+        .touch_credentials(&[("key_1".to_owned(), T0)])
+        .unwrap();
     let conn = raw(&path);
+    conn.execute(
+        "UPDATE credentials SET last_used_us = 7 WHERE id = 'key_1'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(reader.generation().unwrap(), g2);
+    assert_eq!(reader.generation_now().unwrap(), Some(g2));
+
+    // A plain connection (another program) counts too.
     conn.execute("UPDATE agents SET purpose = 'edited' WHERE id = 'bot'", [])
         .unwrap();
-    assert_ne!(reader.generation().unwrap(), g2);
+    let g3 = reader.generation().unwrap();
+    assert_ne!(g3, g2);
+    conn.execute(
+        "UPDATE credentials SET revoked_at_us = 1, revoked_reason = 'by hand' WHERE id = 'key_1'",
+        [],
+    )
+    .unwrap();
+    assert_ne!(reader.generation_now().unwrap(), Some(g3));
+    assert_eq!(
+        reader.generation_now().unwrap(),
+        Some(reader.generation().unwrap())
+    );
+}
+
+/// Regression: one connection served every call, so a lookup or the generation check of the
+/// decision path queued behind a write — and a write waits up to the busy timeout for another
+/// process's write lock. Reads and the generation check now never wait for a write.
+#[test]
+fn reads_do_not_wait_for_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.db");
+    let s = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+    s.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    s.insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
+        .unwrap();
+    let g = s.generation().unwrap();
+
+    // Another process holds the write lock: this handle's next write waits for it.
+    let mut other = raw(&path);
+    let held = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let (started, start) = std::sync::mpsc::channel();
+    let writer = {
+        let s = std::sync::Arc::clone(&s);
+        std::thread::spawn(move || {
+            started.send(()).unwrap();
+            s.touch_agents(&[("bot".to_owned(), T0 + 1)])
+        })
+    };
+    start.recv().unwrap();
+    for _ in 0..50 {
+        assert_eq!(s.generation().unwrap(), g);
+        assert_eq!(s.generation_now().unwrap(), Some(g));
+        assert!(s.agent("bot").unwrap().is_some());
+        assert!(s.credential("key_1").unwrap().is_some());
+    }
+    assert!(
+        !writer.is_finished(),
+        "the reads were answered only once the write was over"
+    );
+    held.rollback().unwrap();
+    assert_eq!(writer.join().unwrap().unwrap(), 1);
+    assert_eq!(s.agent("bot").unwrap().unwrap().last_seen_us, Some(T0 + 1));
 }
 
 // ----------------------------------------------------------------- audit
@@ -2082,9 +2148,22 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         s.insert_credential(&agent_key("key_1", "bot"), &admin(), T0)
             .unwrap();
     }
-    raw(&path)
-        .execute_batch("DROP TABLE tool_pins; PRAGMA user_version = 1;")
-        .unwrap();
+    {
+        // Versions 2 and 3 away: the pins, the change counter and its triggers.
+        let conn = raw(&path);
+        let triggers: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'generation_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for t in triggers {
+            conn.execute_batch(&format!("DROP TRIGGER {t};")).unwrap();
+        }
+        conn.execute_batch("DROP TABLE tool_pins; DROP TABLE generation; PRAGMA user_version = 1;")
+            .unwrap();
+    }
     let tables = |path: &Path| -> Vec<String> {
         let conn = raw(path);
         let mut stmt = conn
@@ -2102,7 +2181,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         raw(&path)
             .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
             .unwrap(),
-        2
+        arbiter_store::schema::current_version()
     );
     assert!(tables(&path).contains(&"tool_pins".to_owned()));
     assert!(s.agent("bot").unwrap().is_some());
@@ -2151,7 +2230,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"

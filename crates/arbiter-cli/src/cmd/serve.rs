@@ -156,6 +156,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
+    let access_log = match &args.access_log {
+        Some(destination) => {
+            let target = arbiter_server::access_log::Target::parse(destination);
+            let opened = arbiter_server::access_log::AccessLog::open(target)
+                .context("cannot start the access log (`--access-log`)")?;
+            tracing::info!(destination = %destination, "access log on");
+            Some(opened)
+        }
+        None => None,
+    };
     let config = ServerConfig {
         limits: JsonLimits {
             max_bytes: args.max_body_bytes,
@@ -166,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         require_authentication: args.require_auth,
         admin_reasons_for_all_callers: args.admin_reasons_for_all_callers,
         routes: Arc::new(load_routes(&args)?),
+        access_log: access_log.as_ref().map(|(log, _)| log.clone()),
     };
     let status = pdp.status();
     tracing::info!(
@@ -178,11 +189,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data = %args.data.display(),
         "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"
     );
-    spawn_sighup_reload(pdp.clone());
+    spawn_sighup_reload(pdp.clone(), access_log.as_ref().map(|(log, _)| log.clone()));
     let router = app(AppState::new(pdp.clone(), config));
-    arbiter_server::serve(listener, router, shutdown_signal())
-        .await
-        .context("the server stopped with an error")?;
+    let served = arbiter_server::serve(listener, router, shutdown_signal()).await;
+    if let Some((_, writer)) = access_log {
+        writer.finish(Duration::from_secs(5));
+    }
+    served.context("the server stopped with an error")?;
     if let Some(recorder) = pdp.recorder() {
         recorder
             .log()
@@ -313,8 +326,8 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; draining in-flight requests");
 }
 
-/// SIGHUP reloads the policy directory at once.
-fn spawn_sighup_reload(pdp: Arc<Pdp>) {
+/// SIGHUP reloads the policy directory at once and reopens the access log file.
+fn spawn_sighup_reload(pdp: Arc<Pdp>, access_log: Option<arbiter_server::access_log::AccessLog>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -322,6 +335,9 @@ fn spawn_sighup_reload(pdp: Arc<Pdp>) {
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(log) = &access_log {
+                log.reopen();
+            }
             let pdp = pdp.clone();
             let _ = tokio::task::spawn_blocking(move || pdp.reload()).await;
         }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access_log;
 mod attributes;
 mod bad_input;
 mod batch;
@@ -10,6 +11,7 @@ mod conformance;
 mod decision_log;
 mod forward_auth;
 mod identity;
+mod nonblocking;
 mod ops;
 mod parser_property;
 mod search;
