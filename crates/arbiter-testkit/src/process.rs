@@ -91,15 +91,18 @@ impl Running {
         });
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its status and whatever it
-    /// printed to stdout and stderr that was piped.
+    /// Sends SIGTERM (unless it has exited already) and waits for the process to exit;
+    /// returns its status and whatever it printed to stdout and stderr that was piped.
     pub fn terminate(&mut self) -> Output {
         let what = self.what.clone();
-        let child = match self.child.take() {
+        let mut child = match self.child.take() {
             Some(c) => c,
             None => panic!("{what} was already stopped"),
         };
-        signal_term(&child);
+        // Never signal a process already waited for: its id may belong to another by now.
+        if matches!(child.try_wait(), Ok(None)) {
+            signal_term(&child);
+        }
         child
             .wait_with_output()
             .unwrap_or_else(|e| panic!("cannot wait for {what}: {e}"))

@@ -284,6 +284,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
             .0
     );
+    // Time itself is the subject: the overlap window must pass (not a wait for an event).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (allowed, user, admin) = f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await);
     assert!(!allowed, "old key after the window");
@@ -309,6 +310,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
             .0
     );
+    // Time itself is the subject: the key's lifetime must pass (not a wait for an event).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
         !f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
