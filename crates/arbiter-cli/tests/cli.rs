@@ -2,14 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arbiter_testkit::{Arbiter, PATIENCE, Served, example, free_port, http, text, wait_until};
+use arbiter_testkit::{
+    Arbiter, PATIENCE, Served, example, free_port, http, run_with_input, text, wait_until,
+};
 
 const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
 
@@ -51,22 +52,13 @@ fn check_exit_codes_follow_the_decision() {
     let out: serde_json::Value = serde_json::from_slice(&deny.stdout).unwrap();
     assert_eq!(out["decision"], false);
 
-    let mut child = arbiter()
-        .args(["check", "--policies"])
-        .arg(quickstart())
-        .args(["--request", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"subject": {"type": "Agent"}}"#)
-        .unwrap();
-    let bad = child.wait_with_output().unwrap();
+    let bad = run_with_input(
+        arbiter()
+            .args(["check", "--policies"])
+            .arg(quickstart())
+            .args(["--request", "-"]),
+        br#"{"subject": {"type": "Agent"}}"#,
+    );
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         text(&bad.stderr).contains("`subject.id` is missing"),

@@ -14,7 +14,8 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arbiter_testkit::{
-    Arbiter, Lines, Running, decision_id, free_port, npm_bin, python, run_ok, workspace_root,
+    Arbiter, Lines, Running, decision_id, free_port, npm_bin, python, run_ok, run_with_input,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -43,21 +44,12 @@ fn data_with_agent(dir: &Path) -> (PathBuf, String) {
 
 /// Runs `tests/mcp/client.py` with `script`; returns its JSON report.
 fn client(script: &Value) -> Value {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/mcp/client.py"))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(python())
+            .arg(repo().join("tests/mcp/client.py"))
+            .arg("-"),
+        script.to_string().as_bytes(),
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "client.py printed no report ({e}): status {:?}\nstdout: {}\nstderr: {}",

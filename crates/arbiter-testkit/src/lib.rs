@@ -42,7 +42,7 @@ pub use crate::env::{
 };
 pub use crate::http::{Reply, http};
 pub use crate::postgres::{TestDb, postgres_url, postgres_url_for, psql};
-pub use crate::process::{Lines, Running, free_port, run_ok};
+pub use crate::process::{Lines, Running, free_port, run_ok, run_with_input};
 pub use crate::text::{decision_id, decision_ids, json_lines, text};
 pub use crate::wait::{PATIENCE, wait_for, wait_until};
 #[cfg(feature = "tokio")]

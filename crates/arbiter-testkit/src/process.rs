@@ -1,6 +1,6 @@
 //! Child processes a test starts: stopped when the test ends, however it ends.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -25,6 +25,24 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed) and returns its output, whatever its
+/// exit status.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits without reading all of it is not an error here.
+        let _ = stdin.write_all(input);
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts.
@@ -249,6 +267,12 @@ mod tests {
     fn waiting_for_a_port_fails_when_the_process_exits() {
         let mut f = Running::spawn("false", &mut Command::new("false"));
         f.wait_for_port(free_port());
+    }
+
+    #[test]
+    fn input_reaches_stdin() {
+        let out = run_with_input(Command::new("tr").args(["a-z", "A-Z"]), b"abc");
+        assert_eq!(out.stdout, b"ABC");
     }
 
     #[test]
