@@ -2,30 +2,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arbiter_testkit::{
+    Arbiter, PATIENCE, Served, example, free_port, http, run_with_input, text, wait_until,
+};
+
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
 
 fn arbiter() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arbiter"))
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    ARBITER.command()
 }
 
 fn quickstart() -> PathBuf {
-    root().join("examples/quickstart")
+    example("quickstart")
 }
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -54,22 +52,13 @@ fn check_exit_codes_follow_the_decision() {
     let out: serde_json::Value = serde_json::from_slice(&deny.stdout).unwrap();
     assert_eq!(out["decision"], false);
 
-    let mut child = arbiter()
-        .args(["check", "--policies"])
-        .arg(quickstart())
-        .args(["--request", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"subject": {"type": "Agent"}}"#)
-        .unwrap();
-    let bad = child.wait_with_output().unwrap();
+    let bad = run_with_input(
+        arbiter()
+            .args(["check", "--policies"])
+            .arg(quickstart())
+            .args(["--request", "-"]),
+        br#"{"subject": {"type": "Agent"}}"#,
+    );
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         text(&bad.stderr).contains("`subject.id` is missing"),
@@ -322,67 +311,36 @@ fn broken_pipe_exits_cleanly() {
     assert_eq!(status.code(), Some(0));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http(port: u16, request: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn serve_answers_and_shuts_down_gracefully() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = arbiter()
-        .args(["serve", "--log-format", "json", "--policies"])
-        .arg(quickstart())
-        .arg("--data")
-        .arg(data.path().join("d"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let health = loop {
-        if let Some(r) = http(
-            port,
-            "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        ) {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // `Served::start` waits until /healthz answers 200.
+    let mut served = Served::start(
+        ARBITER
+            .serve_command(
+                &quickstart(),
+                &data.path().join("d"),
+                &format!("127.0.0.1:{port}"),
+            )
+            .args(["--log-format", "json"])
+            .stderr(Stdio::piped()),
+        port,
+    );
     let body = std::fs::read_to_string(quickstart().join("requests/read-ticket.json")).unwrap();
     let reply = http(
         port,
-        &format!("POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+        "POST",
+        "/access/v1/evaluation",
+        &[("content-type", "application/json")],
+        &body,
     )
     .unwrap();
-    assert!(reply.contains("\"decision\":true"), "{reply}");
+    assert!(reply.body.contains("\"decision\":true"), "{}", reply.raw);
     assert!(data.path().join("d").is_dir(), "data directory created");
 
     // SIGTERM: drain and exit 0.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = child.wait_with_output().unwrap();
+    let out = served.process.terminate();
     assert_eq!(out.status.code(), Some(0));
     let logs = text(&out.stderr);
     let first: serde_json::Value =
@@ -409,53 +367,32 @@ fn serve_refuses_a_broken_policy_directory_at_start() {
     );
 }
 
-/// Starts `arbiter serve` on `data` at 127.0.0.1:`port`, waits until it answers.
-fn start_serve(data: &Path, port: u16, extra: &[&str]) -> std::process::Child {
-    start_serve_on(data, &format!("127.0.0.1:{port}"), port, extra)
-}
-
-/// Starts `arbiter serve` on `data` listening on `listen` (whose port is `port`), waits
-/// until it answers on loopback; fails the test if it exits first.
-fn start_serve_on(data: &Path, listen: &str, port: u16, extra: &[&str]) -> std::process::Child {
-    let mut child = arbiter()
-        .args(["serve", "--log-level", "warn", "--policies"])
-        .arg(quickstart())
-        .arg("--data")
-        .arg(data)
-        .args(["--listen", listen])
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(
+/// Starts `arbiter serve` with the quickstart policies on `data` listening on `listen` (whose
+/// port is `port`); waits until it answers on loopback, failing the test if it exits first.
+fn start_serve_on(data: &Path, listen: &str, port: u16, extra: &[&str]) -> Served {
+    Served::start(
+        ARBITER
+            .serve_command(&quickstart(), data, listen)
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stderr(Stdio::null()),
         port,
-        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
-    .is_none()
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "{listen} {extra:?}: serve exited"
-        );
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 fn decide(port: u16, body: &str) -> Option<String> {
     let reply = http(
         port,
-        &format!(
-            "POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )?;
-    if !reply.starts_with("HTTP/1.1 200") {
+        "POST",
+        "/access/v1/evaluation",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .ok()?;
+    if reply.status != 200 {
         return None;
     }
-    let json: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1)?).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
     Some(json["context"]["decision_id"].as_str()?.to_owned())
 }
 
@@ -469,23 +406,30 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..4u64 {
         let port = free_port();
-        let mut child = start_serve(&data, port, &[]);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut served = start_serve_on(&data, &format!("127.0.0.1:{port}"), port, &[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..8)
             .map(|_| {
-                let (stop, body) = (stop.clone(), body.clone());
+                let (stop, answered, body) = (stop.clone(), answered.clone(), body.clone());
                 std::thread::spawn(move || {
                     let mut got = Vec::new();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Ordering::Relaxed) {
                         if let Some(id) = decide(port, &body) {
                             got.push(id);
+                            answered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     got
                 })
             })
             .collect();
-        // A pseudo-random moment between 150 and 650 ms into the load.
+        // Under load (a few decisions answered, however slow the machine), then a pseudo-random
+        // moment 150 to 650 ms later. This sleep is the subject of the test, not a wait for
+        // something: the kill must land at an arbitrary point of the load.
+        wait_until("the load gets decisions answered", PATIENCE, || {
+            answered.load(Ordering::Relaxed) >= 6
+        });
         let nanos = u64::from(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -493,9 +437,8 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
                 .subsec_nanos(),
         );
         std::thread::sleep(Duration::from_millis(150 + (nanos ^ (round * 7919)) % 500));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        served.process.kill(); // SIGKILL
+        stop.store(true, Ordering::Relaxed);
         for w in workers {
             acknowledged.extend(w.join().unwrap());
         }
@@ -508,16 +451,8 @@ fn sigkill_under_load_loses_no_acknowledged_decision() {
 
     // Restart once (recovery cuts any torn tail), stop cleanly, then check the log.
     let port = free_port();
-    let child = start_serve(&data, port, &[]);
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+    let mut served = start_serve_on(&data, &format!("127.0.0.1:{port}"), port, &[]);
+    assert_eq!(served.process.terminate().status.code(), Some(0));
 
     let logged: std::collections::HashSet<String> = arbiter_log::read_records(&data.join("log"))
         .unwrap()
@@ -632,13 +567,12 @@ fn serve_refuses_a_network_address_without_authentication() {
         &["--insecure-allow-unauthenticated"][..],
     ] {
         let port = free_port();
-        let mut child = start_serve_on(
+        let mut served = start_serve_on(
             &dir.path().join("d"),
             &format!("0.0.0.0:{port}"),
             port,
             extra,
         );
-        child.kill().unwrap();
-        child.wait().unwrap();
+        served.process.kill();
     }
 }

@@ -7,13 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::{Arbiter, Scratch, Served, decision_id, free_port, http, run_ok, text};
 use serde_json::Value;
+
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
 
 const POLICIES: &str = r#"
 @id("git-allowed")
@@ -49,17 +52,7 @@ if [ -n \"$KUBECTL_MARKER\" ]; then touch \"$KUBECTL_MARKER\"; fi\n\
 exit 3\n";
 
 fn arbiter() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_arbiter"));
-    for v in [
-        "ARBITER_PDP",
-        "ARBITER_POLICIES",
-        "ARBITER_DATA",
-        "ARBITER_AGENT_KEY",
-        "ARBITER_JWT_ISSUERS",
-        "ARBITER_EXEC_TIMEOUT_MS",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = ARBITER.command();
     // Loader variables the test runner itself sets (cargo sets `LD_LIBRARY_PATH`): the tests
     // that are about them set their own.
     for (k, _) in std::env::vars_os() {
@@ -68,80 +61,38 @@ fn arbiter() -> Command {
             c.env_remove(&*k);
         }
     }
-    c.env("LC_ALL", "C");
     c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A policy directory, a data directory with agent `coder` and its key, a stub `kubectl`.
 struct Env {
-    tmp: tempfile::TempDir,
+    tmp: Scratch,
     key: String,
     key_id: String,
 }
 
 impl Env {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let policies = tmp.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        std::fs::write(policies.join("exec.cedar"), POLICIES).unwrap();
-        let bin = tmp.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        std::fs::write(bin.join("kubectl"), KUBECTL).unwrap();
-        std::fs::write(bin.join("not-executable"), "#!/bin/sh\ntrue\n").unwrap();
+        let tmp = Scratch::new();
+        tmp.write("policies/exec.cedar", POLICIES);
+        let kubectl = tmp.write("bin/kubectl", KUBECTL);
+        tmp.write("bin/not-executable", "#!/bin/sh\ntrue\n");
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("kubectl"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
-        let data = tmp.path().join("data");
-        ok(arbiter()
-            .args(["agent", "register", "coder", "--owner", "dev@example.com"])
-            .arg("--data")
-            .arg(&data));
-        let issued: Value = serde_json::from_slice(
-            &ok(arbiter()
-                .args(["agent", "key", "issue", "coder", "--json"])
-                .arg("--data")
-                .arg(&data))
-            .stdout,
-        )
-        .unwrap();
+        std::fs::set_permissions(kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let issued = ARBITER.agent_with_key(&tmp.data(), "coder", "dev@example.com", &[]);
         Self {
-            key: issued["key"].as_str().unwrap().to_owned(),
-            key_id: issued["id"].as_str().unwrap().to_owned(),
+            key: issued.key,
+            key_id: issued.id,
             tmp,
         }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
+        self.tmp.join(p)
     }
 
     fn data(&self) -> PathBuf {
-        self.path("data")
+        self.tmp.data()
     }
 
     /// `arbiter exec --policies … --data … -- cmd` with the agent's key.
@@ -172,40 +123,29 @@ impl Env {
 
     /// Every record in the decision log, as JSON.
     fn records(&self) -> Vec<Value> {
-        let out = ok(arbiter().args(["log", "query", "--data"]).arg(self.data()));
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        ARBITER.records(&self.data())
     }
 
     fn record(&self, decision_id: &str) -> Value {
-        self.records()
-            .into_iter()
-            .find(|r| r["decision_id"] == decision_id)
-            .unwrap_or_else(|| panic!("decision {decision_id} not in the log"))
+        ARBITER.record(&self.data(), decision_id)
     }
 }
 
-/// The decision id in `arbiter exec: denied by Arbiter: … (decision ID)`.
-fn decision_id(stderr: &str) -> String {
-    let start = stderr.find("(decision ").expect(stderr) + "(decision ".len();
-    stderr[start..].split(')').next().unwrap().to_owned()
-}
-
 fn git(dir: &Path, args: &[&str]) -> Output {
-    ok(Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("LC_ALL", "C"))
+    run_ok(
+        Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("LC_ALL", "C"),
+    )
 }
 
 /// A repository with one commit and an empty bare remote `origin`.
@@ -422,18 +362,20 @@ fn local_revoked_and_unknown_keys_are_denied_and_recorded() {
             .code(),
         Some(0)
     );
-    ok(arbiter()
-        .args([
-            "agent",
-            "key",
-            "revoke",
-            "coder",
-            &env.key_id,
-            "--reason",
-            "leaked",
-        ])
-        .arg("--data")
-        .arg(env.data()));
+    run_ok(
+        arbiter()
+            .args([
+                "agent",
+                "key",
+                "revoke",
+                "coder",
+                &env.key_id,
+                "--reason",
+                "leaked",
+            ])
+            .arg("--data")
+            .arg(env.data()),
+    );
     let out = env.local(&["sh", "-c", &touch]).output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(126), "{stderr}");
@@ -571,7 +513,7 @@ fn local_concurrent_guards_keep_the_log_sound() {
         );
     }
     assert_eq!(env.records().len(), 8);
-    ok(arbiter().args(["log", "verify", "--data"]).arg(env.data()));
+    run_ok(arbiter().args(["log", "verify", "--data"]).arg(env.data()));
 }
 
 /// With the vocabulary as schema, the guard's requests validate: allows and forbids work as
@@ -581,7 +523,7 @@ fn local_requests_conform_to_the_vocabulary_schema() {
     let env = Env::new();
     let dir = env.path("schema-policies");
     std::fs::create_dir(&dir).unwrap();
-    let schema = ok(arbiter().args(["policy", "schema"])).stdout;
+    let schema = run_ok(arbiter().args(["policy", "schema"])).stdout;
     std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
     std::fs::write(
         dir.join("exec.cedar"),
@@ -599,7 +541,7 @@ when { context has argv && context.argv.contains("delete") };
 "#,
     )
     .unwrap();
-    ok(arbiter().args(["policy", "validate"]).arg(&dir));
+    run_ok(arbiter().args(["policy", "validate"]).arg(&dir));
     let run = |args: &[&str]| {
         let mut cmd = arbiter();
         cmd.arg("exec")
@@ -636,10 +578,10 @@ fn docs_git_example_refuses_config_injection_and_output_files() {
     let end = start + docs[start..].find("```").unwrap();
     let dir = env.path("git-policies");
     std::fs::create_dir(&dir).unwrap();
-    let schema = ok(arbiter().args(["policy", "schema"])).stdout;
+    let schema = run_ok(arbiter().args(["policy", "schema"])).stdout;
     std::fs::write(dir.join("schema.cedarschema"), schema).unwrap();
     std::fs::write(dir.join("git.cedar"), &docs[start..end]).unwrap();
-    ok(arbiter().args(["policy", "validate"]).arg(&dir));
+    run_ok(arbiter().args(["policy", "validate"]).arg(&dir));
     let git = env.path("bin/git");
     std::fs::write(&git, "#!/bin/sh\necho \"git stub: $*\"\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -770,60 +712,24 @@ fn local_loader_variables_are_removed_unless_a_policy_keeps_them() {
 #[test]
 fn remote_loader_variables_are_removed_unless_a_policy_keeps_them() {
     let env = Env::new();
-    let port = free_port();
-    let _served = serve(&env, port);
+    let served = serve(&env);
+    let port = served.port;
     let cmd = env.remote(port, &["sh", "-c", SHOW_LOADER_ENV]);
     loader_variables_need_a_policy(&env, cmd);
 }
 
 // ---- remote mode ------------------------------------------------------------------------
 
-fn http_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
-}
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &Env, port: u16) -> Served {
-    let child = arbiter()
-        .args(["serve", "--log-level", "warn", "--policies"])
-        .arg(env.path("policies"))
-        .arg("--data")
-        .arg(env.data())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = Served(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http_ok(port) {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    served
+/// `arbiter serve` on the environment's policies and data, ready.
+fn serve(env: &Env) -> Served {
+    ARBITER.serve(&env.path("policies"), &env.data(), &[])
 }
 
 #[test]
 fn remote_allowed_and_denied_are_recorded_under_exec() {
     let env = Env::new();
-    let port = free_port();
-    let _served = serve(&env, port);
+    let served = serve(&env);
+    let port = served.port;
     let marker = env.path("kubectl-ran");
 
     let out = env
@@ -854,7 +760,7 @@ fn remote_allowed_and_denied_are_recorded_under_exec() {
     assert!(!marker.exists(), "kubectl ran");
     let denied_id = decision_id(&stderr);
 
-    let log = ok(arbiter().args(["log", "query", "--data"]).arg(env.data()));
+    let log = run_ok(arbiter().args(["log", "query", "--data"]).arg(env.data()));
     let raw = text(&log.stdout);
     assert!(
         !raw.contains("supersecret123"),
@@ -892,32 +798,40 @@ fn remote_allowed_and_denied_are_recorded_under_exec() {
 
     // The same record through the API, with an auditor token.
     let token: Value = serde_json::from_slice(
-        &ok(arbiter()
-            .args([
-                "admin", "token", "create", "--name", "soc", "--role", "auditor", "--json",
-            ])
-            .arg("--data")
-            .arg(env.data()))
+        &run_ok(
+            arbiter()
+                .args([
+                    "admin", "token", "create", "--name", "soc", "--role", "auditor", "--json",
+                ])
+                .arg("--data")
+                .arg(env.data()),
+        )
         .stdout,
     )
     .unwrap();
     let token = token["token"].as_str().unwrap();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET /v1/decisions/{denied_id} HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\r\n"
+    let reply = http(
+        port,
+        "GET",
+        format!("/v1/decisions/{denied_id}"),
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
     )
     .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.contains("\"enforcement_point\":\"exec:"), "{reply}");
+    assert_eq!(reply.status, 200, "{}", reply.raw);
+    assert!(
+        reply.body.contains("\"enforcement_point\":\"exec:"),
+        "{}",
+        reply.raw
+    );
 
     // A revoked key is denied by the served decision point on the next request.
-    ok(arbiter()
-        .args(["agent", "key", "revoke", "coder", &env.key_id])
-        .arg("--data")
-        .arg(env.data()));
+    run_ok(
+        arbiter()
+            .args(["agent", "key", "revoke", "coder", &env.key_id])
+            .arg("--data")
+            .arg(env.data()),
+    );
     let out = env
         .remote(port, &[&env.kubectl(), "get", "pods"])
         .env("KUBECTL_MARKER", &marker)
@@ -936,8 +850,8 @@ fn remote_allowed_and_denied_are_recorded_under_exec() {
 fn remote_git_status_and_push() {
     let env = Env::new();
     let (work, remote) = repo(&env);
-    let port = free_port();
-    let _served = serve(&env, port);
+    let served = serve(&env);
+    let port = served.port;
     let out = env
         .remote(port, &["git", "status", "--short", "--branch"])
         .current_dir(&work)
@@ -976,7 +890,7 @@ fn remote_unreachable_decision_point_fails_closed() {
 }
 
 /// A one-connection HTTP server that answers `reply` (or nothing, when `None`, holding the
-/// connection open) and hands back the request it got.
+/// connection open until the client hangs up) and hands back the request it got.
 fn fake_pdp(reply: Option<&'static str>) -> (u16, std::thread::JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -1007,7 +921,11 @@ fn fake_pdp(reply: Option<&'static str>) -> (u16, std::thread::JoinHandle<String
             Some(body) => {
                 let _ = s.write_all(body.as_bytes());
             }
-            None => std::thread::sleep(Duration::from_secs(3)),
+            None => {
+                // A decision point that never answers: the client must give up on its own.
+                let _ = s.set_read_timeout(None);
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            }
         }
         String::from_utf8_lossy(&got).into_owned()
     });

@@ -4,34 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use arbiter_testkit::{Arbiter, Running, Scratch, Served, free_port, http, nginx};
 use serde_json::{Value, json};
 
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
 fn arbiter() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arbiter"))
-}
-
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nginx is not installed: run `scripts/test`, which installs Debian's nginx-light");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ARBITER.command()
 }
 
 /// A tiny HTTP upstream that records every request head it receives.
@@ -64,35 +49,6 @@ fn upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them,
-        // and they would keep the test's output pipe open).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One request; returns status, lower-cased headers and body.
 fn request(
     port: u16,
@@ -111,30 +67,13 @@ fn request_raw(
     auth: Option<&str>,
     extra: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("{method} ").into_bytes();
-    head.extend_from_slice(path);
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: tickets.internal\r\n");
+    let mut headers = vec![("host", "tickets.internal")];
     if let Some(a) = auth {
-        head.extend_from_slice(format!("authorization: {a}\r\n").as_bytes());
+        headers.push(("authorization", a));
     }
-    for (k, v) in extra {
-        head.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    head.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
-    s.write_all(&head).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap()[9..12].parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    headers.extend_from_slice(extra);
+    let reply = http(port, method, path, &headers, "").unwrap();
+    (reply.status, reply.headers, reply.body)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -227,69 +166,35 @@ http {{
 /// `arbiter serve` with these policies and routes, one registered agent, and Debian's nginx
 /// in front of a recording upstream, configured as `nginx_conf`.
 struct Setup {
-    _tmp: tempfile::TempDir,
+    _tmp: Scratch,
     key: String,
     auditor: String,
     arbiter_port: u16,
     nginx_port: u16,
     seen: Arc<Mutex<Vec<String>>>,
-    // Dropped after the fields above are no longer needed; nginx first.
-    _nginx: Proc,
-    _serve: Proc,
+    // Dropped after the fields above are no longer needed; nginx first (SIGTERM: its master
+    // then stops its workers, which SIGKILL would orphan, keeping the test's output pipe open).
+    _nginx: Running,
+    _serve: Served,
 }
 
 fn setup(policy_text: &str, routes: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let dir = tmp.path();
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("tickets.cedar"), policy_text).unwrap();
-    std::fs::write(dir.join("routes.txt"), routes).unwrap();
-    let data = dir.join("data");
-    let ok = |cmd: &mut Command| {
-        let out = cmd.arg("--data").arg(&data).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    ok(arbiter().args([
-        "agent",
-        "register",
-        "support-bot",
-        "--owner",
-        "support@example.com",
-    ]));
-    let issued: Value = serde_json::from_slice(
-        &ok(arbiter().args(["agent", "key", "issue", "support-bot", "--json"])).stdout,
-    )
-    .unwrap();
-    let key = issued["key"].as_str().unwrap().to_owned();
-    let auditor: Value = serde_json::from_slice(
-        &ok(arbiter().args([
-            "admin", "token", "create", "--name", "t", "--role", "auditor", "--json",
-        ]))
-        .stdout,
-    )
-    .unwrap();
-    let auditor = auditor["token"].as_str().unwrap().to_owned();
+    tmp.write("policies/tickets.cedar", policy_text);
+    let routes = tmp.write("routes.txt", routes);
+    let data = tmp.data();
+    let key = ARBITER
+        .agent_with_key(&data, "support-bot", "support@example.com", &[])
+        .key;
+    let auditor = ARBITER.admin_token(&data, "t", "auditor");
 
-    let arbiter_port = free_port();
-    let serve = Proc(
-        arbiter()
-            .args(["serve", "--log-level", "warn", "--policies"])
-            .arg(&policies)
-            .arg("--data")
-            .arg(&data)
-            .arg("--routes")
-            .arg(dir.join("routes.txt"))
-            .args(["--listen", &format!("127.0.0.1:{arbiter_port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let serve = ARBITER.serve(
+        &tmp.join("policies"),
+        &data,
+        &["--routes", routes.to_str().unwrap()],
     );
+    let arbiter_port = serve.port;
     let (upstream_port, seen) = upstream();
     let nginx_port = free_port();
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
@@ -298,19 +203,17 @@ fn setup(policy_text: &str, routes: &str) -> Setup {
         nginx_conf(dir, nginx_port, arbiter_port, upstream_port),
     )
     .unwrap();
-    let nginx = Proc(
-        Command::new(nginx_binary())
+    let mut nginx_process = Running::spawn(
+        "nginx",
+        Command::new(nginx())
             .arg("-p")
             .arg(dir)
             .arg("-c")
             .arg(dir.join("nginx.conf"))
             .args(["-g", "daemon off;"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::piped()),
     );
-    wait_for(arbiter_port);
-    wait_for(nginx_port);
+    nginx_process.wait_for_port(nginx_port);
     Setup {
         _tmp: tmp,
         key,
@@ -318,7 +221,7 @@ fn setup(policy_text: &str, routes: &str) -> Setup {
         arbiter_port,
         nginx_port,
         seen,
-        _nginx: nginx,
+        _nginx: nginx_process,
         _serve: serve,
     }
 }
@@ -437,13 +340,10 @@ fn nginx_auth_request_allows_denies_and_authenticates() {
 }
 
 fn http_get(port: u16, path: &str, token: &str) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
-    // The log endpoint answers with a plain JSON body (no chunking for small pages).
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"))
+    let auth = format!("Bearer {token}");
+    http(port, "GET", path, &[("authorization", &auth)], "")
+        .unwrap()
+        .json()
 }
 
 /// Policy and routes of issue 14's reproduction: agents may only read tickets.
@@ -630,6 +530,6 @@ fn serve_requires_each_service_to_name_its_proxy() {
         ],
         port,
     );
-    let _serve = Proc(cmd.stderr(Stdio::null()).spawn().unwrap());
-    wait_for(port);
+    // Started: it answers.
+    let _serve = Served::start(cmd.stderr(Stdio::null()), port);
 }

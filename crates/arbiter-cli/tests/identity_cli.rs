@@ -4,67 +4,36 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
+use arbiter_testkit::{
+    Arbiter, PATIENCE, Reply, Served, assert_no_secrets, example, free_port, http, run_ok, wait_for,
+};
 use serde_json::{Value, json};
 
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
 fn arbiter() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+    ARBITER.command()
 }
 
 fn quickstart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    example("quickstart")
 }
 
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.get(9..12)?.parse().ok()?;
-    Some((status, out.split("\r\n\r\n").nth(1)?.to_owned()))
+/// One request to the served decision point, as a JSON client sends it.
+fn call(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("authorization", auth));
+    }
+    http(port, method, path, &headers, body).unwrap()
 }
 
 fn evaluate(port: u16, key: &str, tool: &str) -> Value {
@@ -72,44 +41,22 @@ fn evaluate(port: u16, key: &str, tool: &str) -> Value {
         "action": {"name": "call_tool"},
         "resource": {"type": "Tool", "id": format!("helpdesk/{tool}")},
     });
-    let (status, body) = http(
+    let reply = call(
         port,
         "POST",
         "/access/v1/evaluation",
         Some(key),
         &body.to_string(),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn scan_for(dir: &Path, secrets: &[&str]) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let bytes = std::fs::read(&p).unwrap();
-            for s in secrets {
-                assert!(
-                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
-                    "plaintext secret in {}",
-                    p.display()
-                );
-            }
-        }
-    }
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
 }
 
 #[test]
 fn the_tour_register_issue_allow_deny_revoke() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let d = |cmd: &mut Command| -> Output { ok(cmd.arg("--data").arg(&data)) };
+    let d = |cmd: &mut Command| -> Output { run_ok(cmd.arg("--data").arg(&data)) };
     let registered = d(arbiter().args([
         "agent",
         "register",
@@ -142,21 +89,14 @@ fn the_tour_register_issue_allow_deny_revoke() {
     let port = free_port();
     let log_path = tmp.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = arbiter()
-        .args(["serve", "--log-level", "debug", "--policies"])
-        .arg(quickstart())
-        .arg("--data")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(port, "GET", "/healthz", None, "").is_none() {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut served = Served::start(
+        ARBITER
+            .serve_command(&quickstart(), &data, &format!("127.0.0.1:{port}"))
+            .args(["--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(log),
+        port,
+    );
 
     assert_eq!(evaluate(port, &key, "read_ticket")["decision"], true);
     let denied = evaluate(port, &key, "delete_ticket");
@@ -169,16 +109,15 @@ fn the_tour_register_issue_allow_deny_revoke() {
     );
     assert!(denied["context"].get("reason_admin").is_none(), "{denied}");
     let denied_id = denied["context"]["decision_id"].as_str().unwrap();
-    let (status, body) = http(
+    let reply = call(
         port,
         "GET",
         &format!("/v1/decisions/{denied_id}"),
         Some(&admin),
         "",
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let record: Value = serde_json::from_str(&body).unwrap();
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let record = reply.json();
     assert_eq!(
         record["record"]["determining_policies"],
         json!(["no-delete-or-export"])
@@ -202,43 +141,47 @@ fn the_tour_register_issue_allow_deny_revoke() {
     assert_eq!(evaluate(port, foreign, "read_ticket")["decision"], false);
 
     // The refusal is in the log, attributed to the key, readable with an auditor token.
-    let (status, body) = http(
+    let reply = call(
         port,
         "GET",
         &format!("/v1/decisions/{refused_id}"),
         Some(&admin),
         "",
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let record: Value = serde_json::from_str(&body).unwrap();
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let record = reply.json();
     assert_eq!(record["record"]["subject"]["credential_id"], json!(key_id));
     assert_eq!(
-        http(
+        call(
             port,
             "GET",
             &format!("/v1/decisions/{refused_id}"),
             None,
             ""
         )
-        .unwrap()
-        .0,
+        .status,
         401
     );
 
-    std::thread::sleep(Duration::from_millis(1500)); // the sightings flush every second
-    let discovered = json_of(&d(arbiter().args([
-        "agent",
-        "list",
-        "--discovered",
-        "--json",
-    ])));
-    let row = discovered
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["shape"] == "anthropic-api-key")
-        .unwrap_or_else(|| panic!("{discovered}"));
+    // The server flushes its sightings to the inventory about once a second.
+    let row = wait_for(
+        "the unknown credential is listed in the inventory",
+        PATIENCE,
+        || {
+            let discovered = json_of(&d(arbiter().args([
+                "agent",
+                "list",
+                "--discovered",
+                "--json",
+            ])));
+            discovered
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["shape"] == "anthropic-api-key")
+                .cloned()
+        },
+    );
     assert_eq!(row["sources"], json!(["127.0.0.1"]));
     let listed = json_of(&d(arbiter().args([
         "agent",
@@ -253,14 +196,11 @@ fn the_tour_register_issue_allow_deny_revoke() {
         "last-used time recorded: {listed}"
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
+    served.process.terminate();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("arbiter serving"), "{logs}");
     let secrets = [key.as_str(), &key[14..46], admin.as_str(), foreign];
-    scan_for(&data, &secrets);
+    assert_no_secrets(&data, &secrets);
     for s in secrets {
         assert!(!logs.contains(s), "a secret reached the server log");
     }
@@ -308,10 +248,12 @@ fn cli_errors_are_clear() {
         .contains("environment")
     );
     assert!(fail(&["agent", "key", "issue", "ghost"]).contains("ghost"));
-    ok(arbiter()
-        .args(["agent", "register", "a", "--owner", "o"])
-        .arg("--data")
-        .arg(&data));
+    run_ok(
+        arbiter()
+            .args(["agent", "register", "a", "--owner", "o"])
+            .arg("--data")
+            .arg(&data),
+    );
     assert!(fail(&["agent", "register", "a", "--owner", "o"]).contains("already exists"));
     assert!(fail(&["agent", "key", "issue", "a", "--expires-in", "soon"]).contains("--expires-in"));
     assert!(fail(&["admin", "token", "create", "--name", "x", "--role", "root"]).contains("role"));
@@ -321,18 +263,20 @@ fn cli_errors_are_clear() {
 fn discover_reports_unregistered_sources_calling_llm_apis() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(arbiter()
-        .args([
-            "agent",
-            "register",
-            "known-bot",
-            "--owner",
-            "o",
-            "--attributes",
-            r#"{"addresses": ["10.0.0.7"]}"#,
-        ])
-        .arg("--data")
-        .arg(&data));
+    run_ok(
+        arbiter()
+            .args([
+                "agent",
+                "register",
+                "known-bot",
+                "--owner",
+                "o",
+                "--attributes",
+                r#"{"addresses": ["10.0.0.7"]}"#,
+            ])
+            .arg("--data")
+            .arg(&data),
+    );
     let log = tmp.path().join("access.log");
     std::fs::write(
         &log,

@@ -3,16 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use arbiter_log::{
     DecisionRecord, EntityRef, Log, LogOptions, Outcome, SubjectRef, context_digest,
 };
+use arbiter_testkit::{Arbiter, Lines, PATIENCE, Running, json_lines, text, wait_until};
 use serde_json::{Value, json};
 
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
 fn arbiter() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_arbiter"))
+    ARBITER.command()
 }
 
 fn run(args: &[&str], data: &Path) -> Output {
@@ -25,15 +28,8 @@ fn run(args: &[&str], data: &Path) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn lines(out: &Output) -> Vec<Value> {
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(&text(&out.stdout))
 }
 
 const T0: i64 = 1_735_787_045_000_000; // 2025-01-02T03:04:05Z
@@ -424,7 +420,7 @@ fn query_prints_a_table_on_a_terminal() {
     let on_a_terminal = |extra: &str| {
         let cmd = format!(
             "{} log query --data {} --limit 2 {extra}",
-            env!("CARGO_BIN_EXE_arbiter"),
+            ARBITER.path(),
             data.display()
         );
         let out = Command::new("script")
@@ -455,36 +451,24 @@ fn query_prints_a_table_on_a_terminal() {
 #[test]
 fn tail_follow_prints_new_records() {
     let (_t, data) = build(2);
-    let mut child = arbiter()
-        .args(["log", "tail", "-f", "-n", "1", "--data"])
-        .arg(&data)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut tail = Running::spawn(
+        "arbiter log tail -f",
+        arbiter()
+            .args(["log", "tail", "-f", "-n", "1", "--data"])
+            .arg(&data)
+            .stdout(Stdio::piped()),
+    );
+    let lines = Lines::spawn("arbiter log tail -f", tail.child().stdout.take().unwrap());
+    let next_id = || {
+        let v: Value = serde_json::from_str(&lines.next()).unwrap();
+        v["decision_id"].as_str().unwrap().to_string()
+    };
+    // Once it printed the last record there is, it follows: records appended now are new.
+    let mut got = vec![next_id()];
     append(&data, 2..4);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let r = std::io::BufReader::new(&mut stdout);
-        for line in r.lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut got = Vec::new();
-    while got.len() < 3 && std::time::Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            let v: Value = serde_json::from_str(&l).unwrap();
-            got.push(v["decision_id"].as_str().unwrap().to_string());
-        }
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    got.push(next_id());
+    got.push(next_id());
+    tail.kill();
     assert_eq!(got, ["d-1", "d-2", "d-3"]);
 }
 
@@ -582,30 +566,23 @@ fn serve_command(data: &Path, extra: &[&str]) -> Command {
     .arg(data)
     .args(extra)
     .env_remove("ARBITER_DATA")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     c
 }
 
-/// Runs `arbiter serve` on a free port; returns its exit status and stderr if
-/// it exits within 30 s, else kills it and returns `None`.
-fn serve_exits(data: &Path, extra: &[&str]) -> Option<(Option<i32>, String)> {
-    let mut child = serve_command(data, extra)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return Some((status.code(), err));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+/// Runs `arbiter serve` on a free port, which must refuse to start: returns its exit status
+/// and stderr; fails the test if it is still running after a generous deadline.
+fn serve_exits(data: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut serve = Running::spawn(
+        "arbiter serve",
+        serve_command(data, extra).stderr(Stdio::piped()),
+    );
+    wait_until("arbiter serve refuses to start and exits", PATIENCE, || {
+        serve.child().try_wait().unwrap().is_some()
+    });
+    let out = serve.terminate();
+    (out.status.code(), text(&out.stderr))
 }
 
 #[test]
@@ -617,7 +594,7 @@ fn rewritten_record_with_checkpoints_deleted_fails_verify_and_serve() {
         assert_eq!(out.status.code(), Some(3), "{}{err}", text(&out.stdout));
         assert!(err.contains("truncated"), "{err}");
         assert!(!err.contains("signatures checked"), "{err}");
-        let (code, err) = serve_exits(&data, &[]).expect("serve started on a rewritten log");
+        let (code, err) = serve_exits(&data, &[]);
         assert_ne!(code, Some(0), "{err}");
         assert!(err.contains("holds 0 checkpoints"), "{err}");
         assert!(err.contains("arbiter log verify"), "{err}");
@@ -648,33 +625,22 @@ fn verify_fails_on_records_no_checkpoint_covers() {
 #[test]
 fn accepted_log_damage_is_recorded_and_verify_reports_it() {
     let (_t, data, key) = rewritten_log(false);
-    let mut child = serve_command(
-        &data,
-        &["--accept-log-damage", "restored from backup, see INC-7"],
-    )
-    .spawn()
-    .unwrap();
+    let mut serve = Running::spawn(
+        "arbiter serve --accept-log-damage",
+        &mut serve_command(
+            &data,
+            &["--accept-log-damage", "restored from backup, see INC-7"],
+        ),
+    );
     let dir = data.join("log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let signed = arbiter_log::read_checkpoints(&dir)
+    wait_until("the override is checkpointed", PATIENCE, || {
+        serve.assert_running();
+        arbiter_log::read_checkpoints(&dir)
             .unwrap_or_default()
             .iter()
-            .any(|c| c.tree_size == 31);
-        if signed {
-            break;
-        }
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("serve exited: {s}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no override checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+            .any(|c| c.tree_size == 31)
+    });
+    serve.kill();
     let out = run(&["log", "verify", "--pubkey", &key], &data);
     let (stdout, err) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}{err}");

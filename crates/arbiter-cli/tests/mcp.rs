@@ -8,101 +8,48 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::{
+    Arbiter, Lines, Running, decision_id, free_port, npm_bin, python, run_ok, run_with_input,
+    workspace_root,
+};
 use serde_json::{Value, json};
 
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
 fn arbiter() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_arbiter"));
-    for v in [
-        "ARBITER_PDP",
-        "ARBITER_POLICIES",
-        "ARBITER_DATA",
-        "ARBITER_AGENT_KEY",
-        "ARBITER_JWT_ISSUERS",
-        "ARBITER_MCP_DECISION_TIMEOUT_MS",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("LC_ALL", "C").env("ARBITER_LOG", "warn");
+    let mut c = ARBITER.command();
+    c.env("ARBITER_LOG", "warn");
     c
 }
 
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Where `scripts/test-deps` installed the servers and the Python SDK.
-fn test_env() -> PathBuf {
-    let dir = std::env::var_os("ARBITER_TEST_ENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.test-env"));
-    assert!(
-        dir.join("venv/bin/python").exists() && dir.join("node/node_modules/.bin").is_dir(),
-        "the MCP test servers and client are not installed in `{}`: run `scripts/test` (or \
-         `scripts/test-deps`)",
-        dir.display()
-    );
-    dir
-}
-
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    test_env().join("venv/bin/python")
+    workspace_root()
 }
 
 fn filesystem_server() -> PathBuf {
-    test_env().join("node/node_modules/.bin/mcp-server-filesystem")
+    npm_bin("mcp-server-filesystem")
 }
 
 /// A data directory with agent `reader` and its key.
 fn data_with_agent(dir: &Path) -> (PathBuf, String) {
     let data = dir.join("data");
-    ok(arbiter()
-        .args([
-            "agent", "register", "--owner", "platform", "reader", "--data",
-        ])
-        .arg(&data));
-    let out = ok(arbiter()
-        .args(["agent", "key", "issue", "reader", "--json", "--data"])
-        .arg(&data));
-    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (data, key["key"].as_str().unwrap().to_owned())
+    let key = ARBITER.agent_with_key(&data, "reader", "platform", &[]).key;
+    (data, key)
 }
 
 /// Runs `tests/mcp/client.py` with `script`; returns its JSON report.
 fn client(script: &Value) -> Value {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/mcp/client.py"))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(python())
+            .arg(repo().join("tests/mcp/client.py"))
+            .arg("-"),
+        script.to_string().as_bytes(),
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "client.py printed no report ({e}): status {:?}\nstdout: {}\nstderr: {}",
@@ -122,7 +69,7 @@ fn client(script: &Value) -> Value {
 fn stdio_script(gateway_args: &[String], key: &str, steps: Value) -> Value {
     json!({
         "transport": "stdio",
-        "command": env!("CARGO_BIN_EXE_arbiter"),
+        "command": ARBITER.path(),
         "args": gateway_args,
         "env": {"ARBITER_AGENT_KEY": key, "ARBITER_LOG": "warn"},
         "steps": steps,
@@ -148,19 +95,8 @@ fn tool_text(result: &Value) -> String {
         .to_owned()
 }
 
-/// The decision id in a denial's text.
-fn decision_id(text: &str) -> String {
-    let start = text.find("(decision ").expect(text) + "(decision ".len();
-    text[start..].trim_end_matches(')').to_owned()
-}
-
 fn records(data: &Path) -> Vec<Value> {
-    let out = ok(arbiter().args(["log", "query", "--data"]).arg(data));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    ARBITER.records(data)
 }
 
 const FS_POLICIES: &str = r#"
@@ -313,12 +249,14 @@ fn filesystem_server_behind_the_stdio_gateway() {
             .starts_with("sha256:")
     );
     assert!(recs.iter().any(|r| r["action"] == "list_tools"));
-    ok(arbiter().args(["log", "verify", "--data"]).arg(&data));
+    run_ok(arbiter().args(["log", "verify", "--data"]).arg(&data));
 
     // The tools were pinned on first use.
-    let out = ok(arbiter()
-        .args(["mcp", "pins", "--json", "--server-name", "fs", "--data"])
-        .arg(&data));
+    let out = run_ok(
+        arbiter()
+            .args(["mcp", "pins", "--json", "--server-name", "fs", "--data"])
+            .arg(&data),
+    );
     let pins: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(pins.as_array().unwrap().len() >= 10, "{pins}");
     assert!(
@@ -413,36 +351,29 @@ fn deny_as_json_rpc_error_and_fail_closed_without_a_decision_point() {
 
 /// A raw client of `arbiter mcp stdio`, for frames no SDK would send.
 struct Raw {
-    child: Child,
     stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
+    lines: Lines,
+    // Stopped after its stdin is closed.
+    process: Running,
 }
 
 impl Raw {
     fn start(args: &[String], key: &str) -> Raw {
-        let mut child = arbiter()
-            .args(args)
-            .env("ARBITER_AGENT_KEY", key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout: ChildStdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut process = Running::spawn(
+            "arbiter mcp stdio",
+            arbiter()
+                .args(args)
+                .env("ARBITER_AGENT_KEY", key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let stdin = process.child().stdin.take().unwrap();
+        let stdout = process.child().stdout.take().unwrap();
         Raw {
-            child,
             stdin,
-            lines: rx,
+            lines: Lines::spawn("the gateway", stdout),
+            process,
         }
     }
 
@@ -453,10 +384,7 @@ impl Raw {
     }
 
     fn recv(&self) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no answer from the gateway within 20 s");
+        let line = self.lines.next();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
     }
 
@@ -464,19 +392,6 @@ impl Raw {
     fn ask(&mut self, bytes: &[u8]) -> Value {
         self.send(bytes);
         self.recv()
-    }
-
-    fn no_answer_within(&self, d: Duration) {
-        if let Ok(line) = self.lines.recv_timeout(d) {
-            panic!("unexpected answer: {line}");
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -565,9 +480,13 @@ fn frames_are_parsed_strictly_and_reserialized() {
     assert_eq!(a["id"], 8);
     let a = g.ask(br#"{"jsonrpc":"2.0","id":9,"method":"admin/shutdown"}"#);
     assert_eq!(code(&a), Some(-32601), "{a}");
-    // Answers to requests nobody made are dropped.
+    // Answers to requests nobody made are dropped. The gateway handles the client's frames in
+    // order, and passes `ping` to the server, which also answers in order: whatever the forged
+    // answer caused, from the gateway or the server, would come before the ping's answer.
     g.send(br#"{"jsonrpc":"2.0","id":"forged","result":{}}"#);
-    g.no_answer_within(Duration::from_millis(300));
+    let a = g.ask(br#"{"jsonrpc":"2.0","id":"after-forged","method":"ping"}"#);
+    assert_eq!(a["id"], "after-forged", "{a}");
+    assert!(a["result"].is_object(), "{a}");
 
     // The session is still usable.
     let read = format!(
@@ -736,20 +655,24 @@ fn a_changed_tool_is_blocked_until_approved() {
     // A lock file pins ahead of time: a definition other than the locked one is blocked from
     // its first sighting.
     let lock = dir.path().join("changing.lock.json");
-    ok(arbiter()
-        .args(["mcp", "lock", "--server-name", "changing", "--out"])
-        .arg(&lock)
-        .arg("--data")
-        .arg(&data));
+    run_ok(
+        arbiter()
+            .args(["mcp", "lock", "--server-name", "changing", "--out"])
+            .arg(&lock)
+            .arg("--data")
+            .arg(&data),
+    );
     let data2 = dir.path().join("data2");
     std::fs::create_dir_all(&data2).unwrap();
     let fresh = tempfile::tempdir().unwrap();
     let (data2, key2) = data_with_agent(fresh.path());
-    ok(arbiter()
-        .args(["mcp", "pin", "--lock"])
-        .arg(&lock)
-        .arg("--data")
-        .arg(&data2));
+    run_ok(
+        arbiter()
+            .args(["mcp", "pin", "--lock"])
+            .arg(&lock)
+            .arg("--data")
+            .arg(&data2),
+    );
     let mut args2 = args.clone();
     let i = args2.iter().position(|a| a == "--data").unwrap();
     args2[i + 1] = data2.to_str().unwrap().into();
@@ -799,14 +722,15 @@ fn the_server_crashing_answers_pending_requests() {
     assert_eq!(a["id"], 1);
     assert_eq!(a["error"]["code"], -32603, "{a}");
     assert!(a["error"]["message"].as_str().unwrap().contains("exited"));
-    let status = g.child.wait().unwrap();
+    let status = g.process.child().wait().unwrap();
     assert_eq!(status.code(), Some(3));
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // A server that writes garbage: the request is answered with an error, never passed.
     let mut args2 = args.clone();
     let n = args2.len();
-    args2[n - 1] = "read line; echo 'this is not json'; sleep 5".into();
+    // It stays until the gateway closes its input, so its garbage, not its exit, is answered.
+    args2[n - 1] = "read line; echo 'this is not json'; cat >/dev/null".into();
     let mut g = Raw::start(&args2, &key);
     let a = g.ask(br#"{"jsonrpc":"2.0","id":"x","method":"ping"}"#);
     assert_eq!(a["id"], "x");
@@ -817,39 +741,6 @@ fn the_server_crashing_answers_pending_requests() {
             .unwrap()
             .contains("malformed")
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until something accepts connections on `port`.
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before listening on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {port} within 30 s");
 }
 
 const EVERYTHING_POLICIES: &str = r#"
@@ -881,52 +772,39 @@ fn everything_server_behind_the_http_gateway_and_a_served_decision_point() {
     std::fs::write(policies.join("everything.cedar"), EVERYTHING_POLICIES).unwrap();
 
     // The decision point.
-    let pdp_port = free_port();
-    let mut pdp = arbiter()
-        .args(["serve", "--policies"])
-        .arg(&policies)
-        .arg("--data")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{pdp_port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(pdp_port, "arbiter serve", &mut pdp);
-    let _pdp = Running(pdp);
+    let pdp = ARBITER.serve(&policies, &data, &[]);
 
     // The reference server, over streamable HTTP.
     let upstream_port = free_port();
-    let mut upstream =
-        Command::new(test_env().join("node/node_modules/.bin/mcp-server-everything"))
+    let mut upstream = Running::spawn(
+        "mcp-server-everything",
+        Command::new(npm_bin("mcp-server-everything"))
             .arg("streamableHttp")
             .env("PORT", upstream_port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    wait_for_port(upstream_port, "mcp-server-everything", &mut upstream);
-    let _upstream = Running(upstream);
+            .stderr(Stdio::null()),
+    );
+    upstream.wait_for_port(upstream_port);
 
     // The gateway, deciding through the served decision point; its pins in their own directory.
     let gateway_port = free_port();
     let pins = dir.path().join("gateway");
-    let mut gateway = arbiter()
-        .args(["mcp", "http", "--server-name", "everything"])
-        .args([
-            "--upstream",
-            &format!("http://127.0.0.1:{upstream_port}/mcp"),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
-        .args(["--pdp", &format!("http://127.0.0.1:{pdp_port}")])
-        .arg("--data")
-        .arg(&pins)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_for_port(gateway_port, "arbiter mcp http", &mut gateway);
-    let _gateway = Running(gateway);
+    let mut gateway = Running::spawn(
+        "arbiter mcp http",
+        arbiter()
+            .args(["mcp", "http", "--server-name", "everything"])
+            .args([
+                "--upstream",
+                &format!("http://127.0.0.1:{upstream_port}/mcp"),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+            .args(["--pdp", &pdp.url()])
+            .arg("--data")
+            .arg(&pins)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    gateway.wait_for_port(gateway_port);
 
     let script = |bearer: &str, steps: Value| {
         json!({
@@ -998,10 +876,12 @@ fn everything_server_behind_the_http_gateway_and_a_served_decision_point() {
 
     // The decisions were recorded by the served decision point under mcp:everything.
     let id = decision_id(&denied);
-    let out = ok(arbiter()
-        .args(["log", "query", "--data"])
-        .arg(&data)
-        .args(["--action", "call_tool"]));
+    let out = run_ok(
+        arbiter()
+            .args(["log", "query", "--data"])
+            .arg(&data)
+            .args(["--action", "call_tool"]),
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let rec: Value = text
         .lines()

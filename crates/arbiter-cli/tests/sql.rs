@@ -7,142 +7,42 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use arbiter_sql::wire::{self, Message};
+use arbiter_testkit::{Arbiter, PATIENCE, Running, TestDb, decision_ids, free_port, wait_until};
 use serde_json::Value;
 
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
 fn arbiter() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_arbiter"));
-    for v in [
-        "ARBITER_PDP",
-        "ARBITER_POLICIES",
-        "ARBITER_DATA",
-        "ARBITER_SQL_UPSTREAM",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("LC_ALL", "C").env("ARBITER_LOG", "warn");
+    let mut c = ARBITER.command();
+    c.env("ARBITER_LOG", "warn");
     c
 }
 
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// A fresh database with a table `t` of three rows and a sequence `s`, dropped at the end.
+fn test_db(tag: &str) -> TestDb {
+    let db = TestDb::create(&format!("arbiter_sql_{tag}"));
+    db.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, name text, secret text); \
+         INSERT INTO t VALUES (1, 'a', 's1'), (2, 'b', 's2'), (3, 'c', 's3'); \
+         CREATE SEQUENCE s",
     );
-    out
+    db
 }
 
-fn base_url() -> String {
-    std::env::var("ARBITER_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn url_for(db: &str) -> String {
-    let base = base_url();
-    let (head, _) = base.rsplit_once('/').unwrap();
-    format!("{head}/{db}")
-}
-
-/// psql as the database's administrator, straight to the server.
-fn direct(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(url_for(db))
-        .args(["-c", sql])
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cannot run `{sql}` on PostgreSQL at {} (is it running?): {}",
-        base_url(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A fresh database, dropped at the end.
-struct Db {
-    name: String,
-}
-
-impl Db {
-    fn new(tag: &str) -> Self {
-        let name = format!("arbiter_sql_{tag}_{}", std::process::id());
-        let base_db = base_url().rsplit_once('/').unwrap().1.to_owned();
-        direct(
-            &base_db,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-        direct(&base_db, &format!("CREATE DATABASE {name}"));
-        direct(
-            &name,
-            "CREATE TABLE t (id int PRIMARY KEY, name text, secret text); \
-             INSERT INTO t VALUES (1, 'a', 's1'), (2, 'b', 's2'), (3, 'c', 's3'); \
-             CREATE SEQUENCE s",
-        );
-        Self { name }
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let base_db = base_url().rsplit_once('/').unwrap().1.to_owned();
-        let _ = Command::new("psql")
-            .args(["-X", "-q", "-d"])
-            .arg(url_for(&base_db))
-            .args([
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
+/// `arbiter sql proxy`, killed when dropped.
 struct Proxy {
-    child: Child,
+    process: Running,
     port: u16,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn register(data: &Path, agent: &str) -> String {
-    ok(arbiter()
-        .args(["agent", "register", "--owner", "platform", agent, "--data"])
-        .arg(data));
-    let out = ok(arbiter()
-        .args(["agent", "key", "issue", agent, "--json", "--data"])
-        .arg(data));
-    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    key["key"].as_str().unwrap().to_owned()
-}
-
-fn start(db: &Db, policies: &str, agents: &[&str]) -> (Proxy, Vec<String>) {
-    start_with(&url_for(&db.name), &db.name, policies, agents)
+fn start(db: &TestDb, policies: &str, agents: &[&str]) -> (Proxy, Vec<String>) {
+    start_with(&db.url(), db.name(), policies, agents)
 }
 
 fn start_with(
@@ -189,15 +89,16 @@ fn launch(
     source: &[std::ffi::OsString],
 ) -> Proxy {
     let port = free_port();
-    let child = arbiter()
-        .args(["sql", "proxy", "--upstream", upstream])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(source)
-        .spawn()
-        .unwrap();
-    wait_for_port(port, "the proxy");
+    let mut process = Running::spawn(
+        "arbiter sql proxy",
+        arbiter()
+            .args(["sql", "proxy", "--upstream", upstream])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(source),
+    );
+    process.wait_for_port(port);
     Proxy {
-        child,
+        process,
         port,
         data,
         _dir: dir,
@@ -205,12 +106,13 @@ fn launch(
 }
 
 /// psql through the proxy: each `-c` is one simple query. Returns (status ok, stdout, stderr).
-fn psql(proxy: &Proxy, db: &Db, agent: &str, key: &str, commands: &[&str]) -> (String, String) {
+fn psql(proxy: &Proxy, db: &TestDb, agent: &str, key: &str, commands: &[&str]) -> (String, String) {
     let mut c = Command::new("psql");
     c.args(["-X", "-A", "-t", "-q", "-v", "VERBOSITY=verbose"])
         .arg(format!(
             "host=127.0.0.1 port={} user={agent} password={key} dbname={} sslmode=disable",
-            proxy.port, db.name
+            proxy.port,
+            db.name()
         ))
         .env("LC_ALL", "C")
         .env_remove("PGPASSWORD");
@@ -224,25 +126,10 @@ fn psql(proxy: &Proxy, db: &Db, agent: &str, key: &str, commands: &[&str]) -> (S
     )
 }
 
+/// Kills the proxy, then reads its decision log.
 fn records(proxy: &mut Proxy) -> Vec<Value> {
-    let _ = proxy.child.kill();
-    let _ = proxy.child.wait();
-    let out = ok(arbiter().args(["log", "query", "--data"]).arg(&proxy.data));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn decision_ids(stderr: &str) -> Vec<String> {
-    stderr
-        .lines()
-        .filter_map(|l| {
-            let start = l.find("(decision ")? + "(decision ".len();
-            Some(l[start..].trim_end_matches(')').to_owned())
-        })
-        .collect()
+    proxy.process.kill();
+    ARBITER.records(&proxy.data)
 }
 
 const READER: &str = r#"
@@ -268,7 +155,7 @@ const BYPASSES: &[&str] = &[
 
 #[test]
 fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
-    let db = Db::new("ro");
+    let db = test_db("ro");
     let (mut proxy, keys) = start(&db, READER, &["reader"]);
     let key = &keys[0];
 
@@ -281,7 +168,7 @@ fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
     ] {
         let (out, err) = psql(&proxy, &db, "reader", key, &[q]);
         assert!(err.is_empty(), "{q}: {err}");
-        assert_eq!(out, direct(&db.name, q), "{q}");
+        assert_eq!(out, db.psql(q), "{q}");
     }
 
     // Every bypass: 42501 with a decision id, and the session stays usable after it.
@@ -300,7 +187,7 @@ fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
             "{q}: the session is not usable after the denial: {err}"
         );
     }
-    assert_eq!(direct(&db.name, "SELECT count(*) FROM t"), "3\n");
+    assert_eq!(db.psql("SELECT count(*) FROM t"), "3\n");
 
     // Records, under sql:<db>.
     let recs = records(&mut proxy);
@@ -309,13 +196,15 @@ fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
             .iter()
             .find(|r| r["decision_id"] == *id.as_str())
             .unwrap_or_else(|| panic!("decision {id} is not in the log"));
-        assert_eq!(rec["enforcement_point"], format!("sql:{}", db.name));
+        assert_eq!(rec["enforcement_point"], format!("sql:{}", db.name()));
         assert_eq!(rec["outcome"], "deny");
         assert_eq!(rec["subject"]["id"], "reader");
     }
     let read = recs
         .iter()
-        .find(|r| r["outcome"] == "allow" && r["resource"]["id"] == format!("{}.public.t", db.name))
+        .find(|r| {
+            r["outcome"] == "allow" && r["resource"]["id"] == format!("{}.public.t", db.name())
+        })
         .expect("the allowed read is recorded");
     assert_eq!(read["action"], "select");
     assert_eq!(read["context"]["statement_kind"], "select");
@@ -323,7 +212,7 @@ fn read_only_agent_reads_and_the_bypass_corpus_is_denied() {
 
 #[test]
 fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
-    let db = Db::new("key");
+    let db = test_db("key");
     let (proxy, keys) = start(&db, READER, &["reader", "writer"]);
     // A key Arbiter does not know: refused at login, before the database is asked anything.
     let (out, err) = psql(
@@ -348,10 +237,7 @@ fn a_wrong_key_is_denied_and_nothing_reaches_the_database() {
         "{err}"
     );
     // nextval was never run.
-    assert_eq!(
-        direct(&db.name, "SELECT last_value, is_called FROM s"),
-        "1|f\n"
-    );
+    assert_eq!(db.psql("SELECT last_value, is_called FROM s"), "1|f\n");
 }
 
 // ---- a raw extended-protocol client ------------------------------------------------------
@@ -451,9 +337,9 @@ fn data_rows(ms: &[Message]) -> Vec<String> {
 
 #[test]
 fn the_extended_protocol_is_decided_at_parse() {
-    let db = Db::new("ext");
+    let db = test_db("ext");
     let (proxy, keys) = start(&db, READER, &["reader"]);
-    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "reader", &keys[0]);
 
     raw.parse_bind_execute("SELECT count(*) FROM t");
     let ms = raw.sync();
@@ -495,12 +381,12 @@ fn the_extended_protocol_is_decided_at_parse() {
     assert_eq!(tags(&ms), "EZ");
     assert_eq!(ms[1].body, b"I");
     raw.send(b'X', Vec::new());
-    assert_eq!(direct(&db.name, "SELECT count(*) FROM t"), "3\n");
+    assert_eq!(db.psql("SELECT count(*) FROM t"), "3\n");
 }
 
 #[test]
 fn tls_is_refused_and_unsupported_startups_are_refused() {
-    let db = Db::new("startup");
+    let db = test_db("startup");
     let (proxy, _keys) = start(&db, READER, &["reader"]);
     // SSLRequest: 'N'.
     let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
@@ -514,7 +400,7 @@ fn tls_is_refused_and_unsupported_startups_are_refused() {
     // A replication connection is refused.
     s.write_all(&wire::startup_packet(&[
         ("user", "reader"),
-        ("database", &db.name),
+        ("database", db.name()),
         ("replication", "database"),
     ]))
     .unwrap();
@@ -547,9 +433,9 @@ fn tls_is_refused_and_unsupported_startups_are_refused() {
 
 #[test]
 fn a_cancel_request_reaches_the_database() {
-    let db = Db::new("cancel");
+    let db = test_db("cancel");
     let (proxy, keys) = start(&db, READER, &["reader"]);
-    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "reader", &keys[0]);
     assert_eq!(raw.key.len(), 8);
     let mut q = Vec::new();
     wire::put_cstr(
@@ -557,7 +443,13 @@ fn a_cancel_request_reaches_the_database() {
         "SELECT count(*) FROM generate_series(1, 2000000000) AS g, t",
     );
     raw.send(b'Q', q);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the query runs in the database", PATIENCE, || {
+        db.psql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' \
+             AND query LIKE '%generate_series(1, 2000000000)%' AND pid <> pg_backend_pid()",
+            db.name()
+        )) != "0\n"
+    });
     let mut cancel = 16i32.to_be_bytes().to_vec();
     cancel.extend_from_slice(&wire::CANCEL_REQUEST.to_be_bytes());
     cancel.extend_from_slice(&raw.key);
@@ -670,9 +562,9 @@ fn simple(raw: &mut Raw, sql: &str) -> Vec<Message> {
 
 #[test]
 fn a_writer_in_a_transaction_keeps_its_transaction_across_a_denial() {
-    let db = Db::new("tx");
+    let db = test_db("tx");
     let (proxy, keys) = start(&db, WRITER, &["writer"]);
-    let mut raw = Raw::connect(proxy.port, &db.name, "writer", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "writer", &keys[0]);
 
     let ms = simple(&mut raw, "BEGIN");
     assert_eq!(ms.last().unwrap().body, b"T", "{}", tags(&ms));
@@ -702,16 +594,16 @@ fn a_writer_in_a_transaction_keeps_its_transaction_across_a_denial() {
     raw.send(b'X', Vec::new());
 
     assert_eq!(
-        direct(&db.name, "SELECT id, name, secret FROM t ORDER BY id"),
+        db.psql("SELECT id, name, secret FROM t ORDER BY id"),
         "1|z|s1\n2|b|s2\n3|c|s3\n4|d|\n"
     );
 }
 
 #[test]
 fn an_oversized_message_is_refused_with_a_protocol_error() {
-    let db = Db::new("size");
+    let db = test_db("size");
     let (proxy, keys) = start(&db, READER, &["reader"]);
-    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "reader", &keys[0]);
     // A query claiming 2 GiB: refused before any of it is read.
     raw.s.write_all(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).unwrap();
     let m = raw.read();
@@ -720,7 +612,7 @@ fn an_oversized_message_is_refused_with_a_protocol_error() {
     assert!(fields.contains(&(b'C', "08P01".into())), "{fields:?}");
     assert!(fields.contains(&(b'S', "FATAL".into())), "{fields:?}");
     // An unknown message type too.
-    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "reader", &keys[0]);
     raw.send(b'?', Vec::new());
     let m = raw.read();
     assert!(wire::error_fields(&m.body).contains(&(b'C', "08P01".into())));
@@ -791,7 +683,10 @@ fn fake_database(method: i32) -> (u16, std::sync::mpsc::Receiver<String>) {
         raw.send(b'S', status);
         raw.send(b'K', [0, 0, 0, 7, 0, 0, 0, 9].to_vec());
         raw.send(b'Z', b"I".to_vec());
-        std::thread::sleep(Duration::from_secs(2));
+        // Stays logged in until the proxy hangs up.
+        let _ = raw.s.set_read_timeout(None);
+        let mut rest = [0u8; 512];
+        while matches!(raw.s.read(&mut rest), Ok(n) if n > 0) {}
     });
     (port, rx)
 }
@@ -858,10 +753,8 @@ fn md5_towards_the_database_is_refused_with_a_clear_error() {
 // --- Row filters ---
 
 /// Two tenants' orders and customers; `owner` is the user an order belongs to.
-fn tenant_tables(db: &Db) {
-    direct(
-        &db.name,
-        "CREATE TABLE customers (id int PRIMARY KEY, tenant text, name text); \
+fn tenant_tables(db: &TestDb) {
+    db.psql("CREATE TABLE customers (id int PRIMARY KEY, tenant text, name text); \
          INSERT INTO customers VALUES (1, 'a', 'ada'), (2, 'b', 'bob'), (3, 'a', 'alan'); \
          CREATE TABLE orders (id int PRIMARY KEY, tenant text, owner text, customer int, total int); \
          INSERT INTO orders VALUES (10, 'a', 'alice', 1, 100), (11, 'b', 'bruno', 2, 110), \
@@ -886,16 +779,11 @@ when { resource has total && resource.total >= 130 };
 permit (principal, action == Action::"select", resource == Table::"DB.arbiter.no_table");
 "#;
 
+/// Registers `agent` with `attributes` in `data`; returns its key.
 fn register_with(data: &Path, agent: &str, attributes: &str) -> String {
-    ok(arbiter()
-        .args(["agent", "register", "--owner", "platform", agent])
-        .args(["--attributes", attributes, "--data"])
-        .arg(data));
-    let out = ok(arbiter()
-        .args(["agent", "key", "issue", agent, "--json", "--data"])
-        .arg(data));
-    let key: Value = serde_json::from_slice(&out.stdout).unwrap();
-    key["key"].as_str().unwrap().to_owned()
+    ARBITER
+        .agent_with_key(data, agent, "platform", &["--attributes", attributes])
+        .key
 }
 
 fn lines(text: &str) -> Vec<&str> {
@@ -904,11 +792,11 @@ fn lines(text: &str) -> Vec<&str> {
 
 #[test]
 fn row_filters_narrow_every_read_and_write_to_the_agents_tenant() {
-    let db = Db::new("rows");
+    let db = test_db("rows");
     tenant_tables(&db);
     let (mut proxy, keys) = start_agents(
-        &url_for(&db.name),
-        &db.name,
+        &db.url(),
+        db.name(),
         TENANT_ROWS,
         &[
             ("tenant-a-bot", r#"{"tenant": "a"}"#),
@@ -963,16 +851,13 @@ fn row_filters_narrow_every_read_and_write_to_the_agents_tenant() {
     let (_, err) = q("UPDATE orders SET total = total + 1");
     assert!(err.is_empty(), "{err}");
     assert_eq!(
-        lines(&direct(
-            &db.name,
-            "SELECT id, total FROM orders ORDER BY id"
-        )),
+        lines(&db.psql("SELECT id, total FROM orders ORDER BY id")),
         ["10|101", "11|110", "12|121", "13|131", "14|140", "15|150"]
     );
     let (_, err) = q("DELETE FROM orders");
     assert!(err.is_empty(), "{err}");
     assert_eq!(
-        lines(&direct(&db.name, "SELECT id FROM orders ORDER BY id")),
+        lines(&db.psql("SELECT id FROM orders ORDER BY id")),
         ["11", "13", "14", "15"]
     );
 
@@ -1006,7 +891,7 @@ fn row_filters_narrow_every_read_and_write_to_the_agents_tenant() {
     assert!(out.is_empty() && err.contains("42501"), "{out} {err}");
 
     // The extended protocol narrows at Parse too, and keeps the parameters.
-    let mut raw = Raw::connect(proxy.port, &db.name, "tenant-a-bot", &key_a);
+    let mut raw = Raw::connect(proxy.port, db.name(), "tenant-a-bot", &key_a);
     let mut p = Vec::new();
     wire::put_cstr(&mut p, "by_total");
     wire::put_cstr(
@@ -1089,11 +974,11 @@ fn delegated_token(dir: &Path, agent: &str, user: &str) -> PathBuf {
 
 #[test]
 fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
-    let db = Db::new("userrows");
+    let db = test_db("userrows");
     tenant_tables(&db);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    register(&data, "helper");
+    ARBITER.agent_with_key(&data, "helper", "platform", &[]);
     let alice = std::fs::read_to_string(delegated_token(dir.path(), "helper", "alice")).unwrap();
     let bruno = std::fs::read_to_string(delegated_token(dir.path(), "helper", "bruno")).unwrap();
     let pol = dir.path().join("policies");
@@ -1109,7 +994,7 @@ fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
         permit (principal is User, action == Action::"select", resource is Row in Table::"DB.public.orders")
         when { resource.owner == principal };
         "#
-        .replace("DB", &db.name),
+        .replace("DB", db.name()),
     )
     .unwrap();
     let source = [
@@ -1120,7 +1005,7 @@ fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
         "--jwt-issuers".into(),
         dir.path().join("issuers.json").into_os_string(),
     ];
-    let proxy = launch(dir, data, &url_for(&db.name), &source);
+    let proxy = launch(dir, data, &db.url(), &source);
     let (out, err) = psql(
         &proxy,
         &db,
@@ -1150,10 +1035,10 @@ fn an_agent_acting_for_a_user_sees_only_that_users_rows() {
 
 #[test]
 fn a_prepared_statement_is_decided_again_when_the_policies_change() {
-    let db = Db::new("reprep");
+    let db = test_db("reprep");
     let (proxy, keys) = start(&db, READER, &["reader"]);
     let policy_file = proxy.data.parent().unwrap().join("policies/sql.cedar");
-    let mut raw = Raw::connect(proxy.port, &db.name, "reader", &keys[0]);
+    let mut raw = Raw::connect(proxy.port, db.name(), "reader", &keys[0]);
     let parse = |raw: &mut Raw, name: &str, sql: &str| {
         let mut p = Vec::new();
         wire::put_cstr(&mut p, name);
@@ -1183,24 +1068,16 @@ fn a_prepared_statement_is_decided_again_when_the_policies_change() {
     // prepared under the old one is refused at Bind.
     std::fs::write(
         &policy_file,
-        READER.replace("DB", &db.name).replace(
+        READER.replace("DB", db.name()).replace(
             "resource.database ==",
             "resource.name == \"other\" && resource.database ==",
         ),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until("the new policies go live", PATIENCE, || {
         parse(&mut raw, "", "SELECT count(*) FROM t");
-        if tags(&raw.sync()) == "EZ" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new policies did not go live"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        tags(&raw.sync()) == "EZ"
+    });
     bind_execute(&mut raw, "count_t");
     let ms = raw.sync();
     assert_eq!(tags(&ms), "EZ");
@@ -1208,30 +1085,25 @@ fn a_prepared_statement_is_decided_again_when_the_policies_change() {
     assert!(fields.contains(&(b'C', "42501".into())), "{fields:?}");
 
     // Allowed again: the same prepared statement runs.
-    std::fs::write(&policy_file, READER.replace("DB", &db.name)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    std::fs::write(&policy_file, READER.replace("DB", db.name())).unwrap();
+    wait_until("the restored policies go live", PATIENCE, || {
         bind_execute(&mut raw, "count_t");
         let ms = raw.sync();
-        if tags(&ms) == "2DCZ" {
+        let live = tags(&ms) == "2DCZ";
+        if live {
             assert_eq!(data_rows(&ms), ["3"]);
-            break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the restored policies did not go live"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        live
+    });
     raw.send(b'X', Vec::new());
 }
 
 #[test]
 fn pgbench_runs_through_the_guard_in_every_query_mode() {
-    let db = Db::new("pgbench");
+    let db = test_db("pgbench");
     let init = Command::new("pgbench")
         .args(["-i", "-s", "1", "-q"])
-        .arg(url_for(&db.name))
+        .arg(db.url())
         .env("LC_ALL", "C")
         .output()
         .unwrap();
@@ -1246,7 +1118,8 @@ fn pgbench_runs_through_the_guard_in_every_query_mode() {
             .args(["-S", "-n", "-t", "100", "-c", "2", "-M", mode])
             .arg(format!(
                 "host=127.0.0.1 port={} user=reader dbname={} sslmode=disable",
-                proxy.port, db.name
+                proxy.port,
+                db.name()
             ))
             .env("PGPASSWORD", &keys[0])
             .env("LC_ALL", "C")
@@ -1263,51 +1136,19 @@ fn pgbench_runs_through_the_guard_in_every_query_mode() {
     }
 }
 
-/// Kills a child process when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn row_filters_come_from_a_remote_decision_point_too() {
-    let db = Db::new("remoterows");
+    let db = test_db("remoterows");
     tenant_tables(&db);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = register_with(&data, "tenant-a-bot", r#"{"tenant": "a"}"#);
     let pol = dir.path().join("policies");
     std::fs::create_dir_all(&pol).unwrap();
-    std::fs::write(pol.join("sql.cedar"), TENANT_ROWS.replace("DB", &db.name)).unwrap();
-    let serve_port = free_port();
-    let _served = Killed(
-        arbiter()
-            .args(["serve", "--log-level", "warn", "--policies"])
-            .arg(&pol)
-            .arg("--data")
-            .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{serve_port}")])
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(serve_port, "arbiter serve");
-    let source = [
-        "--pdp".into(),
-        format!("http://127.0.0.1:{serve_port}").into(),
-    ];
-    let proxy = launch(dir, data, &url_for(&db.name), &source);
+    std::fs::write(pol.join("sql.cedar"), TENANT_ROWS.replace("DB", db.name())).unwrap();
+    let served = ARBITER.serve(&pol, &data, &[]);
+    let source = ["--pdp".into(), served.url().into()];
+    let proxy = launch(dir, data, &db.url(), &source);
     let q = |sql: &str| psql(&proxy, &db, "tenant-a-bot", &key, &[sql]);
     let (out, err) =
         q("SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer ORDER BY o.id");
@@ -1318,7 +1159,7 @@ fn row_filters_come_from_a_remote_decision_point_too() {
         "{out} {err}"
     );
     assert_eq!(
-        direct(&db.name, "SELECT count(*) FROM orders WHERE tenant = 'b'"),
+        db.psql("SELECT count(*) FROM orders WHERE tenant = 'b'"),
         "2\n"
     );
     // The decision point recorded an allow for some rows before the guard found it could not
@@ -1326,13 +1167,8 @@ fn row_filters_come_from_a_remote_decision_point_too() {
     // answered, naming the allow.
     let ids = decision_ids(&err);
     assert_eq!(ids.len(), 1, "{err}");
-    drop(_served);
-    let out = ok(arbiter().args(["log", "query", "--data"]).arg(&proxy.data));
-    let recs: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    drop(served);
+    let recs = ARBITER.records(&proxy.data);
     let deny = recs
         .iter()
         .find(|r| r["decision_id"].as_str() == Some(ids[0].as_str()))
@@ -1352,7 +1188,7 @@ fn row_filters_come_from_a_remote_decision_point_too() {
 
 #[test]
 fn a_forbid_on_rows_narrows_a_table_allowed_as_a_whole() {
-    let db = Db::new("rowforbid");
+    let db = test_db("rowforbid");
     let policies = format!(
         "{READER}\n{}",
         r#"
@@ -1395,9 +1231,8 @@ fn row_filter_sql_agrees_with_cedar_row_by_row() {
     use arbiter_policy::{Policies, Rows, SourceFile};
     use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
 
-    let db = Db::new("semantics");
-    direct(
-        &db.name,
+    let db = test_db("semantics");
+    db.psql(
         "CREATE TABLE r (id int PRIMARY KEY, tenant text, n bigint, flag boolean, tags text[])",
     );
     let tenants = [None, Some("a"), Some("b"), Some("xa"), Some("c")];
@@ -1462,10 +1297,7 @@ fn row_filter_sql_agrees_with_cedar_row_by_row() {
             }
         }
     }
-    direct(
-        &db.name,
-        &format!("INSERT INTO r VALUES {}", inserts.join(", ")),
-    );
+    db.psql(&format!("INSERT INTO r VALUES {}", inserts.join(", ")));
     let policies = Policies::from_sources(
         &[SourceFile {
             path: "rows.cedar".into(),
@@ -1529,10 +1361,7 @@ fn row_filter_sql_agrees_with_cedar_row_by_row() {
         panic!("no row filter")
     };
     let predicate = arbiter_sql::rewrite::predicate(&RowFilter { parts: vec![part] }, "r").unwrap();
-    let sql = direct(
-        &db.name,
-        &format!("SELECT id FROM r WHERE {predicate} ORDER BY id"),
-    );
+    let sql = db.psql(&format!("SELECT id FROM r WHERE {predicate} ORDER BY id"));
     assert!(
         cedar.len() > 5 && cedar.len() < id as usize - 5,
         "{cedar:?}"
@@ -1543,9 +1372,8 @@ fn row_filter_sql_agrees_with_cedar_row_by_row() {
 // --- Issue 14: row-filtered writes, honest records, row locks, filters that never hold ---
 
 /// Tickets of two tenants, and notes on them.
-fn ticket_tables(db: &Db) {
-    direct(
-        &db.name,
+fn ticket_tables(db: &TestDb) {
+    db.psql(
         "CREATE TABLE tickets (id int PRIMARY KEY, tenant text, body text, prio int); \
          INSERT INTO tickets VALUES (1, 'acme', 'a', 1), (2, 'acme', 'b', 2), \
            (3, 'other', 'c', 3), (4, 'other', 'd', 4), (5, 'acme', 'e', 5); \
@@ -1590,17 +1418,11 @@ permit (principal, action == Action::"select", resource == Table::"DB.public.tic
 #[test]
 fn row_filtered_writes_with_a_where_change_exactly_the_allowed_rows() {
     for reads in [TICKET_READS_ROWS, TICKET_READS_TABLE] {
-        let db = Db::new("rowwrites");
+        let db = test_db("rowwrites");
         ticket_tables(&db);
         let (proxy, keys) = start(&db, &ticket_policies(reads), &["writer"]);
         let q = |sql: &str| psql(&proxy, &db, "writer", &keys[0], &[sql]);
-        let state = || {
-            lines(&direct(
-                &db.name,
-                "SELECT id, body, prio FROM tickets ORDER BY id",
-            ))
-            .join(" ")
-        };
+        let state = || lines(&db.psql("SELECT id, body, prio FROM tickets ORDER BY id")).join(" ");
         let steps: &[(&str, &[&str], &str)] = &[
             (
                 "UPDATE tickets SET body = 'x' WHERE id = 2",
@@ -1666,7 +1488,7 @@ fn row_filtered_writes_with_a_where_change_exactly_the_allowed_rows() {
 /// as a deny while its record said `allow`. The record is the answer.
 #[test]
 fn a_write_that_cannot_be_narrowed_is_recorded_as_the_deny_it_is_answered() {
-    let db = Db::new("honest");
+    let db = test_db("honest");
     ticket_tables(&db);
     let (mut proxy, keys) = start(&db, &ticket_policies(TICKET_READS_ROWS), &["writer"]);
     let (out, err) = psql(
@@ -1680,10 +1502,7 @@ fn a_write_that_cannot_be_narrowed_is_recorded_as_the_deny_it_is_answered() {
     assert!(err.contains("reads the column `tenant`"), "{err}");
     let ids = decision_ids(&err);
     assert_eq!(ids.len(), 1, "{err}");
-    assert_eq!(
-        direct(&db.name, "SELECT tenant FROM tickets WHERE id = 1"),
-        "acme\n"
-    );
+    assert_eq!(db.psql("SELECT tenant FROM tickets WHERE id = 1"), "acme\n");
     let recs = records(&mut proxy);
     let rec = recs
         .iter()
@@ -1704,7 +1523,7 @@ fn a_write_that_cannot_be_narrowed_is_recorded_as_the_deny_it_is_answered() {
 /// only `select` is denied them; one allowed `update` too takes them, on its rows only.
 #[test]
 fn row_locks_need_update_on_the_locked_tables() {
-    let db = Db::new("rowlocks");
+    let db = test_db("rowlocks");
     let (proxy, keys) = start(&db, READER, &["reader"]);
     for strength in ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"] {
         for sql in [
@@ -1763,7 +1582,7 @@ fn row_locks_need_update_on_the_locked_tables() {
 /// whatever the order of the conditions.
 #[test]
 fn a_row_filter_that_can_never_hold_is_a_deny_not_an_empty_answer() {
-    let db = Db::new("neverrows");
+    let db = test_db("neverrows");
     ticket_tables(&db);
     for condition in [
         r#"resource.tenant == "acme" && ["id", "body"].containsAll(context.columns)"#,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arbiter_log::segment::{self, CHECKPOINTS_FILE, FrameIter, Scan};
 use arbiter_log::*;
+use arbiter_testkit::{PATIENCE, wait_for};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -784,8 +785,11 @@ fn checkpoint_every_records() {
     for i in 0..35 {
         log.append_blocking(rec(i, "e")).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(log.latest_checkpoint().unwrap().tree_size, 30);
+    // Every 10 records: at 30, and not at 35.
+    let latest = wait_for("a checkpoint covers 30 records", PATIENCE, || {
+        log.latest_checkpoint().filter(|c| c.tree_size >= 30)
+    });
+    assert_eq!(latest.tree_size, 30);
 }
 
 #[test]
@@ -1555,21 +1559,6 @@ fn verify_dir_reference_overrides(dir: &Path, key: &PublicKey) -> Vec<Override> 
         .overrides
 }
 
-/// Polls `f` until it returns `Some`, for at most 20 s.
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn idle_heartbeat_does_not_grow_the_checkpoint_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -1583,18 +1572,18 @@ fn idle_heartbeat_does_not_grow_the_checkpoint_file() {
         },
     );
     // A new log gets its first checkpoint within the interval.
-    poll("the first checkpoint", || {
+    wait_for("the first checkpoint is written", PATIENCE, || {
         (!read_checkpoints(dir.path()).unwrap().is_empty()).then_some(())
     });
     log.append_blocking(rec(0, "h")).unwrap();
     // A checkpoint follows growth within the interval...
-    let n = poll("the checkpoint after an append", || {
+    let n = wait_for("a checkpoint follows the append", PATIENCE, || {
         let cps = read_checkpoints(dir.path()).unwrap();
         cps.iter().position(|c| c.tree_size == 1)
     });
     // ...and then, idle, the next one is the liveness checkpoint, no sooner
     // than the liveness interval (the old heartbeat wrote one every 10 ms).
-    let cps = poll("a liveness checkpoint", || {
+    let cps = wait_for("a liveness checkpoint is written", PATIENCE, || {
         let cps = read_checkpoints(dir.path()).unwrap();
         (cps.len() > n + 1).then_some(cps)
     });

@@ -15,6 +15,7 @@ use arbiter_pdp::local::{LocalConfig, open_local};
 use arbiter_pdp::{LogMode, RecorderSettings};
 use arbiter_pep::LocalDecider;
 use arbiter_store::{Actor, Environment, NewAgent, Store};
+use arbiter_testkit::{PATIENCE, wait_for_async, wait_until_async};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -550,19 +551,13 @@ async fn a_streamed_answer_passes_event_by_event_through_the_session() {
     assert_eq!(answer["result"]["content"][0]["text"], "streamed");
 
     // The gateway refused the server's request itself, upstream.
-    let mut refusal = None;
-    for _ in 0..100 {
-        refusal = rig
-            .fake
+    let refusal = wait_for_async("the refusal reaches the server", PATIENCE, async || {
+        rig.fake
             .seen()
             .into_iter()
-            .find(|s| s.body.get("id") == Some(&json!("srv-1")));
-        if refusal.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let refusal = refusal.expect("the refusal reached the server");
+            .find(|s| s.body.get("id") == Some(&json!("srv-1")))
+    })
+    .await;
     assert_eq!(refusal.body["error"]["code"], -32601);
     assert_eq!(refusal.headers.get("mcp-session-id").unwrap(), "sess-1");
     assert!(refusal.headers.get("authorization").is_none());
@@ -940,15 +935,12 @@ async fn idle_sessions_are_forgotten_and_ended_at_the_server() {
     let rig = rig_with(None, |s| s.session_idle = Duration::from_millis(300)).await;
     let session = rig.initialize().await;
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    let mut deleted = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if rig.fake.seen().iter().any(|s| s.method == "DELETE") {
-            deleted = true;
-            break;
-        }
-    }
-    assert!(deleted, "the idle session was ended at the server");
+    wait_until_async(
+        "the idle session is ended at the server",
+        PATIENCE,
+        async || rig.fake.seen().iter().any(|s| s.method == "DELETE"),
+    )
+    .await;
     let ended = rig
         .fake
         .seen()

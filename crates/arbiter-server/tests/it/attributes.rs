@@ -35,18 +35,6 @@ fn read_doc(subject: Value) -> Value {
     })
 }
 
-async fn pep_token(f: &Fixture) -> String {
-    f.admin(
-        "POST",
-        "/v1/tokens",
-        Some(&json!({"kind": "pep", "name": "gateway"})),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn allowed(r: &crate::support::Reply) -> bool {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["decision"].as_bool().unwrap()
@@ -60,7 +48,7 @@ async fn asserted_properties_of_a_registered_agent_never_reach_the_policy() {
     let dir = policy_dir(&[("p.cedar", ROLE_POLICIES), ("entities.json", ROLE_ENTITIES)]);
     let f = Fixture::new(dir.path());
     let own_key = f.agent_with_key("plain-bot", json!({})).await;
-    let pep = pep_token(&f).await;
+    let pep = f.pep_token("gateway").await;
     let forged = [
         json!({"roles": ["admin"]}),
         json!({"tenant": "acme"}),
@@ -117,7 +105,7 @@ async fn asserted_status_does_not_unsuspend_an_agent_declared_in_the_entities() 
     });
     // With an identity store: anonymous and PEP callers.
     let f = Fixture::new(&example("quickstart"));
-    let pep = pep_token(&f).await;
+    let pep = f.pep_token("gateway").await;
     assert!(!allowed(&f.evaluate(None, &body).await));
     assert!(!allowed(&f.evaluate(Some(&pep), &body).await));
     // Without one (no registry at all).
@@ -185,7 +173,7 @@ async fn an_agent_cannot_rewrite_the_resource_it_asks_about() {
     assert!(allowed(&f.evaluate(Some(&key), &preset).await));
     // A PEP token's holder may assert the request's entity attributes (its gateway knows
     // them): that is unchanged.
-    let pep = pep_token(&f).await;
+    let pep = f.pep_token("gateway").await;
     let mut pep_req = forged.clone();
     pep_req["subject"] = json!({"type": "Agent", "id": "support-bot"});
     assert!(allowed(&f.evaluate(Some(&pep), &pep_req).await));
@@ -289,7 +277,7 @@ async fn search_authenticates_exactly_as_evaluation_does() {
     let other = f
         .agent_with_key("other-bot", json!({"roles": ["support"]}))
         .await;
-    let pep = pep_token(&f).await;
+    let pep = f.pep_token("gateway").await;
     let subject_search = json!({
         "subject": {"type": "Agent"},
         "action": {"name": "call_tool"},
@@ -418,7 +406,7 @@ async fn admin_reasons_go_only_to_pep_callers_unless_configured() {
     let key = f
         .agent_with_key("support-bot", json!({"roles": ["support"]}))
         .await;
-    let pep = pep_token(&f).await;
+    let pep = f.pep_token("gateway").await;
     let delete = json!({
         "subject": {"type": "Agent", "id": "support-bot"},
         "action": {"name": "call_tool"},

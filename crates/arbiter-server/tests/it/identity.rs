@@ -114,6 +114,19 @@ impl Fixture {
         issued["key"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a PEP token named `name` through the admin API.
+    pub async fn pep_token(&self, name: &str) -> String {
+        self.admin(
+            "POST",
+            "/v1/tokens",
+            Some(&json!({"kind": "pep", "name": name})),
+        )
+        .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn evaluate(&self, token: Option<&str>, body: &Value) -> Reply {
         self.send("POST", "/access/v1/evaluation", token, Some(body))
             .await
@@ -284,6 +297,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         f.decision(&f.evaluate(Some(&new), &tool("read_ticket")).await)
             .0
     );
+    // Time itself is the subject: the overlap window must pass (not a wait for an event).
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (allowed, user, admin) = f.decision(&f.evaluate(Some(&old), &tool("read_ticket")).await);
     assert!(!allowed, "old key after the window");
@@ -309,6 +323,7 @@ async fn rotation_keeps_the_old_key_for_the_overlap_window_only() {
         f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
             .0
     );
+    // Time itself is the subject: the key's lifetime must pass (not a wait for an event).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
         !f.decision(&f.evaluate(Some(&short), &tool("read_ticket")).await)
@@ -477,16 +492,7 @@ async fn require_auth_and_pep_tokens() {
     .await;
     assert_eq!(basic.status, 401);
 
-    let pep = f
-        .admin(
-            "POST",
-            "/v1/tokens",
-            Some(&json!({"kind": "pep", "name": "gateway"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pep = f.pep_token("gateway").await;
     assert!(pep.starts_with("arbpep_"));
     assert!(f.decision(&f.evaluate(Some(&pep), &asserted).await).0);
     let last = f.records().pop().unwrap();
@@ -811,16 +817,7 @@ async fn no_secret_is_stored_in_plaintext() {
     let key = f
         .agent_with_key("support-bot", json!({"roles": ["support"]}))
         .await;
-    let pep = f
-        .admin(
-            "POST",
-            "/v1/tokens",
-            Some(&json!({"kind": "pep", "name": "gw"})),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pep = f.pep_token("gw").await;
     let foreign = "sk-ant-api03-ThisIsAFakeAnthropicKeyForTestingOnly0123456789abcdefXYZ";
     assert!(
         f.decision(&f.evaluate(Some(&key), &tool("read_ticket")).await)

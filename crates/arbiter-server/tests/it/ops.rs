@@ -1,8 +1,9 @@
 //! Discovery, request ids, health, readiness, metrics and reload over HTTP.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbiter_server::{AppState, ServerConfig};
+use arbiter_testkit::{PATIENCE, wait_for_async, wait_until_async};
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::json;
@@ -117,29 +118,25 @@ async fn reload_over_http_keeps_serving_the_last_good_version() {
         "permit(principal, action, resource);",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.post_json("/access/v1/evaluation", &req).await.json()["decision"] != true {
-        assert!(Instant::now() < deadline, "valid change not applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async("the valid change is applied", PATIENCE, async || {
+        server.post_json("/access/v1/evaluation", &req).await.json()["decision"] == true
+    })
+    .await;
 
     std::fs::write(
         dir.path().join("p.cedar"),
         "permit(principal, action, resource) when {",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let err = wait_for_async("the invalid change is reported", PATIENCE, async || {
         let ready = server.request("GET", "/readyz", &[], b"").await;
         assert_eq!(ready.status, 200);
-        let ready = ready.json();
-        if let Some(err) = ready["policy"]["last_reload_error"].as_str() {
-            assert!(err.contains("p.cedar:1:"), "{err}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "invalid change not reported");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ready.json()["policy"]["last_reload_error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(err.contains("p.cedar:1:"), "{err}");
     assert_eq!(
         server.post_json("/access/v1/evaluation", &req).await.json()["decision"],
         true,

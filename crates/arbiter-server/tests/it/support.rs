@@ -1,7 +1,7 @@
 //! Test support: build states from policy text, call the router in-process or over TCP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arbiter_pdp::Pdp;
@@ -13,13 +13,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn example(name: &str) -> PathBuf {
-    workspace_root().join("examples").join(name)
-}
+// The workspace, its examples, and the secrets check are shared with every crate's tests.
+pub use arbiter_testkit::{assert_no_secrets, example, workspace_root};
 
 /// A policy directory in a temp dir with the given files.
 pub fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -191,29 +186,4 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
-}
-
-/// Fails if any file under `dir` (any depth) contains one of `secrets`.
-pub fn assert_no_secrets(dir: &Path, secrets: &[&str]) {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut files = 0;
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            files += 1;
-            let bytes = std::fs::read(&path).unwrap();
-            for secret in secrets {
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "a secret is stored in plaintext in {}",
-                    path.display()
-                );
-            }
-        }
-    }
-    assert!(files > 3, "expected the data directory to hold files");
 }
