@@ -1,10 +1,10 @@
 //! The walk over a statement's parse tree.
 //!
 //! Statements, `FROM` items, column references and function calls have rules of their own
-//! here; every other node is walked through all of its children (`children.rs` lists them for
-//! every node type), so no part of a tree goes unvisited. Nested statements are recognised by
-//! their node type wherever they occur, so a `DELETE` inside a `WITH`, an `EXPLAIN`, a
-//! `PREPARE` or a `CREATE RULE` is treated as a `DELETE`.
+//! here; every other node is walked through all of its children (the `children` module lists
+//! them for every node type), so no part of a tree goes unvisited. Nested statements are
+//! recognised by their node type wherever they occur, so a `DELETE` inside a `WITH`, an
+//! `EXPLAIN`, a `PREPARE` or a `CREATE RULE` is treated as a `DELETE`.
 //!
 //! The parts: this module holds the walker, what it records and how it descends; the rules
 //! are in `dispatch` (which rule each node type gets: statements, flags, DDL, function
