@@ -583,50 +583,54 @@ fn serve_refuses_a_network_address_without_authentication() {
 fn serve_writes_an_access_log_without_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = run(arbiter()
-        .args(["agent", "register", "bot", "--owner", "o@example.com", "--data"])
-        .arg(&data));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = run(arbiter()
-        .args(["agent", "key", "issue", "bot", "--quiet", "--data"])
-        .arg(&data));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let key = text(&out.stdout).trim().to_owned();
-
+    let key = ARBITER
+        .agent_with_key(&data, "bot", "o@example.com", &[])
+        .key;
     let log = dir.path().join("access.log");
     let port = free_port();
-    let mut child = start_serve(&data, port, &["--access-log", log.to_str().unwrap()]);
+    let _served = start_serve_on(
+        &data,
+        &format!("127.0.0.1:{port}"),
+        port,
+        &["--access-log", log.to_str().unwrap()],
+    );
     let body = r#"{"action": {"name": "call_tool"}, "resource": {"type": "Tool", "id": "helpdesk/read_ticket"}}"#;
     let reply = http(
         port,
-        &format!(
-            "POST /access/v1/evaluation?token={key} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
-             authorization: Bearer {key}\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n{body}",
-            body.len()
-        ),
+        "POST",
+        format!("/access/v1/evaluation?token={key}"),
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("content-type", "application/json"),
+        ],
+        body,
     )
     .unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let answer: serde_json::Value =
-        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    let decision_id = answer["context"]["decision_id"].as_str().unwrap().to_owned();
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text
+    assert_eq!(reply.status, 200, "{}", reply.raw);
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let decision_id = answer["context"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let line_for_the_evaluation = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
             .split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .find(|l| l["path"] == "/access/v1/evaluation")
-        {
-            assert!(!text.contains(&key), "the key is in the access log: {text}");
-            break line;
-        }
-        assert!(Instant::now() < deadline, "no line for the evaluation: {text}");
-        std::thread::sleep(Duration::from_millis(20));
     };
+    wait_until(
+        "the access log has a line for the evaluation",
+        PATIENCE,
+        || line_for_the_evaluation().is_some(),
+    );
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !written.contains(&key),
+        "the key is in the access log: {written}"
+    );
+    let line = line_for_the_evaluation().unwrap();
     assert_eq!(line["method"], "POST");
     assert_eq!(line["status"], 200);
     assert_eq!(line["remote"], "127.0.0.1");
@@ -641,8 +645,6 @@ fn serve_writes_an_access_log_without_credentials() {
     assert_eq!(line["enforcement_point"], "authzen");
     assert_eq!(line["decision_ids"], serde_json::json!([decision_id]));
     assert!(line["duration_us"].is_u64());
-    child.kill().unwrap();
-    child.wait().unwrap();
 
     let help = text(&run(arbiter().args(["serve", "--help"])).stdout);
     assert!(help.contains("--access-log <FILE|->"), "{help}");
@@ -657,53 +659,37 @@ fn serve_reports_an_unwritable_access_log_once_and_serves_on() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = arbiter()
-        .args(["serve", "--policies"])
-        .arg(quickstart())
-        .arg("--data")
-        .arg(dir.path().join("d"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--access-log", "/dev/full"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let health = "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(port, health).is_none() {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut served = Served::start(
+        ARBITER
+            .serve_command(
+                &quickstart(),
+                &dir.path().join("d"),
+                &format!("127.0.0.1:{port}"),
+            )
+            .args(["--access-log", "/dev/full"])
+            .stderr(Stdio::piped()),
+        port,
+    );
     let body = std::fs::read_to_string(quickstart().join("requests/read-ticket.json")).unwrap();
     for _ in 0..3 {
         assert!(decide(port, &body).is_some(), "a decision failed");
     }
     // Every line so far is lost, and counted.
     let lost = || {
-        let reply = http(
-            port,
-            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .unwrap_or_default();
-        reply
+        http(port, "GET", "/metrics", &[], "")
+            .map(|r| r.body)
+            .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("arbiter_access_log_lines_lost_total "))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lost() < 4 {
-        assert!(Instant::now() < deadline, "lines lost: {}", lost());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+    wait_until(
+        "four access log lines are counted as lost",
+        PATIENCE,
+        || lost() >= 4,
     );
-    let out = child.wait_with_output().unwrap();
+    let out = served.process.terminate();
     assert_eq!(out.status.code(), Some(0));
     let logs = text(&out.stderr);
     assert_eq!(

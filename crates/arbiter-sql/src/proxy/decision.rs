@@ -1,0 +1,277 @@
+//! What the proxy asks the decision point about a piece of SQL ([`asks_for`]), and how the
+//! verdicts become an allow, a statement narrowed to the allowed rows, or a denial
+//! ([`Proxy::check`]).
+
+use arbiter_pep::{Ask, Settle, Verdict, decide_within};
+use arbiter_types::Entity;
+use serde_json::{Map, json};
+
+use crate::rewrite::Narrowing;
+use crate::{Analysis, Flag, ParserSettings, StatementKind};
+
+use super::{Allowed, Denial, Proxy};
+
+impl Proxy {
+    /// Decides the SQL text `sql` for the holder of `credential`.
+    pub async fn check(&self, credential: &str, sql: &str) -> Result<Allowed, Denial> {
+        let analysis = self
+            .analysis_of(sql)
+            .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
+        let asks = asks_for(&analysis, &self.config.database_name);
+        if asks.is_empty() {
+            return Ok(Allowed::default());
+        }
+        let tables: Vec<Option<(String, String)>> = asks
+            .iter()
+            .map(|a| {
+                let props = a.resource.properties.as_ref()?;
+                let field = |k: &str| props.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                Some((field("schema")?, field("name")?))
+            })
+            .collect();
+        // The statement is narrowed before the decisions are final (and, with an embedded
+        // decision point, before they are recorded): an allow for rows that cannot be applied
+        // is a deny, in the answer and in the record alike.
+        let mut narrowed: Option<String> = None;
+        let slot = &mut narrowed;
+        let (sql_ref, analysis_ref, tables_ref) = (sql, &*analysis, &tables);
+        let settle: Settle<'_> = Box::new(move |verdicts: &[Verdict]| {
+            if verdicts.len() != tables_ref.len() || verdicts.iter().any(|v| !v.allow) {
+                // Denied anyway, or answered wrong (denied below).
+                return Ok(());
+            }
+            let narrowings = narrowings_of(verdicts, tables_ref);
+            if narrowings.is_empty() {
+                return Ok(());
+            }
+            let text = crate::rewrite::narrow(
+                sql_ref,
+                ParserSettings::default(),
+                analysis_ref,
+                &narrowings,
+            )?;
+            *slot = Some(text);
+            Ok(())
+        });
+        let decided = decide_within(
+            self.decider.as_ref(),
+            self.config.decision_timeout,
+            Some(credential),
+            asks,
+            Some(settle),
+        )
+        .await;
+        let verdicts = match decided {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "no decision could be taken; the statement is denied");
+                let reason = if e.is_timeout() {
+                    "no decision was taken in time"
+                } else {
+                    "no decision could be taken"
+                };
+                return Err(Denial::new(reason, None));
+            }
+        };
+        let policy_version = verdicts.iter().find_map(|v| v.policy_version.clone());
+        let mut narrowed_by = None;
+        for v in &verdicts {
+            if !v.allow {
+                return Err(v.denial());
+            }
+            if v.rows.is_some() && narrowed_by.is_none() {
+                narrowed_by = Some(v.decision_id.clone());
+            }
+        }
+        match (narrowed_by, narrowed) {
+            (None, _) => Ok(Allowed {
+                narrowed: None,
+                policy_version,
+            }),
+            (Some(_), Some(text)) => Ok(Allowed {
+                narrowed: Some(text),
+                policy_version,
+            }),
+            // Allowed for some rows, and not narrowed: never sent as it is.
+            (Some(decision_id), None) => Err(Denial::new(
+                "the statement could not be narrowed to the allowed rows",
+                decision_id,
+            )),
+        }
+    }
+}
+
+/// Statement kinds decided as `select`.
+const SESSION_KINDS: &[&str] = &[
+    "TransactionStmt",
+    "FetchStmt",
+    "ClosePortalStmt",
+    "VariableShowStmt",
+    "DeallocateStmt",
+    "DiscardStmt",
+];
+
+/// The action a statement kind is decided as.
+fn action_of(kind: &StatementKind) -> &'static str {
+    match kind {
+        StatementKind::Select => "select",
+        StatementKind::Insert => "insert",
+        StatementKind::Update => "update",
+        StatementKind::Delete => "delete",
+        StatementKind::Ddl => "ddl",
+        // Session housekeeping that reads nothing a `select` would not: transaction control,
+        // fetching from or closing a cursor (decided when it was declared), `SHOW`,
+        // `DEALLOCATE`, `DISCARD`.
+        StatementKind::Other(n) if SESSION_KINDS.contains(&n.as_str()) => "select",
+        StatementKind::Other(_) => "ddl",
+    }
+}
+
+fn kind_name(kind: &StatementKind) -> String {
+    match kind {
+        StatementKind::Other(n) => n.clone(),
+        k => action_of(k).to_owned(),
+    }
+}
+
+/// Features asked about on their own, as action `ddl` on `Table::"<db>.arbiter.<feature>"`.
+const FEATURES: &[(Flag, &str)] = &[
+    (Flag::MultiStatement, "multi_statement"),
+    (Flag::DoBlock, "do_block"),
+    (Flag::Call, "call"),
+    (Flag::CopyProgram, "copy_program"),
+    (Flag::CopyFile, "copy_file"),
+    (Flag::SqlPrepare, "prepare"),
+    (Flag::SqlExecute, "execute"),
+    (Flag::ExplainAnalyze, "explain_analyze"),
+    (Flag::SetConfig, "set_config"),
+    (Flag::RoleChange, "role_change"),
+    (Flag::Load, "load"),
+];
+
+/// The schema of the pseudo-tables that stand for features and table-less statements.
+pub const PSEUDO_SCHEMA: &str = "arbiter";
+
+fn table(db: &str, schema: &str, name: &str) -> Entity {
+    let mut props = Map::new();
+    props.insert("database".into(), json!(db));
+    props.insert("schema".into(), json!(schema));
+    props.insert("name".into(), json!(name));
+    Entity {
+        kind: "Table".into(),
+        id: format!("{db}.{schema}.{name}"),
+        properties: Some(props),
+    }
+}
+
+/// The questions asked for a piece of SQL, all of which must be allowed:
+///
+/// - each table a statement touches: action = the statement's kind (`select`, `insert`,
+///   `update`, `delete`, `ddl`; other kinds are `ddl`, except transaction control, `FETCH`,
+///   `CLOSE`, `SHOW`, `DEALLOCATE` and `DISCARD`, which are `select`); the tables a
+///   `SELECT … FOR UPDATE/NO KEY UPDATE/SHARE/KEY SHARE` locks are asked `update` as well,
+///   resource `Table::"<db>.<schema>.<table>"` (schema `public` when not written), context
+///   `columns`, `functions`, `statement_kind`;
+/// - a statement that touches no table: the same on `Table::"<db>.arbiter.no_table"`;
+/// - each feature used (several statements in one text, `DO`, `CALL`, `COPY … PROGRAM` or
+///   file, SQL `PREPARE`/`EXECUTE`, `EXPLAIN ANALYZE`, configuration and role changes,
+///   `LOAD`): action `ddl` on `Table::"<db>.arbiter.<feature>"`;
+/// - each dangerous function ([`crate::is_dangerous_function`]): action `ddl` on
+///   `Table::"<db>.arbiter.function:<name>"`.
+///
+/// So these are denied unless a policy permits them explicitly.
+pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
+    let mut asks = Vec::new();
+    let mut features: Vec<&str> = Vec::new();
+    for s in &analysis.statements {
+        let action = action_of(&s.kind);
+        let mut context = Map::new();
+        context.insert("functions".into(), json!(s.functions));
+        context.insert("statement_kind".into(), json!(kind_name(&s.kind)));
+        context.insert("fingerprint".into(), json!(analysis.fingerprint));
+        if s.tables.is_empty() {
+            let mut c = context.clone();
+            c.insert("columns".into(), json!([]));
+            asks.push(Ask {
+                action,
+                resource: table(db, PSEUDO_SCHEMA, "no_table"),
+                context: c,
+                rows: false,
+            });
+        }
+        for t in &s.tables {
+            let mut c = context.clone();
+            c.insert("columns".into(), json!(t.columns));
+            // `SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE` locks the rows it
+            // reads, which stalls every writer of them: the locked tables need `update`.
+            let action = if t.access == crate::Access::Lock && s.has_flag(Flag::RowLock) {
+                "update"
+            } else {
+                action
+            };
+            asks.push(Ask {
+                action,
+                resource: table(db, t.schema.as_deref().unwrap_or("public"), &t.name),
+                context: c,
+                // Reads, updates and deletes can be narrowed to rows (see `crate::rewrite`)
+                // where every reference to the table can be.
+                rows: matches!(action, "select" | "update" | "delete") && narrowable(s, t),
+            });
+        }
+        for (flag, name) in FEATURES {
+            if s.has_flag(*flag) && !features.contains(name) {
+                features.push(name);
+                asks.push(Ask {
+                    action: "ddl",
+                    resource: table(db, PSEUDO_SCHEMA, name),
+                    context: context.clone(),
+                    rows: false,
+                });
+            }
+        }
+        for f in &s.functions {
+            if crate::is_dangerous_function(f) {
+                asks.push(Ask {
+                    action: "ddl",
+                    resource: table(db, PSEUDO_SCHEMA, &format!("function:{f}")),
+                    context: context.clone(),
+                    rows: false,
+                });
+            }
+        }
+    }
+    asks
+}
+
+/// The tables of allowed verdicts that carry a row filter, and their filters (a table asked
+/// twice, e.g. read and written, gets both filters).
+fn narrowings_of(verdicts: &[Verdict], tables: &[Option<(String, String)>]) -> Vec<Narrowing> {
+    let mut narrowings: Vec<Narrowing> = Vec::new();
+    for (v, table) in verdicts.iter().zip(tables) {
+        let (Some(filter), Some((schema, name))) = (&v.rows, table) else {
+            continue;
+        };
+        match narrowings
+            .iter_mut()
+            .find(|n| &n.schema == schema && &n.name == name)
+        {
+            Some(n) => n.filter.parts.extend(filter.parts.iter().cloned()),
+            None => narrowings.push(Narrowing {
+                schema: schema.clone(),
+                name: name.clone(),
+                filter: filter.clone(),
+            }),
+        }
+    }
+    narrowings
+}
+
+/// Whether every place `s` names table `t` is one a row filter can be applied at.
+fn narrowable(s: &crate::StatementInfo, t: &crate::TableAccess) -> bool {
+    let mut refs = s
+        .references
+        .iter()
+        .filter(|r| r.name == t.name && r.schema == t.schema)
+        .peekable();
+    refs.peek().is_some() && refs.all(|r| r.role != crate::ReferenceRole::Other)
+}
