@@ -304,16 +304,49 @@ struct Machine {
 
 impl Machine {
     fn apply(&self, text: &str) -> String {
-        let text = text
-            .replace(
-                "cargo run --release -p arbiter-cli --",
-                &bin().display().to_string(),
-            )
-            .replace("8180", &self.pdp_port.to_string())
-            .replace("6432", &self.sql_port.to_string())
-            .replace("postgres://postgres@127.0.0.1:5432", &self.postgres);
+        let text = replace_at_once(
+            text,
+            &[
+                (
+                    "cargo run --release -p arbiter-cli --",
+                    bin().display().to_string(),
+                ),
+                ("postgres://postgres@127.0.0.1:5432", self.postgres.clone()),
+                ("8180", self.pdp_port.to_string()),
+                ("6432", self.sql_port.to_string()),
+            ],
+        );
         rename_database(&text, &self.database)
     }
+}
+
+/// Replaces every pattern in one left-to-right pass, so that text put in by one
+/// replacement (a free port such as 16432) is never matched by a later pattern. Earlier
+/// patterns win where two start at the same place.
+fn replace_at_once(text: &str, pairs: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (from, to) in pairs {
+            if let Some(after) = rest.strip_prefix(from) {
+                out.push_str(to);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[test]
+fn substitution_does_not_rewrite_what_it_put_in() {
+    let text = replace_at_once(
+        "--listen 127.0.0.1:8180 and port 6432",
+        &[("8180", "16432".into()), ("6432", "28180".into())],
+    );
+    assert_eq!(text, "--listen 127.0.0.1:16432 and port 28180");
 }
 
 /// `shop` → `name` where it is a word (the database, `shop.public.orders`), but not in the

@@ -2,6 +2,7 @@
 //! `{"alg":"RS256","alg":"none"}` is refused), nesting at most [`MAX_DEPTH`]. The parser is
 //! `arbiter_types::strict`, shared with every other intake that must not be ambiguous.
 
+use arbiter_types::strict::StrictJsonError;
 use serde_json::{Map, Value};
 
 /// The deepest nesting accepted: a scalar at the top level is depth 0, the members of
@@ -10,7 +11,7 @@ pub const MAX_DEPTH: usize = 16;
 
 /// Parses `bytes` as a JSON object with no duplicate member names, nested at most
 /// [`MAX_DEPTH`]. The error does not quote the input.
-pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, StrictJsonError> {
     arbiter_types::strict::parse_strict_object(bytes, MAX_DEPTH)
 }
 

@@ -38,7 +38,7 @@ pub use merkle::{
     Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,
     verify_inclusion,
 };
-pub use query::{RecordFilter, parse_time};
+pub use query::{RecordFilter, TimeError, parse_time};
 pub use reader::{Follower, consistency_dir, latest_checkpoint, prove_dir, read_checkpoints};
 pub use record::{
     DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef,

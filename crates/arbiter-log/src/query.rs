@@ -78,14 +78,18 @@ fn resource_matches(want: &str, kind: &str, id: &str) -> bool {
             .is_some_and(|r| r == id)
 }
 
+/// Text that is not a time (see [`parse_time`]); holds the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a time: use RFC 3339 (e.g. 2025-01-02T03:04:05Z) or Unix seconds")]
+pub struct TimeError(pub String);
+
 /// Parses a time given as RFC 3339 (`2025-01-02T03:04:05Z`,
 /// `2025-01-02T03:04:05.123456+02:00`; a space may replace the `T`) or as
 /// Unix seconds (`1735787045`, optionally with a fraction), into Unix
 /// microseconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     let s = s.trim();
-    let bad =
-        || format!("`{s}` is not a time: use RFC 3339 (e.g. 2025-01-02T03:04:05Z) or Unix seconds");
+    let bad = || TimeError(s.to_owned());
     if s.is_empty() {
         return Err(bad());
     }

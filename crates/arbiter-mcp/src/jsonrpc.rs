@@ -18,6 +18,7 @@
 //! - a method name is 1 to [`MAX_METHOD_BYTES`] bytes with no control characters;
 //! - `params` and `result` are objects, `error` is `{code, message, data?}`.
 
+use arbiter_types::strict::StrictJsonError;
 use serde_json::{Map, Value, json};
 
 /// Longest accepted string id, in bytes.
@@ -271,13 +272,12 @@ pub fn parse(bytes: &[u8], limits: FrameLimits) -> Result<Message, FrameError> {
     // as level 1.
     let value = arbiter_types::strict::parse_strict(bytes, limits.max_depth.saturating_sub(1))
         .map_err(|e| {
-            let (code, message) = if e.contains("duplicate member name") {
-                (
+            let (code, message) = match e {
+                StrictJsonError::DuplicateMember(_) => (
                     code::INVALID_REQUEST,
                     format!("{e}: a member name appears twice"),
-                )
-            } else {
-                (code::PARSE_ERROR, e)
+                ),
+                e => (code::PARSE_ERROR, e.to_string()),
             };
             FrameError {
                 code,

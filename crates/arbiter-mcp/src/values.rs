@@ -81,11 +81,13 @@ pub fn tool_definition(tool: &Map<String, Value>) -> Value {
 }
 
 /// `sha256:<hex>` of the RFC 8785 canonical encoding of `definition`, and that encoding.
-pub fn definition_hash(definition: &Value) -> Result<(String, String), String> {
-    let bytes = arbiter_log::canonical_json(definition)
-        .map_err(|e| format!("the tool definition cannot be encoded: {e}"))?;
-    let hash = arbiter_log::context_digest(definition)
-        .map_err(|e| format!("the tool definition cannot be encoded: {e}"))?;
+/// An error when the definition has no canonical encoding (a number out of range, nesting
+/// too deep).
+pub fn definition_hash(
+    definition: &Value,
+) -> Result<(String, String), arbiter_log::CanonicalError> {
+    let bytes = arbiter_log::canonical_json(definition)?;
+    let hash = arbiter_log::context_digest(definition)?;
     Ok((hash, String::from_utf8_lossy(&bytes).into_owned()))
 }
 

@@ -47,12 +47,38 @@ pub struct Issued {
     pub credential: Credential,
 }
 
+/// Why text is not a duration (see [`parse_duration`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was given.
+    #[error("empty duration; use e.g. `90d`, `12h`, `30m`, `45s`")]
+    Empty,
+    /// More seconds than fit in 64 bits.
+    #[error("duration `{0}` is too large")]
+    TooLarge(String),
+    /// A unit other than `d`, `h`, `m`, `s`.
+    #[error("invalid duration `{text}`: unknown unit `{unit}` (use d, h, m or s)")]
+    Unit {
+        /// The duration as given.
+        text: String,
+        /// The unknown unit.
+        unit: char,
+    },
+    /// A unit with no number before it.
+    #[error("invalid duration `{0}`: a unit needs a number before it")]
+    NoNumber(String),
+    /// A number with no unit after it.
+    #[error("invalid duration `{0}`: the last number has no unit (d, h, m or s)")]
+    NoUnit(String),
+}
+
 /// Parses a duration such as `90d`, `12h`, `30m`, `45s` or `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration; use e.g. `90d`, `12h`, `30m`, `45s`".to_owned());
+        return Err(DurationError::Empty);
     }
+    let too_large = || DurationError::TooLarge(text.to_owned());
     let mut total: u64 = 0;
     let mut number: Option<u64> = None;
     for c in text.chars() {
@@ -62,7 +88,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                     .unwrap_or(0)
                     .checked_mul(10)
                     .and_then(|n| n.checked_add(u64::from(d)))
-                    .ok_or_else(|| format!("duration `{text}` is too large"))?,
+                    .ok_or_else(too_large)?,
             );
             continue;
         }
@@ -72,23 +98,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             'm' => 60,
             's' => 1,
             _ => {
-                return Err(format!(
-                    "invalid duration `{text}`: unknown unit `{c}` (use d, h, m or s)"
-                ));
+                return Err(DurationError::Unit {
+                    text: text.to_owned(),
+                    unit: c,
+                });
             }
         };
         let n = number
             .take()
-            .ok_or_else(|| format!("invalid duration `{text}`: a unit needs a number before it"))?;
+            .ok_or_else(|| DurationError::NoNumber(text.to_owned()))?;
         total = n
             .checked_mul(unit)
             .and_then(|s| total.checked_add(s))
-            .ok_or_else(|| format!("duration `{text}` is too large"))?;
+            .ok_or_else(too_large)?;
     }
     if number.is_some() {
-        return Err(format!(
-            "invalid duration `{text}`: the last number has no unit (d, h, m or s)"
-        ));
+        return Err(DurationError::NoUnit(text.to_owned()));
     }
     Ok(Duration::from_secs(total))
 }

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::{Ask, DecideError, Verdict};
+use crate::{Ask, AuthError, DecideError, Verdict};
 
 /// A boxed future, for the object-safe [`Decider`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -102,13 +102,13 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
     }
 
     /// Checks a credential before any decision: `Ok(Some(agent id))` for an accepted agent
-    /// credential, `Err(reason to show)` for a refused one, `Ok(None)` when this decider
+    /// credential, `Err` for a refused one (its message may be shown to the caller), `Ok(None)` when this decider
     /// cannot tell without deciding (the credential is then checked with every decision).
     /// Nothing is recorded: a refused credential is recorded when it is used to decide.
     fn authenticate<'a>(
         &'a self,
         credential: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         let _ = credential;
         Box::pin(async { Ok(None) })
     }

@@ -52,6 +52,22 @@ impl DecideError {
     }
 }
 
+/// Why a credential checked ahead of any decision was refused (see
+/// [`crate::Decider::authenticate`]). Every message is one the caller may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// A valid credential, but an enforcement point's, not an agent's.
+    #[error("a PEP token is not an agent credential")]
+    NotAnAgent,
+    /// No credential was given.
+    #[error("no credential was given")]
+    NoCredential,
+    /// The registry refused the credential (unknown, expired, revoked, wrong address); the
+    /// reason is the one its caller may see.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Why a decision source cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -18,7 +18,7 @@ mod source;
 mod verdict;
 
 pub use decider::{BoxFuture, Decider, Settle, decide_within};
-pub use error::{DecideError, SourceError};
+pub use error::{AuthError, DecideError, SourceError};
 pub use local::LocalDecider;
 pub use remote::RemoteDecider;
 #[cfg(feature = "clap")]

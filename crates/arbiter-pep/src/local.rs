@@ -6,7 +6,7 @@ use arbiter_pdp::{Caller, Pdp, Source};
 use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
 
 use crate::decider::{BoxFuture, Decider, Settle};
-use crate::{Ask, DecideError, Verdict};
+use crate::{Ask, AuthError, DecideError, Verdict};
 
 /// Decides in this process with an embedded decision point (see
 /// [`arbiter_pdp::local::open_local`], or `arbiter serve`'s own for forward-auth), recording
@@ -142,7 +142,7 @@ impl Decider for LocalDecider {
     fn authenticate<'a>(
         &'a self,
         credential: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move { self.authenticate_from("local", credential).await })
     }
 }
@@ -173,17 +173,17 @@ impl LocalDecider {
         &self,
         address: &str,
         credential: &str,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, AuthError> {
         let Some(caller) = self.caller_from(address, credential).await else {
             return Ok(None);
         };
         match caller {
             Ok(Caller::Agent(a)) => Ok(Some(a.agent.id.clone())),
-            Ok(Caller::Pep { .. }) => Err("a PEP token is not an agent credential".into()),
-            Ok(Caller::Anonymous) => Err("no credential was given".into()),
+            Ok(Caller::Pep { .. }) => Err(AuthError::NotAnAgent),
+            Ok(Caller::Anonymous) => Err(AuthError::NoCredential),
             Err(denial) => {
                 tracing::info!(reason = %denial.reason_admin, "a credential was refused");
-                Err(denial.reason_user)
+                Err(AuthError::Refused(denial.reason_user))
             }
         }
     }

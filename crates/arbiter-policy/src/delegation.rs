@@ -9,7 +9,7 @@
 //! as principal, once with the user — and intersects the outcomes. Both evaluations are kept
 //! on the decision and in its record.
 
-use crate::{Evaluation, Policies};
+use crate::{Evaluation, Policies, RequestError};
 use arbiter_types::{Entity, EvaluationRequest, Outcome, PrincipalEvaluation};
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ pub const AGENT_TYPE: &str = "Agent";
 
 /// The user an agent acts for, when the request says it acts for one; an error when it
 /// says so in a form that names no entity (which must deny, not be ignored).
-pub fn delegated_user(req: &EvaluationRequest) -> Result<Option<(String, String)>, String> {
+pub fn delegated_user(req: &EvaluationRequest) -> Result<Option<(String, String)>, RequestError> {
     if req.subject.kind != AGENT_TYPE {
         return Ok(None);
     }
@@ -35,11 +35,7 @@ pub fn delegated_user(req: &EvaluationRequest) -> Result<Option<(String, String)
         (Some(kind), Some(id)) if !kind.is_empty() && !id.is_empty() => {
             Ok(Some((kind.to_owned(), id.to_owned())))
         }
-        _ => Err(
-            "`context.delegation.user` must be an entity reference such as \
-                  {\"type\": \"User\", \"id\": \"alice\"}"
-                .to_owned(),
-        ),
+        _ => Err(RequestError::DelegationUser),
     }
 }
 
@@ -69,7 +65,7 @@ pub fn evaluate(
                     determining_policies: Vec::new(),
                     reason_admin: format!("denied: the request cannot be evaluated: {problem}"),
                     reason_user: "denied: the request is not valid for this policy set".to_owned(),
-                    errors: vec![problem],
+                    errors: vec![problem.to_string()],
                 },
                 Vec::new(),
             );
@@ -110,7 +106,7 @@ pub fn evaluate(
 /// Checks that `req` is valid for the policies' schema as [`evaluate`] would take it: as the
 /// request of its subject and, when an agent acts for a user, as the user's too. The error
 /// says what is wrong (see [`Policies::check_request`]).
-pub fn validate(policies: &Policies, req: &EvaluationRequest) -> Result<(), String> {
+pub fn validate(policies: &Policies, req: &EvaluationRequest) -> Result<(), RequestError> {
     let user = delegated_user(req)?;
     policies.check_request(req)?;
     if let Some((kind, id)) = user {
@@ -126,7 +122,10 @@ pub fn validate(policies: &Policies, req: &EvaluationRequest) -> Result<(), Stri
         };
         policies
             .check_request(&as_user)
-            .map_err(|e| format!("acting for {kind}::\"{id}\": {e}"))?;
+            .map_err(|e| RequestError::ActingFor {
+                user: format!("{kind}::\"{id}\""),
+                source: Box::new(e),
+            })?;
     }
     Ok(())
 }
@@ -206,6 +205,26 @@ mod tests {
             body["context"] = json!({"delegation": {"user": u}});
         }
         EvaluationRequest::from_json(body.as_object().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn validation_says_whose_request_is_at_fault() {
+        let p = policies();
+        assert_eq!(validate(&p, &req("read", "a", None)), Ok(()));
+        assert_eq!(
+            validate(&p, &req("read", "a", Some(json!({"type": "User"})))),
+            Err(RequestError::DelegationUser)
+        );
+        // Valid for the agent, but the user's entity type is not a Cedar type name.
+        let e = validate(
+            &p,
+            &req("read", "a", Some(json!({"type": "not a type", "id": "z"}))),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, RequestError::ActingFor { user, .. } if user == "not a type::\"z\""),
+            "{e:?}"
+        );
     }
 
     fn outcome_of(e: &[PrincipalEvaluation]) -> Vec<(&str, Outcome)> {

@@ -24,6 +24,7 @@ use cedar_policy::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::RequestError;
 use crate::convert::{entity_ref, to_restricted};
 use crate::load::Policies;
 
@@ -215,13 +216,13 @@ impl Policies {
     /// Checks that `req` is valid for this snapshot's schema — its types, its context, the
     /// properties it gives its entities — as evaluating it would, without evaluating it.
     /// The error says what is wrong (the attribute at fault, where it can be named).
-    pub fn check_request(&self, req: &EvaluationRequest) -> Result<(), String> {
-        let prepared = self.prepare(req)?;
+    pub fn check_request(&self, req: &EvaluationRequest) -> Result<(), RequestError> {
+        let prepared = self.prepare(req).map_err(RequestError::Invalid)?;
         if !prepared.overrides.is_empty() {
             self.entities
                 .clone()
                 .upsert_entities(prepared.overrides, self.schema.as_ref())
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| RequestError::Invalid(error_chain(&e)))?;
         }
         Ok(())
     }
@@ -608,14 +609,19 @@ mod tests {
                 format!("denied: the request cannot be evaluated: {named}")
             );
             assert_eq!(e.errors, [named]);
-            assert_eq!(p.check_request(&r), Err(named.to_owned()));
+            assert_eq!(
+                p.check_request(&r),
+                Err(RequestError::Invalid(named.to_owned()))
+            );
         }
         // Not about the context: Cedar's message, which names what is wrong.
         let mut r = ok.clone();
         r.resource.kind = "Table".into();
         assert_eq!(
             p.check_request(&r),
-            Err("resource type `Table` is not valid for `Action::\"call_tool\"`".to_owned())
+            Err(RequestError::Invalid(
+                "resource type `Table` is not valid for `Action::\"call_tool\"`".to_owned()
+            ))
         );
     }
 }

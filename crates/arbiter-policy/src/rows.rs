@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::engine::error_chain;
 use crate::load::Policies;
+use crate::{RequestError, RowsError};
 
 /// The entity type of a table's row.
 pub const ROW_TYPE: &str = "Row";
@@ -51,7 +52,7 @@ impl Policies {
     ///
     /// `Err` when the answer cannot be stated as a row filter: an evaluation error, or a
     /// residual condition outside what [`RowExpr`] expresses (the message names the policy).
-    pub fn rows(&self, req: &EvaluationRequest) -> Result<Rows, String> {
+    pub fn rows(&self, req: &EvaluationRequest) -> Result<Rows, RowsError> {
         let part = self.row_policies(req)?;
         let forbid_all = part.forbids.iter().any(|(_, c)| *c == RowExpr::Bool(true));
         if forbid_all || !part.permits.iter().any(|(_, c)| c.may_hold()) {
@@ -62,12 +63,14 @@ impl Policies {
 
     /// The residual permits and forbids on the rows of `req.resource` (see [`Policies::rows`]),
     /// whatever they allow: conditions that are `false` for every row are left out.
-    pub fn row_policies(&self, req: &EvaluationRequest) -> Result<RowPolicies, String> {
-        let (principal, action, context, overrides) = self.parts(req)?;
+    pub fn row_policies(&self, req: &EvaluationRequest) -> Result<RowPolicies, RowsError> {
+        let invalid = |problem: String| RowsError::Request(RequestError::Invalid(problem));
+        let (principal, action, context, overrides) = self.parts(req).map_err(invalid)?;
         let row_type = EntityTypeName::from_str(ROW_TYPE)
-            .map_err(|_| "the `Row` entity type name failed to parse".to_owned())?;
+            .map_err(|_| invalid("the `Row` entity type name failed to parse".to_owned()))?;
         let table = EntityUid::from_type_name_and_id(
-            self.type_name(&req.resource.kind, "resource")?,
+            self.type_name(&req.resource.kind, "resource")
+                .map_err(invalid)?,
             EntityId::new(&req.resource.id),
         );
         let builder = Request::builder()
@@ -79,7 +82,7 @@ impl Policies {
             Some(schema) => builder
                 .schema(schema)
                 .build()
-                .map_err(|e| error_chain(&e))?,
+                .map_err(|e| invalid(error_chain(&e)))?,
             None => builder.build(),
         };
         let merged;
@@ -90,7 +93,7 @@ impl Policies {
                 .entities
                 .clone()
                 .upsert_entities(overrides, self.schema.as_ref())
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| invalid(error_chain(&e)))?;
             &merged
         };
         let response = self
@@ -101,10 +104,7 @@ impl Policies {
             .map(ToString::to_string)
             .collect();
         if !errored.is_empty() {
-            return Err(format!(
-                "policies failed to evaluate for the table's rows: {}",
-                errored.join(", ")
-            ));
+            return Err(RowsError::Evaluation { policies: errored });
         }
         // The table and everything it is in: what `resource in …` of a row can be true of.
         let mut containers: HashSet<(String, String)> = HashSet::new();
@@ -126,12 +126,17 @@ impl Policies {
                 continue;
             }
             let id = policy.id().to_string();
-            let json = policy
-                .to_json()
-                .map_err(|e| format!("policy `{id}`: its residual cannot be read: {e}"))?;
-            let condition = translate
-                .policy(&json)
-                .map_err(|problem| format!("policy `{id}` cannot be applied to rows: {problem}"))?;
+            let json = policy.to_json().map_err(|e| RowsError::NotExpressible {
+                policy: id.clone(),
+                problem: format!("its residual cannot be read: {e}"),
+            })?;
+            let condition =
+                translate
+                    .policy(&json)
+                    .map_err(|problem| RowsError::NotExpressible {
+                        policy: id.clone(),
+                        problem,
+                    })?;
             if condition == RowExpr::Bool(false) {
                 continue;
             }
@@ -636,7 +641,10 @@ mod tests {
         let err = p
             .rows(&req(json!({}), "select", "shop.public.orders"))
             .unwrap_err();
-        assert!(err.contains("`nested`"), "{err}");
+        assert!(
+            matches!(&err, RowsError::NotExpressible { policy, .. } if policy == "nested"),
+            "{err}"
+        );
     }
 
     #[test]

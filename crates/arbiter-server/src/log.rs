@@ -143,7 +143,7 @@ pub async fn decisions(
             "since" | "until" => match arbiter_log::parse_time(value) {
                 Ok(t) if key == "since" => filter.since_us = Some(t),
                 Ok(t) => filter.until_us = Some(t),
-                Err(e) => return bad(key, e),
+                Err(e) => return bad(key, e.to_string()),
             },
             "limit" => match value.parse::<usize>() {
                 Ok(l) if l > 0 => limit = l.min(MAX_DECISIONS_PAGE),

@@ -179,7 +179,11 @@ impl ServiceSettings {
 
     /// Parses `SERVICE proxy=nginx|traefik|envoy [allow=CLASS,…] [method-override]` (the
     /// words of an `@service` line and of `serve --forward-auth`).
-    pub fn parse(words: &str) -> Result<(String, ServiceSettings), String> {
+    pub fn parse(words: &str) -> Result<(String, ServiceSettings), RouteSpecError> {
+        Self::parse_words(words).map_err(RouteSpecError::Settings)
+    }
+
+    fn parse_words(words: &str) -> Result<(String, ServiceSettings), String> {
         let mut words = words.split_whitespace();
         let usage =
             "expected `SERVICE proxy=nginx|traefik|envoy [allow=CLASS,…] [method-override]`";
@@ -250,6 +254,46 @@ pub struct RouteTable {
     settings: HashMap<String, ServiceSettings>,
 }
 
+/// Why a route, a service's settings or the table as a whole was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteSpecError {
+    /// The words of an `@service` line or of `serve --forward-auth` are malformed.
+    #[error("{0}")]
+    Settings(String),
+    /// A service name with characters outside letters, digits, `.`, `_`, `-`.
+    #[error("service name `{0}` must be letters, digits, `.`, `_`, `-`")]
+    ServiceName(String),
+    /// A service's settings are given twice.
+    #[error("the settings of service `{0}` are given twice")]
+    SettingsTwice(String),
+    /// A service has routes but no settings saying which proxy asks for it.
+    #[error(
+        "forward-auth service `{0}` does not say which proxy asks for it: add \
+         `@service {0} proxy=nginx` (or `traefik`, `envoy`) to its routes file, \
+         or `serve --forward-auth '{0} proxy=nginx'`"
+    )]
+    NoProxy(String),
+    /// A service has settings but no routes.
+    #[error("forward-auth settings are given for service `{0}`, which has no routes")]
+    NoRoutes(String),
+    /// Not an HTTP method.
+    #[error("`{0}` is not an HTTP method (or `*`)")]
+    Method(String),
+    /// A path template that is malformed.
+    #[error("{0}")]
+    Template(String),
+    /// The same method and template twice for one service.
+    #[error("route `{method} {template}` is listed twice for `{service}`")]
+    RouteTwice {
+        /// The method.
+        method: String,
+        /// The path template.
+        template: String,
+        /// The service.
+        service: String,
+    },
+}
+
 /// Why a route source was refused; names the file and line.
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -259,11 +303,11 @@ pub struct RouteError {
     pub message: String,
 }
 
-fn err(source_name: &str, line: Option<usize>, message: impl Into<String>) -> RouteError {
+fn err(source_name: &str, line: Option<usize>, message: impl ToString) -> RouteError {
     RouteError {
         source_name: source_name.to_owned(),
         line,
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -351,64 +395,63 @@ impl RouteTable {
     }
 
     /// Sets how the original request of `service` is read (once per service).
-    pub fn configure(&mut self, service: &str, settings: ServiceSettings) -> Result<(), String> {
+    pub fn configure(
+        &mut self,
+        service: &str,
+        settings: ServiceSettings,
+    ) -> Result<(), RouteSpecError> {
         if !valid_service(service) {
-            return Err(format!(
-                "service name `{service}` must be letters, digits, `.`, `_`, `-`"
-            ));
+            return Err(RouteSpecError::ServiceName(service.to_owned()));
         }
         if self.settings.contains_key(service) {
-            return Err(format!(
-                "the settings of service `{service}` are given twice"
-            ));
+            return Err(RouteSpecError::SettingsTwice(service.to_owned()));
         }
         self.settings.insert(service.to_owned(), settings);
         Ok(())
     }
 
     /// Refuses a table where a service has routes but no proxy, or settings but no routes.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RouteSpecError> {
         for service in self.services() {
             if !self.settings.contains_key(service) {
-                return Err(format!(
-                    "forward-auth service `{service}` does not say which proxy asks for it: add \
-                     `@service {service} proxy=nginx` (or `traefik`, `envoy`) to its routes file, \
-                     or `serve --forward-auth '{service} proxy=nginx'`"
-                ));
+                return Err(RouteSpecError::NoProxy(service.to_owned()));
             }
         }
         let mut configured: Vec<&String> = self.settings.keys().collect();
         configured.sort_unstable();
         for service in configured {
             if !self.services.contains_key(service) {
-                return Err(format!(
-                    "forward-auth settings are given for service `{service}`, which has no routes"
-                ));
+                return Err(RouteSpecError::NoRoutes(service.clone()));
             }
         }
         Ok(())
     }
 
     /// Adds one route.
-    pub fn add(&mut self, service: &str, method: &str, template: &str) -> Result<(), String> {
+    pub fn add(
+        &mut self,
+        service: &str,
+        method: &str,
+        template: &str,
+    ) -> Result<(), RouteSpecError> {
         if !valid_service(service) {
-            return Err(format!(
-                "service name `{service}` must be letters, digits, `.`, `_`, `-`"
-            ));
+            return Err(RouteSpecError::ServiceName(service.to_owned()));
         }
         let method = method.to_ascii_uppercase();
         if method != "*" && !METHODS.contains(&method.as_str()) {
-            return Err(format!("`{method}` is not an HTTP method (or `*`)"));
+            return Err(RouteSpecError::Method(method));
         }
-        let segments = parse_template(template)?;
+        let segments = parse_template(template).map_err(RouteSpecError::Template)?;
         let routes = self.services.entry(service.to_owned()).or_default();
         if routes
             .iter()
             .any(|r| r.method == method && r.segments == segments)
         {
-            return Err(format!(
-                "route `{method} {template}` is listed twice for `{service}`"
-            ));
+            return Err(RouteSpecError::RouteTwice {
+                method,
+                template: template.to_owned(),
+                service: service.to_owned(),
+            });
         }
         routes.push(Route {
             method,
@@ -938,21 +981,19 @@ mod tests {
         }
         let mut t = RouteTable::default();
         t.add("tickets", "GET", "/t").unwrap();
-        assert!(
-            t.check()
-                .unwrap_err()
-                .contains("@service tickets proxy=nginx")
-        );
+        let e = t.check().unwrap_err();
+        assert_eq!(e, RouteSpecError::NoProxy("tickets".into()));
+        assert!(e.to_string().contains("@service tickets proxy=nginx"));
         t.configure("tickets", ServiceSettings::new(Proxy::Nginx))
             .unwrap();
         t.check().unwrap();
-        assert!(
-            t.configure("tickets", ServiceSettings::new(Proxy::Nginx))
-                .is_err()
+        assert_eq!(
+            t.configure("tickets", ServiceSettings::new(Proxy::Nginx)),
+            Err(RouteSpecError::SettingsTwice("tickets".into()))
         );
         t.configure("other", ServiceSettings::new(Proxy::Nginx))
             .unwrap();
-        assert!(t.check().unwrap_err().contains("no routes"));
+        assert_eq!(t.check(), Err(RouteSpecError::NoRoutes("other".into())));
     }
 
     #[test]

@@ -9,6 +9,29 @@ use sha2::{Digest as _, Sha256};
 /// Most iterations accepted from a server (PostgreSQL's default is 4096).
 const MAX_ITERATIONS: u32 = 10_000_000;
 
+/// Why a SCRAM exchange with the database failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    /// The server-first message lacks its nonce, salt or iteration count.
+    #[error("the database's SCRAM challenge is malformed")]
+    Challenge,
+    /// The server's nonce does not extend the proxy's.
+    #[error("the database's SCRAM nonce does not extend the proxy's")]
+    Nonce,
+    /// An iteration count of 0 or above the bound.
+    #[error("the database asks for {0} SCRAM iterations")]
+    Iterations(u32),
+    /// The server-final message came before the client-final one.
+    #[error("the SCRAM exchange is out of order")]
+    OutOfOrder,
+    /// The server-final message holds no signature.
+    #[error("the database's SCRAM answer is malformed or an error")]
+    Answer,
+    /// The database does not know the password.
+    #[error("the database's SCRAM signature is wrong")]
+    Signature,
+}
+
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut k0 = [0u8; 64];
     if key.len() > 64 {
@@ -75,8 +98,8 @@ impl Scram {
     }
 
     /// The client-final message answering `server_first`.
-    pub fn client_final(&mut self, server_first: &str) -> Result<String, String> {
-        let bad = || "the database's SCRAM challenge is malformed".to_owned();
+    pub fn client_final(&mut self, server_first: &str) -> Result<String, ScramError> {
+        let bad = || ScramError::Challenge;
         let mut nonce = None;
         let mut salt = None;
         let mut iterations = None;
@@ -92,12 +115,10 @@ impl Scram {
             return Err(bad());
         };
         if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
-            return Err("the database's SCRAM nonce does not extend the proxy's".into());
+            return Err(ScramError::Nonce);
         }
         if iterations == 0 || iterations > MAX_ITERATIONS {
-            return Err(format!(
-                "the database asks for {iterations} SCRAM iterations"
-            ));
+            return Err(ScramError::Iterations(iterations));
         }
         let salted = hi(self.password.as_bytes(), &salt, iterations);
         let client_key = hmac(&salted, &[b"Client Key"]);
@@ -122,17 +143,15 @@ impl Scram {
     }
 
     /// Checks the server-final message: the database proves it knows the password too.
-    pub fn verify_final(&self, server_final: &str) -> Result<(), String> {
-        let expected = self
-            .server_signature
-            .ok_or("the SCRAM exchange is out of order")?;
+    pub fn verify_final(&self, server_final: &str) -> Result<(), ScramError> {
+        let expected = self.server_signature.ok_or(ScramError::OutOfOrder)?;
         let given = server_final
             .split(',')
             .find_map(|p| p.strip_prefix("v="))
             .and_then(|v| STANDARD.decode(v).ok())
-            .ok_or("the database's SCRAM answer is malformed or an error")?;
+            .ok_or(ScramError::Answer)?;
         if given != expected {
-            return Err("the database's SCRAM signature is wrong".into());
+            return Err(ScramError::Signature);
         }
         Ok(())
     }

@@ -7,50 +7,84 @@
 //! and bounds nesting far below serde_json's own recursion limit. Its errors never quote the
 //! input.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use thiserror::Error;
+
+/// Why bytes are not strict JSON. The message never quotes the input: serde_json's
+/// messages carry only positions and this module's fixed texts.
+#[derive(Debug, Error)]
+pub enum StrictJsonError {
+    /// Not JSON, or trailing data after the value.
+    #[error("invalid JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
+    /// An object names a member twice (after unescaping).
+    #[error("invalid JSON: {0}")]
+    DuplicateMember(#[source] serde_json::Error),
+    /// Nesting deeper than allowed.
+    #[error("invalid JSON: {0}")]
+    TooDeep(#[source] serde_json::Error),
+    /// Valid JSON, but not the object it must be.
+    #[error("not a JSON object")]
+    NotObject,
+}
+
+/// Which of the strict rules a parse broke, recorded where it broke (serde's error type
+/// carries only a message).
+#[derive(Clone, Copy)]
+enum Broken {
+    Duplicate,
+    Depth,
+}
 
 /// Parses `bytes` as one JSON value with no duplicate member names and nesting at most
 /// `max_depth` (a scalar at the top level is depth 0, the members of the top-level object are
 /// at depth 1); trailing non-whitespace is refused.
-pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, StrictJsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    let broken = Cell::new(None);
     let value = Strict {
         depth: 0,
         max: max_depth,
+        broken: &broken,
     }
     .deserialize(&mut de)
-    .map_err(|e| describe(&e))?;
-    de.end().map_err(|e| describe(&e))?;
+    .map_err(|e| match broken.get() {
+        Some(Broken::Duplicate) => StrictJsonError::DuplicateMember(e),
+        Some(Broken::Depth) => StrictJsonError::TooDeep(e),
+        None => StrictJsonError::Syntax(e),
+    })?;
+    de.end().map_err(StrictJsonError::Syntax)?;
     Ok(value)
 }
 
 /// Parses `bytes` as a JSON object (see [`parse_strict`]).
-pub fn parse_strict_object(bytes: &[u8], max_depth: usize) -> Result<Map<String, Value>, String> {
+pub fn parse_strict_object(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<Map<String, Value>, StrictJsonError> {
     match parse_strict(bytes, max_depth)? {
         Value::Object(map) => Ok(map),
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) => {
-            Err("not a JSON object".to_owned())
+            Err(StrictJsonError::NotObject)
         }
     }
 }
 
-/// serde_json's messages carry only positions and our own fixed texts, never the input.
-fn describe(e: &serde_json::Error) -> String {
-    format!("invalid JSON: {e}")
-}
-
-struct Strict {
+struct Strict<'b> {
     depth: usize,
     max: usize,
+    broken: &'b Cell<Option<Broken>>,
 }
 
-impl Strict {
-    fn nested<E: serde::de::Error>(&self) -> Result<Strict, E> {
+impl<'b> Strict<'b> {
+    fn nested<E: serde::de::Error>(&self) -> Result<Strict<'b>, E> {
         let depth = self.depth + 1;
         if depth > self.max {
+            self.broken.set(Some(Broken::Depth));
             return Err(E::custom(format_args!(
                 "nesting deeper than {} levels",
                 self.max
@@ -59,11 +93,12 @@ impl Strict {
         Ok(Strict {
             depth,
             max: self.max,
+            broken: self.broken,
         })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Strict {
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -71,7 +106,7 @@ impl<'de> DeserializeSeed<'de> for Strict {
     }
 }
 
-impl<'de> Visitor<'de> for Strict {
+impl<'de> Visitor<'de> for Strict<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -123,6 +158,7 @@ impl<'de> Visitor<'de> for Strict {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
+                self.broken.set(Some(Broken::Duplicate));
                 return Err(A::Error::custom("duplicate member name"));
             }
             let value = map.next_value_seed(self.nested()?)?;
@@ -139,12 +175,31 @@ mod tests {
 
     const MAX_DEPTH: usize = 16;
 
-    fn parse(b: &[u8]) -> Result<Value, String> {
+    fn parse(b: &[u8]) -> Result<Value, StrictJsonError> {
         parse_strict(b, MAX_DEPTH)
     }
 
-    fn parse_object(b: &[u8]) -> Result<Map<String, Value>, String> {
+    fn parse_object(b: &[u8]) -> Result<Map<String, Value>, StrictJsonError> {
         parse_strict_object(b, MAX_DEPTH)
+    }
+
+    #[test]
+    fn says_which_rule_was_broken() {
+        assert!(matches!(
+            parse(br#"{"a":1,"a":2}"#),
+            Err(StrictJsonError::DuplicateMember(_))
+        ));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(StrictJsonError::TooDeep(_))
+        ));
+        assert!(matches!(parse(b"{"), Err(StrictJsonError::Syntax(_))));
+        assert!(matches!(parse(b"{} x"), Err(StrictJsonError::Syntax(_))));
+        assert!(matches!(
+            parse_object(b"[]"),
+            Err(StrictJsonError::NotObject)
+        ));
     }
 
     #[test]

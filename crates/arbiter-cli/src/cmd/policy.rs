@@ -49,7 +49,9 @@ fn validate(dir: &Path, requests: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut invalid = 0;
     for file in requests {
         for (label, checked) in sample_requests(file) {
-            match checked.and_then(|req| arbiter_policy::delegation::validate(&p, &req)) {
+            match checked.and_then(|req| {
+                arbiter_policy::delegation::validate(&p, &req).map_err(|e| e.to_string())
+            }) {
                 Ok(()) => report.push_str(&format!("\n{label}: valid")),
                 Err(why) => {
                     invalid += 1;

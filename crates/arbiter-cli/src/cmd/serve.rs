@@ -227,7 +227,7 @@ fn load_routes(args: &ServeArgs) -> anyhow::Result<arbiter_server::routes::Route
             .configure(&service, settings)
             .map_err(|m| anyhow::anyhow!("`--forward-auth {words}`: {m}"))?;
     }
-    table.check().map_err(|m| anyhow::anyhow!("{m}"))?;
+    table.check()?;
     if !table.is_empty() {
         tracing::info!(services = ?table.services(), "forward-auth routes loaded");
     }

@@ -75,7 +75,7 @@ fn valid_name(name: &str) -> anyhow::Result<()> {
 }
 
 fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let upstream = Upstream::parse(&args.upstream).map_err(anyhow::Error::msg)?;
+    let upstream = Upstream::parse(&args.upstream)?;
     let mut config = ProxyConfig::new(upstream);
     if let Some(name) = &args.database_name {
         config.database_name = name.clone();

@@ -13,10 +13,19 @@ pub struct Upstream {
     pub database: String,
 }
 
+/// Why an upstream URL was refused. The message never holds the URL's password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UpstreamUrlError(String);
+
 impl Upstream {
     /// Reads `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (also `postgresql://`; no query
     /// string; `%XX` escapes are decoded in user and password).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, UpstreamUrlError> {
+        Self::parse_url(url).map_err(UpstreamUrlError)
+    }
+
+    fn parse_url(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("postgres://")
             .or_else(|| url.strip_prefix("postgresql://"))

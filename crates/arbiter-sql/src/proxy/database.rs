@@ -93,12 +93,12 @@ impl Proxy {
                             let data = std::str::from_utf8(&m.body[4..])
                                 .map_err(|_| "the database's SASL message is not UTF-8")?;
                             if code == 11 {
-                                let last = exchange.client_final(data)?;
+                                let last = exchange.client_final(data).map_err(|e| e.to_string())?;
                                 wire::write_message(stream.get_mut(), b'p', last.as_bytes())
                                     .await
                                     .map_err(io)?;
                             } else {
-                                exchange.verify_final(data)?;
+                                exchange.verify_final(data).map_err(|e| e.to_string())?;
                             }
                         }
                         other => return Err(format!("the database asks for authentication method {other}, which the proxy does not implement")),

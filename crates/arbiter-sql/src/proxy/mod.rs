@@ -38,7 +38,7 @@ mod database;
 mod decision;
 mod session;
 
-pub use config::{ProxyConfig, Upstream};
+pub use config::{ProxyConfig, Upstream, UpstreamUrlError};
 pub use decision::{PSEUDO_SCHEMA, asks_for};
 
 /// A running proxy: its settings, decision source and the cancel keys it handed out.

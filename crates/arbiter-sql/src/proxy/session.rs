@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use arbiter_pep::AuthError;
 use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::TcpStream;
 
@@ -149,11 +150,16 @@ impl Proxy {
                 .await;
             }
             Ok(Ok(_)) => {}
-            Ok(Err(reason)) => {
+            Ok(Err(refused)) => {
+                // 28000 for a credential of the wrong kind, 28P01 for a wrong one.
+                let code = match refused {
+                    AuthError::NotAnAgent => "28000",
+                    AuthError::NoCredential | AuthError::Refused(_) => "28P01",
+                };
                 return fatal(
                     client.get_mut(),
-                    "28P01",
-                    &format!("agent \"{agent}\" was not let in: {reason}"),
+                    code,
+                    &format!("agent \"{agent}\" was not let in: {refused}"),
                 )
                 .await;
             }
