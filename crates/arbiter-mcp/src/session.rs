@@ -550,6 +550,7 @@ impl Session {
             resource: self.tool_resource(&name, &entry, pinned),
             context: self.tool_context(arguments.as_ref(), &entry, pinned),
             rows: false,
+            session: Some(self.id.clone()),
         };
         if !pinned {
             // Refused whatever the policies say, and recorded as such by the decision point.
@@ -688,6 +689,7 @@ impl Session {
                     resource: resource.clone(),
                     context,
                     rows: false,
+                    session: Some(self.id.clone()),
                 }
             })
             .collect();
@@ -779,6 +781,7 @@ impl Session {
             resource: self.resource_entity(&uri, &Map::new()),
             context: self.context(None),
             rows: false,
+            session: Some(self.id.clone()),
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -806,6 +809,7 @@ impl Session {
             resource: self.prompt_entity(&name),
             context: self.context(arguments.as_ref()),
             rows: false,
+            session: Some(self.id.clone()),
         };
         let verdict = self.decide_one(ask).await;
         if !verdict.allow {
@@ -833,6 +837,7 @@ impl Session {
                     resource: self.prompt_entity(name),
                     context: self.context(None),
                     rows: false,
+                    session: Some(self.id.clone()),
                 }
             }
             Some("ref/resource") => {
@@ -844,6 +849,7 @@ impl Session {
                     resource: self.resource_entity(uri, &Map::new()),
                     context: self.context(None),
                     rows: false,
+                    session: Some(self.id.clone()),
                 }
             }
             _ => {

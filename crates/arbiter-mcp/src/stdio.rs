@@ -121,6 +121,7 @@ impl Upstream for StdioUpstream {
 pub async fn run<I, O>(
     gateway: Arc<Gateway>,
     credential: Option<String>,
+    session: Option<String>,
     command: &[OsString],
     client_in: I,
     client_out: O,
@@ -164,7 +165,7 @@ where
     });
     let session = Arc::new(Session::new(
         Arc::clone(&gateway),
-        uuid::Uuid::now_v7().to_string(),
+        session.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         credential,
         upstream,
     ));

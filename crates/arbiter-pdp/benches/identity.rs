@@ -51,6 +51,7 @@ fn authenticate(identity: &Identity, key: &str) {
     let source = Source {
         address: "127.0.0.1",
         enforcement_point: "authzen",
+        session: None,
     };
     match identity.authenticate(Some(black_box(key)), &source, now_us()) {
         Ok(Caller::Agent(a)) => {

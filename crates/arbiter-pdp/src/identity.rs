@@ -107,6 +107,9 @@ pub struct Source<'a> {
     pub address: &'a str,
     /// `authzen`, `mcp:<server>`, `http:<service>`, …
     pub enforcement_point: &'a str,
+    /// The caller's session, as the enforcement point names it (see [`crate::sessions`]);
+    /// `None` is the agent's default session.
+    pub session: Option<&'a str>,
 }
 
 /// Who a decision is attributed to, in its record.
@@ -797,6 +800,7 @@ impl Identity {
         let source = Source {
             address: "",
             enforcement_point: "admin",
+            session: None,
         };
         let credential = self
             .check_secret(presented, CredentialKind::AdminToken, &source, now_us, io)

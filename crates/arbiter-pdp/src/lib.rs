@@ -12,6 +12,7 @@ pub mod local;
 mod metrics;
 pub mod nonblocking;
 mod recorder;
+pub mod sessions;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,7 @@ pub struct Pdp {
     metrics: Metrics,
     recorder: Option<Recorder>,
     identity: Option<Arc<Identity>>,
+    sessions: sessions::Sessions,
 }
 
 /// A request bound to its caller and decided.
@@ -89,6 +91,7 @@ impl Pdp {
             metrics: Metrics::default(),
             recorder: None,
             identity: None,
+            sessions: sessions::Sessions::default(),
         }
     }
 
@@ -134,23 +137,57 @@ impl Pdp {
             }
             None => unbound(&req),
         };
-        self.decide_bound(policies, req, bound, rows)
+        self.decide_bound(policies, req, bound, rows, source.session)
     }
 
-    /// Decides `req` once it is bound to its caller, or refuses it as the binding did.
+    /// Decides `req` once it is bound to its caller, or refuses it as the binding did. The
+    /// runtime context ([`sessions`]) takes part when the policies use it.
     pub(crate) fn decide_bound(
         &self,
         policies: &Policies,
-        req: EvaluationRequest,
+        mut req: EvaluationRequest,
         bound: Result<Attribution, Denial>,
         rows: bool,
+        session: Option<&str>,
     ) -> Decided {
+        let bound = bound.and_then(|attribution| {
+            match [sessions::SESSION_KEY, sessions::EFFECTS_KEY]
+                .into_iter()
+                .find(|k| req.context.contains_key(*k))
+            {
+                None => Ok(attribution),
+                Some(key) => Err(Denial {
+                    reason_admin: format!(
+                        "`context.{key}` is set by the decision point (the caller's runtime \
+                         context); a request may not set it"
+                    ),
+                    reason_user: "denied: the request is not valid".to_owned(),
+                    credential_id: attribution.credential_id,
+                    agent_id: attribution.agent_id,
+                }),
+            }
+        });
         match bound {
             Ok(attribution) => {
-                let (decision, rows) = if rows {
-                    self.decide_rows(policies, &req)
+                let evaluate = |req: &EvaluationRequest| {
+                    if rows {
+                        self.decide_rows(policies, req)
+                    } else {
+                        (self.decide_with(policies, req), None)
+                    }
+                };
+                let (decision, rows) = if sessions::active(policies) {
+                    let owner = sessions::owner_of(attribution.agent_id.as_deref(), &req);
+                    let turn = sessions::Turn {
+                        owner: &owner,
+                        session: session.unwrap_or(sessions::DEFAULT_SESSION),
+                        now_us: identity::now_us(),
+                        track: self.recorder.is_some(),
+                    };
+                    let (d, rows) = self.sessions.decide(policies, turn, &mut req, evaluate);
+                    (d, rows.flatten())
                 } else {
-                    (self.decide_with(policies, &req), None)
+                    evaluate(&req)
                 };
                 Decided {
                     decision,
@@ -170,6 +207,11 @@ impl Pdp {
                 rows: None,
             },
         }
+    }
+
+    /// The runtime-context state (sessions, limits, budgets).
+    pub fn sessions(&self) -> &sessions::Sessions {
+        &self.sessions
     }
 
     /// Decides a request that the caller built itself and sent to the decision point
@@ -242,8 +284,24 @@ impl Pdp {
         )
     }
 
-    /// Records every decision taken through [`Pdp::decide_recorded`] in `recorder`.
+    /// Records every decision in `recorder`, and takes the runtime context (sessions, limits,
+    /// budgets) back from the effects its records carry (see [`sessions`]).
     pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        match self
+            .sessions
+            .replay_log(recorder.log().dir(), identity::now_us())
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "runtime context taken back from the decision log"
+            ),
+            // The log opened and verified; a record it cannot decode now would have failed
+            // that. Starting with what was read is stricter than nothing; say so.
+            Err(e) => {
+                tracing::error!(error = %e, "the runtime context could not be read back in full from the decision log")
+            }
+        }
         self.recorder = Some(recorder);
         self
     }
@@ -623,6 +681,7 @@ fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
         errors: e.errors,
         eval_us: u64::try_from(eval_us).unwrap_or(u64::MAX),
         evaluations: Vec::new(),
+        retry_after_s: None,
     }
 }
 

@@ -31,6 +31,7 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(6);
 struct OwnedSource {
     address: String,
     enforcement_point: String,
+    session: Option<String>,
 }
 
 impl OwnedSource {
@@ -38,6 +39,7 @@ impl OwnedSource {
         Self {
             address: source.address.to_owned(),
             enforcement_point: source.enforcement_point.to_owned(),
+            session: source.session.map(str::to_owned),
         }
     }
 
@@ -45,6 +47,7 @@ impl OwnedSource {
         Source {
             address: &self.address,
             enforcement_point: &self.enforcement_point,
+            session: self.session.as_deref(),
         }
     }
 }
@@ -191,7 +194,7 @@ impl Pdp {
             }
             None => crate::unbound(&req),
         };
-        self.decide_bound(policies, req, bound, rows)
+        self.decide_bound(policies, req, bound, rows, source.session)
     }
 
     /// [`Pdp::decide_for_caller`] without blocking the runtime.
@@ -269,6 +272,7 @@ mod tests {
     const SOURCE: Source<'static> = Source {
         address: "127.0.0.1",
         enforcement_point: "authzen",
+        session: None,
     };
 
     #[tokio::test]

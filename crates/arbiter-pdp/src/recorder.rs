@@ -395,6 +395,8 @@ impl Pdp {
                 Ok(r) => r,
                 Err(_) => Err(LogError::ShutDown),
             };
+            // What an allow changed in the runtime context stands only with its record.
+            self.sessions().settle(decision.id.as_str(), result.is_ok());
             out.push(match result {
                 Ok(_) => Ok(decision),
                 Err(e) => Err(self.unrecorded(decision, &e)),

@@ -9,6 +9,9 @@
 //! decision-source settings (`--pdp URL` or `--policies DIR --data DIR`). When no decision
 //! can be taken, the [`DecideError`] says why, and the enforcement point refuses (fail
 //! closed).
+//!
+//! Every ask names the caller's session ([`Ask::session`]; see `arbiter_pdp::sessions`): the
+//! decision point keeps session labels, rate limits and budgets per agent and session.
 
 mod decider;
 mod error;
@@ -21,7 +24,33 @@ pub use decider::{BoxFuture, Decider, Settle, decide_within};
 pub use error::{AuthError, DecideError, SourceError};
 pub use local::LocalDecider;
 pub use remote::RemoteDecider;
+pub use remote::SESSION_HEADER;
 #[cfg(feature = "clap")]
 pub use source::SourceArgs;
 pub use source::{LocalLogMode, Source, SourceConfig, Usage};
 pub use verdict::{Ask, Denial, Verdict, verdict_of};
+
+pub use arbiter_pdp::sessions::{MAX_SESSION_ID_BYTES, valid_session_id};
+
+/// The environment variable that names the session an agent runs in, set by whoever launched
+/// it (`arbiter exec` and `arbiter mcp stdio` read it).
+pub const SESSION_ENV: &str = "ARBITER_SESSION";
+
+/// The session named by [`SESSION_ENV`]: `Ok(None)` when it is not set (or empty), an error
+/// naming the variable when it is not a valid session id.
+pub fn session_from_env() -> Result<Option<String>, String> {
+    match std::env::var(SESSION_ENV) {
+        Ok(s) if s.is_empty() => Ok(None),
+        Ok(s) if valid_session_id(&s) => Ok(Some(s)),
+        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{SESSION_ENV} must be 1 to {MAX_SESSION_ID_BYTES} visible ASCII characters"
+        )),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+    }
+}
+
+/// A fresh session id for a session the enforcement point starts (an MCP stdio process, a SQL
+/// connection): `<kind>:<UUIDv7>`.
+pub fn new_session_id(kind: &str) -> String {
+    format!("{kind}:{}", uuid::Uuid::now_v7())
+}

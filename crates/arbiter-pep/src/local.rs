@@ -40,10 +40,20 @@ impl LocalDecider {
         asks: Vec<Ask>,
         settle: Settle<'_>,
     ) -> Vec<Verdict> {
+        let session = match crate::verdict::session_of(&asks) {
+            Ok(s) => s.map(str::to_owned),
+            Err(e) => {
+                return asks
+                    .iter()
+                    .map(|_| Verdict::refused(&e.to_string()))
+                    .collect();
+            }
+        };
         let snapshot = self.pdp.snapshot();
         let source = Source {
             address,
             enforcement_point: &self.point,
+            session: session.as_deref(),
         };
         let requests = asks
             .into_iter()
@@ -67,6 +77,7 @@ impl LocalDecider {
                     rows: d.rows.clone().filter(|_| allow),
                     policy_version: Some(d.decision.policy_version.clone()),
                     unrecorded: false,
+                    retry_after_s: d.decision.retry_after_s,
                 }
             })
             .collect();
@@ -111,6 +122,7 @@ impl LocalDecider {
                     rows: rows.filter(|_| allow),
                     policy_version: Some(d.policy_version),
                     unrecorded,
+                    retry_after_s: d.retry_after_s,
                 }
             })
             .collect()
@@ -160,6 +172,7 @@ impl LocalDecider {
         let source = Source {
             address,
             enforcement_point: &self.point,
+            session: None,
         };
         Some(
             identity

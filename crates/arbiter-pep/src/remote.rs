@@ -74,6 +74,9 @@ impl RemoteDecider {
 /// reads it).
 const ROW_FILTERS_HEADER: &str = "x-arbiter-row-filters";
 
+/// The header naming the caller's session (see `arbiter_pdp::sessions`).
+pub const SESSION_HEADER: &str = "arbiter-session";
+
 impl Remote {
     /// `0,3`: the indices of the asks that may be allowed for some rows.
     fn row_filter_items(asks: &[Ask]) -> Option<String> {
@@ -117,6 +120,9 @@ impl Remote {
         }
         if let Some(rows) = Self::row_filter_items(asks) {
             req = req.header(ROW_FILTERS_HEADER, rows);
+        }
+        if let Some(session) = crate::verdict::session_of(asks)? {
+            req = req.header(SESSION_HEADER, session);
         }
         let req = req
             .body(http_body_util::Full::new(hyper::body::Bytes::from(
@@ -233,6 +239,9 @@ impl Remote {
         }
         if let Some(rows) = Self::row_filter_items(asks) {
             req = req.header(ROW_FILTERS_HEADER, &rows);
+        }
+        if let Some(session) = crate::verdict::session_of(asks)? {
+            req = req.header(SESSION_HEADER, session);
         }
         let mut response = req.send(Self::body(asks).as_bytes()).map_err(|e| match e {
             ureq::Error::Timeout(_) => self.timed_out(),

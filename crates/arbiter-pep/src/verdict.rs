@@ -15,6 +15,10 @@ pub struct Ask {
     /// enforcement point that applies [`Verdict::rows`]. A remote decision point is asked with
     /// the `X-Arbiter-Row-Filters` header (`arbiter serve` honours it).
     pub rows: bool,
+    /// The caller's session (see `arbiter_pdp::sessions`): the MCP session, the SQL
+    /// connection, `ARBITER_SESSION`. A remote decision point is told with the
+    /// `Arbiter-Session` header. Every ask of one batch must name the same session.
+    pub session: Option<String>,
 }
 
 impl Ask {
@@ -25,7 +29,14 @@ impl Ask {
             resource,
             context: Map::new(),
             rows: false,
+            session: None,
         }
+    }
+
+    /// This question, asked in `session`.
+    pub fn in_session(mut self, session: Option<&str>) -> Self {
+        self.session = session.map(str::to_owned);
+        self
     }
 
     /// Reports that the enforcement point refuses this request whatever the policies say
@@ -53,6 +64,17 @@ impl Ask {
     }
 }
 
+/// The one session of a batch of asks: `Err` when they name different ones.
+pub fn session_of(asks: &[Ask]) -> Result<Option<&str>, crate::DecideError> {
+    let first = asks.first().and_then(|a| a.session.as_deref());
+    if asks.iter().any(|a| a.session.as_deref() != first) {
+        return Err(crate::DecideError::Internal(
+            "the questions of one batch name different sessions".to_owned(),
+        ));
+    }
+    Ok(first)
+}
+
 /// A decision as an enforcement point needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
@@ -67,6 +89,8 @@ pub struct Verdict {
     /// The decision could not be recorded, so it is a deny whatever was decided (the
     /// decision point's log is unavailable; an HTTP surface answers 503).
     pub unrecorded: bool,
+    /// For a deny by a rate limit or a budget: seconds until the call may be allowed.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Verdict {
@@ -82,7 +106,10 @@ impl Verdict {
 
     /// How the denial is shown to the agent.
     pub fn denial(&self) -> Denial {
-        Denial::new(&self.reason_user, self.decision_id.clone())
+        Denial {
+            retry_after_s: self.retry_after_s,
+            ..Denial::new(&self.reason_user, self.decision_id.clone())
+        }
     }
 }
 
@@ -93,6 +120,8 @@ pub struct Denial {
     /// The reason, without a leading `denied: `.
     pub reason: String,
     pub decision_id: Option<String>,
+    /// For a rate limit or a budget: seconds until the call may be allowed.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Denial {
@@ -107,6 +136,7 @@ impl Denial {
                 reason.to_owned()
             },
             decision_id,
+            retry_after_s: None,
         }
     }
 }
@@ -149,6 +179,11 @@ pub fn verdict_of(answer: &Value) -> Option<Verdict> {
         rows: rows.filter(|_| allow),
         policy_version: a.policy_version,
         unrecorded: false,
+        retry_after_s: answer
+            .get("context")
+            .and_then(|c| c.get("retry_after_s"))
+            .and_then(Value::as_u64)
+            .filter(|_| !allow),
     })
 }
 

@@ -15,6 +15,7 @@ mod error;
 mod explain;
 pub mod load;
 pub mod rows;
+pub mod runtime;
 pub mod search;
 pub mod testing;
 

@@ -37,6 +37,8 @@ pub struct PolicyMeta {
     pub reason: Option<String>,
     /// `@agent_reason("…")`: shown to the agent when this policy denies.
     pub agent_reason: Option<String>,
+    /// `@session_label`, `@limit`, `@budget` (see [`crate::runtime`]).
+    pub runtime: crate::runtime::RuntimeRules,
 }
 
 /// One policy file's text, as loaded (kept for hashing and for `policy show`-style output).
@@ -74,6 +76,10 @@ pub struct Policies {
     /// Whether a row policy is a `forbid`: then even a table allowed as a whole is read
     /// through a row filter.
     pub(crate) row_forbids: bool,
+    /// The permits with runtime annotations (see [`crate::runtime`]), by id.
+    runtime: HashMap<String, crate::runtime::RuntimeRules>,
+    /// Whether some policy reads `context.session`.
+    reads_session: bool,
     version: String,
     root: Option<PathBuf>,
 }
@@ -198,6 +204,18 @@ impl Policies {
                     );
                     continue;
                 }
+                let runtime = match crate::runtime::parse_rules(
+                    |name| policy.annotation(name),
+                    policy.effect() == Effect::Permit,
+                ) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        errors.push(
+                            SourceError::in_file(&file.path, message).at_offset(&file.text, offset),
+                        );
+                        continue;
+                    }
+                };
                 let renamed = policy.new_id(pid.clone());
                 if let Err(e) = set.add(renamed) {
                     errors.push(
@@ -214,6 +232,7 @@ impl Policies {
                         line,
                         reason: policy.annotation("reason").map(str::to_owned),
                         agent_reason: policy.annotation("agent_reason").map(str::to_owned),
+                        runtime,
                     },
                 );
                 file_of.insert(pid, file_index);
@@ -353,6 +372,12 @@ impl Policies {
             }
         }
 
+        let reads_session = hashed.iter().any(|(_, text)| reads_session(text));
+        let runtime = meta
+            .iter()
+            .filter(|(_, m)| !m.runtime.is_empty())
+            .map(|(id, m)| (id.to_string(), m.runtime.clone()))
+            .collect();
         let version = content_version(&mut hashed, schema_src, entities_src);
         let context_shapes = match (&schema, schema_src) {
             (Some(_), Some(src)) => crate::explain::ContextShapes::from_cedarschema(src),
@@ -371,9 +396,27 @@ impl Policies {
             type_names,
             row_scoped,
             row_forbids,
+            runtime,
+            reads_session,
             version,
             root: None,
         })
+    }
+
+    /// The runtime annotations of policy `id` (see [`crate::runtime`]), when it has any.
+    pub fn runtime_rules(&self, id: &str) -> Option<&crate::runtime::RuntimeRules> {
+        self.runtime.get(id)
+    }
+
+    /// Whether some permit has runtime annotations.
+    pub fn has_runtime_rules(&self) -> bool {
+        !self.runtime.is_empty()
+    }
+
+    /// Whether some policy reads `context.session` (the decision point then adds it to every
+    /// request).
+    pub fn reads_session(&self) -> bool {
+        self.reads_session
     }
 
     /// The content hash of this policy set: `sha256:<hex>`.
@@ -476,6 +519,8 @@ impl Policies {
                 type_names: HashMap::new(),
                 row_scoped: HashSet::new(),
                 row_forbids: false,
+                runtime: HashMap::new(),
+                reads_session: false,
                 version: content_version(&mut Vec::new(), None, None),
                 root: None,
             },
@@ -648,6 +693,18 @@ fn load_entities(
         )
     })?;
     Ok((entities, rows))
+}
+
+/// Whether a policy's text reads `context.session` (`.session` or `["session"]` not followed
+/// by more of a name). Errs towards yes: a yes only adds the member to requests.
+fn reads_session(text: &str) -> bool {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices("session").any(|(at, _)| {
+        let before = &text[..at];
+        let after = &text[at + "session".len()..];
+        (before.ends_with('.') && !ident(after.chars().next()))
+            || (before.ends_with('"') && after.starts_with('"'))
+    })
 }
 
 #[cfg(test)]

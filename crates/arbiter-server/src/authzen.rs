@@ -94,6 +94,31 @@ fn enforcement_point(parts: &Parts) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// The caller's session, from the `Arbiter-Session` header (see `arbiter_pdp::sessions`):
+/// one header of 1 to 128 visible ASCII characters, or none.
+pub(crate) fn session_header(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) if values.next().is_none() && arbiter_pdp::sessions::valid_session_id(text) => {
+            Ok(Some(text.to_owned()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "`Arbiter-Session` must be given once, 1 to {} visible ASCII characters",
+                arbiter_pdp::sessions::MAX_SESSION_ID_BYTES
+            ),
+        )),
+    }
+}
+
+/// The header naming the caller's session.
+pub(crate) const SESSION_HEADER: &str = "arbiter-session";
+
 fn json_response(value: &Value) -> Response {
     json_status(StatusCode::OK, value)
 }
@@ -133,12 +158,14 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker),
     let presented = bearer(&parts.headers).inspect_err(|_| access_log::note_refused(None))?;
     let address = client_address_of(parts);
     let point = enforcement_point(parts)?;
+    let session = session_header(&parts.headers)?;
     access_log::note_enforcement_point(&point);
     let authn = match state.pdp.identity() {
         Some(identity) => {
             let source = Source {
                 address: &address,
                 enforcement_point: &point,
+                session: session.as_deref(),
             };
             match identity
                 .authenticate_async(presented, &source, now_us())
@@ -168,7 +195,14 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Authn, Asker),
              (`Authorization: Bearer …`)",
         ));
     }
-    Ok((authn, Asker { address, point }))
+    Ok((
+        authn,
+        Asker {
+            address,
+            point,
+            session,
+        },
+    ))
 }
 
 /// Who an answer is for: a PEP token's holder gets every detail of a decision, anyone else
@@ -191,6 +225,8 @@ fn audience(state: &AppState, authn: &Authn) -> Audience {
 struct Asker {
     address: String,
     point: String,
+    /// The caller's session (`Arbiter-Session`).
+    session: Option<String>,
 }
 
 /// A caller that presents an agent credential may leave the subject out: it is the agent
@@ -232,6 +268,7 @@ async fn decide(
                     &Source {
                         address: &asker.address,
                         enforcement_point: &asker.point,
+                        session: asker.session.as_deref(),
                     },
                     rows,
                 )
@@ -529,6 +566,7 @@ async fn bind_search(
         let source = Source {
             address: &asker.address,
             enforcement_point: &asker.point,
+            session: asker.session.as_deref(),
         };
         identity
             .resolve_async(snapshot, caller, &mut bound, &source, now_us())

@@ -362,6 +362,17 @@ async fn handle(State(state): State<AppState>, service: String, req: Request) ->
     if let Subject::Refused { admin, user } = subject {
         ask = ask.refused_by_enforcement_point(None, &admin, &user);
     }
+    // The agent's session, from the original request (`Arbiter-Session`).
+    match crate::authzen::session_header(&parts.headers) {
+        Ok(session) => ask.session = session,
+        Err(e) => {
+            ask = ask.refused_by_enforcement_point(
+                None,
+                &e.message,
+                "denied: the `Arbiter-Session` header is not valid",
+            );
+        }
+    }
     let verdict = decider
         .decide_from(&address, Some(presented), vec![ask], Box::new(|_| Ok(())))
         .await
@@ -394,6 +405,7 @@ fn answer(verdict: &Verdict, agent: Result<Option<String>, String>) -> Response 
                 "decision": false,
                 "decision_id": verdict.decision_id,
                 "reason": verdict.reason_user,
+                "retry_after_s": verdict.retry_after_s,
                 "error": verdict.unrecorded.then(|| json!({
                     "code": "decision_log_unavailable",
                     "message": "the decision could not be recorded, so it is a deny",
@@ -404,6 +416,10 @@ fn answer(verdict: &Verdict, agent: Result<Option<String>, String>) -> Response 
             .into_response();
         if let Ok(v) = HeaderValue::from_str(&ascii_reason(&verdict.reason_user)) {
             res.headers_mut().insert(REASON_HEADER, v);
+        }
+        if let Some(secs) = verdict.retry_after_s {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(

@@ -85,6 +85,9 @@ pub struct Decision {
     /// For an agent acting for a user: the agent's and the user's own evaluations (the
     /// outcome is allow only if both are); empty otherwise.
     pub evaluations: Vec<PrincipalEvaluation>,
+    /// For a deny by a rate limit or a budget: whole seconds until the same call may be
+    /// allowed (`context.retry_after_s` in the answer; `Retry-After` over HTTP).
+    pub retry_after_s: Option<u64>,
 }
 
 /// Who an answer is for: what it may reveal.
@@ -115,6 +118,9 @@ impl Decision {
             context.insert("policy_version".into(), json!(self.policy_version));
             context.insert("outcome".into(), json!(self.outcome));
             context.insert("reason_user".into(), json!({ "en": self.reason_user }));
+            if let Some(s) = self.retry_after_s {
+                context.insert("retry_after_s".into(), json!(s));
+            }
             if !self.evaluations.is_empty() {
                 let evaluations: Vec<Value> = self
                     .evaluations
@@ -140,6 +146,9 @@ impl Decision {
         }
         if !self.evaluations.is_empty() {
             context.insert("evaluations".into(), json!(self.evaluations));
+        }
+        if let Some(s) = self.retry_after_s {
+            context.insert("retry_after_s".into(), json!(s));
         }
         json!({ "decision": self.outcome.is_allow(), "context": context })
     }

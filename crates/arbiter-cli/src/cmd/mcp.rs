@@ -299,6 +299,8 @@ fn run_stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
             "{KEY_ENV} is not set: every decision will be a deny (no credential was presented)"
         );
     }
+    // The session the agent runs in, when its launcher names one; else this process.
+    let session = arbiter_pep::session_from_env().map_err(anyhow::Error::msg)?;
     let rt = runtime()?;
     let ended = rt.block_on(async {
         let opened = open_gateway(&args.gateway)?;
@@ -307,12 +309,14 @@ fn run_stdio(args: StdioArgs) -> anyhow::Result<ExitCode> {
         // (a terminal, a file) through tokio's blocking standard streams.
         let ended = match client_pipes() {
             Some((input, output)) => {
-                arbiter_mcp::stdio::run(gateway, credential, &args.command, input, output).await
+                arbiter_mcp::stdio::run(gateway, credential, session, &args.command, input, output)
+                    .await
             }
             None => {
                 arbiter_mcp::stdio::run(
                     gateway,
                     credential,
+                    session,
                     &args.command,
                     tokio::io::stdin(),
                     tokio::io::stdout(),

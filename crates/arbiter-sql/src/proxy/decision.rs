@@ -9,15 +9,19 @@ use serde_json::{Map, json};
 use crate::rewrite::Narrowing;
 use crate::{Analysis, Flag, ParserSettings, StatementKind};
 
+use super::session::Peer;
 use super::{Allowed, Denial, Proxy};
 
 impl Proxy {
-    /// Decides the SQL text `sql` for the holder of `credential`.
-    pub async fn check(&self, credential: &str, sql: &str) -> Result<Allowed, Denial> {
+    /// Decides the SQL text `sql` for `peer` (its credential, in its session).
+    pub async fn check(&self, peer: &Peer, sql: &str) -> Result<Allowed, Denial> {
         let analysis = self
             .analysis_of(sql)
             .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
-        let asks = asks_for(&analysis, &self.config.database_name);
+        let asks: Vec<Ask> = asks_for(&analysis, &self.config.database_name)
+            .into_iter()
+            .map(|a| a.in_session(Some(&peer.session)))
+            .collect();
         if asks.is_empty() {
             return Ok(Allowed::default());
         }
@@ -56,7 +60,7 @@ impl Proxy {
         let decided = decide_within(
             self.decider.as_ref(),
             self.config.decision_timeout,
-            Some(credential),
+            Some(&peer.credential),
             asks,
             Some(settle),
         )
@@ -197,6 +201,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                 resource: table(db, PSEUDO_SCHEMA, "no_table"),
                 context: c,
                 rows: false,
+                session: None,
             });
         }
         for t in &s.tables {
@@ -216,6 +221,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                 // Reads, updates and deletes can be narrowed to rows (see `crate::rewrite`)
                 // where every reference to the table can be.
                 rows: matches!(action, "select" | "update" | "delete") && narrowable(s, t),
+                session: None,
             });
         }
         for (flag, name) in FEATURES {
@@ -226,6 +232,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                     resource: table(db, PSEUDO_SCHEMA, name),
                     context: context.clone(),
                     rows: false,
+                    session: None,
                 });
             }
         }
@@ -236,6 +243,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                     resource: table(db, PSEUDO_SCHEMA, &format!("function:{f}")),
                     context: context.clone(),
                     rows: false,
+                    session: None,
                 });
             }
         }

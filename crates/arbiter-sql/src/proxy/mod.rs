@@ -76,8 +76,15 @@ trait ErrorBody {
 }
 
 impl ErrorBody for Denial {
+    /// `42501` (insufficient_privilege); `53400` (configuration_limit_exceeded) for a rate
+    /// limit or a budget that frees up later.
     fn error_body(&self) -> Vec<u8> {
-        wire::error_body("ERROR", "42501", &self.to_string())
+        let code = if self.retry_after_s.is_some() {
+            "53400"
+        } else {
+            "42501"
+        };
+        wire::error_body("ERROR", code, &self.to_string())
     }
 }
 

@@ -24,13 +24,69 @@ struct Prepared {
     policy_version: Option<String>,
 }
 
+/// Who a connection's statements are decided for: the agent's credential and its session.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub credential: String,
+    pub session: String,
+}
+
+/// The session named in the startup `options` (`-c arbiter.session=ID`, also
+/// `--arbiter.session=ID`; `\ ` escapes a space as libpq does). Other options are left alone
+/// (they are not passed to the database).
+pub(crate) fn session_option(options: &str) -> Result<Option<String>, String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut found = None;
+    let mut i = 0;
+    while i < words.len() {
+        let setting = match words[i].as_str() {
+            "-c" => {
+                i += 1;
+                words.get(i).map(String::as_str)
+            }
+            w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
+        };
+        i += 1;
+        let Some(value) = setting.and_then(|s| s.strip_prefix("arbiter.session=")) else {
+            continue;
+        };
+        if found.is_some() {
+            return Err("`arbiter.session` is given twice in the startup options".to_owned());
+        }
+        if !arbiter_pep::valid_session_id(value) {
+            return Err(format!(
+                "`arbiter.session` must be 1 to {} visible ASCII characters",
+                arbiter_pep::MAX_SESSION_ID_BYTES
+            ));
+        }
+        found = Some(value.to_owned());
+    }
+    Ok(found)
+}
+
 impl Proxy {
     /// Before `Bind` uses the prepared statement `name`: if the policies changed since it
     /// was decided, decides its text again. It may still run only if it is still allowed
     /// and narrowed exactly as when it was prepared (the database holds the prepared form).
     async fn recheck(
         &self,
-        credential: &str,
+        peer: &Peer,
         name: &str,
         prepared: &mut HashMap<String, Prepared>,
     ) -> Result<(), Denial> {
@@ -41,7 +97,7 @@ impl Proxy {
         if now.is_none() || now == p.policy_version {
             return Ok(());
         }
-        let again = self.check(credential, &p.sql).await?;
+        let again = self.check(peer, &p.sql).await?;
         if again.narrowed != p.narrowed {
             return Err(Denial::new(
                 "the policies changed since this statement was prepared, and \
@@ -122,6 +178,13 @@ impl Proxy {
         }
         let agent = agent.to_owned();
         let application_name = param("application_name").unwrap_or("").to_owned();
+        // The session: `-c arbiter.session=ID` in the startup options (`PGOPTIONS`), else
+        // this connection.
+        let session = match session_option(param("options").unwrap_or("")) {
+            Ok(Some(id)) => id,
+            Ok(None) => arbiter_pep::new_session_id("sql"),
+            Err(problem) => return fatal(client.get_mut(), "22023", &problem).await,
+        };
 
         // The agent's credential: cleartext password.
         wire::write_message(client.get_mut(), b'R', &3i32.to_be_bytes()).await?;
@@ -198,7 +261,11 @@ impl Proxy {
         client.get_mut().write_all(&hello).await?;
         tracing::debug!(agent = %agent, "sql session started");
 
-        let result = self.relay(client, upstream, &credential).await;
+        let peer = Peer {
+            credential,
+            session,
+        };
+        let result = self.relay(client, upstream, &peer).await;
         if let Ok(mut keys) = self.keys.lock() {
             keys.remove(&client_key);
         }
@@ -211,7 +278,7 @@ impl Proxy {
         &self,
         client: BufReader<TcpStream>,
         upstream: BufReader<TcpStream>,
-        credential: &str,
+        peer: &Peer,
     ) -> Result<(), WireError> {
         let max = self.config.max_message_bytes;
         let (client_read, client_write) = client.into_inner().into_split();
@@ -248,7 +315,7 @@ impl Proxy {
                     b'Q' | b'F' if discarding.is_some() => {}
                     b'Q' => {
                         let sql = Reader::new(&message.body).cstr()?.to_owned();
-                        match self.check(credential, &sql).await.map(|a| a.narrowed) {
+                        match self.check(peer, &sql).await.map(|a| a.narrowed) {
                             Ok(None) => {
                                 push(None);
                                 upstream_write.write_all(&message.encode()).await?;
@@ -282,7 +349,7 @@ impl Proxy {
                             discarding = Some(denial.error_body());
                             continue;
                         }
-                        match self.check(credential, &sql).await {
+                        match self.check(peer, &sql).await {
                             Ok(allowed) => {
                                 match &allowed.narrowed {
                                     None => upstream_write.write_all(&message.encode()).await?,
@@ -326,7 +393,7 @@ impl Proxy {
                         let mut r = Reader::new(&message.body);
                         let _portal = r.cstr()?;
                         let statement = r.cstr()?.to_owned();
-                        match self.recheck(credential, &statement, &mut prepared).await {
+                        match self.recheck(peer, &statement, &mut prepared).await {
                             Ok(()) => upstream_write.write_all(&message.encode()).await?,
                             Err(denial) => discarding = Some(denial.error_body()),
                         }

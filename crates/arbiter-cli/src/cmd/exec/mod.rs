@@ -57,11 +57,14 @@ removed from the program's environment. The policy sees action `exec` on
 `Command::\"<program name>\"` (the base name of PROGRAM) and, in the context, `argv`,
 `subcommand`, `flags`, `flag_values`, `cwd` and `env` (variable names only). Dynamic-loader
 variables (`LD_*`, `DYLD_*`) are removed from the program's environment unless a policy allows
-action `exec_keep_env` for that variable (`context.variable`). See docs/exec.md.
+action `exec_keep_env` for that variable (`context.variable`). ARBITER_SESSION, when set by
+whoever launched the agent, names the session the decision is taken in (session labels, rate
+limits and budgets: docs/runtime-context.md). See docs/exec.md.
 
 Exit codes:
-  126   denied by policy, or refused before asking (no ARBITER_AGENT_KEY, an argument that
-        is not UTF-8); also an allowed program that is not executable
+  126   denied by policy (also by a rate limit or a budget), or refused before asking (no
+        ARBITER_AGENT_KEY, an argument that is not UTF-8, an invalid ARBITER_SESSION); also an
+        allowed program that is not executable
   125   arbiter exec failed, so the program did not run (fail closed): bad usage, decision
         point unreachable, slow (--timeout-ms) or answering without a decision, policies or
         data that do not load, a decision that could not be recorded
@@ -217,9 +220,14 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
             return Err(Stop::Refused(format!("{KEY_ENV} is not valid UTF-8")));
         }
     };
+    // The session the agent runs in, as its launcher names it; else the agent's default.
+    let session = arbiter_pep::session_from_env().map_err(Stop::Refused)?;
     let point = enforcement_point();
     let timeout = Duration::from_millis(args.timeout_ms);
-    let asks = questions(&request, &loader);
+    let asks: Vec<Ask> = questions(&request, &loader)
+        .into_iter()
+        .map(|a| a.in_session(session.as_deref()))
+        .collect();
     let mut verdicts = decide(&source, timeout, &key, point, asks)?.into_iter();
     let Some(verdict) = verdicts.next() else {
         return Err(Stop::Failed("no decision was taken".to_owned()));

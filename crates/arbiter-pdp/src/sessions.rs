@@ -1,0 +1,940 @@
+//! Runtime context: what the decision point remembers between decisions — each agent's
+//! sessions (labels, recent calls), and the rate limits and budgets its permits declare
+//! (`@session_label`, `@limit`, `@budget`; see [`arbiter_policy::runtime`]).
+//!
+//! - **Who and which session.** State is kept per agent (the authenticated agent, or the
+//!   request's subject without a registry) and, within it, per session id. The session id
+//!   comes from the enforcement point ([`crate::Source::session`]: the MCP session, the SQL
+//!   connection, `ARBITER_SESSION`, the `Arbiter-Session` header); a request without one is
+//!   in the agent's [`DEFAULT_SESSION`]. An agent cannot see or change another agent's
+//!   sessions, whatever id it names.
+//! - **What policies see.** When some policy reads `context.session`, every request gets it
+//!   (a request that brings its own is refused): `{id, labels, calls, calls_last_minute,
+//!   calls_last_hour}` — the session's labels, its allowed calls, and its allowed calls of
+//!   this action on this resource in the last minute and hour.
+//! - **Order.** One agent's decisions are taken one at a time from reading its state to
+//!   changing it, so racing calls cannot exceed a limit; different agents do not wait for
+//!   each other. Evaluation happens inside that section; recording does not.
+//! - **What changes it.** Only an allow changes anything: the call is counted, the labels of
+//!   its determining permits join the session, their limits and budgets are charged. A limit
+//!   or budget that the allow would exceed turns it into a deny (`arbiter:limit`,
+//!   `arbiter:budget`) that says when it resets; a deny changes nothing.
+//! - **Evidence and restarts.** What an allow changed is written into its decision record
+//!   (`context.session_effects`, added after evaluation), so the change is exactly as durable
+//!   as the record: if the record cannot be persisted the decision is a deny and the change is
+//!   undone. On start the decision point replays the effects of the records of the last
+//!   [`arbiter_policy::runtime::MAX_WINDOW`] (see [`Sessions::replay`]).
+//!
+//! Memory is bounded: at most [`MAX_SESSIONS_PER_AGENT`] sessions per agent (the least
+//! recently used goes), sessions idle for [`SESSION_IDLE`] are forgotten, at most
+//! [`MAX_RECENT_CALLS`] recent calls per session are kept for the counts.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arbiter_policy::Policies;
+use arbiter_policy::runtime::{Amount, MAX_WINDOW};
+use arbiter_types::{Decision, EvaluationRequest, Outcome};
+use serde_json::{Map, Value, json};
+
+/// The context member policies read the session from.
+pub const SESSION_KEY: &str = "session";
+/// The context member of a decision record that says what an allow changed.
+pub const EFFECTS_KEY: &str = "session_effects";
+/// The session of a request that names none.
+pub const DEFAULT_SESSION: &str = "default";
+/// Longest session id, in bytes.
+pub const MAX_SESSION_ID_BYTES: usize = 128;
+/// A session idle this long is forgotten.
+pub const SESSION_IDLE: Duration = Duration::from_secs(86_400);
+/// Sessions kept per agent.
+pub const MAX_SESSIONS_PER_AGENT: usize = 1_024;
+/// Recent calls kept per session (for `calls_last_minute`, `calls_last_hour`).
+pub const MAX_RECENT_CALLS: usize = 10_000;
+/// Decisions whose effects wait for their record; beyond this the oldest are settled.
+const MAX_PENDING: usize = 100_000;
+
+const MINUTE_US: i64 = 60_000_000;
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Whether `id` may name a session: 1 to [`MAX_SESSION_ID_BYTES`] visible ASCII characters.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_SESSION_ID_BYTES && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The runtime-context state of a decision point.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    agents: Mutex<HashMap<String, Arc<Mutex<AgentState>>>>,
+    /// Effects applied for decisions whose records are not yet durable, by decision id.
+    pending: Mutex<HashMap<String, Applied>>,
+}
+
+#[derive(Debug, Default)]
+struct AgentState {
+    sessions: HashMap<String, SessionState>,
+    /// Allowed calls by limited permit: their times.
+    limits: HashMap<String, VecDeque<i64>>,
+    /// Charged amounts by budgeted permit: (time, amount).
+    budgets: HashMap<String, VecDeque<(i64, Amount)>>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    labels: BTreeSet<String>,
+    calls: u64,
+    /// (time, call key) of recent allowed calls, oldest first.
+    recent: VecDeque<(i64, u64)>,
+    last_us: i64,
+}
+
+/// Whose decision is taken, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn<'a> {
+    /// The agent (see [`owner_of`]).
+    pub owner: &'a str,
+    pub session: &'a str,
+    pub now_us: i64,
+    /// Whether the effects wait for a record ([`Sessions::settle`]).
+    pub track: bool,
+}
+
+/// What one allow changed, to undo it when its record fails, and to replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    agent: String,
+    session: String,
+    ts_us: i64,
+    call: u64,
+    new_labels: Vec<String>,
+    limits: Vec<String>,
+    budgets: Vec<(String, Amount)>,
+}
+
+/// Who a request's state belongs to: the agent, or `Type::"id"` of a subject without a
+/// registry.
+pub fn owner_of(agent_id: Option<&str>, req: &EvaluationRequest) -> String {
+    match agent_id {
+        Some(id) => id.to_owned(),
+        None => format!("{}::\"{}\"", req.subject.kind, req.subject.id),
+    }
+}
+
+fn call_key(req: &EvaluationRequest) -> u64 {
+    let mut h = DefaultHasher::new();
+    req.action.name.hash(&mut h);
+    req.resource.kind.hash(&mut h);
+    req.resource.id.hash(&mut h);
+    h.finish()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State is plain data: a panic elsewhere leaves it meaningful.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether the runtime context takes part in decisions on `policies`.
+pub fn active(policies: &Policies) -> bool {
+    policies.reads_session() || policies.has_runtime_rules()
+}
+
+impl Sessions {
+    fn agent(&self, owner: &str) -> Arc<Mutex<AgentState>> {
+        let mut agents = lock(&self.agents);
+        if let Some(a) = agents.get(owner) {
+            return Arc::clone(a);
+        }
+        let a = Arc::new(Mutex::new(AgentState::default()));
+        agents.insert(owner.to_owned(), Arc::clone(&a));
+        a
+    }
+
+    /// Decides `req` for `owner` in `session` with `evaluate`, as the module documentation
+    /// says: adds `context.session` when policies read it, applies the limits and budgets of
+    /// an allow's determining permits, and records what the allow changes (in
+    /// `req.context.session_effects`). `track` says whether the effects must wait for a
+    /// record ([`Sessions::settle`]).
+    #[allow(clippy::too_many_lines)]
+    pub fn decide<R>(
+        &self,
+        policies: &Policies,
+        turn: Turn<'_>,
+        req: &mut EvaluationRequest,
+        evaluate: impl FnOnce(&EvaluationRequest) -> (Decision, R),
+    ) -> (Decision, Option<R>) {
+        let Turn {
+            owner,
+            session,
+            now_us,
+            track,
+        } = turn;
+        let state = self.agent(owner);
+        let mut st = lock(&state);
+        st.expire(now_us);
+        let call = call_key(req);
+        if policies.reads_session() {
+            let view = st.view(session, call, now_us);
+            req.context.insert(SESSION_KEY.to_owned(), view);
+        }
+        let (mut d, extra) = evaluate(req);
+        if !d.outcome.is_allow() {
+            return (d, Some(extra));
+        }
+        let mut applied = Applied {
+            agent: owner.to_owned(),
+            session: session.to_owned(),
+            ts_us: now_us,
+            call,
+            new_labels: Vec::new(),
+            limits: Vec::new(),
+            budgets: Vec::new(),
+        };
+        let mut labels: Vec<&str> = Vec::new();
+        let determining = d.determining_policies.clone();
+        for id in &determining {
+            let Some(rules) = policies.runtime_rules(id) else {
+                continue;
+            };
+            if let Some(limit) = rules.limit {
+                let window = micros(limit.window);
+                let times = st.limits.get(id.as_str());
+                let used =
+                    times.map_or(0, |t| t.iter().filter(|&&at| at > now_us - window).count());
+                if used as u64 >= limit.calls {
+                    // The call that frees a place: the oldest in the window.
+                    let oldest = times
+                        .and_then(|t| t.iter().find(|&&at| at > now_us - window).copied())
+                        .unwrap_or(now_us);
+                    let wait = retry_after(oldest + window - now_us);
+                    exceeded(
+                        &mut d,
+                        "arbiter:limit",
+                        format!(
+                            "the limit {limit} of policy `{id}` is reached for `{owner}`; the next \
+                             call is allowed in {}",
+                            human(wait)
+                        ),
+                        format!("rate limit reached; retry in {}", human(wait)),
+                        wait,
+                    );
+                    return (d, None);
+                }
+                applied.limits.push(id.clone());
+            }
+            if let Some(budget) = &rules.budget {
+                let path = budget.path.join(".");
+                let Some(amount) = lookup(&req.context, &budget.path).and_then(Amount::of_json)
+                else {
+                    exceeded(
+                        &mut d,
+                        "arbiter:budget",
+                        format!(
+                            "policy `{id}` has the budget {budget}, and the request has no \
+                             non-negative number at `context.{path}`"
+                        ),
+                        format!("`{path}` must be a non-negative number"),
+                        0,
+                    );
+                    return (d, None);
+                };
+                let window = micros(budget.window);
+                let spent = st.budgets.get(id.as_str()).map_or(Amount::default(), |c| {
+                    c.iter()
+                        .filter(|(at, _)| *at > now_us - window)
+                        .fold(Amount::default(), |s, (_, a)| s.saturating_add(*a))
+                });
+                if spent.saturating_add(amount) > budget.max {
+                    // When enough of the window's charges have aged out for this amount.
+                    let need = spent.saturating_add(amount).saturating_sub(budget.max);
+                    let mut freed = Amount::default();
+                    let mut when = None;
+                    if amount <= budget.max {
+                        for (at, a) in st
+                            .budgets
+                            .get(id.as_str())
+                            .into_iter()
+                            .flatten()
+                            .filter(|(at, _)| *at > now_us - window)
+                        {
+                            freed = freed.saturating_add(*a);
+                            if freed >= need {
+                                when = Some(at + window - now_us);
+                                break;
+                            }
+                        }
+                    }
+                    let wait = when.map_or(0, retry_after);
+                    let left = budget.max.saturating_sub(spent);
+                    exceeded(
+                        &mut d,
+                        "arbiter:budget",
+                        format!(
+                            "the budget {budget} of policy `{id}` is exceeded for `{owner}`: \
+                             {spent} spent, {left} left, {amount} asked{}",
+                            when.map(|_| format!("; enough frees up in {}", human(wait)))
+                                .unwrap_or_default()
+                        ),
+                        format!(
+                            "budget exceeded: {left} of {} left{}",
+                            budget.max,
+                            when.map(|_| format!("; retry in {}", human(wait)))
+                                .unwrap_or_default()
+                        ),
+                        wait,
+                    );
+                    return (d, None);
+                }
+                applied.budgets.push((id.clone(), amount));
+            }
+            labels.extend(rules.labels.iter().map(String::as_str));
+        }
+        let known = st.sessions.get(session).map(|s| &s.labels);
+        let mut new_labels: Vec<String> = labels
+            .into_iter()
+            .filter(|l| known.is_none_or(|k| !k.contains(*l)))
+            .map(str::to_owned)
+            .collect();
+        new_labels.sort();
+        new_labels.dedup();
+        applied.new_labels = new_labels;
+        st.apply(&applied);
+        drop(st);
+        req.context
+            .insert(EFFECTS_KEY.to_owned(), applied.to_json());
+        if track {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= MAX_PENDING {
+                // A decision nobody recorded: keep its effects (the stricter choice).
+                pending.clear();
+            }
+            pending.insert(d.id.as_str().to_owned(), applied);
+        }
+        (d, Some(extra))
+    }
+
+    /// The record of decision `id` is durable (`ok`) or failed: keep or undo its effects.
+    pub fn settle(&self, id: &str, ok: bool) {
+        let Some(applied) = lock(&self.pending).remove(id) else {
+            return;
+        };
+        if !ok {
+            let state = self.agent(&applied.agent);
+            lock(&state).undo(&applied);
+        }
+    }
+
+    /// Replays the effects of the allows recorded in the decision log in `dir` within
+    /// [`MAX_WINDOW`] of `now_us`; returns how many records had effects.
+    pub fn replay_log(&self, dir: &std::path::Path, now_us: i64) -> Result<u64, String> {
+        let needle = format!("\"{EFFECTS_KEY}\"");
+        let mut replayed = 0;
+        let mut bad = None;
+        arbiter_log::Follower::new(dir)
+            .poll_raw(&mut |index, bytes| {
+                // Most records have no effects: only those are decoded.
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    match arbiter_log::DecisionRecord::from_canonical_bytes(bytes) {
+                        Ok(r) => {
+                            let allowed = r.outcome == arbiter_log::Outcome::Allow;
+                            if self.replay(r.ts_us, allowed, &r.context, now_us) {
+                                replayed += 1;
+                            }
+                        }
+                        Err(e) => bad = Some(format!("record {index}: {e}")),
+                    }
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(replayed),
+        }
+    }
+
+    /// Replays the effects written in a decision record's context (see the module
+    /// documentation): `ts_us` is the record's time, `allowed` whether it is an allow.
+    /// Whether it had effects to replay.
+    pub fn replay(&self, ts_us: i64, allowed: bool, context: &Value, now_us: i64) -> bool {
+        if !allowed || ts_us <= now_us - micros(MAX_WINDOW) {
+            return false;
+        }
+        let Some(applied) = context
+            .get(EFFECTS_KEY)
+            .and_then(|e| Applied::from_json(e, ts_us))
+        else {
+            return false;
+        };
+        let state = self.agent(&applied.agent);
+        let mut st = lock(&state);
+        st.expire(now_us);
+        st.apply(&applied);
+        true
+    }
+
+    /// The labels of `owner`'s `session` (for tests and the admin surface).
+    pub fn labels(&self, owner: &str, session: &str) -> Vec<String> {
+        let state = self.agent(owner);
+        let st = lock(&state);
+        st.sessions
+            .get(session)
+            .map(|s| s.labels.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl AgentState {
+    fn expire(&mut self, now_us: i64) {
+        let idle = micros(SESSION_IDLE);
+        self.sessions.retain(|_, s| s.last_us > now_us - idle);
+        let longest = micros(MAX_WINDOW);
+        for times in self.limits.values_mut() {
+            while times.front().is_some_and(|&at| at <= now_us - longest) {
+                times.pop_front();
+            }
+        }
+        for charges in self.budgets.values_mut() {
+            while charges
+                .front()
+                .is_some_and(|(at, _)| *at <= now_us - longest)
+            {
+                charges.pop_front();
+            }
+        }
+    }
+
+    fn view(&self, session: &str, call: u64, now_us: i64) -> Value {
+        let s = self.sessions.get(session);
+        let count = |window: i64| {
+            s.map_or(0, |s| {
+                s.recent
+                    .iter()
+                    .rev()
+                    .take_while(|(at, _)| *at > now_us - window)
+                    .filter(|(_, k)| *k == call)
+                    .count()
+            })
+        };
+        json!({
+            "id": session,
+            "labels": s.map(|s| s.labels.iter().collect::<Vec<_>>()).unwrap_or_default(),
+            "calls": s.map_or(0, |s| s.calls),
+            "calls_last_minute": count(MINUTE_US),
+            "calls_last_hour": count(HOUR_US),
+        })
+    }
+
+    fn apply(&mut self, a: &Applied) {
+        if !self.sessions.contains_key(&a.session)
+            && self.sessions.len() >= MAX_SESSIONS_PER_AGENT
+            && let Some(lru) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_us)
+                .map(|(k, _)| k.clone())
+        {
+            self.sessions.remove(&lru);
+        }
+        let s = self.sessions.entry(a.session.clone()).or_default();
+        s.labels.extend(a.new_labels.iter().cloned());
+        s.calls += 1;
+        s.recent.push_back((a.ts_us, a.call));
+        while s.recent.len() > MAX_RECENT_CALLS
+            || s.recent
+                .front()
+                .is_some_and(|(at, _)| *at <= a.ts_us - HOUR_US)
+        {
+            s.recent.pop_front();
+        }
+        s.last_us = s.last_us.max(a.ts_us);
+        for id in &a.limits {
+            self.limits
+                .entry(id.clone())
+                .or_default()
+                .push_back(a.ts_us);
+        }
+        for (id, amount) in &a.budgets {
+            self.budgets
+                .entry(id.clone())
+                .or_default()
+                .push_back((a.ts_us, *amount));
+        }
+    }
+
+    fn undo(&mut self, a: &Applied) {
+        if let Some(s) = self.sessions.get_mut(&a.session) {
+            for l in &a.new_labels {
+                s.labels.remove(l);
+            }
+            s.calls = s.calls.saturating_sub(1);
+            if let Some(i) = s.recent.iter().rposition(|e| *e == (a.ts_us, a.call)) {
+                s.recent.remove(i);
+            }
+        }
+        for id in &a.limits {
+            if let Some(t) = self.limits.get_mut(id)
+                && let Some(i) = t.iter().rposition(|&at| at == a.ts_us)
+            {
+                t.remove(i);
+            }
+        }
+        for (id, amount) in &a.budgets {
+            if let Some(c) = self.budgets.get_mut(id)
+                && let Some(i) = c.iter().rposition(|e| *e == (a.ts_us, *amount))
+            {
+                c.remove(i);
+            }
+        }
+    }
+}
+
+impl Applied {
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("agent".into(), json!(self.agent));
+        out.insert("session".into(), json!(self.session));
+        out.insert("call".into(), json!(format!("{:016x}", self.call)));
+        out.insert("labels".into(), json!(self.new_labels));
+        out.insert("limits".into(), json!(self.limits));
+        let budgets: Map<String, Value> = self
+            .budgets
+            .iter()
+            .map(|(id, a)| (id.clone(), json!(a.to_string())))
+            .collect();
+        out.insert("budgets".into(), Value::Object(budgets));
+        Value::Object(out)
+    }
+
+    fn from_json(v: &Value, ts_us: i64) -> Option<Applied> {
+        let strings = |k: &str| -> Option<Vec<String>> {
+            v.get(k)?
+                .as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let budgets = v
+            .get("budgets")?
+            .as_object()?
+            .iter()
+            .map(|(id, a)| Some((id.clone(), Amount::parse(a.as_str()?)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Applied {
+            agent: v.get("agent")?.as_str()?.to_owned(),
+            session: v.get("session")?.as_str()?.to_owned(),
+            ts_us,
+            call: u64::from_str_radix(v.get("call")?.as_str()?, 16).ok()?,
+            new_labels: strings("labels")?,
+            limits: strings("limits")?,
+            budgets,
+        })
+    }
+}
+
+/// Turns an allow into the deny of a runtime rule.
+fn exceeded(d: &mut Decision, rule: &str, admin: String, user: String, retry_after_s: u64) {
+    d.outcome = Outcome::Deny;
+    d.determining_policies = vec![rule.to_owned()];
+    d.reason_admin = format!("denied: {admin}");
+    d.reason_user = format!("denied: {user}");
+    d.retry_after_s = (retry_after_s > 0).then_some(retry_after_s);
+}
+
+fn lookup<'a>(context: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter().try_fold(context.get(first)?, |v, k| v.get(k))
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Whole seconds until `us` from now, at least 1.
+fn retry_after(us: i64) -> u64 {
+    u64::try_from(us.max(0))
+        .unwrap_or(0)
+        .div_ceil(1_000_000)
+        .max(1)
+}
+
+/// `45s`, `12m 3s`, `2h 5m`.
+fn human(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3_600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3_600, (s % 3_600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::{Caller, Decided, Pdp, Source};
+    use arbiter_policy::SourceFile;
+
+    const POLICIES: &str = r#"
+        @id("read-customers")
+        @session_label("private_data")
+        permit (principal, action == Action::"select", resource == Table::"customers");
+
+        @id("fetch-web")
+        @session_label("untrusted_input")
+        permit (principal, action == Action::"call_tool", resource == Tool::"web/fetch");
+
+        @id("send-mail")
+        permit (principal, action == Action::"call_tool", resource == Tool::"mail/send");
+
+        @id("lethal-trifecta")
+        forbid (principal, action == Action::"call_tool", resource == Tool::"mail/send")
+        when { context.session.labels.containsAll(["private_data", "untrusted_input"]) };
+
+        @id("refunds")
+        @limit("3/minute")
+        @budget("arguments.amount: 100/day")
+        permit (principal, action == Action::"call_tool", resource == Tool::"billing/refund");
+
+        @id("pings")
+        @limit("10/hour")
+        permit (principal, action == Action::"call_tool", resource == Tool::"net/ping");
+
+        @id("hourly-reads")
+        permit (principal, action == Action::"call_tool", resource == Tool::"fs/read")
+        when { context.session.calls_last_minute < 2 };
+    "#;
+
+    fn pdp() -> Pdp {
+        let policies = Policies::from_sources(
+            &[SourceFile {
+                path: "p.cedar".into(),
+                text: POLICIES.into(),
+            }],
+            None,
+            None,
+        )
+        .unwrap();
+        Pdp::new(policies, None)
+    }
+
+    fn request(agent: &str, action: &str, resource: &str, args: Value) -> EvaluationRequest {
+        let (kind, id) = resource.split_once("::").unwrap();
+        let mut body = json!({
+            "subject": {"type": "Agent", "id": agent},
+            "action": {"name": action},
+            "resource": {"type": kind, "id": id},
+        });
+        if !args.is_null() {
+            body["context"] = json!({ "arguments": args });
+        }
+        EvaluationRequest::from_json(body.as_object().unwrap().clone()).unwrap()
+    }
+
+    fn decide(pdp: &Pdp, session: Option<&str>, req: EvaluationRequest) -> Decided {
+        let policies = pdp.snapshot();
+        let source = Source {
+            address: "127.0.0.1",
+            enforcement_point: "authzen",
+            session,
+        };
+        pdp.decide_as(&policies, &Caller::Anonymous, req, &source)
+    }
+
+    fn allowed(pdp: &Pdp, agent: &str, session: Option<&str>, resource: &str, args: Value) -> bool {
+        let action = if resource.starts_with("Table") {
+            "select"
+        } else {
+            "call_tool"
+        };
+        decide(pdp, session, request(agent, action, resource, args))
+            .decision
+            .outcome
+            .is_allow()
+    }
+
+    #[test]
+    fn labels_from_one_call_block_another_in_the_same_session_only() {
+        let pdp = pdp();
+        let send = |agent, session| allowed(&pdp, agent, session, "Tool::mail/send", Value::Null);
+        assert!(send("bot", Some("s1")));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("s1"),
+            "Table::customers",
+            Value::Null
+        ));
+        assert!(send("bot", Some("s1")), "one label is not the trifecta");
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("s1"),
+            "Tool::web/fetch",
+            Value::Null
+        ));
+        let d = decide(
+            &pdp,
+            Some("s1"),
+            request("bot", "call_tool", "Tool::mail/send", Value::Null),
+        );
+        assert_eq!(d.decision.outcome, Outcome::Deny);
+        assert_eq!(d.decision.determining_policies, ["lethal-trifecta"]);
+        // The session the policies saw is in the record's context.
+        let seen = &d.request.unwrap().context[SESSION_KEY];
+        assert_eq!(seen["labels"], json!(["private_data", "untrusted_input"]));
+        assert_eq!(seen["id"], "s1");
+        // Another session of the same agent, and the same session id of another agent, are
+        // clean.
+        assert!(send("bot", Some("s2")));
+        assert!(send("other", Some("s1")));
+        assert_eq!(
+            pdp.sessions().labels("Agent::\"bot\"", "s1"),
+            ["private_data", "untrusted_input"]
+        );
+    }
+
+    #[test]
+    fn a_request_without_a_session_is_in_the_agents_default_session() {
+        let pdp = pdp();
+        assert!(allowed(&pdp, "bot", None, "Table::customers", Value::Null));
+        assert!(allowed(&pdp, "bot", None, "Tool::web/fetch", Value::Null));
+        assert!(!allowed(&pdp, "bot", None, "Tool::mail/send", Value::Null));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("fresh"),
+            "Tool::mail/send",
+            Value::Null
+        ));
+    }
+
+    #[test]
+    fn a_limit_denies_the_call_over_it_and_says_when_it_resets() {
+        let pdp = pdp();
+        for _ in 0..3 {
+            assert!(allowed(
+                &pdp,
+                "bot",
+                Some("a"),
+                "Tool::billing/refund",
+                json!({"amount": 1})
+            ));
+        }
+        // Across sessions: the limit is the agent's.
+        let d = decide(
+            &pdp,
+            Some("b"),
+            request(
+                "bot",
+                "call_tool",
+                "Tool::billing/refund",
+                json!({"amount": 1}),
+            ),
+        )
+        .decision;
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.determining_policies, ["arbiter:limit"]);
+        assert!(
+            d.reason_admin.contains("3/minute of policy `refunds`"),
+            "{}",
+            d.reason_admin
+        );
+        let wait = d.retry_after_s.expect("retry after");
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(
+            d.reason_user
+                .starts_with("denied: rate limit reached; retry in")
+        );
+        // Another agent has its own.
+        assert!(allowed(
+            &pdp,
+            "other",
+            None,
+            "Tool::billing/refund",
+            json!({"amount": 1})
+        ));
+    }
+
+    #[test]
+    fn a_denied_call_changes_nothing() {
+        let pdp = pdp();
+        // Denied for a missing amount: not counted against the limit.
+        for _ in 0..5 {
+            assert!(!allowed(
+                &pdp,
+                "bot",
+                None,
+                "Tool::billing/refund",
+                json!({})
+            ));
+        }
+        for _ in 0..3 {
+            assert!(allowed(
+                &pdp,
+                "bot",
+                None,
+                "Tool::billing/refund",
+                json!({"amount": 1})
+            ));
+        }
+    }
+
+    #[test]
+    fn racing_calls_never_exceed_a_limit() {
+        let pdp = Arc::new(pdp());
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let pdp = Arc::clone(&pdp);
+                std::thread::spawn(move || {
+                    let session = format!("s{i}");
+                    (0..5)
+                        .filter(|_| {
+                            allowed(&pdp, "bot", Some(&session), "Tool::net/ping", Value::Null)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn a_budget_adds_up_exactly_and_refuses_what_is_not_a_number() {
+        let pdp = pdp();
+        let refund = |amount: Value| {
+            decide(
+                &pdp,
+                None,
+                request(
+                    "bot",
+                    "call_tool",
+                    "Tool::billing/refund",
+                    json!({ "amount": amount }),
+                ),
+            )
+            .decision
+        };
+        let decimal = |s: &str| json!({"__extn": {"fn": "decimal", "arg": s}});
+        assert!(refund(decimal("60.5")).outcome.is_allow());
+        let d = refund(json!(40));
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.determining_policies, ["arbiter:budget"]);
+        assert!(
+            d.reason_admin.contains("60.5 spent, 39.5 left, 40 asked"),
+            "{}",
+            d.reason_admin
+        );
+        assert!(d.retry_after_s.is_some());
+        assert!(refund(json!("39.5")).outcome.is_allow());
+        // Nothing is left; more than the whole budget never fits (no retry).
+        let d = refund(json!(500));
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.retry_after_s, None);
+        for bad in [
+            json!(-5),
+            json!("-5"),
+            decimal("-1.5"),
+            json!(true),
+            json!("1e3"),
+        ] {
+            let d = refund(bad.clone());
+            assert_eq!(d.outcome, Outcome::Deny, "{bad}");
+            assert_eq!(d.determining_policies, ["arbiter:budget"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn policies_see_the_calls_of_the_session() {
+        let pdp = pdp();
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("r"),
+            "Tool::fs/read",
+            Value::Null
+        ));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("r"),
+            "Tool::fs/read",
+            Value::Null
+        ));
+        assert!(!allowed(
+            &pdp,
+            "bot",
+            Some("r"),
+            "Tool::fs/read",
+            Value::Null
+        ));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("other"),
+            "Tool::fs/read",
+            Value::Null
+        ));
+    }
+
+    #[test]
+    fn a_caller_cannot_bring_its_own_session_or_effects() {
+        let pdp = pdp();
+        for key in [SESSION_KEY, EFFECTS_KEY] {
+            let mut req = request("bot", "call_tool", "Tool::mail/send", Value::Null);
+            req.context.insert(key.into(), json!({"labels": []}));
+            let d = decide(&pdp, None, req).decision;
+            assert_eq!(d.outcome, Outcome::Deny, "{key}");
+            assert!(
+                d.reason_admin.contains(&format!("`context.{key}`")),
+                "{}",
+                d.reason_admin
+            );
+        }
+    }
+
+    #[test]
+    fn effects_undo_when_their_record_fails_and_replay_from_the_record() {
+        let pdp = pdp();
+        let sessions = &pdp.sessions;
+        let policies = pdp.snapshot();
+        let mut req = request("bot", "select", "Table::customers", Value::Null);
+        let turn = |track| Turn {
+            owner: "bot",
+            session: "s",
+            now_us: 1_000_000_000,
+            track,
+        };
+        let (d, _) = sessions.decide(&policies, turn(true), &mut req, |r| {
+            (pdp.decide_with(&policies, r), ())
+        });
+        assert_eq!(sessions.labels("bot", "s"), ["private_data"]);
+        sessions.settle(d.id.as_str(), false);
+        assert!(sessions.labels("bot", "s").is_empty());
+
+        // The record's context carries what the allow changed; another decision point takes
+        // it back from there.
+        let effects = req.context[EFFECTS_KEY].clone();
+        assert_eq!(effects["labels"], json!(["private_data"]));
+        let fresh = Sessions::default();
+        let ctx = json!({ EFFECTS_KEY: effects });
+        assert!(fresh.replay(1_000_000_000, true, &ctx, 1_000_000_001));
+        assert_eq!(fresh.labels("bot", "s"), ["private_data"]);
+        // Denies, records past the longest window and malformed effects are not replayed.
+        assert!(!fresh.replay(1_000_000_000, false, &ctx, 1_000_000_001));
+        assert!(!fresh.replay(0, true, &ctx, micros(MAX_WINDOW) + 1));
+        assert!(!fresh.replay(1, true, &json!({ EFFECTS_KEY: {"agent": 7} }), 2));
+    }
+
+    #[test]
+    fn session_ids_are_bounded_visible_ascii() {
+        assert!(valid_session_id("mcp:0190-abc"));
+        assert!(!valid_session_id(""));
+        assert!(!valid_session_id("a b"));
+        assert!(!valid_session_id("é"));
+        assert!(!valid_session_id(&"x".repeat(MAX_SESSION_ID_BYTES + 1)));
+    }
+}
