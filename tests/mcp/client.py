@@ -13,7 +13,8 @@ SCRIPT.json:
              {"op": "read_resource", "uri": "..."},
              {"op": "list_prompts"}, {"op": "get_prompt", "name": "...", "arguments": {...}},
              {"op": "ping"},
-             {"op": "time_call_tool", "name": "...", "arguments": {...}, "count": N, "warmup": W} ]
+             {"op": "time_call_tool", "name": "...", "arguments": {...}, "count": N, "warmup": W},
+             {"op": "concurrent_call_tool", "name": "...", "arguments": {...}, "count": N} ]
   optional: "mode": "legacy" (default: the initialize handshake, 2025-11-25 and older),
                     "discover" (server/discover, the 2026-07-28 per-request envelope),
                     "auto" (discover, falling back to initialize, as the SDK's Client does);
@@ -40,6 +41,9 @@ a time_call_tool warmup, avoids that).
 time_call_tool's value is {"samples_us": [...], "tool_errors": n}: the wall time in whole
 microseconds of each of `count` calls made after `warmup` untimed ones (time.perf_counter_ns);
 tool_errors counts timed results with isError true.
+concurrent_call_tool sends `count` identical tools/call requests at once on the one session and
+waits for all; its value is {"results": [...]}, each {"ok": true, "value": <result>} or
+{"ok": false, "error": {...}}, in the order the calls were started.
 
 Exit status: 0 when the session initialized (whatever the steps did); 2 when it did not (the
 error goes to stderr, and stdout gets {"protocol_version": null, "init_error": {...}, "results": []});
@@ -74,6 +78,7 @@ OPS = {
     "get_prompt": ("name",),
     "ping": (),
     "time_call_tool": ("name",),
+    "concurrent_call_tool": ("name",),
 }
 
 
@@ -175,6 +180,20 @@ async def run_step(session: ClientSession, step: dict[str, Any]) -> Any:
             samples.append((time.perf_counter_ns() - start) // 1000)
             tool_errors += bool(getattr(result, "is_error", False))
         return {"samples_us": samples, "tool_errors": tool_errors}
+    if op == "concurrent_call_tool":
+        name, arguments = step["name"], step.get("arguments")
+        results: list[Any] = [None] * int(step.get("count", 1))
+
+        async def one(i: int) -> None:
+            try:
+                results[i] = {"ok": True, "value": dump(await session.call_tool(name, arguments))}
+            except Exception as exc:  # noqa: BLE001 - reported per call
+                results[i] = {"ok": False, "error": error_of(exc, None)}
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(results)):
+                tg.start_soon(one, i)
+        return {"results": results}
     raise AssertionError(op)  # validate() admits only known ops
 
 

@@ -1010,3 +1010,60 @@ fn remote_request_shape_and_bad_answers_fail_closed() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!marker.exists());
 }
+
+/// A rate limit and a session label reach `arbiter exec`: exit 126 with the reason and when
+/// the limit resets; the session comes from `ARBITER_SESSION`; a malformed one is refused
+/// before asking.
+#[test]
+fn local_limits_and_session_labels_surface_as_exit_126() {
+    let env = Env::new();
+    env.tmp.write(
+        "policies/runtime.cedar",
+        r#"
+@id("date-twice")
+@limit("2/hour")
+permit (principal is Agent, action == Action::"exec", resource == Command::"date");
+
+@id("curl-is-untrusted")
+@session_label("untrusted_input")
+permit (principal is Agent, action == Action::"exec", resource == Command::"true");
+
+@id("no-rm-after-untrusted")
+@agent_reason("no deletions after untrusted input in this session")
+forbid (principal, action == Action::"exec", resource == Command::"sh")
+when { context.session.labels.contains("untrusted_input") };
+"#,
+    );
+    let run = |cmd: &[&str], session: Option<&str>| {
+        let mut c = env.local(cmd);
+        match session {
+            Some(s) => c.env("ARBITER_SESSION", s),
+            None => c.env_remove("ARBITER_SESSION"),
+        };
+        let out = c.output().unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    assert_eq!(run(&["date"], None).0, Some(0));
+    assert_eq!(run(&["date"], Some("s1")).0, Some(0));
+    let (code, stderr) = run(&["date"], Some("s2"));
+    assert_eq!(code, Some(126), "{stderr}");
+    assert!(
+        stderr.contains("denied by Arbiter: rate limit reached; retry in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(decision "), "{stderr}");
+
+    assert_eq!(run(&["sh", "-c", "exit 0"], Some("s1")).0, Some(0));
+    assert_eq!(run(&["true"], Some("s1")).0, Some(0));
+    let (code, stderr) = run(&["sh", "-c", "exit 0"], Some("s1"));
+    assert_eq!(code, Some(126), "{stderr}");
+    assert!(
+        stderr.contains("no deletions after untrusted input"),
+        "{stderr}"
+    );
+    assert_eq!(run(&["sh", "-c", "exit 0"], Some("s2")).0, Some(0));
+
+    let (code, stderr) = run(&["date"], Some("two words"));
+    assert_eq!(code, Some(126), "{stderr}");
+    assert!(stderr.contains("ARBITER_SESSION must be"), "{stderr}");
+}

@@ -533,3 +533,79 @@ fn serve_requires_each_service_to_name_its_proxy() {
     // Started: it answers.
     let _serve = Served::start(cmd.stderr(Stdio::null()), port);
 }
+
+const LIMITED: &str = r#"
+@id("reads-limited")
+@limit("2/minute")
+permit (principal is Agent, action == Action::"http_request", resource is Route)
+when { resource.service == "tickets" && resource.method == "GET" };
+
+@id("replies-are-untrusted")
+@session_label("untrusted_input")
+permit (principal is Agent, action == Action::"http_request", resource == Route::"tickets:POST /tickets/{id}/replies");
+
+@id("no-deletes-after-untrusted")
+forbid (principal, action == Action::"http_request", resource is Route)
+when { resource.method == "DELETE" && context.session.labels.contains("untrusted_input") };
+
+@id("deletes")
+permit (principal is Agent, action == Action::"http_request", resource is Route)
+when { resource.method == "DELETE" };
+"#;
+
+/// Runtime context at forward-auth, asked directly as a proxy would: a rate limit is a `403`
+/// with `Retry-After`, labels follow the `Arbiter-Session` of the original request, and a
+/// malformed session header is a recorded deny.
+#[test]
+fn forward_auth_answers_limits_with_retry_after_and_reads_the_session_header() {
+    let s = setup(LIMITED, ROUTES);
+    let bearer = format!("Bearer {}", s.key);
+    let ask = |method: &str, uri: &str, session: Option<&str>| {
+        let mut extra = vec![
+            ("x-original-method", method),
+            ("x-original-uri", uri),
+            ("x-original-host", "tickets.internal"),
+        ];
+        if let Some(id) = session {
+            extra.push(("arbiter-session", id));
+        }
+        request_raw(
+            s.arbiter_port,
+            "GET",
+            b"/v1/forward-auth/tickets",
+            Some(&bearer),
+            &extra,
+        )
+    };
+    let first = ask("GET", "/tickets/1", None);
+    assert_eq!(first.0, 200, "{}", first.2);
+    assert_eq!(ask("GET", "/tickets/2", Some("a")).0, 200);
+    let (status, headers, body) = ask("GET", "/tickets/3", Some("b"));
+    assert_eq!(status, 403, "{body}");
+    let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["retry_after_s"], retry);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit reached"),
+        "{body}"
+    );
+
+    assert_eq!(ask("DELETE", "/tickets/1", Some("a")).0, 200);
+    assert_eq!(ask("POST", "/tickets/1/replies", Some("a")).0, 200);
+    let (status, _, body) = ask("DELETE", "/tickets/1", Some("a"));
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("no-deletes-after-untrusted") || body.contains("denied"),
+        "{body}"
+    );
+    assert_eq!(ask("DELETE", "/tickets/1", Some("c")).0, 200);
+
+    let (status, headers, body) = ask("DELETE", "/tickets/1", Some("two words"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Arbiter-Session"), "{body}");
+    assert!(header(&headers, "x-arbiter-decision-id").is_some());
+}

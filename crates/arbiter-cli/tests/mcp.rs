@@ -891,3 +891,172 @@ fn everything_server_behind_the_http_gateway_and_a_served_decision_point() {
     assert_eq!(rec["enforcement_point"], "mcp:everything");
     assert_eq!(rec["determining_policies"], json!(["no-secrets-in-echo"]));
 }
+
+const RUNTIME_POLICIES: &str = r#"
+@id("echo-limited")
+@limit("5/minute")
+permit (principal == Agent::"reader", action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && resource.name == "echo" };
+
+@id("sum-is-untrusted")
+@session_label("untrusted_input")
+@budget("arguments.a: 10/day")
+permit (principal == Agent::"reader", action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && resource.name == "get-sum" };
+
+@id("env-reads")
+permit (principal == Agent::"reader", action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && resource.name == "get-env" };
+
+// Listing is a separate permit: a limit counts every allow of its own permit.
+@id("list-everything")
+permit (principal == Agent::"reader", action == Action::"list_tools", resource is Tool)
+when { resource.server == "everything" };
+
+@id("no-env-after-untrusted-input")
+@agent_reason("the environment may not be read after untrusted input in this session")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { resource.name == "get-env" && context.session.labels.contains("untrusted_input") };
+"#;
+
+/// Rate limits, budgets and session labels through the stdio gateway, with the official SDK
+/// client and the reference server: a limit holds exactly under concurrent calls, a label
+/// from one tool blocks another in the same session only, and the state outlives the gateway
+/// process (it is taken back from the decision log).
+#[test]
+fn limits_budgets_and_labels_through_the_stdio_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key) = data_with_agent(dir.path());
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("runtime.cedar"), RUNTIME_POLICIES).unwrap();
+    let args: Vec<String> = vec![
+        "mcp".into(),
+        "stdio".into(),
+        "--server-name".into(),
+        "everything".into(),
+        "--policies".into(),
+        policies.to_str().unwrap().into(),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+        "--".into(),
+        npm_bin("mcp-server-everything").to_str().unwrap().into(),
+        "stdio".into(),
+    ];
+    let in_session = |session: Option<&str>, steps: Value| {
+        let mut script = stdio_script(&args, &key, steps);
+        if let Some(s) = session {
+            script["env"]["ARBITER_SESSION"] = json!(s);
+        }
+        client(&script)
+    };
+
+    let report = in_session(
+        Some("shared"),
+        json!([
+            {"op": "list_tools"},
+            {"op": "concurrent_call_tool", "name": "echo", "arguments": {"message": "hi"}, "count": 8},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 7, "b": 1}},
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 4, "b": 1}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": -4, "b": 1}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 3, "b": 1}},
+        ]),
+    );
+    let r = report["results"].as_array().unwrap();
+    // Eight echoes at once against a limit of five a minute: exactly five pass.
+    let echoes = r[1]["value"]["results"].as_array().unwrap();
+    let passed = echoes
+        .iter()
+        .filter(|e| e["value"]["isError"] != true && tool_text(e).contains("hi"))
+        .count();
+    assert_eq!(passed, 5, "{}", r[1]);
+    for e in echoes.iter().filter(|e| e["value"]["isError"] == true) {
+        let text = tool_text(e);
+        assert!(
+            text.contains("rate limit reached; retry in") && text.contains("(decision "),
+            "{text}"
+        );
+    }
+    // The environment may be read until the session takes in untrusted input.
+    assert_ne!(r[2]["value"]["isError"], true, "{}", r[2]);
+    assert!(tool_text(&r[3]).contains('8'), "{}", r[3]);
+    let blocked = tool_text(&r[4]);
+    assert_eq!(r[4]["value"]["isError"], true, "{}", r[4]);
+    assert!(
+        blocked.contains("untrusted input in this session"),
+        "{blocked}"
+    );
+    // A budget of 10 over `a`: 7 passes, 4 more does not, a negative amount is refused, 3 fits.
+    let over = tool_text(&r[5]);
+    assert_eq!(r[5]["value"]["isError"], true, "{}", r[5]);
+    assert!(over.contains("budget exceeded: 3 of 10 left"), "{over}");
+    assert_eq!(r[6]["value"]["isError"], true, "{}", r[6]);
+    assert!(tool_text(&r[6]).contains("non-negative number"), "{}", r[6]);
+    assert!(tool_text(&r[7]).contains('4'), "{}", r[7]);
+
+    // Another session of the same agent is clean, but the limit and budget are the agent's.
+    let report = in_session(
+        Some("other"),
+        json!([
+            {"op": "call_tool", "name": "get-env", "arguments": {}},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "again"}},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 1, "b": 1}},
+        ]),
+    );
+    let r = report["results"].as_array().unwrap();
+    assert_ne!(r[0]["value"]["isError"], true, "{}", r[0]);
+    assert!(tool_text(&r[1]).contains("rate limit reached"), "{}", r[1]);
+    assert!(tool_text(&r[2]).contains("budget exceeded"), "{}", r[2]);
+
+    // The same session in a new gateway process: its label was taken back from the log.
+    let report = in_session(
+        Some("shared"),
+        json!([{"op": "call_tool", "name": "get-env", "arguments": {}}]),
+    );
+    let r = report["results"].as_array().unwrap();
+    assert!(
+        tool_text(&r[0]).contains("untrusted input in this session"),
+        "{}",
+        r[0]
+    );
+
+    // The evidence: each allow that changed the session says so in its record; the denies
+    // name the built-in rule.
+    let recs = records(&data);
+    let sum = recs
+        .iter()
+        .find(|r| {
+            r["outcome"] == "allow"
+                && r["action"] == "call_tool"
+                && r["resource"]["id"] == "everything/get-sum"
+        })
+        .expect("the allowed get-sum is recorded");
+    assert_eq!(
+        sum["context"]["session_effects"]["labels"],
+        json!(["untrusted_input"])
+    );
+    assert_eq!(sum["context"]["session_effects"]["session"], "shared");
+    assert_eq!(
+        sum["context"]["session_effects"]["budgets"]["sum-is-untrusted"],
+        "7"
+    );
+    let limited = recs
+        .iter()
+        .filter(|r| r["determining_policies"] == json!(["arbiter:limit"]))
+        .count();
+    assert_eq!(
+        limited, 4,
+        "three racing echoes and the one from the other session"
+    );
+    let env_denied = recs
+        .iter()
+        .find(|r| r["determining_policies"] == json!(["no-env-after-untrusted-input"]))
+        .expect("the blocked read is recorded");
+    assert_eq!(
+        env_denied["context"]["session"]["labels"],
+        json!(["untrusted_input"])
+    );
+    run_ok(arbiter().args(["log", "verify", "--data"]).arg(&data));
+}

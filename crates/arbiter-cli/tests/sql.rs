@@ -1651,3 +1651,166 @@ when { resource.tenant == "acme" && ["id", "body"].containsAll(context.columns) 
         "{rec}"
     );
 }
+
+const TRIFECTA: &str = r#"
+@id("read-customers")
+@session_label("private_data")
+permit (principal == Agent::"bot", action == Action::"select", resource == Table::"DB.public.customers");
+
+@id("read-t")
+@limit("2/minute")
+permit (principal == Agent::"bot", action == Action::"select", resource == Table::"DB.public.t");
+
+@id("untrusted-tool")
+@session_label("untrusted_input")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource is Tool)
+when { resource.name == "get-sum" };
+
+@id("send-tool")
+permit (principal == Agent::"bot", action == Action::"call_tool", resource is Tool)
+when { resource.name == "echo" };
+
+@id("list-tools")
+permit (principal == Agent::"bot", action == Action::"list_tools", resource is Tool);
+
+@id("lethal-trifecta")
+@agent_reason("nothing may be sent out after reading private data and untrusted input")
+forbid (principal, action == Action::"call_tool", resource is Tool)
+when { resource.name == "echo"
+       && context.session.labels.containsAll(["private_data", "untrusted_input"]) };
+"#;
+
+/// The "lethal trifecta" across enforcement points: a SQL read (private data) and an MCP
+/// call (untrusted input) in one session, named by the agent's launcher, make an MCP send a
+/// deny; a rate limit on a table is answered with SQLSTATE 53400.
+#[test]
+fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
+    let db = test_db("trifecta");
+    db.psql("CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'ada')");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = register_with(&data, "bot", "{}");
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(pol.join("runtime.cedar"), TRIFECTA.replace("DB", db.name())).unwrap();
+    let served = ARBITER.serve(&pol, &data, &[]);
+    let proxy = launch(
+        tempfile::tempdir().unwrap(),
+        data.clone(),
+        &db.url(),
+        &["--pdp".into(), served.url().into()],
+    );
+    let sql = |session: &str, statement: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                statement,
+            ])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=bot password={key} dbname={} sslmode=disable",
+                proxy.port,
+                db.name()
+            ))
+            .env("LC_ALL", "C")
+            .env("PGOPTIONS", format!("-c arbiter.session={session}"))
+            .output()
+            .unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let pins = dir.path().join("pins");
+    let mcp = |session: &str, steps: Value| -> Value {
+        let script = serde_json::json!({
+            "transport": "stdio",
+            "command": ARBITER.path(),
+            "args": ["mcp", "stdio", "--server-name", "everything", "--pdp", served.url(),
+                     "--data", pins, "--", arbiter_testkit::npm_bin("mcp-server-everything"), "stdio"],
+            "env": {"ARBITER_AGENT_KEY": key, "ARBITER_LOG": "warn", "ARBITER_SESSION": session},
+            "steps": steps,
+        });
+        let out = arbiter_testkit::run_with_input(
+            Command::new(arbiter_testkit::python())
+                .arg(arbiter_testkit::workspace_root().join("tests/mcp/client.py"))
+                .arg("-"),
+            script.to_string().as_bytes(),
+        );
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("client.py: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        report["results"].clone()
+    };
+    let text = |r: &Value| {
+        r["value"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Untrusted input over MCP, then sending is still fine.
+    let r = mcp(
+        "trip",
+        serde_json::json!([
+            {"op": "list_tools"},
+            {"op": "call_tool", "name": "get-sum", "arguments": {"a": 1, "b": 2}},
+            {"op": "call_tool", "name": "echo", "arguments": {"message": "ok"}},
+        ]),
+    );
+    assert!(text(&r[1]).contains('3'), "{}", r[1]);
+    assert_ne!(r[2]["value"]["isError"], true, "{}", r[2]);
+    // Private data over SQL, in the same session.
+    let (out, err) = sql("trip", "SELECT name FROM customers");
+    assert_eq!(out.trim(), "ada", "{err}");
+    // Now a send is the lethal trifecta: denied, in that session only.
+    let r = mcp(
+        "trip",
+        serde_json::json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "leak"}}]),
+    );
+    assert_eq!(r[0]["value"]["isError"], true, "{}", r[0]);
+    assert!(text(&r[0]).contains("nothing may be sent out"), "{}", r[0]);
+    let r = mcp(
+        "elsewhere",
+        serde_json::json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "ok"}}]),
+    );
+    assert_ne!(r[0]["value"]["isError"], true, "{}", r[0]);
+
+    // A limit of two reads a minute on `t`: the third is SQLSTATE 53400 with the reason.
+    for _ in 0..2 {
+        let (out, err) = sql("x", "SELECT count(*) FROM t");
+        assert_eq!(out.trim(), "3", "{err}");
+    }
+    let (out, err) = sql("x", "SELECT count(*) FROM t");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("53400") && err.contains("rate limit reached; retry in"),
+        "{err}"
+    );
+    // A session id that is not one is refused at startup.
+    let (_, err) = sql("bad\u{7f}id", "SELECT 1");
+    assert!(err.contains("arbiter.session"), "{err}");
+    drop(proxy);
+    drop(served);
+    let recs = ARBITER.records(&data);
+    let read = recs
+        .iter()
+        .find(|r| {
+            r["action"] == "select"
+                && r["outcome"] == "allow"
+                && r["resource"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(".customers")
+        })
+        .expect("the SQL read is recorded");
+    assert_eq!(read["context"]["session_effects"]["session"], "trip");
+    assert_eq!(
+        read["context"]["session_effects"]["labels"],
+        serde_json::json!(["private_data"])
+    );
+}
