@@ -2,7 +2,9 @@
 # End-to-end HTTP benchmark of `arbiter serve`: POST /access/v1/evaluation under wrk.
 #
 # usage: bench/http.sh            (knobs: DURATION=10s CONNS=16 THREADS=2 ROUNDS=3 PORT=,
-#                                  ARBITER_BIN=path to run that binary instead of building)
+#                                  ARBITER_BIN=path to run that binary instead of building,
+#                                  POLICIES=policy directory (default the fixture),
+#                                  SESSIONS=N to send `Arbiter-Session: s1`…`sN` round-robin)
 #
 # Builds the release binary, starts `arbiter serve` on bench/fixtures/bench-cedar (the same
 # fixture as the Cerbos comparison), checks every request of the load mix gets its expected
@@ -31,7 +33,8 @@ else
 fi
 PORT=${PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
 URL=http://127.0.0.1:$PORT
-"$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$WORK/data" --listen "127.0.0.1:$PORT" \
+POLICIES=${POLICIES:-$ROOT/bench/fixtures/bench-cedar} SESSIONS=${SESSIONS:-0}
+"$BIN" serve --policies "$POLICIES" --data "$WORK/data" --listen "127.0.0.1:$PORT" \
   --log-level warn ${ARBITER_EXTRA_ARGS:-} >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "$URL/healthz" && break; sleep 0.1; done
@@ -49,12 +52,16 @@ open(bodies, "w").write("".join(json.dumps(c["request"], separators=(",", ":")) 
 print(f"decisions ok: {len(cases)} requests match their expected decisions")
 PY
 
-cat >"$WORK/mix.lua" <<'LUA'
-local reqs, i, threads = {}, 0, 0
+cat >"$WORK/mix.lua" <<LUA
+local reqs, i, threads, sessions = {}, 0, 0, $SESSIONS
 function setup(thread) threads = threads + 1; thread:set("offset", threads * 5) end
 function init(args)
+  local n = 0
   for line in io.lines(args[1]) do
-    reqs[#reqs + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, line)
+    n = n + 1
+    local headers = { ["Content-Type"] = "application/json" }
+    if sessions > 0 then headers["Arbiter-Session"] = "s" .. (n % sessions + 1) end
+    reqs[#reqs + 1] = wrk.format("POST", nil, headers, line)
   end
   i = offset or 0
 end

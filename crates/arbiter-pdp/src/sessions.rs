@@ -51,13 +51,20 @@ pub const MAX_SESSION_ID_BYTES: usize = 128;
 /// A session idle this long is forgotten.
 pub const SESSION_IDLE: Duration = Duration::from_secs(86_400);
 /// Sessions kept per agent.
-pub const MAX_SESSIONS_PER_AGENT: usize = 1_024;
+pub const MAX_SESSIONS_PER_AGENT: usize = 256;
 /// Recent calls kept per session (for `calls_last_minute`, `calls_last_hour`).
-pub const MAX_RECENT_CALLS: usize = 10_000;
+pub const MAX_RECENT_CALLS: usize = 4_096;
 /// Decisions whose effects wait for their record; beyond this the oldest are settled.
 const MAX_PENDING: usize = 100_000;
+/// Charges kept per limit or budget (a limit allows at most
+/// [`arbiter_policy::runtime::MAX_LIMIT_CALLS`], so it never reaches this).
+const MAX_CHARGES: usize = 1_000_000;
+/// Agents (or subjects) whose state is kept; past this the least recently active go.
+pub const MAX_AGENTS: usize = 100_000;
 
 const MINUTE_US: i64 = 60_000_000;
+/// What one call charges a limit.
+const ONE_CALL: Amount = Amount::from_millionths(1_000_000);
 const HOUR_US: i64 = 3_600_000_000;
 
 /// Whether `id` may name a session: 1 to [`MAX_SESSION_ID_BYTES`] visible ASCII characters.
@@ -76,10 +83,63 @@ pub struct Sessions {
 #[derive(Debug, Default)]
 struct AgentState {
     sessions: HashMap<String, SessionState>,
-    /// Allowed calls by limited permit: their times.
-    limits: HashMap<String, VecDeque<i64>>,
-    /// Charged amounts by budgeted permit: (time, amount).
-    budgets: HashMap<String, VecDeque<(i64, Amount)>>,
+    /// Allowed calls by limited permit (each charged 1).
+    limits: HashMap<String, Charges>,
+    /// Charged amounts by budgeted permit.
+    budgets: HashMap<String, Charges>,
+    last_us: i64,
+}
+
+/// Charges in time order and their sum: a sliding window, trimmed as it is read.
+#[derive(Debug, Default)]
+struct Charges {
+    events: VecDeque<(i64, Amount)>,
+    sum: Amount,
+}
+
+impl Charges {
+    /// Forgets the charges at or before `since_us`.
+    fn trim(&mut self, since_us: i64) {
+        while let Some(&(at, a)) = self.events.front() {
+            if at > since_us {
+                break;
+            }
+            self.events.pop_front();
+            self.sum = self.sum.saturating_sub(a);
+        }
+    }
+
+    /// Adds a charge. Past [`MAX_CHARGES`] the two oldest are merged into one at the later
+    /// time: the sum stays exact, and it frees up later, never sooner.
+    fn push(&mut self, at: i64, amount: Amount) {
+        if self.events.len() >= MAX_CHARGES
+            && let Some((_, a)) = self.events.pop_front()
+            && let Some((_, b)) = self.events.front_mut()
+        {
+            *b = b.saturating_add(a);
+        }
+        self.events.push_back((at, amount));
+        self.sum = self.sum.saturating_add(amount);
+    }
+
+    fn remove(&mut self, at: i64, amount: Amount) {
+        if let Some(i) = self.events.iter().rposition(|e| *e == (at, amount)) {
+            self.events.remove(i);
+            self.sum = self.sum.saturating_sub(amount);
+        }
+    }
+
+    /// How long until charges adding up to `need` have aged out of `window`.
+    fn frees_in(&self, need: Amount, window: i64, now_us: i64) -> Option<i64> {
+        let mut freed = Amount::default();
+        for (at, a) in &self.events {
+            freed = freed.saturating_add(*a);
+            if freed >= need {
+                return Some(at + window - now_us);
+            }
+        }
+        None
+    }
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +207,19 @@ impl Sessions {
         if let Some(a) = agents.get(owner) {
             return Arc::clone(a);
         }
+        if agents.len() >= MAX_AGENTS {
+            // The least recently active tenth goes (their limits start again: an agent that
+            // many others displace is not one a registry keeps; without a registry the
+            // caller names the subject anyway).
+            let mut seen: Vec<(i64, String)> = agents
+                .iter()
+                .map(|(k, v)| (lock(v).last_us, k.clone()))
+                .collect();
+            seen.sort_unstable();
+            for (_, k) in seen.into_iter().take(MAX_AGENTS / 10) {
+                agents.remove(&k);
+            }
+        }
         let a = Arc::new(Mutex::new(AgentState::default()));
         agents.insert(owner.to_owned(), Arc::clone(&a));
         a
@@ -200,14 +273,11 @@ impl Sessions {
             };
             if let Some(limit) = rules.limit {
                 let window = micros(limit.window);
-                let times = st.limits.get(id.as_str());
-                let used =
-                    times.map_or(0, |t| t.iter().filter(|&&at| at > now_us - window).count());
-                if used as u64 >= limit.calls {
+                let calls = st.limits.entry(id.clone()).or_default();
+                calls.trim(now_us - window);
+                if calls.events.len() as u64 >= limit.calls {
                     // The call that frees a place: the oldest in the window.
-                    let oldest = times
-                        .and_then(|t| t.iter().find(|&&at| at > now_us - window).copied())
-                        .unwrap_or(now_us);
+                    let oldest = calls.events.front().map_or(now_us, |(at, _)| *at);
                     let wait = retry_after(oldest + window - now_us);
                     exceeded(
                         &mut d,
@@ -241,31 +311,15 @@ impl Sessions {
                     return (d, None);
                 };
                 let window = micros(budget.window);
-                let spent = st.budgets.get(id.as_str()).map_or(Amount::default(), |c| {
-                    c.iter()
-                        .filter(|(at, _)| *at > now_us - window)
-                        .fold(Amount::default(), |s, (_, a)| s.saturating_add(*a))
-                });
+                let charges = st.budgets.entry(id.clone()).or_default();
+                charges.trim(now_us - window);
+                let spent = charges.sum;
                 if spent.saturating_add(amount) > budget.max {
                     // When enough of the window's charges have aged out for this amount.
                     let need = spent.saturating_add(amount).saturating_sub(budget.max);
-                    let mut freed = Amount::default();
-                    let mut when = None;
-                    if amount <= budget.max {
-                        for (at, a) in st
-                            .budgets
-                            .get(id.as_str())
-                            .into_iter()
-                            .flatten()
-                            .filter(|(at, _)| *at > now_us - window)
-                        {
-                            freed = freed.saturating_add(*a);
-                            if freed >= need {
-                                when = Some(at + window - now_us);
-                                break;
-                            }
-                        }
-                    }
+                    let when = (amount <= budget.max)
+                        .then(|| charges.frees_in(need, window, now_us))
+                        .flatten();
                     let wait = when.map_or(0, retry_after);
                     let left = budget.max.saturating_sub(spent);
                     exceeded(
@@ -390,20 +444,12 @@ impl AgentState {
     fn expire(&mut self, now_us: i64) {
         let idle = micros(SESSION_IDLE);
         self.sessions.retain(|_, s| s.last_us > now_us - idle);
-        let longest = micros(MAX_WINDOW);
-        for times in self.limits.values_mut() {
-            while times.front().is_some_and(|&at| at <= now_us - longest) {
-                times.pop_front();
-            }
+        let longest = now_us - micros(MAX_WINDOW);
+        for charges in self.limits.values_mut().chain(self.budgets.values_mut()) {
+            charges.trim(longest);
         }
-        for charges in self.budgets.values_mut() {
-            while charges
-                .front()
-                .is_some_and(|(at, _)| *at <= now_us - longest)
-            {
-                charges.pop_front();
-            }
-        }
+        self.limits.retain(|_, c| !c.events.is_empty());
+        self.budgets.retain(|_, c| !c.events.is_empty());
     }
 
     fn view(&self, session: &str, call: u64, now_us: i64) -> Value {
@@ -454,14 +500,15 @@ impl AgentState {
             self.limits
                 .entry(id.clone())
                 .or_default()
-                .push_back(a.ts_us);
+                .push(a.ts_us, ONE_CALL);
         }
         for (id, amount) in &a.budgets {
             self.budgets
                 .entry(id.clone())
                 .or_default()
-                .push_back((a.ts_us, *amount));
+                .push(a.ts_us, *amount);
         }
+        self.last_us = self.last_us.max(a.ts_us);
     }
 
     fn undo(&mut self, a: &Applied) {
@@ -475,17 +522,13 @@ impl AgentState {
             }
         }
         for id in &a.limits {
-            if let Some(t) = self.limits.get_mut(id)
-                && let Some(i) = t.iter().rposition(|&at| at == a.ts_us)
-            {
-                t.remove(i);
+            if let Some(c) = self.limits.get_mut(id) {
+                c.remove(a.ts_us, ONE_CALL);
             }
         }
         for (id, amount) in &a.budgets {
-            if let Some(c) = self.budgets.get_mut(id)
-                && let Some(i) = c.iter().rposition(|e| *e == (a.ts_us, *amount))
-            {
-                c.remove(i);
+            if let Some(c) = self.budgets.get_mut(id) {
+                c.remove(a.ts_us, *amount);
             }
         }
     }

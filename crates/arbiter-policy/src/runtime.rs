@@ -29,6 +29,10 @@ use std::time::Duration;
 /// The longest window a limit or a budget may have.
 pub const MAX_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 
+/// The most calls a limit may allow per window (the decision point keeps one entry per call
+/// in the window).
+pub const MAX_LIMIT_CALLS: u64 = 1_000_000;
+
 /// Longest label, in bytes.
 pub const MAX_LABEL_BYTES: usize = 64;
 
@@ -153,7 +157,7 @@ impl Amount {
     }
 
     /// From millionths (see [`Amount::millionths`]).
-    pub fn from_millionths(v: u128) -> Amount {
+    pub const fn from_millionths(v: u128) -> Amount {
         Amount(v)
     }
 }
@@ -199,11 +203,11 @@ pub fn parse_rules<'a>(
         let (calls, window) = text
             .split_once('/')
             .and_then(|(n, w)| Some((n.trim().parse::<u64>().ok()?, parse_window(w.trim())?)))
-            .filter(|(n, _)| *n > 0)
+            .filter(|(n, _)| (1..=MAX_LIMIT_CALLS).contains(n))
             .ok_or_else(|| {
                 format!(
                     "`@limit(\"{text}\")`: expected CALLS/WINDOW such as `20/hour`, `5/minute` \
-                     or `100/12h` (CALLS at least 1, WINDOW at most 7 days)"
+                     or `100/12h` (CALLS 1 to 1000000, WINDOW at most 7 days)"
                 )
             })?;
         rules.limit = Some(Limit { calls, window });
@@ -345,6 +349,7 @@ mod tests {
             ("limit", "-1/hour"),
             ("limit", "20/8d"),
             ("limit", "20/0s"),
+            ("limit", "1000001/day"),
             ("budget", "amount 1000/day"),
             ("budget", "arguments.amount: -5/day"),
             ("budget", "arguments.amount: 1e3/day"),
