@@ -49,6 +49,8 @@ pub enum Command {
     Log(crate::cmd::log::LogCommand),
     /// The agent registry: agents, their keys, discovered identities.
     Agent(crate::cmd::agent::AgentArgs),
+    /// Human approvals that `@require_approval` permits ask for: list, show, approve, deny.
+    Approval(crate::cmd::approval::ApprovalArgs),
     /// Operator tokens (admin and PEP) and the audit trail.
     Admin(crate::cmd::agent::AdminArgs),
     /// Report sources calling LLM provider APIs that are not registered agents, from an

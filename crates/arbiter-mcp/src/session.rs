@@ -490,6 +490,8 @@ impl Session {
                 json!({ (DENIAL_META): {
                     "decision_id": verdict.decision_id,
                     "reason": verdict.reason_user,
+                    "approval_id": verdict.approval,
+                    "retry_after_s": verdict.retry_after_s,
                 }}),
             );
             Message::Result { id, result }

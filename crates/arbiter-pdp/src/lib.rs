@@ -6,6 +6,7 @@
 //! side and swaps it in atomically, so a request is always decided by exactly one version.
 
 pub mod admin;
+pub mod approvals;
 pub use arbiter_policy::delegation;
 pub mod identity;
 pub mod local;
@@ -178,11 +179,17 @@ impl Pdp {
                 };
                 let (decision, rows) = if sessions::active(policies) {
                     let owner = sessions::owner_of(attribution.agent_id.as_deref(), &req);
+                    let redact = |v: &serde_json::Value| match &self.recorder {
+                        Some(r) => r.redacted(v),
+                        None => v.clone(),
+                    };
                     let turn = sessions::Turn {
                         owner: &owner,
                         session: session.unwrap_or(sessions::DEFAULT_SESSION),
                         now_us: identity::now_us(),
                         track: self.recorder.is_some(),
+                        approvals: self.identity.as_ref().map(|i| i.store().as_ref()),
+                        redact: &redact,
                     };
                     let (d, rows) = self.sessions.decide(policies, turn, &mut req, evaluate);
                     (d, rows.flatten())
@@ -682,6 +689,7 @@ fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
         eval_us: u64::try_from(eval_us).unwrap_or(u64::MAX),
         evaluations: Vec::new(),
         retry_after_s: None,
+        approval: None,
     }
 }
 

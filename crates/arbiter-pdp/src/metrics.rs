@@ -29,7 +29,8 @@ impl Metrics {
     pub fn record_decision(&self, outcome: Outcome, elapsed: Duration) {
         match outcome {
             Outcome::Allow => self.allow.fetch_add(1, Ordering::Relaxed),
-            Outcome::Deny => self.deny.fetch_add(1, Ordering::Relaxed),
+            // Counted when evaluated: `require_approval` comes later, from an allow.
+            Outcome::Deny | Outcome::RequireApproval => self.deny.fetch_add(1, Ordering::Relaxed),
         };
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.sum_us.fetch_add(us, Ordering::Relaxed);

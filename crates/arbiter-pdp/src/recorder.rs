@@ -144,6 +144,15 @@ impl Recorder {
         ))
     }
 
+    /// `context` as a decision record keeps it: the configured paths replaced by keyed
+    /// hashes.
+    pub fn redacted(&self, context: &Value) -> Value {
+        if self.redact.is_empty() {
+            return context.clone();
+        }
+        arbiter_log::redact(context, &self.redact, &self.redact_key).0
+    }
+
     pub fn log(&self) -> &Log {
         &self.log
     }
@@ -214,6 +223,7 @@ impl Recorder {
             outcome: match d.outcome {
                 Outcome::Allow => arbiter_log::Outcome::Allow,
                 Outcome::Deny => arbiter_log::Outcome::Deny,
+                Outcome::RequireApproval => arbiter_log::Outcome::RequireApproval,
             },
             determining_policies: d.determining_policies.clone(),
             reason_admin: d.reason_admin.clone(),
@@ -235,6 +245,7 @@ impl Recorder {
                     outcome: match e.outcome {
                         Outcome::Allow => arbiter_log::Outcome::Allow,
                         Outcome::Deny => arbiter_log::Outcome::Deny,
+                        Outcome::RequireApproval => arbiter_log::Outcome::RequireApproval,
                     },
                     determining_policies: e.determining_policies.clone(),
                 })
@@ -396,7 +407,11 @@ impl Pdp {
                 Err(_) => Err(LogError::ShutDown),
             };
             // What an allow changed in the runtime context stands only with its record.
-            self.sessions().settle(decision.id.as_str(), result.is_ok());
+            self.sessions().settle(
+                decision.id.as_str(),
+                result.is_ok(),
+                self.identity().map(|i| i.store().as_ref()),
+            );
             out.push(match result {
                 Ok(_) => Ok(decision),
                 Err(e) => Err(self.unrecorded(decision, &e)),

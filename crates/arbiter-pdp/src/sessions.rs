@@ -152,7 +152,8 @@ struct SessionState {
 }
 
 /// Whose decision is taken, and when.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)] // holds a closure
 pub struct Turn<'a> {
     /// The agent (see [`owner_of`]).
     pub owner: &'a str,
@@ -160,6 +161,10 @@ pub struct Turn<'a> {
     pub now_us: i64,
     /// Whether the effects wait for a record ([`Sessions::settle`]).
     pub track: bool,
+    /// Where approvals are kept (`@require_approval`); without it such an allow is a deny.
+    pub approvals: Option<&'a dyn arbiter_store::Store>,
+    /// What an approver is shown of a request's context (redacted as records are).
+    pub redact: &'a dyn Fn(&Value) -> Value,
 }
 
 /// What one allow changed, to undo it when its record fails, and to replay it.
@@ -172,6 +177,8 @@ pub struct Applied {
     new_labels: Vec<String>,
     limits: Vec<String>,
     budgets: Vec<(String, Amount)>,
+    /// The approval the allow used.
+    approval: Option<String>,
 }
 
 /// Who a request's state belongs to: the agent, or `Type::"id"` of a subject without a
@@ -243,6 +250,8 @@ impl Sessions {
             session,
             now_us,
             track,
+            approvals,
+            redact,
         } = turn;
         let state = self.agent(owner);
         let mut st = lock(&state);
@@ -264,6 +273,7 @@ impl Sessions {
             new_labels: Vec::new(),
             limits: Vec::new(),
             budgets: Vec::new(),
+            approval: None,
         };
         let mut labels: Vec<&str> = Vec::new();
         let determining = d.determining_policies.clone();
@@ -345,6 +355,13 @@ impl Sessions {
             }
             labels.extend(rules.labels.iter().map(String::as_str));
         }
+        // Last, once nothing else can turn the allow down: an approval is used only by an
+        // allow that stands.
+        match crate::approvals::gate(policies, approvals, owner, req, &mut d, now_us, redact) {
+            crate::approvals::Gate::Free => {}
+            crate::approvals::Gate::Used(id) => applied.approval = Some(id),
+            crate::approvals::Gate::Stop => return (d, None),
+        }
         let known = st.sessions.get(session).map(|s| &s.labels);
         let mut new_labels: Vec<String> = labels
             .into_iter()
@@ -369,14 +386,20 @@ impl Sessions {
         (d, Some(extra))
     }
 
-    /// The record of decision `id` is durable (`ok`) or failed: keep or undo its effects.
-    pub fn settle(&self, id: &str, ok: bool) {
+    /// The record of decision `id` is durable (`ok`) or failed: keep or undo its effects
+    /// (giving back an approval it used to `approvals`).
+    pub fn settle(&self, id: &str, ok: bool, approvals: Option<&dyn arbiter_store::Store>) {
         let Some(applied) = lock(&self.pending).remove(id) else {
             return;
         };
         if !ok {
             let state = self.agent(&applied.agent);
             lock(&state).undo(&applied);
+            if let (Some(approval), Some(store)) = (&applied.approval, approvals)
+                && let Err(e) = store.unuse_approval(approval, id)
+            {
+                tracing::error!(approval = %approval, error = %e, "an approval used by a decision that could not be recorded could not be given back");
+            }
         }
     }
 
@@ -573,6 +596,7 @@ impl Applied {
             new_labels: strings("labels")?,
             limits: strings("limits")?,
             budgets,
+            approval: None,
         })
     }
 }
@@ -604,7 +628,7 @@ fn retry_after(us: i64) -> u64 {
 }
 
 /// `45s`, `12m 3s`, `2h 5m`.
-fn human(secs: u64) -> String {
+pub(crate) fn human(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3_600 => format!("{}m {}s", s / 60, s % 60),
@@ -945,17 +969,20 @@ mod tests {
         let sessions = &pdp.sessions;
         let policies = pdp.snapshot();
         let mut req = request("bot", "select", "Table::customers", Value::Null);
+        let keep = |v: &Value| v.clone();
         let turn = |track| Turn {
             owner: "bot",
             session: "s",
             now_us: 1_000_000_000,
             track,
+            approvals: None,
+            redact: &keep,
         };
         let (d, _) = sessions.decide(&policies, turn(true), &mut req, |r| {
             (pdp.decide_with(&policies, r), ())
         });
         assert_eq!(sessions.labels("bot", "s"), ["private_data"]);
-        sessions.settle(d.id.as_str(), false);
+        sessions.settle(d.id.as_str(), false, None);
         assert!(sessions.labels("bot", "s").is_empty());
 
         // The record's context carries what the allow changed; another decision point takes

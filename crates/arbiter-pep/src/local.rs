@@ -78,6 +78,7 @@ impl LocalDecider {
                     policy_version: Some(d.decision.policy_version.clone()),
                     unrecorded: false,
                     retry_after_s: d.decision.retry_after_s,
+                    approval: pending_approval(&d.decision),
                 }
             })
             .collect();
@@ -115,6 +116,7 @@ impl LocalDecider {
                     Err(unrecorded) => (*unrecorded.decision, None, true),
                 };
                 let allow = d.outcome.is_allow();
+                let approval = pending_approval(&d);
                 Verdict {
                     allow,
                     decision_id: Some(d.id.as_str().to_owned()),
@@ -123,6 +125,7 @@ impl LocalDecider {
                     policy_version: Some(d.policy_version),
                     unrecorded,
                     retry_after_s: d.retry_after_s,
+                    approval,
                 }
             })
             .collect()
@@ -200,6 +203,14 @@ impl LocalDecider {
             }
         }
     }
+}
+
+/// The approval a decision waits for, when it does.
+fn pending_approval(d: &arbiter_types::Decision) -> Option<String> {
+    d.approval
+        .as_ref()
+        .filter(|a| a.status == "pending" && !d.outcome.is_allow())
+        .map(|a| a.id.clone())
 }
 
 fn request_of(ask: Ask) -> EvaluationRequest {

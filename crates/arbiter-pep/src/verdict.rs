@@ -91,6 +91,9 @@ pub struct Verdict {
     pub unrecorded: bool,
     /// For a deny by a rate limit or a budget: seconds until the call may be allowed.
     pub retry_after_s: Option<u64>,
+    /// The approval a `require_approval` decision waits for (`apr_…`): once a person approves
+    /// it, the identical request is allowed once.
+    pub approval: Option<String>,
 }
 
 impl Verdict {
@@ -108,6 +111,7 @@ impl Verdict {
     pub fn denial(&self) -> Denial {
         Denial {
             retry_after_s: self.retry_after_s,
+            approval: self.approval.clone(),
             ..Denial::new(&self.reason_user, self.decision_id.clone())
         }
     }
@@ -122,6 +126,8 @@ pub struct Denial {
     pub decision_id: Option<String>,
     /// For a rate limit or a budget: seconds until the call may be allowed.
     pub retry_after_s: Option<u64>,
+    /// The pending approval that would allow the request (`apr_…`).
+    pub approval: Option<String>,
 }
 
 impl Denial {
@@ -137,6 +143,7 @@ impl Denial {
             },
             decision_id,
             retry_after_s: None,
+            approval: None,
         }
     }
 }
@@ -183,6 +190,17 @@ pub fn verdict_of(answer: &Value) -> Option<Verdict> {
             .get("context")
             .and_then(|c| c.get("retry_after_s"))
             .and_then(Value::as_u64)
+            .filter(|_| !allow),
+        approval: answer
+            .get("context")
+            .and_then(|c| c.get("approval"))
+            .filter(|a| a.get("status").and_then(Value::as_str) == Some("pending"))
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str)
+            .filter(|id| {
+                id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+            .map(str::to_owned)
             .filter(|_| !allow),
     })
 }

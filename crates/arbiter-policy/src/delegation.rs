@@ -153,8 +153,10 @@ fn intersect(agent: Evaluation, user: Evaluation, user_label: &str) -> Evaluatio
     );
     let reason_user = match (agent.outcome, user.outcome) {
         (Outcome::Allow, Outcome::Allow) => agent.reason_user,
-        (Outcome::Deny, _) => agent.reason_user,
-        (Outcome::Allow, Outcome::Deny) => {
+        // Evaluation answers allow or deny; `require_approval` comes later, from the
+        // decision point.
+        (Outcome::Deny | Outcome::RequireApproval, _) => agent.reason_user,
+        (Outcome::Allow, Outcome::Deny | Outcome::RequireApproval) => {
             format!(
                 "the user this agent acts for is not permitted: {}",
                 user.reason_user

@@ -16,6 +16,9 @@
 //!   session; later decisions see them in `context.session.labels`.
 //! - `@limit("N/WINDOW")`: this permit allows at most `N` calls per agent in any sliding
 //!   `WINDOW` (`second`, `minute`, `hour`, `day`, or a duration such as `10m`, `12h`).
+//! - `@require_approval` (options `owner` or `not_owner`, `expires=DURATION`): an allow of
+//!   this permit needs a person's approval of the exact request first; the decision is
+//!   `require_approval` until then, and an approval allows the identical request once.
 //! - `@budget("PATH: MAX/WINDOW")`: the numbers at context path `PATH` of the calls this
 //!   permit allows add up to at most `MAX` per agent in any sliding `WINDOW`. A call without
 //!   a non-negative number there is denied.
@@ -43,12 +46,39 @@ pub struct RuntimeRules {
     pub labels: Vec<String>,
     pub limit: Option<Limit>,
     pub budget: Option<Budget>,
+    pub approval: Option<ApprovalRule>,
 }
+
+/// `@require_approval`: an allow of this permit needs a person's approval of the exact
+/// request first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub approvers: WhoApproves,
+    /// How long the approval is valid, asked for and once approved.
+    pub expires: Duration,
+}
+
+/// Who may approve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhoApproves {
+    /// Any approver.
+    Any,
+    /// Only the agent's owner.
+    Owner,
+    /// Anyone but the agent's owner.
+    NotOwner,
+}
+
+/// How long an approval is valid when the annotation does not say.
+pub const DEFAULT_APPROVAL_EXPIRY: Duration = Duration::from_secs(3_600);
 
 impl RuntimeRules {
     /// Whether the permit declares nothing.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.limit.is_none() && self.budget.is_none()
+        self.labels.is_empty()
+            && self.limit.is_none()
+            && self.budget.is_none()
+            && self.approval.is_none()
     }
 }
 
@@ -221,14 +251,50 @@ pub fn parse_rules<'a>(
             )
         })?);
     }
+    if let Some(text) = annotation("require_approval") {
+        rules.approval = Some(parse_approval(text).ok_or_else(|| {
+            format!(
+                "`@require_approval(\"{text}\")`: expected nothing, or comma-separated options: \
+                 `owner` (only the agent's owner approves) or `not_owner` (anyone but the \
+                 owner), `expires=DURATION` (how long the approval is valid, e.g. `30m`, at \
+                 most 7 days; default 1 hour)"
+            )
+        })?);
+    }
     if !is_permit && !rules.is_empty() {
         return Err(
-            "`@session_label`, `@limit` and `@budget` apply to what a permit allows; a forbid \
-             cannot carry them"
+            "`@session_label`, `@limit`, `@budget` and `@require_approval` apply to what a \
+             permit allows; a forbid cannot carry them"
                 .to_owned(),
         );
     }
     Ok(rules)
+}
+
+fn parse_approval(text: &str) -> Option<ApprovalRule> {
+    let mut rule = ApprovalRule {
+        approvers: WhoApproves::Any,
+        expires: DEFAULT_APPROVAL_EXPIRY,
+    };
+    let (mut who, mut expires) = (false, false);
+    for option in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match option {
+            "owner" | "not_owner" if !who => {
+                who = true;
+                rule.approvers = if option == "owner" {
+                    WhoApproves::Owner
+                } else {
+                    WhoApproves::NotOwner
+                };
+            }
+            _ => {
+                let d = option.strip_prefix("expires=").filter(|_| !expires)?;
+                expires = true;
+                rule.expires = parse_window(d.trim())?;
+            }
+        }
+    }
+    Some(rule)
 }
 
 fn parse_budget(text: &str) -> Option<Budget> {
@@ -335,6 +401,22 @@ mod tests {
                 .to_string(),
             "5/10m"
         );
+        assert_eq!(
+            rules(&[("require_approval", "")]).unwrap().approval,
+            Some(ApprovalRule {
+                approvers: WhoApproves::Any,
+                expires: DEFAULT_APPROVAL_EXPIRY
+            })
+        );
+        assert_eq!(
+            rules(&[("require_approval", "not_owner, expires=30m")])
+                .unwrap()
+                .approval,
+            Some(ApprovalRule {
+                approvers: WhoApproves::NotOwner,
+                expires: Duration::from_secs(1_800)
+            })
+        );
     }
 
     #[test]
@@ -355,6 +437,10 @@ mod tests {
             ("budget", "arguments.amount: 1e3/day"),
             ("budget", ": 5/day"),
             ("budget", "a..b: 5/day"),
+            ("require_approval", "someone"),
+            ("require_approval", "owner, not_owner"),
+            ("require_approval", "expires=8d"),
+            ("require_approval", "expires=1h, expires=2h"),
         ] {
             assert!(rules(&[(k, v)]).is_err(), "{k}={v}");
         }

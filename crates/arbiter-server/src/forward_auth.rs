@@ -406,6 +406,7 @@ fn answer(verdict: &Verdict, agent: Result<Option<String>, String>) -> Response 
                 "decision_id": verdict.decision_id,
                 "reason": verdict.reason_user,
                 "retry_after_s": verdict.retry_after_s,
+                "approval_id": verdict.approval,
                 "error": verdict.unrecorded.then(|| json!({
                     "code": "decision_log_unavailable",
                     "message": "the decision could not be recorded, so it is a deny",

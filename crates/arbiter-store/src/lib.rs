@@ -33,6 +33,7 @@
 //! which waits for nothing and is made for their own threads.
 
 mod agents;
+pub mod approvals;
 pub mod audit;
 mod credentials;
 mod discovered;
@@ -46,9 +47,10 @@ pub mod validate;
 pub use audit::GENESIS_HASH;
 pub use error::StoreError;
 pub use model::{
-    ADMIN_ROLES, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential,
-    CredentialFilter, CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
-    MAX_DISCOVERED_SOURCES, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
+    ADMIN_ROLES, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval, ApprovalLookup,
+    ApprovalState, Approvers, AuditEvent, Credential, CredentialFilter, CredentialKind, Discovered,
+    DiscoveredKind, Environment, MAX_DISCOVERED_ROWS, MAX_DISCOVERED_SOURCES, NewAgent,
+    NewApproval, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
@@ -272,6 +274,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &Actor,
         now_us: i64,
     ) -> Result<(), StoreError>;
+
+    /// What the decision path does about a request that needs a human approval (one write
+    /// transaction): uses an approved, unexpired approval of its binding
+    /// ([`ApprovalLookup::Used`], single use), reports a denied one, or returns the pending
+    /// one, asking for it (`new`) when there is none. Not audited: the decision that asks is
+    /// in the decision log.
+    fn approval_for(&self, new: &NewApproval, now_us: i64) -> Result<ApprovalLookup, StoreError>;
+
+    /// Gives back the approval `id` that `decision_id` used, when that decision could not be
+    /// recorded (and so became a deny).
+    fn unuse_approval(&self, id: &str, decision_id: &str) -> Result<(), StoreError>;
+
+    /// Approves or denies the pending approval `id` as the person `approver`, for `reason`.
+    /// Refused unless it is pending and unexpired, and unless `approver` may decide it (the
+    /// agent's owner only, or anyone but the owner, as the approval says). Audited as
+    /// `approval.approved` or `approval.denied`.
+    fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Approval, StoreError>;
+
+    /// The approval `id`, if any.
+    fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError>;
+
+    /// Approvals, newest first: every one, or those in `state`; at most `limit`.
+    fn list_approvals(
+        &self,
+        state: Option<ApprovalState>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError>;
 
     /// Up to `limit` audit events with `seq > after_seq` (from the first
     /// when `None`), in order.

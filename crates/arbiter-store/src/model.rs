@@ -460,3 +460,138 @@ pub enum PinCheck {
         pinned_hash: String,
     },
 }
+
+/// Who may approve an approval (see [`Approval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approvers {
+    /// Any approver.
+    Any,
+    /// Only the agent's owner.
+    Owner,
+    /// Anyone but the agent's owner.
+    NotOwner,
+}
+
+impl Approvers {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Approvers::Any => "any",
+            Approvers::Owner => "owner",
+            Approvers::NotOwner => "not_owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Approvers> {
+        match s {
+            "any" => Some(Approvers::Any),
+            "owner" => Some(Approvers::Owner),
+            "not_owner" => Some(Approvers::NotOwner),
+            _ => None,
+        }
+    }
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    /// Waiting for an approver.
+    Pending,
+    /// Approved: the identical request is allowed once before the expiry.
+    Approved,
+    /// Denied: the identical request is denied until the expiry.
+    Denied,
+    /// Approved and used by the one decision it allowed.
+    Used,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Used => "used",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalState> {
+        match s {
+            "pending" => Some(ApprovalState::Pending),
+            "approved" => Some(ApprovalState::Approved),
+            "denied" => Some(ApprovalState::Denied),
+            "used" => Some(ApprovalState::Used),
+            _ => None,
+        }
+    }
+}
+
+/// A human approval asked for by a permit with `@require_approval`, bound to one exact request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Approval {
+    /// `apr_` and a UUIDv7.
+    pub id: String,
+    /// `sha256:` digest of what is approved: the agent, the user it acts for, the action, the
+    /// resource, the request's context and the policy version.
+    pub binding: String,
+    pub agent_id: String,
+    /// The agent's owner when the approval was asked for.
+    pub agent_owner: String,
+    pub action: String,
+    /// `Type::"id"`.
+    pub resource: String,
+    /// What an approver reviews: the request as decided (its context, redacted as records are).
+    pub request: serde_json::Value,
+    pub policy_version: String,
+    /// The permits that asked for it.
+    pub policies: Vec<String>,
+    #[serde(serialize_with = "approvers_name")]
+    pub approvers: Approvers,
+    #[serde(serialize_with = "state_name")]
+    pub state: ApprovalState,
+    pub created_us: i64,
+    pub expires_us: i64,
+    /// The decision that asked for it.
+    pub decision_id: String,
+    pub decided_by: Option<String>,
+    pub decided_us: Option<i64>,
+    pub reason: Option<String>,
+    pub used_us: Option<i64>,
+    pub used_by_decision: Option<String>,
+}
+
+fn approvers_name<S: serde::Serializer>(a: &Approvers, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
+}
+
+fn state_name<S: serde::Serializer>(a: &ApprovalState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
+}
+
+/// What the decision path asks an approval for (see [`crate::Store::request_approval`]).
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// The id to give it if it is new (`apr_…`).
+    pub id: String,
+    pub binding: String,
+    pub agent_id: String,
+    pub agent_owner: String,
+    pub action: String,
+    pub resource: String,
+    pub request: serde_json::Value,
+    pub policy_version: String,
+    pub policies: Vec<String>,
+    pub approvers: Approvers,
+    pub expires_us: i64,
+    pub decision_id: String,
+}
+
+/// What the store knows about a request's approval (see [`crate::Store::approval_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalLookup {
+    /// An approved, unexpired approval: now used by the decision that looked it up.
+    Used(Approval),
+    /// A denied, unexpired approval: the request stays denied until it expires.
+    Denied(Approval),
+    /// Nothing usable: a new pending approval (or the one already pending) for the request.
+    Pending(Approval),
+}

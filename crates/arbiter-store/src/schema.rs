@@ -168,8 +168,47 @@ CREATE TRIGGER generation_audit_events_insert AFTER INSERT ON audit_events
 BEGIN UPDATE generation SET value = value + 1 WHERE id = 1; END;
 ";
 
+/// Schema version 4: human approvals.
+///
+/// One row per approval a permit with `@require_approval` asked for: what it approves (the
+/// `binding`, a digest of the exact request and policy version), for whom, who may approve it,
+/// its state (`pending`, then `approved` or `denied`; an approved one becomes `used` by the one
+/// decision it allows) and its expiry. The decision path looks approvals up by binding.
+/// Approving and denying are audited; nothing here moves the generation counter (no cache
+/// holds approvals).
+const V4: &str = r"
+CREATE TABLE approvals (
+    id             TEXT    NOT NULL PRIMARY KEY CHECK (id <> '' AND length(id) <= 64),
+    binding        TEXT    NOT NULL CHECK (
+                       length(binding) = 71 AND substr(binding, 1, 7) = 'sha256:'
+                       AND substr(binding, 8) NOT GLOB '*[^0-9a-f]*'),
+    agent_id       TEXT    NOT NULL CHECK (agent_id <> ''),
+    agent_owner    TEXT    NOT NULL,
+    action         TEXT    NOT NULL CHECK (action <> ''),
+    resource       TEXT    NOT NULL CHECK (resource <> ''),
+    request        TEXT    NOT NULL CHECK (json_valid(request)),
+    policy_version TEXT    NOT NULL,
+    policies       TEXT    NOT NULL CHECK (json_valid(policies)),
+    approvers      TEXT    NOT NULL CHECK (approvers IN ('any', 'owner', 'not_owner')),
+    state          TEXT    NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'used')),
+    created_us     INTEGER NOT NULL,
+    expires_us     INTEGER NOT NULL,
+    decision_id    TEXT    NOT NULL,
+    decided_by     TEXT,
+    decided_us     INTEGER,
+    reason         TEXT,
+    used_us        INTEGER,
+    used_by_decision TEXT,
+    CHECK ((state = 'pending') = (decided_by IS NULL)),
+    CHECK ((state = 'used') = (used_us IS NOT NULL))
+) STRICT;
+
+CREATE INDEX approvals_by_binding ON approvals (binding, created_us);
+CREATE INDEX approvals_by_state ON approvals (state, created_us);
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

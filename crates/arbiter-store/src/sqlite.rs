@@ -30,7 +30,10 @@ use crate::model::{
     Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential, CredentialFilter,
     Discovered, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
-use crate::{Store, StoreError, agents, credentials, discovered, pins, schema, validate};
+use crate::model::{Approval, ApprovalLookup, ApprovalState, NewApproval};
+use crate::{
+    Store, StoreError, agents, approvals, credentials, discovered, pins, schema, validate,
+};
 
 /// How long a call waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -421,6 +424,40 @@ impl Store for SqliteStore {
         now_us: i64,
     ) -> Result<(), StoreError> {
         self.change(actor, |tx| pins::unpin(tx, server, tool, actor, now_us))
+    }
+
+    fn approval_for(&self, new: &NewApproval, now_us: i64) -> Result<ApprovalLookup, StoreError> {
+        self.write(|tx| approvals::lookup(tx, new, now_us))
+    }
+
+    fn unuse_approval(&self, id: &str, decision_id: &str) -> Result<(), StoreError> {
+        self.write(|tx| approvals::unuse(tx, id, decision_id))
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<Approval, StoreError> {
+        self.change(actor, |tx| {
+            approvals::decide(tx, id, approve, approver, reason, actor, now_us)
+        })
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        self.read(|conn| approvals::get(conn, id))
+    }
+
+    fn list_approvals(
+        &self,
+        state: Option<ApprovalState>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        self.read(|conn| approvals::list(conn, state, limit))
     }
 
     fn list_audit(

@@ -13,13 +13,16 @@ use serde_json::{Map, Value, json};
 pub enum Outcome {
     Allow,
     Deny,
+    /// Allowed once a person approves this exact request (see [`Decision::approval`]); until
+    /// then it is not an allow (`"decision": false`).
+    RequireApproval,
 }
 
 impl Outcome {
     pub fn is_allow(self) -> bool {
         match self {
             Outcome::Allow => true,
-            Outcome::Deny => false,
+            Outcome::Deny | Outcome::RequireApproval => false,
         }
     }
 
@@ -27,8 +30,20 @@ impl Outcome {
         match self {
             Outcome::Allow => "allow",
             Outcome::Deny => "deny",
+            Outcome::RequireApproval => "require_approval",
         }
     }
+}
+
+/// The approval a [`Outcome::RequireApproval`] decision waits for, or that an allow used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalTicket {
+    /// `apr_…`: what an approver approves (`arbiter approval approve ID`).
+    pub id: String,
+    /// `pending`, or `used` on the allow that used it.
+    pub status: String,
+    /// When it expires, in seconds from the decision.
+    pub expires_in_s: u64,
 }
 
 /// A decision id: a UUIDv7 in its hyphenated text form, time-ordered.
@@ -88,6 +103,8 @@ pub struct Decision {
     /// For a deny by a rate limit or a budget: whole seconds until the same call may be
     /// allowed (`context.retry_after_s` in the answer; `Retry-After` over HTTP).
     pub retry_after_s: Option<u64>,
+    /// The approval this decision waits for (`require_approval`) or used (an allow).
+    pub approval: Option<ApprovalTicket>,
 }
 
 /// Who an answer is for: what it may reveal.
@@ -121,6 +138,9 @@ impl Decision {
             if let Some(s) = self.retry_after_s {
                 context.insert("retry_after_s".into(), json!(s));
             }
+            if let Some(a) = &self.approval {
+                context.insert("approval".into(), json!(a));
+            }
             if !self.evaluations.is_empty() {
                 let evaluations: Vec<Value> = self
                     .evaluations
@@ -149,6 +169,9 @@ impl Decision {
         }
         if let Some(s) = self.retry_after_s {
             context.insert("retry_after_s".into(), json!(s));
+        }
+        if let Some(a) = &self.approval {
+            context.insert("approval".into(), json!(a));
         }
         json!({ "decision": self.outcome.is_allow(), "context": context })
     }

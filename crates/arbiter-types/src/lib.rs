@@ -14,6 +14,6 @@ pub use authzen::{
     Action, AnswerSummary, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic,
     Page, PartialEvaluation, RequestError, SearchKind, SearchRequest,
 };
-pub use decision::{Audience, Decision, DecisionId, Outcome, PrincipalEvaluation};
+pub use decision::{ApprovalTicket, Audience, Decision, DecisionId, Outcome, PrincipalEvaluation};
 pub use json::{JsonLimits, LimitError};
 pub use rows::{RowExpr, RowFilter, RowPolicies};

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub mod agent;
+pub mod approval;
 mod check;
 pub mod exec;
 pub mod log;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Log(cmd) => log::run(cmd),
         Command::Agent(args) => agent::run_agent(args),
+        Command::Approval(args) => approval::run(args),
         Command::Admin(args) => agent::run_admin(args),
         Command::Discover(args) => agent::run_discover(args),
         Command::Exec(args) => exec::run(args),

@@ -18,9 +18,15 @@ impl Proxy {
         let analysis = self
             .analysis_of(sql)
             .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
+        // The exact text (the fingerprint leaves constants out): what an approval is bound to.
+        let digest = statement_digest(sql);
         let asks: Vec<Ask> = asks_for(&analysis, &self.config.database_name)
             .into_iter()
-            .map(|a| a.in_session(Some(&peer.session)))
+            .map(|mut a| {
+                a.context
+                    .insert("statement_digest".into(), json!(digest.as_str()));
+                a.in_session(Some(&peer.session))
+            })
             .collect();
         if asks.is_empty() {
             return Ok(Allowed::default());
@@ -103,6 +109,18 @@ impl Proxy {
             )),
         }
     }
+}
+
+/// `sha256:<hex>` of a statement's text.
+fn statement_digest(sql: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let hash = Sha256::digest(sql.as_bytes());
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// Statement kinds decided as `select`.

@@ -116,7 +116,7 @@ enum Stop {
     /// Refused before a decision could be asked: exit 126.
     Refused(String),
     /// The decision point said no: exit 126.
-    Denied(Verdict),
+    Denied(Box<Verdict>),
 }
 
 pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -239,7 +239,7 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
         )));
     }
     if !verdict.allow {
-        return Err(Stop::Denied(verdict));
+        return Err(Stop::Denied(Box::new(verdict)));
     }
     Ok(Allowed {
         removed: loader
