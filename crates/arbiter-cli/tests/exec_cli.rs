@@ -1028,6 +1028,10 @@ permit (principal is Agent, action == Action::"exec", resource == Command::"date
 @session_label("untrusted_input")
 permit (principal is Agent, action == Action::"exec", resource == Command::"true");
 
+@id("deploy-needs-approval")
+@require_approval
+permit (principal is Agent, action == Action::"exec", resource == Command::"env");
+
 @id("no-rm-after-untrusted")
 @agent_reason("no deletions after untrusted input in this session")
 forbid (principal, action == Action::"exec", resource == Command::"sh")
@@ -1062,6 +1066,38 @@ when { context.session.labels.contains("untrusted_input") };
         "{stderr}"
     );
     assert_eq!(run(&["sh", "-c", "exit 0"], Some("s2")).0, Some(0));
+
+    // A command that needs a person's approval: exit 126 naming the approval; approved,
+    // the identical command runs once.
+    let (code, stderr) = run(&["env", "-0"], None);
+    assert_eq!(code, Some(126), "{stderr}");
+    assert!(
+        stderr.contains("approval required: approval apr_"),
+        "{stderr}"
+    );
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("apr_"))
+        .unwrap()
+        .trim_end_matches([';', ','])
+        .to_owned();
+    let approve = arbiter()
+        .args([
+            "approval",
+            "approve",
+            &id,
+            "--reason",
+            "ok",
+            "--approver",
+            "ops@example.com",
+            "--data",
+        ])
+        .arg(env.data())
+        .output()
+        .unwrap();
+    assert!(approve.status.success(), "{}", text(&approve.stderr));
+    assert_eq!(run(&["env", "-0"], None).0, Some(0));
+    assert_eq!(run(&["env", "-0"], None).0, Some(126));
 
     let (code, stderr) = run(&["date"], Some("two words"));
     assert_eq!(code, Some(126), "{stderr}");

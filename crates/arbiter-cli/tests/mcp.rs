@@ -1060,3 +1060,149 @@ fn limits_budgets_and_labels_through_the_stdio_gateway() {
     );
     run_ok(arbiter().args(["log", "verify", "--data"]).arg(&data));
 }
+
+const APPROVAL_POLICIES: &str = r#"
+@id("sums-need-approval")
+@require_approval("not_owner, expires=15m")
+permit (principal == Agent::"reader", action == Action::"call_tool", resource is Tool)
+when { resource.server == "everything" && resource.name == "get-sum" };
+
+@id("list-everything")
+permit (principal == Agent::"reader", action == Action::"list_tools", resource is Tool)
+when { resource.server == "everything" };
+"#;
+
+/// Human approval through the stdio gateway: the call answers with a pending approval's id;
+/// an approver approves it with the CLI in another process (not the agent's owner: the policy
+/// says so); the identical call then passes once; a second retry and a changed call need an
+/// approval again.
+#[test]
+fn an_approved_call_passes_once_through_the_stdio_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key) = data_with_agent(dir.path());
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("approval.cedar"), APPROVAL_POLICIES).unwrap();
+    let args: Vec<String> = vec![
+        "mcp".into(),
+        "stdio".into(),
+        "--server-name".into(),
+        "everything".into(),
+        "--policies".into(),
+        policies.to_str().unwrap().into(),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+        "--".into(),
+        npm_bin("mcp-server-everything").to_str().unwrap().into(),
+        "stdio".into(),
+    ];
+    let call =
+        |a: i64| json!({"op": "call_tool", "name": "get-sum", "arguments": {"a": a, "b": 2}});
+
+    let report = client(&stdio_script(
+        &args,
+        &key,
+        json!([{"op": "list_tools"}, call(1)]),
+    ));
+    let r = report["results"].as_array().unwrap();
+    let text = tool_text(&r[1]);
+    assert_eq!(r[1]["value"]["isError"], true, "{}", r[1]);
+    assert!(text.contains("approval required"), "{text}");
+    let approval = r[1]["value"]["_meta"]["arbiter/denial"]["approval_id"]
+        .as_str()
+        .expect("the denial names the approval")
+        .to_owned();
+    assert!(text.contains(&approval), "{text}");
+
+    // The CLI, in another process, sees it pending.
+    let out = run_ok(
+        arbiter()
+            .args(["approval", "list", "--json", "--data"])
+            .arg(&data),
+    );
+    let pending: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pending[0]["id"], approval.as_str(), "{pending}");
+    assert_eq!(pending[0]["agent_id"], "reader");
+    assert_eq!(pending[0]["request"]["context"]["arguments"]["a"], 1);
+    // The agent's owner may not approve it; someone else may.
+    let out = arbiter()
+        .args([
+            "approval",
+            "approve",
+            &approval,
+            "--reason",
+            "mine",
+            "--approver",
+            "platform",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not be decided by the agent's owner"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(
+        arbiter()
+            .args([
+                "approval",
+                "approve",
+                &approval,
+                "--reason",
+                "ticket 42",
+                "--approver",
+                "sam@example.com",
+                "--data",
+            ])
+            .arg(&data),
+    );
+
+    // A new gateway process: the identical call passes once; a second and a changed one wait.
+    let report = client(&stdio_script(
+        &args,
+        &key,
+        json!([{"op": "list_tools"}, call(1), call(1), call(5)]),
+    ));
+    let r = report["results"].as_array().unwrap();
+    assert_ne!(r[1]["value"]["isError"], true, "{}", r[1]);
+    assert!(tool_text(&r[1]).contains('3'), "{}", r[1]);
+    for i in [2, 3] {
+        assert_eq!(r[i]["value"]["isError"], true, "{}", r[i]);
+        let other = r[i]["value"]["_meta"]["arbiter/denial"]["approval_id"]
+            .as_str()
+            .unwrap();
+        assert_ne!(other, approval, "{}", r[i]);
+    }
+
+    // The evidence: the require_approval decision, the allow that used the approval.
+    let recs = records(&data);
+    assert!(recs.iter().any(|r| r["outcome"] == "require_approval"
+        && r["reason_admin"].as_str().unwrap().contains(&approval)));
+    let used = recs
+        .iter()
+        .find(|r| r["outcome"] == "allow" && r["action"] == "call_tool")
+        .expect("the approved call is recorded");
+    assert!(
+        used["reason_admin"].as_str().unwrap().contains(&approval),
+        "{used}"
+    );
+    let out = run_ok(
+        arbiter()
+            .args(["approval", "show", &approval, "--json", "--data"])
+            .arg(&data),
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "used");
+    assert_eq!(shown["decided_by"], "sam@example.com");
+    assert_eq!(shown["used_by_decision"], used["decision_id"]);
+    // The approval is in the registry's audit trail.
+    let out = run_ok(
+        arbiter()
+            .args(["admin", "audit", "--json", "--data"])
+            .arg(&data),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("approval.approved"));
+}

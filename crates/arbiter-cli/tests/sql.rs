@@ -1673,6 +1673,10 @@ when { resource.name == "echo" };
 @id("list-tools")
 permit (principal == Agent::"bot", action == Action::"list_tools", resource is Tool);
 
+@id("deletes-need-approval")
+@require_approval
+permit (principal == Agent::"bot", action == Action::"delete", resource == Table::"DB.public.t");
+
 @id("lethal-trifecta")
 @agent_reason("nothing may be sent out after reading private data and untrusted input")
 forbid (principal, action == Action::"call_tool", resource is Tool)
@@ -1791,6 +1795,55 @@ fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
         err.contains("53400") && err.contains("rate limit reached; retry in"),
         "{err}"
     );
+    // A delete that needs a person's approval: the error names it; approved, the identical
+    // statement runs once, and the same statement again waits for a new approval.
+    let (out, err) = sql("x", "DELETE FROM t WHERE id = 3");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("approval required: approval apr_"), "{err}");
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("apr_"))
+        .unwrap()
+        .trim_end_matches([';', ','])
+        .to_owned();
+    let approve = arbiter()
+        .args([
+            "approval",
+            "approve",
+            &id,
+            "--reason",
+            "cleanup",
+            "--approver",
+            "dba@example.com",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    let (_, err) = sql("y", "DELETE FROM t WHERE id = 2");
+    assert!(
+        err.contains("approval required"),
+        "another statement is not approved: {err}"
+    );
+    let (_, err) = sql("y", "DELETE FROM t WHERE id = 3");
+    let listed = arbiter()
+        .args(["approval", "list", "--state", "all", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        !err.contains("ERROR"),
+        "{err}\n{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM t"), "2\n");
+    let (_, err) = sql("y", "DELETE FROM t WHERE id = 3");
+    assert!(err.contains("approval required"), "{err}");
     // A session id that is not one is refused at startup.
     let (_, err) = sql("bad\u{7f}id", "SELECT 1");
     assert!(err.contains("arbiter.session"), "{err}");

@@ -111,6 +111,21 @@ impl Proxy {
     }
 }
 
+/// Folds `other`'s columns into `into` (sorted, once each); `into` may be narrowed to rows
+/// only if both may.
+fn merge_columns(into: &mut Ask, other: &Ask) {
+    let mut columns: Vec<String> = [&into.context, &other.context]
+        .iter()
+        .filter_map(|c| c.get("columns").and_then(|v| v.as_array()))
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    columns.sort();
+    columns.dedup();
+    into.context.insert("columns".into(), json!(columns));
+    into.rows = into.rows && other.rows;
+}
+
 /// `sha256:<hex>` of a statement's text.
 fn statement_digest(sql: &str) -> String {
     use sha2::{Digest as _, Sha256};
@@ -206,6 +221,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
     let mut asks = Vec::new();
     let mut features: Vec<&str> = Vec::new();
     for s in &analysis.statements {
+        let first = asks.len();
         let action = action_of(&s.kind);
         let mut context = Map::new();
         context.insert("functions".into(), json!(s.functions));
@@ -232,7 +248,7 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
             } else {
                 action
             };
-            asks.push(Ask {
+            let ask = Ask {
                 action,
                 resource: table(db, t.schema.as_deref().unwrap_or("public"), &t.name),
                 context: c,
@@ -240,7 +256,16 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
                 // where every reference to the table can be.
                 rows: matches!(action, "select" | "update" | "delete") && narrowable(s, t),
                 session: None,
-            });
+            };
+            // One question per table and action of a statement (`DELETE FROM t WHERE …`
+            // writes `t` and reads it): its columns are all the columns any of them names.
+            match asks[first..]
+                .iter_mut()
+                .find(|a: &&mut Ask| a.action == ask.action && a.resource.id == ask.resource.id)
+            {
+                Some(same) => merge_columns(same, &ask),
+                None => asks.push(ask),
+            }
         }
         for (flag, name) in FEATURES {
             if s.has_flag(*flag) && !features.contains(name) {
