@@ -551,6 +551,11 @@ when { resource.method == "DELETE" && context.session.labels.contains("untrusted
 @id("deletes")
 permit (principal is Agent, action == Action::"http_request", resource is Route)
 when { resource.method == "DELETE" };
+
+@id("replies-need-approval")
+@require_approval
+permit (principal is Agent, action == Action::"http_request", resource == Route::"tickets:POST /tickets/{id}/replies")
+when { context has params && context.params.id == "99" };
 "#;
 
 /// Runtime context at forward-auth, asked directly as a proxy would: a rate limit is a `403`
@@ -603,6 +608,53 @@ fn forward_auth_answers_limits_with_retry_after_and_reads_the_session_header() {
         "{body}"
     );
     assert_eq!(ask("DELETE", "/tickets/1", Some("c")).0, 200);
+
+    // A request that needs a person's approval: 403 naming it; approved over the admin API
+    // (an auditor may not), the identical request passes once.
+    let (status, _, body) = ask("POST", "/tickets/99/replies", Some("z"));
+    assert_eq!(status, 403, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let id = body["approval_id"]
+        .as_str()
+        .expect("the approval id")
+        .to_owned();
+    let admin_api = |token: &str, method: &str, path: &str, payload: &str| {
+        let bearer = format!("Bearer {token}");
+        http(
+            s.arbiter_port,
+            method,
+            path,
+            &[
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+            ],
+            payload,
+        )
+        .unwrap()
+    };
+    let listed = admin_api(&s.auditor, "GET", "/v1/approvals", "");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains(&id), "{}", listed.body);
+    let path = format!("/v1/approvals/{id}/approve");
+    let refused = admin_api(&s.auditor, "POST", &path, r#"{"reason": "ok"}"#);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let admin = ARBITER.admin_token(&s._tmp.data(), "rita@example.com", "administrator");
+    let missing = admin_api(&admin, "POST", &path, "{}");
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    let approved = admin_api(&admin, "POST", &path, r#"{"reason": "customer asked"}"#);
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let approved: Value = serde_json::from_str(&approved.body).unwrap();
+    assert_eq!(approved["state"], "approved");
+    assert_eq!(approved["decided_by"], "rita@example.com");
+    assert_eq!(ask("POST", "/tickets/99/replies", Some("other")).0, 200);
+    assert_eq!(ask("POST", "/tickets/99/replies", Some("other")).0, 403);
+    let unknown = admin_api(
+        &admin,
+        "POST",
+        "/v1/approvals/apr_nope/approve",
+        r#"{"reason": "x"}"#,
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
 
     let (status, headers, body) = ask("DELETE", "/tickets/1", Some("two words"));
     assert_eq!(status, 403, "{body}");

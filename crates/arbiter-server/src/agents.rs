@@ -40,9 +40,9 @@ use crate::auth::{Need, require_admin};
 use crate::body::read_json;
 use crate::error::ApiError;
 
-type Params = Query<std::collections::HashMap<String, String>>;
+pub(crate) type Params = Query<std::collections::HashMap<String, String>>;
 
-fn json_status(status: StatusCode, value: &Value) -> Response {
+pub(crate) fn json_status(status: StatusCode, value: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -51,7 +51,7 @@ fn json_status(status: StatusCode, value: &Value) -> Response {
         .into_response()
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         code: "invalid_request",
@@ -93,7 +93,7 @@ impl From<StoreError> for ApiError {
 }
 
 /// Runs a store operation off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -116,11 +116,11 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-fn actor(admin: &arbiter_pdp::identity::AdminCaller) -> Actor {
+pub(crate) fn actor(admin: &arbiter_pdp::identity::AdminCaller) -> Actor {
     Actor::admin_token(admin.credential_id.clone())
 }
 
-fn answer(result: Result<Response, ApiError>) -> Response {
+pub(crate) fn answer(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 

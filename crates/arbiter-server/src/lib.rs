@@ -14,6 +14,7 @@
 
 pub mod access_log;
 mod agents;
+mod approvals;
 pub mod auth;
 pub mod authzen;
 mod body;
@@ -125,6 +126,10 @@ pub fn app(state: AppState) -> Router {
             get(agents::list_tokens).post(agents::create_token),
         )
         .route("/v1/tokens/{id}", delete(agents::revoke_token))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/discovered", get(agents::discovered))
         .route("/v1/discovered/{id}/adopt", post(agents::adopt))
         .route("/v1/audit", get(agents::audit))
