@@ -15,7 +15,12 @@ if [ -z "${ARBITER_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
   export ARBITER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/arbiter
 fi
-run() { "$ROOT/bench/http.sh" | tee /dev/stderr | awk -F'rps=' '/^median:/ { split($2, a, " "); print a[1] }'; }
+run() {
+  local out
+  out=$("$ROOT/bench/http.sh")
+  printf '%s\n' "$out" >&2
+  printf '%s\n' "$out" | awk -F'rps=' '/^median:/ { split($2, a, " "); print a[1] }'
+}
 PLAIN=() SESSION=()
 for _ in $(seq 1 "$PAIRS"); do
   echo "== without the runtime context" >&2

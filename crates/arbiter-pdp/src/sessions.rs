@@ -27,7 +27,8 @@
 //!
 //! Memory is bounded: at most [`MAX_SESSIONS_PER_AGENT`] sessions per agent (the least
 //! recently used goes), sessions idle for [`SESSION_IDLE`] are forgotten, at most
-//! [`MAX_RECENT_CALLS`] recent calls per session are kept for the counts.
+//! [`MAX_RECENT_CALLS`] recent calls of one action on one resource, and
+//! [`MAX_CALL_KEYS`] distinct ones, are kept per session for the counts.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -52,8 +53,12 @@ pub const MAX_SESSION_ID_BYTES: usize = 128;
 pub const SESSION_IDLE: Duration = Duration::from_secs(86_400);
 /// Sessions kept per agent.
 pub const MAX_SESSIONS_PER_AGENT: usize = 256;
-/// Recent calls kept per session (for `calls_last_minute`, `calls_last_hour`).
+/// Recent calls of one action on one resource kept per session (for `calls_last_minute`,
+/// `calls_last_hour`).
 pub const MAX_RECENT_CALLS: usize = 4_096;
+/// Distinct calls (action and resource) counted per session; past this the one called least
+/// recently is forgotten.
+pub const MAX_CALL_KEYS: usize = 1_024;
 /// Decisions whose effects wait for their record; beyond this the oldest are settled.
 const MAX_PENDING: usize = 100_000;
 /// Charges kept per limit or budget (a limit allows at most
@@ -146,8 +151,9 @@ impl Charges {
 struct SessionState {
     labels: BTreeSet<String>,
     calls: u64,
-    /// (time, call key) of recent allowed calls, oldest first.
-    recent: VecDeque<(i64, u64)>,
+    /// The times of the last hour's allowed calls, oldest first, by call key (action and
+    /// resource).
+    recent: HashMap<u64, VecDeque<i64>>,
     last_us: i64,
 }
 
@@ -477,14 +483,11 @@ impl AgentState {
 
     fn view(&self, session: &str, call: u64, now_us: i64) -> Value {
         let s = self.sessions.get(session);
+        // The times are in order: a count is a binary search.
+        let times = s.and_then(|s| s.recent.get(&call));
         let count = |window: i64| {
-            s.map_or(0, |s| {
-                s.recent
-                    .iter()
-                    .rev()
-                    .take_while(|(at, _)| *at > now_us - window)
-                    .filter(|(_, k)| *k == call)
-                    .count()
+            times.map_or(0, |t| {
+                t.len() - t.partition_point(|&at| at <= now_us - window)
             })
         };
         json!({
@@ -510,13 +513,25 @@ impl AgentState {
         let s = self.sessions.entry(a.session.clone()).or_default();
         s.labels.extend(a.new_labels.iter().cloned());
         s.calls += 1;
-        s.recent.push_back((a.ts_us, a.call));
-        while s.recent.len() > MAX_RECENT_CALLS
-            || s.recent
-                .front()
-                .is_some_and(|(at, _)| *at <= a.ts_us - HOUR_US)
+        if !s.recent.contains_key(&a.call) && s.recent.len() >= MAX_CALL_KEYS {
+            // The key whose last call is oldest goes.
+            if let Some(oldest) = s
+                .recent
+                .iter()
+                .min_by_key(|(_, t)| t.back().copied().unwrap_or(i64::MIN))
+                .map(|(k, _)| *k)
+            {
+                s.recent.remove(&oldest);
+            }
+        }
+        let times = s.recent.entry(a.call).or_default();
+        // Kept in order even when a replayed record is older than the last call.
+        let at = times.partition_point(|&t| t <= a.ts_us);
+        times.insert(at, a.ts_us);
+        while times.len() > MAX_RECENT_CALLS
+            || times.front().is_some_and(|&t| t <= a.ts_us - HOUR_US)
         {
-            s.recent.pop_front();
+            times.pop_front();
         }
         s.last_us = s.last_us.max(a.ts_us);
         for id in &a.limits {
@@ -540,8 +555,10 @@ impl AgentState {
                 s.labels.remove(l);
             }
             s.calls = s.calls.saturating_sub(1);
-            if let Some(i) = s.recent.iter().rposition(|e| *e == (a.ts_us, a.call)) {
-                s.recent.remove(i);
+            if let Some(times) = s.recent.get_mut(&a.call)
+                && let Some(i) = times.iter().rposition(|&t| t == a.ts_us)
+            {
+                times.remove(i);
             }
         }
         for id in &a.limits {
@@ -997,6 +1014,43 @@ mod tests {
         assert!(!fresh.replay(1_000_000_000, false, &ctx, 1_000_000_001));
         assert!(!fresh.replay(0, true, &ctx, micros(MAX_WINDOW) + 1));
         assert!(!fresh.replay(1, true, &json!({ EFFECTS_KEY: {"agent": 7} }), 2));
+    }
+
+    /// Records written by a process whose clock was ahead: their charges count until their
+    /// own time leaves the window (stricter, never looser), and nothing breaks.
+    #[test]
+    fn effects_from_a_clock_ahead_count_until_their_own_time_leaves_the_window() {
+        let pdp = pdp();
+        let now = crate::identity::now_us();
+        let ahead = now + 30_000_000;
+        let effects = |n: u64| {
+            json!({ EFFECTS_KEY: {
+                "agent": "Agent::\"bot\"", "session": "s", "call": format!("{n:016x}"),
+                "labels": [], "limits": ["refunds"], "budgets": {"refunds": "1"},
+            }})
+        };
+        for n in 0..3 {
+            assert!(pdp.sessions.replay(ahead, true, &effects(n), now));
+        }
+        // The limit of 3 a minute is used up by the three records "from the future".
+        let d = decide(
+            &pdp,
+            Some("s"),
+            request(
+                "bot",
+                "call_tool",
+                "Tool::billing/refund",
+                json!({"amount": 1}),
+            ),
+        )
+        .decision;
+        assert_eq!(
+            d.determining_policies,
+            ["arbiter:limit"],
+            "{}",
+            d.reason_admin
+        );
+        assert!(d.retry_after_s.unwrap() > 60, "{:?}", d.retry_after_s);
     }
 
     #[test]
