@@ -93,6 +93,8 @@ struct AgentState {
     /// Charged amounts by budgeted permit.
     budgets: HashMap<String, Charges>,
     last_us: i64,
+    /// When [`AgentState::expire`] last ran.
+    expired_us: i64,
 }
 
 /// Charges in time order and their sum: a sliding window, trimmed as it is read.
@@ -471,6 +473,11 @@ impl Sessions {
 
 impl AgentState {
     fn expire(&mut self, now_us: i64) {
+        // At most once a second: windows are trimmed again where they are read.
+        if now_us < self.expired_us + 1_000_000 && now_us >= self.expired_us {
+            return;
+        }
+        self.expired_us = now_us;
         let idle = micros(SESSION_IDLE);
         self.sessions.retain(|_, s| s.last_us > now_us - idle);
         let longest = now_us - micros(MAX_WINDOW);
@@ -580,31 +587,47 @@ impl Applied {
         out.insert("agent".into(), json!(self.agent));
         out.insert("session".into(), json!(self.session));
         out.insert("call".into(), json!(format!("{:016x}", self.call)));
-        out.insert("labels".into(), json!(self.new_labels));
-        out.insert("limits".into(), json!(self.limits));
-        let budgets: Map<String, Value> = self
-            .budgets
-            .iter()
-            .map(|(id, a)| (id.clone(), json!(a.to_string())))
-            .collect();
-        out.insert("budgets".into(), Value::Object(budgets));
+        // What did not change is left out (records stay small).
+        if !self.new_labels.is_empty() {
+            out.insert("labels".into(), json!(self.new_labels));
+        }
+        if !self.limits.is_empty() {
+            out.insert("limits".into(), json!(self.limits));
+        }
+        if !self.budgets.is_empty() {
+            let budgets: Map<String, Value> = self
+                .budgets
+                .iter()
+                .map(|(id, a)| (id.clone(), json!(a.to_string())))
+                .collect();
+            out.insert("budgets".into(), Value::Object(budgets));
+        }
+        if let Some(a) = &self.approval {
+            out.insert("approval".into(), json!(a));
+        }
         Value::Object(out)
     }
 
     fn from_json(v: &Value, ts_us: i64) -> Option<Applied> {
+        // A member that is there must be well formed; one that is not is empty.
         let strings = |k: &str| -> Option<Vec<String>> {
-            v.get(k)?
-                .as_array()?
-                .iter()
-                .map(|s| s.as_str().map(str::to_owned))
-                .collect()
+            match v.get(k) {
+                None => Some(Vec::new()),
+                Some(list) => list
+                    .as_array()?
+                    .iter()
+                    .map(|s| s.as_str().map(str::to_owned))
+                    .collect(),
+            }
         };
-        let budgets = v
-            .get("budgets")?
-            .as_object()?
-            .iter()
-            .map(|(id, a)| Some((id.clone(), Amount::parse(a.as_str()?)?)))
-            .collect::<Option<Vec<_>>>()?;
+        let budgets = match v.get("budgets") {
+            None => Vec::new(),
+            Some(b) => b
+                .as_object()?
+                .iter()
+                .map(|(id, a)| Some((id.clone(), Amount::parse(a.as_str()?)?)))
+                .collect::<Option<Vec<_>>>()?,
+        };
         Some(Applied {
             agent: v.get("agent")?.as_str()?.to_owned(),
             session: v.get("session")?.as_str()?.to_owned(),
