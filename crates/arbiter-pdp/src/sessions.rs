@@ -1076,6 +1076,70 @@ mod tests {
         assert!(d.retry_after_s.unwrap() > 60, "{:?}", d.retry_after_s);
     }
 
+    /// The log that cannot persist: the decision is a deny and the session is as before.
+    #[tokio::test]
+    async fn an_allow_whose_record_fails_changes_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let fault = arbiter_log::FaultSwitch::new();
+        let (recorder, _) = crate::Recorder::open(
+            data.path(),
+            crate::RecorderSettings {
+                fault: Some(fault.hook()),
+                ..crate::RecorderSettings::default()
+            },
+        )
+        .unwrap();
+        let policies = pdp().snapshot();
+        let pdp = Pdp::new(
+            Policies::from_sources(
+                &[SourceFile {
+                    path: "p.cedar".into(),
+                    text: POLICIES.into(),
+                }],
+                None,
+                None,
+            )
+            .unwrap(),
+            None,
+        )
+        .with_recorder(recorder);
+        let read = || {
+            let d = decide(
+                &pdp,
+                Some("s"),
+                request("bot", "select", "Table::customers", Value::Null),
+            );
+            (d.decision, d.request.unwrap())
+        };
+        // Recorded: the label stays. (The fetch label is another session's.)
+        let fetch = decide(
+            &pdp,
+            Some("t"),
+            request("bot", "call_tool", "Tool::web/fetch", Value::Null),
+        );
+        let ok = pdp
+            .record(fetch.request.as_ref(), fetch.decision, "authzen", None)
+            .await;
+        assert!(ok.is_ok());
+        assert_eq!(
+            pdp.sessions().labels("Agent::\"bot\"", "t"),
+            ["untrusted_input"]
+        );
+        fault
+            .fail_next_write
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (d, req) = read();
+        assert!(d.outcome.is_allow());
+        assert_eq!(
+            pdp.sessions().labels("Agent::\"bot\"", "s"),
+            ["private_data"]
+        );
+        let recorded = pdp.record(Some(&req), d, "authzen", None).await;
+        assert!(recorded.is_err(), "the record must fail");
+        assert!(pdp.sessions().labels("Agent::\"bot\"", "s").is_empty());
+        drop(policies);
+    }
+
     #[test]
     fn session_ids_are_bounded_visible_ascii() {
         assert!(valid_session_id("mcp:0190-abc"));
