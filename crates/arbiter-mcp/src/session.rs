@@ -484,16 +484,18 @@ impl Session {
             let mut result = Map::new();
             result.insert("content".into(), json!([{"type": "text", "text": text}]));
             result.insert("isError".into(), Value::Bool(true));
-            // The same facts, structured, for clients that act on a denial.
-            result.insert(
-                "_meta".into(),
-                json!({ (DENIAL_META): {
-                    "decision_id": verdict.decision_id,
-                    "reason": verdict.reason_user,
-                    "approval_id": verdict.approval,
-                    "retry_after_s": verdict.retry_after_s,
-                }}),
-            );
+            // The same facts, structured, for clients that act on a denial: the approval to
+            // ask for and when to retry, when they apply.
+            let mut denial = Map::new();
+            denial.insert("decision_id".into(), json!(verdict.decision_id));
+            denial.insert("reason".into(), json!(verdict.reason_user));
+            if let Some(a) = &verdict.approval {
+                denial.insert("approval_id".into(), json!(a));
+            }
+            if let Some(s) = verdict.retry_after_s {
+                denial.insert("retry_after_s".into(), json!(s));
+            }
+            result.insert("_meta".into(), json!({ (DENIAL_META): denial }));
             Message::Result { id, result }
         } else {
             Message::error(
