@@ -2149,7 +2149,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
             .unwrap();
     }
     {
-        // Versions 2 and 3 away: the pins, the change counter and its triggers.
+        // Versions 2 to 4 away: the pins, the change counter and its triggers, approvals.
         let conn = raw(&path);
         let triggers: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'generation_%'")
@@ -2161,8 +2161,11 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         for t in triggers {
             conn.execute_batch(&format!("DROP TRIGGER {t};")).unwrap();
         }
-        conn.execute_batch("DROP TABLE tool_pins; DROP TABLE generation; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
     }
     let tables = |path: &Path| -> Vec<String> {
         let conn = raw(path);
@@ -2184,6 +2187,8 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         arbiter_store::schema::current_version()
     );
     assert!(tables(&path).contains(&"tool_pins".to_owned()));
+    assert!(tables(&path).contains(&"approvals".to_owned()));
+    assert!(s.list_approvals(None, 10).unwrap().is_empty());
     assert!(s.agent("bot").unwrap().is_some());
     assert!(s.credential("key_1").unwrap().is_some());
     assert_eq!(s.verify_audit().unwrap(), 2);
@@ -2230,7 +2235,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
