@@ -447,6 +447,24 @@ mod tests {
         );
     }
 
+    /// An agent varying its arguments cannot fill the registry with pending approvals.
+    #[test]
+    fn pending_approvals_per_agent_are_bounded() {
+        let f = Fixture::new();
+        let max = arbiter_store::approvals::MAX_PENDING_PER_AGENT;
+        for amount in 0..max {
+            let d = f.decide(request("billing/refund", amount), T0, false);
+            assert_eq!(d.outcome, Outcome::RequireApproval);
+        }
+        let d = f.decide(request("billing/refund", max), T0, false);
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert!(d.reason_admin.contains("pending"), "{}", d.reason_admin);
+        // Once they expire, asking is possible again (and long-expired ones are removed).
+        let later = T0 + 601_000_000;
+        let d = f.decide(request("billing/refund", max), later, false);
+        assert_eq!(d.outcome, Outcome::RequireApproval);
+    }
+
     #[test]
     fn without_a_registry_an_approval_cannot_be_asked_for() {
         let policies = policies();

@@ -20,6 +20,14 @@ const COLUMNS: &str = "id, binding, agent_id, agent_owner, action, resource, req
 /// Longest reason an approver may give, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// Unexpired pending approvals one agent may have: past this, a request that would ask for
+/// another is refused (an agent varying its arguments cannot fill the registry).
+pub const MAX_PENDING_PER_AGENT: i64 = 1_000;
+
+/// How long an approval is kept after it expires (its steps stay in the audit trail and the
+/// decision log).
+pub const KEEP_EXPIRED_US: i64 = 30 * 86_400 * 1_000_000;
+
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
     let text = |i: usize| row.get::<_, String>(i);
     let bad = |i: usize, what: &str| {
@@ -108,6 +116,24 @@ pub(crate) fn lookup(
         Some(a) if a.state == ApprovalState::Denied => Ok(ApprovalLookup::Denied(a)),
         Some(a) => Ok(ApprovalLookup::Pending(a)),
         None => {
+            conn.prepare_cached("DELETE FROM approvals WHERE expires_us < ?1")?
+                .execute([now_us.saturating_sub(KEEP_EXPIRED_US)])?;
+            let pending: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM approvals
+                     WHERE agent_id = ?1 AND state = 'pending' AND expires_us > ?2",
+                )?
+                .query_row(params![new.agent_id, now_us], |row| row.get(0))?;
+            if pending >= MAX_PENDING_PER_AGENT {
+                return Err(StoreError::state(
+                    "approvals of agent",
+                    new.agent_id.clone(),
+                    format!(
+                        "number {pending} pending; no more are asked for until some are decided \
+                         or expire"
+                    ),
+                ));
+            }
             conn.prepare_cached(
                 "INSERT INTO approvals (id, binding, agent_id, agent_owner, action, resource,
                      request, policy_version, policies, approvers, state, created_us, expires_us,
