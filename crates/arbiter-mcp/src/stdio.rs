@@ -116,6 +116,20 @@ impl Upstream for StdioUpstream {
     }
 }
 
+/// Why the stdio gateway could not start its server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no MCP server command given (put it after `--`)")]
+    NoCommand,
+    #[error("cannot start the MCP server `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("the MCP server's stdin/stdout could not be piped")]
+    Pipes,
+}
+
 /// Runs one session: the client on `client_in`/`client_out`, the server spawned from
 /// `command`. Returns when either side is done.
 pub async fn run<I, O>(
@@ -125,13 +139,13 @@ pub async fn run<I, O>(
     command: &[OsString],
     client_in: I,
     client_out: O,
-) -> Result<Ended, String>
+) -> Result<Ended, StartError>
 where
     I: tokio::io::AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
 {
     let Some((program, args)) = command.split_first() else {
-        return Err("no MCP server command given (put it after `--`)".to_owned());
+        return Err(StartError::NoCommand);
     };
     let mut child = Command::new(program)
         .args(args)
@@ -141,14 +155,12 @@ where
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start the MCP server `{}`: {e}",
-                program.to_string_lossy()
-            )
+        .map_err(|source| StartError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
         })?;
     let (Some(server_in), Some(server_out)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the MCP server's stdin/stdout could not be piped".to_owned());
+        return Err(StartError::Pipes);
     };
     let limits = gateway.config().limits;
     let max = limits.max_bytes;

@@ -255,7 +255,7 @@ impl Pdp {
             && let Err(problem) = confine_agent_assertions(policies, &mut req)
         {
             let denial = Denial {
-                reason_admin: problem,
+                reason_admin: problem.to_string(),
                 reason_user: "denied: the request is not valid".to_owned(),
                 credential_id: Some(agent.credential_id.clone()),
                 agent_id: Some(agent.agent.id.clone()),
@@ -640,13 +640,10 @@ pub(crate) fn unbound(req: &EvaluationRequest) -> Result<Attribution, Denial> {
 pub fn confine_agent_assertions(
     policies: &Policies,
     req: &mut EvaluationRequest,
-) -> Result<(), String> {
+) -> Result<(), AssertedKeySet> {
     use arbiter_policy::ASSERTED_CONTEXT_KEY;
     if req.context.contains_key(ASSERTED_CONTEXT_KEY) {
-        return Err(format!(
-            "`context.{ASSERTED_CONTEXT_KEY}` is set by the decision point (what a calling agent \
-             asserts about the resource); a request may not set it"
-        ));
+        return Err(AssertedKeySet);
     }
     let asserted = req.resource.properties.take();
     let known = if policies.has_entity(&req.resource.kind, &req.resource.id) {
@@ -675,6 +672,15 @@ pub fn confine_agent_assertions(
     }
     Ok(())
 }
+
+/// A request that sets `context.asserted`, which is the decision point's (see
+/// [`confine_agent_assertions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`context.asserted` is set by the decision point (what a calling agent asserts about the \
+     resource); a request may not set it"
+)]
+pub struct AssertedKeySet;
 
 /// Mints a decision id and stamps an evaluation into a [`Decision`].
 fn stamp(e: Evaluation, version: &str, eval_us: u128) -> Decision {
@@ -878,6 +884,7 @@ mod tests {
         assert!(
             confine_agent_assertions(&p, &mut r)
                 .unwrap_err()
+                .to_string()
                 .contains("`context.asserted`")
         );
     }

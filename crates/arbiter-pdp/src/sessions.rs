@@ -413,7 +413,7 @@ impl Sessions {
 
     /// Replays the effects of the allows recorded in the decision log in `dir` within
     /// [`MAX_WINDOW`] of `now_us`; returns how many records had effects.
-    pub fn replay_log(&self, dir: &std::path::Path, now_us: i64) -> Result<u64, String> {
+    pub(crate) fn replay_log(&self, dir: &std::path::Path, now_us: i64) -> Result<u64, String> {
         let needle = format!("\"{EFFECTS_KEY}\"");
         let mut replayed = 0;
         let mut bad = None;

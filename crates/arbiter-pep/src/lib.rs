@@ -36,15 +36,18 @@ pub use arbiter_pdp::sessions::{MAX_SESSION_ID_BYTES, valid_session_id};
 /// it (`arbiter exec` and `arbiter mcp stdio` read it).
 pub const SESSION_ENV: &str = "ARBITER_SESSION";
 
+/// [`SESSION_ENV`] is set to something that is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{SESSION_ENV} must be 1 to {MAX_SESSION_ID_BYTES} visible ASCII characters")]
+pub struct InvalidSessionEnv;
+
 /// The session named by [`SESSION_ENV`]: `Ok(None)` when it is not set (or empty), an error
-/// naming the variable when it is not a valid session id.
-pub fn session_from_env() -> Result<Option<String>, String> {
+/// when it is not a valid session id.
+pub fn session_from_env() -> Result<Option<String>, InvalidSessionEnv> {
     match std::env::var(SESSION_ENV) {
         Ok(s) if s.is_empty() => Ok(None),
         Ok(s) if valid_session_id(&s) => Ok(Some(s)),
-        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "{SESSION_ENV} must be 1 to {MAX_SESSION_ID_BYTES} visible ASCII characters"
-        )),
+        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => Err(InvalidSessionEnv),
         Err(std::env::VarError::NotPresent) => Ok(None),
     }
 }

@@ -206,7 +206,7 @@ impl std::fmt::Display for Amount {
 
 /// Reads the runtime annotations of one policy. `annotation` gives an annotation's value by
 /// name; `is_permit` whether the policy is a permit. The error says what is wrong.
-pub fn parse_rules<'a>(
+pub(crate) fn parse_rules<'a>(
     annotation: impl Fn(&str) -> Option<&'a str>,
     is_permit: bool,
 ) -> Result<RuntimeRules, String> {

@@ -557,7 +557,11 @@ async fn bind_search(
     };
     if let Caller::Agent(_) = caller {
         arbiter_pdp::confine_agent_assertions(snapshot, &mut bound).map_err(|problem| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", problem)
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                problem.to_string(),
+            )
         })?;
     }
     if req.kind != SearchKind::Subject

@@ -223,7 +223,7 @@ impl State<'_> {
 
     /// `(SELECT * FROM <rv> WHERE <filter>) AS <alias or name>`.
     fn subselect(&self, rv: &protobuf::RangeVar, i: usize) -> Result<Node, String> {
-        let predicate = predicate(&self.narrowings[i].filter, &rv.relname)?;
+        let predicate = predicate(&self.narrowings[i].filter, &rv.relname).map_err(|e| e.0)?;
         let mut select = self.parse_select(&format!("SELECT * FROM x WHERE {predicate}"))?;
         let mut table = rv.clone();
         table.alias = None;
@@ -250,7 +250,7 @@ impl State<'_> {
 
     /// `<filter> AND (<where>)`, the filter's columns qualified with `q`.
     fn restrict(&self, existing: Option<Box<Node>>, q: &str, i: usize) -> Result<Node, String> {
-        let predicate = predicate(&self.narrowings[i].filter, q)?;
+        let predicate = predicate(&self.narrowings[i].filter, q).map_err(|e| e.0)?;
         let select = self.parse_select(&format!("SELECT 1 WHERE {predicate}"))?;
         let filter = select
             .where_clause
@@ -299,16 +299,23 @@ fn qualifier(rv: &protobuf::RangeVar) -> String {
         .map_or_else(|| rv.relname.clone(), |a| a.aliasname.clone())
 }
 
+/// A row filter that cannot be written as SQL (the message says why; the statement is then
+/// denied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PredicateError(pub String);
+
 /// The filter as a SQL condition on the row, its columns qualified with `q`.
-pub fn predicate(filter: &RowFilter, q: &str) -> Result<String, String> {
+pub fn predicate(filter: &RowFilter, q: &str) -> Result<String, PredicateError> {
     if filter.parts.is_empty() {
-        return Err("an empty row filter".into());
+        return Err(PredicateError("an empty row filter".into()));
     }
     let parts = filter
         .parts
         .iter()
         .map(|p| part(p, q))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PredicateError)?;
     Ok(parts.join(" AND "))
 }
 
@@ -705,7 +712,7 @@ mod tests {
                 }],
             };
             let err = predicate(&filter, "t").unwrap_err();
-            assert!(err.contains("no row"), "{err}");
+            assert!(err.0.contains("no row"), "{err}");
         }
     }
 }

@@ -83,17 +83,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the open streams get to end after shutdown was asked.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Why the HTTP gateway could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is out of range or malformed (the message names it).
+    #[error("{0}")]
+    Settings(String),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the listening address: {0}")]
+    Address(std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
 /// Serves the gateway until `shutdown` resolves.
 pub async fn serve(
     gateway: Arc<Gateway>,
     settings: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     // Settings are checked before anything listens.
-    Config::new(&settings)?;
+    Config::new(&settings).map_err(ServeError::Settings)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on `{}`: {e}", settings.listen))?;
+        .map_err(|source| ServeError::Listen {
+            addr: settings.listen.clone(),
+            source,
+        })?;
     serve_on(gateway, settings, listener, shutdown).await
 }
 
@@ -104,11 +124,9 @@ pub async fn serve_on(
     settings: HttpSettings,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let config = Config::new(&settings)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+) -> Result<(), ServeError> {
+    let config = Config::new(&settings).map_err(ServeError::Settings)?;
+    let addr = listener.local_addr().map_err(ServeError::Address)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let proxy = Arc::new(Proxy::new(gateway, config, stop_rx.clone()));
     tracing::info!(
@@ -134,7 +152,7 @@ pub async fn serve_on(
     });
     // Open streams end when shutdown is asked; the grace bounds the wait for the rest.
     let served = tokio::select! {
-        served = server => served.map_err(|e| format!("the HTTP server failed: {e}")),
+        served = server => served.map_err(ServeError::Server),
         () = async move {
             let _ = forced.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

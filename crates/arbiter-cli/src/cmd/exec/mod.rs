@@ -221,7 +221,7 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
         }
     };
     // The session the agent runs in, as its launcher names it; else the agent's default.
-    let session = arbiter_pep::session_from_env().map_err(Stop::Refused)?;
+    let session = arbiter_pep::session_from_env().map_err(|e| Stop::Refused(e.to_string()))?;
     let point = enforcement_point();
     let timeout = Duration::from_millis(args.timeout_ms);
     let asks: Vec<Ask> = questions(&request, &loader)
