@@ -648,6 +648,14 @@ fn forward_auth_answers_limits_with_retry_after_and_reads_the_session_header() {
     assert_eq!(approved["decided_by"], "rita@example.com");
     assert_eq!(ask("POST", "/tickets/99/replies", Some("other")).0, 200);
     assert_eq!(ask("POST", "/tickets/99/replies", Some("other")).0, 403);
+    // The approver's step is in the decision log, named and with its reason.
+    let recs = ARBITER.records(&s._tmp.data());
+    let step = recs
+        .iter()
+        .find(|r| r["action"] == "approve" && r["resource"]["id"] == id.as_str())
+        .expect("the approval step is recorded");
+    assert_eq!(step["subject"]["id"], "rita@example.com");
+    assert_eq!(step["context"]["reason"], "customer asked");
     let unknown = admin_api(
         &admin,
         "POST",

@@ -1189,6 +1189,19 @@ fn an_approved_call_passes_once_through_the_stdio_gateway() {
         used["reason_admin"].as_str().unwrap().contains(&approval),
         "{used}"
     );
+    // The approver's step is a record of its own, before the allow that used it.
+    let step = recs
+        .iter()
+        .position(|r| r["action"] == "approve" && r["resource"]["id"] == approval.as_str())
+        .expect("the approval step is recorded");
+    let allow = recs
+        .iter()
+        .position(|r| r["decision_id"] == used["decision_id"])
+        .unwrap();
+    assert!(step < allow, "the step comes first");
+    assert_eq!(recs[step]["subject"]["id"], "sam@example.com");
+    assert_eq!(recs[step]["context"]["reason"], "ticket 42");
+    assert_eq!(recs[step]["enforcement_point"], "approval");
     let out = run_ok(
         arbiter()
             .args(["approval", "show", &approval, "--json", "--data"])

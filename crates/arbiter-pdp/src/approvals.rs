@@ -210,6 +210,109 @@ pub(crate) fn gate(
     }
 }
 
+/// How many decided approvals one call records at most.
+const STEPS_PER_CALL: usize = 100;
+
+impl crate::Pdp {
+    /// Records in the decision log every approval decided since (approved or denied, with the
+    /// CLI or the admin API, by any process on this data directory) and not recorded yet: one
+    /// record per step, subject `Approver::"<who>"`, action `approve` or `deny`, resource
+    /// `Approval::"<id>"`, attributed to the agent whose request it was. `serve` calls this
+    /// every second; an embedded decision point before each decision its policies could need
+    /// an approval for, so a step is recorded before the allow that uses it. Returns how many
+    /// it recorded; `Err` when the registry or the log fails (the steps are recorded later).
+    pub async fn record_approval_steps(&self) -> Result<usize, String> {
+        let (Some(identity), Some(_)) = (self.identity(), self.recorder()) else {
+            return Ok(0);
+        };
+        let store = std::sync::Arc::clone(identity.store());
+        let steps =
+            tokio::task::spawn_blocking(move || store.approval_steps_to_log(STEPS_PER_CALL))
+                .await
+                .map_err(|e| format!("the approvals could not be read: {e}"))?
+                .map_err(|e| format!("the approvals could not be read: {e}"))?;
+        let mut recorded = 0;
+        for a in steps {
+            let (req, decision) = self.approval_step(&a);
+            let attribution = crate::Attribution {
+                agent_id: Some(a.agent_id.clone()),
+                credential_id: None,
+                actor_chain: Vec::new(),
+            };
+            self.record(Some(&req), decision, "approval", Some(&attribution))
+                .await
+                .map_err(|u| u.error)?;
+            let store = std::sync::Arc::clone(identity.store());
+            let id = a.id.clone();
+            tokio::task::spawn_blocking(move || {
+                store.approval_step_logged(&id, crate::identity::now_us())
+            })
+            .await
+            .map_err(|e| format!("the approvals could not be written: {e}"))?
+            .map_err(|e| format!("the approvals could not be written: {e}"))?;
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+
+    /// The record of an approval's step: who approved or denied what, and why.
+    fn approval_step(&self, a: &Approval) -> (EvaluationRequest, Decision) {
+        let approved = a.state != arbiter_store::ApprovalState::Denied;
+        let who = a.decided_by.clone().unwrap_or_default();
+        let reason = a.reason.clone().unwrap_or_default();
+        let verb = if approved { "approved" } else { "denied" };
+        let req = EvaluationRequest {
+            subject: arbiter_types::Entity {
+                kind: "Approver".to_owned(),
+                id: who.clone(),
+                properties: None,
+            },
+            action: arbiter_types::Action {
+                name: if approved { "approve" } else { "deny" }.to_owned(),
+                properties: None,
+            },
+            resource: arbiter_types::Entity {
+                kind: "Approval".to_owned(),
+                id: a.id.clone(),
+                properties: None,
+            },
+            context: json!({
+                "agent": a.agent_id,
+                "action": a.action,
+                "resource": a.resource,
+                "binding": a.binding,
+                "policies": a.policies,
+                "reason": reason,
+                "decided_us": a.decided_us,
+                "asked_by_decision": a.decision_id,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        };
+        let text = format!(
+            "approval `{}` {verb} by {who}: {reason} (agent `{}`: {} on {})",
+            a.id, a.agent_id, a.action, a.resource
+        );
+        let decision = crate::stamp(
+            arbiter_policy::Evaluation {
+                outcome: if approved {
+                    Outcome::Allow
+                } else {
+                    Outcome::Deny
+                },
+                determining_policies: vec!["arbiter:approval".to_owned()],
+                reason_admin: text.clone(),
+                reason_user: text,
+                errors: Vec::new(),
+            },
+            &a.policy_version,
+            0,
+        );
+        (req, decision)
+    }
+}
+
 fn ticket(a: &Approval, status: &str, now_us: i64) -> ApprovalTicket {
     ApprovalTicket {
         id: a.id.clone(),

@@ -171,6 +171,17 @@ impl Identity {
 }
 
 impl Pdp {
+    /// Where the policies may need an approval, records the approval steps decided since
+    /// first, so that a step is in the log before the allow that uses it (see
+    /// [`Pdp::record_approval_steps`]).
+    async fn approval_steps_first(&self, policies: &Policies) {
+        if policies.has_approval_rules()
+            && let Err(e) = self.record_approval_steps().await
+        {
+            tracing::warn!(error = %e, "approval steps could not be recorded yet");
+        }
+    }
+
     /// [`Pdp::decide_as_narrowing`] without blocking the runtime.
     pub async fn decide_as_narrowing_async(
         &self,
@@ -206,6 +217,7 @@ impl Pdp {
         source: &Source<'_>,
         rows: bool,
     ) -> Decided {
+        self.approval_steps_first(policies).await;
         match self.confined(policies, caller, req) {
             Ok(req) => {
                 self.decide_as_narrowing_async(policies, caller, req, source, rows)
@@ -223,6 +235,7 @@ impl Pdp {
         source: &Source<'_>,
         requests: Vec<(EvaluationRequest, bool)>,
     ) -> Vec<Decided> {
+        self.approval_steps_first(policies).await;
         let caller = match self.identity() {
             Some(identity) => {
                 identity

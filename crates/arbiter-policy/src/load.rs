@@ -413,6 +413,11 @@ impl Policies {
         !self.runtime.is_empty()
     }
 
+    /// Whether some permit asks for a human approval (`@require_approval`).
+    pub fn has_approval_rules(&self) -> bool {
+        self.runtime.values().any(|r| r.approval.is_some())
+    }
+
     /// Whether some policy reads `context.session` (the decision point then adds it to every
     /// request).
     pub fn reads_session(&self) -> bool {

@@ -160,6 +160,30 @@ pub(crate) fn lookup(
     }
 }
 
+/// Decided approvals whose step (approved or denied) is not in a decision log yet, oldest
+/// first; at most `limit`.
+pub(crate) fn steps_to_log(conn: &Connection, limit: usize) -> Result<Vec<Approval>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM approvals
+         WHERE decided_us IS NOT NULL AND logged_us IS NULL
+         ORDER BY decided_us, id LIMIT ?1"
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map([limit], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// Notes that the step of approval `id` is in a decision log.
+pub(crate) fn step_logged(conn: &Connection, id: &str, now_us: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE approvals SET logged_us = ?2 WHERE id = ?1 AND logged_us IS NULL")?
+        .execute(params![id, now_us])?;
+    Ok(())
+}
+
 /// Gives back an approval a decision used but could not record (the decision became a deny).
 pub(crate) fn unuse(conn: &Connection, id: &str, decision_id: &str) -> Result<(), StoreError> {
     conn.prepare_cached(

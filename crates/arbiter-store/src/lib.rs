@@ -303,6 +303,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The approval `id`, if any.
     fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError>;
 
+    /// Approvals decided (approved or denied) whose step no decision log has recorded yet,
+    /// oldest first; at most `limit`. The decision point records them and then calls
+    /// [`Store::approval_step_logged`].
+    fn approval_steps_to_log(&self, limit: usize) -> Result<Vec<Approval>, StoreError>;
+
+    /// Notes that the step of approval `id` is in a decision log.
+    fn approval_step_logged(&self, id: &str, now_us: i64) -> Result<(), StoreError>;
+
     /// Approvals, newest first: every one, or those in `state`; at most `limit`.
     fn list_approvals(
         &self,

@@ -199,12 +199,14 @@ CREATE TABLE approvals (
     reason         TEXT,
     used_us        INTEGER,
     used_by_decision TEXT,
+    logged_us      INTEGER,
     CHECK ((state = 'pending') = (decided_by IS NULL)),
     CHECK ((state = 'used') = (used_us IS NOT NULL))
 ) STRICT;
 
 CREATE INDEX approvals_by_binding ON approvals (binding, created_us);
 CREATE INDEX approvals_by_state ON approvals (state, created_us);
+CREATE INDEX approvals_to_log ON approvals (decided_us) WHERE decided_us IS NOT NULL AND logged_us IS NULL;
 ";
 
 /// The migrations, in order; the schema version is the number applied.

@@ -452,6 +452,14 @@ impl Store for SqliteStore {
         self.read(|conn| approvals::get(conn, id))
     }
 
+    fn approval_steps_to_log(&self, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        self.read(|conn| approvals::steps_to_log(conn, limit))
+    }
+
+    fn approval_step_logged(&self, id: &str, now_us: i64) -> Result<(), StoreError> {
+        self.write(|tx| approvals::step_logged(tx, id, now_us))
+    }
+
     fn list_approvals(
         &self,
         state: Option<ApprovalState>,

@@ -190,6 +190,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"
     );
     spawn_sighup_reload(pdp.clone(), access_log.as_ref().map(|(log, _)| log.clone()));
+    spawn_approval_steps(pdp.clone());
     let router = app(AppState::new(pdp.clone(), config));
     let served = arbiter_server::serve(listener, router, shutdown_signal()).await;
     if let Some((_, writer)) = access_log {
@@ -324,6 +325,21 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// Every second, approvals decided since (with the CLI or the admin API) are recorded in the
+/// decision log (see `Pdp::record_approval_steps`).
+fn spawn_approval_steps(pdp: Arc<Pdp>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = pdp.record_approval_steps().await {
+                tracing::warn!(error = %e, "approval steps could not be recorded yet");
+            }
+        }
+    });
 }
 
 /// SIGHUP reloads the policy directory at once and reopens the access log file.
