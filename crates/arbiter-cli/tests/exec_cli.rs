@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use arbiter_testkit::{Arbiter, Scratch, Served, decision_id, free_port, http, run_ok, text};
+use arbiter_testkit::{
+    Arbiter, Scratch, Served, approval_id, decision_id, free_port, http, run_ok, text,
+};
 use serde_json::Value;
 
 const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
@@ -1075,27 +1077,7 @@ when { context.session.labels.contains("untrusted_input") };
         stderr.contains("approval required: approval apr_"),
         "{stderr}"
     );
-    let id = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("apr_"))
-        .unwrap()
-        .trim_end_matches([';', ','])
-        .to_owned();
-    let approve = arbiter()
-        .args([
-            "approval",
-            "approve",
-            &id,
-            "--reason",
-            "ok",
-            "--approver",
-            "ops@example.com",
-            "--data",
-        ])
-        .arg(env.data())
-        .output()
-        .unwrap();
-    assert!(approve.status.success(), "{}", text(&approve.stderr));
+    ARBITER.approve(&env.data(), &approval_id(&stderr), "ops@example.com");
     assert_eq!(run(&["env", "-0"], None).0, Some(0));
     assert_eq!(run(&["env", "-0"], None).0, Some(126));
 

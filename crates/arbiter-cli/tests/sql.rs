@@ -1800,30 +1800,10 @@ fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
     let (out, err) = sql("x", "DELETE FROM t WHERE id = 3");
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("approval required: approval apr_"), "{err}");
-    let id = err
-        .split_whitespace()
-        .find(|w| w.starts_with("apr_"))
-        .unwrap()
-        .trim_end_matches([';', ','])
-        .to_owned();
-    let approve = arbiter()
-        .args([
-            "approval",
-            "approve",
-            &id,
-            "--reason",
-            "cleanup",
-            "--approver",
-            "dba@example.com",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        approve.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approve.stderr)
+    ARBITER.approve(
+        &data,
+        &arbiter_testkit::approval_id(&err),
+        "dba@example.com",
     );
     let (_, err) = sql("y", "DELETE FROM t WHERE id = 2");
     assert!(

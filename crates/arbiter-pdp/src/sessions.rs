@@ -667,8 +667,8 @@ fn retry_after(us: i64) -> u64 {
         .max(1)
 }
 
-/// `45s`, `12m 3s`, `2h 5m`.
-pub(crate) fn human(secs: u64) -> String {
+/// A wait as people read it: `45s`, `12m 3s`, `2h 5m`.
+pub fn human(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3_600 => format!("{}m {}s", s / 60, s % 60),

@@ -51,6 +51,14 @@ pub(crate) fn json_status(status: StatusCode, value: &Value) -> Response {
         .into_response()
 }
 
+/// A `limit` query parameter: a positive integer, capped at `max`.
+pub(crate) fn limit_param(v: &str, max: usize) -> Result<usize, ApiError> {
+    match v.parse::<usize>() {
+        Ok(l) if l > 0 => Ok(l.min(max)),
+        _ => Err(bad("limit", "`limit` must be a positive integer")),
+    }
+}
+
 pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
@@ -677,10 +685,7 @@ pub async fn audit(
                                 .map_err(|_| bad("after", "`after` must be an event number"))?,
                         )
                     }
-                    "limit" => match v.parse::<usize>() {
-                        Ok(l) if l > 0 => limit = l.min(1000),
-                        _ => return Err(bad("limit", "`limit` must be a positive integer")),
-                    },
+                    "limit" => limit = limit_param(v, 1000)?,
                     other => {
                         return Err(bad(
                             other,

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::agents::{Params, actor, answer, bad, blocking, json_status};
+use crate::agents::{Params, actor, answer, bad, blocking, json_status, limit_param};
 use crate::auth::{Need, require_admin};
 use crate::body::read_json;
 
@@ -30,14 +30,11 @@ pub async fn list(
                 match k.as_str() {
                     "state" if v == "all" => which = None,
                     "state" => {
-                        which = Some(ApprovalState::parse(v).ok_or_else(|| {
+                        which = Some(v.parse::<ApprovalState>().map_err(|_| {
                             bad("state", "`state` is pending, approved, denied, used or all")
                         })?);
                     }
-                    "limit" => match v.parse::<usize>() {
-                        Ok(l) if l > 0 => limit = l.min(1000),
-                        _ => return Err(bad("limit", "`limit` must be a positive integer")),
-                    },
+                    "limit" => limit = limit_param(v, 1000)?,
                     other => {
                         return Err(bad(
                             other,

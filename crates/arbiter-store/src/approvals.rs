@@ -47,8 +47,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
         request: serde_json::from_str(&text(6)?).map_err(|_| bad(6, "JSON"))?,
         policy_version: text(7)?,
         policies: serde_json::from_str(&text(8)?).map_err(|_| bad(8, "a list of ids"))?,
-        approvers: Approvers::parse(&text(9)?).ok_or_else(|| bad(9, "an approvers rule"))?,
-        state: ApprovalState::parse(&text(10)?).ok_or_else(|| bad(10, "a state"))?,
+        approvers: text(9)?
+            .parse::<Approvers>()
+            .map_err(|_| bad(9, "an approvers rule"))?,
+        state: text(10)?
+            .parse::<ApprovalState>()
+            .map_err(|_| bad(10, "a state"))?,
         created_us: row.get(11)?,
         expires_us: row.get(12)?,
         decision_id: text(13)?,

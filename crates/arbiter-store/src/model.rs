@@ -461,67 +461,29 @@ pub enum PinCheck {
     },
 }
 
-/// Who may approve an approval (see [`Approval`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Approvers {
-    /// Any approver.
-    Any,
-    /// Only the agent's owner.
-    Owner,
-    /// Anyone but the agent's owner.
-    NotOwner,
-}
-
-impl Approvers {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Approvers::Any => "any",
-            Approvers::Owner => "owner",
-            Approvers::NotOwner => "not_owner",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Approvers> {
-        match s {
-            "any" => Some(Approvers::Any),
-            "owner" => Some(Approvers::Owner),
-            "not_owner" => Some(Approvers::NotOwner),
-            _ => None,
-        }
+text_enum! {
+    /// Who may approve an approval (see [`Approval`]).
+    Approvers, "approvers" {
+        /// Any approver.
+        Any = "any",
+        /// Only the agent's owner.
+        Owner = "owner",
+        /// Anyone but the agent's owner.
+        NotOwner = "not_owner",
     }
 }
 
-/// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApprovalState {
-    /// Waiting for an approver.
-    Pending,
-    /// Approved: the identical request is allowed once before the expiry.
-    Approved,
-    /// Denied: the identical request is denied until the expiry.
-    Denied,
-    /// Approved and used by the one decision it allowed.
-    Used,
-}
-
-impl ApprovalState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalState::Pending => "pending",
-            ApprovalState::Approved => "approved",
-            ApprovalState::Denied => "denied",
-            ApprovalState::Used => "used",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ApprovalState> {
-        match s {
-            "pending" => Some(ApprovalState::Pending),
-            "approved" => Some(ApprovalState::Approved),
-            "denied" => Some(ApprovalState::Denied),
-            "used" => Some(ApprovalState::Used),
-            _ => None,
-        }
+text_enum! {
+    /// Where an approval stands.
+    ApprovalState, "state" {
+        /// Waiting for an approver.
+        Pending = "pending",
+        /// Approved: the identical request is allowed once before the expiry.
+        Approved = "approved",
+        /// Denied: the identical request is denied until the expiry.
+        Denied = "denied",
+        /// Approved and used by the one decision it allowed.
+        Used = "used",
     }
 }
 
@@ -544,9 +506,7 @@ pub struct Approval {
     pub policy_version: String,
     /// The permits that asked for it.
     pub policies: Vec<String>,
-    #[serde(serialize_with = "approvers_name")]
     pub approvers: Approvers,
-    #[serde(serialize_with = "state_name")]
     pub state: ApprovalState,
     pub created_us: i64,
     pub expires_us: i64,
@@ -559,15 +519,7 @@ pub struct Approval {
     pub used_by_decision: Option<String>,
 }
 
-fn approvers_name<S: serde::Serializer>(a: &Approvers, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(a.as_str())
-}
-
-fn state_name<S: serde::Serializer>(a: &ApprovalState, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(a.as_str())
-}
-
-/// What the decision path asks an approval for (see [`crate::Store::request_approval`]).
+/// What the decision path asks an approval for (see [`crate::Store::approval_for`]).
 #[derive(Debug, Clone)]
 pub struct NewApproval {
     /// The id to give it if it is new (`apr_…`).

@@ -43,7 +43,7 @@ pub use crate::env::{
 pub use crate::http::{Reply, http};
 pub use crate::postgres::{TestDb, postgres_url, postgres_url_for, psql};
 pub use crate::process::{Lines, Running, free_port, run_ok, run_with_input};
-pub use crate::text::{decision_id, decision_ids, json_lines, text};
+pub use crate::text::{approval_id, decision_id, decision_ids, json_lines, text};
 pub use crate::wait::{PATIENCE, wait_for, wait_until};
 #[cfg(feature = "tokio")]
 pub use crate::wait::{wait_for_async, wait_until_async};

@@ -37,6 +37,15 @@ pub fn decision_id(text: &str) -> String {
         .unwrap_or_else(|| panic!("no `(decision …)` in: {text}"))
 }
 
+/// The approval id a denial names (the first `apr_…` word in `text`); panics showing the text
+/// when there is none.
+pub fn approval_id(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("apr_") && w.len() > 4)
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no `apr_…` approval id in: {text}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -182,13 +182,8 @@ fn details(a: &Approval, now: i64) -> String {
 }
 
 fn left(expires_us: i64, now: i64) -> String {
-    let secs = (expires_us - now).max(0) / 1_000_000;
-    if secs == 0 {
-        return "expired".to_owned();
-    }
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3_600 => format!("{}m {}s", s / 60, s % 60),
-        s => format!("{}h {}m", s / 3_600, (s % 3_600) / 60),
+    match u64::try_from((expires_us - now) / 1_000_000).unwrap_or(0) {
+        0 => "expired".to_owned(),
+        secs => arbiter_pdp::sessions::human(secs),
     }
 }
