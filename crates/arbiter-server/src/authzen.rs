@@ -652,6 +652,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_session_header_is_one_bounded_visible_ascii_value() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let with = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(SESSION_HEADER, HeaderValue::from_bytes(v).unwrap());
+            }
+            session_header(&h)
+        };
+        assert_eq!(with(&[]).unwrap(), None);
+        assert_eq!(with(&[b"s-1"]).unwrap().as_deref(), Some("s-1"));
+        for bad in [
+            &[b"a b".as_slice()][..],
+            &[b"caf\xc3\xa9".as_slice()],
+            &[b"s1".as_slice(), b"s2".as_slice()],
+            &["x".repeat(129).as_bytes()],
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("Arbiter-Session"), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn tokens_round_trip_and_are_bound_to_a_version() {
         let t = encode_token(42, "sha256:abc");
         assert_eq!(decode_token(&t, "sha256:abc").unwrap(), 42);

@@ -490,3 +490,31 @@ async fn pass_answers(
     let _ = client.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::session_option;
+
+    #[test]
+    fn the_session_comes_from_the_startup_options() {
+        assert_eq!(session_option("").unwrap(), None);
+        assert_eq!(session_option("-c geqo=off").unwrap(), None);
+        for options in [
+            "-c arbiter.session=trip",
+            "-carbiter.session=trip",
+            "--arbiter.session=trip",
+            "-c geqo=off -c arbiter.session=trip",
+        ] {
+            assert_eq!(
+                session_option(options).unwrap().as_deref(),
+                Some("trip"),
+                "{options}"
+            );
+        }
+        // libpq's escape for a space inside a value: still not a session id.
+        assert!(session_option("-c arbiter.session=a\\ b").is_err());
+        assert!(session_option("-c arbiter.session=").is_err());
+        assert!(session_option("-c arbiter.session=a -c arbiter.session=b").is_err());
+    }
+}
