@@ -14,11 +14,14 @@ SCRIPT.json:
              {"op": "list_prompts"}, {"op": "get_prompt", "name": "...", "arguments": {...}},
              {"op": "ping"},
              {"op": "time_call_tool", "name": "...", "arguments": {...}, "count": N, "warmup": W},
-             {"op": "concurrent_call_tool", "name": "...", "arguments": {...}, "count": N} ]
+             {"op": "concurrent_call_tool", "name": "...", "arguments": {...}, "count": N},
+             {"op": "run", "argv": ["cmd", "arg", "{elicitation_id}"]} ]
   optional: "mode": "legacy" (default: the initialize handshake, 2025-11-25 and older),
                     "discover" (server/discover, the 2026-07-28 per-request envelope),
                     "auto" (discover, falling back to initialize, as the SDK's Client does);
             "timeout": seconds each request may take (default 30);
+            "elicitation": "accept" | "decline" | "cancel": declare elicitation (form and URL
+                    modes) and answer every elicitation/create with that action;
             "exclude_unset": true to dump only the fields the server sent. By default the SDK's
                     models also show their defaults, e.g. a 2025-11-25 tools/list result comes out
                     with "ttlMs": 0, "cacheScope": "private" that were not on the wire.
@@ -41,6 +44,13 @@ a time_call_tool warmup, avoids that).
 time_call_tool's value is {"samples_us": [...], "tool_errors": n}: the wall time in whole
 microseconds of each of `count` calls made after `warmup` untimed ones (time.perf_counter_ns);
 tool_errors counts timed results with isError true.
+run executes argv (in another process) after replacing "{elicitation_id}" in each argument with
+the elicitationId of the last elicitation received; its value is {"status": N, "stdout": "...",
+"stderr": "..."}.
+With "elicitation", the document also holds "elicitations" (the params of each elicitation/create
+received, in order) and "notifications" (each notifications/elicitation/complete received, as
+{"method": ..., "params": ...}), and every step's entry records "elicitations_before" and
+"notifications_before": how many of each had arrived when the step ended.
 concurrent_call_tool sends `count` identical tools/call requests at once on the one session and
 waits for all; its value is {"results": [...]}, each {"ok": true, "value": <result>} or
 {"ok": false, "error": {...}}, in the order the calls were started.
@@ -79,6 +89,7 @@ OPS = {
     "ping": (),
     "time_call_tool": ("name",),
     "concurrent_call_tool": ("name",),
+    "run": ("argv",),
 }
 
 
@@ -106,6 +117,8 @@ def validate(script: Any) -> None:
             raise ScriptError('"headers" must be an object of strings')
     else:
         raise ScriptError('"transport" must be "stdio" or "http"')
+    if script.get("elicitation", "accept") not in ("accept", "decline", "cancel"):
+        raise ScriptError('"elicitation" must be "accept", "decline" or "cancel"')
     if script.get("mode", "legacy") not in ("legacy", "discover", "auto"):
         raise ScriptError('"mode" must be "legacy", "discover" or "auto"')
     steps = script.get("steps", [])
@@ -150,8 +163,36 @@ def error_of(exc: BaseException, http: HttpStatus | None) -> dict[str, Any]:
     return err
 
 
+class Elicited:
+    """What the server asked the user through elicitation, and told about it afterwards."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.requests: list[Any] = []
+        self.notifications: list[Any] = []
+
+    async def elicit(self, context: Any, params: Any) -> Any:
+        from mcp import types
+
+        self.requests.append(dump(params))
+        return types.ElicitResult(action=self.action)
+
+    async def message(self, message: Any) -> None:
+        method = getattr(message, "method", None)
+        if method == "notifications/elicitation/complete":
+            self.notifications.append({"method": method, "params": dump(message.params)})
+
+
+ELICITED: Elicited | None = None
+
+
 async def run_step(session: ClientSession, step: dict[str, Any]) -> Any:
     op = step["op"]
+    if op == "run":
+        last = ELICITED.requests[-1].get("elicitationId", "") if ELICITED and ELICITED.requests else ""
+        argv = [str(a).replace("{elicitation_id}", last) for a in step["argv"]]
+        done = await anyio.run_process(argv, check=False)
+        return {"status": done.returncode, "stdout": done.stdout.decode(), "stderr": done.stderr.decode()}
     if op == "list_tools":
         return dump(await session.list_tools())
     if op == "call_tool":
@@ -235,7 +276,14 @@ async def run(script: dict[str, Any]) -> tuple[dict[str, Any], bool]:
                 )
                 await stack.enter_async_context(client)
                 read, write = await stack.enter_async_context(streamable_http_client(script["url"], http_client=client))
-            session = await stack.enter_async_context(ClientSession(read, write, read_timeout_seconds=timeout))
+            global ELICITED
+            callbacks: dict[str, Any] = {}
+            if "elicitation" in script:
+                ELICITED = Elicited(script["elicitation"])
+                callbacks = {"elicitation_callback": ELICITED.elicit, "message_handler": ELICITED.message}
+            session = await stack.enter_async_context(
+                ClientSession(read, write, read_timeout_seconds=timeout, **callbacks)
+            )
             try:
                 await handshake(session, script.get("mode", "legacy"))
             except Exception as exc:  # noqa: BLE001 - reported as the init error
@@ -252,6 +300,12 @@ async def run(script: dict[str, Any]) -> tuple[dict[str, Any], bool]:
                     out["results"].append({"ok": True, "value": await run_step(session, step)})
                 except Exception as exc:  # noqa: BLE001 - one step's failure must not stop the rest
                     out["results"].append({"ok": False, "error": error_of(exc, http)})
+                if ELICITED is not None:
+                    out["results"][-1]["elicitations_before"] = len(ELICITED.requests)
+                    out["results"][-1]["notifications_before"] = len(ELICITED.notifications)
+            if ELICITED is not None:
+                out["elicitations"] = ELICITED.requests
+                out["notifications"] = ELICITED.notifications
     except BaseException as exc:  # noqa: BLE001 - transport start-up or teardown failure
         if isinstance(exc, KeyboardInterrupt):
             raise

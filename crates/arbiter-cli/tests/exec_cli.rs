@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use arbiter_testkit::{
-    Arbiter, Scratch, Served, approval_id, decision_id, free_port, http, run_ok, text,
-};
+use arbiter_testkit::{Arbiter, Scratch, Served, approval_id, decision_id, http, run_ok, text};
 use serde_json::Value;
 
 const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
@@ -874,9 +872,10 @@ fn remote_git_status_and_push() {
 fn remote_unreachable_decision_point_fails_closed() {
     let env = Env::new();
     let marker = env.path("ran");
+    let closed = arbiter_testkit::ClosedPort::new();
     let out = env
         .remote(
-            free_port(),
+            closed.addr().port(),
             &["sh", "-c", &format!("touch {}", marker.display())],
         )
         .output()

@@ -1219,3 +1219,97 @@ fn an_approved_call_passes_once_through_the_stdio_gateway() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("approval.approved"));
 }
+
+/// URL-mode elicitation: a client that declares it is asked, beside the pending tool result,
+/// to open the approval's link (`--approval-url`); an approver approves it with the CLI in
+/// another process while the session goes on; the retried call passes and the client is told
+/// the elicitation is complete; the next call waits for a new approval. A client that does
+/// not declare elicitation is never sent one.
+#[test]
+fn an_approval_is_elicited_by_url_and_completed_when_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key) = data_with_agent(dir.path());
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("approval.cedar"), APPROVAL_POLICIES).unwrap();
+    let args: Vec<String> = vec![
+        "mcp".into(),
+        "stdio".into(),
+        "--server-name".into(),
+        "everything".into(),
+        "--policies".into(),
+        policies.to_str().unwrap().into(),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+        "--approval-url".into(),
+        "https://arbiter.example/approvals/{id}".into(),
+        "--".into(),
+        npm_bin("mcp-server-everything").to_str().unwrap().into(),
+        "stdio".into(),
+    ];
+    let call = json!({"op": "call_tool", "name": "get-sum", "arguments": {"a": 1, "b": 2}});
+    let approve = json!({"op": "run", "argv": [
+        ARBITER.path(), "approval", "approve", "{elicitation_id}", "--reason", "ticket 7",
+        "--approver", "sam@example.com", "--data", data,
+    ]});
+    let mut script = stdio_script(
+        &args,
+        &key,
+        json!([{"op": "list_tools"}, call, approve, call, call]),
+    );
+    script["elicitation"] = json!("accept");
+    let report = client(&script);
+    let r = report["results"].as_array().unwrap();
+    let elicitations = report["elicitations"].as_array().unwrap();
+    assert_eq!(elicitations.len(), 2, "{report}");
+
+    // The pending call: a tool result naming the approval, and the link to it.
+    assert_eq!(r[1]["value"]["isError"], true, "{}", r[1]);
+    let approval = r[1]["value"]["_meta"]["arbiter/denial"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(r[1]["elicitations_before"], 1, "{}", r[1]);
+    let e = &elicitations[0];
+    assert_eq!(e["mode"], "url", "{e}");
+    assert_eq!(e["elicitationId"], approval.as_str(), "{e}");
+    assert_eq!(
+        e["url"],
+        format!("https://arbiter.example/approvals/{approval}"),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("everything/get-sum"),
+        "{e}"
+    );
+    // Approved from another process; the retry passes and completes the elicitation.
+    assert_eq!(r[2]["value"]["status"], 0, "{}", r[2]);
+    assert_ne!(r[3]["value"]["isError"], true, "{}", r[3]);
+    assert!(tool_text(&r[3]).contains('3'), "{}", r[3]);
+    assert_eq!(
+        report["notifications"],
+        json!([{"method": "notifications/elicitation/complete",
+                "params": {"elicitationId": approval}}]),
+        "{report}"
+    );
+    // Used once: the next identical call waits for a new approval, with its own link.
+    assert_eq!(r[4]["value"]["isError"], true, "{}", r[4]);
+    let next = r[4]["value"]["_meta"]["arbiter/denial"]["approval_id"]
+        .as_str()
+        .unwrap();
+    assert_ne!(next, approval);
+    assert_eq!(elicitations[1]["elicitationId"], next);
+
+    // Without the capability, the same pending call comes without an elicitation.
+    let report = client(&stdio_script(
+        &args,
+        &key,
+        json!([{"op": "list_tools"}, call]),
+    ));
+    let r = report["results"].as_array().unwrap();
+    assert_eq!(r[1]["value"]["isError"], true, "{}", r[1]);
+    assert!(report.get("elicitations").is_none(), "{report}");
+}

@@ -1673,6 +1673,10 @@ when { resource.name == "echo" };
 @id("list-tools")
 permit (principal == Agent::"bot", action == Action::"list_tools", resource is Tool);
 
+@id("refund-budget")
+@budget("totals.amount: 1000/day")
+permit (principal == Agent::"bot", action == Action::"insert", resource == Table::"DB.public.refunds");
+
 @id("deletes-need-approval")
 @require_approval
 permit (principal == Agent::"bot", action == Action::"delete", resource == Table::"DB.public.t");
@@ -1690,7 +1694,10 @@ when { resource.name == "echo"
 #[test]
 fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
     let db = test_db("trifecta");
-    db.psql("CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'ada')");
+    db.psql(
+        "CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'ada'); \
+         CREATE TABLE refunds (customer int, amount numeric(10, 2))",
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = register_with(&data, "bot", "{}");
@@ -1702,7 +1709,12 @@ fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
         tempfile::tempdir().unwrap(),
         data.clone(),
         &db.url(),
-        &["--pdp".into(), served.url().into()],
+        &[
+            "--pdp".into(),
+            served.url().into(),
+            "--sum".into(),
+            "amount".into(),
+        ],
     );
     let sql = |session: &str, statement: &str| {
         let out = Command::new("psql")
@@ -1783,6 +1795,44 @@ fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
         serde_json::json!([{"op": "call_tool", "name": "echo", "arguments": {"message": "ok"}}]),
     );
     assert_ne!(r[0]["value"]["isError"], true, "{}", r[0]);
+
+    // A budget of 1,000 a day over the refunds' amounts, summed exactly over the rows of each
+    // insert; the insert that would pass it is SQLSTATE 53400 and writes nothing.
+    let (_, err) = sql(
+        "x",
+        "INSERT INTO refunds (customer, amount) VALUES (1, 600)",
+    );
+    assert!(!err.contains("ERROR"), "{err}");
+    let (_, err) = sql(
+        "y",
+        "INSERT INTO refunds (customer, amount) VALUES (1, 300.25), (2, 99.75)",
+    );
+    assert!(!err.contains("ERROR"), "{err}");
+    let (_, err) = sql(
+        "x",
+        "INSERT INTO refunds (customer, amount) VALUES (3, 0.01)",
+    );
+    assert!(
+        err.contains("53400") && err.contains("budget exceeded: 0 of 1000 left"),
+        "{err}"
+    );
+    // An amount the guard cannot add up (a string, an expression, no column list) is a
+    // deny, not a free refund.
+    for statement in [
+        "INSERT INTO refunds (customer, amount) VALUES (3, '0')",
+        "INSERT INTO refunds (customer, amount) VALUES (3, 1 - 1)",
+        "INSERT INTO refunds VALUES (3, 0)",
+    ] {
+        let (_, err) = sql("x", statement);
+        assert!(
+            err.contains("`totals.amount` must be a non-negative number"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(
+        db.psql("SELECT count(*), sum(amount) FROM refunds"),
+        "3|1000.00\n"
+    );
 
     // A limit of two reads a minute on `t`: the third is SQLSTATE 53400 with the reason.
     for _ in 0..2 {

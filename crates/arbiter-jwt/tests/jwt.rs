@@ -1745,14 +1745,12 @@ fn file_key_sets_are_not_reloaded_on_unknown_kid() {
 
 #[test]
 fn unreachable_jwks_url_fails_construction() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port nothing listens on, for the whole test.
+    let closed = arbiter_testkit::ClosedPort::new();
     let config = IssuerConfig::new(
         ISS,
         vec![AUD.to_owned()],
-        JwksSource::Url(format!("http://127.0.0.1:{port}/jwks.json")),
+        JwksSource::Url(format!("http://{}/jwks.json", closed.addr())),
     );
     assert!(matches!(
         Verifier::new(vec![config]),

@@ -25,4 +25,6 @@ pub mod session;
 pub mod stdio;
 pub mod values;
 
-pub use session::{DenyAs, Gateway, GatewayConfig, Route, Session, Upstream};
+pub use session::{
+    ApprovalUrl, ApprovalUrlError, DenyAs, Gateway, GatewayConfig, Route, Session, Upstream,
+};

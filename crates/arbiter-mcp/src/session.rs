@@ -43,6 +43,51 @@ pub struct GatewayConfig {
     /// Time allowed for the gateway's own requests to the server (a `tools/list` to learn a
     /// tool's definition before deciding a call to it).
     pub upstream_timeout: Duration,
+    /// Where a person reviews an approval, with `{id}` standing for its id
+    /// (`https://arbiter.example/approvals/{id}`). When set and the client declares URL-mode
+    /// elicitation, a call that needs an approval also asks the client to show this link.
+    pub approval_url: Option<ApprovalUrl>,
+}
+
+/// A link template for approvals: an `http(s)` URL holding `{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalUrl(String);
+
+/// Why an approval URL template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the approval URL {0}")]
+pub struct ApprovalUrlError(&'static str);
+
+impl ApprovalUrl {
+    pub fn parse(template: &str) -> Result<Self, ApprovalUrlError> {
+        let rest = template
+            .strip_prefix("https://")
+            .or_else(|| template.strip_prefix("http://"))
+            .ok_or(ApprovalUrlError("must start with https:// or http://"))?;
+        if !template.contains("{id}") {
+            return Err(ApprovalUrlError(
+                "must hold `{id}`, where the approval's id goes",
+            ));
+        }
+        if rest.starts_with('/') || rest.starts_with('{') {
+            return Err(ApprovalUrlError("must name a host before `{id}`"));
+        }
+        if template.len() > 2048
+            || template
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApprovalUrlError(
+                "must be at most 2048 bytes, without spaces or control characters",
+            ));
+        }
+        Ok(Self(template.to_owned()))
+    }
+
+    /// The link for approval `id` (an `apr_…` id: letters, digits and `_`, nothing to escape).
+    pub fn for_approval(&self, id: &str) -> String {
+        self.0.replace("{id}", id)
+    }
 }
 
 impl GatewayConfig {
@@ -54,6 +99,7 @@ impl GatewayConfig {
             limits: FrameLimits::default(),
             decision_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
+            approval_url: None,
         }
     }
 }
@@ -123,6 +169,16 @@ struct ToolEntry {
     definition: String,
 }
 
+/// Whether `initialize` params declare URL-mode elicitation (`capabilities.elicitation.url`;
+/// an empty `elicitation` object means form mode only).
+fn declares_url_elicitation(params: Option<&Map<String, Value>>) -> bool {
+    params
+        .and_then(|p| p.get("capabilities"))
+        .and_then(|c| c.get("elicitation"))
+        .and_then(|e| e.get("url"))
+        .is_some_and(Value::is_object)
+}
+
 /// Client notifications that are passed to the server.
 const CLIENT_NOTIFICATIONS: &[&str] = &[
     "notifications/initialized",
@@ -156,6 +212,21 @@ const SERVER_REQUESTS: &[&str] = &[
 /// Largest number of pages the gateway reads when it lists tools itself.
 const MAX_LIST_PAGES: usize = 100;
 
+/// Largest number of approvals a session points its client at and has not seen settled; past
+/// it, a call that needs an approval is answered without an elicitation.
+const MAX_ELICITATIONS: usize = 64;
+
+/// The gateway's URL-mode elicitations in one session.
+#[derive(Debug, Default)]
+struct Elicitations {
+    /// The client declared URL-mode elicitation in `initialize`.
+    supported: bool,
+    /// `elicitation/create` requests sent and not answered: request id → approval id.
+    asked: HashMap<Id, String>,
+    /// Approvals the client was pointed at and that are not settled yet.
+    open: HashSet<String>,
+}
+
 /// One agent's conversation with the server.
 pub struct Session {
     gateway: Arc<Gateway>,
@@ -165,6 +236,7 @@ pub struct Session {
     pending: Mutex<HashMap<Id, Pending>>,
     server_requests: Mutex<HashSet<Id>>,
     tools: Mutex<HashMap<String, ToolEntry>>,
+    elicitations: Mutex<Elicitations>,
 }
 
 impl std::fmt::Debug for Session {
@@ -198,6 +270,7 @@ impl Session {
             pending: Mutex::new(HashMap::new()),
             server_requests: Mutex::new(HashSet::new()),
             tools: Mutex::new(HashMap::new()),
+            elicitations: Mutex::new(Elicitations::default()),
         }
     }
 
@@ -263,6 +336,9 @@ impl Session {
                 }
             }
             answer @ (Message::Result { .. } | Message::Error { .. }) => {
+                if self.elicitation_answered(&answer) {
+                    return Vec::new();
+                }
                 let known = answer
                     .id()
                     .is_some_and(|id| lock(&self.server_requests).remove(id));
@@ -282,6 +358,9 @@ impl Session {
         method: String,
         params: Option<Map<String, Value>>,
     ) -> Vec<Route> {
+        if method == "initialize" {
+            lock(&self.elicitations).supported = declares_url_elicitation(params.as_ref());
+        }
         let pending = match method.as_str() {
             "tools/call" => return self.call_tool(id, params).await,
             "resources/read" | "resources/subscribe" => {
@@ -571,10 +650,89 @@ impl Session {
             );
         }
         let verdict = self.decide_one(ask).await;
+        let mut routes = self.approval_settled(&verdict);
         if !verdict.allow {
-            return self.denied(id, &verdict, true);
+            routes.extend(self.elicit_approval(&name, &verdict));
+            routes.extend(self.denied(id, &verdict, true));
+            return routes;
         }
-        self.forward(id, "tools/call".into(), Some(params), Pending::Plain)
+        routes.extend(self.forward(id, "tools/call".into(), Some(params), Pending::Plain));
+        routes
+    }
+
+    /// For a call that waits for an approval, when the client declared URL-mode elicitation
+    /// and an approval URL is configured: an `elicitation/create` request (mode `url`,
+    /// `elicitationId` the approval's id) asking the client to show the approval's link, sent
+    /// before the tool result that says the approval is pending. Once per approval.
+    fn elicit_approval(&self, tool: &str, verdict: &Verdict) -> Vec<Route> {
+        let (Some(approval), Some(template)) =
+            (&verdict.approval, &self.gateway.config.approval_url)
+        else {
+            return Vec::new();
+        };
+        let mut e = lock(&self.elicitations);
+        if !e.supported || e.open.contains(approval) || e.open.len() >= MAX_ELICITATIONS {
+            return Vec::new();
+        }
+        e.open.insert(approval.clone());
+        let request_id = Id::String(format!("arbiter-elicit-{}", uuid::Uuid::now_v7()));
+        e.asked.insert(request_id.clone(), approval.clone());
+        let mut params = Map::new();
+        params.insert("mode".into(), json!("url"));
+        params.insert("elicitationId".into(), json!(approval));
+        params.insert("url".into(), json!(template.for_approval(approval)));
+        params.insert(
+            "message".into(),
+            json!(format!(
+                "Calling tool `{}/{tool}` needs a person's approval ({approval}). Open the link \
+                 to review the request; once it is approved, the same call succeeds once.",
+                self.server()
+            )),
+        );
+        tracing::info!(session = %self.id, %approval, "asked the client to show an approval's link");
+        vec![Route::Client(Message::Request {
+            id: request_id,
+            method: "elicitation/create".into(),
+            params: Some(params),
+        })]
+    }
+
+    /// `notifications/elicitation/complete` for an approval the client was pointed at, once a
+    /// decision used it or found it denied.
+    fn approval_settled(&self, verdict: &Verdict) -> Vec<Route> {
+        let Some(approval) = &verdict.approval_settled else {
+            return Vec::new();
+        };
+        if !lock(&self.elicitations).open.remove(approval) {
+            return Vec::new();
+        }
+        let mut params = Map::new();
+        params.insert("elicitationId".into(), json!(approval));
+        vec![Route::Client(Message::Notification {
+            method: "notifications/elicitation/complete".into(),
+            params: Some(params),
+        })]
+    }
+
+    /// Whether `answer` answers one of the gateway's own `elicitation/create` requests (then
+    /// it is consumed here: the approval is decided elsewhere, whatever the client answers).
+    fn elicitation_answered(&self, answer: &Message) -> bool {
+        let Some(id) = answer.id() else {
+            return false;
+        };
+        let Some(approval) = lock(&self.elicitations).asked.remove(id) else {
+            return false;
+        };
+        let action = match answer {
+            Message::Result { result, .. } => result
+                .get("action")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned(),
+            _ => "error".to_owned(),
+        };
+        tracing::info!(session = %self.id, %approval, %action, "the client answered the approval's elicitation");
+        true
     }
 
     /// The tool's definition as announced in this session, listing the server's tools first

@@ -875,11 +875,9 @@ async fn stateless_requests_have_headers_matching_their_body() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_bad_gateway() {
-    // A port nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port nothing listens on, for the whole test.
+    let held = arbiter_testkit::ClosedPort::new();
+    let closed = held.addr();
     let rig = rig_with(Some(format!("http://{closed}/mcp")), |_| {}).await;
     let r = rig
         .post(
@@ -896,6 +894,7 @@ async fn an_unreachable_server_is_a_bad_gateway() {
     let r = rig.post(None, &call(2, "echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.json()["result"]["isError"], true);
+    drop(held);
 }
 
 #[tokio::test]

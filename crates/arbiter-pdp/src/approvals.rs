@@ -428,6 +428,105 @@ mod tests {
 
     const T0: i64 = 1_000_000_000_000;
 
+    /// Clocks that disagree: an approver whose clock is behind may approve what the decision
+    /// point already sees as expired, and the decision point's clock wins (no allow); an
+    /// approver whose clock is ahead cannot approve what it sees as expired.
+    #[test]
+    fn the_deciding_clock_judges_expiry_whatever_the_approvers_clock() {
+        const MINUTE: i64 = 60_000_000;
+        let f = Fixture::new();
+        let id = f
+            .decide(request("billing/refund", 50), T0, false)
+            .approval
+            .unwrap()
+            .id;
+        // The approver's clock is 20 minutes behind: to it the approval is fresh.
+        f.decide_approval(&id, true, "sam@example.com", T0 + 11 * MINUTE - 20 * MINUTE)
+            .unwrap();
+        // The decision point, 11 minutes after the request (expiry 10m): not allowed, and
+        // the request waits for a new approval.
+        let late = f.decide(request("billing/refund", 50), T0 + 11 * MINUTE, false);
+        assert_eq!(late.outcome, Outcome::RequireApproval, "{late:?}");
+        assert_ne!(late.approval.unwrap().id, id);
+
+        // An approver whose clock is ahead of the expiry is refused.
+        let fresh = f
+            .decide(request("billing/refund", 60), T0 + 12 * MINUTE, false)
+            .approval
+            .unwrap()
+            .id;
+        let e = f
+            .decide_approval(
+                &fresh,
+                true,
+                "sam@example.com",
+                T0 + 12 * MINUTE + 11 * MINUTE,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    /// A store whose approvals an operator's mistake (or a full disk) makes unwritable: a
+    /// request that needs an approval is denied, with a reason, and never allowed.
+    #[test]
+    fn a_store_that_cannot_keep_approvals_denies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let f = Fixture {
+            store: SqliteStore::open(&path).unwrap(),
+            ..Fixture::new()
+        };
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let fail = |what: &str| {
+            other
+                .execute_batch(&format!(
+                    "CREATE TRIGGER no_{what} BEFORE {what} ON approvals \
+                     BEGIN SELECT RAISE(FAIL, 'disk full'); END;"
+                ))
+                .unwrap();
+        };
+        let denied_for_the_store = |d: &Decision| {
+            assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+            assert_eq!(d.determining_policies, ["arbiter:approval"]);
+            assert!(d.approval.is_none(), "{d:?}");
+            assert!(
+                d.reason_admin
+                    .contains("approvals cannot be read or written")
+                    && d.reason_admin.contains("disk full"),
+                "{}",
+                d.reason_admin
+            );
+            assert_eq!(
+                d.reason_user,
+                "denied: the approval this request needs cannot be checked"
+            );
+        };
+
+        // A new approval cannot be created: denied, not allowed and not left pending.
+        fail("INSERT");
+        denied_for_the_store(&f.decide(request("billing/refund", 50), T0, false));
+        // Requests that need no approval are not affected.
+        assert!(
+            f.decide(request("billing/read", 50), T0, false)
+                .outcome
+                .is_allow()
+        );
+
+        // An approved approval whose use cannot be written is not used: denied.
+        other.execute_batch("DROP TRIGGER no_INSERT").unwrap();
+        let pending = f.decide(request("billing/refund", 50), T0 + 1, false);
+        let id = pending.approval.unwrap().id;
+        f.decide_approval(&id, true, "sam@example.com", T0 + 2)
+            .unwrap();
+        fail("UPDATE");
+        denied_for_the_store(&f.decide(request("billing/refund", 50), T0 + 3, false));
+        // Once the store is writable again, the approval is still there to use, once.
+        other.execute_batch("DROP TRIGGER no_UPDATE").unwrap();
+        let used = f.decide(request("billing/refund", 50), T0 + 4, false);
+        assert!(used.outcome.is_allow(), "{used:?}");
+        assert_eq!(used.approval.unwrap().id, id);
+    }
+
     #[test]
     fn an_approval_allows_the_identical_request_once() {
         let f = Fixture::new();

@@ -79,6 +79,7 @@ impl LocalDecider {
                     unrecorded: false,
                     retry_after_s: d.decision.retry_after_s,
                     approval: pending_approval(&d.decision),
+                    approval_settled: settled_approval(&d.decision),
                 }
             })
             .collect();
@@ -117,6 +118,7 @@ impl LocalDecider {
                 };
                 let allow = d.outcome.is_allow();
                 let approval = pending_approval(&d);
+                let approval_settled = settled_approval(&d);
                 Verdict {
                     allow,
                     decision_id: Some(d.id.as_str().to_owned()),
@@ -126,6 +128,7 @@ impl LocalDecider {
                     unrecorded,
                     retry_after_s: d.retry_after_s,
                     approval,
+                    approval_settled,
                 }
             })
             .collect()
@@ -210,6 +213,19 @@ fn pending_approval(d: &arbiter_types::Decision) -> Option<String> {
     d.approval
         .as_ref()
         .filter(|a| a.status == "pending" && !d.outcome.is_allow())
+        .map(|a| a.id.clone())
+}
+
+/// The approval a decision used (an allow) or found denied (a deny), when it did.
+fn settled_approval(d: &arbiter_types::Decision) -> Option<String> {
+    let settled = if d.outcome.is_allow() {
+        "used"
+    } else {
+        "denied"
+    };
+    d.approval
+        .as_ref()
+        .filter(|a| a.status == settled)
         .map(|a| a.id.clone())
 }
 

@@ -94,6 +94,9 @@ pub struct Verdict {
     /// The approval a `require_approval` decision waits for (`apr_…`): once a person approves
     /// it, the identical request is allowed once.
     pub approval: Option<String>,
+    /// The approval this decision closed: the allow that used it, or the deny that found it
+    /// denied. An enforcement point that pointed someone at the approval can say it is done.
+    pub approval_settled: Option<String>,
 }
 
 impl Verdict {
@@ -191,18 +194,21 @@ pub fn verdict_of(answer: &Value) -> Option<Verdict> {
             .and_then(|c| c.get("retry_after_s"))
             .and_then(Value::as_u64)
             .filter(|_| !allow),
-        approval: answer
-            .get("context")
-            .and_then(|c| c.get("approval"))
-            .filter(|a| a.get("status").and_then(Value::as_str) == Some("pending"))
-            .and_then(|a| a.get("id"))
-            .and_then(Value::as_str)
-            .filter(|id| {
-                id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            })
-            .map(str::to_owned)
-            .filter(|_| !allow),
+        approval: approval_in(answer, "pending").filter(|_| !allow),
+        approval_settled: approval_in(answer, if allow { "used" } else { "denied" }),
     })
+}
+
+/// The id of the approval in an AuthZEN answer's context, when it has `status`.
+fn approval_in(answer: &Value, status: &str) -> Option<String> {
+    answer
+        .get("context")
+        .and_then(|c| c.get("approval"))
+        .filter(|a| a.get("status").and_then(Value::as_str) == Some(status))
+        .and_then(|a| a.get("id"))
+        .and_then(Value::as_str)
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -124,10 +124,9 @@ async fn the_enforcement_points_deadline_holds_whatever_the_decider() {
 
 #[tokio::test]
 async fn an_unreachable_decision_point_is_not_a_timeout() {
-    // A port nothing listens on.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // A port nothing listens on, for the whole test.
+    let closed = arbiter_testkit::ClosedPort::new();
+    let url = format!("http://{}", closed.addr());
     let e = decide(&url, Duration::from_secs(5), vec![ask()])
         .await
         .unwrap_err();

@@ -84,6 +84,22 @@ pub struct StatementInfo {
     /// from its first token to its last, without the terminating semicolon (comments inside
     /// it are kept).
     pub text: String,
+    /// For a plain `INSERT INTO t (columns) VALUES (…), …`: the numeric constants it gives
+    /// each column, row by row (see [`InsertedColumn`]). Empty for every other statement.
+    pub inserted: Vec<InsertedColumn>,
+}
+
+/// The numeric constants an `INSERT … VALUES` gives one column, one per row, as written
+/// (`12`, `12.50`, `-3`): what a budget over inserted values adds up.
+///
+/// Only a statement whose rows are all known from its text has them: a top-level `INSERT`
+/// with a column list and a plain `VALUES` list, without `WITH` (a data-modifying CTE could
+/// insert more), `ORDER BY`, `LIMIT` or `OFFSET`. A column is left out when any row gives it
+/// anything but a number: an expression, a parameter (`$1`), `DEFAULT`, a string, a cast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertedColumn {
+    pub column: String,
+    pub values: Vec<String>,
 }
 
 impl StatementInfo {

@@ -1280,3 +1280,71 @@ fn row_locks_need_update_on_the_locked_tables() {
         [("ddl".to_owned(), "db.public.t".to_owned())]
     );
 }
+
+/// The `totals` of the insert question for `sql`, summing `amount` and `qty`.
+fn totals(sql: &str) -> Option<Value> {
+    let analysis = analyze(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let summed = ["amount".to_owned(), "qty".to_owned()];
+    let asks = arbiter_sql::proxy::asks_summing(&analysis, "db", &summed);
+    let inserts: Vec<_> = asks.iter().filter(|a| a.action == "insert").collect();
+    assert!(inserts.len() <= 1, "{sql}: {asks:#?}");
+    inserts
+        .first()
+        .and_then(|a| a.context.get("totals").cloned())
+}
+
+/// Budgets over inserted values add up exactly what a plain `INSERT … VALUES` writes, and
+/// nothing when the statement could write more than its text tells (so a budget denies).
+#[test]
+fn an_insert_of_numbers_is_totalled_for_budgets() {
+    let total = |sql: &str| totals(sql).unwrap_or(Value::Null);
+    assert_eq!(
+        total("INSERT INTO refunds (customer, amount) VALUES (1, 120.50), (2, 30), (3, 0.25)"),
+        serde_json::json!({"amount": "150.75"})
+    );
+    assert_eq!(
+        total("insert into refunds (amount, qty, note) values (10, 2, 'x')"),
+        serde_json::json!({"amount": "10", "qty": "2"})
+    );
+    // Only the summed columns, and only when every row gives a non-negative number.
+    for sql in [
+        "INSERT INTO refunds (customer, note) VALUES (1, 'x')",
+        "INSERT INTO refunds (amount) VALUES (10), ($1)",
+        "INSERT INTO refunds (amount) VALUES (10), (DEFAULT)",
+        "INSERT INTO refunds (amount) VALUES ('900')",
+        "INSERT INTO refunds (amount) VALUES (900::numeric)",
+        "INSERT INTO refunds (amount) VALUES (-900)",
+        "INSERT INTO refunds (amount) VALUES (1e3)",
+        "INSERT INTO refunds (amount) VALUES (100 + 800)",
+        "INSERT INTO refunds (amount) VALUES (0.0000001)",
+        "INSERT INTO refunds (amount) VALUES ((SELECT max(amount) FROM refunds))",
+        // No column list: which value is the amount is not in the text.
+        "INSERT INTO refunds VALUES (1, 900)",
+        "INSERT INTO refunds (amount) SELECT amount FROM refunds",
+        "INSERT INTO refunds (amount) VALUES (1) UNION ALL SELECT 900",
+        "INSERT INTO refunds (amount) VALUES (1), (900) LIMIT 1",
+        // A data-modifying CTE could insert more than the VALUES list says.
+        "WITH more AS (INSERT INTO refunds (amount) VALUES (900) RETURNING 1) \
+         INSERT INTO refunds (amount) VALUES (1)",
+        "UPDATE refunds SET amount = 900",
+    ] {
+        assert_eq!(totals(sql), None, "{sql}");
+    }
+    // Each statement of a text is its own question, with its own total.
+    let analysis =
+        analyze("INSERT INTO refunds (amount) VALUES (5); INSERT INTO refunds (amount) VALUES (7)")
+            .unwrap();
+    let per_statement: Vec<Value> =
+        arbiter_sql::proxy::asks_summing(&analysis, "db", &["amount".to_owned()])
+            .into_iter()
+            .filter(|a| a.action == "insert")
+            .map(|a| a.context["totals"].clone())
+            .collect();
+    assert_eq!(
+        per_statement,
+        vec![
+            serde_json::json!({"amount": "5"}),
+            serde_json::json!({"amount": "7"})
+        ]
+    );
+}

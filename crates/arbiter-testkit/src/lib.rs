@@ -14,6 +14,7 @@
 //! | the `arbiter` binary, a clean environment, agents, keys, tokens, records | [`Arbiter`], [`Key`] |
 //! | `arbiter serve` on a free port, ready | [`Arbiter::serve`], [`Served`] |
 //! | any child process, stopped when dropped; its output line by line | [`Running`], [`Lines`] |
+//! | a port that refuses connections (feature `tokio`) | `ClosedPort` |
 //! | polling with a deadline | [`wait_until`], [`wait_for`] (and `_async` with feature `tokio`) |
 //! | one HTTP/1.1 request | [`http`], [`Reply`] |
 //! | a scratch directory, the workspace, secrets never stored | [`Scratch`], [`workspace_root`], [`assert_no_secrets`] |
@@ -42,6 +43,8 @@ pub use crate::env::{
 };
 pub use crate::http::{Reply, http};
 pub use crate::postgres::{TestDb, postgres_url, postgres_url_for, psql};
+#[cfg(feature = "tokio")]
+pub use crate::process::ClosedPort;
 pub use crate::process::{Lines, Running, free_port, run_ok, run_with_input};
 pub use crate::text::{approval_id, decision_id, decision_ids, json_lines, text};
 pub use crate::wait::{PATIENCE, wait_for, wait_until};

@@ -53,6 +53,45 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
 }
 
+/// A TCP port on 127.0.0.1 that refuses connections for as long as this value lives: its
+/// socket is bound but not listening, so no server (of this test or another running beside
+/// it) can take the port meanwhile. Dropping a listener to "free" a port instead leaves a
+/// window in which another test's server may bind it and answer.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+}
+
+#[cfg(feature = "tokio")]
+impl ClosedPort {
+    /// Binds a fresh port without listening on it.
+    pub fn new() -> Self {
+        let bound = tokio::net::TcpSocket::new_v4().and_then(|socket| {
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            Ok(socket)
+        });
+        match bound {
+            Ok(socket) => Self { socket },
+            Err(e) => panic!("cannot bind a port on 127.0.0.1: {e}"),
+        }
+    }
+
+    /// The address whose connections are refused.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.socket
+            .local_addr()
+            .unwrap_or_else(|e| panic!("a bound socket has no address: {e}"))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A child process that is stopped when dropped: SIGTERM, so that servers shut down the way
 /// they do in production (and nginx stops its workers), then SIGKILL if it has not exited
 /// within a grace period.

@@ -79,6 +79,12 @@ pub struct GatewayArgs {
     /// Deepest nesting of arrays and objects accepted in a message.
     #[arg(long, value_name = "LEVELS", default_value_t = 64)]
     pub max_depth: usize,
+
+    /// Where a person reviews an approval, with `{id}` for its id, e.g.
+    /// `https://arbiter.example/approvals/{id}`. A call that needs an approval then also asks
+    /// a client that declares URL-mode elicitation to open this link.
+    #[arg(long, env = "ARBITER_APPROVAL_URL", value_name = "URL")]
+    pub approval_url: Option<String>,
 }
 
 /// Arguments of `arbiter mcp stdio`.
@@ -259,6 +265,11 @@ fn open_gateway(args: &GatewayArgs) -> anyhow::Result<Opened> {
         DenyAsArg::Error => DenyAs::Error,
     };
     config.decision_timeout = Duration::from_millis(args.decision_timeout_ms.max(1));
+    config.approval_url = args
+        .approval_url
+        .as_deref()
+        .map(arbiter_mcp::ApprovalUrl::parse)
+        .transpose()?;
     config.limits = FrameLimits {
         max_bytes: args.max_message_bytes,
         max_depth: args.max_depth,

@@ -48,6 +48,12 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub decision_timeout_ms: u64,
 
+    /// A column whose inserted values are added up for budgets: an `INSERT … (COLUMN, …)
+    /// VALUES …` of numbers puts their sum in the insert question's `context.totals.COLUMN`
+    /// (see docs/runtime-context.md). Repeat for several columns.
+    #[arg(long = "sum", value_name = "COLUMN")]
+    pub sum: Vec<String>,
+
     /// Largest protocol message accepted from either side, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_message_bytes: usize,
@@ -86,6 +92,14 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     }
     config.max_message_bytes = args.max_message_bytes;
     config.decision_timeout = Duration::from_millis(args.decision_timeout_ms.max(1));
+    for column in &args.sum {
+        if column.is_empty() || column.len() > 63 || column.contains('.') {
+            anyhow::bail!(
+                "`--sum {column}` must be one column's name as PostgreSQL spells it (lower case unless quoted, at most 63 bytes, no table prefix)"
+            );
+        }
+    }
+    config.summed_columns = args.sum.clone();
     let point = format!("sql:{}", config.database_name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -296,6 +296,17 @@ impl Proxy {
                 Route::Server(m) => to_server.push(m),
             }
         }
+        // A notification that comes with a forwarded request (an approval's elicitation is
+        // complete) is not sent: the answer to this POST is the server's, relayed as it comes.
+        if !to_server.is_empty()
+            && to_client
+                .iter()
+                .all(|m| matches!(m, Message::Notification { .. }))
+        {
+            for m in to_client.drain(..) {
+                tracing::debug!(method = ?m.method(), "not sent: a notification beside a forwarded request");
+            }
+        }
         if !to_client.is_empty() || to_server.is_empty() {
             for m in to_server {
                 ctx.link.post_detached(m);

@@ -94,6 +94,9 @@ pub struct ProxyConfig {
     pub max_message_bytes: usize,
     /// Time allowed for the decisions of one message; past it the statement is denied.
     pub decision_timeout: Duration,
+    /// Columns whose inserted values are added up into the `insert` question's
+    /// `context.totals`, for budgets (`--sum`).
+    pub summed_columns: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -103,6 +106,7 @@ impl ProxyConfig {
             upstream,
             max_message_bytes: 64 << 20,
             decision_timeout: Duration::from_secs(5),
+            summed_columns: Vec::new(),
         }
     }
 }

@@ -20,14 +20,18 @@ impl Proxy {
             .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
         // The exact text (the fingerprint leaves constants out): what an approval is bound to.
         let digest = statement_digest(sql);
-        let asks: Vec<Ask> = asks_for(&analysis, &self.config.database_name)
-            .into_iter()
-            .map(|mut a| {
-                a.context
-                    .insert("statement_digest".into(), json!(digest.as_str()));
-                a.in_session(Some(&peer.session))
-            })
-            .collect();
+        let asks: Vec<Ask> = asks_summing(
+            &analysis,
+            &self.config.database_name,
+            &self.config.summed_columns,
+        )
+        .into_iter()
+        .map(|mut a| {
+            a.context
+                .insert("statement_digest".into(), json!(digest.as_str()));
+            a.in_session(Some(&peer.session))
+        })
+        .collect();
         if asks.is_empty() {
             return Ok(Allowed::default());
         }
@@ -218,6 +222,15 @@ fn table(db: &str, schema: &str, name: &str) -> Entity {
 ///
 /// So these are denied unless a policy permits them explicitly.
 pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
+    asks_summing(analysis, db, &[])
+}
+
+/// [`asks_for`], and for a plain `INSERT … VALUES` (see [`crate::InsertedColumn`]) the
+/// `insert` question's context gets `totals`: for each of the `summed` columns the statement
+/// gives a non-negative number in every row, their exact sum as decimal text
+/// (`{"amount": "1250.5"}`). A column given anything else is left out, so a budget over it
+/// finds no amount and denies.
+pub fn asks_summing(analysis: &Analysis, db: &str, summed: &[String]) -> Vec<Ask> {
     let mut asks = Vec::new();
     let mut features: Vec<&str> = Vec::new();
     for s in &analysis.statements {
@@ -241,6 +254,12 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
         for t in &s.tables {
             let mut c = context.clone();
             c.insert("columns".into(), json!(t.columns));
+            if t.access == crate::Access::Insert && !summed.is_empty() {
+                let totals = totals_of(&s.inserted, summed);
+                if !totals.is_empty() {
+                    c.insert("totals".into(), serde_json::Value::Object(totals));
+                }
+            }
             // `SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE` locks the rows it
             // reads, which stalls every writer of them: the locked tables need `update`.
             let action = if t.access == crate::Access::Lock && s.has_flag(Flag::RowLock) {
@@ -292,6 +311,24 @@ pub fn asks_for(analysis: &Analysis, db: &str) -> Vec<Ask> {
         }
     }
     asks
+}
+
+/// The sums of the `summed` columns of an insert's rows (see [`asks_summing`]).
+fn totals_of(
+    inserted: &[crate::InsertedColumn],
+    summed: &[String],
+) -> Map<String, serde_json::Value> {
+    use arbiter_policy::runtime::Amount;
+    inserted
+        .iter()
+        .filter(|c| summed.contains(&c.column))
+        .filter_map(|c| {
+            let sum = c.values.iter().try_fold(Amount::default(), |sum, v| {
+                Some(sum.saturating_add(Amount::parse(v)?))
+            })?;
+            Some((c.column.clone(), json!(sum.to_string())))
+        })
+        .collect()
 }
 
 /// The tables of allowed verdicts that carry a row filter, and their filters (a table asked

@@ -39,7 +39,7 @@ mod decision;
 mod session;
 
 pub use config::{ProxyConfig, Upstream, UpstreamUrlError};
-pub use decision::{PSEUDO_SCHEMA, asks_for};
+pub use decision::{PSEUDO_SCHEMA, asks_for, asks_summing};
 
 /// A running proxy: its settings, decision source and the cancel keys it handed out.
 #[derive(Debug)]

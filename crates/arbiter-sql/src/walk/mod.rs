@@ -222,6 +222,10 @@ impl Walker {
             functions: self.functions,
             flags: self.flags,
             references: self.references,
+            inserted: match top {
+                NodeRef::InsertStmt(s) => write::inserted_constants(s),
+                _ => Vec::new(),
+            },
             text,
         }
     }

@@ -4,7 +4,7 @@
 use pg_query::protobuf::{self, Node};
 use pg_query::{NodeEnum, NodeRef};
 
-use crate::{Access, AnalyzeError, Flag, ReferenceRole};
+use crate::{Access, AnalyzeError, Flag, InsertedColumn, ReferenceRole};
 
 use super::columns::attribute;
 use super::{Item, Op, Scope, TableKey, Walked, Walker, strings, table_key};
@@ -247,6 +247,70 @@ impl Walker {
         self.walk_list(&c.options)?;
         // The WHERE of COPY FROM filters incoming rows; it reads no table.
         self.walk_opt(c.where_clause.as_deref())
+    }
+}
+
+/// The numeric constants a plain `INSERT INTO t (columns) VALUES …` gives each column (see
+/// [`InsertedColumn`] for what "plain" means).
+pub(super) fn inserted_constants(s: &protobuf::InsertStmt) -> Vec<InsertedColumn> {
+    let Some(NodeEnum::SelectStmt(values)) = s.select_stmt.as_ref().and_then(|n| n.node.as_ref())
+    else {
+        return Vec::new();
+    };
+    let plain = s.with_clause.is_none()
+        && values.with_clause.is_none()
+        && values.larg.is_none()
+        && values.sort_clause.is_empty()
+        && values.limit_count.is_none()
+        && values.limit_offset.is_none()
+        && !values.values_lists.is_empty();
+    if !plain {
+        return Vec::new();
+    }
+    let rows: Vec<&[Node]> = values
+        .values_lists
+        .iter()
+        .filter_map(|row| match &row.node {
+            Some(NodeEnum::List(l)) => Some(l.items.as_slice()),
+            _ => None,
+        })
+        .collect();
+    if rows.len() != values.values_lists.len() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, col) in s.cols.iter().enumerate() {
+        // `SET col[1] = …`-style indirection writes part of a value: not a plain number.
+        let Some(NodeEnum::ResTarget(t)) = &col.node else {
+            continue;
+        };
+        if t.name.is_empty() || !t.indirection.is_empty() {
+            continue;
+        }
+        let numbers: Option<Vec<String>> = rows
+            .iter()
+            .map(|row| row.get(i).and_then(numeric_constant))
+            .collect();
+        if let Some(values) = numbers {
+            out.push(InsertedColumn {
+                column: t.name.clone(),
+                values,
+            });
+        }
+    }
+    out
+}
+
+/// The text of a numeric constant (`12`, `-3`, `12.50`, `1e3`), `None` for anything else.
+fn numeric_constant(node: &Node) -> Option<String> {
+    use protobuf::a_const::Val;
+    match &node.node {
+        Some(NodeEnum::AConst(c)) if !c.isnull => match &c.val {
+            Some(Val::Ival(i)) => Some(i.ival.to_string()),
+            Some(Val::Fval(f)) => Some(f.fval.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
