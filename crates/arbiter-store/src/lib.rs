@@ -40,6 +40,7 @@ mod discovered;
 mod error;
 pub mod model;
 mod pins;
+pub mod policy_versions;
 pub mod schema;
 mod sqlite;
 pub mod validate;
@@ -47,10 +48,12 @@ pub mod validate;
 pub use audit::GENESIS_HASH;
 pub use error::StoreError;
 pub use model::{
-    ADMIN_ROLES, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval, ApprovalLookup,
-    ApprovalState, Approvers, AuditEvent, Credential, CredentialFilter, CredentialKind, Discovered,
-    DiscoveredKind, Environment, MAX_DISCOVERED_ROWS, MAX_DISCOVERED_SOURCES, NewAgent,
-    NewApproval, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
+    ADMIN_ROLES, ActivationKind, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval,
+    ApprovalLookup, ApprovalState, Approvers, AuditEvent, Credential, CredentialFilter,
+    CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
+    MAX_DISCOVERED_SOURCES, NewAgent, NewApproval, NewCredential, NewPolicyVersion, PinCheck,
+    PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState, Sighting,
+    SightingsReport, ToolPin,
 };
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
@@ -317,6 +320,77 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         state: Option<ApprovalState>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError>;
+
+    // ---- governed policy versions (see [`policy_versions`]) ----
+
+    /// Stores a proposed policy version (audited `policy.proposed`).
+    fn propose_policy_version(
+        &self,
+        new: &NewPolicyVersion,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError>;
+
+    /// `approver` approves `version`; never its author (audited `policy.approved`).
+    fn approve_policy_version(
+        &self,
+        version: &str,
+        approver: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError>;
+
+    /// `by` rejects `version` for `reason` (audited `policy.rejected`).
+    fn reject_policy_version(
+        &self,
+        version: &str,
+        by: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError>;
+
+    /// `by` makes `version` the active one: only a version that passed its tests, has enough
+    /// approvals and was not rejected (audited `policy.activated`).
+    fn activate_policy_version(
+        &self,
+        version: &str,
+        by: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyActivation, StoreError>;
+
+    /// `by` makes the version active before the current one active again (audited
+    /// `policy.rolled_back`).
+    fn rollback_policy_version(
+        &self,
+        by: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyActivation, StoreError>;
+
+    /// The stored version `version`, if any.
+    fn policy_version(&self, version: &str) -> Result<Option<PolicyVersion>, StoreError>;
+
+    /// The full version hash of `version` or of the one version it is a prefix of.
+    fn resolve_policy_version(&self, version: &str) -> Result<String, StoreError>;
+
+    /// Policy versions, newest first; at most `limit`.
+    fn list_policy_versions(&self, limit: usize) -> Result<Vec<PolicyVersion>, StoreError>;
+
+    /// Activations, newest first (the first is the active version); at most `limit`.
+    fn policy_activations(&self, limit: usize) -> Result<Vec<PolicyActivation>, StoreError>;
+
+    /// Approvals a policy version needs before activation (default 1).
+    fn required_policy_approvals(&self) -> Result<u32, StoreError>;
+
+    /// Sets the approvals a policy version needs (1 to 16; audited).
+    fn set_required_policy_approvals(
+        &self,
+        n: u32,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` audit events with `seq > after_seq` (from the first
     /// when `None`), in order.

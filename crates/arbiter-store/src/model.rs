@@ -547,3 +547,83 @@ pub enum ApprovalLookup {
     /// Nothing usable: a new pending approval (or the one already pending) for the request.
     Pending(Approval),
 }
+
+text_enum! {
+    /// Where a governed policy version stands. Whether it is approved enough to activate
+    /// depends on its approvals and the configured number required.
+    PolicyVersionState, "policy version state" {
+        /// Stored, awaiting approvals (or approved and activatable).
+        Proposed = "proposed",
+        /// Rejected by an administrator; terminal.
+        Rejected = "rejected",
+    }
+}
+
+text_enum! {
+    /// How a policy version became active.
+    ActivationKind, "activation kind" {
+        /// `arbiter policy activate`.
+        Activate = "activate",
+        /// `arbiter policy rollback`: back to the version active before.
+        Rollback = "rollback",
+    }
+}
+
+/// One file of a policy version, by its path relative to the policy directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// A policy version to store (see [`crate::Store::propose_policy_version`]).
+#[derive(Debug, Clone)]
+pub struct NewPolicyVersion {
+    /// The content hash (`sha256:…`) the policy engine computes for the files.
+    pub version: String,
+    /// Who proposes it: the administrator's name.
+    pub author: String,
+    pub message: String,
+    pub files: Vec<PolicyFile>,
+    /// Each policy's `@owner`, by policy id.
+    pub owners: std::collections::BTreeMap<String, String>,
+    pub tests_passed: u64,
+    /// Failed and malformed test cases.
+    pub tests_failed: u64,
+}
+
+/// An administrator's approval of a policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyApproval {
+    pub approver: String,
+    pub at_us: i64,
+}
+
+/// A stored policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyVersion {
+    pub version: String,
+    pub author: String,
+    pub message: String,
+    pub proposed_us: i64,
+    pub files: Vec<PolicyFile>,
+    pub owners: std::collections::BTreeMap<String, String>,
+    pub tests_passed: u64,
+    pub tests_failed: u64,
+    pub state: PolicyVersionState,
+    pub rejected_by: Option<String>,
+    pub rejected_us: Option<i64>,
+    pub rejected_reason: Option<String>,
+    /// Oldest first.
+    pub approvals: Vec<PolicyApproval>,
+}
+
+/// One activation of a policy version (the latest is the active version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyActivation {
+    pub seq: i64,
+    pub version: String,
+    pub kind: ActivationKind,
+    pub by: String,
+    pub at_us: i64,
+}

@@ -209,8 +209,51 @@ CREATE INDEX approvals_by_state ON approvals (state, created_us);
 CREATE INDEX approvals_to_log ON approvals (decided_us) WHERE decided_us IS NOT NULL AND logged_us IS NULL;
 ";
 
+/// Schema version 5: governed policy versions, their approvals and activations, settings.
+const V5: &str = r"
+CREATE TABLE policy_versions (
+    version         TEXT    NOT NULL PRIMARY KEY CHECK (version LIKE 'sha256:%'),
+    author          TEXT    NOT NULL CHECK (author <> ''),
+    message         TEXT    NOT NULL,
+    proposed_us     INTEGER NOT NULL,
+    files           TEXT    NOT NULL CHECK (json_type(files) = 'array'),
+    owners          TEXT    NOT NULL CHECK (json_type(owners) = 'object'),
+    tests_passed    INTEGER NOT NULL CHECK (tests_passed >= 0),
+    tests_failed    INTEGER NOT NULL CHECK (tests_failed >= 0),
+    state           TEXT    NOT NULL CHECK (state IN ('proposed', 'rejected')),
+    rejected_by     TEXT,
+    rejected_us     INTEGER,
+    rejected_reason TEXT,
+    CHECK ((state = 'rejected') = (rejected_by IS NOT NULL))
+) STRICT;
+
+CREATE INDEX policy_versions_by_time ON policy_versions (proposed_us);
+
+CREATE TABLE policy_version_approvals (
+    version  TEXT    NOT NULL REFERENCES policy_versions (version)
+                     ON UPDATE RESTRICT ON DELETE RESTRICT,
+    approver TEXT    NOT NULL CHECK (approver <> ''),
+    at_us    INTEGER NOT NULL,
+    PRIMARY KEY (version, approver)
+) STRICT;
+
+CREATE TABLE policy_activations (
+    seq     INTEGER NOT NULL PRIMARY KEY,
+    version TEXT    NOT NULL REFERENCES policy_versions (version)
+                    ON UPDATE RESTRICT ON DELETE RESTRICT,
+    kind    TEXT    NOT NULL CHECK (kind IN ('activate', 'rollback')),
+    by      TEXT    NOT NULL CHECK (by <> ''),
+    at_us   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE settings (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

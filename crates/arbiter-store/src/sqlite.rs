@@ -31,8 +31,10 @@ use crate::model::{
     Discovered, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
 use crate::model::{Approval, ApprovalLookup, ApprovalState, NewApproval};
+use crate::model::{NewPolicyVersion, PolicyActivation, PolicyVersion};
 use crate::{
-    Store, StoreError, agents, approvals, credentials, discovered, pins, schema, validate,
+    Store, StoreError, agents, approvals, credentials, discovered, pins, policy_versions, schema,
+    validate,
 };
 
 /// How long a call waits for another process's write lock.
@@ -466,6 +468,92 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
         self.read(|conn| approvals::list(conn, state, limit))
+    }
+
+    fn propose_policy_version(
+        &self,
+        new: &NewPolicyVersion,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError> {
+        self.change(actor, |tx| policy_versions::propose(tx, new, actor, now_us))
+    }
+
+    fn approve_policy_version(
+        &self,
+        version: &str,
+        approver: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError> {
+        self.change(actor, |tx| {
+            policy_versions::approve(tx, version, approver, actor, now_us)
+        })
+    }
+
+    fn reject_policy_version(
+        &self,
+        version: &str,
+        by: &str,
+        reason: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyVersion, StoreError> {
+        self.change(actor, |tx| {
+            policy_versions::reject(tx, version, by, reason, actor, now_us)
+        })
+    }
+
+    fn activate_policy_version(
+        &self,
+        version: &str,
+        by: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyActivation, StoreError> {
+        self.change(actor, |tx| {
+            policy_versions::activate(tx, version, by, actor, now_us)
+        })
+    }
+
+    fn rollback_policy_version(
+        &self,
+        by: &str,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<PolicyActivation, StoreError> {
+        self.change(actor, |tx| policy_versions::rollback(tx, by, actor, now_us))
+    }
+
+    fn policy_version(&self, version: &str) -> Result<Option<PolicyVersion>, StoreError> {
+        self.read(|conn| policy_versions::get(conn, version))
+    }
+
+    fn resolve_policy_version(&self, version: &str) -> Result<String, StoreError> {
+        self.read(|conn| policy_versions::resolve(conn, version))
+    }
+
+    fn list_policy_versions(&self, limit: usize) -> Result<Vec<PolicyVersion>, StoreError> {
+        self.read(|conn| policy_versions::list(conn, limit))
+    }
+
+    fn policy_activations(&self, limit: usize) -> Result<Vec<PolicyActivation>, StoreError> {
+        self.read(|conn| policy_versions::activations(conn, limit))
+    }
+
+    fn required_policy_approvals(&self) -> Result<u32, StoreError> {
+        self.read(policy_versions::required_approvals)
+    }
+
+    fn set_required_policy_approvals(
+        &self,
+        n: u32,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        self.change(actor, |tx| {
+            policy_versions::set_required_approvals(tx, n, actor, now_us)
+        })
     }
 
     fn list_audit(

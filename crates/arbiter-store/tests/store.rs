@@ -2297,3 +2297,198 @@ fn the_database_file_is_private() {
     let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "WAL mode {mode:o}");
 }
+
+fn candidate(version_byte: &str, author: &str, failed: u64) -> arbiter_store::NewPolicyVersion {
+    arbiter_store::NewPolicyVersion {
+        version: format!("sha256:{}", version_byte.repeat(32)),
+        author: author.to_owned(),
+        message: format!("version {version_byte}"),
+        files: vec![arbiter_store::PolicyFile {
+            path: "policies.cedar".to_owned(),
+            text: "@id(\"p\")\n@owner(\"team\")\npermit (principal, action, resource);\n".into(),
+        }],
+        owners: [("p".to_owned(), "team".to_owned())].into(),
+        tests_passed: 3,
+        tests_failed: failed,
+    }
+}
+
+/// The governed process, kept by the store whatever the caller: the author cannot approve,
+/// activation needs passing tests and enough approvals, a rejected version goes nowhere, a
+/// rollback goes back one version, every step is audited and nothing is deleted.
+#[test]
+fn policy_versions_are_governed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("registry.db")).unwrap();
+    let ops = admin();
+    let a = candidate("aa", "alice", 0);
+    let v = store.propose_policy_version(&a, &ops, T0).unwrap();
+    assert_eq!(v.state, arbiter_store::PolicyVersionState::Proposed);
+    assert_eq!(v.owners["p"], "team");
+    assert!(matches!(
+        store.propose_policy_version(&a, &ops, T0 + 1),
+        Err(StoreError::Conflict { .. })
+    ));
+    // Nothing is active yet, and an unapproved version cannot become active.
+    assert!(store.policy_activations(10).unwrap().is_empty());
+    let e = store
+        .activate_policy_version(&a.version, "alice", &ops, T0 + 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("has 0 of the 1 approval(s)"), "{e}");
+    // The author may not approve their own version (whatever the case of the name).
+    let e = store
+        .approve_policy_version(&a.version, " Alice ", &ops, T0 + 3)
+        .unwrap_err();
+    assert!(e.to_string().contains("may not approve it"), "{e}");
+    store
+        .approve_policy_version(&a.version, "bob", &ops, T0 + 4)
+        .unwrap();
+    let e = store
+        .approve_policy_version(&a.version, "BOB", &ops, T0 + 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("already approved by"), "{e}");
+    let first = store
+        .activate_policy_version(&a.version, "alice", &ops, T0 + 6)
+        .unwrap();
+    assert_eq!(first.version, a.version);
+    assert!(
+        store
+            .activate_policy_version(&a.version, "alice", &ops, T0 + 7)
+            .unwrap_err()
+            .to_string()
+            .contains("already active")
+    );
+    // The active version cannot be rejected; a rollback needs an earlier version.
+    assert!(
+        store
+            .reject_policy_version(&a.version, "carol", "no", &ops, T0 + 8)
+            .unwrap_err()
+            .to_string()
+            .contains("is the active version")
+    );
+    assert!(
+        store
+            .rollback_policy_version("alice", &ops, T0 + 9)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing to roll back to")
+    );
+
+    // Two approvals required now; a version whose tests fail never activates.
+    store
+        .set_required_policy_approvals(2, &ops, T0 + 10)
+        .unwrap();
+    assert!(
+        store
+            .set_required_policy_approvals(0, &ops, T0 + 10)
+            .is_err()
+    );
+    let failing = candidate("bb", "alice", 1);
+    store
+        .propose_policy_version(&failing, &ops, T0 + 11)
+        .unwrap();
+    for who in ["bob", "carol"] {
+        store
+            .approve_policy_version(&failing.version, who, &ops, T0 + 12)
+            .unwrap();
+    }
+    let e = store
+        .activate_policy_version(&failing.version, "bob", &ops, T0 + 13)
+        .unwrap_err();
+    assert!(e.to_string().contains("failed 1 of its 4 tests"), "{e}");
+
+    let b = candidate("cc", "bob", 0);
+    store.propose_policy_version(&b, &ops, T0 + 14).unwrap();
+    store
+        .approve_policy_version(&b.version, "alice", &ops, T0 + 15)
+        .unwrap();
+    assert!(
+        store
+            .activate_policy_version(&b.version, "bob", &ops, T0 + 16)
+            .unwrap_err()
+            .to_string()
+            .contains("has 1 of the 2")
+    );
+    store
+        .approve_policy_version(&b.version, "carol", &ops, T0 + 17)
+        .unwrap();
+    store
+        .activate_policy_version(&b.version, "bob", &ops, T0 + 18)
+        .unwrap();
+    // Rollback: back to `a`, recorded as an activation of its own.
+    let back = store.rollback_policy_version("carol", &ops, T0 + 19).unwrap();
+    assert_eq!(back.version, a.version);
+    assert_eq!(back.kind, arbiter_store::ActivationKind::Rollback);
+    let history: Vec<String> = store
+        .policy_activations(10)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    assert_eq!(history, [a.version.clone(), b.version.clone(), a.version.clone()]);
+
+    // Rejected: terminal.
+    store
+        .reject_policy_version(&failing.version, "carol", "tests fail", &ops, T0 + 20)
+        .unwrap();
+    assert!(
+        store
+            .approve_policy_version(&failing.version, "dave", &ops, T0 + 21)
+            .unwrap_err()
+            .to_string()
+            .contains("was rejected")
+    );
+
+    // Prefixes name one version; too short or ambiguous is an error.
+    assert_eq!(
+        store.resolve_policy_version("cccccccc").unwrap(),
+        b.version
+    );
+    assert_eq!(
+        store.resolve_policy_version(&b.version).unwrap(),
+        b.version
+    );
+    assert!(store.resolve_policy_version("ccc").is_err());
+    assert!(matches!(
+        store.resolve_policy_version("dddddddd"),
+        Err(StoreError::NotFound { .. })
+    ));
+    // Bad input is refused, naming the field.
+    let mut bad = candidate("dd", "alice", 0);
+    bad.files[0].path = "../etc/passwd".into();
+    assert!(
+        store
+            .propose_policy_version(&bad, &ops, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("not a relative path")
+    );
+    bad = candidate("dd", "alice", 0);
+    bad.version = "sha256:XYZ".into();
+    assert!(store.propose_policy_version(&bad, &ops, T0).is_err());
+
+    // Every step is in the audit trail, which verifies.
+    let actions: Vec<String> = store
+        .list_audit(None, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("policy."))
+        .collect();
+    for step in [
+        "policy.proposed",
+        "policy.approved",
+        "policy.activated",
+        "policy.required_approvals",
+        "policy.rolled_back",
+        "policy.rejected",
+    ] {
+        assert!(actions.iter().any(|a| a == step), "{step}: {actions:?}");
+    }
+    store.verify_audit().unwrap();
+    // Reopened (another process), the same history.
+    drop(store);
+    let again = SqliteStore::open(&dir.path().join("registry.db")).unwrap();
+    assert_eq!(again.list_policy_versions(10).unwrap().len(), 3);
+    assert_eq!(again.required_policy_approvals().unwrap(), 2);
+}
