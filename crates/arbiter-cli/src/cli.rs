@@ -80,6 +80,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_POLICIES", value_name = "DIR")]
     pub policies: Option<PathBuf>,
 
+    /// Governed mode: enforce the policy version activated in the registry (`arbiter policy
+    /// propose|approve|activate`) instead of a directory, and follow activations and
+    /// rollbacks within a second, without a restart. Refuses to start while no version is
+    /// active.
+    #[arg(long, env = "ARBITER_GOVERNED", conflicts_with = "policies")]
+    pub governed: bool,
+
     /// Data directory for Arbiter's own state; created if missing.
     #[arg(
         long,
@@ -258,4 +265,6 @@ pub enum PolicyCommand {
     },
     /// Print the built-in agent vocabulary (a Cedar schema).
     Schema,
+    #[command(flatten)]
+    Governed(crate::cmd::governance::GovernCommand),
 }

@@ -698,3 +698,284 @@ fn serve_reports_an_unwritable_access_log_once_and_serves_on() {
         "{logs}"
     );
 }
+
+const GOVERNED_V1: &str = r#"
+@id("read-docs")
+@owner("team-docs")
+permit (principal, action == Action::"read", resource is Doc);
+"#;
+
+const GOVERNED_V2: &str = r#"
+@id("read-public-docs")
+@owner("team-docs")
+permit (principal, action == Action::"read", resource == Doc::"public");
+"#;
+
+const GOVERNED_TESTS: &str = r#"[
+  {"name": "a public doc is readable",
+   "request": {"subject": {"type": "Agent", "id": "bot"}, "action": {"name": "read"},
+               "resource": {"type": "Doc", "id": "public"}},
+   "expect": "allow"}
+]"#;
+
+fn policy_dir(root: &Path, name: &str, cedar: &str, tests: Option<&str>) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    std::fs::write(dir.join("policies.cedar"), cedar).unwrap();
+    if let Some(t) = tests {
+        std::fs::write(dir.join("tests/cases.json"), t).unwrap();
+    }
+    dir
+}
+
+/// Governed policy versions end to end: proposing needs an administrator and owners; the
+/// author cannot approve; an auditor cannot; an unapproved or failing version cannot be
+/// activated; `serve --governed` refuses to start with nothing active, enforces the active
+/// version, follows an activation and a rollback without a restart, and its records name
+/// the version; `diff` and `history` show what changed; the audit trail verifies.
+#[test]
+fn governed_versions_need_two_people_and_serve_follows_activations() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let alice = ARBITER.admin_token(&data, "alice", "administrator");
+    let bob = ARBITER.admin_token(&data, "bob", "administrator");
+    let carol = ARBITER.admin_token(&data, "carol", "auditor");
+    let bot = ARBITER.agent_with_key(&data, "bot", "team-docs", &[]);
+    let policy = |token: Option<&str>, args: &[&str]| -> Output {
+        let mut c = arbiter();
+        c.arg("policy").args(args).arg("--data").arg(&data);
+        if let Some(t) = token {
+            c.env("ARBITER_ADMIN_TOKEN", t);
+        }
+        run(&mut c)
+    };
+    let ok = |out: Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let fails = |out: Output, needle: &str| {
+        assert!(!out.status.success(), "{}", text(&out.stdout));
+        assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
+    };
+
+    // Every policy needs an owner; proposing needs an administrator's token.
+    let unowned = policy_dir(
+        root.path(),
+        "unowned",
+        "@id(\"nobody\")\npermit (principal, action, resource);\n",
+        None,
+    );
+    fails(
+        policy(
+            Some(&alice),
+            &["propose", unowned.to_str().unwrap(), "-m", "x"],
+        ),
+        "add `@owner(\"team-or-person\")` to: `nobody` (policies.cedar:1)",
+    );
+    let v1_dir = policy_dir(root.path(), "v1", GOVERNED_V1, Some(GOVERNED_TESTS));
+    let v1_arg = v1_dir.to_str().unwrap();
+    fails(
+        policy(None, &["propose", v1_arg, "-m", "docs"]),
+        "ARBITER_ADMIN_TOKEN",
+    );
+    fails(
+        policy(
+            Some("arbadm_not-a-token"),
+            &["propose", v1_arg, "-m", "docs"],
+        ),
+        "not a valid admin token",
+    );
+    fails(
+        policy(Some(&carol), &["propose", v1_arg, "-m", "docs"]),
+        "`auditor` role",
+    );
+    let out = ok(policy(
+        Some(&alice),
+        &["propose", v1_arg, "-m", "read docs"],
+    ));
+    assert!(
+        out.contains("by alice") && out.contains("1 passed, 0 failed"),
+        "{out}"
+    );
+    let v1 = out.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(v1.starts_with("sha256:"), "{out}");
+
+    // Nothing active: a governed server does not start.
+    let refused = run(arbiter()
+        .args(["serve", "--governed", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data));
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no policy version is active"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Two people: not the author, not an auditor; then activation.
+    fails(
+        policy(Some(&alice), &["approve", &v1]),
+        "who may not approve it",
+    );
+    fails(policy(Some(&carol), &["approve", &v1]), "`auditor` role");
+    fails(
+        policy(Some(&bob), &["activate", &v1]),
+        "has 0 of the 1 approval(s)",
+    );
+    ok(policy(Some(&bob), &["approve", &v1[7..19]]));
+    ok(policy(Some(&bob), &["activate", &v1]));
+
+    let port = free_port();
+    let _served = Served::start(
+        ARBITER
+            .command()
+            .args(["serve", "--governed", "--log-level", "warn", "--data"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    );
+    let decide = |doc: &str| -> serde_json::Value {
+        let body = serde_json::json!({
+            "subject": {"type": "Agent", "id": "bot"},
+            "action": {"name": "read"},
+            "resource": {"type": "Doc", "id": doc},
+        });
+        let auth = format!("Bearer {}", bot.key);
+        http(
+            port,
+            "POST",
+            "/access/v1/evaluation",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            &body.to_string(),
+        )
+        .unwrap()
+        .json()
+    };
+    let first = decide("private");
+    assert_eq!(first["decision"], true, "{first}");
+
+    // A failing candidate is stored but never activated.
+    let failing = policy_dir(
+        root.path(),
+        "failing",
+        "@id(\"none\")\n@owner(\"team-docs\")\nforbid (principal, action, resource);\n",
+        Some(GOVERNED_TESTS),
+    );
+    let out = policy(
+        Some(&bob),
+        &["propose", failing.to_str().unwrap(), "-m", "oops"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let failing_v = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(text(&out.stdout).contains("FAIL"), "{}", text(&out.stdout));
+    ok(policy(Some(&alice), &["approve", &failing_v]));
+    fails(
+        policy(Some(&alice), &["activate", &failing_v]),
+        "failed 1 of its 1 tests",
+    );
+    ok(policy(
+        Some(&alice),
+        &["reject", &failing_v, "--reason", "its tests fail"],
+    ));
+
+    // v2 by bob, approved and activated by alice: the running server follows.
+    let v2_dir = policy_dir(root.path(), "v2", GOVERNED_V2, Some(GOVERNED_TESTS));
+    let out = ok(policy(
+        Some(&bob),
+        &[
+            "propose",
+            v2_dir.to_str().unwrap(),
+            "-m",
+            "public docs only",
+        ],
+    ));
+    let v2 = out.split_whitespace().nth(1).unwrap().to_owned();
+    ok(policy(Some(&alice), &["approve", &v2]));
+    ok(policy(Some(&alice), &["activate", &v2]));
+    wait_until(
+        "the server enforces the activated version",
+        PATIENCE,
+        || decide("private")["decision"] == false,
+    );
+    assert_eq!(decide("public")["decision"], true);
+    // Rolled back: the first version again, without a restart.
+    let out = ok(policy(Some(&bob), &["rollback"]));
+    assert!(out.contains(&v1), "{out}");
+    wait_until(
+        "the server enforces the rolled-back version",
+        PATIENCE,
+        || decide("private")["decision"] == true,
+    );
+
+    // The records name the version that decided.
+    drop(_served);
+    let versions: Vec<String> = ARBITER
+        .records(&data)
+        .iter()
+        .map(|r| r["policy_version"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        versions.contains(&v1) && versions.contains(&v2),
+        "{versions:?}"
+    );
+
+    // What changed, and the history.
+    let out = policy(None, &["diff", &v1, &v2]);
+    assert_eq!(out.status.code(), Some(1));
+    let d = text(&out.stdout);
+    assert!(
+        d.contains("removed `read-docs`") && d.contains("added `read-public-docs`"),
+        "{d}"
+    );
+    assert_eq!(policy(None, &["diff", &v1, &v1]).status.code(), Some(0));
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(policy(None, &["history", "--json"]))).unwrap();
+    assert_eq!(history["active"], v1.as_str());
+    let kinds: Vec<&str> = history["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["rollback", "activate", "activate"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(policy(None, &["show", &v2, "--json"]))).unwrap();
+    assert_eq!(shown["author"], "bob");
+    assert_eq!(shown["approvals"][0]["approver"], "alice");
+    assert_eq!(shown["owners"]["read-public-docs"], "team-docs");
+    assert_eq!(shown["standing"], "approved");
+    let rejected: serde_json::Value =
+        serde_json::from_str(&ok(policy(None, &["show", &failing_v, "--json"]))).unwrap();
+    assert_eq!(rejected["standing"], "rejected");
+    assert_eq!(rejected["rejected"]["reason"], "its tests fail");
+
+    // Every step is in the audit trail, and the chain verifies.
+    let audit = ok(run(arbiter()
+        .args(["admin", "audit", "--json", "--data"])
+        .arg(&data)));
+    for step in [
+        "policy.proposed",
+        "policy.approved",
+        "policy.activated",
+        "policy.rejected",
+        "policy.rolled_back",
+    ] {
+        assert!(audit.contains(step), "{step}");
+    }
+    ok(run(arbiter()
+        .args(["admin", "audit", "--verify", "--data"])
+        .arg(&data)));
+}

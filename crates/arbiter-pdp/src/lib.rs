@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod approvals;
+pub mod governed;
 pub use arbiter_policy::delegation;
 pub mod identity;
 pub mod local;
@@ -546,40 +547,52 @@ impl Pdp {
             return Ok(ReloadOutcome::Unchanged);
         };
         match Policies::load_dir(dir) {
-            Ok(next) => {
-                let from = self.current.load().version().to_owned();
-                let to = next.version().to_owned();
-                let mut status = self.lock_status();
-                status.last_error = None;
-                status.last_error_at = None;
-                if from == to {
-                    return Ok(ReloadOutcome::Unchanged);
-                }
-                self.current.store(Arc::new(next));
-                status.active_version = to.clone();
-                status.loaded_at = SystemTime::now();
-                self.metrics.record_reload(true);
-                tracing::info!(from = %from, to = %to, "policy reloaded");
-                Ok(ReloadOutcome::Swapped { from, to })
-            }
+            Ok(next) => Ok(self.install(next)),
             Err(errors) => {
-                let mut status = self.lock_status();
-                let text = errors.to_string();
-                if status.last_error.as_deref() == Some(text.as_str()) {
-                    // The same rejected content seen again: already counted and logged.
-                    return Err(errors);
+                if self.note_reload_error(&errors.to_string()) {
+                    tracing::error!(
+                        active = %self.status().active_version,
+                        errors = %errors,
+                        "policy reload rejected; the active version keeps serving"
+                    );
                 }
-                status.last_error = Some(text);
-                status.last_error_at = Some(SystemTime::now());
-                self.metrics.record_reload(false);
-                tracing::error!(
-                    active = %status.active_version,
-                    errors = %errors,
-                    "policy reload rejected; the active version keeps serving"
-                );
                 Err(errors)
             }
         }
+    }
+
+    /// Keeps `error` for `/readyz` and the metrics: a new version could not be installed and
+    /// the active one keeps serving. `false` when it is the error already kept (the same
+    /// rejected content seen again: already counted and logged).
+    pub fn note_reload_error(&self, error: &str) -> bool {
+        let mut status = self.lock_status();
+        if status.last_error.as_deref() == Some(error) {
+            return false;
+        }
+        status.last_error = Some(error.to_owned());
+        status.last_error_at = Some(SystemTime::now());
+        self.metrics.record_reload(false);
+        true
+    }
+
+    /// Makes `next` the snapshot decisions are taken with (unchanged when it is the same
+    /// version): what a reload does once a directory loaded, and what a governed decision
+    /// point does when another version is activated.
+    pub fn install(&self, next: Policies) -> ReloadOutcome {
+        let from = self.current.load().version().to_owned();
+        let to = next.version().to_owned();
+        let mut status = self.lock_status();
+        status.last_error = None;
+        status.last_error_at = None;
+        if from == to {
+            return ReloadOutcome::Unchanged;
+        }
+        self.current.store(Arc::new(next));
+        status.active_version = to.clone();
+        status.loaded_at = SystemTime::now();
+        self.metrics.record_reload(true);
+        tracing::info!(from = %from, to = %to, "policy version installed");
+        ReloadOutcome::Swapped { from, to }
     }
 
     /// The policy directory this PDP reloads from.

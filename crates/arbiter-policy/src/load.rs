@@ -37,6 +37,9 @@ pub struct PolicyMeta {
     pub reason: Option<String>,
     /// `@agent_reason("…")`: shown to the agent when this policy denies.
     pub agent_reason: Option<String>,
+    /// `@owner("…")`: the team or person answerable for the policy (required in governed
+    /// mode).
+    pub owner: Option<String>,
     /// `@session_label`, `@limit`, `@budget` (see [`crate::runtime`]).
     pub runtime: crate::runtime::RuntimeRules,
 }
@@ -81,13 +84,30 @@ pub struct Policies {
     /// Whether some policy reads `context.session`.
     reads_session: bool,
     version: String,
+    /// Each policy's text, by id (what the version hashes).
+    texts: std::collections::BTreeMap<String, String>,
     root: Option<PathBuf>,
 }
 
 impl Policies {
     /// Loads and validates a policy directory.
     pub fn load_dir(dir: &Path) -> Result<Self, LoadErrors> {
-        let files = read_dir(dir)?;
+        let mut p = Self::from_files(read_dir(dir)?)?;
+        p.root = Some(dir.to_path_buf());
+        Ok(p)
+    }
+
+    /// The files of a policy directory, as [`Policies::load_dir`] reads them: the `*.cedar`
+    /// files, the schema and the entities, by path relative to `dir`, sorted.
+    pub fn source_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, LoadErrors> {
+        read_dir(dir)
+    }
+
+    /// Builds a snapshot from a policy directory's files given in memory (paths relative to
+    /// the directory, as [`Policies::source_files`] gives them; files under `tests/` and
+    /// files that are neither `*.cedar`, the schema nor the entities are left out). The same
+    /// files give the same version as [`Policies::load_dir`].
+    pub fn from_files(files: Vec<(PathBuf, String)>) -> Result<Self, LoadErrors> {
         let mut policy_files = Vec::new();
         let mut schema_src = None;
         let mut entities_src = None;
@@ -96,17 +116,15 @@ impl Policies {
                 schema_src = Some(text);
             } else if rel == Path::new(ENTITIES_FILE) {
                 entities_src = Some(text);
-            } else {
+            } else if rel.extension().is_some_and(|e| e == "cedar") && !rel.starts_with(TESTS_DIR) {
                 policy_files.push(SourceFile { path: rel, text });
             }
         }
-        let mut p = Self::from_sources(
+        Self::from_sources(
             &policy_files,
             schema_src.as_deref(),
             entities_src.as_deref(),
-        )?;
-        p.root = Some(dir.to_path_buf());
-        Ok(p)
+        )
     }
 
     /// Builds a snapshot from in-memory sources (file paths are used for ids and errors).
@@ -216,6 +234,24 @@ impl Policies {
                         continue;
                     }
                 };
+                let owner = match policy.annotation("owner").map(str::trim) {
+                    None => None,
+                    Some(o)
+                        if !o.is_empty() && o.len() <= 256 && !o.chars().any(char::is_control) =>
+                    {
+                        Some(o.to_owned())
+                    }
+                    Some(_) => {
+                        errors.push(
+                            SourceError::in_file(
+                                &file.path,
+                                "`@owner` must name the team or person answerable for the policy (1 to 256 characters)",
+                            )
+                            .at_offset(&file.text, offset),
+                        );
+                        continue;
+                    }
+                };
                 let renamed = policy.new_id(pid.clone());
                 if let Err(e) = set.add(renamed) {
                     errors.push(
@@ -232,6 +268,7 @@ impl Policies {
                         line,
                         reason: policy.annotation("reason").map(str::to_owned),
                         agent_reason: policy.annotation("agent_reason").map(str::to_owned),
+                        owner,
                         runtime,
                     },
                 );
@@ -379,6 +416,7 @@ impl Policies {
             .map(|(id, m)| (id.to_string(), m.runtime.clone()))
             .collect();
         let version = content_version(&mut hashed, schema_src, entities_src);
+        let texts = hashed.into_iter().collect();
         let context_shapes = match (&schema, schema_src) {
             (Some(_), Some(src)) => crate::explain::ContextShapes::from_cedarschema(src),
             _ => crate::explain::ContextShapes::default(),
@@ -399,6 +437,7 @@ impl Policies {
             runtime,
             reads_session,
             version,
+            texts,
             root: None,
         })
     }
@@ -427,6 +466,19 @@ impl Policies {
     /// The content hash of this policy set: `sha256:<hex>`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Each policy's text (as hashed into the version), by id.
+    pub fn policy_texts(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.texts
+    }
+
+    /// Each policy's `@owner`, by id (`None` where a policy declares none).
+    pub fn owners(&self) -> std::collections::BTreeMap<String, Option<String>> {
+        self.meta
+            .iter()
+            .map(|(id, m)| (id.to_string(), m.owner.clone()))
+            .collect()
     }
 
     /// The directory this snapshot was loaded from, if any.
@@ -527,6 +579,7 @@ impl Policies {
                 runtime: HashMap::new(),
                 reads_session: false,
                 version: content_version(&mut Vec::new(), None, None),
+                texts: std::collections::BTreeMap::new(),
                 root: None,
             },
         }

@@ -153,13 +153,16 @@ fn activation_from_row(row: &Row<'_>) -> rusqlite::Result<PolicyActivation> {
     Ok(PolicyActivation {
         seq: row.get(0)?,
         version: row.get(1)?,
-        kind: row.get::<_, String>(2)?.parse::<ActivationKind>().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                "not an activation kind".into(),
-            )
-        })?,
+        kind: row
+            .get::<_, String>(2)?
+            .parse::<ActivationKind>()
+            .map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    "not an activation kind".into(),
+                )
+            })?,
         by: row.get(3)?,
         at_us: row.get(4)?,
     })
@@ -252,9 +255,9 @@ fn text(field: &'static str, t: &str) -> Result<(), StoreError> {
 }
 
 fn valid_version(version: &str) -> Result<(), StoreError> {
-    let ok = version
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = version.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if !ok {
         return Err(StoreError::invalid(
             "policy version",
@@ -278,12 +281,17 @@ fn valid_files(files: &[PolicyFile]) -> Result<(), StoreError> {
             && f.path.len() <= 1024
             && !f.path.starts_with('/')
             && !f.path.contains('\\')
-            && f.path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+            && f.path
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
             && !f.path.chars().any(char::is_control);
         if !relative {
             return Err(StoreError::invalid(
                 "policy files",
-                format!("`{}` is not a relative path inside the policy directory", f.path),
+                format!(
+                    "`{}` is not a relative path inside the policy directory",
+                    f.path
+                ),
             ));
         }
         if !seen.insert(f.path.as_str()) {
@@ -306,7 +314,10 @@ fn valid_files(files: &[PolicyFile]) -> Result<(), StoreError> {
 fn valid_owners(owners: &BTreeMap<String, String>) -> Result<(), StoreError> {
     for (policy, owner) in owners {
         if policy.is_empty() || policy.len() > 256 {
-            return Err(StoreError::invalid("policy owners", "a policy id is 1 to 256 bytes"));
+            return Err(StoreError::invalid(
+                "policy owners",
+                "a policy id is 1 to 256 bytes",
+            ));
         }
         person("policy owner", owner)?;
     }
@@ -393,8 +404,7 @@ pub(crate) fn approve(
             ),
         ));
     }
-    if v
-        .approvals
+    if v.approvals
         .iter()
         .any(|a| a.approver.trim().eq_ignore_ascii_case(approver.trim()))
     {
@@ -432,7 +442,11 @@ pub(crate) fn reject(
     text("reason", reason)?;
     let v = require(conn, version)?;
     if v.state == PolicyVersionState::Rejected {
-        return Err(StoreError::state("policy version", version, "is already rejected"));
+        return Err(StoreError::state(
+            "policy version",
+            version,
+            "is already rejected",
+        ));
     }
     if active(conn)?.is_some_and(|a| a.version == version) {
         return Err(StoreError::state(
@@ -507,7 +521,11 @@ pub(crate) fn activate(
     let v = require(conn, version)?;
     let current = active(conn)?;
     if current.as_ref().is_some_and(|a| a.version == version) {
-        return Err(StoreError::state("policy version", version, "is already active"));
+        return Err(StoreError::state(
+            "policy version",
+            version,
+            "is already active",
+        ));
     }
     if let Some(why) = not_activatable(conn, &v)? {
         return Err(StoreError::state(

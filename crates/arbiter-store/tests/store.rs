@@ -2416,7 +2416,9 @@ fn policy_versions_are_governed() {
         .activate_policy_version(&b.version, "bob", &ops, T0 + 18)
         .unwrap();
     // Rollback: back to `a`, recorded as an activation of its own.
-    let back = store.rollback_policy_version("carol", &ops, T0 + 19).unwrap();
+    let back = store
+        .rollback_policy_version("carol", &ops, T0 + 19)
+        .unwrap();
     assert_eq!(back.version, a.version);
     assert_eq!(back.kind, arbiter_store::ActivationKind::Rollback);
     let history: Vec<String> = store
@@ -2425,7 +2427,10 @@ fn policy_versions_are_governed() {
         .into_iter()
         .map(|a| a.version)
         .collect();
-    assert_eq!(history, [a.version.clone(), b.version.clone(), a.version.clone()]);
+    assert_eq!(
+        history,
+        [a.version.clone(), b.version.clone(), a.version.clone()]
+    );
 
     // Rejected: terminal.
     store
@@ -2440,14 +2445,8 @@ fn policy_versions_are_governed() {
     );
 
     // Prefixes name one version; too short or ambiguous is an error.
-    assert_eq!(
-        store.resolve_policy_version("cccccccc").unwrap(),
-        b.version
-    );
-    assert_eq!(
-        store.resolve_policy_version(&b.version).unwrap(),
-        b.version
-    );
+    assert_eq!(store.resolve_policy_version("cccccccc").unwrap(), b.version);
+    assert_eq!(store.resolve_policy_version(&b.version).unwrap(), b.version);
     assert!(store.resolve_policy_version("ccc").is_err());
     assert!(matches!(
         store.resolve_policy_version("dddddddd"),

@@ -89,8 +89,6 @@ impl Arbiter {
         }
     }
 
-    /// Creates an administrator token with `role` (`administrator`, `auditor`) named `name`;
-    /// returns the secret.
     /// `arbiter approval approve ID --approver APPROVER` on `data`; panics when it fails.
     pub fn approve(&self, data: &Path, id: &str, approver: &str) {
         run_ok(
@@ -101,6 +99,8 @@ impl Arbiter {
         );
     }
 
+    /// Creates an administrator token with `role` (`administrator`, `auditor`) named `name`;
+    /// returns the secret.
     pub fn admin_token(&self, data: &Path, name: &str, role: &str) -> String {
         let out = run_ok(
             self.command()

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod approval;
 mod check;
 pub mod exec;
+pub mod governance;
 pub mod log;
 pub mod mcp;
 mod policy;

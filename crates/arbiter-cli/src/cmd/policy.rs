@@ -20,6 +20,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             print(VOCABULARY)?;
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Governed(cmd) => crate::cmd::governance::run(cmd),
     }
 }
 

@@ -72,6 +72,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let pdp = match &args.policies {
         Some(dir) => Pdp::load(dir)
             .map_err(|e| anyhow::anyhow!("{e}\ncannot load policies from `{}`", dir.display()))?,
+        // Governed: the active version is installed from the registry below, before serving.
+        None if args.governed => Pdp::new(Policies::empty(), None),
         None => {
             tracing::warn!(
                 "no --policies given: serving an empty policy set, so every request is denied"
@@ -142,6 +144,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let identity = open_identity(&args)?;
+    let registry = Arc::clone(identity.store());
+    if args.governed {
+        let active = arbiter_pdp::governed::load_active(registry.as_ref())
+            .context("cannot start in governed mode")?;
+        pdp.install(active);
+    }
     let _flusher =
         arbiter_pdp::identity::spawn_flusher(identity.clone(), arbiter_pdp::identity::FLUSH_EVERY);
     let pdp = Arc::new(pdp.with_identity(identity));
@@ -150,6 +158,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let _follow = args.governed.then(|| {
+        tokio::spawn(arbiter_pdp::governed::follow(
+            pdp.clone(),
+            registry,
+            Duration::from_secs(1),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on `{}`", args.listen))?;
@@ -181,10 +196,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let status = pdp.status();
     tracing::info!(
         listen = %local,
-        policies = %args
-            .policies
-            .as_deref()
-            .map_or_else(|| "none (every request is denied)".to_owned(), |p| p.display().to_string()),
+        policies = %match (&args.policies, args.governed) {
+            (Some(p), _) => p.display().to_string(),
+            (None, true) => "governed (the version active in the registry)".to_owned(),
+            (None, false) => "none (every request is denied)".to_owned(),
+        },
         version = %status.active_version,
         data = %args.data.display(),
         "arbiter serving the AuthZEN API at http://{local}/access/v1/evaluation"

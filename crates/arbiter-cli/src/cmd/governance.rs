@@ -1,0 +1,515 @@
+//! `arbiter policy propose|approve|reject|activate|rollback|history|show|diff|require-approvals`:
+//! governed policy versions, kept in the data directory's registry (see docs/governance.md).
+//!
+//! Changes are made as an administrator: the admin token in `ARBITER_ADMIN_TOKEN` says who
+//! (its name is the author or approver) and is checked against the registry. Reading needs
+//! no token (whoever can read the data directory can read the registry).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use arbiter_pdp::governed;
+use arbiter_pdp::identity::{Identity, IdentitySettings, now_us};
+use arbiter_store::{Actor, PolicyActivation, PolicyVersion, PolicyVersionState};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::cmd::agent::DataArg;
+use crate::out::{EXIT_ERROR, EXIT_OK, print};
+
+/// The environment variable holding an administrator's token for governed changes.
+pub const ADMIN_TOKEN_ENV: &str = "ARBITER_ADMIN_TOKEN";
+
+#[derive(Debug, Subcommand)]
+pub enum GovernCommand {
+    /// Store the policies in DIR as a candidate version, after running its tests (a version
+    /// whose tests fail is stored but can never be activated). Every policy needs an
+    /// `@owner`. As the administrator whose token is in ARBITER_ADMIN_TOKEN (the author).
+    Propose {
+        /// Policy directory.
+        dir: PathBuf,
+        /// What the change is and why.
+        #[arg(long, short)]
+        message: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Approve a version, as an administrator other than its author.
+    Approve {
+        /// The version (`sha256:…`, or at least its first 8 hex digits).
+        #[arg(id = "policy_version", value_name = "VERSION")]
+        version: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Reject a version: it can then never be approved or activated.
+    Reject {
+        /// The version (`sha256:…`, or at least its first 8 hex digits).
+        #[arg(id = "policy_version", value_name = "VERSION")]
+        version: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Make a version the active one: it must have passed its tests and have the approvals
+    /// required. A governed `arbiter serve` enforces it within a second, without a restart.
+    Activate {
+        /// The version (`sha256:…`, or at least its first 8 hex digits).
+        #[arg(id = "policy_version", value_name = "VERSION")]
+        version: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Make the version that was active before the current one active again.
+    Rollback {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// The versions, newest first, and the activations.
+    History {
+        /// At most this many versions.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// One version: author, message, owners, tests, approvals, activations, files.
+    Show {
+        /// The version (`sha256:…`, or at least its first 8 hex digits).
+        #[arg(id = "policy_version", value_name = "VERSION")]
+        version: String,
+        /// Print the files' text too.
+        #[arg(long)]
+        files: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// What changed from version A to version B, by policy id: added, removed, changed, with
+    /// the text. Exit 0 when nothing differs, 1 otherwise.
+    Diff {
+        /// The old version.
+        a: String,
+        /// The new version.
+        b: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Set how many administrators other than the author must approve a version before it
+    /// can be activated (1 to 16; default 1).
+    RequireApprovals {
+        /// The number of approvals.
+        count: u32,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// An administrator, from the token in [`ADMIN_TOKEN_ENV`]: who they are (the token's name)
+/// and the actor their changes are audited as.
+struct Administrator {
+    name: String,
+    actor: Actor,
+}
+
+fn administrator(identity: &Identity) -> anyhow::Result<Administrator> {
+    let token = std::env::var(ADMIN_TOKEN_ENV).map_err(|_| {
+        anyhow::anyhow!(
+            "governed changes are made as an administrator: put an administrator token in \
+             {ADMIN_TOKEN_ENV} (`arbiter admin token create --name YOU --role administrator`)"
+        )
+    })?;
+    let caller = identity
+        .authenticate_admin(Some(token.trim()), now_us())
+        .map_err(|_| {
+            anyhow::anyhow!("the token in {ADMIN_TOKEN_ENV} is not a valid admin token")
+        })?;
+    if caller.role != "administrator" {
+        bail!(
+            "the token in {ADMIN_TOKEN_ENV} has the `{}` role; governed changes need an \
+             administrator's",
+            caller.role
+        );
+    }
+    let name = identity
+        .store()
+        .credential(&caller.credential_id)?
+        .map(|c| c.name)
+        .context("the admin token's record is gone")?;
+    Ok(Administrator {
+        name,
+        actor: Actor::admin_token(caller.credential_id),
+    })
+}
+
+fn open(data: &Path) -> anyhow::Result<Identity> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory `{}`", data.display()))?;
+    Identity::open(data, IdentitySettings::default())
+        .with_context(|| format!("cannot open the registry in `{}`", data.display()))
+}
+
+pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        GovernCommand::Propose { dir, message, data } => propose(&dir, &message, &data.data),
+        GovernCommand::Approve { version, data } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            let store = id.store();
+            let version = store.resolve_policy_version(&version)?;
+            let v = store.approve_policy_version(&version, &admin.name, &admin.actor, now_us())?;
+            let required = store.required_policy_approvals()?;
+            print(&format!(
+                "approved {} as {} ({} of {} approval(s){})",
+                v.version,
+                admin.name,
+                v.approvals.len(),
+                required,
+                if ready(&v, required) {
+                    "; it can be activated: `arbiter policy activate`"
+                } else {
+                    ""
+                }
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        GovernCommand::Reject {
+            version,
+            reason,
+            data,
+        } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            let store = id.store();
+            let version = store.resolve_policy_version(&version)?;
+            store.reject_policy_version(&version, &admin.name, &reason, &admin.actor, now_us())?;
+            print(&format!("rejected {version} as {}", admin.name))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        GovernCommand::Activate { version, data } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            let store = id.store();
+            let version = store.resolve_policy_version(&version)?;
+            // Loaded before it is activated: a version whose stored files no longer load or
+            // hash to it is never made active.
+            let v = store
+                .policy_version(&version)?
+                .context("the version vanished")?;
+            governed::load(&v)?;
+            let a = store.activate_policy_version(&version, &admin.name, &admin.actor, now_us())?;
+            print(&format!(
+                "activated {} as {} (activation {})",
+                a.version, admin.name, a.seq
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        GovernCommand::Rollback { data } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            let a = id
+                .store()
+                .rollback_policy_version(&admin.name, &admin.actor, now_us())?;
+            print(&format!(
+                "rolled back to {} as {} (activation {})",
+                a.version, admin.name, a.seq
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        GovernCommand::History { limit, data } => history(&data.data, limit, data.json),
+        GovernCommand::Show {
+            version,
+            files,
+            data,
+        } => show(&data.data, &version, files, data.json),
+        GovernCommand::Diff { a, b, data } => diff(&data.data, &a, &b, data.json),
+        GovernCommand::RequireApprovals { count, data } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            id.store()
+                .set_required_policy_approvals(count, &admin.actor, now_us())?;
+            print(&format!(
+                "a policy version now needs {count} approval(s) from administrators other than \
+                 its author"
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ready(v: &PolicyVersion, required: u32) -> bool {
+    v.state == PolicyVersionState::Proposed
+        && v.tests_failed == 0
+        && u32::try_from(v.approvals.len()).unwrap_or(u32::MAX) >= required
+}
+
+/// Where a version stands, in a word.
+fn standing(v: &PolicyVersion, required: u32, active: Option<&PolicyActivation>) -> &'static str {
+    if active.is_some_and(|a| a.version == v.version) {
+        "active"
+    } else if v.state == PolicyVersionState::Rejected {
+        "rejected"
+    } else if v.tests_failed > 0 {
+        "tests-failed"
+    } else if ready(v, required) {
+        "approved"
+    } else {
+        "proposed"
+    }
+}
+
+fn propose(dir: &Path, message: &str, data: &Path) -> anyhow::Result<ExitCode> {
+    let id = open(data)?;
+    let admin = administrator(&id)?;
+    let c = governed::candidate(dir, &admin.name, message)?;
+    let v = id
+        .store()
+        .propose_policy_version(&c.new, &admin.actor, now_us())?;
+    let mut report = format!(
+        "proposed {} by {} ({} policies, {} files; tests: {} passed, {} failed)",
+        v.version,
+        v.author,
+        c.policies.len(),
+        v.files.len(),
+        v.tests_passed,
+        v.tests_failed
+    );
+    for f in &c.failures {
+        report.push_str(&format!("\nFAIL  {f}"));
+    }
+    if c.failures.is_empty() {
+        report.push_str(&format!(
+            "\nnext: another administrator approves it (`arbiter policy approve {}`)",
+            short(&v.version)
+        ));
+    } else {
+        report.push_str("\nits tests fail: it is stored, and can never be activated");
+    }
+    print(&report)?;
+    Ok(ExitCode::from(if c.failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }))
+}
+
+/// The first 12 hex digits of a version: enough to name it on the command line.
+fn short(version: &str) -> &str {
+    version
+        .strip_prefix("sha256:")
+        .and_then(|h| h.get(..12))
+        .unwrap_or(version)
+}
+
+fn time(us: i64) -> String {
+    arbiter_log::format_rfc3339_us(us)
+}
+
+fn version_json(v: &PolicyVersion, required: u32, active: Option<&PolicyActivation>) -> Value {
+    json!({
+        "version": v.version,
+        "standing": standing(v, required, active),
+        "author": v.author,
+        "message": v.message,
+        "proposed_at": time(v.proposed_us),
+        "owners": v.owners,
+        "tests": {"passed": v.tests_passed, "failed": v.tests_failed},
+        "approvals": v.approvals.iter().map(|a| json!({"approver": a.approver, "at": time(a.at_us)})).collect::<Vec<_>>(),
+        "approvals_required": required,
+        "rejected": v.rejected_by.as_ref().map(|by| json!({
+            "by": by,
+            "at": v.rejected_us.map(time),
+            "reason": v.rejected_reason,
+        })),
+        "files": v.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+fn activation_json(a: &PolicyActivation) -> Value {
+    json!({"seq": a.seq, "version": a.version, "kind": a.kind, "by": a.by, "at": time(a.at_us)})
+}
+
+fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode> {
+    let id = open(data)?;
+    let store = id.store();
+    let versions = store.list_policy_versions(limit)?;
+    let activations = store.policy_activations(limit)?;
+    let required = store.required_policy_approvals()?;
+    let active = activations.first();
+    if as_json {
+        print(&serde_json::to_string_pretty(&json!({
+            "active": active.map(|a| a.version.as_str()),
+            "approvals_required": required,
+            "versions": versions.iter().map(|v| version_json(v, required, active)).collect::<Vec<_>>(),
+            "activations": activations.iter().map(activation_json).collect::<Vec<_>>(),
+        }))?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if versions.is_empty() {
+        print("no policy versions yet: `arbiter policy propose DIR --message …`")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:<14}  {:<12}  {:<27}  {:<16}  {:<9}  MESSAGE\n",
+        "VERSION", "STANDING", "PROPOSED", "AUTHOR", "APPROVALS"
+    );
+    for v in &versions {
+        out.push_str(&format!(
+            "{:<14}  {:<12}  {:<27}  {:<16}  {:<9}  {}\n",
+            short(&v.version),
+            standing(v, required, active),
+            time(v.proposed_us),
+            v.author,
+            format!("{}/{}", v.approvals.len(), required),
+            v.message.lines().next().unwrap_or_default()
+        ));
+    }
+    out.push_str("\nACTIVATIONS (newest first)\n");
+    for a in &activations {
+        out.push_str(&format!(
+            "{:>4}  {:<14}  {:<8}  {:<27}  {}\n",
+            a.seq,
+            short(&a.version),
+            a.kind,
+            time(a.at_us),
+            a.by
+        ));
+    }
+    print(out.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Result<ExitCode> {
+    let id = open(data)?;
+    let store = id.store();
+    let version = store.resolve_policy_version(version)?;
+    let v = store
+        .policy_version(&version)?
+        .context("the version vanished")?;
+    let required = store.required_policy_approvals()?;
+    let activations: Vec<PolicyActivation> = store.policy_activations(usize::MAX)?;
+    let active = activations.first();
+    let mine: Vec<&PolicyActivation> = activations
+        .iter()
+        .filter(|a| a.version == v.version)
+        .collect();
+    if as_json {
+        let mut j = version_json(&v, required, active);
+        j["activations"] = json!(mine.iter().map(|a| activation_json(a)).collect::<Vec<_>>());
+        if files {
+            j["files"] = json!(v.files);
+        }
+        print(&serde_json::to_string_pretty(&j)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "version   {}\nstanding  {}\nauthor    {}\nproposed  {}\nmessage   {}\ntests     {} passed, {} failed\n",
+        v.version,
+        standing(&v, required, active),
+        v.author,
+        time(v.proposed_us),
+        v.message,
+        v.tests_passed,
+        v.tests_failed
+    );
+    out.push_str(&format!(
+        "approvals {} of {} required\n",
+        v.approvals.len(),
+        required
+    ));
+    for a in &v.approvals {
+        out.push_str(&format!("          {} at {}\n", a.approver, time(a.at_us)));
+    }
+    if let Some(by) = &v.rejected_by {
+        out.push_str(&format!(
+            "rejected  by {by} at {}: {}\n",
+            v.rejected_us.map(time).unwrap_or_default(),
+            v.rejected_reason.as_deref().unwrap_or_default()
+        ));
+    }
+    out.push_str("owners\n");
+    for (policy, owner) in &v.owners {
+        out.push_str(&format!("          {policy}: {owner}\n"));
+    }
+    out.push_str("activations\n");
+    for a in &mine {
+        out.push_str(&format!(
+            "          {} #{} at {} by {}\n",
+            a.kind,
+            a.seq,
+            time(a.at_us),
+            a.by
+        ));
+    }
+    out.push_str("files\n");
+    for f in &v.files {
+        if files {
+            out.push_str(&format!("--- {}\n{}\n", f.path, f.text.trim_end()));
+        } else {
+            out.push_str(&format!("          {} ({} bytes)\n", f.path, f.text.len()));
+        }
+    }
+    print(out.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(data: &Path, a: &str, b: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let id = open(data)?;
+    let store = id.store();
+    let get = |v: &str| -> anyhow::Result<PolicyVersion> {
+        let full = store.resolve_policy_version(v)?;
+        store.policy_version(&full)?.context("the version vanished")
+    };
+    let (old, new) = (get(a)?, get(b)?);
+    let d = governed::diff(&old, &new)?;
+    if as_json {
+        print(&serde_json::to_string_pretty(&json!({
+            "from": old.version,
+            "to": new.version,
+            "added": d.added,
+            "removed": d.removed,
+            "changed": d.changed.iter().map(|(id, (o, n))| (id.clone(), json!({"old": o, "new": n}))).collect::<serde_json::Map<_, _>>(),
+            "schema_changed": d.schema_changed,
+            "entities_changed": d.entities_changed,
+        }))?)?;
+    } else {
+        let mut out = format!("from {}\nto   {}\n", old.version, new.version);
+        for (id, text) in &d.added {
+            out.push_str(&format!("\nadded `{id}`:\n{}\n", indent(text, "+ ")));
+        }
+        for (id, text) in &d.removed {
+            out.push_str(&format!("\nremoved `{id}`:\n{}\n", indent(text, "- ")));
+        }
+        for (id, (o, n)) in &d.changed {
+            out.push_str(&format!(
+                "\nchanged `{id}`:\n{}\n{}\n",
+                indent(o, "- "),
+                indent(n, "+ ")
+            ));
+        }
+        if d.schema_changed {
+            out.push_str("\nthe schema changed\n");
+        }
+        if d.entities_changed {
+            out.push_str("\nthe entities changed\n");
+        }
+        if d.is_empty() {
+            out.push_str("\nno difference in policies, schema or entities\n");
+        }
+        print(out.trim_end())?;
+    }
+    Ok(ExitCode::from(if d.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    }))
+}
+
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|l| format!("{prefix}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
