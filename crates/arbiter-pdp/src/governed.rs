@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_policy::{LoadErrors, Policies, load_test_suite, run_tests};
-use arbiter_store::{NewPolicyVersion, PolicyFile, PolicyVersion, Store, StoreError};
+use arbiter_policy::{LoadErrors, Policies, run_tests, test_suite_of};
+use arbiter_store::{
+    NewPolicyVersion, PolicyActivation, PolicyFile, PolicyVersion, PolicyVersionState, Store,
+    StoreError,
+};
+use serde_json::{Value, json};
 
 use crate::Pdp;
 
@@ -25,6 +29,11 @@ pub enum GovernedError {
         .0.join(", ")
     )]
     NoOwner(Vec<String>),
+    #[error(
+        "`{0}` is not part of a policy version: give `*.cedar`, `schema.cedarschema`, \
+         `entities.json` and `tests/*.json` files"
+    )]
+    UnknownFile(String),
     #[error("cannot read `{path}`: {source}")]
     Read {
         path: PathBuf,
@@ -58,8 +67,44 @@ pub struct Candidate {
 /// tests fail can be stored, never activated). Its files are the policies, the schema, the
 /// entities and the test files.
 pub fn candidate(dir: &Path, author: &str, message: &str) -> Result<Candidate, GovernedError> {
-    let sources = Policies::source_files(dir).map_err(GovernedError::Load)?;
-    let policies = Policies::from_files(sources.clone()).map_err(GovernedError::Load)?;
+    let mut files: Vec<PolicyFile> = Policies::source_files(dir)
+        .map_err(GovernedError::Load)?
+        .into_iter()
+        .map(|(path, text)| PolicyFile {
+            path: slash_path(&path),
+            text,
+        })
+        .collect();
+    files.extend(test_files(dir)?);
+    candidate_of(files, author, message)
+}
+
+/// [`candidate`] from a policy directory's files given in memory (the admin API's
+/// proposals): `*.cedar`, `schema.cedarschema`, `entities.json` and `tests/*.json`, by path
+/// relative to the directory. Other files are refused: a version holds what it is made of.
+pub fn candidate_of(
+    files: Vec<PolicyFile>,
+    author: &str,
+    message: &str,
+) -> Result<Candidate, GovernedError> {
+    for f in &files {
+        let p = f.path.as_str();
+        let known = p == arbiter_policy::SCHEMA_FILE
+            || p == arbiter_policy::ENTITIES_FILE
+            || (p.ends_with(".cedar") && !p.starts_with("tests/"))
+            || (p.starts_with("tests/") && p.ends_with(".json") && p.matches('/').count() == 1);
+        if !known {
+            return Err(GovernedError::UnknownFile(f.path.clone()));
+        }
+    }
+    let (tests, sources): (Vec<&PolicyFile>, Vec<&PolicyFile>) =
+        files.iter().partition(|f| f.path.starts_with("tests/"));
+    let pairs = |fs: &[&PolicyFile]| -> Vec<(PathBuf, String)> {
+        fs.iter()
+            .map(|f| (PathBuf::from(&f.path), f.text.clone()))
+            .collect()
+    };
+    let policies = Policies::from_files(pairs(&sources)).map_err(GovernedError::Load)?;
     let lacking: Vec<String> = policies
         .owners()
         .into_iter()
@@ -72,7 +117,7 @@ pub fn candidate(dir: &Path, author: &str, message: &str) -> Result<Candidate, G
     if !lacking.is_empty() {
         return Err(GovernedError::NoOwner(lacking));
     }
-    let suite = load_test_suite(dir);
+    let suite = test_suite_of(&pairs(&tests));
     let results = run_tests(&policies, &suite.cases);
     let mut failures: Vec<String> = suite.errors.iter().map(ToString::to_string).collect();
     for r in &results {
@@ -85,14 +130,6 @@ pub fn candidate(dir: &Path, author: &str, message: &str) -> Result<Candidate, G
         }
     }
     let passed = results.iter().filter(|r| r.failure.is_none()).count();
-    let mut files: Vec<PolicyFile> = sources
-        .into_iter()
-        .map(|(path, text)| PolicyFile {
-            path: slash_path(&path),
-            text,
-        })
-        .collect();
-    files.extend(test_files(dir)?);
     let owners = policies
         .owners()
         .into_iter()
@@ -280,4 +317,210 @@ pub fn diff(old: &PolicyVersion, new: &PolicyVersion) -> Result<PolicyDiff, Gove
     d.entities_changed =
         file(old, arbiter_policy::ENTITIES_FILE) != file(new, arbiter_policy::ENTITIES_FILE);
     Ok(d)
+}
+
+// ---- how versions are shown ----
+
+/// Whether `v` may be activated now: not rejected, tests passed, enough approvals.
+pub fn ready(v: &PolicyVersion, required: u32) -> bool {
+    v.state == PolicyVersionState::Proposed
+        && v.tests_failed == 0
+        && u32::try_from(v.approvals.len()).unwrap_or(u32::MAX) >= required
+}
+
+/// Where a version stands, in a word.
+pub fn standing(
+    v: &PolicyVersion,
+    required: u32,
+    active: Option<&PolicyActivation>,
+) -> &'static str {
+    if active.is_some_and(|a| a.version == v.version) {
+        "active"
+    } else if v.state == PolicyVersionState::Rejected {
+        "rejected"
+    } else if v.tests_failed > 0 {
+        "tests-failed"
+    } else if ready(v, required) {
+        "approved"
+    } else {
+        "proposed"
+    }
+}
+
+/// A time as RFC 3339 (UTC).
+pub fn time(us: i64) -> String {
+    arbiter_log::format_rfc3339_us(us)
+}
+
+/// A version as the CLI's `--json` and the admin API show it (files by path only).
+pub fn version_json(v: &PolicyVersion, required: u32, active: Option<&PolicyActivation>) -> Value {
+    json!({
+        "version": v.version,
+        "standing": standing(v, required, active),
+        "author": v.author,
+        "message": v.message,
+        "proposed_at": time(v.proposed_us),
+        "owners": v.owners,
+        "tests": {"passed": v.tests_passed, "failed": v.tests_failed},
+        "approvals": v.approvals.iter().map(|a| json!({"approver": a.approver, "at": time(a.at_us)})).collect::<Vec<_>>(),
+        "approvals_required": required,
+        "rejected": v.rejected_by.as_ref().map(|by| json!({
+            "by": by,
+            "at": v.rejected_us.map(time),
+            "reason": v.rejected_reason,
+        })),
+        "files": v.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// An activation as the CLI's `--json` and the admin API show it.
+pub fn activation_json(a: &PolicyActivation) -> Value {
+    json!({"seq": a.seq, "version": a.version, "kind": a.kind, "by": a.by, "at": time(a.at_us)})
+}
+
+/// A diff as the CLI's `--json` and the admin API show it.
+pub fn diff_json(old: &PolicyVersion, new: &PolicyVersion, d: &PolicyDiff) -> Value {
+    json!({
+        "from": old.version,
+        "to": new.version,
+        "added": d.added,
+        "removed": d.removed,
+        "changed": d
+            .changed
+            .iter()
+            .map(|(id, (o, n))| (id.clone(), json!({"old": o, "new": n})))
+            .collect::<serde_json::Map<_, _>>(),
+        "schema_changed": d.schema_changed,
+        "entities_changed": d.entities_changed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use arbiter_store::{Actor, SqliteStore};
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const OWNED: &str = "@id(\"a\")\n@owner(\"team-a\")\npermit (principal, action == Action::\"read\", resource);\n";
+
+    #[test]
+    fn a_candidate_holds_its_files_owners_and_test_results() {
+        let dir = dir_with(&[
+            ("a.cedar", OWNED),
+            (
+                "nested/b.cedar",
+                "@id(\"b\")\n@owner(\"team-b\")\nforbid (principal, action == Action::\"delete\", resource);\n",
+            ),
+            (
+                "tests/t.json",
+                r#"[{"name": "reads", "request": {"subject": {"type": "Agent", "id": "x"}, "action": {"name": "read"}, "resource": {"type": "Doc", "id": "d"}}, "expect": "deny"}]"#,
+            ),
+            ("notes.txt", "not part of the version"),
+        ]);
+        let c = candidate(dir.path(), "alice", "first").unwrap();
+        let paths: Vec<&str> = c.new.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a.cedar", "nested/b.cedar", "tests/t.json"]);
+        assert_eq!(c.new.owners["a"], "team-a");
+        assert_eq!(c.new.owners["b"], "team-b");
+        assert_eq!((c.new.tests_passed, c.new.tests_failed), (0, 1));
+        assert!(
+            c.failures[0].contains("expected deny, got allow"),
+            "{:?}",
+            c.failures
+        );
+        assert_eq!(
+            c.new.version,
+            Policies::load_dir(dir.path()).unwrap().version()
+        );
+    }
+
+    #[test]
+    fn policies_without_owners_are_named_with_their_place() {
+        let dir = dir_with(&[(
+            "a.cedar",
+            "@id(\"a\")\npermit (principal, action, resource);\n\n@id(\"b\")\n@owner(\"  \")\npermit (principal, action, resource);\n",
+        )]);
+        // An empty owner is a load error at its line.
+        let e = candidate(dir.path(), "alice", "m").unwrap_err().to_string();
+        assert!(
+            e.contains("a.cedar:4") && e.contains("`@owner` must name"),
+            "{e}"
+        );
+        let dir = dir_with(&[(
+            "a.cedar",
+            "@id(\"a\")\npermit (principal, action, resource);\n",
+        )]);
+        let e = candidate(dir.path(), "alice", "m").unwrap_err().to_string();
+        assert!(e.contains("`a` (a.cedar:1)"), "{e}");
+    }
+
+    /// The stored files are checked against the version they are stored under: an altered
+    /// registry is refused, not enforced.
+    #[test]
+    fn altered_stored_files_are_refused() {
+        let dir = dir_with(&[("a.cedar", OWNED)]);
+        let c = candidate(dir.path(), "alice", "first").unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut v = store
+            .propose_policy_version(&c.new, &Actor::cli("t"), 1)
+            .unwrap();
+        assert_eq!(load(&v).unwrap().version(), c.new.version);
+        v.files[0].text = v.files[0].text.replace("read", "delete");
+        let e = load(&v).unwrap_err();
+        assert!(matches!(e, GovernedError::Tampered { .. }), "{e}");
+        assert!(e.to_string().contains("refusing to enforce it"), "{e}");
+        assert!(matches!(
+            load_active(&store),
+            Err(GovernedError::NoneActive)
+        ));
+    }
+
+    #[test]
+    fn a_diff_names_policies_by_id() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut stored = |files: &[(&str, &str)]| {
+            let dir = dir_with(files);
+            let c = candidate(dir.path(), "alice", "m").unwrap();
+            store
+                .propose_policy_version(&c.new, &Actor::cli("t"), 1)
+                .unwrap()
+        };
+        let old = stored(&[(
+            "a.cedar",
+            "@id(\"kept\")\n@owner(\"t\")\npermit (principal, action == Action::\"read\", resource);\n@id(\"gone\")\n@owner(\"t\")\npermit (principal, action == Action::\"list\", resource);\n@id(\"edited\")\n@owner(\"t\")\npermit (principal, action == Action::\"write\", resource);\n",
+        )]);
+        // The same policies in another file layout, one edited, one removed, one added.
+        let new = stored(&[
+            (
+                "x.cedar",
+                "@id(\"kept\")\n@owner(\"t\")\npermit (principal, action == Action::\"read\", resource);\n",
+            ),
+            (
+                "y.cedar",
+                "@id(\"edited\")\n@owner(\"t\")\nforbid (principal, action == Action::\"write\", resource);\n@id(\"new\")\n@owner(\"t\")\npermit (principal, action == Action::\"tag\", resource);\n",
+            ),
+        ]);
+        let d = diff(&old, &new).unwrap();
+        assert_eq!(d.added.keys().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(d.removed.keys().collect::<Vec<_>>(), ["gone"]);
+        assert_eq!(d.changed.keys().collect::<Vec<_>>(), ["edited"]);
+        assert!(
+            d.changed["edited"]
+                .1
+                .starts_with("@id(\"edited\")\n@owner(\"t\")\nforbid")
+        );
+        assert!(!d.schema_changed && !d.entities_changed);
+        assert!(diff(&old, &old).unwrap().is_empty());
+    }
 }

@@ -25,7 +25,9 @@ pub use engine::Evaluation;
 pub use error::{RequestError, RowsError};
 pub use load::{ENTITIES_FILE, Policies, PolicyMeta, SCHEMA_FILE, SourceFile, TESTS_DIR};
 pub use rows::{ROW_TYPE, Rows};
-pub use testing::{TestCase, TestResult, TestSuite, load_test_suite, load_tests, run_tests};
+pub use testing::{
+    TestCase, TestResult, TestSuite, load_test_suite, load_tests, run_tests, test_suite_of,
+};
 
 /// The built-in agent vocabulary, a Cedar schema (see `docs/vocabulary.md`).
 pub const VOCABULARY: &str = include_str!("vocabulary.cedarschema");

@@ -84,18 +84,30 @@ pub fn load_test_suite(dir: &Path) -> TestSuite {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
+    let mut read = Vec::new();
     for path in files {
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let (mut cases, mut errors) = parse_cases_lenient(&rel, &text);
-                suite.cases.append(&mut cases);
-                suite.errors.append(&mut errors);
-            }
+            Ok(text) => read.push((rel, text)),
             Err(e) => suite
                 .errors
                 .push(SourceError::in_file(&rel, format!("cannot read: {e}"))),
         }
+    }
+    let mut parsed = test_suite_of(&read);
+    suite.errors.append(&mut parsed.errors);
+    parsed.errors = suite.errors;
+    parsed
+}
+
+/// The test suite in test files given in memory (paths relative to the policy directory,
+/// e.g. `tests/cases.json`, in the order to run them).
+pub fn test_suite_of(files: &[(PathBuf, String)]) -> TestSuite {
+    let mut suite = TestSuite::default();
+    for (rel, text) in files {
+        let (mut cases, mut errors) = parse_cases_lenient(rel, text);
+        suite.cases.append(&mut cases);
+        suite.errors.append(&mut errors);
     }
     suite
 }

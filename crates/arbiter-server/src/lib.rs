@@ -22,6 +22,7 @@ pub mod error;
 pub mod forward_auth;
 mod log;
 mod ops;
+mod policy_versions;
 pub mod routes;
 
 use std::future::Future;
@@ -130,6 +131,29 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/v1/policy/versions",
+            get(policy_versions::list).post(policy_versions::propose),
+        )
+        .route("/v1/policy/versions/{version}", get(policy_versions::show))
+        .route(
+            "/v1/policy/versions/{version}/approve",
+            post(policy_versions::approve),
+        )
+        .route(
+            "/v1/policy/versions/{version}/reject",
+            post(policy_versions::reject),
+        )
+        .route(
+            "/v1/policy/versions/{version}/activate",
+            post(policy_versions::activate),
+        )
+        .route("/v1/policy/rollback", post(policy_versions::rollback))
+        .route("/v1/policy/diff", get(policy_versions::diff))
+        .route(
+            "/v1/policy/required-approvals",
+            post(policy_versions::required_approvals),
+        )
         .route("/v1/discovered", get(agents::discovered))
         .route("/v1/discovered/{id}/adopt", post(agents::adopt))
         .route("/v1/audit", get(agents::audit))

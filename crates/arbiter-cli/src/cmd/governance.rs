@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use arbiter_pdp::governed;
 use arbiter_pdp::identity::{Identity, IdentitySettings, now_us};
-use arbiter_store::{Actor, PolicyActivation, PolicyVersion, PolicyVersionState};
+use arbiter_store::{Actor, PolicyActivation, PolicyVersion};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cmd::agent::DataArg;
 use crate::out::{EXIT_ERROR, EXIT_OK, print};
@@ -167,7 +167,7 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
                 admin.name,
                 v.approvals.len(),
                 required,
-                if ready(&v, required) {
+                if governed::ready(&v, required) {
                     "; it can be activated: `arbiter policy activate`"
                 } else {
                     ""
@@ -239,27 +239,6 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn ready(v: &PolicyVersion, required: u32) -> bool {
-    v.state == PolicyVersionState::Proposed
-        && v.tests_failed == 0
-        && u32::try_from(v.approvals.len()).unwrap_or(u32::MAX) >= required
-}
-
-/// Where a version stands, in a word.
-fn standing(v: &PolicyVersion, required: u32, active: Option<&PolicyActivation>) -> &'static str {
-    if active.is_some_and(|a| a.version == v.version) {
-        "active"
-    } else if v.state == PolicyVersionState::Rejected {
-        "rejected"
-    } else if v.tests_failed > 0 {
-        "tests-failed"
-    } else if ready(v, required) {
-        "approved"
-    } else {
-        "proposed"
-    }
-}
-
 fn propose(dir: &Path, message: &str, data: &Path) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let admin = administrator(&id)?;
@@ -303,34 +282,6 @@ fn short(version: &str) -> &str {
         .unwrap_or(version)
 }
 
-fn time(us: i64) -> String {
-    arbiter_log::format_rfc3339_us(us)
-}
-
-fn version_json(v: &PolicyVersion, required: u32, active: Option<&PolicyActivation>) -> Value {
-    json!({
-        "version": v.version,
-        "standing": standing(v, required, active),
-        "author": v.author,
-        "message": v.message,
-        "proposed_at": time(v.proposed_us),
-        "owners": v.owners,
-        "tests": {"passed": v.tests_passed, "failed": v.tests_failed},
-        "approvals": v.approvals.iter().map(|a| json!({"approver": a.approver, "at": time(a.at_us)})).collect::<Vec<_>>(),
-        "approvals_required": required,
-        "rejected": v.rejected_by.as_ref().map(|by| json!({
-            "by": by,
-            "at": v.rejected_us.map(time),
-            "reason": v.rejected_reason,
-        })),
-        "files": v.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-    })
-}
-
-fn activation_json(a: &PolicyActivation) -> Value {
-    json!({"seq": a.seq, "version": a.version, "kind": a.kind, "by": a.by, "at": time(a.at_us)})
-}
-
 fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let store = id.store();
@@ -342,8 +293,8 @@ fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode>
         print(&serde_json::to_string_pretty(&json!({
             "active": active.map(|a| a.version.as_str()),
             "approvals_required": required,
-            "versions": versions.iter().map(|v| version_json(v, required, active)).collect::<Vec<_>>(),
-            "activations": activations.iter().map(activation_json).collect::<Vec<_>>(),
+            "versions": versions.iter().map(|v| governed::version_json(v, required, active)).collect::<Vec<_>>(),
+            "activations": activations.iter().map(governed::activation_json).collect::<Vec<_>>(),
         }))?)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -359,8 +310,8 @@ fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode>
         out.push_str(&format!(
             "{:<14}  {:<12}  {:<27}  {:<16}  {:<9}  {}\n",
             short(&v.version),
-            standing(v, required, active),
-            time(v.proposed_us),
+            governed::standing(v, required, active),
+            governed::time(v.proposed_us),
             v.author,
             format!("{}/{}", v.approvals.len(), required),
             v.message.lines().next().unwrap_or_default()
@@ -373,7 +324,7 @@ fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode>
             a.seq,
             short(&a.version),
             a.kind,
-            time(a.at_us),
+            governed::time(a.at_us),
             a.by
         ));
     }
@@ -396,8 +347,12 @@ fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Resul
         .filter(|a| a.version == v.version)
         .collect();
     if as_json {
-        let mut j = version_json(&v, required, active);
-        j["activations"] = json!(mine.iter().map(|a| activation_json(a)).collect::<Vec<_>>());
+        let mut j = governed::version_json(&v, required, active);
+        j["activations"] = json!(
+            mine.iter()
+                .map(|a| governed::activation_json(a))
+                .collect::<Vec<_>>()
+        );
         if files {
             j["files"] = json!(v.files);
         }
@@ -407,9 +362,9 @@ fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Resul
     let mut out = format!(
         "version   {}\nstanding  {}\nauthor    {}\nproposed  {}\nmessage   {}\ntests     {} passed, {} failed\n",
         v.version,
-        standing(&v, required, active),
+        governed::standing(&v, required, active),
         v.author,
-        time(v.proposed_us),
+        governed::time(v.proposed_us),
         v.message,
         v.tests_passed,
         v.tests_failed
@@ -420,12 +375,16 @@ fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Resul
         required
     ));
     for a in &v.approvals {
-        out.push_str(&format!("          {} at {}\n", a.approver, time(a.at_us)));
+        out.push_str(&format!(
+            "          {} at {}\n",
+            a.approver,
+            governed::time(a.at_us)
+        ));
     }
     if let Some(by) = &v.rejected_by {
         out.push_str(&format!(
             "rejected  by {by} at {}: {}\n",
-            v.rejected_us.map(time).unwrap_or_default(),
+            v.rejected_us.map(governed::time).unwrap_or_default(),
             v.rejected_reason.as_deref().unwrap_or_default()
         ));
     }
@@ -439,7 +398,7 @@ fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Resul
             "          {} #{} at {} by {}\n",
             a.kind,
             a.seq,
-            time(a.at_us),
+            governed::time(a.at_us),
             a.by
         ));
     }
@@ -465,15 +424,9 @@ fn diff(data: &Path, a: &str, b: &str, as_json: bool) -> anyhow::Result<ExitCode
     let (old, new) = (get(a)?, get(b)?);
     let d = governed::diff(&old, &new)?;
     if as_json {
-        print(&serde_json::to_string_pretty(&json!({
-            "from": old.version,
-            "to": new.version,
-            "added": d.added,
-            "removed": d.removed,
-            "changed": d.changed.iter().map(|(id, (o, n))| (id.clone(), json!({"old": o, "new": n}))).collect::<serde_json::Map<_, _>>(),
-            "schema_changed": d.schema_changed,
-            "entities_changed": d.entities_changed,
-        }))?)?;
+        print(&serde_json::to_string_pretty(&governed::diff_json(
+            &old, &new, &d,
+        ))?)?;
     } else {
         let mut out = format!("from {}\nto   {}\n", old.version, new.version);
         for (id, text) in &d.added {

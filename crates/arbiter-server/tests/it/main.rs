@@ -10,6 +10,7 @@ mod batch;
 mod conformance;
 mod decision_log;
 mod forward_auth;
+mod governance;
 mod identity;
 mod nonblocking;
 mod ops;

@@ -1,0 +1,356 @@
+//! `/v1/policy/…`: governed policy versions over the admin API, the same operations as
+//! `arbiter policy propose|approve|reject|activate|rollback|history|show|diff` (see
+//! `arbiter_pdp::governed` and docs/governance.md). Reading needs an admin token (auditors
+//! included); changing needs an administrator's, whose name is the author or approver.
+
+use arbiter_pdp::governed;
+use arbiter_pdp::identity::{AdminCaller, now_us};
+use arbiter_store::{PolicyFile, Store, StoreError};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::agents::{Params, actor, answer, bad, blocking, json_status, limit_param};
+use crate::auth::{Need, require_admin};
+use crate::body::read_json;
+use crate::error::ApiError;
+
+impl From<governed::GovernedError> for ApiError {
+    fn from(e: governed::GovernedError) -> Self {
+        use governed::GovernedError as G;
+        match e {
+            G::Store(e) => e.into(),
+            G::Load(_) | G::NoOwner(_) | G::UnknownFile(_) => bad("files", e.to_string()),
+            G::NoneActive => ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string()),
+            G::Tampered { .. } | G::Read { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
+            }
+        }
+    }
+}
+
+/// The person an admin token was issued to (its name).
+fn person(s: &dyn Store, admin: &AdminCaller) -> Result<String, StoreError> {
+    Ok(s.credential(&admin.credential_id)?
+        .map(|c| c.name)
+        .unwrap_or_else(|| admin.credential_id.clone()))
+}
+
+/// Only the `allowed` fields.
+fn only(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    match body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad(
+            k,
+            format!("`{k}` is not a field ({})", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn string(body: &Map<String, Value>, field: &str, what: &str) -> Result<String, ApiError> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(bad(
+            field,
+            format!("`{field}` (a string) is required: {what}"),
+        )),
+    }
+}
+
+/// `GET /v1/policy/versions?limit=N`: versions newest first, the activations, the active
+/// version and the approvals required.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let mut limit = 50usize;
+            for (k, v) in &params {
+                match k.as_str() {
+                    "limit" => limit = limit_param(v, 1000)?,
+                    other => {
+                        return Err(bad(other, format!("`{other}` is not a parameter (limit)")));
+                    }
+                }
+            }
+            let body = blocking(&state, move |s| {
+                let versions = s.list_policy_versions(limit)?;
+                let activations = s.policy_activations(limit)?;
+                let required = s.required_policy_approvals()?;
+                let active = activations.first();
+                Ok(json!({
+                    "active": active.map(|a| a.version.as_str()),
+                    "approvals_required": required,
+                    "versions": versions
+                        .iter()
+                        .map(|v| governed::version_json(v, required, active))
+                        .collect::<Vec<_>>(),
+                    "activations": activations.iter().map(governed::activation_json).collect::<Vec<_>>(),
+                }))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/policy/versions/{version}` (the hash or a prefix of at least 8 hex digits): the
+/// version with its files' text and its activations.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Response {
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let body = blocking(&state, move |s| {
+                let full = s.resolve_policy_version(&version)?;
+                let v = s
+                    .policy_version(&full)?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "policy version",
+                        id: full.clone(),
+                    })?;
+                let required = s.required_policy_approvals()?;
+                let activations = s.policy_activations(usize::MAX)?;
+                let mut j = governed::version_json(&v, required, activations.first());
+                j["files"] = json!(v.files);
+                j["activations"] = json!(
+                    activations
+                        .iter()
+                        .filter(|a| a.version == v.version)
+                        .map(governed::activation_json)
+                        .collect::<Vec<_>>()
+                );
+                Ok(j)
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/versions` with `{"message": "…", "files": [{"path": "…", "text": "…"}]}`:
+/// proposes the files as a version (its tests are run; failures are in the answer, and a
+/// failing version can never be activated). `201`, or `409` when the version exists.
+pub async fn propose(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = read_json(&headers, body, state.config.limits).await?;
+            only(&body, &["message", "files"])?;
+            let message = string(&body, "message", "what the change is and why")?;
+            let files: Vec<PolicyFile> = match body.get("files") {
+                Some(v @ Value::Array(_)) => serde_json::from_value(v.clone())
+                    .map_err(|_| bad("files", "`files` is a list of {\"path\": …, \"text\": …}"))?,
+                _ => {
+                    return Err(bad(
+                        "files",
+                        "`files` (a list of {\"path\", \"text\"}) is required",
+                    ));
+                }
+            };
+            let (v, failures) = blocking(&state, move |s| {
+                let author = person(s, &admin)?;
+                let c = governed::candidate_of(files, &author, &message)?;
+                let v = s.propose_policy_version(&c.new, &actor(&admin), now_us())?;
+                let required = s.required_policy_approvals()?;
+                Ok((governed::version_json(&v, required, None), c.failures))
+            })
+            .await?;
+            let mut v = v;
+            v["test_failures"] = json!(failures);
+            Ok(json_status(StatusCode::CREATED, &v))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/versions/{version}/approve` (no body): approves as the token's holder,
+/// who must not be the author.
+pub async fn approve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = blocking(&state, move |s| {
+                let full = s.resolve_policy_version(&version)?;
+                let v =
+                    s.approve_policy_version(&full, &person(s, &admin)?, &actor(&admin), now_us())?;
+                let required = s.required_policy_approvals()?;
+                let active = s.policy_activations(1)?;
+                Ok(governed::version_json(&v, required, active.first()))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/versions/{version}/reject` with `{"reason": "…"}`.
+pub async fn reject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = read_json(&headers, body, state.config.limits).await?;
+            only(&body, &["reason"])?;
+            let reason = string(&body, "reason", "say why")?;
+            let body = blocking(&state, move |s| {
+                let full = s.resolve_policy_version(&version)?;
+                let v = s.reject_policy_version(
+                    &full,
+                    &person(s, &admin)?,
+                    &reason,
+                    &actor(&admin),
+                    now_us(),
+                )?;
+                let required = s.required_policy_approvals()?;
+                Ok(governed::version_json(&v, required, None))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/versions/{version}/activate` (no body): only a version that passed its
+/// tests and has the approvals required; its stored files must still load as it.
+pub async fn activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = blocking(&state, move |s| {
+                let full = s.resolve_policy_version(&version)?;
+                let v = s
+                    .policy_version(&full)?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "policy version",
+                        id: full.clone(),
+                    })?;
+                governed::load(&v)?;
+                let a = s.activate_policy_version(
+                    &full,
+                    &person(s, &admin)?,
+                    &actor(&admin),
+                    now_us(),
+                )?;
+                Ok(governed::activation_json(&a))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/rollback` (no body): the version active before the current one, again.
+pub async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = blocking(&state, move |s| {
+                let a = s.rollback_policy_version(&person(s, &admin)?, &actor(&admin), now_us())?;
+                Ok(governed::activation_json(&a))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/policy/diff?from=A&to=B`: policies added, removed and changed, by id.
+pub async fn diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let (mut from, mut to) = (None, None);
+            for (k, v) in &params {
+                match k.as_str() {
+                    "from" => from = Some(v.clone()),
+                    "to" => to = Some(v.clone()),
+                    other => {
+                        return Err(bad(
+                            other,
+                            format!("`{other}` is not a parameter (from, to)"),
+                        ));
+                    }
+                }
+            }
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(bad("from", "`from` and `to` (two versions) are required"));
+            };
+            let body = blocking(&state, move |s| {
+                let get = |v: &str| -> Result<_, ApiError> {
+                    let full = s.resolve_policy_version(v)?;
+                    Ok(s.policy_version(&full)?.ok_or(StoreError::NotFound {
+                        what: "policy version",
+                        id: full,
+                    })?)
+                };
+                let (old, new) = (get(&from)?, get(&to)?);
+                let d = governed::diff(&old, &new)?;
+                Ok(governed::diff_json(&old, &new, &d))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/policy/required-approvals` with `{"count": N}` (1 to 16).
+pub async fn required_approvals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = read_json(&headers, body, state.config.limits).await?;
+            only(&body, &["count"])?;
+            let count = body
+                .get("count")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad("count", "`count` (a number from 1 to 16) is required"))?;
+            blocking(&state, move |s| {
+                Ok(s.set_required_policy_approvals(count, &actor(&admin), now_us())?)
+            })
+            .await?;
+            Ok(json_status(
+                StatusCode::OK,
+                &json!({"approvals_required": count}),
+            ))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,249 @@
+//! Governed policy versions over the admin API: the same rules as the CLI, with the admin
+//! token's holder as author and approver.
+
+use arbiter_pdp::identity::now_us;
+use arbiter_store::Actor;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::identity::Fixture;
+use crate::support::example;
+
+fn token(f: &Fixture, name: &str, role: &str) -> String {
+    arbiter_pdp::admin::create_token(
+        f.identity.store().as_ref(),
+        &arbiter_pdp::admin::TokenSpec::Admin { role: role.into() },
+        name,
+        None,
+        &Actor::system("tests"),
+        now_us(),
+    )
+    .unwrap()
+    .secret
+    .expose()
+    .to_owned()
+}
+
+fn files(policy: &str, expect: &str) -> Value {
+    json!([
+        {"path": "docs.cedar", "text": policy},
+        {"path": "tests/docs.json", "text": json!([{
+            "name": "read",
+            "request": {"subject": {"type": "Agent", "id": "bot"}, "action": {"name": "read"},
+                        "resource": {"type": "Doc", "id": "d"}},
+            "expect": expect,
+        }]).to_string()},
+    ])
+}
+
+const READ: &str = "@id(\"read\")\n@owner(\"team-docs\")\npermit (principal, action == Action::\"read\", resource);\n";
+
+#[tokio::test]
+async fn policy_versions_are_governed_over_the_admin_api() {
+    let f = Fixture::new(&example("quickstart"));
+    let second = token(&f, "second", "administrator");
+    let auditor = token(&f, "reader", "auditor");
+    let f = &f;
+    let propose = |body: Value| async move {
+        f.send("POST", "/v1/policy/versions", Some(&f.admin), Some(&body))
+            .await
+    };
+
+    // Bad proposals are refused, naming what is wrong.
+    for (body, needle) in [
+        (json!({"files": files(READ, "allow")}), "`message`"),
+        (json!({"message": "m", "files": "x"}), "`files`"),
+        (
+            json!({"message": "m", "files": files(READ, "allow"), "extra": 1}),
+            "`extra` is not a field",
+        ),
+        (
+            json!({"message": "m", "files": [{"path": "notes.txt", "text": "x"}]}),
+            "`notes.txt` is not part of a policy version",
+        ),
+        (
+            json!({"message": "m", "files": [{"path": "a.cedar", "text": "@id(\"x\")\npermit (principal, action, resource);"}]}),
+            "add `@owner",
+        ),
+        (
+            json!({"message": "m", "files": [{"path": "../a.cedar", "text": READ}]}),
+            "not a relative path",
+        ),
+    ] {
+        let r = propose(body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{needle}: {}", r.json());
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{needle}: {}",
+            r.json()
+        );
+    }
+    // An auditor may read, not propose.
+    let r = f
+        .send(
+            "POST",
+            "/v1/policy/versions",
+            Some(&auditor),
+            Some(&json!({"message": "m", "files": files(READ, "allow")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = propose(json!({"message": "read docs", "files": files(READ, "allow")})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let v1 = r.json()["version"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["author"], "tests");
+    assert_eq!(r.json()["test_failures"], json!([]));
+    let again = propose(json!({"message": "same", "files": files(READ, "allow")})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    // Not the author, not an auditor; the second administrator approves and activates.
+    let path = |v: &str, what: &str| format!("/v1/policy/versions/{v}/{what}");
+    let r = f
+        .send("POST", &path(&v1, "approve"), Some(&f.admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not approve it")
+    );
+    let r = f
+        .send("POST", &path(&v1, "approve"), Some(&auditor), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .send("POST", &path(&v1, "activate"), Some(&second), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json());
+    let r = f
+        .send("POST", &path(&v1[7..20], "approve"), Some(&second), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["standing"], "approved");
+    assert_eq!(r.json()["approvals"][0]["approver"], "second");
+    let r = f
+        .send("POST", &path(&v1, "activate"), Some(&second), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["kind"], "activate");
+
+    // A failing version: stored, with its failures; never activated; rejected.
+    // (Tests are not part of the version: the same policies with other tests are the same
+    // version, so this one changes the owner.)
+    let other_owner = READ.replace("team-docs", "team-other");
+    let r = propose(json!({"message": "oops", "files": files(&other_owner, "deny")})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let failing = r.json()["version"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["standing"], "tests-failed");
+    assert!(
+        r.json()["test_failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("expected deny")
+    );
+    f.send("POST", &path(&failing, "approve"), Some(&second), None)
+        .await;
+    let r = f
+        .send("POST", &path(&failing, "activate"), Some(&second), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f
+        .send(
+            "POST",
+            &path(&failing, "reject"),
+            Some(&second),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .send(
+            "POST",
+            &path(&failing, "reject"),
+            Some(&second),
+            Some(&json!({"reason": "tests fail"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["standing"], "rejected");
+
+    // Reading: list, show with the files' text, diff; an auditor may.
+    let list = f
+        .send("GET", "/v1/policy/versions", Some(&auditor), None)
+        .await
+        .json();
+    assert_eq!(list["active"], v1.as_str());
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2);
+    let shown = f
+        .send(
+            "GET",
+            &format!("/v1/policy/versions/{v1}"),
+            Some(&auditor),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(shown["files"][0]["text"], READ);
+    assert_eq!(shown["owners"]["read"], "team-docs");
+    assert_eq!(shown["activations"][0]["by"], "second");
+    let d = f
+        .send(
+            "GET",
+            &format!("/v1/policy/diff?from={v1}&to={failing}"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert_eq!(d.json()["changed"]["read"]["new"], other_owner.trim());
+    assert_eq!(d.json()["added"], json!({}));
+    let d = f
+        .send("GET", "/v1/policy/diff?from=x", Some(&auditor), None)
+        .await;
+    assert_eq!(d.status, StatusCode::BAD_REQUEST);
+    let missing = f
+        .send(
+            "GET",
+            "/v1/policy/versions/abcdef0123",
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let r = f.send("GET", "/v1/policy/versions", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Settings and rollback.
+    let r = f
+        .send(
+            "POST",
+            "/v1/policy/required-approvals",
+            Some(&f.admin),
+            Some(&json!({"count": 0})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .send(
+            "POST",
+            "/v1/policy/required-approvals",
+            Some(&f.admin),
+            Some(&json!({"count": 2})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f
+        .send("POST", "/v1/policy/rollback", Some(&f.admin), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "only one version was ever active"
+    );
+    f.identity.store().verify_audit().unwrap();
+}
