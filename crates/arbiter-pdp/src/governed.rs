@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn a_diff_names_policies_by_id() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let mut stored = |files: &[(&str, &str)]| {
+        let stored = |files: &[(&str, &str)]| {
             let dir = dir_with(files);
             let c = candidate(dir.path(), "alice", "m").unwrap();
             store
