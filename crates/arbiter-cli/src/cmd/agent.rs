@@ -231,6 +231,10 @@ pub enum TokenCommand {
         /// Lifetime (default: no expiry).
         #[arg(long)]
         expires_in: Option<String>,
+        /// Print only the token, for scripts:
+        /// `ARBITER_ADMIN_TOKEN=$(arbiter admin token create --name alice --quiet)`.
+        #[arg(long, short, conflicts_with = "json")]
+        quiet: bool,
     },
     /// List admin and PEP tokens (metadata only).
     List,
@@ -616,6 +620,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
             role,
             pep,
             expires_in,
+            quiet,
         }) => {
             let spec = if pep {
                 TokenSpec::Pep
@@ -626,6 +631,10 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| duration(&t, "--expires-in"))
                 .transpose()?;
             let issued = admin::create_token(&store, &spec, &name, ttl, &cli_actor(), now)?;
+            if quiet {
+                print(issued.secret.expose())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut v = credential_json(&issued.credential, now);
             v["token"] = Value::String(issued.secret.expose().to_owned());
             show(json, &v, || {

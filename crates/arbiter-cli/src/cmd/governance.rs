@@ -32,6 +32,10 @@ pub enum GovernCommand {
         /// What the change is and why.
         #[arg(long, short)]
         message: String,
+        /// Print only the version, for scripts: `V=$(arbiter policy propose DIR -m … --quiet)`
+        /// (the exit status still says whether its tests passed).
+        #[arg(long, short)]
+        quiet: bool,
         #[command(flatten)]
         data: DataArg,
     },
@@ -153,7 +157,12 @@ fn open(data: &Path) -> anyhow::Result<Identity> {
 
 pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        GovernCommand::Propose { dir, message, data } => propose(&dir, &message, &data.data),
+        GovernCommand::Propose {
+            dir,
+            message,
+            quiet,
+            data,
+        } => propose(&dir, &message, quiet, &data.data),
         GovernCommand::Approve { version, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
@@ -239,13 +248,22 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn propose(dir: &Path, message: &str, data: &Path) -> anyhow::Result<ExitCode> {
+fn propose(dir: &Path, message: &str, quiet: bool, data: &Path) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let admin = administrator(&id)?;
     let c = governed::candidate(dir, &admin.name, message)?;
     let v = id
         .store()
         .propose_policy_version(&c.new, &admin.actor, now_us())?;
+    let status = ExitCode::from(if c.failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    });
+    if quiet {
+        print(&v.version)?;
+        return Ok(status);
+    }
     let mut report = format!(
         "proposed {} by {} ({} policies, {} files; tests: {} passed, {} failed)",
         v.version,
@@ -267,11 +285,7 @@ fn propose(dir: &Path, message: &str, data: &Path) -> anyhow::Result<ExitCode> {
         report.push_str("\nits tests fail: it is stored, and can never be activated");
     }
     print(&report)?;
-    Ok(ExitCode::from(if c.failures.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_ERROR
-    }))
+    Ok(status)
 }
 
 /// The first 12 hex digits of a version: enough to name it on the command line.
