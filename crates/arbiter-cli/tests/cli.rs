@@ -932,6 +932,56 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
         "{versions:?}"
     );
 
+    // Replay: v2 against everything recorded turns exactly the allowed reads of the private
+    // document into denies (exit 4); v1 turns v2's denial back; a directory works too.
+    let recs = ARBITER.records(&data);
+    let private_allowed: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["resource"]["id"] == "private" && r["outcome"] == "allow")
+        .map(|r| r["decision_id"].as_str().unwrap())
+        .collect();
+    let private_denied: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["resource"]["id"] == "private" && r["outcome"] == "deny")
+        .map(|r| r["decision_id"].as_str().unwrap())
+        .collect();
+    assert!(!private_allowed.is_empty() && !private_denied.is_empty());
+    let changes = |out: &Output| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["change"].as_str().unwrap().to_owned(),
+                    c["decision_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let out = policy(None, &["replay", &v2, "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let expected: Vec<(String, String)> = private_allowed
+        .iter()
+        .map(|id| ("allow->deny".to_owned(), (*id).to_owned()))
+        .collect();
+    assert_eq!(changes(&out), expected);
+    let out = policy(None, &["replay", v1_arg, "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let expected: Vec<(String, String)> = private_denied
+        .iter()
+        .map(|id| ("deny->allow".to_owned(), (*id).to_owned()))
+        .collect();
+    assert_eq!(changes(&out), expected);
+    let out = policy(None, &["replay", &v2, "--until", "2000-01-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("0 decisions read"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // What changed, and the history.
     let out = policy(None, &["diff", &v1, &v2]);
     assert_eq!(out.status.code(), Some(1));

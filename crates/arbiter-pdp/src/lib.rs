@@ -14,6 +14,7 @@ pub mod local;
 mod metrics;
 pub mod nonblocking;
 mod recorder;
+pub mod replay;
 pub mod sessions;
 mod watch;
 
@@ -153,9 +154,13 @@ impl Pdp {
         session: Option<&str>,
     ) -> Decided {
         let bound = bound.and_then(|attribution| {
-            match [sessions::SESSION_KEY, sessions::EFFECTS_KEY]
-                .into_iter()
-                .find(|k| req.context.contains_key(*k))
+            match [
+                sessions::SESSION_KEY,
+                sessions::EFFECTS_KEY,
+                recorder::ENTITIES_KEY,
+            ]
+            .into_iter()
+            .find(|k| req.context.contains_key(*k))
             {
                 None => Ok(attribution),
                 Some(key) => Err(Denial {

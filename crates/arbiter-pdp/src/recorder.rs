@@ -277,8 +277,23 @@ fn full_context(req: &EvaluationRequest) -> Map<String, Value> {
     if let Some(props) = &req.action.properties {
         ctx.insert("action".to_owned(), Value::Object(props.clone()));
     }
+    // The subject's and the resource's properties as evaluated (the registry's attributes,
+    // what the enforcement point said of the resource): what replaying the decision against
+    // another policy version needs (`arbiter policy replay`).
+    let mut entities = Map::new();
+    for (name, entity) in [("subject", &req.subject), ("resource", &req.resource)] {
+        if let Some(props) = entity.properties.as_ref().filter(|p| !p.is_empty()) {
+            entities.insert(name.to_owned(), Value::Object(props.clone()));
+        }
+    }
+    if !entities.is_empty() {
+        ctx.insert(ENTITIES_KEY.to_owned(), Value::Object(entities));
+    }
     ctx
 }
+
+/// Where a record's context keeps the subject's and the resource's properties.
+pub const ENTITIES_KEY: &str = "arbiter_entities";
 
 /// Reads `<data>/node-id`, creating it from the host name on first start.
 fn node_id(data: &Path) -> Result<String, RecorderError> {

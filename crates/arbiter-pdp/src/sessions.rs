@@ -990,7 +990,8 @@ mod tests {
     #[test]
     fn a_caller_cannot_bring_its_own_session_or_effects() {
         let pdp = pdp();
-        for key in [SESSION_KEY, EFFECTS_KEY] {
+        // Nor the recorded entities a replay reads.
+        for key in [SESSION_KEY, EFFECTS_KEY, crate::recorder::ENTITIES_KEY] {
             let mut req = request("bot", "call_tool", "Tool::mail/send", Value::Null);
             req.context.insert(key.into(), json!({"labels": []}));
             let d = decide(&pdp, None, req).decision;

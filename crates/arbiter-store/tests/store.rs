@@ -2163,7 +2163,8 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         }
         conn.execute_batch(
             "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
-             PRAGMA user_version = 1;",
+             DROP TABLE policy_activations; DROP TABLE policy_version_approvals; \
+             DROP TABLE policy_versions; DROP TABLE settings; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
@@ -2189,6 +2190,9 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
     assert!(tables(&path).contains(&"tool_pins".to_owned()));
     assert!(tables(&path).contains(&"approvals".to_owned()));
     assert!(s.list_approvals(None, 10).unwrap().is_empty());
+    assert!(tables(&path).contains(&"policy_versions".to_owned()));
+    assert!(s.list_policy_versions(10).unwrap().is_empty());
+    assert_eq!(s.required_policy_approvals().unwrap(), 1);
     assert!(s.agent("bot").unwrap().is_some());
     assert!(s.credential("key_1").unwrap().is_some());
     assert_eq!(s.verify_audit().unwrap(), 2);
@@ -2235,7 +2239,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"

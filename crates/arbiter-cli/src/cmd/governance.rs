@@ -101,6 +101,23 @@ pub enum GovernCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Re-evaluate recorded decisions against a candidate (a stored version, or a policy
+    /// directory) and list every one whose verdict it changes: allow→deny, deny→allow, or an
+    /// approval gained or lost. Exit 0 when nothing changes, 4 otherwise (a CI gate).
+    Replay {
+        /// The candidate: a stored version (`sha256:…` or at least 8 hex digits), or a policy
+        /// directory.
+        candidate: String,
+        /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago
+        /// (`15m`, `1h`, `7d`).
+        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+        since: Option<i64>,
+        /// Only decisions before this time.
+        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+        until: Option<i64>,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Set how many administrators other than the author must approve a version before it
     /// can be activated (1 to 16; default 1).
     RequireApprovals {
@@ -234,6 +251,12 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
             data,
         } => show(&data.data, &version, files, data.json),
         GovernCommand::Diff { a, b, data } => diff(&data.data, &a, &b, data.json),
+        GovernCommand::Replay {
+            candidate,
+            since,
+            until,
+            data,
+        } => replay(&data.data, &candidate, since, until, data.json),
         GovernCommand::RequireApprovals { count, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
@@ -479,4 +502,133 @@ fn indent(text: &str, prefix: &str) -> String {
         .map(|l| format!("{prefix}{l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Exit status of `replay` when the candidate changes some verdict.
+const EXIT_CHANGES: u8 = 4;
+
+fn replay(
+    data: &Path,
+    candidate: &str,
+    since: Option<i64>,
+    until: Option<i64>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let dir = Path::new(candidate);
+    let policies = if dir.is_dir() {
+        arbiter_policy::Policies::load_dir(dir).map_err(|e| {
+            eprintln!("{e}");
+            anyhow::anyhow!("{} error(s) in `{}`", e.0.len(), dir.display())
+        })?
+    } else {
+        let id = open(data)?;
+        let store = id.store();
+        let full = store.resolve_policy_version(candidate)?;
+        let v = store
+            .policy_version(&full)?
+            .context("the version vanished")?;
+        governed::load(&v)?
+    };
+    let log = data.join("log");
+    if !log.is_dir() {
+        bail!("no decision log in `{}`", data.display());
+    }
+    let mut unreadable_log = None;
+    let records = arbiter_log::read_records(&log)?.map_while(|r| match r {
+        Ok((_, rec)) => Some(rec),
+        Err(e) => {
+            unreadable_log = Some(e);
+            None
+        }
+    });
+    let in_window =
+        records.filter(|r| since.is_none_or(|s| r.ts_us >= s) && until.is_none_or(|u| r.ts_us < u));
+    let started = std::time::Instant::now();
+    let report = arbiter_pdp::replay::replay(&policies, in_window);
+    let took = started.elapsed();
+    if let Some(e) = unreadable_log {
+        bail!("the decision log cannot be read to the end: {e}");
+    }
+    let status = if report.flips.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    };
+    if as_json {
+        print(&serde_json::to_string_pretty(&json!({
+            "candidate": policies.version(),
+            "considered": report.considered,
+            "replayed": report.replayed,
+            "approximate": report.approximate,
+            "skipped": {"runtime": report.skipped_runtime, "rows": report.skipped_rows},
+            "unreadable": report.unreadable.iter().map(|(id, why)| json!({"decision_id": id, "reason": why})).collect::<Vec<_>>(),
+            "changes": report.flips.iter().map(|f| json!({
+                "change": f.change.as_str(),
+                "decision_id": f.decision_id,
+                "time": governed::time(f.ts_us),
+                "subject": f.subject,
+                "action": f.action,
+                "resource": f.resource,
+                "enforcement_point": f.enforcement_point,
+                "recorded": f.recorded.as_str(),
+                "recorded_policies": f.recorded_policies,
+                "candidate": f.candidate.as_str(),
+                "candidate_policies": f.candidate_policies,
+                "candidate_reason": f.candidate_reason,
+                "approximate": f.approximate,
+            })).collect::<Vec<_>>(),
+        }))?)?;
+        return Ok(ExitCode::from(status));
+    }
+    let mut out = String::new();
+    for f in &report.flips {
+        out.push_str(&format!(
+            "{:<12} {}  {} {} {} ({}){}\n    recorded {} by [{}]; candidate {} by [{}]: {}\n",
+            f.change.as_str(),
+            f.decision_id,
+            f.subject,
+            f.action,
+            f.resource,
+            f.enforcement_point,
+            if f.approximate { " (approximate)" } else { "" },
+            f.recorded.as_str(),
+            f.recorded_policies.join(", "),
+            f.candidate.as_str(),
+            f.candidate_policies.join(", "),
+            f.candidate_reason
+        ));
+    }
+    for (id, why) in &report.unreadable {
+        out.push_str(&format!("not replayed {id}: {why}\n"));
+    }
+    out.push_str(&format!(
+        "replay of {} against {}: {} decisions read, {} replayed ({} approximate), {} decided \
+         outside the policies and {} narrowed to rows skipped; {} allow->deny, {} deny->allow, \
+         {} approval changes ({:.2} s)",
+        data.join("log").display(),
+        policies.version(),
+        report.considered,
+        report.replayed,
+        report.approximate,
+        report.skipped_runtime,
+        report.skipped_rows,
+        report
+            .flips
+            .iter()
+            .filter(|f| f.change == arbiter_pdp::replay::Change::AllowToDeny)
+            .count(),
+        report
+            .flips
+            .iter()
+            .filter(|f| f.change == arbiter_pdp::replay::Change::DenyToAllow)
+            .count(),
+        report
+            .flips
+            .iter()
+            .filter(|f| f.change == arbiter_pdp::replay::Change::Approval)
+            .count(),
+        took.as_secs_f64()
+    ));
+    print(&out)?;
+    Ok(ExitCode::from(status))
 }

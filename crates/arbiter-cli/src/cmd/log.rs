@@ -641,7 +641,7 @@ fn tail(data: &DataArg, lines: usize, follow: bool) -> anyhow::Result<ExitCode> 
 
 /// A time for `--since`/`--until`: what [`arbiter_log::parse_time`] reads, or a time ago
 /// (`90s`, `15m`, `1h`, `7d`).
-fn time_arg(s: &str) -> Result<i64, String> {
+pub(crate) fn time_arg(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let unit = match t.as_bytes().last() {
         Some(b's') => Some(1),
