@@ -13,25 +13,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10s} CONNS=${CONNS:-16} THREADS=${THREADS:-2} ROUNDS=${ROUNDS:-3}
-WORK=$(mktemp -d /tmp/arbiter-bench.XXXXXX)
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+. "$ROOT/bench/lib.sh"
+scratch bench
+need_wrk
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (apt)"
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  { $SUDO apt-get install -y -q wrk || { $SUDO apt-get update -q && $SUDO apt-get install -y -q wrk; }; } >"$WORK/apt.log" 2>&1 \
-    || { echo "apt-get install wrk failed: $(tail -3 "$WORK/apt.log")"; exit 1; }
-fi
-
-if [ -n "${ARBITER_BIN:-}" ]; then
-  BIN=$ARBITER_BIN
-else
-  (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/arbiter
-fi
-PORT=${PORT:-$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')}
+BIN=$(arbiter_bin)
+PORT=${PORT:-$(free_port)}
 URL=http://127.0.0.1:$PORT
 POLICIES=${POLICIES:-$ROOT/bench/fixtures/bench-cedar} SESSIONS=${SESSIONS:-0}
 "$BIN" serve --policies "$POLICIES" --data "$WORK/data" --listen "127.0.0.1:$PORT" \

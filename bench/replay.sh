@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# What `arbiter policy replay` costs on a log of recorded decisions.
+#
+# usage: bench/replay.sh          (knobs: RECORDS=100000 minimum log size, CONNS=16 THREADS=2,
+#                                  ARBITER_BIN=path to run that binary instead of building)
+#
+# Builds the release binary, starts `arbiter serve` on bench/fixtures/bench-cedar (durable
+# log), fills its decision log with the fixture's request mix under wrk until it holds at least
+# RECORDS decisions, stops it, then times `arbiter policy replay` twice over the whole log:
+# against the same policies (nothing may change) and against a copy without the `locked`
+# forbid (every recorded deny of a locked document must flip to allow). Prints the log size,
+# the seconds each replay took, decisions replayed per second and the changes found.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RECORDS=${RECORDS:-100000} CONNS=${CONNS:-16} THREADS=${THREADS:-2}
+. "$ROOT/bench/lib.sh"
+scratch replay
+need_wrk
+BIN=$(arbiter_bin)
+FIXTURE=$ROOT/bench/fixtures/bench-cedar
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+DATA=$WORK/data
+"$BIN" serve --policies "$FIXTURE" --data "$DATA" --listen "127.0.0.1:$PORT" --log-level warn \
+  >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "$URL/healthz" && break; sleep 0.1; done
+curl -s -o /dev/null "$URL/healthz" || { echo "server did not start: $(cat "$WORK/server.log")"; exit 1; }
+
+python3 - "$ROOT/bench/fixtures/bench-requests.jsonl" "$WORK/bodies.txt" <<'PY'
+import json, sys
+src, bodies = sys.argv[1:3]
+cases = [json.loads(l) for l in open(src) if l.strip()]
+open(bodies, "w").write("".join(json.dumps(c["request"], separators=(",", ":")) + "\n" for c in cases))
+PY
+cat >"$WORK/mix.lua" <<'LUA'
+local reqs, i = {}, 0
+function init(args)
+  for line in io.lines(args[1]) do
+    reqs[#reqs + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, line)
+  end
+end
+function request() i = i % #reqs + 1; return reqs[i] end
+LUA
+count() { "$BIN" log verify --data "$DATA" 2>/dev/null | sed -E 's/^log ok: ([0-9]+) records.*/\1/'; }
+n=0
+while [ "$n" -lt "$RECORDS" ]; do
+  wrk -t"$THREADS" -c"$CONNS" -d5s -s "$WORK/mix.lua" "$URL/access/v1/evaluation" -- "$WORK/bodies.txt" >/dev/null
+  n=$(count)
+  echo "log: $n decisions"
+done
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+
+cp -r "$FIXTURE" "$WORK/unlocked"
+python3 - "$WORK/unlocked/policies.cedar" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s2 = re.sub(r'@id\("locked"\)\nforbid[^;]*;', '', s, flags=re.S)
+assert s2 != s, "the fixture has no `locked` forbid"
+open(p, "w").write(s2)
+PY
+run() {
+  local label=$1 dir=$2 t0 t1 status=0
+  t0=$(date +%s.%N)
+  "$BIN" policy replay "$dir" --data "$DATA" --json >"$WORK/$label.json" || status=$?
+  t1=$(date +%s.%N)
+  python3 - "$WORK/$label.json" "$label" "$t0" "$t1" "$status" <<'PY'
+import json, sys
+path, label, t0, t1, status = sys.argv[1:6]
+r = json.load(open(path)); secs = float(t1) - float(t0)
+kinds = {}
+for c in r["changes"]:
+    kinds[c["change"]] = kinds.get(c["change"], 0) + 1
+print(f"{label:>9}: {r['considered']} decisions read, {r['replayed']} replayed in {secs:.2f} s "
+      f"({r['replayed'] / secs:,.0f} decisions/s); changes {kinds or 'none'}; exit {status}")
+PY
+}
+echo "replay on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+run same "$FIXTURE"
+run unlocked "$WORK/unlocked"
