@@ -911,6 +911,38 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
         || decide("private")["decision"] == false,
     );
     assert_eq!(decide("public")["decision"], true);
+
+    // Shadow: v1 evaluated beside the enforced v2 on live traffic; enforcement does not
+    // change, the records and the metrics say what v1 would have done.
+    fails(policy(Some(&carol), &["shadow", &v1]), "`auditor` role");
+    ok(policy(Some(&alice), &["shadow", &v1]));
+    let shadow_flips = || {
+        let m = http(port, "GET", "/metrics", &[], "").unwrap().body;
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix("arbiter_shadow_decisions_total{change=\"deny_to_allow\"} ")
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until("the server evaluates v1 in shadow", PATIENCE, || {
+        let enforced = decide("private")["decision"] == false;
+        enforced && shadow_flips() > 0
+    });
+    assert_eq!(decide("public")["decision"], true);
+    ok(policy(Some(&alice), &["shadow", "stop"]));
+    fails(policy(Some(&alice), &["shadow", "stop"]), "is not running");
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(policy(None, &["shadow-report", "--json"]))).unwrap();
+    let of_v1 = &report["shadow_versions"][v1.as_str()];
+    assert!(
+        of_v1["changes"]["deny->allow"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(of_v1["changes"]["same"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(of_v1["examples"]["deny->allow"][0]["enforced"], "deny");
+    assert_eq!(of_v1["examples"]["deny->allow"][0]["shadow"], "allow");
+
     // Rolled back: the first version again, without a restart.
     let out = ok(policy(Some(&bob), &["rollback"]));
     assert!(out.contains(&v1), "{out}");

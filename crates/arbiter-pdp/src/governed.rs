@@ -224,44 +224,81 @@ pub fn load_active(store: &dyn Store) -> Result<Policies, GovernedError> {
     load(&v)
 }
 
-/// Follows activations in `store`: every `every`, installs the active version in `pdp` when
-/// it changed. A version that cannot be loaded is not installed (the current one keeps
+/// Follows the registry in `store`: every `every`, installs the active version in `pdp` when
+/// it changed (when `governed`), and starts or stops the shadow version (`arbiter policy
+/// shadow`). A version that cannot be loaded is not installed (the current one keeps
 /// serving, the error is logged once and kept for `/readyz`). Runs until the task is dropped.
-pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration) {
+pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration, governed: bool) {
     let mut failed: Option<String> = None;
+    let mut shadow_failed: Option<String> = None;
     loop {
         tokio::time::sleep(every).await;
         let current = pdp.snapshot().version().to_owned();
+        let shadowing = pdp.shadow_version();
         let store2 = Arc::clone(&store);
         let next = tokio::task::spawn_blocking(move || {
-            let active = store2.policy_activations(1)?.into_iter().next();
-            match active {
-                Some(a) if a.version != current => {
-                    let v = store2.policy_version(&a.version)?.ok_or_else(|| {
-                        StoreError::Corrupt(format!("active version {} is missing", a.version))
-                    })?;
-                    load(&v).map(Some)
+            let store = store2.as_ref();
+            let active = (|| -> Result<Option<Policies>, GovernedError> {
+                if !governed {
+                    return Ok(None);
                 }
-                _ => Ok(None),
-            }
+                match store.policy_activations(1)?.into_iter().next() {
+                    Some(a) if a.version != current => Ok(Some(load_stored(store, &a.version)?)),
+                    _ => Ok(None),
+                }
+            })();
+            // `None`: unchanged; `Some(None)`: stopped.
+            let shadow = (|| -> Result<Option<Option<Policies>>, GovernedError> {
+                Ok(match store.policy_shadow()? {
+                    None if shadowing.is_none() => None,
+                    None => Some(None),
+                    Some(v) if Some(&v) == shadowing.as_ref() => None,
+                    Some(v) => Some(Some(load_stored(store, &v)?)),
+                })
+            })();
+            (active, shadow)
         })
         .await;
-        match next {
-            Ok(Ok(Some(policies))) => {
+        let Ok((active, shadow)) = next else {
+            tracing::error!("the policy version check panicked");
+            continue;
+        };
+        match active {
+            Ok(Some(policies)) => {
                 failed = None;
                 pdp.install(policies);
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+            Ok(None) => {}
+            Err(e) => {
                 let text = e.to_string();
                 if failed.as_deref() != Some(text.as_str()) && pdp.note_reload_error(&text) {
                     tracing::error!(error = %text, "cannot install the active policy version; the current one keeps serving");
                 }
                 failed = Some(text);
             }
-            Err(e) => tracing::error!(error = %e, "the policy version check panicked"),
+        }
+        match shadow {
+            Ok(Some(s)) => {
+                shadow_failed = None;
+                pdp.set_shadow(s);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let text = e.to_string();
+                if shadow_failed.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %text, "cannot load the shadow policy version; no shadow evaluation until it loads");
+                }
+                shadow_failed = Some(text);
+            }
         }
     }
+}
+
+fn load_stored(store: &dyn Store, version: &str) -> Result<Policies, GovernedError> {
+    let v = store
+        .policy_version(version)?
+        .ok_or_else(|| StoreError::Corrupt(format!("policy version {version} is missing")))?;
+    load(&v)
 }
 
 /// How two versions' policies differ, by policy id.

@@ -63,6 +63,9 @@ pub struct Pdp {
     recorder: Option<Recorder>,
     identity: Option<Arc<Identity>>,
     sessions: sessions::Sessions,
+    /// A candidate version evaluated beside the active one, its verdict kept in each record
+    /// (`arbiter policy shadow`).
+    shadow: arc_swap::ArcSwapOption<Policies>,
 }
 
 /// A request bound to its caller and decided.
@@ -95,7 +98,56 @@ impl Pdp {
             recorder: None,
             identity: None,
             sessions: sessions::Sessions::default(),
+            shadow: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Evaluates `candidate` beside the active version on every decision from now on (or
+    /// stops, with `None`): enforcement follows the active version; the candidate's verdict is
+    /// kept in the record (`context.arbiter_shadow`) and counted in the metrics.
+    pub fn set_shadow(&self, candidate: Option<Policies>) {
+        let was = self.shadow_version();
+        let now = candidate.as_ref().map(|p| p.version().to_owned());
+        if was != now {
+            tracing::info!(from = ?was, to = ?now, "shadow policy version changed");
+        }
+        self.shadow.store(candidate.map(Arc::new));
+    }
+
+    /// The version evaluated in shadow, if any.
+    pub fn shadow_version(&self) -> Option<String> {
+        self.shadow.load().as_ref().map(|p| p.version().to_owned())
+    }
+
+    /// The shadow version's verdict on `req`, decided as `decision`, kept in the request's
+    /// context for the record.
+    fn shadow_into(&self, req: &mut EvaluationRequest, decision: &Decision) {
+        let guard = self.shadow.load();
+        let Some(shadow) = guard.as_ref() else {
+            return;
+        };
+        let mut asked = req.clone();
+        asked.context.remove(sessions::EFFECTS_KEY);
+        let (eval, _) = arbiter_policy::delegation::evaluate(shadow, &asked);
+        let outcome = replay::policy_outcome(shadow, &eval);
+        // Decisions not taken by the policies (limits, budgets, approvals, refusals) are
+        // not compared.
+        let by_policies = replay::decided_by_policies(&decision.determining_policies);
+        let change = by_policies
+            .then(|| replay::compare(decision.outcome, &decision.reason_admin, outcome))
+            .flatten();
+        if by_policies {
+            self.metrics.record_shadow(change);
+        }
+        req.context.insert(
+            replay::SHADOW_KEY.to_owned(),
+            serde_json::json!({
+                "version": shadow.version(),
+                "outcome": outcome.as_str(),
+                "determining_policies": eval.determining_policies,
+                "change": change.map(replay::Change::as_str),
+            }),
+        );
     }
 
     /// Authenticates callers and binds agents to the registry through `identity`.
@@ -158,6 +210,7 @@ impl Pdp {
                 sessions::SESSION_KEY,
                 sessions::EFFECTS_KEY,
                 recorder::ENTITIES_KEY,
+                replay::SHADOW_KEY,
             ]
             .into_iter()
             .find(|k| req.context.contains_key(*k))
@@ -202,6 +255,7 @@ impl Pdp {
                 } else {
                     evaluate(&req)
                 };
+                self.shadow_into(&mut req, &decision);
                 Decided {
                     decision,
                     request: Some(req),

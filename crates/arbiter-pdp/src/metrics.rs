@@ -23,6 +23,8 @@ pub struct Metrics {
     reload_ok: AtomicU64,
     reload_failed: AtomicU64,
     unrecorded: AtomicU64,
+    /// Shadow evaluations: the same verdict, allow→deny, deny→allow, an approval change.
+    shadow: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -40,6 +42,20 @@ impl Metrics {
             .and_then(|i| self.buckets.get(i))
         {
             bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A shadow evaluation and how it compared (`None`: the same verdict).
+    pub fn record_shadow(&self, change: Option<crate::replay::Change>) {
+        use crate::replay::Change;
+        let i = match change {
+            None => 0,
+            Some(Change::AllowToDeny) => 1,
+            Some(Change::DenyToAllow) => 2,
+            Some(Change::Approval) => 3,
+        };
+        if let Some(c) = self.shadow.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -149,6 +165,21 @@ impl Metrics {
             "arbiter_decisions_unrecorded_total {}",
             self.unrecorded.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP arbiter_shadow_decisions_total Decisions also evaluated by the shadow version, by how its verdict compares."
+        );
+        let _ = writeln!(out, "# TYPE arbiter_shadow_decisions_total counter");
+        for (i, change) in ["same", "allow_to_deny", "deny_to_allow", "approval"]
+            .iter()
+            .enumerate()
+        {
+            let n = self.shadow.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "arbiter_shadow_decisions_total{{change=\"{change}\"}} {n}"
+            );
+        }
         if let Some(healthy) = log_healthy {
             let _ = writeln!(
                 out,

@@ -26,7 +26,11 @@ use serde_json::{Map, Value, json};
 use crate::recorder::ENTITIES_KEY;
 
 /// Keys the decision point adds to a record's context that were not in the request.
-const ADDED_KEYS: [&str; 2] = [crate::sessions::EFFECTS_KEY, ENTITIES_KEY];
+const ADDED_KEYS: [&str; 3] = [crate::sessions::EFFECTS_KEY, ENTITIES_KEY, SHADOW_KEY];
+
+/// Where a record's context keeps the shadow version's verdict (see
+/// `Pdp::set_shadow`).
+pub const SHADOW_KEY: &str = "arbiter_shadow";
 
 /// How a record's verdict changed under the candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,11 +107,7 @@ pub fn replay(candidate: &Policies, records: impl IntoIterator<Item = DecisionRe
     let mut report = Report::default();
     for r in records {
         report.considered += 1;
-        if r.determining_policies
-            .iter()
-            .all(|p| p.starts_with("arbiter:"))
-            && !r.determining_policies.is_empty()
-        {
+        if !decided_by_policies(&r.determining_policies) {
             report.skipped_runtime += 1;
             continue;
         }
@@ -128,30 +128,14 @@ pub fn replay(candidate: &Policies, records: impl IntoIterator<Item = DecisionRe
             report.approximate += 1;
         }
         let (eval, _) = arbiter_policy::delegation::evaluate(candidate, &req);
-        let permits = eval.outcome.is_allow();
-        let needs_approval = permits
-            && eval.determining_policies.iter().any(|id| {
-                candidate
-                    .runtime_rules(id)
-                    .is_some_and(|rules| rules.approval.is_some())
-            });
-        let recorded_permits = matches!(r.outcome, Recorded::Allow | Recorded::RequireApproval);
-        // An allow that used an approval was `require_approval` by the policies.
-        let recorded_approval = r.outcome == Recorded::RequireApproval
-            || (r.outcome == Recorded::Allow && r.reason_admin.contains("; with approval `"));
-        let change = match (recorded_permits, permits) {
-            (true, false) => Some(Change::AllowToDeny),
-            (false, true) => Some(Change::DenyToAllow),
-            (true, true) if recorded_approval != needs_approval => Some(Change::Approval),
-            _ => None,
+        let candidate_outcome = policy_outcome(candidate, &eval);
+        let recorded = match r.outcome {
+            Recorded::Allow => Outcome::Allow,
+            Recorded::Deny => Outcome::Deny,
+            Recorded::RequireApproval => Outcome::RequireApproval,
         };
-        let Some(change) = change else {
+        let Some(change) = compare(recorded, &r.reason_admin, candidate_outcome) else {
             continue;
-        };
-        let candidate_outcome = if needs_approval {
-            Outcome::RequireApproval
-        } else {
-            eval.outcome
         };
         report.flips.push(Flip {
             change,
@@ -170,6 +154,45 @@ pub fn replay(candidate: &Policies, records: impl IntoIterator<Item = DecisionRe
         });
     }
     report
+}
+
+/// Whether a decision with these determining policies was the policies' verdict, not a
+/// limit's, a budget's, an approval's or a refusal's (`arbiter:…` only).
+pub fn decided_by_policies(determining: &[String]) -> bool {
+    determining.is_empty() || !determining.iter().all(|p| p.starts_with("arbiter:"))
+}
+
+/// What the policies say of an evaluation: its outcome, or `require_approval` when a
+/// determining permit carries `@require_approval`.
+pub fn policy_outcome(policies: &Policies, eval: &arbiter_policy::Evaluation) -> Outcome {
+    let needs_approval = eval.outcome.is_allow()
+        && eval.determining_policies.iter().any(|id| {
+            policies
+                .runtime_rules(id)
+                .is_some_and(|rules| rules.approval.is_some())
+        });
+    if needs_approval {
+        Outcome::RequireApproval
+    } else {
+        eval.outcome
+    }
+}
+
+/// How `candidate` (a [`policy_outcome`]) changes a decision taken as `decided` (with its
+/// administrator reason): `None` when the verdict is the same. An allow that used an approval
+/// was `require_approval` by the policies.
+pub fn compare(decided: Outcome, reason_admin: &str, candidate: Outcome) -> Option<Change> {
+    let permits = |o: Outcome| matches!(o, Outcome::Allow | Outcome::RequireApproval);
+    let decided_approval = decided == Outcome::RequireApproval
+        || (decided == Outcome::Allow && reason_admin.contains("; with approval `"));
+    match (permits(decided), permits(candidate)) {
+        (true, false) => Some(Change::AllowToDeny),
+        (false, true) => Some(Change::DenyToAllow),
+        (true, true) if decided_approval != (candidate == Outcome::RequireApproval) => {
+            Some(Change::Approval)
+        }
+        _ => None,
+    }
 }
 
 /// The request a record was decided on, and whether it is only approximately that.

@@ -381,6 +381,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Activations, newest first (the first is the active version); at most `limit`.
     fn policy_activations(&self, limit: usize) -> Result<Vec<PolicyActivation>, StoreError>;
 
+    /// The version evaluated in shadow beside the active one, if any.
+    fn policy_shadow(&self) -> Result<Option<String>, StoreError>;
+
+    /// Starts evaluating `version` in shadow (`Some`), or stops (`None`); audited
+    /// `policy.shadow_started` / `policy.shadow_stopped`.
+    fn set_policy_shadow(
+        &self,
+        version: Option<&str>,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
+
     /// Approvals a policy version needs before activation (default 1).
     fn required_policy_approvals(&self) -> Result<u32, StoreError>;
 

@@ -39,6 +39,7 @@ pub const DEFAULT_REQUIRED_APPROVALS: u32 = 1;
 pub const MAX_REQUIRED_APPROVALS: u32 = 16;
 
 const REQUIRED_APPROVALS_KEY: &str = "policy.required_approvals";
+const SHADOW_KEY: &str = "policy.shadow";
 
 const COLUMNS: &str = "version, author, message, proposed_us, files, owners, tests_passed, \
                        tests_failed, state, rejected_by, rejected_us, rejected_reason";
@@ -597,4 +598,67 @@ pub(crate) fn rollback(
         &json!({"by": by.trim(), "from": current.version}),
     )?;
     Ok(a)
+}
+
+/// The version evaluated in shadow beside the active one, if any.
+pub(crate) fn shadow(conn: &Connection) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([SHADOW_KEY], |row| row.get(0))
+        .optional()?)
+}
+
+/// Starts evaluating `version` in shadow (`Some`), or stops (`None`).
+pub(crate) fn set_shadow(
+    conn: &Connection,
+    version: Option<&str>,
+    actor: &Actor,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let before = shadow(conn)?;
+    match version {
+        Some(v) => {
+            let found = require(conn, v)?;
+            if found.state == PolicyVersionState::Rejected {
+                return Err(StoreError::state(
+                    "policy version",
+                    v,
+                    "was rejected; shadow a version that may still be activated",
+                ));
+            }
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![SHADOW_KEY, v])?;
+            audit::append(
+                conn,
+                actor,
+                now_us,
+                "policy.shadow_started",
+                v,
+                &json!({"replaces": before}),
+            )?;
+        }
+        None => {
+            let Some(was) = before else {
+                return Err(StoreError::state(
+                    "policy",
+                    "shadow",
+                    "is not running: no version is evaluated in shadow",
+                ));
+            };
+            conn.prepare_cached("DELETE FROM settings WHERE key = ?1")?
+                .execute([SHADOW_KEY])?;
+            audit::append(
+                conn,
+                actor,
+                now_us,
+                "policy.shadow_stopped",
+                &was,
+                &json!({}),
+            )?;
+        }
+    }
+    Ok(())
 }

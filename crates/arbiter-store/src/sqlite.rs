@@ -541,6 +541,21 @@ impl Store for SqliteStore {
         self.read(|conn| policy_versions::activations(conn, limit))
     }
 
+    fn policy_shadow(&self) -> Result<Option<String>, StoreError> {
+        self.read(policy_versions::shadow)
+    }
+
+    fn set_policy_shadow(
+        &self,
+        version: Option<&str>,
+        actor: &Actor,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        self.change(actor, |tx| {
+            policy_versions::set_shadow(tx, version, actor, now_us)
+        })
+    }
+
     fn required_policy_approvals(&self) -> Result<u32, StoreError> {
         self.read(policy_versions::required_approvals)
     }

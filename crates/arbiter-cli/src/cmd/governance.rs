@@ -13,7 +13,7 @@ use arbiter_pdp::governed;
 use arbiter_pdp::identity::{Identity, IdentitySettings, now_us};
 use arbiter_store::{Actor, PolicyActivation, PolicyVersion};
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cmd::agent::DataArg;
 use crate::out::{EXIT_ERROR, EXIT_OK, print};
@@ -110,6 +110,28 @@ pub enum GovernCommand {
         candidate: String,
         /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago
         /// (`15m`, `1h`, `7d`).
+        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+        since: Option<i64>,
+        /// Only decisions before this time.
+        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+        until: Option<i64>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Evaluate a stored version in shadow beside the active one on live traffic (`stop` to
+    /// stop): enforcement follows the active version; each decision's record keeps the shadow
+    /// verdict, and every `arbiter serve` on this data directory picks it up within a second.
+    Shadow {
+        /// The version (`sha256:…` or at least 8 hex digits), or `stop`.
+        #[arg(id = "shadow_version", value_name = "VERSION|stop")]
+        version: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// How the shadow version's verdicts compared with the enforced ones, from the decision
+    /// log: counts by change, per shadow version, with example decisions.
+    ShadowReport {
+        /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago.
         #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
         since: Option<i64>,
         /// Only decisions before this time.
@@ -257,6 +279,30 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
             until,
             data,
         } => replay(&data.data, &candidate, since, until, data.json),
+        GovernCommand::Shadow { version, data } => {
+            let id = open(&data.data)?;
+            let admin = administrator(&id)?;
+            let store = id.store();
+            if version == "stop" {
+                store.set_policy_shadow(None, &admin.actor, now_us())?;
+                print("shadow evaluation stopped")?;
+            } else {
+                let full = store.resolve_policy_version(&version)?;
+                let v = store
+                    .policy_version(&full)?
+                    .context("the version vanished")?;
+                governed::load(&v)?;
+                store.set_policy_shadow(Some(&full), &admin.actor, now_us())?;
+                print(&format!(
+                    "evaluating {full} in shadow from now on (`arbiter policy shadow-report`; \
+                     `arbiter policy shadow stop` to stop)"
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        GovernCommand::ShadowReport { since, until, data } => {
+            shadow_report(&data.data, since, until, data.json)
+        }
         GovernCommand::RequireApprovals { count, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
@@ -631,4 +677,100 @@ fn replay(
     ));
     print(&out)?;
     Ok(ExitCode::from(status))
+}
+
+/// Example decisions kept per shadow version and change in a shadow report.
+const SHADOW_EXAMPLES: usize = 5;
+
+fn shadow_report(
+    data: &Path,
+    since: Option<i64>,
+    until: Option<i64>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::collections::BTreeMap;
+    let log = data.join("log");
+    if !log.is_dir() {
+        bail!("no decision log in `{}`", data.display());
+    }
+    #[derive(Default)]
+    struct Tally {
+        evaluated: u64,
+        counts: BTreeMap<String, u64>,
+        examples: BTreeMap<String, Vec<Value>>,
+    }
+    let mut by_version: BTreeMap<String, Tally> = BTreeMap::new();
+    for item in arbiter_log::read_records(&log)? {
+        let (_, r) = item?;
+        if since.is_some_and(|s| r.ts_us < s) || until.is_some_and(|u| r.ts_us >= u) {
+            continue;
+        }
+        let Some(shadow) = r.context.get(arbiter_pdp::replay::SHADOW_KEY) else {
+            continue;
+        };
+        let version = shadow["version"].as_str().unwrap_or("?").to_owned();
+        let change = shadow["change"].as_str().unwrap_or("same").to_owned();
+        let t = by_version.entry(version).or_default();
+        t.evaluated += 1;
+        *t.counts.entry(change.clone()).or_default() += 1;
+        if change != "same" {
+            let ex = t.examples.entry(change).or_default();
+            if ex.len() < SHADOW_EXAMPLES {
+                ex.push(json!({
+                    "decision_id": r.decision_id,
+                    "time": governed::time(r.ts_us),
+                    "subject": format!("{}::\"{}\"", r.subject.kind, r.subject.id),
+                    "action": r.action,
+                    "resource": format!("{}::\"{}\"", r.resource.kind, r.resource.id),
+                    "enforced": r.outcome.as_str(),
+                    "shadow": shadow["outcome"],
+                    "shadow_policies": shadow["determining_policies"],
+                }));
+            }
+        }
+    }
+    if as_json {
+        let versions: serde_json::Map<String, Value> = by_version
+            .into_iter()
+            .map(|(v, t)| {
+                (
+                    v,
+                    json!({"evaluated": t.evaluated, "changes": t.counts, "examples": t.examples}),
+                )
+            })
+            .collect();
+        print(&serde_json::to_string_pretty(
+            &json!({ "shadow_versions": versions }),
+        )?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if by_version.is_empty() {
+        print("no decision in the log was evaluated in shadow (`arbiter policy shadow VERSION`)")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::new();
+    for (v, t) in &by_version {
+        out.push_str(&format!(
+            "shadow {v}: {} decisions evaluated\n",
+            t.evaluated
+        ));
+        for (change, n) in &t.counts {
+            out.push_str(&format!("  {change:<13} {n}\n"));
+        }
+        for (change, ex) in &t.examples {
+            for e in ex {
+                out.push_str(&format!(
+                    "  e.g. {change}: {} {} {} {} (enforced {}, shadow {})\n",
+                    e["decision_id"].as_str().unwrap_or_default(),
+                    e["subject"].as_str().unwrap_or_default(),
+                    e["action"].as_str().unwrap_or_default(),
+                    e["resource"].as_str().unwrap_or_default(),
+                    e["enforced"].as_str().unwrap_or_default(),
+                    e["shadow"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    print(out.trim_end())?;
+    Ok(ExitCode::SUCCESS)
 }

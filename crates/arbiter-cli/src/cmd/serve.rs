@@ -158,13 +158,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let _follow = args.governed.then(|| {
-        tokio::spawn(arbiter_pdp::governed::follow(
-            pdp.clone(),
-            registry,
-            Duration::from_secs(1),
-        ))
-    });
+    // The registry's active version (governed mode) and shadow version, followed.
+    let _follow = tokio::spawn(arbiter_pdp::governed::follow(
+        pdp.clone(),
+        registry,
+        Duration::from_secs(1),
+        args.governed,
+    ));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on `{}`", args.listen))?;
