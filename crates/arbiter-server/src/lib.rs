@@ -151,6 +151,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policy/rollback", post(policy_versions::rollback))
         .route("/v1/policy/diff", get(policy_versions::diff))
         .route(
+            "/v1/policy/shadow",
+            get(policy_versions::shadow)
+                .put(policy_versions::start_shadow)
+                .delete(policy_versions::stop_shadow),
+        )
+        .route(
             "/v1/policy/required-approvals",
             post(policy_versions::required_approvals),
         )

@@ -354,3 +354,62 @@ pub async fn required_approvals(
         .await,
     )
 }
+
+/// `GET /v1/policy/shadow`: the version evaluated in shadow, or `null`.
+pub async fn shadow(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let v = blocking(&state, |s| Ok(s.policy_shadow()?)).await?;
+            Ok(json_status(StatusCode::OK, &json!({ "version": v })))
+        }
+        .await,
+    )
+}
+
+/// `PUT /v1/policy/shadow` with `{"version": "…"}`: evaluate that stored version in shadow
+/// beside the active one on live traffic.
+pub async fn start_shadow(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            let body = read_json(&headers, body, state.config.limits).await?;
+            only(&body, &["version"])?;
+            let version = string(&body, "version", "the version to evaluate in shadow")?;
+            let full = blocking(&state, move |s| {
+                let full = s.resolve_policy_version(&version)?;
+                let v = s
+                    .policy_version(&full)?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "policy version",
+                        id: full.clone(),
+                    })?;
+                governed::load(&v)?;
+                s.set_policy_shadow(Some(&full), &actor(&admin), now_us())?;
+                Ok(full)
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &json!({ "version": full })))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /v1/policy/shadow`: stop the shadow evaluation.
+pub async fn stop_shadow(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    answer(
+        async {
+            let admin = require_admin(&state, &headers, Need::Write).await?;
+            blocking(&state, move |s| {
+                Ok(s.set_policy_shadow(None, &actor(&admin), now_us())?)
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &json!({ "version": null })))
+        }
+        .await,
+    )
+}

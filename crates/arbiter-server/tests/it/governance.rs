@@ -218,6 +218,51 @@ async fn policy_versions_are_governed_over_the_admin_api() {
     let r = f.send("GET", "/v1/policy/versions", None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
+    // Shadow: start (an administrator), read (an auditor), stop; a rejected version cannot.
+    let r = f
+        .send(
+            "PUT",
+            "/v1/policy/shadow",
+            Some(&auditor),
+            Some(&json!({"version": v1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .send(
+            "PUT",
+            "/v1/policy/shadow",
+            Some(&f.admin),
+            Some(&json!({"version": failing})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json());
+    let r = f
+        .send(
+            "PUT",
+            "/v1/policy/shadow",
+            Some(&f.admin),
+            Some(&json!({"version": &v1[7..20]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let r = f
+        .send("GET", "/v1/policy/shadow", Some(&auditor), None)
+        .await;
+    assert_eq!(r.json()["version"], v1.as_str());
+    let r = f
+        .send("DELETE", "/v1/policy/shadow", Some(&f.admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f
+        .send("DELETE", "/v1/policy/shadow", Some(&f.admin), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f
+        .send("GET", "/v1/policy/shadow", Some(&auditor), None)
+        .await;
+    assert_eq!(r.json()["version"], Value::Null);
+
     // Settings and rollback.
     let r = f
         .send(
