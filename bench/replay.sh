@@ -71,6 +71,13 @@ r = json.load(open(path)); secs = float(t1) - float(t0)
 kinds = {}
 for c in r["changes"]:
     kinds[c["change"]] = kinds.get(c["change"], 0) + 1
+# The check: the same policies change nothing; without `locked`, only denies that `locked`
+# decided turn into allows, and some do.
+if label == "same":
+    assert not r["changes"] and status == "0", f"the same policies changed {kinds}"
+else:
+    wrong = [c for c in r["changes"] if c["change"] != "deny->allow" or c["recorded_policies"] != ["locked"]]
+    assert r["changes"] and not wrong and status == "4", f"unexpected changes: {wrong[:3]}"
 print(f"{label:>9}: {r['considered']} decisions read, {r['replayed']} replayed in {secs:.2f} s "
       f"({r['replayed'] / secs:,.0f} decisions/s); changes {kinds or 'none'}; exit {status}")
 PY
