@@ -804,6 +804,10 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
     );
     let v1 = out.split_whitespace().nth(1).unwrap().to_owned();
     assert!(v1.starts_with("sha256:"), "{out}");
+    fails(
+        policy(Some(&bob), &["propose", v1_arg, "-m", "again"]),
+        "was proposed before",
+    );
 
     // Nothing active: a governed server does not start.
     let refused = run(arbiter()
@@ -930,6 +934,9 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
         enforced && shadow_flips() > 0
     });
     assert_eq!(decide("public")["decision"], true);
+    let ready = http(port, "GET", "/readyz", &[], "").unwrap().json();
+    assert_eq!(ready["policy"]["shadow_version"], v1.as_str(), "{ready}");
+    assert_eq!(ready["policy"]["version"], v2.as_str(), "{ready}");
     ok(policy(Some(&alice), &["shadow", "stop"]));
     fails(policy(Some(&alice), &["shadow", "stop"]), "is not running");
     let report: serde_json::Value =

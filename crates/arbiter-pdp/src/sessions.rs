@@ -987,6 +987,111 @@ mod tests {
         ));
     }
 
+    /// A shadow version is evaluated beside the active one: enforcement is unchanged, the
+    /// shadow verdict (seeing the same session) is kept for the record and counted, decisions
+    /// a limit took are not compared, and stopping it stops it.
+    #[test]
+    fn a_shadow_version_is_evaluated_beside_the_active_one() {
+        use crate::replay::SHADOW_KEY;
+        let pdp = pdp();
+        let shadow = Policies::from_sources(
+            &[SourceFile {
+                path: "s.cedar".into(),
+                text: r#"
+                    @id("send-mail") permit (principal, action == Action::"call_tool", resource == Tool::"mail/send");
+                    @id("no-mail") forbid (principal, action, resource == Tool::"mail/send");
+                    @id("refunds") permit (principal, action == Action::"call_tool", resource == Tool::"billing/refund");
+                    @id("reads") permit (principal, action == Action::"call_tool", resource == Tool::"fs/read")
+                    when { context.session.calls_last_minute < 100 };
+                "#
+                .into(),
+            }],
+            None,
+            None,
+        )
+        .unwrap();
+        let version = shadow.version().to_owned();
+        pdp.set_shadow(Some(shadow));
+        assert_eq!(pdp.shadow_version().as_deref(), Some(version.as_str()));
+
+        let d = decide(
+            &pdp,
+            Some("s"),
+            request("bot", "call_tool", "Tool::mail/send", Value::Null),
+        );
+        assert!(
+            d.decision.outcome.is_allow(),
+            "enforcement follows the active version"
+        );
+        let seen = &d.request.unwrap().context[SHADOW_KEY];
+        assert_eq!(seen["version"], version.as_str());
+        assert_eq!(seen["outcome"], "deny");
+        assert_eq!(seen["change"], "allow->deny");
+        assert_eq!(seen["determining_policies"], json!(["no-mail"]));
+
+        // The shadow sees the session the active version saw: the third read in a minute is
+        // denied by the active version only.
+        for _ in 0..2 {
+            assert!(allowed(
+                &pdp,
+                "bot",
+                Some("s"),
+                "Tool::fs/read",
+                Value::Null
+            ));
+        }
+        let d = decide(
+            &pdp,
+            Some("s"),
+            request("bot", "call_tool", "Tool::fs/read", Value::Null),
+        );
+        assert!(!d.decision.outcome.is_allow());
+        assert_eq!(
+            d.request.unwrap().context[SHADOW_KEY]["change"],
+            "deny->allow"
+        );
+
+        // Over the active version's rate limit: a deny not taken by the policies, recorded
+        // with the shadow's verdict and no change.
+        for _ in 0..3 {
+            assert!(allowed(
+                &pdp,
+                "bot",
+                Some("s"),
+                "Tool::billing/refund",
+                json!({"amount": 1})
+            ));
+        }
+        let d = decide(
+            &pdp,
+            Some("s"),
+            request(
+                "bot",
+                "call_tool",
+                "Tool::billing/refund",
+                json!({"amount": 1}),
+            ),
+        );
+        assert_eq!(d.decision.determining_policies, ["arbiter:limit"]);
+        let seen = &d.request.unwrap().context[SHADOW_KEY];
+        assert_eq!(seen["outcome"], "allow");
+        assert_eq!(seen["change"], Value::Null);
+
+        let metrics = pdp.render_metrics();
+        assert!(
+            metrics.contains("arbiter_shadow_decisions_total{change=\"allow_to_deny\"} 1")
+                && metrics.contains("arbiter_shadow_decisions_total{change=\"deny_to_allow\"} 1"),
+            "{metrics}"
+        );
+        pdp.set_shadow(None);
+        let d = decide(
+            &pdp,
+            Some("s"),
+            request("bot", "call_tool", "Tool::mail/send", Value::Null),
+        );
+        assert!(!d.request.unwrap().context.contains_key(SHADOW_KEY));
+    }
+
     #[test]
     fn a_caller_cannot_bring_its_own_session_or_effects() {
         let pdp = pdp();

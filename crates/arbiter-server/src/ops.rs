@@ -54,6 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "loaded_at": secs(status.loaded_at),
             "last_reload_error": status.last_error,
             "last_reload_error_at": status.last_error_at.map(secs),
+            "shadow_version": state.pdp.shadow_version(),
         },
     }));
     (status_code, body).into_response()

@@ -321,9 +321,17 @@ fn propose(dir: &Path, message: &str, quiet: bool, data: &Path) -> anyhow::Resul
     let id = open(data)?;
     let admin = administrator(&id)?;
     let c = governed::candidate(dir, &admin.name, message)?;
-    let v = id
+    let v = match id
         .store()
-        .propose_policy_version(&c.new, &admin.actor, now_us())?;
+        .propose_policy_version(&c.new, &admin.actor, now_us())
+    {
+        Err(arbiter_store::StoreError::Conflict { id: version, .. }) => bail!(
+            "policy version {version} was proposed before: the same policies, schema and \
+             entities (tests are not part of a version); `arbiter policy show {}`",
+            short(&version)
+        ),
+        other => other?,
+    };
     let status = ExitCode::from(if c.failures.is_empty() {
         EXIT_OK
     } else {
