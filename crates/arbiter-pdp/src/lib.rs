@@ -53,6 +53,9 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
+/// How the administrator reason of an allow narrowed to some rows begins.
+pub(crate) const ROWS_ALLOWED: &str = "allowed for the rows where";
+
 /// The policy decision point.
 #[derive(Debug)]
 pub struct Pdp {
@@ -132,7 +135,8 @@ impl Pdp {
         let outcome = replay::policy_outcome(shadow, &eval);
         // Decisions not taken by the policies (limits, budgets, approvals, refusals) are
         // not compared.
-        let by_policies = replay::decided_by_policies(&decision.determining_policies);
+        let by_policies = replay::decided_by_policies(&decision.determining_policies)
+            && !(decision.outcome.is_allow() && replay::narrowed_to_rows(&decision.reason_admin));
         let change = by_policies
             .then(|| replay::compare(decision.outcome, &decision.reason_admin, outcome))
             .flatten();
@@ -566,7 +570,7 @@ impl Pdp {
         d.determining_policies.extend(every_row);
         d.determining_policies.sort();
         d.determining_policies.dedup();
-        d.reason_admin = format!("allowed for the rows where {filter}");
+        d.reason_admin = format!("{ROWS_ALLOWED} {filter}");
         d.reason_user = "allowed for the rows the policies permit".to_owned();
         (d, Some(filter))
     }
