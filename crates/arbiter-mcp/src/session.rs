@@ -1055,3 +1055,44 @@ fn list_failed(id: Id, why: &str) -> Message {
         None,
     )
 }
+
+#[cfg(test)]
+mod approval_url_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn approval_urls_are_checked() {
+        let u = ApprovalUrl::parse("https://arbiter.example/approvals/{id}").unwrap();
+        assert_eq!(
+            u.for_approval("apr_1"),
+            "https://arbiter.example/approvals/apr_1"
+        );
+        for (bad, why) in [
+            ("ftp://x/{id}", "https://"),
+            ("https://arbiter.example/approvals", "`{id}`"),
+            ("https:///{id}", "host"),
+            ("https://{id}", "host"),
+            ("https://a.example/{id} x", "spaces"),
+            ("https://a.example/{id}\n", "control"),
+        ] {
+            let e = ApprovalUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_url_mode_elicitation_counts() {
+        let caps = |c: Value| {
+            let mut p = Map::new();
+            p.insert("capabilities".into(), c);
+            declares_url_elicitation(Some(&p))
+        };
+        assert!(caps(json!({"elicitation": {"url": {}}})));
+        assert!(!caps(json!({"elicitation": {}})));
+        assert!(!caps(json!({"elicitation": {"form": {}}})));
+        assert!(!caps(json!({"elicitation": {"url": true}})));
+        assert!(!caps(json!({})));
+        assert!(!declares_url_elicitation(None));
+    }
+}

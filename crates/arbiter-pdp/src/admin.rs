@@ -276,6 +276,18 @@ pub fn set_status(
 }
 
 /// Every admin and PEP token (metadata only), revoked ones included.
+/// The person an admin token was issued to (its name): who an approval or a governed policy
+/// change names. A token whose record is gone is named by its id.
+pub fn token_holder(
+    store: &dyn Store,
+    caller: &crate::identity::AdminCaller,
+) -> Result<String, arbiter_store::StoreError> {
+    Ok(store
+        .credential(&caller.credential_id)?
+        .map(|c| c.name)
+        .unwrap_or_else(|| caller.credential_id.clone()))
+}
+
 pub fn list_tokens(store: &dyn Store) -> Result<Vec<Credential>, AdminError> {
     let mut all = Vec::new();
     for kind in [CredentialKind::AdminToken, CredentialKind::PepToken] {

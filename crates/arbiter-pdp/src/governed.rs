@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arbiter_policy::{LoadErrors, Policies, run_tests, test_suite_of};
 use arbiter_store::{
-    NewPolicyVersion, PolicyActivation, PolicyFile, PolicyVersion, PolicyVersionState, Store,
-    StoreError,
+    Actor, NewPolicyVersion, PolicyActivation, PolicyFile, PolicyVersion, PolicyVersionState,
+    Store, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -211,6 +211,21 @@ pub fn load(v: &PolicyVersion) -> Result<Policies, GovernedError> {
     Ok(policies)
 }
 
+/// The stored version that `version` names (its hash, or a unique prefix of at least 8 hex
+/// digits).
+pub fn stored(store: &dyn Store, version: &str) -> Result<PolicyVersion, StoreError> {
+    let full = store.resolve_policy_version(version)?;
+    store.policy_version(&full)?.ok_or(StoreError::NotFound {
+        what: "policy version",
+        id: full,
+    })
+}
+
+/// [`stored`], loaded (its files checked against its hash).
+pub fn load_stored(store: &dyn Store, version: &str) -> Result<Policies, GovernedError> {
+    load(&stored(store, version)?)
+}
+
 /// The active version in `store`, loaded.
 pub fn load_active(store: &dyn Store) -> Result<Policies, GovernedError> {
     let active = store
@@ -218,10 +233,35 @@ pub fn load_active(store: &dyn Store) -> Result<Policies, GovernedError> {
         .into_iter()
         .next()
         .ok_or(GovernedError::NoneActive)?;
-    let v = store.policy_version(&active.version)?.ok_or_else(|| {
-        StoreError::Corrupt(format!("active version {} is missing", active.version))
-    })?;
-    load(&v)
+    load_stored(store, &active.version)
+}
+
+/// Activates the version `version` names as `by`, once its stored files are checked to load
+/// as it: a version whose files no longer hash to it is never made active.
+pub fn activate(
+    store: &dyn Store,
+    version: &str,
+    by: &str,
+    actor: &Actor,
+    now_us: i64,
+) -> Result<PolicyActivation, GovernedError> {
+    let v = stored(store, version)?;
+    load(&v)?;
+    Ok(store.activate_policy_version(&v.version, by, actor, now_us)?)
+}
+
+/// Evaluates the version `version` names in shadow from now on, once its stored files are
+/// checked to load as it; returns its full hash.
+pub fn start_shadow(
+    store: &dyn Store,
+    version: &str,
+    actor: &Actor,
+    now_us: i64,
+) -> Result<String, GovernedError> {
+    let v = stored(store, version)?;
+    load(&v)?;
+    store.set_policy_shadow(Some(&v.version), actor, now_us)?;
+    Ok(v.version)
 }
 
 /// Follows the registry in `store`: every `every`, installs the active version in `pdp` when
@@ -292,13 +332,6 @@ pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration, gover
             }
         }
     }
-}
-
-fn load_stored(store: &dyn Store, version: &str) -> Result<Policies, GovernedError> {
-    let v = store
-        .policy_version(version)?
-        .ok_or_else(|| StoreError::Corrupt(format!("policy version {version} is missing")))?;
-    load(&v)
 }
 
 /// How two versions' policies differ, by policy id.

@@ -1096,7 +1096,12 @@ mod tests {
     fn a_caller_cannot_bring_its_own_session_or_effects() {
         let pdp = pdp();
         // Nor the recorded entities a replay reads.
-        for key in [SESSION_KEY, EFFECTS_KEY, crate::recorder::ENTITIES_KEY] {
+        for key in [
+            SESSION_KEY,
+            EFFECTS_KEY,
+            crate::recorder::ENTITIES_KEY,
+            crate::replay::SHADOW_KEY,
+        ] {
             let mut req = request("bot", "call_tool", "Tool::mail/send", Value::Null);
             req.context.insert(key.into(), json!({"labels": []}));
             let d = decide(&pdp, None, req).decision;

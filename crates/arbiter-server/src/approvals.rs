@@ -115,10 +115,7 @@ async fn decide(
             };
             let a = blocking(&state, move |s| {
                 // The approver is the person the admin token was issued to (its name).
-                let approver = s
-                    .credential(&admin.credential_id)?
-                    .map(|c| c.name)
-                    .unwrap_or_else(|| admin.credential_id.clone());
+                let approver = arbiter_pdp::admin::token_holder(s, &admin)?;
                 Ok(s.decide_approval(&id, approve, &approver, &reason, &actor(&admin), now_us())?)
             })
             .await?;

@@ -5,7 +5,7 @@
 
 use arbiter_pdp::governed;
 use arbiter_pdp::identity::{AdminCaller, now_us};
-use arbiter_store::{PolicyFile, Store, StoreError};
+use arbiter_store::{PolicyFile, PolicyVersion, Store, StoreError};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,11 +32,17 @@ impl From<governed::GovernedError> for ApiError {
     }
 }
 
+/// A version as the API answers it: where it stands, against the approvals required and the
+/// active version.
+fn version_answer(s: &dyn Store, v: &PolicyVersion) -> Result<Value, ApiError> {
+    let required = s.required_policy_approvals()?;
+    let active = s.policy_activations(1)?;
+    Ok(governed::version_json(v, required, active.first()))
+}
+
 /// The person an admin token was issued to (its name).
 fn person(s: &dyn Store, admin: &AdminCaller) -> Result<String, StoreError> {
-    Ok(s.credential(&admin.credential_id)?
-        .map(|c| c.name)
-        .unwrap_or_else(|| admin.credential_id.clone()))
+    arbiter_pdp::admin::token_holder(s, admin)
 }
 
 /// Only the `allowed` fields.
@@ -112,13 +118,7 @@ pub async fn show(
         async {
             require_admin(&state, &headers, Need::Read).await?;
             let body = blocking(&state, move |s| {
-                let full = s.resolve_policy_version(&version)?;
-                let v = s
-                    .policy_version(&full)?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "policy version",
-                        id: full.clone(),
-                    })?;
+                let v = governed::stored(s, &version)?;
                 let required = s.required_policy_approvals()?;
                 let activations = s.policy_activations(usize::MAX)?;
                 let mut j = governed::version_json(&v, required, activations.first());
@@ -163,8 +163,7 @@ pub async fn propose(State(state): State<AppState>, headers: HeaderMap, body: Bo
                 let author = person(s, &admin)?;
                 let c = governed::candidate_of(files, &author, &message)?;
                 let v = s.propose_policy_version(&c.new, &actor(&admin), now_us())?;
-                let required = s.required_policy_approvals()?;
-                Ok((governed::version_json(&v, required, None), c.failures))
+                Ok((version_answer(s, &v)?, c.failures))
             })
             .await?;
             let mut v = v;
@@ -189,9 +188,7 @@ pub async fn approve(
                 let full = s.resolve_policy_version(&version)?;
                 let v =
                     s.approve_policy_version(&full, &person(s, &admin)?, &actor(&admin), now_us())?;
-                let required = s.required_policy_approvals()?;
-                let active = s.policy_activations(1)?;
-                Ok(governed::version_json(&v, required, active.first()))
+                version_answer(s, &v)
             })
             .await?;
             Ok(json_status(StatusCode::OK, &body))
@@ -222,8 +219,7 @@ pub async fn reject(
                     &actor(&admin),
                     now_us(),
                 )?;
-                let required = s.required_policy_approvals()?;
-                Ok(governed::version_json(&v, required, None))
+                version_answer(s, &v)
             })
             .await?;
             Ok(json_status(StatusCode::OK, &body))
@@ -243,20 +239,8 @@ pub async fn activate(
         async {
             let admin = require_admin(&state, &headers, Need::Write).await?;
             let body = blocking(&state, move |s| {
-                let full = s.resolve_policy_version(&version)?;
-                let v = s
-                    .policy_version(&full)?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "policy version",
-                        id: full.clone(),
-                    })?;
-                governed::load(&v)?;
-                let a = s.activate_policy_version(
-                    &full,
-                    &person(s, &admin)?,
-                    &actor(&admin),
-                    now_us(),
-                )?;
+                let a =
+                    governed::activate(s, &version, &person(s, &admin)?, &actor(&admin), now_us())?;
                 Ok(governed::activation_json(&a))
             })
             .await?;
@@ -308,14 +292,7 @@ pub async fn diff(
                 return Err(bad("from", "`from` and `to` (two versions) are required"));
             };
             let body = blocking(&state, move |s| {
-                let get = |v: &str| -> Result<_, ApiError> {
-                    let full = s.resolve_policy_version(v)?;
-                    Ok(s.policy_version(&full)?.ok_or(StoreError::NotFound {
-                        what: "policy version",
-                        id: full,
-                    })?)
-                };
-                let (old, new) = (get(&from)?, get(&to)?);
+                let (old, new) = (governed::stored(s, &from)?, governed::stored(s, &to)?);
                 let d = governed::diff(&old, &new)?;
                 Ok(governed::diff_json(&old, &new, &d))
             })
@@ -381,16 +358,12 @@ pub async fn start_shadow(
             only(&body, &["version"])?;
             let version = string(&body, "version", "the version to evaluate in shadow")?;
             let full = blocking(&state, move |s| {
-                let full = s.resolve_policy_version(&version)?;
-                let v = s
-                    .policy_version(&full)?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: "policy version",
-                        id: full.clone(),
-                    })?;
-                governed::load(&v)?;
-                s.set_policy_shadow(Some(&full), &actor(&admin), now_us())?;
-                Ok(full)
+                Ok(governed::start_shadow(
+                    s,
+                    &version,
+                    &actor(&admin),
+                    now_us(),
+                )?)
             })
             .await?;
             Ok(json_status(StatusCode::OK, &json!({ "version": full })))

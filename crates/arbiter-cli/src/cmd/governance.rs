@@ -11,12 +11,30 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use arbiter_pdp::governed;
 use arbiter_pdp::identity::{Identity, IdentitySettings, now_us};
-use arbiter_store::{Actor, PolicyActivation, PolicyVersion};
+use arbiter_store::{Actor, PolicyActivation};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::cmd::agent::DataArg;
 use crate::out::{EXIT_ERROR, EXIT_OK, print};
+
+/// Which recorded decisions a command reads.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Window {
+    /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago (`15m`,
+    /// `1h`, `7d`).
+    #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+    since: Option<i64>,
+    /// Only decisions before this time.
+    #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
+    until: Option<i64>,
+}
+
+impl Window {
+    fn contains(self, ts_us: i64) -> bool {
+        self.since.is_none_or(|s| ts_us >= s) && self.until.is_none_or(|u| ts_us < u)
+    }
+}
 
 /// The environment variable holding an administrator's token for governed changes.
 pub const ADMIN_TOKEN_ENV: &str = "ARBITER_ADMIN_TOKEN";
@@ -108,13 +126,8 @@ pub enum GovernCommand {
         /// The candidate: a stored version (`sha256:…` or at least 8 hex digits), or a policy
         /// directory.
         candidate: String,
-        /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago
-        /// (`15m`, `1h`, `7d`).
-        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
-        since: Option<i64>,
-        /// Only decisions before this time.
-        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
-        until: Option<i64>,
+        #[command(flatten)]
+        window: Window,
         #[command(flatten)]
         data: DataArg,
     },
@@ -131,12 +144,8 @@ pub enum GovernCommand {
     /// How the shadow version's verdicts compared with the enforced ones, from the decision
     /// log: counts by change, per shadow version, with example decisions.
     ShadowReport {
-        /// Only decisions at or after this time: RFC 3339, Unix seconds, or a time ago.
-        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
-        since: Option<i64>,
-        /// Only decisions before this time.
-        #[arg(long, value_name = "TIME", value_parser = crate::cmd::log::time_arg)]
-        until: Option<i64>,
+        #[command(flatten)]
+        window: Window,
         #[command(flatten)]
         data: DataArg,
     },
@@ -176,11 +185,7 @@ fn administrator(identity: &Identity) -> anyhow::Result<Administrator> {
             caller.role
         );
     }
-    let name = identity
-        .store()
-        .credential(&caller.credential_id)?
-        .map(|c| c.name)
-        .context("the admin token's record is gone")?;
+    let name = arbiter_pdp::admin::token_holder(identity.store().as_ref(), &caller)?;
     Ok(Administrator {
         name,
         actor: Actor::admin_token(caller.credential_id),
@@ -239,15 +244,13 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
         GovernCommand::Activate { version, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
-            let store = id.store();
-            let version = store.resolve_policy_version(&version)?;
-            // Loaded before it is activated: a version whose stored files no longer load or
-            // hash to it is never made active.
-            let v = store
-                .policy_version(&version)?
-                .context("the version vanished")?;
-            governed::load(&v)?;
-            let a = store.activate_policy_version(&version, &admin.name, &admin.actor, now_us())?;
+            let a = governed::activate(
+                id.store().as_ref(),
+                &version,
+                &admin.name,
+                &admin.actor,
+                now_us(),
+            )?;
             print(&format!(
                 "activated {} as {} (activation {})",
                 a.version, admin.name, a.seq
@@ -275,10 +278,9 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
         GovernCommand::Diff { a, b, data } => diff(&data.data, &a, &b, data.json),
         GovernCommand::Replay {
             candidate,
-            since,
-            until,
+            window,
             data,
-        } => replay(&data.data, &candidate, since, until, data.json),
+        } => replay(&data.data, &candidate, window, data.json),
         GovernCommand::Shadow { version, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
@@ -287,12 +289,8 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
                 store.set_policy_shadow(None, &admin.actor, now_us())?;
                 print("shadow evaluation stopped")?;
             } else {
-                let full = store.resolve_policy_version(&version)?;
-                let v = store
-                    .policy_version(&full)?
-                    .context("the version vanished")?;
-                governed::load(&v)?;
-                store.set_policy_shadow(Some(&full), &admin.actor, now_us())?;
+                let full =
+                    governed::start_shadow(store.as_ref(), &version, &admin.actor, now_us())?;
                 print(&format!(
                     "evaluating {full} in shadow from now on (`arbiter policy shadow-report`; \
                      `arbiter policy shadow stop` to stop)"
@@ -300,8 +298,8 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        GovernCommand::ShadowReport { since, until, data } => {
-            shadow_report(&data.data, since, until, data.json)
+        GovernCommand::ShadowReport { window, data } => {
+            shadow_report(&data.data, window, data.json)
         }
         GovernCommand::RequireApprovals { count, data } => {
             let id = open(&data.data)?;
@@ -426,10 +424,7 @@ fn history(data: &Path, limit: usize, as_json: bool) -> anyhow::Result<ExitCode>
 fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let store = id.store();
-    let version = store.resolve_policy_version(version)?;
-    let v = store
-        .policy_version(&version)?
-        .context("the version vanished")?;
+    let v = governed::stored(store.as_ref(), version)?;
     let required = store.required_policy_approvals()?;
     let activations: Vec<PolicyActivation> = store.policy_activations(usize::MAX)?;
     let active = activations.first();
@@ -508,11 +503,10 @@ fn show(data: &Path, version: &str, files: bool, as_json: bool) -> anyhow::Resul
 fn diff(data: &Path, a: &str, b: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let store = id.store();
-    let get = |v: &str| -> anyhow::Result<PolicyVersion> {
-        let full = store.resolve_policy_version(v)?;
-        store.policy_version(&full)?.context("the version vanished")
-    };
-    let (old, new) = (get(a)?, get(b)?);
+    let (old, new) = (
+        governed::stored(store.as_ref(), a)?,
+        governed::stored(store.as_ref(), b)?,
+    );
     let d = governed::diff(&old, &new)?;
     if as_json {
         print(&serde_json::to_string_pretty(&governed::diff_json(
@@ -561,13 +555,7 @@ fn indent(text: &str, prefix: &str) -> String {
 /// Exit status of `replay` when the candidate changes some verdict.
 const EXIT_CHANGES: u8 = 4;
 
-fn replay(
-    data: &Path,
-    candidate: &str,
-    since: Option<i64>,
-    until: Option<i64>,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
+fn replay(data: &Path, candidate: &str, window: Window, as_json: bool) -> anyhow::Result<ExitCode> {
     let dir = Path::new(candidate);
     let policies = if dir.is_dir() {
         arbiter_policy::Policies::load_dir(dir).map_err(|e| {
@@ -576,12 +564,7 @@ fn replay(
         })?
     } else {
         let id = open(data)?;
-        let store = id.store();
-        let full = store.resolve_policy_version(candidate)?;
-        let v = store
-            .policy_version(&full)?
-            .context("the version vanished")?;
-        governed::load(&v)?
+        governed::load_stored(id.store().as_ref(), candidate)?
     };
     let log = data.join("log");
     if !log.is_dir() {
@@ -595,8 +578,7 @@ fn replay(
             None
         }
     });
-    let in_window =
-        records.filter(|r| since.is_none_or(|s| r.ts_us >= s) && until.is_none_or(|u| r.ts_us < u));
+    let in_window = records.filter(|r| window.contains(r.ts_us));
     let started = std::time::Instant::now();
     let report = arbiter_pdp::replay::replay(&policies, in_window);
     let took = started.elapsed();
@@ -690,12 +672,7 @@ fn replay(
 /// Example decisions kept per shadow version and change in a shadow report.
 const SHADOW_EXAMPLES: usize = 5;
 
-fn shadow_report(
-    data: &Path,
-    since: Option<i64>,
-    until: Option<i64>,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
+fn shadow_report(data: &Path, window: Window, as_json: bool) -> anyhow::Result<ExitCode> {
     use std::collections::BTreeMap;
     let log = data.join("log");
     if !log.is_dir() {
@@ -710,7 +687,7 @@ fn shadow_report(
     let mut by_version: BTreeMap<String, Tally> = BTreeMap::new();
     for item in arbiter_log::read_records(&log)? {
         let (_, r) = item?;
-        if since.is_some_and(|s| r.ts_us < s) || until.is_some_and(|u| r.ts_us >= u) {
+        if !window.contains(r.ts_us) {
             continue;
         }
         let Some(shadow) = r.context.get(arbiter_pdp::replay::SHADOW_KEY) else {
