@@ -64,6 +64,10 @@ pub enum Command {
     /// The PostgreSQL guard: a protocol proxy that decides every statement.
     #[command(subcommand)]
     Sql(crate::cmd::sql::SqlCommand),
+    /// A witness that cosigns decision-log checkpoints, so that a log rewritten after it was
+    /// witnessed is detected by anyone holding the witness's public key.
+    #[command(subcommand)]
+    Witness(crate::cmd::witness::WitnessCommand),
     /// Print a shell completion script, e.g. `arbiter completions bash > /etc/bash_completion.d/arbiter`.
     Completions {
         /// The shell.
@@ -198,6 +202,21 @@ pub struct ServeArgs {
     /// FILE (after a log rotation).
     #[arg(long, env = "ARBITER_ACCESS_LOG", value_name = "FILE|-")]
     pub access_log: Option<String>,
+
+    /// Send every new checkpoint of the decision log to this witness (`arbiter witness
+    /// serve`; repeatable) and keep its cosignatures in DIR/log/cosignatures.log. Decisions
+    /// never wait for witnesses: an unreachable or refusing one shows in `/readyz` and
+    /// `arbiter_witness_*` metrics, and checkpoints wait for it.
+    #[arg(long = "witness", value_name = "URL")]
+    pub witnesses: Vec<String>,
+
+    /// Cosignatures a checkpoint needs to count as witnessed (readiness and metrics).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub witness_quorum: usize,
+
+    /// Bound on one exchange with a witness, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub witness_timeout_ms: u64,
 
     /// Forward-auth route list: `SERVICE METHOD /path/{param}` per line and one
     /// `@service SERVICE proxy=nginx|traefik|envoy [allow=…] [method-override]` line per

@@ -657,3 +657,242 @@ fn accepted_log_damage_is_recorded_and_verify_reports_it() {
     assert!(report.accepted_damage.is_none());
     assert_eq!(log.tree_size(), 31);
 }
+
+// --- Witnessed checkpoints (issue 15, part 4) ---
+
+/// `arbiter witness serve` on a free port following the log in `data`, ready.
+fn witness(wdata: &Path, data: &Path) -> (Running, u16) {
+    let port = arbiter_testkit::free_port();
+    let mut w = Running::spawn(
+        "arbiter witness serve",
+        arbiter()
+            .args(["witness", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(wdata)
+            .arg("--log-key")
+            .arg(data.join("log/log-signing.pub"))
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("the witness answers /healthz", PATIENCE, || {
+        w.assert_running();
+        arbiter_testkit::http(port, "GET", "/healthz", &[], "").is_ok_and(|r| r.status == 200)
+    });
+    (w, port)
+}
+
+/// `arbiter serve` of `data` sending checkpoints (every 100 ms) to the witness at `url`.
+fn serve_witnessed(data: &Path, url: &str) -> (u16, arbiter_testkit::Served) {
+    let port = arbiter_testkit::free_port();
+    let mut cmd = arbiter();
+    cmd.args([
+        "serve",
+        "--node-id",
+        "n1",
+        "--checkpoint-interval-ms",
+        "100",
+    ])
+    .args(["--listen", &format!("127.0.0.1:{port}"), "--witness", url])
+    .arg("--data")
+    .arg(data)
+    .env_remove("ARBITER_DATA")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    (port, arbiter_testkit::Served::start(&mut cmd, port))
+}
+
+/// Serves `data` with the witness at `wport`, makes `n` decisions, waits until the witness
+/// cosigned all of them, and stops (the final checkpoint is witnessed at shutdown).
+fn decide_witnessed(data: &Path, wport: u16, n: usize) -> Value {
+    let (port, served) = serve_witnessed(data, &format!("http://127.0.0.1:{wport}"));
+    for i in 0..n {
+        let body = json!({
+            "subject": {"type": "Agent", "id": format!("a{i}")},
+            "action": {"name": "read"},
+            "resource": {"type": "Doc", "id": "1"},
+        });
+        let r = arbiter_testkit::http(
+            port,
+            "POST",
+            "/access/v1/evaluation",
+            &[("content-type", "application/json")],
+            &body.to_string(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.raw);
+    }
+    let ready = arbiter_testkit::wait_for("every record witnessed", PATIENCE, || {
+        let r = arbiter_testkit::http(port, "GET", "/readyz", &[], "").ok()?;
+        let v = r.json();
+        let records = v["decision_log"]["records"].as_u64()?;
+        (v["witness"]["status"] == "witnessed"
+            && v["witness"]["witnessed_size"].as_u64() == Some(records))
+        .then_some(v)
+    });
+    let metrics = arbiter_testkit::http(port, "GET", "/metrics", &[], "").unwrap();
+    assert!(
+        metrics
+            .body
+            .contains("arbiter_witness_unwitnessed_records 0"),
+        "{}",
+        metrics.body
+    );
+    let mut served = served;
+    let out = served.process.terminate();
+    assert_eq!(out.status.code(), Some(0));
+    ready
+}
+
+fn verify_witnessed(data: &Path, key: &str, wkey: &str, url: Option<&str>) -> Output {
+    let mut args = vec!["log", "verify", "--pubkey", key, "--witness-key", wkey];
+    if let Some(u) = url {
+        args.extend(["--witness", u]);
+    }
+    run(&args, data)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Rebuilds the log of `from` in `to` with the same signing key and record 1's outcome
+/// flipped: a log that verifies by itself, with checkpoints regenerated over the rewrite.
+fn forge(from: &Path, to: &Path) {
+    let records: Vec<DecisionRecord> = arbiter_log::read_records(&from.join("log"))
+        .unwrap()
+        .map(|r| r.unwrap().1)
+        .collect();
+    std::fs::create_dir_all(to.join("log")).unwrap();
+    std::fs::copy(
+        from.join("log/log-signing.key"),
+        to.join("log/log-signing.key"),
+    )
+    .unwrap();
+    let (log, _) = Log::open(&to.join("log"), opts()).unwrap();
+    for (i, mut r) in records.into_iter().enumerate() {
+        if i == 1 {
+            r.outcome = if r.outcome == Outcome::Allow {
+                Outcome::Deny
+            } else {
+                Outcome::Allow
+            };
+        }
+        log.append_blocking(r).unwrap();
+    }
+    log.shutdown().unwrap();
+}
+
+#[test]
+fn witnessed_log_rewrite_truncation_and_rollback_are_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    append(&data, 0..5);
+    let key = pubkey(&data);
+    let wdata = tmp.path().join("witness");
+    let (mut w, wport) = witness(&wdata, &data);
+    let wurl = format!("http://127.0.0.1:{wport}");
+    let out = run(&["witness", "pubkey"], &wdata);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let wkey = text(&out.stdout).trim().to_string();
+    assert_eq!(wkey.len(), 64);
+
+    // Decisions flow; every checkpoint is cosigned; verify agrees with the witness.
+    let ready = decide_witnessed(&data, wport, 12);
+    assert_eq!(ready["witness"]["quorum"], 1);
+    assert!(data.join("log/cosignatures.log").exists());
+    for url in [None, Some(wurl.as_str())] {
+        let out = verify_witnessed(&data, &key, &wkey, url);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("witness "),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(text(&out.stdout).contains(" ok: cosigned size "));
+    }
+    let backup = tmp.path().join("backup");
+    copy_dir(&data, &backup);
+    decide_witnessed(&data, wport, 6);
+    let out = verify_witnessed(&data, &key, &wkey, Some(&wurl));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Another key's cosignatures prove nothing.
+    let stranger = arbiter_log::KeyPair::from_seed(&[9; 32]).public_key_hex();
+    let out = verify_witnessed(&data, &key, &stranger, None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("no checkpoint of this log cosigned"));
+
+    // Rewritten with regenerated checkpoints: verifies alone, never with the witness.
+    let forged = tmp.path().join("forged");
+    forge(&data, &forged);
+    let out = run(&["log", "verify", "--pubkey", &key], &forged);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = verify_witnessed(&forged, &key, &wkey, None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("no checkpoint of this log cosigned by this witness"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ... even with the old cosignatures copied beside it.
+    std::fs::copy(
+        data.join("log/cosignatures.log"),
+        forged.join("log/cosignatures.log"),
+    )
+    .unwrap();
+    let out = verify_witnessed(&forged, &key, &wkey, None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("records were rewritten after it saw them"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The witness refuses to cosign the forged log, and serving it says so.
+    let (port, mut served) = serve_witnessed(&forged, &wurl);
+    let refused = arbiter_testkit::wait_for("the witness refuses", PATIENCE, || {
+        let v = arbiter_testkit::http(port, "GET", "/readyz", &[], "")
+            .ok()?
+            .json();
+        let e = v["witness"]["witnesses"][0]["last_error"]
+            .as_str()?
+            .to_string();
+        Some((v, e))
+    });
+    assert!(refused.1.contains("refused (422)"), "{}", refused.1);
+    assert_eq!(refused.0["witness"]["status"], "behind");
+    assert_eq!(refused.0["status"], "ready", "decisions keep flowing");
+    served.process.terminate();
+
+    // Rolled back to the backup: consistent with its own cosignatures, so only the witness
+    // itself can tell.
+    let out = verify_witnessed(&backup, &key, &wkey, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = verify_witnessed(&backup, &key, &wkey, Some(&wurl));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("records were removed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The witness's view survives its restart.
+    w.terminate();
+    let (_w, wport) = witness(&wdata, &data);
+    let out = verify_witnessed(
+        &backup,
+        &key,
+        &wkey,
+        Some(&format!("http://127.0.0.1:{wport}")),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    decide_witnessed(&data, wport, 2);
+}

@@ -113,6 +113,15 @@ impl PublicKey {
     pub fn key_id(&self) -> String {
         hex::encode(&Sha256::digest(self.0.as_bytes())[..8])
     }
+
+    /// Checks a strict Ed25519 signature, given as 128 hex characters, over `msg`.
+    pub fn verify_hex(&self, msg: &[u8], signature_hex: &str) -> Result<(), CheckpointError> {
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(signature_hex, &mut sig).map_err(|_| CheckpointError::BadSignature)?;
+        self.0
+            .verify_strict(msg, &Signature::from_bytes(&sig))
+            .map_err(|_| CheckpointError::BadSignature)
+    }
 }
 
 /// The node's signing key.
@@ -147,8 +156,18 @@ impl KeyPair {
     /// the directory fsynced) with a fresh random seed. (Re)writes
     /// `dir/log-signing.pub` if it is missing or does not match.
     pub fn load_or_create(dir: &Path) -> Result<KeyPair, CheckpointError> {
+        KeyPair::load_or_create_named(dir, KEY_FILE, PUB_FILE)
+    }
+
+    /// [`KeyPair::load_or_create`] with other file names (a witness keeps its
+    /// own key beside its state).
+    pub fn load_or_create_named(
+        dir: &Path,
+        key_file: &str,
+        pub_file: &str,
+    ) -> Result<KeyPair, CheckpointError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let key_path = dir.join(KEY_FILE);
+        let key_path = dir.join(key_file);
         let kp = match fs::read_to_string(&key_path) {
             Ok(s) => {
                 let mut seed = [0u8; 32];
@@ -159,7 +178,7 @@ impl KeyPair {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let kp = KeyPair::generate()?;
                 let text = format!("{}\n", hex::encode(kp.signing.to_bytes()));
-                write_atomic(dir, KEY_FILE, text.as_bytes(), 0o600)?;
+                write_atomic(dir, key_file, text.as_bytes(), 0o600)?;
                 kp
             }
             Err(e) => {
@@ -169,11 +188,11 @@ impl KeyPair {
                 });
             }
         };
-        let pub_path = dir.join(PUB_FILE);
+        let pub_path = dir.join(pub_file);
         let want = format!("{}\n", kp.public_key_hex());
         let current = fs::read_to_string(&pub_path).ok();
         if current.as_deref() != Some(want.as_str()) {
-            write_atomic(dir, PUB_FILE, want.as_bytes(), 0o644)?;
+            write_atomic(dir, pub_file, want.as_bytes(), 0o644)?;
         }
         Ok(kp)
     }
@@ -196,7 +215,12 @@ impl KeyPair {
 
 /// Writes `dir/name` via a temporary file: create with `mode`, write, fsync,
 /// rename, fsync the directory.
-fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), CheckpointError> {
+pub(crate) fn write_atomic(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), CheckpointError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let _ = fs::remove_file(&tmp);
     let mut opts = fs::OpenOptions::new();
@@ -308,13 +332,7 @@ impl Checkpoint {
                 found: self.key_id.clone(),
             });
         }
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(&self.signature, &mut sig)
-            .map_err(|_| CheckpointError::BadSignature)?;
-        let sig = Signature::from_bytes(&sig);
-        key.0
-            .verify_strict(self.signed_body().as_bytes(), &sig)
-            .map_err(|_| CheckpointError::BadSignature)
+        key.verify_hex(self.signed_body().as_bytes(), &self.signature)
     }
 
     /// Canonical JSON of this checkpoint (the `checkpoints.log` payload).

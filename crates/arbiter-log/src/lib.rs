@@ -13,7 +13,9 @@
 //! - [`reader`]: read-only access to a live directory (follow, prove,
 //!   consistency) without opening a writer;
 //! - [`query`]: the [`RecordFilter`] used by `arbiter log query`;
-//! - [`ocsf`]: mapping records to OCSF events for export.
+//! - [`ocsf`]: mapping records to OCSF events for export;
+//! - [`witness`]: cosigned checkpoints, a witness's state, and checking a
+//!   log against what witnesses saw.
 //!
 //! Pure and synchronous: no async runtime, no network, no policy engine.
 
@@ -30,6 +32,7 @@ pub mod segment;
 pub mod state;
 pub mod store;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 pub use canonical::{CanonicalError, canonical_json, sha256_digest as context_digest};
@@ -39,7 +42,9 @@ pub use merkle::{
     verify_inclusion,
 };
 pub use query::{RecordFilter, TimeError, parse_time};
-pub use reader::{Follower, consistency_dir, latest_checkpoint, prove_dir, read_checkpoints};
+pub use reader::{
+    Follower, consistency_dir, latest_checkpoint, prove_dir, prove_picked, read_checkpoints,
+};
 pub use record::{
     DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef,
     format_rfc3339_us, redact,

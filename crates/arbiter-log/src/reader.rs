@@ -420,6 +420,58 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
     })
 }
 
+/// The records among the first `cp.tree_size` of `dir` whose canonical bytes `pick` chooses,
+/// each with its inclusion proof against `cp` (read-only; the log may be live). `cp` must be a
+/// checkpoint of this log: its root is checked against the recomputed tree (its signature is
+/// not; see [`crate::check_proof`]). For bundles of several records under one checkpoint,
+/// e.g. a decision and the activation of the policy version that made it.
+pub fn prove_picked(
+    dir: &Path,
+    cp: &Checkpoint,
+    pick: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<Vec<InclusionProofBundle>, LogError> {
+    let public_key = PublicKey::from_file(&dir.join(PUB_FILE))?.to_hex();
+    let mut tree = MerkleTree::new();
+    let mut picked: Vec<(u64, Vec<u8>)> = Vec::new();
+    if cp.tree_size > 0 {
+        Follower::new(dir).poll_raw(&mut |i, payload| {
+            tree.push(leaf_hash(payload));
+            if pick(payload) {
+                picked.push((i, payload.to_vec()));
+            }
+            if tree.size() >= cp.tree_size {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+    }
+    if tree.size() < cp.tree_size {
+        return Err(LogError::TruncatedBehindCheckpoint {
+            records: tree.size(),
+            checkpoint_size: cp.tree_size,
+        });
+    }
+    check_root(&tree, cp)?;
+    picked
+        .into_iter()
+        .map(|(index, payload)| {
+            let proof = tree.inclusion_proof(index, cp.tree_size)?;
+            let record: serde_json::Value = serde_json::from_slice(&payload)
+                .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
+            Ok(InclusionProofBundle {
+                record,
+                leaf_index: index,
+                tree_size: cp.tree_size,
+                leaf_hash: hex::encode(leaf_hash(&payload)),
+                proof: proof.iter().map(hex::encode).collect(),
+                checkpoint: cp.clone(),
+                public_key: public_key.clone(),
+            })
+        })
+        .collect()
+}
+
 /// A consistency proof from checkpoint `old` to checkpoint `new`, computed
 /// from the records in `dir` (read-only). Both checkpoints' roots must match
 /// the tree recomputed from the segments; signatures are not checked here

@@ -919,6 +919,19 @@ impl Log {
         Ok(s.tree.consistency_proof(old.tree_size, new.tree_size)?)
     }
 
+    /// A consistency proof from this log's first `old_size` records to `new`, a checkpoint
+    /// of this log (what a witness that last saw `old_size` records needs).
+    pub fn consistency_from(&self, old_size: u64, new: &Checkpoint) -> Result<Vec<Hash>, LogError> {
+        let s = self.read_shared();
+        if s.tree.root_at(new.tree_size)? != new.root()? {
+            return Err(LogError::CheckpointMismatch {
+                size: new.tree_size,
+                reason: "root differs from this log".to_string(),
+            });
+        }
+        Ok(s.tree.consistency_proof(old_size, new.tree_size)?)
+    }
+
     /// Drains the queue, syncs, writes a final checkpoint and stops the
     /// writer thread. Later appends fail with [`LogError::ShutDown`].
     pub fn shutdown(&self) -> Result<(), LogError> {

@@ -228,12 +228,118 @@ pub fn load_stored(store: &dyn Store, version: &str) -> Result<Policies, Governe
 
 /// The active version in `store`, loaded.
 pub fn load_active(store: &dyn Store) -> Result<Policies, GovernedError> {
-    let active = store
+    Ok(active(store)?.policies)
+}
+
+/// A version about to be enforced: its policies, the stored version and its activation.
+#[derive(Debug)]
+pub struct Enforced {
+    pub policies: Policies,
+    pub version: PolicyVersion,
+    pub activation: PolicyActivation,
+}
+
+/// The active version in `store`, loaded, with its activation.
+pub fn active(store: &dyn Store) -> Result<Enforced, GovernedError> {
+    let activation = store
         .policy_activations(1)?
         .into_iter()
         .next()
         .ok_or(GovernedError::NoneActive)?;
-    load_stored(store, &active.version)
+    let version = stored(store, &activation.version)?;
+    Ok(Enforced {
+        policies: load(&version)?,
+        version,
+        activation,
+    })
+}
+
+/// The enforcement point of the record a governed node writes in its decision log when it
+/// starts enforcing a version: who proposed, approved and activated it, so that every
+/// decision the version makes is preceded, in the same tamper-evident log, by the evidence of
+/// its governance (`arbiter evidence`).
+pub const ACTIVATION_ENFORCEMENT_POINT: &str = "arbiter:policy";
+/// The action of that record.
+pub const ACTIVATION_ACTION: &str = "arbiter:enforce-policy-version";
+/// Its determining policy: not a policy's verdict, so replay and shadow leave it out.
+pub const ACTIVATION_POLICY: &str = "arbiter:governance";
+
+/// The activation record of `e` (see [`ACTIVATION_ENFORCEMENT_POINT`]).
+pub fn activation_record(e: &Enforced) -> arbiter_log::DecisionRecord {
+    let v = &e.version;
+    let a = &e.activation;
+    let approvers: Vec<&str> = v.approvals.iter().map(|p| p.approver.as_str()).collect();
+    let context = json!({
+        "version": v.version,
+        "author": v.author,
+        "message": v.message,
+        "proposed_at": time(v.proposed_us),
+        "tests": {"passed": v.tests_passed, "failed": v.tests_failed},
+        "approvals": v.approvals.iter()
+            .map(|p| json!({"approver": p.approver, "at": time(p.at_us)}))
+            .collect::<Vec<_>>(),
+        "owners": v.owners,
+        "activation": {"seq": a.seq, "kind": a.kind, "by": a.by, "at": time(a.at_us)},
+    });
+    arbiter_log::DecisionRecord {
+        decision_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+        subject: arbiter_log::SubjectRef {
+            kind: "Admin".to_owned(),
+            id: a.by.clone(),
+            agent_id: None,
+            credential_id: None,
+        },
+        action: ACTIVATION_ACTION.to_owned(),
+        resource: arbiter_log::EntityRef {
+            kind: "PolicyVersion".to_owned(),
+            id: v.version.clone(),
+        },
+        context_digest: arbiter_log::context_digest(&context).unwrap_or_default(),
+        context,
+        outcome: arbiter_log::Outcome::Allow,
+        determining_policies: vec![ACTIVATION_POLICY.to_owned()],
+        reason_admin: format!(
+            "enforcing policy version {} ({} by {}): proposed by {}, approved by {}",
+            v.version,
+            a.kind.as_str(),
+            a.by,
+            v.author,
+            if approvers.is_empty() {
+                "nobody".to_owned()
+            } else {
+                approvers.join(", ")
+            }
+        ),
+        policy_version: v.version.clone(),
+        engine: "cedar".to_owned(),
+        engine_version: crate::recorder::ENGINE_VERSION.to_owned(),
+        enforcement_point: ACTIVATION_ENFORCEMENT_POINT.to_owned(),
+        ..arbiter_log::DecisionRecord::default()
+    }
+}
+
+/// Starts enforcing `e`: its activation record is made durable in the decision log first (when
+/// there is one), then the version is installed. When the record cannot be written the version
+/// is not installed (the log has failed, so every decision is denied anyway).
+pub async fn enforce(pdp: &Pdp, e: Enforced) -> Result<(), String> {
+    if pdp.snapshot().version() == e.version.version {
+        return Ok(());
+    }
+    if let Some(recorder) = pdp.recorder() {
+        let written = recorder.submit(activation_record(&e)).await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                return Err(format!(
+                    "cannot record the activation of {} in the decision log: {err}",
+                    e.version.version
+                ));
+            }
+            Err(_) => return Err("the decision log stopped".to_owned()),
+        }
+    }
+    pdp.install(e.policies);
+    Ok(())
 }
 
 /// Activates the version `version` names as `by`, once its stored files are checked to load
@@ -278,12 +384,12 @@ pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration, gover
         let store2 = Arc::clone(&store);
         let next = tokio::task::spawn_blocking(move || {
             let store = store2.as_ref();
-            let active = (|| -> Result<Option<Policies>, GovernedError> {
+            let active = (|| -> Result<Option<Enforced>, GovernedError> {
                 if !governed {
                     return Ok(None);
                 }
                 match store.policy_activations(1)?.into_iter().next() {
-                    Some(a) if a.version != current => Ok(Some(load_stored(store, &a.version)?)),
+                    Some(a) if a.version != current => Ok(Some(active(store)?)),
                     _ => Ok(None),
                 }
             })();
@@ -303,14 +409,14 @@ pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration, gover
             tracing::error!("the policy version check panicked");
             continue;
         };
+        let active = match active {
+            Ok(Some(next)) => enforce(&pdp, next).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
         match active {
-            Ok(Some(policies)) => {
-                failed = None;
-                pdp.install(policies);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                let text = e.to_string();
+            Ok(()) => failed = None,
+            Err(text) => {
                 if failed.as_deref() != Some(text.as_str()) && pdp.note_reload_error(&text) {
                     tracing::error!(error = %text, "cannot install the active policy version; the current one keeps serving");
                 }

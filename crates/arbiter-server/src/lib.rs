@@ -24,6 +24,7 @@ mod log;
 mod ops;
 mod policy_versions;
 pub mod routes;
+pub mod witness;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub routes: Arc<routes::RouteTable>,
     /// Where one JSON line per request goes, if anywhere.
     pub access_log: Option<access_log::AccessLog>,
+    /// The witnesses the decision log's checkpoints are sent to, if any.
+    pub witnessing: Option<Arc<witness::Witnessing>>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             admin_reasons_for_all_callers: false,
             routes: Arc::new(routes::RouteTable::default()),
             access_log: None,
+            witnessing: None,
         }
     }
 }

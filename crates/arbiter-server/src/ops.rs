@@ -39,6 +39,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })
     });
     let log_ok = log.as_ref().is_none_or(|l| l["healthy"] == true);
+    // Witnesses never make the node unready: decisions keep flowing, checkpoints wait.
+    let witness = state
+        .config
+        .witnessing
+        .as_ref()
+        .map(|w| w.status_json(checkpoint_size(&state)));
     let status_code = if log_ok {
         StatusCode::OK
     } else {
@@ -56,12 +62,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "last_reload_error_at": status.last_error_at.map(secs),
             "shadow_version": state.pdp.shadow_version(),
         },
+        "witness": witness,
     }));
     (status_code, body).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.pdp.render_metrics();
+    if let Some(w) = &state.config.witnessing {
+        text.push_str(&w.render_metrics(checkpoint_size(&state)));
+    }
     if let Some(log) = &state.config.access_log {
         text.push_str(&format!(
             "# HELP arbiter_access_log_lines_lost_total Access log lines dropped (the writer was \
@@ -90,4 +100,13 @@ pub async fn method_not_allowed() -> Response {
         "this endpoint does not accept that method",
     )
     .into_response()
+}
+
+/// Size of the decision log's latest checkpoint (0 without one).
+fn checkpoint_size(state: &AppState) -> u64 {
+    state
+        .pdp
+        .recorder()
+        .and_then(|r| r.log().latest_checkpoint())
+        .map_or(0, |c| c.tree_size)
 }

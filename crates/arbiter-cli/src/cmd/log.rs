@@ -73,6 +73,19 @@ pub enum LogCommand {
         /// the server's `--checkpoint-every-records`.
         #[arg(long, value_name = "N", default_value_t = arbiter_log::DEFAULT_CHECKPOINT_EVERY_RECORDS)]
         checkpoint_every_records: u64,
+        /// Also require the log to agree with what this witness cosigned (repeatable; a file or
+        /// 64 hex characters, see `arbiter witness pubkey`): its latest cosigned checkpoint
+        /// found in DIR/log/cosignatures.log (and from `--witness`) must be a checkpoint of
+        /// these records, with at most `--checkpoint-every-records` records after it. Detects
+        /// records rewritten or removed after a witness saw them even when the local
+        /// checkpoints were regenerated.
+        #[arg(long = "witness-key", value_name = "FILE|HEX")]
+        witness_keys: Vec<String>,
+        /// Ask this witness (repeatable; its base URL) for the latest checkpoint it holds of
+        /// this log, so that a log rolled back to an earlier state, with its cosignatures, is
+        /// detected too. Needs `--witness-key`.
+        #[arg(long = "witness", value_name = "URL", requires = "witness_keys")]
+        witness_urls: Vec<String>,
         /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
@@ -230,8 +243,19 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             data,
             pubkey,
             checkpoint_every_records,
+            witness_keys,
+            witness_urls,
             json,
-        } => verify(&data, pubkey.as_deref(), checkpoint_every_records, json),
+        } => verify(
+            &data,
+            pubkey.as_deref(),
+            checkpoint_every_records,
+            &Witnessed {
+                keys: witness_keys,
+                urls: witness_urls,
+            },
+            json,
+        ),
         LogCommand::Prove {
             decision_id,
             data,
@@ -278,7 +302,7 @@ fn fail(msg: &str) -> anyhow::Result<ExitCode> {
 
 /// A key given as 64 hex characters, or a file holding them (as `arbiter log pubkey` prints)
 /// or holding the JSON of `GET /v1/log/pubkey` (`{"public_key": "<hex>", …}`).
-fn load_key(arg: &str) -> anyhow::Result<PublicKey> {
+pub(crate) fn load_key(arg: &str) -> anyhow::Result<PublicKey> {
     let t = arg.trim();
     let path = Path::new(arg);
     if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) && !path.exists() {
@@ -337,13 +361,25 @@ fn kind_name(k: ProblemKind) -> &'static str {
     }
 }
 
+/// The witnesses `log verify` checks the log against.
+struct Witnessed {
+    keys: Vec<String>,
+    urls: Vec<String>,
+}
+
 fn verify(
     data: &DataArg,
     pubkey: Option<&str>,
     window: u64,
+    witnessed: &Witnessed,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = data.existing_log_dir()?;
+    let witness_keys = witnessed
+        .keys
+        .iter()
+        .map(|k| load_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let key = match pubkey {
         Some(a) => Some(load_key(a)?),
         None => {
@@ -385,8 +421,29 @@ fn verify(
         b.finish_and_clear();
     }
     let report = report.map_err(|e| anyhow::anyhow!("cannot read the log: {e}"))?;
+    // Witnesses: only for a log that verified by itself.
+    let findings = if witness_keys.is_empty() || !report.is_ok() {
+        Vec::new()
+    } else {
+        let log_key = match &key {
+            Some(k) => *k,
+            None => PublicKey::from_file(&dir.join("log-signing.pub"))
+                .map_err(|e| anyhow::anyhow!("cannot read the log's public key: {e}"))?,
+        };
+        let fetched = witnessed
+            .urls
+            .iter()
+            .map(|u| fetch_witnessed(u, &log_key, &witness_keys))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        arbiter_log::witness::check_witnessed(&dir, &log_key, &witness_keys, &fetched, window)
+            .map_err(|e| anyhow::anyhow!("cannot check the log against its witnesses: {e}"))?
+    };
     if json {
-        print(&serde_json::to_string_pretty(&report)?)?;
+        let mut value = serde_json::to_value(&report)?;
+        if !witness_keys.is_empty() {
+            value["witnesses"] = serde_json::to_value(&findings)?;
+        }
+        print(&serde_json::to_string_pretty(&value)?)?;
     }
     let sigs = if report.signatures_checked {
         "signatures checked"
@@ -426,7 +483,33 @@ fn verify(
                 }
                 print(&line)?;
             }
-            Ok(ExitCode::SUCCESS)
+            let mut witnessed_ok = true;
+            for f in &findings {
+                match &f.problem {
+                    None => {
+                        if !json {
+                            print(&format!(
+                                "witness {} ok: cosigned size {} at {}, {} record(s) after it",
+                                f.witness,
+                                f.witnessed_size.unwrap_or(0),
+                                f.cosigned_at.map_or_else(String::new, |t| {
+                                    format_rfc3339_us(i64::try_from(t).unwrap_or(0) * 1_000_000)
+                                }),
+                                f.unwitnessed_records
+                            ))?;
+                        }
+                    }
+                    Some(p) => {
+                        witnessed_ok = false;
+                        eprintln!("witness {} verification FAILED: {p}", f.witness);
+                    }
+                }
+            }
+            if witnessed_ok {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(EXIT_VERIFY_FAILED))
+            }
         }
         Some(p) => {
             let at = match p.index {
@@ -442,6 +525,49 @@ fn verify(
             ))
         }
     }
+}
+
+/// The latest checkpoint of this log that the witness at `url` holds, cosigned by one of
+/// `witnesses` (anything else is an error: an answer that does not verify proves nothing).
+fn fetch_witnessed(
+    url: &str,
+    log_key: &PublicKey,
+    witnesses: &[PublicKey],
+) -> anyhow::Result<arbiter_log::witness::CosignedCheckpoint> {
+    let url = format!(
+        "{}/checkpoint/{}",
+        url.trim_end_matches('/'),
+        log_key.key_id()
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the witness at `{url}`"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .with_context(|| format!("cannot read the answer of `{url}`"))?;
+    if status != 200 {
+        anyhow::bail!("the witness at `{url}` answered {status}: {}", text.trim());
+    }
+    let held: arbiter_log::witness::CosignedCheckpoint = serde_json::from_str(&text)
+        .with_context(|| format!("`{url}` did not answer a cosigned checkpoint"))?;
+    held.checkpoint
+        .verify(log_key)
+        .with_context(|| format!("the checkpoint `{url}` holds is not signed by the log's key"))?;
+    if !witnesses.iter().any(|w| held.cosigned_by(w).is_some()) {
+        anyhow::bail!("the checkpoint `{url}` answered is not cosigned by any --witness-key");
+    }
+    Ok(held)
 }
 
 fn prove(data: &DataArg, decision_id: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -14,6 +14,7 @@ pub mod mcp;
 mod policy;
 mod serve;
 pub mod sql;
+pub mod witness;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
+        Command::Witness(cmd) => witness::run(cmd, cli.log_format, &cli.log_level),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

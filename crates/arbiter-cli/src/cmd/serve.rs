@@ -146,9 +146,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let identity = open_identity(&args)?;
     let registry = Arc::clone(identity.store());
     if args.governed {
-        let active = arbiter_pdp::governed::load_active(registry.as_ref())
+        let active = arbiter_pdp::governed::active(registry.as_ref())
             .context("cannot start in governed mode")?;
-        pdp.install(active);
+        arbiter_pdp::governed::enforce(&pdp, active)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start in governed mode: {e}"))?;
     }
     let _flusher =
         arbiter_pdp::identity::spawn_flusher(identity.clone(), arbiter_pdp::identity::FLUSH_EVERY);
@@ -181,6 +183,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let witnessing = start_witnessing(&args, &pdp)?;
     let config = ServerConfig {
         limits: JsonLimits {
             max_bytes: args.max_body_bytes,
@@ -192,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_reasons_for_all_callers: args.admin_reasons_for_all_callers,
         routes: Arc::new(load_routes(&args)?),
         access_log: access_log.as_ref().map(|(log, _)| log.clone()),
+        witnessing: witnessing.clone(),
     };
     let status = pdp.status();
     tracing::info!(
@@ -218,9 +222,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .log()
             .shutdown()
             .context("the decision log did not close cleanly")?;
+        // The final checkpoint goes to the witnesses before the process ends.
+        if let Some(w) = &witnessing {
+            let w = w.clone();
+            let pdp = pdp.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Some(r) = pdp.recorder() {
+                    w.finish(r.log());
+                }
+            })
+            .await
+            .context("the witness senders failed")?;
+        }
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Starts sending checkpoints to the `--witness` URLs, if any.
+fn start_witnessing(
+    args: &ServeArgs,
+    pdp: &Arc<Pdp>,
+) -> anyhow::Result<Option<Arc<arbiter_server::witness::Witnessing>>> {
+    if args.witnesses.is_empty() {
+        return Ok(None);
+    }
+    if pdp.recorder().is_none() {
+        anyhow::bail!("`--witness` needs the decision log: it witnesses the log's checkpoints");
+    }
+    let witnessing =
+        arbiter_server::witness::Witnessing::new(arbiter_server::witness::WitnessSettings {
+            urls: args.witnesses.clone(),
+            quorum: args.witness_quorum,
+            timeout: Duration::from_millis(args.witness_timeout_ms.max(1)),
+        })
+        .map_err(|e| anyhow::anyhow!("`--witness`: {e}"))?;
+    let witnessing = Arc::new(witnessing);
+    witnessing.spawn(pdp.clone());
+    tracing::info!(witnesses = ?args.witnesses, quorum = args.witness_quorum, "checkpoints are sent to witnesses");
+    Ok(Some(witnessing))
 }
 
 /// Loads the forward-auth route table.
@@ -319,7 +359,7 @@ fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
