@@ -64,6 +64,9 @@ pub enum Command {
     /// The PostgreSQL guard: a protocol proxy that decides every statement.
     #[command(subcommand)]
     Sql(crate::cmd::sql::SqlCommand),
+    /// One decision's evidence bundle (`arbiter evidence ID --out FILE`), checked offline with
+    /// `arbiter evidence verify FILE --pubkey KEY`.
+    Evidence(crate::cmd::evidence::EvidenceArgs),
     /// A witness that cosigns decision-log checkpoints, so that a log rewritten after it was
     /// witnessed is detected by anyone holding the witness's public key.
     #[command(subcommand)]

@@ -1067,4 +1067,198 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
     ok(run(arbiter()
         .args(["admin", "audit", "--verify", "--data"])
         .arg(&data)));
+
+    // Evidence of a decision by v1 (proposed by alice, approved by bob), with a witness.
+    let log_pub = data.join("log/log-signing.pub");
+    let wdata = root.path().join("witness");
+    let wport = free_port();
+    let mut witness = arbiter_testkit::Running::spawn(
+        "arbiter witness serve",
+        arbiter()
+            .args([
+                "witness",
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{wport}"),
+            ])
+            .arg("--log-key")
+            .arg(&log_pub)
+            .arg("--data")
+            .arg(&wdata)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    witness.wait_for_port(wport);
+    let wkey = ok(run(arbiter()
+        .args(["witness", "pubkey", "--data"])
+        .arg(&wdata)))
+    .trim()
+    .to_owned();
+    let port = free_port();
+    let served = Served::start(
+        ARBITER
+            .command()
+            .args(["serve", "--governed", "--log-level", "warn", "--data"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--checkpoint-interval-ms", "100"])
+            .args(["--witness", &format!("http://127.0.0.1:{wport}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    );
+    let auth = format!("Bearer {}", bot.key);
+    let body = serde_json::json!({
+        "subject": {"type": "Agent", "id": "bot"},
+        "action": {"name": "read"},
+        "resource": {"type": "Doc", "id": "private"},
+    });
+    let answer = http(
+        port,
+        "POST",
+        "/access/v1/evaluation",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        &body.to_string(),
+    )
+    .unwrap()
+    .json();
+    assert_eq!(answer["decision"], true, "{answer}");
+    let id = answer["context"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until("the decision is witnessed", PATIENCE, || {
+        let v = http(port, "GET", "/readyz", &[], "").unwrap().json();
+        v["witness"]["status"] == "witnessed"
+            && v["witness"]["witnessed_size"] == v["decision_log"]["records"]
+    });
+    // The API gives the same bundle to an auditor, and to nobody else.
+    let path = format!("/v1/decisions/{id}/evidence");
+    let carol_auth = format!("Bearer {carol}");
+    let from_api = http(port, "GET", &path, &[("authorization", &carol_auth)], "").unwrap();
+    assert_eq!(from_api.status, 200, "{}", from_api.raw);
+    assert_eq!(
+        http(port, "GET", &path, &[("authorization", &auth)], "")
+            .unwrap()
+            .status,
+        401
+    );
+    drop(served);
+    let api_file = root.path().join("api-evidence.json");
+    std::fs::write(&api_file, &from_api.body).unwrap();
+    let file = root.path().join("evidence.json");
+    ok(run(arbiter()
+        .args(["evidence", &id, "--out"])
+        .arg(&file)
+        .arg("--data")
+        .arg(&data)));
+    let log_pub_arg = log_pub.to_str().unwrap();
+    let verify = |f: &Path, extra: &[&str]| -> Output {
+        run(arbiter()
+            .args(["evidence", "verify"])
+            .arg(f)
+            .args(["--pubkey", log_pub_arg, "--witness-key", &wkey])
+            .args(extra))
+    };
+    for f in [&file, &api_file] {
+        let summary = ok(verify(f, &["--governed"]));
+        for needle in [
+            "evidence ok: decision",
+            "was allow",
+            "by arbiter-witness",
+            "determining: read-docs (owner team-docs)",
+            "proposed by alice",
+            "approved by bob",
+        ] {
+            assert!(summary.contains(needle), "{needle}: {summary}");
+        }
+    }
+    // Every kind of alteration fails it.
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let altered = root.path().join("altered.json");
+    let alter = |change: &dyn Fn(&mut serde_json::Value), extra: &[&str], why: &str| {
+        let mut b = bundle.clone();
+        change(&mut b);
+        std::fs::write(&altered, b.to_string()).unwrap();
+        let out = verify(&altered, extra);
+        assert_eq!(out.status.code(), Some(3), "{why}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains("evidence verification FAILED"),
+            "{why}: {}",
+            text(&out.stderr)
+        );
+    };
+    alter(
+        &|b| b["decision"]["record"]["outcome"] = "deny".into(),
+        &[],
+        "record",
+    );
+    alter(
+        &|b| b["decision"]["record"]["reason_admin"] = "edited".into(),
+        &[],
+        "reason",
+    );
+    alter(
+        &|b| b["decision"]["proof"][0] = "00".repeat(32).into(),
+        &[],
+        "proof",
+    );
+    alter(
+        &|b| b["decision"]["checkpoint"]["tree_size"] = 1_000_000.into(),
+        &[],
+        "checkpoint",
+    );
+    alter(
+        &|b| {
+            let t = b["policy"]["files"][0]["text"].as_str().unwrap().to_owned();
+            b["policy"]["files"][0]["text"] = t.replace("permit", "forbid").into();
+        },
+        &[],
+        "policy text",
+    );
+    alter(&|b| b["policy"] = serde_json::Value::Null, &[], "no policy");
+    alter(
+        &|b| b["activation"]["record"]["context"]["approvals"][0]["approver"] = "mallory".into(),
+        &[],
+        "approval",
+    );
+    alter(
+        &|b| b["activation"]["record"]["context"]["author"] = "bob".into(),
+        &[],
+        "author",
+    );
+    alter(
+        &|b| b["cosignatures"][0]["signature"] = "00".repeat(64).into(),
+        &[],
+        "cosignature",
+    );
+    alter(
+        &|b| b["activation"] = serde_json::Value::Null,
+        &["--governed"],
+        "activation",
+    );
+    // Without --governed, a bundle without the activation verifies and says so.
+    let mut b = bundle.clone();
+    b["activation"] = serde_json::Value::Null;
+    std::fs::write(&altered, b.to_string()).unwrap();
+    assert!(ok(verify(&altered, &[])).contains("governance:  none recorded"));
+    // Another log key, an unknown decision.
+    let out = run(arbiter()
+        .args(["evidence", "verify"])
+        .arg(&file)
+        .args(["--pubkey", &"ab".repeat(32)]));
+    assert_ne!(out.status.code(), Some(0));
+    let out = run(arbiter()
+        .args(["evidence", "0190aaaa-0000-7000-8000-000000000000", "--data"])
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot make the evidence"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(witness);
 }

@@ -177,6 +177,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/decisions", get(log::decisions))
         .route("/v1/decisions/{id}", get(log::decision))
+        .route("/v1/decisions/{id}/evidence", get(log::evidence))
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/pubkey", get(log::pubkey))
         .route("/healthz", get(ops::healthz))

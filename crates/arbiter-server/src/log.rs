@@ -72,6 +72,69 @@ pub async fn decision(
     }
 }
 
+/// `GET /v1/decisions/{id}/evidence`: the decision's evidence bundle (as `arbiter evidence`
+/// writes it), for an administrator or an auditor.
+pub async fn evidence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
+        return e.into_response();
+    }
+    if state.pdp.recorder().is_none() {
+        return no_log();
+    }
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a decision id is a UUID",
+        )
+        .into_response();
+    }
+    let pdp = state.pdp.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let recorder = pdp.recorder()?;
+        let sources = arbiter_pdp::evidence::PolicySources {
+            store: pdp.identity().map(|i| i.store().as_ref()),
+            dir: pdp.source(),
+        };
+        Some(arbiter_pdp::evidence::assemble(
+            recorder.log().dir(),
+            &id,
+            sources,
+        ))
+    })
+    .await;
+    use arbiter_pdp::evidence::EvidenceError as E;
+    match made {
+        Ok(Some(Ok(bundle))) => Json(json!(bundle)).into_response(),
+        Ok(Some(Err(E::Log(LogError::NotFound(_))))) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no decision with that id in this node's log",
+        )
+        .into_response(),
+        Ok(Some(Err(e @ (E::NotYetWitnessed { .. } | E::NotYetCheckpointed(_))))) => {
+            ApiError::new(StatusCode::CONFLICT, "not_yet_provable", e.to_string()).into_response()
+        }
+        Ok(Some(Err(e))) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision_log_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+        Ok(None) => no_log(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision_log_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
 pub async fn checkpoint(State(state): State<AppState>) -> Response {
     let Some(recorder) = state.pdp.recorder() else {
         return no_log();

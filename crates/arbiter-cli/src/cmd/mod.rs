@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 pub mod agent;
 pub mod approval;
 mod check;
+pub mod evidence;
 pub mod exec;
 pub mod governance;
 pub mod log;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => exec::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
+        Command::Evidence(args) => evidence::run(args),
         Command::Witness(cmd) => witness::run(cmd, cli.log_format, &cli.log_level),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
