@@ -221,9 +221,14 @@ fn summary(v: &Verified) -> String {
             format_rfc3339_us(i64::try_from(*at).unwrap_or(0).saturating_mul(1_000_000))
         ));
     }
+    let engine = if r.engine_version.starts_with(&r.engine) {
+        r.engine_version.clone()
+    } else {
+        format!("{} {}", r.engine, r.engine_version)
+    };
     out.push(format!(
-        "  policy:      version {} (engine {} {})",
-        r.policy_version, r.engine, r.engine_version
+        "  policy:      version {} (engine {engine})",
+        r.policy_version
     ));
     for p in &r.determining_policies {
         let owner = match v.owners.get(p) {
