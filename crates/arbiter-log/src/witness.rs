@@ -192,8 +192,12 @@ impl AddCheckpoint {
         if checkpoint.contains('\n') {
             return Err(bad("the checkpoint must be one line of JSON"));
         }
-        let checkpoint = Checkpoint::from_json(checkpoint.as_bytes())
+        let parsed = Checkpoint::from_json(checkpoint.as_bytes())
             .map_err(|e| WitnessError::Malformed(e.to_string()))?;
+        if parsed.to_canonical_json() != checkpoint.as_bytes() {
+            return Err(bad("the checkpoint must be in canonical JSON"));
+        }
+        let checkpoint = parsed;
         Ok(AddCheckpoint {
             old_size,
             proof,
@@ -634,6 +638,8 @@ mod tests {
             text.to_uppercase(),
             text.replacen("\n{", "\nzz\n\n{", 1),
             text.replacen("}", ",\"extra\":1}", 1),
+            text.replacen("{\"key_id\":", "{ \"key_id\":", 1),
+            text.replacen("}\n", "} \n", 1),
             format!("old 1\n{}\n\n{{}}", "00".repeat(32)),
             "old 18446744073709551616\n\n{}".to_string(),
         ] {
@@ -653,6 +659,35 @@ mod tests {
         assert!(AddCheckpoint::parse(long.as_bytes()).is_err());
         assert!(AddCheckpoint::parse(&vec![b'a'; MAX_REQUEST_BYTES + 1]).is_err());
         assert!(AddCheckpoint::parse(&[0xff, 0xfe]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Any bytes: a request or an error, never a panic; and any valid request survives
+        /// its own encoding with one byte changed only as itself or an error.
+        #[test]
+        fn parse_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = AddCheckpoint::parse(&body);
+        }
+
+        #[test]
+        fn mutated_requests_parse_or_fail(old in 0u64..20, at in 0usize..4096, byte in proptest::num::u8::ANY) {
+            let key = KeyPair::from_seed(&[1; 32]);
+            let tree = log_of(20);
+            let req = AddCheckpoint {
+                old_size: old,
+                proof: tree.consistency_proof(old, 20).unwrap(),
+                checkpoint: cp(&tree, 20, 7, &key),
+            };
+            let mut body = req.encode();
+            let i = at % body.len();
+            body[i] = byte;
+            if let Ok(parsed) = AddCheckpoint::parse(&body) {
+                // Whatever parses encodes back to the bytes it came from (up to the final
+                // newline): nothing is read loosely.
+                let again = parsed.encode();
+                proptest::prop_assert_eq!(again.trim_ascii_end(), body.trim_ascii_end());
+            }
+        }
     }
 
     #[test]

@@ -132,6 +132,8 @@ const MAX_ANSWER_BYTES: u64 = 16 * 1024;
 const POLL: Duration = Duration::from_millis(250);
 /// A checkpoint of the same size is sent again (a liveness checkpoint) this often.
 const REFRESH: Duration = Duration::from_secs(60);
+/// Longest wait before trying a failing witness again.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Where checkpoints go and how many cosignatures count.
 #[derive(Debug, Clone)]
@@ -156,6 +158,9 @@ struct Peer {
     cosigned: Option<(u64, Instant, u64)>,
     last_error: Option<String>,
     failures: u64,
+    /// Failures in a row, and when to try again after them (doubling, at most a minute).
+    failing: u32,
+    retry_at: Option<Instant>,
 }
 
 /// Sends each new checkpoint of the decision log to the witnesses and appends their
@@ -208,6 +213,8 @@ impl Witnessing {
                 cosigned: None,
                 last_error: None,
                 failures: 0,
+                failing: 0,
+                retry_at: None,
             }));
         }
         let agent = ureq::Agent::config_builder()
@@ -252,11 +259,17 @@ impl Witnessing {
     pub fn finish(&self, log: &Log) {
         self.stop.store(true, Ordering::Relaxed);
         for i in 0..self.peers.len() {
-            self.send_due(i, log);
+            self.send_due_now(i, log, true);
         }
     }
 
     fn send_due(&self, i: usize, log: &Log) {
+        self.send_due_now(i, log, false);
+    }
+
+    /// Sends the latest checkpoint to witness `i` when it has not cosigned it, unless the
+    /// witness is in its back-off after failures (`force`: regardless).
+    fn send_due_now(&self, i: usize, log: &Log, force: bool) {
         let Some(peer) = self.peers.get(i) else {
             return;
         };
@@ -268,16 +281,26 @@ impl Witnessing {
             None => true,
             Some((size, at, _)) => cp.tree_size > size || at.elapsed() >= REFRESH,
         };
-        if !due {
+        let waiting = peer.retry_at.is_some_and(|t| Instant::now() < t);
+        if !due || (waiting && !force) {
             return;
         }
         match self.send(&mut peer, log, &cp) {
-            Ok(()) => peer.last_error = None,
+            Ok(()) => {
+                peer.last_error = None;
+                peer.failing = 0;
+                peer.retry_at = None;
+            }
             Err(e) => {
                 if peer.last_error.as_deref() != Some(e.as_str()) {
                     tracing::warn!(witness = %peer.url, error = %e, "checkpoint not witnessed");
                 }
                 peer.failures += 1;
+                peer.failing = peer.failing.saturating_add(1);
+                let backoff = Duration::from_millis(500)
+                    .saturating_mul(1 << peer.failing.min(7))
+                    .min(MAX_BACKOFF);
+                peer.retry_at = Some(Instant::now() + backoff);
                 peer.last_error = Some(e);
             }
         }

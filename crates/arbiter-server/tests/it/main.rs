@@ -17,3 +17,4 @@ mod ops;
 mod parser_property;
 mod search;
 mod support;
+mod witness;
