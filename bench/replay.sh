@@ -24,31 +24,10 @@ DATA=$WORK/data
 "$BIN" serve --policies "$FIXTURE" --data "$DATA" --listen "127.0.0.1:$PORT" --log-level warn \
   >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "$URL/healthz" && break; sleep 0.1; done
-curl -s -o /dev/null "$URL/healthz" || { echo "server did not start: $(cat "$WORK/server.log")"; exit 1; }
+wait_up "$URL" "$WORK/server.log"
 
-python3 - "$ROOT/bench/fixtures/bench-requests.jsonl" "$WORK/bodies.txt" <<'PY'
-import json, sys
-src, bodies = sys.argv[1:3]
-cases = [json.loads(l) for l in open(src) if l.strip()]
-open(bodies, "w").write("".join(json.dumps(c["request"], separators=(",", ":")) + "\n" for c in cases))
-PY
-cat >"$WORK/mix.lua" <<'LUA'
-local reqs, i = {}, 0
-function init(args)
-  for line in io.lines(args[1]) do
-    reqs[#reqs + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, line)
-  end
-end
-function request() i = i % #reqs + 1; return reqs[i] end
-LUA
-count() { "$BIN" log verify --data "$DATA" 2>/dev/null | sed -E 's/^log ok: ([0-9]+) records.*/\1/'; }
-n=0
-while [ "$n" -lt "$RECORDS" ]; do
-  wrk -t"$THREADS" -c"$CONNS" -d5s -s "$WORK/mix.lua" "$URL/access/v1/evaluation" -- "$WORK/bodies.txt" >/dev/null
-  n=$(count)
-  echo "log: $n decisions"
-done
+request_mix
+fill_log "$DATA" "$URL" "$RECORDS"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 
 cp -r "$FIXTURE" "$WORK/unlocked"

@@ -106,6 +106,10 @@ impl Report {
 pub fn replay(candidate: &Policies, records: impl IntoIterator<Item = DecisionRecord>) -> Report {
     let mut report = Report::default();
     for r in records {
+        // A governed node's activation records are not decisions.
+        if r.enforcement_point == crate::governed::ACTIVATION_ENFORCEMENT_POINT {
+            continue;
+        }
         report.considered += 1;
         if !decided_by_policies(&r.determining_policies) {
             report.skipped_runtime += 1;
