@@ -1262,3 +1262,147 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
     );
     drop(witness);
 }
+
+const COMPARE_SCHEMA: &str = r#"
+entity Team;
+entity Agent in [Team];
+entity Doc = { public: Bool, team: Team };
+action read appliesTo { principal: Agent, resource: Doc };
+"#;
+
+/// `policy compare` proves a narrowing and refuses a widening with a counterexample;
+/// `propose --must-narrow` stores only what narrows the active version; without the solver
+/// the error says what to install.
+#[test]
+fn compare_proves_narrowing_and_must_narrow_gates_proposals() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let alice = ARBITER.admin_token(&data, "alice", "administrator");
+    let bob = ARBITER.admin_token(&data, "bob", "administrator");
+    let dir = |name: &str, cedar: &str| {
+        let d = policy_dir(root.path(), name, cedar, None);
+        std::fs::write(d.join("schema.cedarschema"), COMPARE_SCHEMA).unwrap();
+        d.to_str().unwrap().to_owned()
+    };
+    let old = dir(
+        "old",
+        "@id(\"public-or-team\")\n@owner(\"docs\")\npermit (principal, action, resource)\nwhen { resource.public || principal in resource.team };\n",
+    );
+    let narrower = dir(
+        "narrower",
+        "@id(\"public-only\")\n@owner(\"docs\")\npermit (principal, action, resource)\nwhen { resource.public };\n",
+    );
+    let wider = dir(
+        "wider",
+        "@id(\"every-doc\")\n@owner(\"docs\")\npermit (principal, action, resource);\n",
+    );
+    let compare = |args: &[&str]| {
+        run(arbiter()
+            .args(["policy", "compare"])
+            .args(args)
+            .arg("--data")
+            .arg(&data))
+    };
+    let out = compare(&[&old, &narrower]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("proved: "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = compare(&[&old, &wider, "--narrows"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("allows a request") && shown.contains("confirmed by evaluating it"),
+        "{shown}"
+    );
+    assert!(shown.contains("(by every-doc)"), "{shown}");
+    let out = compare(&[&old, &narrower, "--equivalent", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["comparison"]["counterexample"]["direction"],
+        "allowed_by_old"
+    );
+    assert_eq!(v["comparison"]["counterexample"]["old"], "allow");
+    assert_eq!(v["comparison"]["counterexample"]["new"], "deny");
+    assert_eq!(
+        compare(&[&old, &old, "--equivalent"]).status.code(),
+        Some(0)
+    );
+    // Without the solver: an error naming it, never a verdict.
+    let out = run(arbiter()
+        .args(["policy", "compare", &old, &wider, "--data"])
+        .arg(&data)
+        .env("CVC5", root.path().join("no-such-cvc5")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("apt-get install cvc5"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No schema: refused.
+    let bare = policy_dir(
+        root.path(),
+        "bare",
+        "@id(\"x\")\n@owner(\"docs\")\npermit (principal, action, resource);\n",
+        None,
+    );
+    let out = compare(&[&old, bare.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("needs a schema"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --must-narrow: nothing active yet, then only narrowing proposals are stored.
+    let propose = |token: &str, d: &str, extra: &[&str]| {
+        run(arbiter()
+            .args(["policy", "propose", d, "-m", "change"])
+            .args(extra)
+            .arg("--data")
+            .arg(&data)
+            .env("ARBITER_ADMIN_TOKEN", token))
+    };
+    let out = propose(&alice, &old, &["--must-narrow"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no version is active"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = propose(&alice, &old, &["--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v1 = text(&out.stdout).trim().to_owned();
+    for (token, step) in [(&bob, "approve"), (&bob, "activate")] {
+        let out = run(arbiter()
+            .args(["policy", step, &v1, "--data"])
+            .arg(&data)
+            .env("ARBITER_ADMIN_TOKEN", token));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = propose(&bob, &wider, &["--must-narrow"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not proposed: --must-narrow"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = propose(&bob, &narrower, &["--must-narrow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("proved: it narrows the active version"));
+    let history: serde_json::Value = serde_json::from_slice(
+        &run(arbiter()
+            .args(["policy", "history", "--json", "--data"])
+            .arg(&data))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        history["versions"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod approvals;
+pub mod compare;
 pub mod evidence;
 pub mod governed;
 pub use arbiter_policy::delegation;

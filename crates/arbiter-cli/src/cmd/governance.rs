@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use arbiter_pdp::compare::Claim;
 use arbiter_pdp::governed;
 use arbiter_pdp::identity::{Identity, IdentitySettings, now_us};
 use arbiter_store::{Actor, PolicyActivation};
@@ -54,6 +55,10 @@ pub enum GovernCommand {
         /// (the exit status still says whether its tests passed).
         #[arg(long, short)]
         quiet: bool,
+        /// Refuse the proposal (exit 4, nothing stored) unless an SMT solver proves it allows
+        /// nothing the active version denies (`arbiter policy compare --narrows`).
+        #[arg(long)]
+        must_narrow: bool,
         #[command(flatten)]
         data: DataArg,
     },
@@ -131,6 +136,25 @@ pub enum GovernCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Prove with an SMT solver (cvc5) that NEW allows nothing OLD denies (`--narrows`, the
+    /// default) or that both decide every request alike (`--equivalent`), or print a request
+    /// that shows otherwise, confirmed by evaluating it on both. OLD and NEW are stored
+    /// versions or policy directories; NEW needs a schema (the proof covers every request and
+    /// every entity data it allows). Exit 0 proved, 4 counterexample, 1 error.
+    Compare {
+        /// The version before the change (a stored version or a policy directory).
+        old: String,
+        /// The version after it.
+        new: String,
+        /// Prove that NEW only narrows OLD (the default).
+        #[arg(long, conflicts_with = "equivalent")]
+        narrows: bool,
+        /// Prove that NEW and OLD allow exactly the same requests.
+        #[arg(long)]
+        equivalent: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Evaluate a stored version in shadow beside the active one on live traffic (`stop` to
     /// stop): enforcement follows the active version; each decision's record keeps the shadow
     /// verdict, and every `arbiter serve` on this data directory picks it up within a second.
@@ -205,8 +229,35 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
             dir,
             message,
             quiet,
+            must_narrow,
             data,
-        } => propose(&dir, &message, quiet, &data.data),
+        } => propose(&dir, &message, quiet, must_narrow, &data.data),
+        GovernCommand::Compare {
+            old,
+            new,
+            narrows: _,
+            equivalent,
+            data,
+        } => {
+            let claim = if equivalent {
+                Claim::Equivalent
+            } else {
+                Claim::Narrows
+            };
+            let old = candidate_policies(&data.data, &old)?;
+            let new = candidate_policies(&data.data, &new)?;
+            let c = prove(&old, &new, claim)?;
+            if data.json {
+                print(&serde_json::to_string_pretty(&json!({
+                    "old": old.version(),
+                    "new": new.version(),
+                    "comparison": c,
+                }))?)?;
+            } else {
+                print(&comparison_text(&old, &new, &c))?;
+            }
+            Ok(ExitCode::from(if c.holds { EXIT_OK } else { EXIT_CHANGES }))
+        }
         GovernCommand::Approve { version, data } => {
             let id = open(&data.data)?;
             let admin = administrator(&id)?;
@@ -315,10 +366,39 @@ pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn propose(dir: &Path, message: &str, quiet: bool, data: &Path) -> anyhow::Result<ExitCode> {
+fn propose(
+    dir: &Path,
+    message: &str,
+    quiet: bool,
+    must_narrow: bool,
+    data: &Path,
+) -> anyhow::Result<ExitCode> {
     let id = open(data)?;
     let admin = administrator(&id)?;
     let c = governed::candidate(dir, &admin.name, message)?;
+    if must_narrow {
+        let active = match governed::active(id.store().as_ref()) {
+            Ok(a) => a,
+            Err(governed::GovernedError::NoneActive) => bail!(
+                "--must-narrow: no version is active, so there is nothing to narrow (propose \
+                 the first version without it)"
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        let proof = prove(&active.policies, &c.policies, Claim::Narrows)?;
+        if !proof.holds {
+            eprintln!("{}", comparison_text(&active.policies, &c.policies, &proof));
+            eprintln!("not proposed: --must-narrow, and it widens the active version");
+            return Ok(ExitCode::from(EXIT_CHANGES));
+        }
+        if !quiet {
+            eprintln!(
+                "proved: it narrows the active version {} ({} request shapes)",
+                short(active.policies.version()),
+                proof.request_shapes
+            );
+        }
+    }
     let v = match id
         .store()
         .propose_policy_version(&c.new, &admin.actor, now_us())
@@ -555,17 +635,96 @@ fn indent(text: &str, prefix: &str) -> String {
 /// Exit status of `replay` when the candidate changes some verdict.
 const EXIT_CHANGES: u8 = 4;
 
-fn replay(data: &Path, candidate: &str, window: Window, as_json: bool) -> anyhow::Result<ExitCode> {
+/// A policy directory, or else a stored version (`sha256:…` or at least 8 hex digits).
+fn candidate_policies(data: &Path, candidate: &str) -> anyhow::Result<arbiter_policy::Policies> {
     let dir = Path::new(candidate);
-    let policies = if dir.is_dir() {
+    if dir.is_dir() {
         arbiter_policy::Policies::load_dir(dir).map_err(|e| {
             eprintln!("{e}");
             anyhow::anyhow!("{} error(s) in `{}`", e.0.len(), dir.display())
-        })?
+        })
     } else {
         let id = open(data)?;
-        governed::load_stored(id.store().as_ref(), candidate)?
+        Ok(governed::load_stored(id.store().as_ref(), candidate)?)
+    }
+}
+
+/// Runs a comparison with the SMT solver.
+fn prove(
+    old: &arbiter_policy::Policies,
+    new: &arbiter_policy::Policies,
+    claim: Claim,
+) -> anyhow::Result<arbiter_pdp::compare::Comparison> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(arbiter_pdp::compare::compare(old, new, claim))?)
+}
+
+/// A comparison as text.
+fn comparison_text(
+    old: &arbiter_policy::Policies,
+    new: &arbiter_policy::Policies,
+    c: &arbiter_pdp::compare::Comparison,
+) -> String {
+    let (o, n) = (short(old.version()), short(new.version()));
+    let Some(x) = &c.counterexample else {
+        return match c.claim {
+            Claim::Narrows => format!(
+                "proved: {n} narrows {o}: it allows nothing {o} denies ({} request shapes, cvc5)",
+                c.request_shapes
+            ),
+            Claim::Equivalent => format!(
+                "proved: {n} and {o} are equivalent: they allow exactly the same requests ({} \
+                 request shapes, cvc5)",
+                c.request_shapes
+            ),
+        };
     };
+    let (claim, what) = match (c.claim, x.direction) {
+        (Claim::Narrows, _) => ("narrows", format!("{n} allows a request {o} denies")),
+        (_, "allowed_by_new") => (
+            "is equivalent to",
+            format!("{n} allows a request {o} denies"),
+        ),
+        _ => (
+            "is equivalent to",
+            format!("{n} denies a request {o} allows"),
+        ),
+    };
+    let by = |p: &[String]| {
+        if p.is_empty() {
+            String::new()
+        } else {
+            format!(" (by {})", p.join(", "))
+        }
+    };
+    // The action entities are the schema's; the others are what the request needs.
+    let entities: Vec<&Value> = x
+        .entities
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["uid"]["type"].as_str().is_none_or(|t| !t.ends_with("Action")))
+        .collect();
+    format!(
+        "NOT proved that {n} {claim} {o}: {what}, confirmed by evaluating it:\n  principal {}\n  \
+         action    {}\n  resource  {}\n  context   {}\n  entities  {}\n  {o}: {}{}\n  {n}: {}{}",
+        x.principal,
+        x.action,
+        x.resource,
+        x.context,
+        Value::from(entities.into_iter().cloned().collect::<Vec<_>>()),
+        x.old,
+        by(&x.old_policies),
+        x.new,
+        by(&x.new_policies)
+    )
+}
+
+fn replay(data: &Path, candidate: &str, window: Window, as_json: bool) -> anyhow::Result<ExitCode> {
+    let policies = candidate_policies(data, candidate)?;
     let log = data.join("log");
     if !log.is_dir() {
         bail!("no decision log in `{}`", data.display());
