@@ -11,6 +11,9 @@
 #    `serve`, then times `arbiter evidence` for the first and the last decision (each reads the
 #    log from its start), `evidence verify`, and `log verify` alone, with `--witness-key`, and
 #    with `--witness URL` (each checks the log; the witness checks add one pass).
+# 3. Times `arbiter policy compare` (cvc5) on examples/quickstart: against itself
+#    (--equivalent, proved) and against a copy without its `git-no-push` forbid (--narrows,
+#    refused with a counterexample).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RECORDS=${RECORDS:-100000} SECS=${SECS:-10} CONNS=${CONNS:-16} THREADS=${THREADS:-2}
@@ -35,13 +38,14 @@ rate() {
   wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" -s "$WORK/mix.lua" "$URL/access/v1/evaluation" \
     -- "$WORK/bodies.txt" | awk '/Requests\/sec/ {print $2}'
 }
+# timed LABEL COMMAND…: runs it, prints the seconds it took; it must exit ${EXPECT:-0}.
 timed() {
   local label=$1 t0 t1 status=0; shift
   t0=$(date +%s.%N)
   "$@" >"$WORK/out.txt" 2>&1 || status=$?
   t1=$(date +%s.%N)
-  printf '%-34s %6.2f s  exit %s\n' "$label" "$(python3 -c "print($t1 - $t0)")" "$status"
-  [ "$status" = 0 ] || { cat "$WORK/out.txt"; exit 1; }
+  printf '%-44s %6.2f s  exit %s\n' "$label" "$(python3 -c "print($t1 - $t0)")" "$status"
+  [ "$status" = "${EXPECT:-0}" ] || { cat "$WORK/out.txt"; exit 1; }
 }
 
 echo "evidence on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -78,3 +82,15 @@ timed "evidence verify" "$BIN" evidence verify "$WORK/last.json" --pubkey "$WORK
 timed "log verify" "$BIN" log verify --data "$DATA" --pubkey "$WORK/log.pub"
 timed "log verify --witness-key" "$BIN" log verify --data "$DATA" --pubkey "$WORK/log.pub" --witness-key "$WORK/witness.pub"
 timed "log verify --witness-key --witness" "$BIN" log verify --data "$DATA" --pubkey "$WORK/log.pub" --witness-key "$WORK/witness.pub" --witness "$WURL"
+
+QS=$ROOT/examples/quickstart
+cp -r "$QS" "$WORK/qs-wide"
+python3 - "$WORK/qs-wide/exec.cedar" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s2 = re.sub(r'@id\("git-no-push"\).*?;\n', '', s, flags=re.S)
+assert s2 != s, "the quickstart has no `git-no-push` forbid"
+open(p, "w").write(s2)
+PY
+timed "policy compare quickstart --equivalent" "$BIN" policy compare "$QS" "$QS" --equivalent --data "$WORK/cmp"
+EXPECT=4 timed "policy compare quickstart widened --narrows" "$BIN" policy compare "$QS" "$WORK/qs-wide" --data "$WORK/cmp"

@@ -67,6 +67,10 @@ pub enum Command {
     /// One decision's evidence bundle (`arbiter evidence ID --out FILE`), checked offline with
     /// `arbiter evidence verify FILE --pubkey KEY`.
     Evidence(crate::cmd::evidence::EvidenceArgs),
+    /// A signed compliance archive: what Arbiter enforced and recorded, mapped to the controls
+    /// of OWASP's NHI and agentic top tens, NIST CSF 2.0, SP 800-207 and the AI RMF.
+    #[command(subcommand)]
+    Compliance(crate::cmd::compliance::ComplianceCommand),
     /// A witness that cosigns decision-log checkpoints, so that a log rewritten after it was
     /// witnessed is detected by anyone holding the witness's public key.
     #[command(subcommand)]

@@ -1261,6 +1261,85 @@ fn governed_versions_need_two_people_and_serve_follows_activations() {
         text(&out.stderr)
     );
     drop(witness);
+
+    // The compliance archive: figures from this data directory, signed; any change fails it.
+    let archive = root.path().join("compliance");
+    let out = ok(run(arbiter()
+        .args(["compliance", "report", "--since", "1h", "--out"])
+        .arg(&archive)
+        .args(["--witness-key", &wkey, "--data"])
+        .arg(&data)));
+    assert!(out.contains("compliance archive written"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(archive.join("report.json")).unwrap()).unwrap();
+    let f = &report["figures"];
+    assert_eq!(f["policy"]["governed"], true, "{f}");
+    assert_eq!(f["policy"]["activated_without_required_approvals"], 0);
+    assert_eq!(f["policy"]["active_policies_without_owner"], 0);
+    assert!(f["policy"]["activation_records_in_log"].as_u64().unwrap() >= 1);
+    assert_eq!(f["log"]["verified"], true);
+    assert_eq!(f["log"]["witnesses_agree"], true);
+    assert_eq!(f["audit"]["verified"], true);
+    assert_eq!(f["agents"]["total"], 1);
+    let recorded = ARBITER.records(&data).len() as u64;
+    let counted = f["decisions"]["total"].as_u64().unwrap()
+        + f["policy"]["activation_records_in_log"].as_u64().unwrap();
+    assert_eq!(
+        counted, recorded,
+        "every record of the last hour is counted once"
+    );
+    let ids: Vec<&str> = report["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "NHI1", "NHI5", "NHI7", "ASI02", "ASI03", "PR.AA-01", "PR.AA-05", "Tenet 6", "GOVERN 1",
+        "MANAGE 4",
+    ] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+    let page = std::fs::read_to_string(archive.join("report.html")).unwrap();
+    assert!(page.contains("PR.AA-05") && !page.contains("http://") && !page.contains("https://"));
+    assert!(!page.contains("<script"));
+    let agents_file = std::fs::read_to_string(archive.join("evidence/agents.json")).unwrap();
+    assert!(!agents_file.contains(&bot.key), "no key in the archive");
+    let check = || {
+        run(arbiter()
+            .args(["compliance", "verify"])
+            .arg(&archive)
+            .args(["--pubkey", log_pub_arg]))
+    };
+    assert!(ok(check()).contains("compliance archive ok"));
+    let report_path = archive.join("report.json");
+    let original = std::fs::read(&report_path).unwrap();
+    let mut changed = original.clone();
+    let at = changed.len() / 2;
+    changed[at] ^= 1;
+    std::fs::write(&report_path, &changed).unwrap();
+    fails(check(), "`report.json` was changed");
+    std::fs::write(&report_path, &original).unwrap();
+    std::fs::write(archive.join("evidence/extra.json"), "{}").unwrap();
+    fails(
+        check(),
+        "`evidence/extra.json` is not in the signed manifest",
+    );
+    std::fs::remove_file(archive.join("evidence/extra.json")).unwrap();
+    std::fs::remove_file(archive.join("evidence/agents.json")).unwrap();
+    fails(check(), "evidence/agents.json");
+    let out = run(arbiter()
+        .args(["compliance", "verify"])
+        .arg(&archive)
+        .args(["--pubkey", &wkey]));
+    assert_eq!(out.status.code(), Some(3));
+    // A second report into the same directory is refused.
+    let out = run(arbiter()
+        .args(["compliance", "report", "--since", "1h", "--out"])
+        .arg(&archive)
+        .arg("--data")
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(1));
 }
 
 const COMPARE_SCHEMA: &str = r#"

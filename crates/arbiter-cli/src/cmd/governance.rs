@@ -706,7 +706,11 @@ fn comparison_text(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["uid"]["type"].as_str().is_none_or(|t| !t.ends_with("Action")))
+        .filter(|e| {
+            e["uid"]["type"]
+                .as_str()
+                .is_none_or(|t| !t.ends_with("Action"))
+        })
         .collect();
     format!(
         "NOT proved that {n} {claim} {o}: {what}, confirmed by evaluating it:\n  principal {}\n  \

@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 pub mod agent;
 pub mod approval;
 mod check;
+pub mod compliance;
 pub mod evidence;
 pub mod exec;
 pub mod governance;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
         Command::Evidence(args) => evidence::run(args),
+        Command::Compliance(cmd) => compliance::run(cmd),
         Command::Witness(cmd) => witness::run(cmd, cli.log_format, &cli.log_level),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
