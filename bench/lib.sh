@@ -41,6 +41,19 @@ wait_up() {
 # Prints a TCP port free on 127.0.0.1.
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
+# drop_policy SRC DEST FILE ID: copies policy directory SRC to DEST without the policy whose
+# `@id` is ID in FILE (with its annotations).
+drop_policy() {
+  cp -r "$1" "$2"
+  python3 - "$2/$3" "$4" <<'PY'
+import re, sys
+p, pid = sys.argv[1:3]; s = open(p).read()
+s2 = re.sub(r'@id\("' + re.escape(pid) + r'"\).*?;\n', '', s, flags=re.S)
+assert s2 != s, f"{p} has no policy `{pid}`"
+open(p, "w").write(s2)
+PY
+}
+
 # Writes the fixture's request mix for wrk: $WORK/bodies.txt (one AuthZEN request a line, from
 # bench/fixtures/bench-requests.jsonl) and $WORK/mix.lua (each wrk request the next line).
 request_mix() {

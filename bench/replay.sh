@@ -30,14 +30,7 @@ request_mix
 fill_log "$DATA" "$URL" "$RECORDS"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 
-cp -r "$FIXTURE" "$WORK/unlocked"
-python3 - "$WORK/unlocked/policies.cedar" <<'PY'
-import re, sys
-p = sys.argv[1]; s = open(p).read()
-s2 = re.sub(r'@id\("locked"\)\nforbid[^;]*;', '', s, flags=re.S)
-assert s2 != s, "the fixture has no `locked` forbid"
-open(p, "w").write(s2)
-PY
+drop_policy "$FIXTURE" "$WORK/unlocked" policies.cedar locked
 run() {
   local label=$1 dir=$2 t0 t1 status=0
   t0=$(date +%s.%N)

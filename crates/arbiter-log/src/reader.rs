@@ -407,17 +407,7 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
     }
     check_root(&tree, &cp)?;
     let proof = tree.inclusion_proof(index, cp.tree_size)?;
-    let record: serde_json::Value = serde_json::from_slice(&payload)
-        .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
-    Ok(InclusionProofBundle {
-        record,
-        leaf_index: index,
-        tree_size: cp.tree_size,
-        leaf_hash: hex::encode(leaf_hash(&payload)),
-        proof: proof.iter().map(hex::encode).collect(),
-        checkpoint: cp,
-        public_key,
-    })
+    InclusionProofBundle::of(index, &payload, &proof, cp, public_key)
 }
 
 /// The records among the first `cp.tree_size` of `dir` whose canonical bytes `pick` chooses,
@@ -457,17 +447,7 @@ pub fn prove_picked(
         .into_iter()
         .map(|(index, payload)| {
             let proof = tree.inclusion_proof(index, cp.tree_size)?;
-            let record: serde_json::Value = serde_json::from_slice(&payload)
-                .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
-            Ok(InclusionProofBundle {
-                record,
-                leaf_index: index,
-                tree_size: cp.tree_size,
-                leaf_hash: hex::encode(leaf_hash(&payload)),
-                proof: proof.iter().map(hex::encode).collect(),
-                checkpoint: cp.clone(),
-                public_key: public_key.clone(),
-            })
+            InclusionProofBundle::of(index, &payload, &proof, cp.clone(), public_key.clone())
         })
         .collect()
 }

@@ -332,6 +332,30 @@ pub struct InclusionProofBundle {
     pub public_key: String,
 }
 
+impl InclusionProofBundle {
+    /// The bundle of record `index` (its canonical `payload`) with its audit path `proof`
+    /// against checkpoint `cp` of the log whose key is `public_key` (hex).
+    pub(crate) fn of(
+        index: u64,
+        payload: &[u8],
+        proof: &[Hash],
+        cp: Checkpoint,
+        public_key: String,
+    ) -> Result<InclusionProofBundle, LogError> {
+        let record: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
+        Ok(InclusionProofBundle {
+            record,
+            leaf_index: index,
+            tree_size: cp.tree_size,
+            leaf_hash: hex::encode(leaf_hash(payload)),
+            proof: proof.iter().map(hex::encode).collect(),
+            checkpoint: cp,
+            public_key,
+        })
+    }
+}
+
 struct Pending {
     frame: Vec<u8>,
     seq: u64,
@@ -851,17 +875,7 @@ impl Log {
                 reason: "record on disk does not match its leaf hash".to_string(),
             });
         }
-        let record: serde_json::Value = serde_json::from_slice(&payload)
-            .map_err(|e| LogError::Invalid(format!("record {index}: {e}")))?;
-        Ok(InclusionProofBundle {
-            record,
-            leaf_index: index,
-            tree_size: cp.tree_size,
-            leaf_hash: hex::encode(leaf),
-            proof: proof.iter().map(hex::encode).collect(),
-            checkpoint: cp,
-            public_key: self.inner.key.public_key_hex(),
-        })
+        InclusionProofBundle::of(index, &payload, &proof, cp, self.inner.key.public_key_hex())
     }
 
     fn locate(&self, s: &Shared, index: u64) -> Result<(PathBuf, u64), LogError> {

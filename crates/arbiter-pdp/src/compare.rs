@@ -117,27 +117,18 @@ pub async fn compare(
         };
         let old_c = compiled(old.cedar_policies(), "OLD")?;
         let new_c = compiled(new.cedar_policies(), "NEW")?;
-        // NEW ⇒ OLD: whatever NEW allows, OLD allows.
-        let widening = symcc
-            .check_implies_with_counterexample_opt(&new_c, &old_c)
-            .await
-            .map_err(|e| proof(e.to_string()))?;
-        if let Some(found) = widening {
-            let c = confirm(&found, old, new, "allowed_by_new").map_err(proof)?;
-            return Ok(Comparison {
-                claim,
-                holds: false,
-                request_shapes: shapes,
-                counterexample: Some(c),
-            });
-        }
+        // NEW ⇒ OLD (whatever NEW allows, OLD allows); for equivalence also OLD ⇒ NEW.
+        let mut checks = vec![(&new_c, &old_c, "allowed_by_new")];
         if claim == Claim::Equivalent {
-            let narrowing = symcc
-                .check_implies_with_counterexample_opt(&old_c, &new_c)
+            checks.push((&old_c, &new_c, "allowed_by_old"));
+        }
+        for (stronger, weaker, direction) in checks {
+            let found = symcc
+                .check_implies_with_counterexample_opt(stronger, weaker)
                 .await
                 .map_err(|e| proof(e.to_string()))?;
-            if let Some(found) = narrowing {
-                let c = confirm(&found, old, new, "allowed_by_old").map_err(proof)?;
+            if let Some(found) = found {
+                let c = confirm(&found, old, new, direction).map_err(proof)?;
                 return Ok(Comparison {
                     claim,
                     holds: false,

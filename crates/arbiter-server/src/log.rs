@@ -26,24 +26,46 @@ fn no_log() -> Response {
     .into_response()
 }
 
+/// An admin token that may read, a decision log, and an id shaped like a decision id; else
+/// the answer that refuses.
+async fn may_read_decision(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(), Response> {
+    require_admin(state, headers, Need::Read)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if state.pdp.recorder().is_none() {
+        return Err(no_log());
+    }
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a decision id is a UUID",
+        )
+        .into_response());
+    }
+    Ok(())
+}
+
+fn unavailable(e: impl ToString) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "decision_log_unavailable",
+        e.to_string(),
+    )
+    .into_response()
+}
+
 pub async fn decision(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
-        return e.into_response();
-    }
-    if state.pdp.recorder().is_none() {
-        return no_log();
-    }
-    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "a decision id is a UUID",
-        )
-        .into_response();
+    if let Err(refused) = may_read_decision(&state, &headers, &id).await {
+        return refused;
     }
     let pdp = state.pdp.clone();
     let proved =
@@ -56,19 +78,9 @@ pub async fn decision(
             "no decision with that id in this node's log",
         )
         .into_response(),
-        Ok(Some(Err(e))) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision_log_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Some(Err(e))) => unavailable(e),
         Ok(None) => no_log(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision_log_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -79,19 +91,8 @@ pub async fn evidence(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
-        return e.into_response();
-    }
-    if state.pdp.recorder().is_none() {
-        return no_log();
-    }
-    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "a decision id is a UUID",
-        )
-        .into_response();
+    if let Err(refused) = may_read_decision(&state, &headers, &id).await {
+        return refused;
     }
     let pdp = state.pdp.clone();
     let made = tokio::task::spawn_blocking(move || {
@@ -119,19 +120,9 @@ pub async fn evidence(
         Ok(Some(Err(e @ (E::NotYetWitnessed { .. } | E::NotYetCheckpointed(_))))) => {
             ApiError::new(StatusCode::CONFLICT, "not_yet_provable", e.to_string()).into_response()
         }
-        Ok(Some(Err(e))) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision_log_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Ok(Some(Err(e))) => unavailable(e),
         Ok(None) => no_log(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision_log_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
