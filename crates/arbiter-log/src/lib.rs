@@ -36,6 +36,12 @@ pub mod witness;
 pub mod writer;
 
 pub use canonical::{CanonicalError, canonical_json, sha256_digest as context_digest};
+
+/// Whether `needle` occurs in `hay` (a record's bytes): the cheap test before a record is
+/// decoded.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
 pub use checkpoint::{Checkpoint, CheckpointError, KeyPair, PublicKey};
 pub use merkle::{
     Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,

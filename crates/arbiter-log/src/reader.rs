@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, PUB_FILE, PublicKey};
+use crate::contains;
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::record::DecisionRecord;
 use crate::segment::{self, CHECKPOINTS_FILE, End};
@@ -477,10 +478,6 @@ fn json_string(s: &str) -> String {
     let mut out = Vec::new();
     crate::canonical::write_string(&mut out, s);
     String::from_utf8(out).unwrap_or_default()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
+use crate::contains;
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
 use std::borrow::Cow;
 
@@ -134,15 +135,6 @@ impl Override {
 /// Bytes every override record holds (a record may hold them without being
 /// one; those are then decoded and checked).
 const OVERRIDE_MARK: &[u8] = b"arbiter-log:override";
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else {
-        return true;
-    };
-    hay.iter()
-        .enumerate()
-        .any(|(i, &b)| b == first && hay.get(i..i + needle.len()).is_some_and(|w| w == needle))
-}
 
 /// How [`verify_dir_with`] judges a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, KeyPair, PublicKey, sync_dir, write_atomic};
 use crate::merkle::{Frontier, Hash, hash_from_hex, leaf_hash, verify_consistency};
-use crate::store::{LogError, read_records};
+use crate::store::LogError;
 
 /// First line of the message a cosignature signs.
 pub const COSIGNATURE_TAG: &str = "cosignature/v1";
@@ -545,13 +545,13 @@ pub fn check_witnessed(
     while next.next_if(|&&s| s == 0).is_some() {
         roots.insert(0, frontier.root());
     }
-    for item in read_records(log_dir)? {
-        let (_, record) = item?;
-        frontier.push(leaf_hash(&record.canonical_bytes()?));
+    crate::Follower::new(log_dir).poll_raw(&mut |_, payload| {
+        frontier.push(leaf_hash(payload));
         while next.next_if(|&&s| s == frontier.size()).is_some() {
             roots.insert(frontier.size(), frontier.root());
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
     let records = frontier.size();
     Ok(witnesses
         .iter()

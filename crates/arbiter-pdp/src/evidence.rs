@@ -156,8 +156,9 @@ pub fn assemble(
     );
     let activation_needle = format!("\"enforcement_point\":\"{ACTIVATION_ENFORCEMENT_POINT}\"");
     let mut pick = |payload: &[u8]| {
-        let has = |n: &str| payload.windows(n.len()).any(|w| w == n.as_bytes());
-        if !has(&needle) && !has(&activation_needle) {
+        if !arbiter_log::contains(payload, needle.as_bytes())
+            && !arbiter_log::contains(payload, activation_needle.as_bytes())
+        {
             return false;
         }
         DecisionRecord::from_canonical_bytes(payload).is_ok_and(|r| {
