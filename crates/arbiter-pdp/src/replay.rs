@@ -102,6 +102,60 @@ impl Report {
     }
 }
 
+/// Replays the records of the log in `log_dir` with times in `[since, until)` against
+/// `candidate`. A log that cannot be read to its end is an error, not a shorter report.
+pub fn replay_dir(
+    candidate: &Policies,
+    log_dir: &std::path::Path,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Report, arbiter_log::LogError> {
+    let mut unreadable = None;
+    let records = arbiter_log::read_records(log_dir)?
+        .map_while(|r| match r {
+            Ok((_, rec)) => Some(rec),
+            Err(e) => {
+                unreadable = Some(e);
+                None
+            }
+        })
+        .filter(|r| since.is_none_or(|s| r.ts_us >= s) && until.is_none_or(|u| r.ts_us < u));
+    let report = replay(candidate, records);
+    match unreadable {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+impl Report {
+    /// The report as `arbiter policy replay --json` and the admin API give it.
+    pub fn to_json(&self, candidate: &str) -> serde_json::Value {
+        serde_json::json!({
+            "candidate": candidate,
+            "considered": self.considered,
+            "replayed": self.replayed,
+            "approximate": self.approximate,
+            "skipped": {"runtime": self.skipped_runtime, "rows": self.skipped_rows},
+            "unreadable": self.unreadable.iter().map(|(id, why)| serde_json::json!({"decision_id": id, "reason": why})).collect::<Vec<_>>(),
+            "changes": self.flips.iter().map(|f| serde_json::json!({
+                "change": f.change.as_str(),
+                "decision_id": f.decision_id,
+                "time": crate::governed::time(f.ts_us),
+                "subject": f.subject,
+                "action": f.action,
+                "resource": f.resource,
+                "enforcement_point": f.enforcement_point,
+                "recorded": f.recorded.as_str(),
+                "recorded_policies": f.recorded_policies,
+                "candidate": f.candidate.as_str(),
+                "candidate_policies": f.candidate_policies,
+                "candidate_reason": f.candidate_reason,
+                "approximate": f.approximate,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// Replays `records` against `candidate`.
 pub fn replay(candidate: &Policies, records: impl IntoIterator<Item = DecisionRecord>) -> Report {
     let mut report = Report::default();

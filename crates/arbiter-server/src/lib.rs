@@ -154,6 +154,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/policy/rollback", post(policy_versions::rollback))
         .route("/v1/policy/diff", get(policy_versions::diff))
+        .route("/v1/policy/compare", get(policy_versions::compare))
+        .route("/v1/policy/replay", get(policy_versions::replay))
         .route(
             "/v1/policy/shadow",
             get(policy_versions::shadow)

@@ -386,3 +386,127 @@ pub async fn stop_shadow(State(state): State<AppState>, headers: HeaderMap) -> R
         .await,
     )
 }
+
+/// The `from` and `to` (or other named) parameters of a query, refusing any other.
+fn params_of<'a>(
+    params: &'a std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<&'a str, &'a str>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in params {
+        if !allowed.contains(&k.as_str()) {
+            return Err(bad(
+                k,
+                format!("`{k}` is not a parameter ({})", allowed.join(", ")),
+            ));
+        }
+        out.insert(k.as_str(), v.as_str());
+    }
+    Ok(out)
+}
+
+/// `GET /v1/policy/compare?from=A&to=B[&claim=narrows|equivalent]`: the SMT proof that `to`
+/// allows nothing `from` denies (or that both are equivalent), or a counterexample confirmed
+/// by evaluation (`arbiter policy compare`). 503 `solver_unavailable` without cvc5.
+pub async fn compare(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    use arbiter_pdp::compare::{Claim, CompareError};
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let p = params_of(&params, &["from", "to", "claim"])?;
+            let (Some(from), Some(to)) = (p.get("from"), p.get("to")) else {
+                return Err(bad("from", "`from` and `to` (two versions) are required"));
+            };
+            let claim = match p.get("claim").copied().unwrap_or("narrows") {
+                "narrows" => Claim::Narrows,
+                "equivalent" => Claim::Equivalent,
+                other => {
+                    return Err(bad(
+                        "claim",
+                        format!("`claim={other}`: `narrows` or `equivalent`"),
+                    ));
+                }
+            };
+            let (from, to) = ((*from).to_owned(), (*to).to_owned());
+            let (old, new) = blocking(&state, move |s| {
+                Ok((
+                    governed::load_stored(s, &from)?,
+                    governed::load_stored(s, &to)?,
+                ))
+            })
+            .await?;
+            let c = arbiter_pdp::compare::compare(&old, &new, claim)
+                .await
+                .map_err(|e| match e {
+                    CompareError::SolverMissing(_) => ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "solver_unavailable",
+                        e.to_string(),
+                    ),
+                    CompareError::Schema(_) => bad("to", e.to_string()),
+                    CompareError::Proof { .. } => {
+                        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_proof", e.to_string())
+                    }
+                })?;
+            Ok(json_status(
+                StatusCode::OK,
+                &json!({"from": old.version(), "to": new.version(), "comparison": c}),
+            ))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/policy/replay?candidate=V[&since=T][&until=T]`: this node's recorded decisions
+/// (times in RFC 3339 or Unix seconds) re-evaluated against a stored version, with every
+/// change (`arbiter policy replay --json`).
+pub async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    answer(
+        async {
+            require_admin(&state, &headers, Need::Read).await?;
+            let p = params_of(&params, &["candidate", "since", "until"])?;
+            let Some(candidate) = p.get("candidate").map(|c| (*c).to_owned()) else {
+                return Err(bad(
+                    "candidate",
+                    "`candidate` (a stored version) is required",
+                ));
+            };
+            let time = |k: &str| -> Result<Option<i64>, ApiError> {
+                p.get(k)
+                    .map(|t| arbiter_log::parse_time(t).map_err(|e| bad(k, e.to_string())))
+                    .transpose()
+            };
+            let (since, until) = (time("since")?, time("until")?);
+            let Some(log_dir) = state.pdp.recorder().map(|r| r.log().dir().to_path_buf()) else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "decision_log_disabled",
+                    "this server does not keep a decision log (`--decision-log off`)",
+                ));
+            };
+            let body = blocking(&state, move |s| {
+                let policies = governed::load_stored(s, &candidate)?;
+                let report = arbiter_pdp::replay::replay_dir(&policies, &log_dir, since, until)
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "decision_log_unavailable",
+                            e.to_string(),
+                        )
+                    })?;
+                Ok(report.to_json(policies.version()))
+            })
+            .await?;
+            Ok(json_status(StatusCode::OK, &body))
+        }
+        .await,
+    )
+}

@@ -733,50 +733,19 @@ fn replay(data: &Path, candidate: &str, window: Window, as_json: bool) -> anyhow
     if !log.is_dir() {
         bail!("no decision log in `{}`", data.display());
     }
-    let mut unreadable_log = None;
-    let records = arbiter_log::read_records(&log)?.map_while(|r| match r {
-        Ok((_, rec)) => Some(rec),
-        Err(e) => {
-            unreadable_log = Some(e);
-            None
-        }
-    });
-    let in_window = records.filter(|r| window.contains(r.ts_us));
     let started = std::time::Instant::now();
-    let report = arbiter_pdp::replay::replay(&policies, in_window);
+    let report = arbiter_pdp::replay::replay_dir(&policies, &log, window.since, window.until)
+        .map_err(|e| anyhow::anyhow!("the decision log cannot be read to the end: {e}"))?;
     let took = started.elapsed();
-    if let Some(e) = unreadable_log {
-        bail!("the decision log cannot be read to the end: {e}");
-    }
     let status = if report.flips.is_empty() {
         EXIT_OK
     } else {
         EXIT_CHANGES
     };
     if as_json {
-        print(&serde_json::to_string_pretty(&json!({
-            "candidate": policies.version(),
-            "considered": report.considered,
-            "replayed": report.replayed,
-            "approximate": report.approximate,
-            "skipped": {"runtime": report.skipped_runtime, "rows": report.skipped_rows},
-            "unreadable": report.unreadable.iter().map(|(id, why)| json!({"decision_id": id, "reason": why})).collect::<Vec<_>>(),
-            "changes": report.flips.iter().map(|f| json!({
-                "change": f.change.as_str(),
-                "decision_id": f.decision_id,
-                "time": governed::time(f.ts_us),
-                "subject": f.subject,
-                "action": f.action,
-                "resource": f.resource,
-                "enforcement_point": f.enforcement_point,
-                "recorded": f.recorded.as_str(),
-                "recorded_policies": f.recorded_policies,
-                "candidate": f.candidate.as_str(),
-                "candidate_policies": f.candidate_policies,
-                "candidate_reason": f.candidate_reason,
-                "approximate": f.approximate,
-            })).collect::<Vec<_>>(),
-        }))?)?;
+        print(&serde_json::to_string_pretty(
+            &report.to_json(policies.version()),
+        )?)?;
         return Ok(ExitCode::from(status));
     }
     let mut out = String::new();

@@ -292,3 +292,134 @@ async fn policy_versions_are_governed_over_the_admin_api() {
     );
     f.identity.store().verify_audit().unwrap();
 }
+
+const DOC_SCHEMA: &str = "entity Agent;\nentity Doc = { public: Bool };\naction read appliesTo { principal: Agent, resource: Doc };\n";
+
+#[tokio::test]
+async fn compare_and_replay_over_the_admin_api() {
+    let f = Fixture::new(&example("quickstart"));
+    let auditor = token(&f, "reader", "auditor");
+    let with_schema = |policy: &str| {
+        json!({"message": "m", "files": [
+            {"path": "schema.cedarschema", "text": DOC_SCHEMA},
+            {"path": "docs.cedar", "text": policy},
+        ]})
+    };
+    let mut versions = Vec::new();
+    for policy in [
+        "@id(\"all\")\n@owner(\"docs\")\npermit (principal, action, resource);\n",
+        "@id(\"public\")\n@owner(\"docs\")\npermit (principal, action, resource) when { resource.public };\n",
+    ] {
+        let r = f
+            .send(
+                "POST",
+                "/v1/policy/versions",
+                Some(&f.admin),
+                Some(&with_schema(policy)),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+        versions.push(r.json()["version"].as_str().unwrap().to_owned());
+    }
+    let (all, public) = (&versions[0], &versions[1]);
+    let compare = |q: String, token: Option<String>| {
+        let f = &f;
+        async move {
+            f.send(
+                "GET",
+                &format!("/v1/policy/compare?{q}"),
+                token.as_deref(),
+                None,
+            )
+            .await
+        }
+    };
+    let r = compare(format!("from={all}&to={public}"), Some(auditor.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["comparison"]["holds"], true);
+    let r = compare(format!("from={public}&to={all}"), Some(auditor.clone())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let c = &r.json()["comparison"]["counterexample"];
+    assert_eq!(c["direction"], "allowed_by_new", "{c}");
+    assert_eq!(
+        (c["old"].as_str(), c["new"].as_str()),
+        (Some("deny"), Some("allow"))
+    );
+    let r = compare(
+        format!("from={all}&to={public}&claim=equivalent"),
+        Some(auditor.clone()),
+    )
+    .await;
+    assert_eq!(r.json()["comparison"]["holds"], false);
+    for q in [
+        format!("from={all}&to={public}&claim=maybe"),
+        format!("from={all}"),
+        format!("from={all}&to={public}&extra=1"),
+    ] {
+        assert_eq!(
+            compare(q.clone(), Some(auditor.clone())).await.status,
+            StatusCode::BAD_REQUEST,
+            "{q}"
+        );
+    }
+    assert_eq!(
+        compare(format!("from={all}&to={public}"), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Replay this node's recorded decisions against a stored version.
+    let request: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("quickstart").join("requests/read-ticket.json")).unwrap(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let r = f
+            .send("POST", "/access/v1/evaluation", None, Some(&request))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = f
+        .send(
+            "GET",
+            &format!("/v1/policy/replay?candidate={all}"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert_eq!(r.json()["candidate"], all.as_str());
+    assert!(
+        r.json()["considered"].as_u64().unwrap() >= 3,
+        "{}",
+        r.json()
+    );
+    let r = f
+        .send(
+            "GET",
+            "/v1/policy/replay?candidate=abcdef0123",
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .send(
+            "GET",
+            &format!("/v1/policy/replay?candidate={all}&since=yesterday"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .send(
+            "GET",
+            &format!("/v1/policy/replay?candidate={all}&until=1"),
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["considered"], 0);
+}
