@@ -275,22 +275,7 @@ pub async fn diff(
     answer(
         async {
             require_admin(&state, &headers, Need::Read).await?;
-            let (mut from, mut to) = (None, None);
-            for (k, v) in &params {
-                match k.as_str() {
-                    "from" => from = Some(v.clone()),
-                    "to" => to = Some(v.clone()),
-                    other => {
-                        return Err(bad(
-                            other,
-                            format!("`{other}` is not a parameter (from, to)"),
-                        ));
-                    }
-                }
-            }
-            let (Some(from), Some(to)) = (from, to) else {
-                return Err(bad("from", "`from` and `to` (two versions) are required"));
-            };
+            let (from, to) = from_to(&params, &["from", "to"])?;
             let body = blocking(&state, move |s| {
                 let (old, new) = (governed::stored(s, &from)?, governed::stored(s, &to)?);
                 let d = governed::diff(&old, &new)?;
@@ -387,7 +372,7 @@ pub async fn stop_shadow(State(state): State<AppState>, headers: HeaderMap) -> R
     )
 }
 
-/// The `from` and `to` (or other named) parameters of a query, refusing any other.
+/// The parameters of a query, refusing any but `allowed`.
 fn params_of<'a>(
     params: &'a std::collections::HashMap<String, String>,
     allowed: &[&str],
@@ -405,6 +390,18 @@ fn params_of<'a>(
     Ok(out)
 }
 
+/// The `from` and `to` versions of a query that may hold only the `allowed` parameters.
+fn from_to(
+    params: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(String, String), ApiError> {
+    let p = params_of(params, allowed)?;
+    match (p.get("from"), p.get("to")) {
+        (Some(from), Some(to)) => Ok(((*from).to_owned(), (*to).to_owned())),
+        _ => Err(bad("from", "`from` and `to` (two versions) are required")),
+    }
+}
+
 /// `GET /v1/policy/compare?from=A&to=B[&claim=narrows|equivalent]`: the SMT proof that `to`
 /// allows nothing `from` denies (or that both are equivalent), or a counterexample confirmed
 /// by evaluation (`arbiter policy compare`). 503 `solver_unavailable` without cvc5.
@@ -417,10 +414,8 @@ pub async fn compare(
     answer(
         async {
             require_admin(&state, &headers, Need::Read).await?;
+            let (from, to) = from_to(&params, &["from", "to", "claim"])?;
             let p = params_of(&params, &["from", "to", "claim"])?;
-            let (Some(from), Some(to)) = (p.get("from"), p.get("to")) else {
-                return Err(bad("from", "`from` and `to` (two versions) are required"));
-            };
             let claim = match p.get("claim").copied().unwrap_or("narrows") {
                 "narrows" => Claim::Narrows,
                 "equivalent" => Claim::Equivalent,
@@ -431,7 +426,6 @@ pub async fn compare(
                     ));
                 }
             };
-            let (from, to) = ((*from).to_owned(), (*to).to_owned());
             let (old, new) = blocking(&state, move |s| {
                 Ok((
                     governed::load_stored(s, &from)?,
