@@ -895,4 +895,33 @@ fn witnessed_log_rewrite_truncation_and_rollback_are_caught() {
     );
     assert_eq!(out.status.code(), Some(3));
     decide_witnessed(&data, wport, 2);
+
+    // Records after the witnessed checkpoint: within the allowed lag, or reported.
+    append(&data, 100..103);
+    let out = verify_witnessed(&data, &key, &wkey, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 record(s) after it"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(
+        &[
+            "log",
+            "verify",
+            "--pubkey",
+            &key,
+            "--witness-key",
+            &wkey,
+            "--unwitnessed-records",
+            "2",
+        ],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("3 records after the witnessed checkpoint"),
+        "{}",
+        text(&out.stderr)
+    );
 }

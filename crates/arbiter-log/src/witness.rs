@@ -51,6 +51,10 @@ pub const WITNESS_STATE_FILE: &str = "witness-state.json";
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Most hashes in a consistency proof (a tree of 2^63 records needs fewer).
 pub const MAX_PROOF_HASHES: usize = 64;
+/// Records a log may hold after its latest witnessed checkpoint before `check_witnessed`
+/// reports them (a live log's lag behind its witnesses: a checkpoint a second, then the trip
+/// to the witness; a stopped log sends its final checkpoint).
+pub const DEFAULT_UNWITNESSED_RECORDS: u64 = 100_000;
 /// Longest witness name.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -427,7 +431,15 @@ impl Witness {
     }
 }
 
-/// Appends one cosigned checkpoint to `log_dir/cosignatures.log` and syncs it.
+/// Size of `cosignatures.log` past which [`append_cosigned`] compacts it.
+pub const COMPACT_AT_BYTES: u64 = 4 * 1024 * 1024;
+/// Cosigned checkpoints kept per witness when `cosignatures.log` is compacted (only the
+/// latest is needed to check the log; the others are history).
+pub const KEEP_PER_WITNESS: usize = 100;
+
+/// Appends one cosigned checkpoint to `log_dir/cosignatures.log` and syncs it; past
+/// [`COMPACT_AT_BYTES`] the file is rewritten with the latest [`KEEP_PER_WITNESS`] entries of
+/// each witness. One writer at a time (the caller serializes its appends).
 pub fn append_cosigned(log_dir: &Path, entry: &CosignedCheckpoint) -> Result<(), LogError> {
     let path = log_dir.join(COSIGNATURES_FILE);
     let io_err = |source| LogError::Io {
@@ -447,6 +459,36 @@ pub fn append_cosigned(log_dir: &Path, entry: &CosignedCheckpoint) -> Result<(),
     if !existed {
         sync_dir(log_dir).map_err(io_err)?;
     }
+    if f.metadata().map_err(io_err)?.len() > COMPACT_AT_BYTES {
+        compact_cosigned(log_dir, KEEP_PER_WITNESS)?;
+    }
+    Ok(())
+}
+
+/// Rewrites `cosignatures.log` with the latest `keep` entries of each witness (by the key id
+/// of an entry's first cosignature), in their order, atomically.
+pub fn compact_cosigned(log_dir: &Path, keep: usize) -> Result<(), LogError> {
+    let entries = read_cosigned(log_dir)?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept: Vec<&CosignedCheckpoint> = Vec::new();
+    for e in entries.iter().rev() {
+        let witness = e
+            .cosignatures
+            .first()
+            .map(|c| c.key_id.clone())
+            .unwrap_or_default();
+        let n = seen.entry(witness).or_default();
+        if *n < keep {
+            *n += 1;
+            kept.push(e);
+        }
+    }
+    let mut out = Vec::new();
+    for e in kept.into_iter().rev() {
+        out.extend(serde_json::to_vec(e).map_err(|e| LogError::Invalid(e.to_string()))?);
+        out.push(b'\n');
+    }
+    write_atomic(log_dir, COSIGNATURES_FILE, &out, 0o644)?;
     Ok(())
 }
 
@@ -826,6 +868,35 @@ mod tests {
             Cosignature::message(&c, 77)
                 .starts_with("cosignature/v1\ntime 77\narbiter-checkpoint/v1\n")
         );
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_of_each_witness() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_key = KeyPair::from_seed(&[1; 32]);
+        let (w1, w2) = (KeyPair::from_seed(&[2; 32]), KeyPair::from_seed(&[3; 32]));
+        let tree = log_of(30);
+        for size in 1..=20u64 {
+            for w in [&w1, &w2] {
+                let c = cp(&tree, size, size as i64, &log_key);
+                let entry = CosignedCheckpoint {
+                    cosignatures: vec![Cosignature::sign(&c, size, "w", w)],
+                    checkpoint: c,
+                };
+                append_cosigned(dir.path(), &entry).unwrap();
+            }
+        }
+        compact_cosigned(dir.path(), 3).unwrap();
+        let left = read_cosigned(dir.path()).unwrap();
+        assert_eq!(left.len(), 6);
+        for w in [&w1, &w2] {
+            let sizes: Vec<u64> = left
+                .iter()
+                .filter(|e| e.cosigned_by(&w.public_key()).is_some())
+                .map(|e| e.checkpoint.tree_size)
+                .collect();
+            assert_eq!(sizes, [18, 19, 20]);
+        }
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct Witnessing {
     quorum: usize,
     agent: ureq::Agent,
     stop: AtomicBool,
+    /// Held while `cosignatures.log` is written (one sender thread per witness).
+    file: Mutex<()>,
 }
 
 impl Witnessing {
@@ -229,6 +231,7 @@ impl Witnessing {
             quorum: settings.quorum,
             agent,
             stop: AtomicBool::new(false),
+            file: Mutex::new(()),
         })
     }
 
@@ -360,6 +363,7 @@ impl Witnessing {
                         checkpoint: cp.clone(),
                         cosignatures: vec![cosig.clone()],
                     };
+                    let _file = lock(&self.file);
                     append_cosigned(log.dir(), &entry)
                         .map_err(|e| format!("cannot keep the cosignature: {e}"))?;
                     peer.held = Some(cp.tree_size);

@@ -161,7 +161,7 @@ fn report(
             &log_key,
             &wkeys,
             &[],
-            arbiter_log::DEFAULT_CHECKPOINT_EVERY_RECORDS,
+            arbiter_log::witness::DEFAULT_UNWITNESSED_RECORDS,
         )?
     };
     let cosigned = arbiter_log::witness::read_cosigned(&log_dir)?;

@@ -76,7 +76,7 @@ pub enum LogCommand {
         /// Also require the log to agree with what this witness cosigned (repeatable; a file or
         /// 64 hex characters, see `arbiter witness pubkey`): its latest cosigned checkpoint
         /// found in DIR/log/cosignatures.log (and from `--witness`) must be a checkpoint of
-        /// these records, with at most `--checkpoint-every-records` records after it. Detects
+        /// these records, with at most `--unwitnessed-records` records after it. Detects
         /// records rewritten or removed after a witness saw them even when the local
         /// checkpoints were regenerated.
         #[arg(long = "witness-key", value_name = "FILE|HEX")]
@@ -86,6 +86,10 @@ pub enum LogCommand {
         /// detected too. Needs `--witness-key`.
         #[arg(long = "witness", value_name = "URL", requires = "witness_keys")]
         witness_urls: Vec<String>,
+        /// Records that may follow the latest witnessed checkpoint (a live log's lag behind
+        /// its witnesses; `serve` sends its final checkpoint when it stops).
+        #[arg(long, value_name = "N", default_value_t = arbiter_log::witness::DEFAULT_UNWITNESSED_RECORDS)]
+        unwitnessed_records: u64,
         /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
@@ -245,6 +249,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             checkpoint_every_records,
             witness_keys,
             witness_urls,
+            unwitnessed_records,
             json,
         } => verify(
             &data,
@@ -253,6 +258,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             &Witnessed {
                 keys: witness_keys,
                 urls: witness_urls,
+                lag: unwitnessed_records,
             },
             json,
         ),
@@ -365,6 +371,8 @@ fn kind_name(k: ProblemKind) -> &'static str {
 struct Witnessed {
     keys: Vec<String>,
     urls: Vec<String>,
+    /// Records allowed after the latest witnessed checkpoint.
+    lag: u64,
 }
 
 fn verify(
@@ -435,8 +443,14 @@ fn verify(
             .iter()
             .map(|u| fetch_witnessed(u, &log_key, &witness_keys))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        arbiter_log::witness::check_witnessed(&dir, &log_key, &witness_keys, &fetched, window)
-            .map_err(|e| anyhow::anyhow!("cannot check the log against its witnesses: {e}"))?
+        arbiter_log::witness::check_witnessed(
+            &dir,
+            &log_key,
+            &witness_keys,
+            &fetched,
+            witnessed.lag,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot check the log against its witnesses: {e}"))?
     };
     if json {
         let mut value = serde_json::to_value(&report)?;
