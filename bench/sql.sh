@@ -9,9 +9,11 @@
 # (Debian's postgresql-client). Builds the release binary (into $CARGO_TARGET_DIR, default
 # ./target), creates the database arbiter_bench (dropped at the end), registers agents whose
 # policies allow `select` on it (one of them only on the rows of its branch), starts the guard
-# with an embedded decision point twice (durable decision log; `--decision-log async`), and runs
-# pgbench -S for each client count: guard, guard with a row filter, guard with the async log,
-# then direct.
+# with an embedded decision point twice (durable decision log; `--decision-log async`), starts
+# pgbouncer (Debian's, installed if missing) in transaction mode in front of the same database,
+# and runs pgbench -S for each client count: guard, guard with a row filter, guard with the
+# async log, pgbouncer, then direct — so the guard is compared with a relay-only pooler in the
+# same run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432} SCALE=${SCALE:-5} DURATION=${DURATION:-8}
@@ -20,12 +22,21 @@ WORK=$(mktemp -d /tmp/arbiter-sql-bench.XXXXXX)
 PROXY_PID=
 cleanup() {
   [ -n "$PROXY_PID" ] && kill $PROXY_PID 2>/dev/null
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null
   wait 2>/dev/null
   psql "$PGURL/postgres" -qc "drop database if exists arbiter_bench" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 command -v pgbench >/dev/null || { echo "pgbench is required (Debian: postgresql-client)"; exit 1; }
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+if [ ! -x "$PGBOUNCER" ]; then
+  echo "installing pgbouncer (apt)"
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q pgbouncer \
+      || { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q pgbouncer; }; } \
+    >"$WORK/apt.log" 2>&1 || { echo "apt-get install pgbouncer failed: $(tail -3 "$WORK/apt.log")"; exit 1; }
+fi
 
 (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/arbiter
@@ -62,6 +73,31 @@ start_proxy() {  # start_proxy PORT DATA LOG_MODE
 }
 PORT=$(free_port); start_proxy "$PORT" "$WORK/data" sync
 ASYNC_PORT=$(free_port); start_proxy "$ASYNC_PORT" "$WORK/data-async" async
+# pgbouncer in transaction mode in front of the same database (it refuses to run as root:
+# `-u nobody` then, with its files readable).
+PB_PORT=$(free_port)
+PGHOSTPORT=${PGURL#*@}
+cat >"$WORK/pgbouncer.ini" <<INI
+[databases]
+arbiter_bench = host=${PGHOSTPORT%:*} port=${PGHOSTPORT##*:} dbname=arbiter_bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 20
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+INI
+echo '"postgres" ""' >"$WORK/userlist.txt"
+chmod 755 "$WORK"; chmod 644 "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+as_user=(); [ "$(id -u)" = 0 ] && { touch "$WORK/pgbouncer.log"; chown nobody "$WORK/pgbouncer.log"; chmod 777 "$WORK"; as_user=(-u nobody); }
+"$PGBOUNCER" -d "${as_user[@]}" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 \
+  || { echo "pgbouncer did not start: $(cat "$WORK/pgbouncer.out" "$WORK/pgbouncer.log" 2>/dev/null | tail -5)"; exit 1; }
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PB_PORT") 2>/dev/null && break; sleep 0.1; done
 
 tps() { grep -E '^tps' | sed -E 's/tps = ([0-9.]+).*/\1/'; }
 through() {  # through PORT AGENT KEY CLIENTS
@@ -69,13 +105,15 @@ through() {  # through PORT AGENT KEY CLIENTS
 }
 pct() { python3 -c "print(f'{100*$1/$2:.1f}%')"; }
 # guard: durable decision log (the default); rows: the same, every statement narrowed by a row
-# filter; async: decision log written behind (`--decision-log async`); direct: no guard.
-printf '%-8s %11s %11s %11s %11s %8s %8s %8s\n' clients guard rows async direct guard% rows% async%
+# filter; async: decision log written behind (`--decision-log async`); pgbouncer: a relay-only
+# pooler in transaction mode; direct: no proxy.
+printf '%-8s %11s %11s %11s %11s %11s %8s %8s %8s %8s\n' clients guard rows async pgbouncer direct guard% rows% async% pgb%
 for c in $CLIENTS; do
   g=$(through "$PORT" bench "$KEY" "$c")
   r=$(through "$PORT" bench-rows "$ROWS_KEY" "$c")
   a=$(through "$ASYNC_PORT" bench "$ASYNC_KEY" "$c")
+  b=$(pgbench -n -S -c "$c" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$PB_PORT" -U postgres arbiter_bench 2>&1 | tps)
   d=$(pgbench -n -S -c "$c" -j 2 -T "$DURATION" "$PGURL/arbiter_bench" 2>/dev/null | tps)
-  printf '%-8s %11.0f %11.0f %11.0f %11.0f %8s %8s %8s\n' "$c" "$g" "$r" "$a" "$d" \
-    "$(pct "$g" "$d")" "$(pct "$r" "$d")" "$(pct "$a" "$d")"
+  printf '%-8s %11.0f %11.0f %11.0f %11.0f %11.0f %8s %8s %8s %8s\n' "$c" "$g" "$r" "$a" "$b" "$d" \
+    "$(pct "$g" "$d")" "$(pct "$r" "$d")" "$(pct "$a" "$d")" "$(pct "$b" "$d")"
 done
