@@ -1897,3 +1897,220 @@ fn session_labels_span_the_sql_guard_and_the_mcp_gateway() {
         serde_json::json!(["private_data"])
     );
 }
+
+// ---- reads sent ahead of their records ---------------------------------------------------
+
+const READS_AND_INSERTS: &str = r#"
+permit (principal == Agent::"bot", action in [Action::"select", Action::"insert"], resource is Table)
+when { resource.database == "DB" };
+"#;
+
+/// The guard in this process, on an embedded decision point whose decision log fails when
+/// `fault` says so; stops when dropped.
+struct InProcess {
+    port: u16,
+    key: String,
+    data: PathBuf,
+    fault: arbiter_log::FaultSwitch,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn in_process(db: &TestDb, strict_order: bool) -> InProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = register_with(&data, "bot", "{}");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("p.cedar"),
+        READS_AND_INSERTS.replace("DB", db.name()),
+    )
+    .unwrap();
+    let fault = arbiter_log::FaultSwitch::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let pdp = arbiter_pdp::local::open_local(arbiter_pdp::local::LocalConfig {
+        policies,
+        data: data.clone(),
+        jwt_issuers: None,
+        recorder: arbiter_pdp::RecorderSettings {
+            fault: Some(fault.hook()),
+            ..arbiter_pdp::RecorderSettings::default()
+        },
+    })
+    .unwrap();
+    let decider =
+        arbiter_pep::LocalDecider::new(std::sync::Arc::new(pdp), format!("sql:{}", db.name()));
+    let mut config = arbiter_sql::proxy::ProxyConfig::new(
+        arbiter_sql::proxy::Upstream::parse(&db.url()).unwrap(),
+    );
+    config.strict_order = strict_order;
+    let proxy = arbiter_sql::proxy::Proxy::new(config, std::sync::Arc::new(decider));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(proxy.serve(listener));
+    InProcess {
+        port,
+        key,
+        data,
+        fault,
+        _runtime: runtime,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_read_sent_ahead_gives_its_rows_only_with_a_durable_record() {
+    let db = test_db("ahead");
+    for strict_order in [false, true] {
+        db.psql("DELETE FROM t WHERE id > 3");
+        let guard = in_process(&db, strict_order);
+        let mut raw = Raw::connect(guard.port, db.name(), "bot", &guard.key);
+        let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id");
+        assert_eq!(data_rows(&ms), ["1", "2", "3"], "{}", tags(&ms));
+
+        // The log fails at its next write: the read's rows never reach the agent.
+        guard
+            .fault
+            .fail_next_write
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let ms = simple(&mut raw, "SELECT name FROM t ORDER BY id");
+        assert_eq!(tags(&ms), "EZ", "strict_order={strict_order}");
+        let error = error_of(&ms);
+        assert!(
+            error
+                .iter()
+                .any(|(k, v)| *k == b'M' && v.contains("could not be recorded")),
+            "{error:?}"
+        );
+        // The log stays failed: a write is refused before the database sees it.
+        let ms = simple(&mut raw, "INSERT INTO t (id, name) VALUES (9, 'x')");
+        assert_eq!(tags(&ms), "EZ", "strict_order={strict_order}");
+        raw.send(b'X', Vec::new());
+        assert_eq!(db.psql("SELECT count(*) FROM t WHERE id = 9"), "0\n");
+
+        // Every answer the agent received has its record; the failed ones have none.
+        drop(guard._runtime);
+        let records = ARBITER.records(&guard.data);
+        let reads: Vec<&Value> = records.iter().filter(|r| r["action"] == "select").collect();
+        assert_eq!(reads.len(), 1, "{records:?}");
+        assert_eq!(reads[0]["outcome"], "allow");
+    }
+}
+
+/// A decision point that allows everything and reports its records durable only after
+/// `delay`, or never (`fail`).
+#[derive(Debug)]
+struct SlowRecords {
+    delay: Duration,
+    fail: bool,
+}
+
+impl arbiter_pep::Decider for SlowRecords {
+    fn decide<'a>(
+        &'a self,
+        _credential: Option<&'a str>,
+        asks: Vec<arbiter_pep::Ask>,
+    ) -> arbiter_pep::BoxFuture<'a, Result<Vec<arbiter_pep::Verdict>, arbiter_pep::DecideError>>
+    {
+        let verdicts = asks
+            .iter()
+            .map(|_| arbiter_pep::Verdict {
+                allow: true,
+                decision_id: Some("d-1".into()),
+                ..arbiter_pep::Verdict::default()
+            })
+            .collect();
+        Box::pin(async move { Ok(verdicts) })
+    }
+
+    fn decide_ahead<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<arbiter_pep::Ask>,
+        _settle: arbiter_pep::Settle<'a>,
+    ) -> arbiter_pep::BoxFuture<'a, Result<arbiter_pep::Ahead, arbiter_pep::DecideError>> {
+        let (delay, fail) = (self.delay, self.fail);
+        Box::pin(async move {
+            let verdicts = self.decide(credential, asks).await?;
+            let durable: arbiter_pep::Durable = Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                if fail {
+                    return Err(arbiter_pep::Verdict::refused("the record failed"));
+                }
+                Ok(())
+            });
+            Ok((verdicts, Some(durable)))
+        })
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        _credential: &'a str,
+    ) -> arbiter_pep::BoxFuture<'a, Result<Option<String>, arbiter_pep::AuthError>> {
+        Box::pin(async { Ok(Some("bot".to_owned())) })
+    }
+}
+
+#[test]
+fn a_read_sent_ahead_is_held_until_its_record_is_durable() {
+    let db = test_db("held");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = |decider: SlowRecords, timeout: Duration| {
+        let mut config = arbiter_sql::proxy::ProxyConfig::new(
+            arbiter_sql::proxy::Upstream::parse(&db.url()).unwrap(),
+        );
+        config.decision_timeout = timeout;
+        let proxy = arbiter_sql::proxy::Proxy::new(config, std::sync::Arc::new(decider));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(proxy.serve(listener));
+        Raw::connect(port, db.name(), "bot", "k")
+    };
+    let delay = Duration::from_millis(400);
+    let mut raw = start(SlowRecords { delay, fail: false }, PATIENCE);
+    let began = std::time::Instant::now();
+    let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id");
+    assert!(
+        began.elapsed() >= delay,
+        "rows came before the record was durable"
+    );
+    assert_eq!(data_rows(&ms), ["1", "2", "3"]);
+    // Not a plain read (it locks rows): decided in the strict order, nothing to hold.
+    let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id FOR UPDATE");
+    assert_eq!(data_rows(&ms), ["1", "2", "3"]);
+
+    let mut raw = start(SlowRecords { delay, fail: true }, PATIENCE);
+    let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id");
+    assert_eq!(tags(&ms), "EZ");
+    // A record that is not durable within the decision deadline: the rows are discarded.
+    let mut raw = start(
+        SlowRecords {
+            delay: Duration::from_secs(30),
+            fail: false,
+        },
+        Duration::from_millis(200),
+    );
+    let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id");
+    assert_eq!(tags(&ms), "EZ");
+    assert!(
+        error_of(&ms)
+            .iter()
+            .any(|(k, v)| *k == b'M' && v.contains("in time")),
+        "{:?}",
+        error_of(&ms)
+    );
+}

@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 pub use identity::{Attribution, Caller, Denial, Identity, IdentitySettings, Source};
 pub use metrics::Metrics;
 pub use nonblocking::LOOKUP_TIMEOUT;
-pub use recorder::{LogMode, Recorder, RecorderError, RecorderSettings, Unrecorded};
+pub use recorder::{LogMode, Recorder, RecorderError, RecorderSettings, Submitted, Unrecorded};
 pub use watch::{WatchHandle, fingerprint};
 
 /// The state of policy loading, for `/readyz` and the metrics.

@@ -357,6 +357,23 @@ fn secret_file(path: &Path) -> Result<Vec<u8>, RecorderError> {
     Ok(key)
 }
 
+/// Decisions handed to the decision log whose records may not be durable yet (see
+/// [`Pdp::submit_all`]).
+#[derive(Debug)]
+pub struct Submitted {
+    pending: Vec<(Decision, Option<Appending>)>,
+}
+
+/// The log's answer to one record handed to it: its leaf index once durable.
+type Appending = tokio::sync::oneshot::Receiver<Result<u64, LogError>>;
+
+impl Submitted {
+    /// The decisions, as taken (before their records are durable).
+    pub fn decisions(&self) -> impl Iterator<Item = &Decision> {
+        self.pending.iter().map(|(d, _)| d)
+    }
+}
+
 /// A decision that was taken but could not be recorded: it must not be acted upon.
 #[derive(Debug, Clone)]
 pub struct Unrecorded {
@@ -404,19 +421,47 @@ impl Pdp {
         items: Vec<(Option<&EvaluationRequest>, Decision, Option<&Attribution>)>,
         enforcement_point: &str,
     ) -> Vec<Result<Decision, Unrecorded>> {
-        let Some(recorder) = self.recorder() else {
-            return items.into_iter().map(|(_, d, _)| Ok(d)).collect();
+        let submitted = self.submit_all(items, enforcement_point);
+        self.durable(submitted).await
+    }
+
+    /// Hands decisions to the log without waiting: [`Pdp::durable`] then waits until their
+    /// records are durable. Nothing a decision allows may take effect before that; an
+    /// enforcement point may only start work whose result it withholds until then (the SQL
+    /// guard's reads, see `arbiter_pep::Decider::decide_ahead`).
+    pub fn submit_all(
+        &self,
+        items: Vec<(Option<&EvaluationRequest>, Decision, Option<&Attribution>)>,
+        enforcement_point: &str,
+    ) -> Submitted {
+        let pending = match self.recorder() {
+            None => items.into_iter().map(|(_, d, _)| (d, None)).collect(),
+            Some(recorder) => items
+                .into_iter()
+                .map(|(req, d, attribution)| {
+                    let rx = recorder.submit(recorder.record_of(
+                        req,
+                        &d,
+                        enforcement_point,
+                        attribution,
+                    ));
+                    (d, Some(rx))
+                })
+                .collect(),
         };
-        let pending: Vec<_> = items
-            .into_iter()
-            .map(|(req, d, attribution)| {
-                let rx =
-                    recorder.submit(recorder.record_of(req, &d, enforcement_point, attribution));
-                (d, rx)
-            })
-            .collect();
-        let mut out = Vec::with_capacity(pending.len());
-        for (decision, rx) in pending {
+        Submitted { pending }
+    }
+
+    /// Waits until the records of `submitted` are durable; each result as in
+    /// [`Pdp::record`].
+    pub async fn durable(&self, submitted: Submitted) -> Vec<Result<Decision, Unrecorded>> {
+        let mut out = Vec::with_capacity(submitted.pending.len());
+        for (decision, rx) in submitted.pending {
+            let Some(rx) = rx else {
+                // No decision log: nothing to wait for.
+                out.push(Ok(decision));
+                continue;
+            };
             let result = match rx.await {
                 Ok(r) => r,
                 Err(_) => Err(LogError::ShutDown),

@@ -33,6 +33,43 @@ pub(crate) fn not_applied(v: &mut Verdict, reason: &str) {
     );
 }
 
+/// The wait for the records of decisions already answered to be durable (see
+/// [`Decider::decide_ahead`]): `Err` holds the deny that replaces an allow whose record could
+/// not be written.
+pub type Durable = BoxFuture<'static, Result<(), Verdict>>;
+
+/// The verdicts of [`Decider::decide_ahead`], and the wait for their records when they came
+/// before the records were durable.
+pub type Ahead = (Vec<Verdict>, Option<Durable>);
+
+/// [`decide_within`] with [`Decider::decide_ahead`]: the verdicts, and when they came before
+/// their records were durable, the wait for that (which the caller must bound itself).
+pub async fn decide_ahead_within(
+    decider: &dyn Decider,
+    timeout: std::time::Duration,
+    credential: Option<&str>,
+    asks: Vec<Ask>,
+    settle: Settle<'_>,
+) -> Result<Ahead, DecideError> {
+    let asked = asks.len();
+    let (verdicts, durable) =
+        tokio::time::timeout(timeout, decider.decide_ahead(credential, asks, settle))
+            .await
+            .map_err(|_| DecideError::Deadline { after: timeout })??;
+    counted(asked, &verdicts)?;
+    Ok((verdicts, durable))
+}
+
+fn counted(asked: usize, verdicts: &[Verdict]) -> Result<(), DecideError> {
+    if verdicts.len() != asked {
+        return Err(DecideError::Count {
+            asked,
+            got: verdicts.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Decides `asks` with `decider` within `timeout` (the enforcement point's deadline for the
 /// whole exchange), settling the verdicts with `settle` when given (see
 /// [`Decider::decide_then`]): exactly one verdict per ask, or why there is none. This is how
@@ -52,12 +89,7 @@ pub async fn decide_within(
     let verdicts = tokio::time::timeout(timeout, decided)
         .await
         .map_err(|_| DecideError::Deadline { after: timeout })??;
-    if verdicts.len() != asked {
-        return Err(DecideError::Count {
-            asked,
-            got: verdicts.len(),
-        });
-    }
+    counted(asked, &verdicts)?;
     Ok(verdicts)
 }
 
@@ -91,6 +123,25 @@ pub trait Decider: Send + Sync + std::fmt::Debug {
                 }
             }
             Ok(verdicts)
+        })
+    }
+
+    /// Decides as [`Decider::decide_then`] does, but may answer before the decisions'
+    /// records are durable, for work whose result the enforcement point withholds until then
+    /// (the SQL guard forwards a plain read at once and holds its rows back): the verdicts,
+    /// and `Some` wait for durability, which the caller must see succeed before anything the
+    /// decisions allowed becomes visible. A decider answers this way only when every verdict
+    /// allows; the default, and a decision point that records elsewhere, answer as
+    /// [`Decider::decide_then`] with nothing to wait for.
+    fn decide_ahead<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Ahead, DecideError>> {
+        Box::pin(async move {
+            let verdicts = self.decide_then(credential, asks, settle).await?;
+            Ok((verdicts, None))
         })
     }
 

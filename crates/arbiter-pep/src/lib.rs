@@ -20,7 +20,7 @@ mod remote;
 mod source;
 mod verdict;
 
-pub use decider::{BoxFuture, Decider, Settle, decide_within};
+pub use decider::{Ahead, BoxFuture, Decider, Durable, Settle, decide_ahead_within, decide_within};
 pub use error::{AuthError, DecideError, SourceError};
 pub use local::LocalDecider;
 pub use remote::RemoteDecider;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arbiter_pdp::{Caller, Pdp, Source};
 use arbiter_types::{Action, Entity, EvaluationRequest, RowFilter};
 
-use crate::decider::{BoxFuture, Decider, Settle};
+use crate::decider::{Ahead, BoxFuture, Decider, Durable, Settle};
 use crate::{Ask, AuthError, DecideError, Verdict};
 
 /// Decides in this process with an embedded decision point (see
@@ -40,13 +40,63 @@ impl LocalDecider {
         asks: Vec<Ask>,
         settle: Settle<'_>,
     ) -> Vec<Verdict> {
+        match self.submit_from(address, credential, asks, settle).await {
+            Ok((submitted, rows)) => verdicts_of(self.pdp.durable(submitted).await, rows),
+            Err(refused) => refused,
+        }
+    }
+
+    /// [`Decider::decide_ahead`] for a caller at `address`: as [`LocalDecider::decide_from`],
+    /// except that when every decision allows, the verdicts come as soon as the records are
+    /// handed to the log, with the wait for them to be durable.
+    pub async fn decide_ahead_from(
+        &self,
+        address: &str,
+        credential: Option<&str>,
+        asks: Vec<Ask>,
+        settle: Settle<'_>,
+    ) -> Ahead {
+        let (submitted, rows) = match self.submit_from(address, credential, asks, settle).await {
+            Ok(submitted) => submitted,
+            Err(refused) => return (refused, None),
+        };
+        let taken: Vec<_> = submitted.decisions().cloned().map(Ok).collect();
+        let verdicts = verdicts_of(taken, rows.clone());
+        if !verdicts.iter().all(|v| v.allow) {
+            // Nothing goes ahead: answer as recorded.
+            return (verdicts_of(self.pdp.durable(submitted).await, rows), None);
+        }
+        let pdp = Arc::clone(&self.pdp);
+        let durable: Durable = Box::pin(async move {
+            let recorded = pdp.durable(submitted).await;
+            match verdicts_of(recorded, rows)
+                .into_iter()
+                .find(|v| v.unrecorded)
+            {
+                None => Ok(()),
+                Some(denied) => Err(denied),
+            }
+        });
+        (verdicts, Some(durable))
+    }
+
+    /// Decides `asks`, settles them, and hands their records to the log: the decisions, and
+    /// the row filters of the allows for some rows. `Err`: the asks were refused before any
+    /// decision (the verdicts say why).
+    async fn submit_from(
+        &self,
+        address: &str,
+        credential: Option<&str>,
+        asks: Vec<Ask>,
+        settle: Settle<'_>,
+    ) -> Result<(arbiter_pdp::Submitted, Vec<Option<RowFilter>>), Vec<Verdict>> {
         let session = match crate::verdict::session_of(&asks) {
             Ok(s) => s.map(str::to_owned),
             Err(e) => {
-                return asks
+                return Err(asks
                     .iter()
                     .map(|_| Verdict::refused(&e.to_string()))
-                    .collect();
+                    .collect());
             }
         };
         let snapshot = self.pdp.snapshot();
@@ -106,33 +156,40 @@ impl LocalDecider {
             .iter()
             .map(|d| (d.request.as_ref(), d.decision.clone(), Some(&d.attribution)))
             .collect();
-        let recorded = self.pdp.record_all(items, &self.point).await;
-        recorded
-            .into_iter()
-            .zip(rows)
-            .map(|(r, rows)| {
-                // A decision that could not be recorded is a deny (fail closed).
-                let (d, rows, unrecorded) = match r {
-                    Ok(d) => (d, rows, false),
-                    Err(unrecorded) => (*unrecorded.decision, None, true),
-                };
-                let allow = d.outcome.is_allow();
-                let approval = pending_approval(&d);
-                let approval_settled = settled_approval(&d);
-                Verdict {
-                    allow,
-                    decision_id: Some(d.id.as_str().to_owned()),
-                    reason_user: d.reason_user,
-                    rows: rows.filter(|_| allow),
-                    policy_version: Some(d.policy_version),
-                    unrecorded,
-                    retry_after_s: d.retry_after_s,
-                    approval,
-                    approval_settled,
-                }
-            })
-            .collect()
+        Ok((self.pdp.submit_all(items, &self.point), rows))
     }
+}
+
+/// The verdicts for decisions as recorded (or not: an unrecorded decision is a deny, fail
+/// closed), with the row filters of the allows for some rows.
+fn verdicts_of(
+    recorded: Vec<Result<arbiter_types::Decision, arbiter_pdp::Unrecorded>>,
+    rows: Vec<Option<RowFilter>>,
+) -> Vec<Verdict> {
+    recorded
+        .into_iter()
+        .zip(rows)
+        .map(|(r, rows)| {
+            let (d, rows, unrecorded) = match r {
+                Ok(d) => (d, rows, false),
+                Err(unrecorded) => (*unrecorded.decision, None, true),
+            };
+            let allow = d.outcome.is_allow();
+            let approval = pending_approval(&d);
+            let approval_settled = settled_approval(&d);
+            Verdict {
+                allow,
+                decision_id: Some(d.id.as_str().to_owned()),
+                reason_user: d.reason_user,
+                rows: rows.filter(|_| allow),
+                policy_version: Some(d.policy_version),
+                unrecorded,
+                retry_after_s: d.retry_after_s,
+                approval,
+                approval_settled,
+            }
+        })
+        .collect()
 }
 
 impl Decider for LocalDecider {
@@ -151,6 +208,19 @@ impl Decider for LocalDecider {
         settle: Settle<'a>,
     ) -> BoxFuture<'a, Result<Vec<Verdict>, DecideError>> {
         Box::pin(async move { Ok(self.decide_from("local", credential, asks, settle).await) })
+    }
+
+    fn decide_ahead<'a>(
+        &'a self,
+        credential: Option<&'a str>,
+        asks: Vec<Ask>,
+        settle: Settle<'a>,
+    ) -> BoxFuture<'a, Result<Ahead, DecideError>> {
+        Box::pin(async move {
+            Ok(self
+                .decide_ahead_from("local", credential, asks, settle)
+                .await)
+        })
     }
 
     fn policy_version(&self) -> Option<String> {

@@ -57,6 +57,20 @@ pub struct ProxyArgs {
     /// Largest protocol message accepted from either side, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub max_message_bytes: usize,
+
+    /// Send every statement only once its decision's record is durable. By default a plain
+    /// read (one `SELECT` of tables that locks nothing and calls only side-effect-free
+    /// built-in functions) is sent as soon as it is decided, and its results are held back
+    /// until its record is durable, discarded if the record fails. Use this when views call
+    /// functions that change data.
+    #[arg(long)]
+    pub strict_order: bool,
+
+    /// Threads that relay and decide statements. Default: half the machine's cores, at least
+    /// one (the database and its clients often share the machine; on two cores one thread
+    /// relays more statements a second than two, which trade the connections back and forth).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 pub fn run(cmd: SqlCommand, format: LogFormat, level: &str) -> anyhow::Result<ExitCode> {
@@ -100,9 +114,13 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     config.summed_columns = args.sum.clone();
+    config.strict_order = args.strict_order;
     let point = format!("sql:{}", config.database_name);
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -97,6 +97,10 @@ pub struct ProxyConfig {
     /// Columns whose inserted values are added up into the `insert` question's
     /// `context.totals`, for budgets (`--sum`).
     pub summed_columns: Vec<String>,
+    /// Every statement waits for its decision's record to be durable before it is sent
+    /// (`--strict-order`). Off by default: a plain read ([`super::reads_only`]) is sent as
+    /// soon as it is decided and its results are held back until its record is durable.
+    pub strict_order: bool,
 }
 
 impl ProxyConfig {
@@ -107,6 +111,7 @@ impl ProxyConfig {
             max_message_bytes: 64 << 20,
             decision_timeout: Duration::from_secs(5),
             summed_columns: Vec::new(),
+            strict_order: false,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! verdicts become an allow, a statement narrowed to the allowed rows, or a denial
 //! ([`Proxy::check`]).
 
-use arbiter_pep::{Ask, Settle, Verdict, decide_within};
+use arbiter_pep::{Ask, Durable, Settle, Verdict, decide_ahead_within, decide_within};
 use arbiter_types::Entity;
 use serde_json::{Map, json};
 
@@ -15,9 +15,23 @@ use super::{Allowed, Denial, Proxy};
 impl Proxy {
     /// Decides the SQL text `sql` for `peer` (its credential, in its session).
     pub async fn check(&self, peer: &Peer, sql: &str) -> Result<Allowed, Denial> {
+        self.check_ahead(peer, sql, false).await.map(|(a, _)| a)
+    }
+
+    /// [`Proxy::check`], and when `ahead` is set and the statement is a plain read
+    /// ([`reads_only`]), the answer may come before the decision's record is durable, with
+    /// the wait for it: the statement may then be sent at once, but its results must be
+    /// withheld from the agent until that wait succeeds (and discarded if it fails).
+    pub async fn check_ahead(
+        &self,
+        peer: &Peer,
+        sql: &str,
+        ahead: bool,
+    ) -> Result<(Allowed, Option<Durable>), Denial> {
         let analysis = self
             .analysis_of(sql)
             .map_err(|_| Denial::new("the statement cannot be analyzed", None))?;
+        let ahead = ahead && reads_only(&analysis);
         // The exact text (the fingerprint leaves constants out): what an approval is bound to.
         let digest = statement_digest(sql);
         let asks: Vec<Ask> = asks_summing(
@@ -33,7 +47,7 @@ impl Proxy {
         })
         .collect();
         if asks.is_empty() {
-            return Ok(Allowed::default());
+            return Ok((Allowed::default(), None));
         }
         let tables: Vec<Option<(String, String)>> = asks
             .iter()
@@ -67,15 +81,27 @@ impl Proxy {
             *slot = Some(text);
             Ok(())
         });
-        let decided = decide_within(
-            self.decider.as_ref(),
-            self.config.decision_timeout,
-            Some(&peer.credential),
-            asks,
-            Some(settle),
-        )
-        .await;
-        let verdicts = match decided {
+        let decided = if ahead {
+            decide_ahead_within(
+                self.decider.as_ref(),
+                self.config.decision_timeout,
+                Some(&peer.credential),
+                asks,
+                settle,
+            )
+            .await
+        } else {
+            decide_within(
+                self.decider.as_ref(),
+                self.config.decision_timeout,
+                Some(&peer.credential),
+                asks,
+                Some(settle),
+            )
+            .await
+            .map(|v| (v, None))
+        };
+        let (verdicts, durable) = match decided {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "no decision could be taken; the statement is denied");
@@ -98,14 +124,20 @@ impl Proxy {
             }
         }
         match (narrowed_by, narrowed) {
-            (None, _) => Ok(Allowed {
-                narrowed: None,
-                policy_version,
-            }),
-            (Some(_), Some(text)) => Ok(Allowed {
-                narrowed: Some(text),
-                policy_version,
-            }),
+            (None, _) => Ok((
+                Allowed {
+                    narrowed: None,
+                    policy_version,
+                },
+                durable,
+            )),
+            (Some(_), Some(text)) => Ok((
+                Allowed {
+                    narrowed: Some(text),
+                    policy_version,
+                },
+                durable,
+            )),
             // Allowed for some rows, and not narrowed: never sent as it is.
             (Some(decision_id), None) => Err(Denial::new(
                 "the statement could not be narrowed to the allowed rows",
@@ -128,6 +160,78 @@ fn merge_columns(into: &mut Ask, other: &Ask) {
     columns.dedup();
     into.context.insert("columns".into(), json!(columns));
     into.rows = into.rows && other.rows;
+}
+
+/// Functions a plain read may call and still go ahead of its record (see [`reads_only`]):
+/// built-in functions that read nothing but their arguments and change nothing.
+const READ_AHEAD_FUNCTIONS: &[&str] = &[
+    "abs",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "ceil",
+    "char_length",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "count",
+    "date_part",
+    "date_trunc",
+    "floor",
+    "greatest",
+    "least",
+    "left",
+    "length",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "mod",
+    "now",
+    "pg_catalog.date_part",
+    "pg_catalog.extract",
+    "pg_catalog.position",
+    "pg_catalog.substring",
+    "pg_catalog.trim",
+    "position",
+    "replace",
+    "right",
+    "round",
+    "rtrim",
+    "split_part",
+    "string_agg",
+    "substr",
+    "substring",
+    "sum",
+    "to_char",
+    "trim",
+    "trunc",
+    "upper",
+];
+
+/// Whether `analysis` is a plain read that cannot change anything: one `SELECT` with no
+/// feature flag (no locking clause, `INTO`, cursor, data-modifying `WITH`, configuration
+/// change), reading tables only, calling only [`READ_AHEAD_FUNCTIONS`]. Such a statement may
+/// be sent to the database before its decision's record is durable, its results held back
+/// until it is (`arbiter sql proxy`, unless `--strict-order`). Anything else waits for its
+/// record before it is sent. (The analysis cannot see inside views: a view that calls a
+/// function with effects runs it when read; `--strict-order` keeps such a database in the
+/// strict order.)
+pub fn reads_only(analysis: &Analysis) -> bool {
+    let [statement] = analysis.statements.as_slice() else {
+        return false;
+    };
+    statement.kind == StatementKind::Select
+        && statement.flags.is_empty()
+        && statement.inserted.is_empty()
+        && statement
+            .tables
+            .iter()
+            .all(|t| t.access == crate::Access::Read)
+        && statement
+            .functions
+            .iter()
+            .all(|f| READ_AHEAD_FUNCTIONS.contains(&f.as_str()))
 }
 
 /// `sha256:<hex>` of a statement's text.
@@ -362,4 +466,42 @@ fn narrowable(s: &crate::StatementInfo, t: &crate::TableAccess) -> bool {
         .filter(|r| r.name == t.name && r.schema == t.schema)
         .peekable();
     refs.peek().is_some() && refs.all(|r| r.role != crate::ReferenceRole::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::reads_only;
+
+    #[test]
+    fn only_plain_reads_go_ahead_of_their_records() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT count(*), lower(name) FROM t JOIN u ON u.id = t.id GROUP BY 2",
+            "WITH r AS (SELECT * FROM t) SELECT * FROM r",
+            "SELECT 1",
+        ] {
+            assert!(reads_only(&crate::analyze(sql).unwrap()), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t FOR SHARE",
+            "SELECT nextval('s')",
+            "SELECT f(id) FROM t",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT set_config('search_path', 'x', false)",
+            "SELECT * INTO copy FROM t",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "SELECT 1; SELECT 2",
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "BEGIN",
+            "DECLARE c CURSOR FOR SELECT * FROM t",
+            "EXPLAIN SELECT * FROM t",
+            "SHOW search_path",
+            "SELECT * FROM dblink('x', 'DELETE FROM t') AS r(a int)",
+        ] {
+            assert!(!reads_only(&crate::analyze(sql).unwrap()), "{sql}");
+        }
+    }
 }

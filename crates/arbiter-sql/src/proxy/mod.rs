@@ -39,7 +39,7 @@ mod decision;
 mod session;
 
 pub use config::{ProxyConfig, Upstream, UpstreamUrlError};
-pub use decision::{PSEUDO_SCHEMA, asks_for, asks_summing};
+pub use decision::{PSEUDO_SCHEMA, asks_for, asks_summing, reads_only};
 
 /// A running proxy: its settings, decision source and the cancel keys it handed out.
 #[derive(Debug)]

@@ -24,6 +24,17 @@ struct Prepared {
     policy_version: Option<String>,
 }
 
+/// What to do with the database's answer to one round of messages (up to its
+/// `ReadyForQuery`).
+enum Round {
+    /// Pass it on, putting this denial before its `ReadyForQuery` when there is one.
+    Pass(Option<Vec<u8>>),
+    /// A read sent ahead of its decision's record: hold the answer back until the record is
+    /// durable, then pass it on; if the record fails or takes too long, discard the answer and
+    /// send the denial instead.
+    Hold(arbiter_pep::Durable),
+}
+
 /// Who a connection's statements are decided for: the agent's credential and its session.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -285,17 +296,18 @@ impl Proxy {
         let (upstream_read, mut upstream_write) = upstream.into_inner().into_split();
         let mut client_read = BufReader::new(client_read);
         // One entry per `ReadyForQuery` expected: the denial to put before it, if any.
-        let pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>> = Arc::default();
+        let pending: Arc<Mutex<VecDeque<Round>>> = Arc::default();
         let writer = Arc::new(tokio::sync::Mutex::new(BufWriter::new(client_write)));
         let answers = tokio::spawn(pass_answers(
             BufReader::new(upstream_read),
             Arc::clone(&writer),
             Arc::clone(&pending),
             max,
+            self.config.decision_timeout,
         ));
-        let push = |denial: Option<Vec<u8>>| {
+        let push = |round: Round| {
             if let Ok(mut p) = pending.lock() {
-                p.push_back(denial);
+                p.push_back(round);
             }
         };
         // After a denied `Parse` or `Bind`: messages are dropped until `Sync`.
@@ -315,13 +327,21 @@ impl Proxy {
                     b'Q' | b'F' if discarding.is_some() => {}
                     b'Q' => {
                         let sql = Reader::new(&message.body).cstr()?.to_owned();
-                        match self.check(peer, &sql).await.map(|a| a.narrowed) {
-                            Ok(None) => {
-                                push(None);
-                                upstream_write.write_all(&message.encode()).await?;
-                            }
-                            Ok(Some(narrowed)) => {
-                                push(None);
+                        let checked = self
+                            .check_ahead(peer, &sql, !self.config.strict_order)
+                            .await;
+                        match checked {
+                            Ok((allowed, durable)) => {
+                                // Queued before the statement is sent, so the answer always
+                                // finds it.
+                                push(match durable {
+                                    Some(durable) => Round::Hold(durable),
+                                    None => Round::Pass(None),
+                                });
+                                let Some(narrowed) = allowed.narrowed else {
+                                    upstream_write.write_all(&message.encode()).await?;
+                                    continue;
+                                };
                                 let mut body = Vec::with_capacity(narrowed.len() + 1);
                                 wire::put_cstr(&mut body, &narrowed);
                                 upstream_write
@@ -329,7 +349,7 @@ impl Proxy {
                                     .await?;
                             }
                             Err(denial) => {
-                                push(Some(denial.error_body()));
+                                push(Round::Pass(Some(denial.error_body())));
                                 upstream_write.write_all(&sync()).await?;
                             }
                         }
@@ -377,13 +397,13 @@ impl Proxy {
                         }
                     }
                     b'S' => {
-                        push(discarding.take());
+                        push(Round::Pass(discarding.take()));
                         upstream_write.write_all(&message.encode()).await?;
                     }
                     b'F' => {
                         // A function call by object id would bypass the analysis.
                         let denial = Denial::new("function calls by object id are not allowed", None);
-                        push(Some(denial.error_body()));
+                        push(Round::Pass(Some(denial.error_body())));
                         upstream_write.write_all(&sync()).await?;
                     }
                     b'B' => {
@@ -453,31 +473,75 @@ async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> Result<(), 
 
 /// Passes the database's messages to the client, putting each pending denial before the
 /// `ReadyForQuery` it belongs to (unless the database already reported an error in that
-/// round, after which it skipped the rest of it anyway).
+/// round, after which it skipped the rest of it anyway), and holding back the answer to a
+/// read sent ahead of its record until the record is durable (at most `deadline`).
 async fn pass_answers(
     mut upstream: BufReader<tokio::net::tcp::OwnedReadHalf>,
     client: Arc<tokio::sync::Mutex<BufWriter<tokio::net::tcp::OwnedWriteHalf>>>,
-    pending: Arc<Mutex<VecDeque<Option<Vec<u8>>>>>,
+    pending: Arc<Mutex<VecDeque<Round>>>,
     max: usize,
+    deadline: std::time::Duration,
 ) -> Result<(), WireError> {
     let mut errored = false;
+    // Whether this round's entry was looked at: it is queued before the messages that start
+    // the round are sent, except for an extended-protocol round answered before its `Sync`
+    // (which is never held).
+    let mut seen = false;
+    // The denial that replaces this round's answer, when it was held and its record failed.
+    let mut discard: Option<Vec<u8>> = None;
     while let Some(m) = wire::read_message(&mut upstream, max).await? {
+        if !seen {
+            let held = match pending.lock() {
+                Ok(mut p) => match p.front_mut() {
+                    Some(front) => {
+                        seen = true;
+                        match std::mem::replace(front, Round::Pass(None)) {
+                            Round::Hold(durable) => Some(durable),
+                            pass => {
+                                *front = pass;
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(durable) = held {
+                discard = match tokio::time::timeout(deadline, durable).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(denied)) => Some(denied.denial().error_body()),
+                    Err(_) => {
+                        tracing::warn!(
+                            "a read's decision record was not durable in time; its results are discarded"
+                        );
+                        Some(
+                            Denial::new("the decision could not be recorded in time", None)
+                                .error_body(),
+                        )
+                    }
+                };
+            }
+        }
         let mut client = client.lock().await;
         match m.tag {
-            b'E' => errored = true,
             b'Z' => {
-                let denial = pending
-                    .lock()
-                    .ok()
-                    .and_then(|mut p| p.pop_front())
-                    .flatten();
-                if let Some(body) = denial
+                let denial = match pending.lock().ok().and_then(|mut p| p.pop_front()) {
+                    Some(Round::Pass(denial)) => denial,
+                    _ => None,
+                };
+                if let Some(body) = discard.take() {
+                    wire::write_message(&mut *client, b'E', &body).await?;
+                } else if let Some(body) = denial
                     && !errored
                 {
                     wire::write_message(&mut *client, b'E', &body).await?;
                 }
                 errored = false;
+                seen = false;
             }
+            _ if discard.is_some() => continue,
+            b'E' => errored = true,
             _ => {}
         }
         wire::write_message(&mut *client, m.tag, &m.body).await?;
