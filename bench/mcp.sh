@@ -14,6 +14,8 @@
 #             gateway itself adds, without waiting for the disk)
 #   remote    client → arbiter mcp stdio --pdp URL → mcp-server-filesystem
 #             (asks a running `arbiter serve`, which records durably)
+#   relay     client → socat → mcp-server-filesystem (Debian's socat, installed if missing:
+#             a process that only copies bytes both ways, the floor for anything in the path)
 # Each run is one session: WARMUP untimed calls, then COUNT timed `read_text_file` calls of a
 # small file (tests/mcp/client.py's time_call_tool: wall time per call in the client). Prints the
 # median and p90 of every run and, per round, the median added over direct.
@@ -26,6 +28,12 @@ cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/
 trap cleanup EXIT
 
 "$ROOT/scripts/test-deps"
+if ! command -v socat >/dev/null; then
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q socat \
+      || { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q socat; }; } \
+    >"$WORK/apt.log" 2>&1 || { echo "apt-get install socat failed: $(tail -3 "$WORK/apt.log")"; exit 1; }
+fi
 PY=$ROOT/.test-env/venv/bin/python
 FS=$ROOT/.test-env/node/node_modules/.bin/mcp-server-filesystem
 (cd "$ROOT" && cargo build --release -q -p arbiter-cli)
@@ -90,8 +98,9 @@ for round in $(seq 1 "$ROUNDS"); do
   run local "$BIN" mcp stdio --server-name fs --policies "$WORK/policies" --data "$WORK/local" -- "$FS" "$WORK/docs"
   run async "$BIN" mcp stdio --server-name fs --policies "$WORK/policies" --data "$WORK/async" --decision-log async -- "$FS" "$WORK/docs"
   run remote "$BIN" mcp stdio --server-name fs --pdp "$URL" --data "$WORK/remote" -- "$FS" "$WORK/docs"
+  run relay socat STDIO "EXEC:$FS $WORK/docs,pipes"
   read -r d_med d_p90 d_err < <(stats "$WORK/direct.json")
-  for mode in direct local async remote; do
+  for mode in direct relay local async remote; do
     read -r med p90 err < <(stats "$WORK/$mode.json")
     printf '%-6s %-7s %10s %10s %8s %12s\n' "$round" "$mode" "$med" "$p90" "$err" "$((med - d_med))"
   done

@@ -9,10 +9,12 @@
 # (Debian's postgresql-client). Builds the release binary (into $CARGO_TARGET_DIR, default
 # ./target), creates the database arbiter_bench (dropped at the end), registers agents whose
 # policies allow `select` on it (one of them only on the rows of its branch), starts the guard
-# with an embedded decision point twice (durable decision log; `--decision-log async`), starts
+# with an embedded decision point three times (durable decision log, the default: a plain read
+# is sent at once and its rows held back until its record is durable; the same with
+# `--strict-order`: sent only once its record is durable; `--decision-log async`), starts
 # pgbouncer (Debian's, installed if missing) in transaction mode in front of the same database,
-# and runs pgbench -S for each client count: guard, guard with a row filter, guard with the
-# async log, pgbouncer, then direct — so the guard is compared with a relay-only pooler in the
+# and runs pgbench -S for each client count: guard, guard with a row filter, strict-order guard,
+# guard with the async log, pgbouncer, then direct — so the guard is compared with a relay-only pooler in the
 # same run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,15 +66,17 @@ key() {  # key DATA AGENT ATTRIBUTES
 KEY=$(key "$WORK/data" bench '{}')
 ROWS_KEY=$(key "$WORK/data" bench-rows '{"branch": 1}')
 ASYNC_KEY=$(key "$WORK/data-async" bench '{}')
+STRICT_KEY=$(key "$WORK/data-strict" bench '{}')
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-start_proxy() {  # start_proxy PORT DATA LOG_MODE
+start_proxy() {  # start_proxy PORT DATA LOG_MODE [FLAGS]
   "$BIN" sql proxy --upstream "$PGURL/arbiter_bench" --listen "127.0.0.1:$1" \
-    --policies "$WORK/policies" --data "$2" --decision-log "$3" --log-level warn >>"$WORK/proxy.log" 2>&1 &
+    --policies "$WORK/policies" --data "$2" --decision-log "$3" ${4:-} --log-level warn >>"$WORK/proxy.log" 2>&1 &
   PROXY_PID="$PROXY_PID $!"
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.1; done
 }
 PORT=$(free_port); start_proxy "$PORT" "$WORK/data" sync
 ASYNC_PORT=$(free_port); start_proxy "$ASYNC_PORT" "$WORK/data-async" async
+STRICT_PORT=$(free_port); start_proxy "$STRICT_PORT" "$WORK/data-strict" sync --strict-order
 # pgbouncer in transaction mode in front of the same database (it refuses to run as root:
 # `-u nobody` then, with its files readable).
 PB_PORT=$(free_port)
@@ -105,15 +109,17 @@ through() {  # through PORT AGENT KEY CLIENTS
 }
 pct() { python3 -c "print(f'{100*$1/$2:.1f}%')"; }
 # guard: durable decision log (the default); rows: the same, every statement narrowed by a row
-# filter; async: decision log written behind (`--decision-log async`); pgbouncer: a relay-only
-# pooler in transaction mode; direct: no proxy.
-printf '%-8s %11s %11s %11s %11s %11s %8s %8s %8s %8s\n' clients guard rows async pgbouncer direct guard% rows% async% pgb%
+# filter; strict: every statement sent only once its record is durable (`--strict-order`);
+# async: decision log written behind (`--decision-log async`); pgbouncer: a relay-only pooler
+# in transaction mode; direct: no proxy.
+printf '%-8s %11s %11s %11s %11s %11s %11s %8s %8s %8s %8s %8s\n' clients guard rows strict async pgbouncer direct guard% rows% strict% async% pgb%
 for c in $CLIENTS; do
   g=$(through "$PORT" bench "$KEY" "$c")
   r=$(through "$PORT" bench-rows "$ROWS_KEY" "$c")
+  t=$(through "$STRICT_PORT" bench "$STRICT_KEY" "$c")
   a=$(through "$ASYNC_PORT" bench "$ASYNC_KEY" "$c")
   b=$(pgbench -n -S -c "$c" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$PB_PORT" -U postgres arbiter_bench 2>&1 | tps)
   d=$(pgbench -n -S -c "$c" -j 2 -T "$DURATION" "$PGURL/arbiter_bench" 2>/dev/null | tps)
-  printf '%-8s %11.0f %11.0f %11.0f %11.0f %11.0f %8s %8s %8s %8s\n' "$c" "$g" "$r" "$a" "$b" "$d" \
-    "$(pct "$g" "$d")" "$(pct "$r" "$d")" "$(pct "$a" "$d")" "$(pct "$b" "$d")"
+  printf '%-8s %11.0f %11.0f %11.0f %11.0f %11.0f %11.0f %8s %8s %8s %8s %8s\n' "$c" "$g" "$r" "$t" "$a" "$b" "$d" \
+    "$(pct "$g" "$d")" "$(pct "$r" "$d")" "$(pct "$t" "$d")" "$(pct "$a" "$d")" "$(pct "$b" "$d")"
 done

@@ -240,8 +240,10 @@ fn statement_digest(sql: &str) -> String {
     let hash = Sha256::digest(sql.as_bytes());
     let mut out = String::with_capacity(71);
     out.push_str("sha256:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in hash {
-        out.push_str(&format!("{b:02x}"));
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
     }
     out
 }
