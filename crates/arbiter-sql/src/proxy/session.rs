@@ -31,8 +31,9 @@ enum Round {
     Pass(Option<Vec<u8>>),
     /// A read sent ahead of its decision's record: hold the answer back until the record is
     /// durable, then pass it on; if the record fails or takes too long, discard the answer and
-    /// send the denial instead.
-    Hold(arbiter_pep::Durable),
+    /// send the denial instead. The wait runs as a task of its own, so that it settles the
+    /// decision even when the connection ends first.
+    Hold(tokio::task::JoinHandle<Result<(), arbiter_pep::Verdict>>),
 }
 
 /// Who a connection's statements are decided for: the agent's credential and its session.
@@ -335,7 +336,7 @@ impl Proxy {
                                 // Queued before the statement is sent, so the answer always
                                 // finds it.
                                 push(match durable {
-                                    Some(durable) => Round::Hold(durable),
+                                    Some(durable) => Round::Hold(tokio::spawn(durable)),
                                     None => Round::Pass(None),
                                 });
                                 let Some(narrowed) = allowed.narrowed else {
@@ -509,8 +510,11 @@ async fn pass_answers(
             };
             if let Some(durable) = held {
                 discard = match tokio::time::timeout(deadline, durable).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(denied)) => Some(denied.denial().error_body()),
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(denied))) => Some(denied.denial().error_body()),
+                    Ok(Err(_)) => {
+                        Some(Denial::new("the decision could not be recorded", None).error_body())
+                    }
                     Err(_) => {
                         tracing::warn!(
                             "a read's decision record was not durable in time; its results are discarded"
