@@ -1916,6 +1916,26 @@ struct InProcess {
     _dir: tempfile::TempDir,
 }
 
+/// Starts the guard on `runtime` in front of `db`, deciding with `decider`; its port.
+fn serve_in(
+    runtime: &tokio::runtime::Runtime,
+    db: &TestDb,
+    decider: impl arbiter_pep::Decider + 'static,
+    configure: impl FnOnce(&mut arbiter_sql::proxy::ProxyConfig),
+) -> u16 {
+    let mut config = arbiter_sql::proxy::ProxyConfig::new(
+        arbiter_sql::proxy::Upstream::parse(&db.url()).unwrap(),
+    );
+    configure(&mut config);
+    let proxy = arbiter_sql::proxy::Proxy::new(config, std::sync::Arc::new(decider));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(proxy.serve(listener));
+    port
+}
+
 fn in_process(db: &TestDb, strict_order: bool) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -1946,16 +1966,7 @@ fn in_process(db: &TestDb, strict_order: bool) -> InProcess {
     .unwrap();
     let decider =
         arbiter_pep::LocalDecider::new(std::sync::Arc::new(pdp), format!("sql:{}", db.name()));
-    let mut config = arbiter_sql::proxy::ProxyConfig::new(
-        arbiter_sql::proxy::Upstream::parse(&db.url()).unwrap(),
-    );
-    config.strict_order = strict_order;
-    let proxy = arbiter_sql::proxy::Proxy::new(config, std::sync::Arc::new(decider));
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    runtime.spawn(proxy.serve(listener));
+    let port = serve_in(&runtime, db, decider, |c| c.strict_order = strict_order);
     InProcess {
         port,
         key,
@@ -2068,16 +2079,7 @@ fn a_read_sent_ahead_is_held_until_its_record_is_durable() {
         .build()
         .unwrap();
     let start = |decider: SlowRecords, timeout: Duration| {
-        let mut config = arbiter_sql::proxy::ProxyConfig::new(
-            arbiter_sql::proxy::Upstream::parse(&db.url()).unwrap(),
-        );
-        config.decision_timeout = timeout;
-        let proxy = arbiter_sql::proxy::Proxy::new(config, std::sync::Arc::new(decider));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(proxy.serve(listener));
+        let port = serve_in(&runtime, &db, decider, |c| c.decision_timeout = timeout);
         Raw::connect(port, db.name(), "bot", "k")
     };
     let delay = Duration::from_millis(400);
