@@ -2094,6 +2094,18 @@ fn a_read_sent_ahead_is_held_until_its_record_is_durable() {
     // Not a plain read (it locks rows): decided in the strict order, nothing to hold.
     let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id FOR UPDATE");
     assert_eq!(data_rows(&ms), ["1", "2", "3"]);
+    // Pipelined: each answer waits for its own record, and they come in order.
+    for sql in [
+        "SELECT id FROM t WHERE id = 1",
+        "SELECT id FROM t WHERE id = 2 FOR UPDATE",
+        "SELECT id FROM t WHERE id = 3",
+    ] {
+        let mut q = Vec::new();
+        wire::put_cstr(&mut q, sql);
+        raw.send(b'Q', q);
+    }
+    let rows: Vec<Vec<String>> = (0..3).map(|_| data_rows(&raw.until_ready())).collect();
+    assert_eq!(rows, [["1"], ["2"], ["3"]]);
 
     let mut raw = start(SlowRecords { delay, fail: true }, PATIENCE);
     let ms = simple(&mut raw, "SELECT id FROM t ORDER BY id");

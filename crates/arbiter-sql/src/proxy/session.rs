@@ -506,7 +506,9 @@ async fn pass_answers(
                     }
                     None => None,
                 },
-                Err(_) => None,
+                // Cannot tell whether this answer must be held: end the session rather than
+                // pass it.
+                Err(_) => return Err(std::io::Error::other("the session's state was lost").into()),
             };
             if let Some(durable) = held {
                 discard = match tokio::time::timeout(deadline, durable).await {
