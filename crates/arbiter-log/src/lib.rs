@@ -6,6 +6,9 @@
 //! - [`merkle`]: RFC 6962/9162 Merkle tree, proofs and verifiers;
 //! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
 //! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
+//! - [`tiles`]: the tree on disk as C2SP tlog tiles ([`TiledTree`]);
+//! - [`sealed`]: finished segments' index files and `sealed.log`, which
+//!   keep the live log's memory bounded and its open short;
 //! - [`state`]: `checkpoints.state`, what the writer last wrote to
 //!   `checkpoints.log`;
 //! - [`writer`]: the live [`Log`] (group commit, checkpoints, proofs);
@@ -28,9 +31,11 @@ pub mod ocsf;
 pub mod query;
 pub mod reader;
 pub mod record;
+pub mod sealed;
 pub mod segment;
 pub mod state;
 pub mod store;
+pub mod tiles;
 pub mod verify;
 pub mod witness;
 pub mod writer;
@@ -56,6 +61,7 @@ pub use record::{
     format_rfc3339_us, redact,
 };
 pub use store::{LogError, OpenReport, RecordIter, read_records};
+pub use tiles::TiledTree;
 pub use verify::{
     Override, Problem, ProblemKind, VerifyError, VerifyOptions, VerifyReport, check_consistency,
     check_proof, verify_dir, verify_dir_with,
@@ -63,5 +69,5 @@ pub use verify::{
 pub use writer::{
     AppendCallback, Appended, DEFAULT_CHECKPOINT_EVERY_RECORDS, DEFAULT_LIVENESS_EVERY,
     DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
-    InclusionProofBundle, Log, LogOptions, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Ticket,
+    InclusionProofBundle, Log, LogOptions, MemoryUse, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Ticket,
 };

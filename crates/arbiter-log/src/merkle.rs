@@ -140,115 +140,181 @@ impl MerkleTree {
 
     /// Root for the current size.
     pub fn root(&self) -> Hash {
-        self.range_hash(0, self.size())
+        range_hash(self, 0, self.size()).unwrap_or_else(|_| empty_root())
     }
 
     /// Root of the tree as it was at `size`.
     pub fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
-        self.check_size(size)?;
-        Ok(self.range_hash(0, size))
-    }
-
-    fn check_size(&self, size: u64) -> Result<(), ProofError> {
-        if size > self.size() {
-            return Err(ProofError::SizeOutOfRange {
-                requested: size,
-                available: self.size(),
-            });
-        }
-        Ok(())
-    }
-
-    /// MTH(D[start:end]); `end <= size`. Ranges produced by the RFC recursion
-    /// have every left part aligned, so each complete part is a cache hit.
-    fn range_hash(&self, start: u64, end: u64) -> Hash {
-        let n = end - start;
-        if n == 0 {
-            return empty_root();
-        }
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            let h = n.trailing_zeros() as usize;
-            if let Some(v) = self
-                .levels
-                .get(h)
-                .and_then(|l| l.get((start >> h) as usize))
-            {
-                return *v;
-            }
-        }
-        if n == 1 {
-            // Unreachable while the invariant holds (level 0 has every leaf).
-            return empty_root();
-        }
-        let k = split_point(n);
-        node_hash(
-            &self.range_hash(start, start + k),
-            &self.range_hash(start + k, end),
-        )
+        root_at(self, size)
     }
 
     /// Audit path for leaf `index` in the tree of size `size` (RFC 6962
     /// PATH), ordered from the leaf up.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
-        self.check_size(size)?;
-        if index >= size {
-            return Err(ProofError::IndexOutOfRange { index, size });
-        }
-        let mut out = Vec::new();
-        self.path(index, 0, size, &mut out);
-        Ok(out)
-    }
-
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = split_point(n);
-        if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.range_hash(start + k, end));
-        } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.range_hash(start, start + k));
-        }
+        inclusion_proof(self, index, size)
     }
 
     /// Consistency proof between sizes `old_size` and `new_size` (RFC 6962
     /// PROOF). Empty when `old_size` is 0 or equals `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ProofError> {
-        self.check_size(new_size)?;
-        if old_size > new_size {
-            return Err(ProofError::SizeOrder {
-                old: old_size,
-                new: new_size,
-            });
-        }
-        let mut out = Vec::new();
-        if old_size == 0 || old_size == new_size {
-            return Ok(out);
-        }
-        self.subproof(old_size, 0, new_size, true, &mut out);
-        Ok(out)
+        consistency_proof(self, old_size, new_size)
+    }
+}
+
+impl Subtrees for MerkleTree {
+    type Error = ProofError;
+
+    fn size(&self) -> u64 {
+        MerkleTree::size(self)
     }
 
-    fn subproof(&self, m: u64, start: u64, end: u64, b: bool, out: &mut Vec<Hash>) {
-        let n = end - start;
-        if m == n {
-            if !b {
-                out.push(self.range_hash(start, end));
-            }
-            return;
-        }
-        let k = split_point(n);
-        if m <= k {
-            self.subproof(m, start, start + k, b, out);
-            out.push(self.range_hash(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_hash(start, start + k));
-        }
+    fn subtree(&self, height: u32, index: u64) -> Result<Hash, ProofError> {
+        self.levels
+            .get(height as usize)
+            .and_then(|l| l.get(usize::try_from(index).ok()?))
+            .copied()
+            .ok_or(ProofError::SizeOutOfRange {
+                requested: (index + 1) << height,
+                available: MerkleTree::size(self),
+            })
     }
+}
+
+/// A Merkle tree that can give the hash of any complete subtree inside its
+/// size: what roots and proofs for any past size are computed from, whether
+/// the tree is all in memory ([`MerkleTree`]) or in tiles on disk.
+pub trait Subtrees {
+    /// Why a subtree could not be read.
+    type Error: From<ProofError>;
+
+    /// Number of leaves.
+    fn size(&self) -> u64;
+
+    /// The hash of the complete subtree of height `height` over leaves
+    /// `[index << height, (index + 1) << height)`, which lie inside the
+    /// tree.
+    fn subtree(&self, height: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+fn check_size<T: Subtrees + ?Sized>(t: &T, size: u64) -> Result<(), ProofError> {
+    if size > t.size() {
+        return Err(ProofError::SizeOutOfRange {
+            requested: size,
+            available: t.size(),
+        });
+    }
+    Ok(())
+}
+
+/// MTH(D[start:end]); `end <= size`. Ranges produced by the RFC recursion
+/// have every left part aligned, so each complete part is one subtree.
+fn range_hash<T: Subtrees + ?Sized>(t: &T, start: u64, end: u64) -> Result<Hash, T::Error> {
+    let n = end - start;
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        let h = n.trailing_zeros();
+        return t.subtree(h, start >> h);
+    }
+    let k = split_point(n);
+    Ok(node_hash(
+        &range_hash(t, start, start + k)?,
+        &range_hash(t, start + k, end)?,
+    ))
+}
+
+/// Root of `t` as it was at `size`.
+pub fn root_at<T: Subtrees + ?Sized>(t: &T, size: u64) -> Result<Hash, T::Error> {
+    check_size(t, size)?;
+    range_hash(t, 0, size)
+}
+
+/// Audit path for leaf `index` in the tree of size `size` (RFC 6962 PATH),
+/// ordered from the leaf up.
+pub fn inclusion_proof<T: Subtrees + ?Sized>(
+    t: &T,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, T::Error> {
+    check_size(t, size)?;
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size }.into());
+    }
+    let mut out = Vec::new();
+    path(t, index, 0, size, &mut out)?;
+    Ok(out)
+}
+
+fn path<T: Subtrees + ?Sized>(
+    t: &T,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), T::Error> {
+    let n = end - start;
+    if n <= 1 {
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m < k {
+        path(t, m, start, start + k, out)?;
+        out.push(range_hash(t, start + k, end)?);
+    } else {
+        path(t, m - k, start + k, end, out)?;
+        out.push(range_hash(t, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// Consistency proof between sizes `old_size` and `new_size` (RFC 6962
+/// PROOF). Empty when `old_size` is 0 or equals `new_size`.
+pub fn consistency_proof<T: Subtrees + ?Sized>(
+    t: &T,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, T::Error> {
+    check_size(t, new_size)?;
+    if old_size > new_size {
+        return Err(ProofError::SizeOrder {
+            old: old_size,
+            new: new_size,
+        }
+        .into());
+    }
+    let mut out = Vec::new();
+    if old_size == 0 || old_size == new_size {
+        return Ok(out);
+    }
+    subproof(t, old_size, 0, new_size, true, &mut out)?;
+    Ok(out)
+}
+
+fn subproof<T: Subtrees + ?Sized>(
+    t: &T,
+    m: u64,
+    start: u64,
+    end: u64,
+    b: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), T::Error> {
+    let n = end - start;
+    if m == n {
+        if !b {
+            out.push(range_hash(t, start, end)?);
+        }
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(t, m, start, start + k, b, out)?;
+        out.push(range_hash(t, start + k, end)?);
+    } else {
+        subproof(t, m - k, start + k, end, false, out)?;
+        out.push(range_hash(t, start, start + k)?);
+    }
+    Ok(())
 }
 
 /// A compact Merkle frontier: enough state to append leaves and compute the

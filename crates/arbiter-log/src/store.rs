@@ -16,8 +16,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, PublicKey, sync_dir};
-use crate::grow::{ChunkedVec, DecisionIndex};
-use crate::merkle::{MerkleTree, ProofError};
+use crate::merkle::ProofError;
+use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
+use crate::tiles::TiledTree;
 use crate::record::{DecisionRecord, RecordError, decode_all};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameIter, Scan};
 use crate::state::{STATE_FILE, StateRead, read_state};
@@ -138,6 +139,9 @@ pub struct OpenReport {
     pub checkpoints: u64,
     /// The latest checkpoint.
     pub latest_checkpoint: Option<Checkpoint>,
+    /// Segments whose records were not read (their seals, tiles and index
+    /// files stand for them).
+    pub sealed_segments: usize,
     /// With [`crate::LogOptions::accept_damage`]: the problem that was
     /// accepted (recorded in the log as an override record).
     pub accepted_damage: Option<String>,
@@ -150,17 +154,22 @@ pub struct OpenReport {
 }
 
 /// Everything rebuilt from disk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Loaded {
-    pub tree: MerkleTree,
-    pub index: DecisionIndex,
-    /// Byte offset of each record's frame within its segment.
-    pub offsets: ChunkedVec<u64>,
+    pub tree: TiledTree,
+    /// Segments whose offsets and ids are in index files.
+    pub sealed: Vec<SealedSegment>,
+    /// The last segment's offsets and ids (none without a segment).
+    pub open: Option<OpenSegment>,
     /// First index of each segment, ascending.
     pub segment_starts: Vec<u64>,
     pub last_ts_us: i64,
     pub node_id: Option<String>,
     pub latest_checkpoint: Option<Checkpoint>,
+    /// Offset of the latest checkpoint's frame in `checkpoints.log`, and the
+    /// file's length after recovery.
+    pub checkpoint_offset: u64,
+    pub checkpoint_bytes: u64,
     /// Logical end of the last segment after recovery (where the next frame
     /// goes).
     pub last_segment_len: u64,
@@ -185,17 +194,76 @@ struct Cut {
     zero: bool,
 }
 
-/// Scans `dir` and rebuilds state; truncates torn tails.
+/// How many of `seals` describe the first segment files, each followed by
+/// the next one (the last segment, where writes continue, is never taken as
+/// sealed).
+fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)]) -> usize {
+    let mut k = 0;
+    while let (Some(seal), Some((first, _)), Some((next, _))) =
+        (seals.get(k), segs.get(k), segs.get(k + 1))
+    {
+        if seal.first != *first || seal.end() != *next {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
+/// Scans `dir` and rebuilds state; truncates torn tails. Segments covered by
+/// `sealed.log` are not read (see [`crate::sealed`]); the others are, and
+/// every one of them but the last is sealed.
 pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError> {
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
+    let seals = sealed::read_seals(dir)?;
+    let mut seals = seals.unwrap_or_default();
+    let mut k = matching_seals(&seals, &segs);
+    if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
+        && !TiledTree::edge_fits(last.end(), &last.edge)
+    {
+        k = 0;
+    }
+    if k < seals.len() {
+        seals.truncate(k);
+        sealed::rewrite_seals(dir, &seals)?;
+    }
+    let resume = seals.last();
+    let sealed_end = resume.map_or(0, Seal::end);
     let mut st = Loaded {
-        tree: MerkleTree::new(),
-        ..Loaded::default()
+        tree: TiledTree::with_edge(
+            dir,
+            sealed_end,
+            resume.map(|s| s.edge.clone()).unwrap_or_default(),
+            true,
+        ),
+        sealed: seals.iter().map(Seal::segment).collect(),
+        open: None,
+        segment_starts: segs.iter().map(|s| s.0).collect(),
+        last_ts_us: resume.map_or(0, |s| s.last_ts_us),
+        node_id: None,
+        latest_checkpoint: None,
+        checkpoint_offset: 0,
+        checkpoint_bytes: 0,
+        last_segment_len: 0,
+        last_segment_size: 0,
+        report: OpenReport::default(),
+        checkpoint_count: 0,
+        state_generation: 0,
+        damage: None,
     };
+    // Checkpoints were checked up to the one the last seal names.
+    let (cp_before, cp_offset) = resume.map_or((0, 0), |s| (s.cp_before, s.cp_offset));
+    if let Some((_, path)) = segs.first()
+        && k > 0
+    {
+        let (rec, _) = read_record_at(path, 0)?;
+        st.node_id = Some(rec.node_id);
+    }
+    drop(seals);
     let mut cuts: Vec<Cut> = Vec::new();
     let nsegs = segs.len();
-    for (si, (first, path)) in segs.iter().enumerate() {
+    for (si, (first, path)) in segs.iter().enumerate().skip(k) {
         let count = st.tree.size();
         if *first != count {
             return Err(LogError::Corrupt {
@@ -205,7 +273,7 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
                 reason: format!("segment starts at record {first}, expected {count}"),
             });
         }
-        st.segment_starts.push(*first);
+        let mut seg = OpenSegment::new(*first);
         let buf = fs::read(path).map_err(io_at(path))?;
         let last = si + 1 == nsegs;
         let mut frames: Vec<(usize, &[u8])> = Vec::new();
@@ -248,9 +316,8 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
                 Some(_) => {}
             }
             st.last_ts_us = d.ts_us;
-            st.tree.push(d.leaf);
-            st.index.insert_first(d.decision_id, index);
-            st.offsets.push(*offset as u64);
+            st.tree.push(d.leaf)?;
+            seg.push(*offset as u64, d.decision_id);
         }
         if let Some((offset, error, torn)) = bad {
             if last && torn {
@@ -278,6 +345,30 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
         if last {
             st.last_segment_len = len;
             st.last_segment_size = buf.len() as u64;
+            st.open = Some(seg);
+        } else if seg.count() > 0 {
+            // A finished segment: sealed now, so that it leaves memory. The
+            // checkpoints are resumed where the last seal resumed them.
+            let mut s = Seal {
+                first: seg.first,
+                count: seg.count(),
+                bytes: len,
+                last_ts_us: st.last_ts_us,
+                times: seg.times,
+                cp_before,
+                cp_offset,
+                index_crc: 0,
+                edge: st.tree.edge().to_vec(),
+            };
+            sealed::seal(dir, &seg, &mut s, seg.first)?;
+            st.sealed.push(s.segment());
+        } else {
+            return Err(LogError::Corrupt {
+                segment: path.clone(),
+                offset: 0,
+                index: *first,
+                reason: "a segment other than the last holds no record".to_string(),
+            });
         }
     }
     // Another node's log is refused before anything else is judged.
@@ -293,7 +384,13 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
     // previous one and match the recomputed tree at its size.
     let cp_path = dir.join(CHECKPOINTS_FILE);
     let mut cps = CheckpointCheck::new(check, dir);
-    match fs::read(&cp_path) {
+    cps.count = cp_before;
+    match crate::reader::read_from(&cp_path, cp_offset) {
+        Ok(buf) if cp_offset > 0 && buf.is_empty() => {
+            cps.damage(format!(
+                "`{CHECKPOINTS_FILE}` is shorter than when the decision log sealed its segment ending at record {sealed_end} (it held a checkpoint at offset {cp_offset})"
+            ))?;
+        }
         Ok(buf) => {
             let mut it = FrameIter::new(&buf);
             let mut cut_at = None;
@@ -301,7 +398,10 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
             for scan in it.by_ref() {
                 match scan {
                     Scan::Frame { offset, payload } => {
-                        cps.frame(&cp_path, offset as u64, payload, &st.tree)?;
+                        let at = cp_offset + offset as u64;
+                        if cps.frame(&cp_path, at, payload, &st.tree)? {
+                            st.checkpoint_offset = at;
+                        }
                     }
                     Scan::Bad {
                         offset,
@@ -327,16 +427,24 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
             // appended to, so both are cut off.
             // (Not when the file is damaged: it is then set aside as it is.)
             let at = cut_at.unwrap_or_else(|| it.offset());
+            st.checkpoint_bytes = cp_offset + at as u64;
             if at < buf.len() && !damaged {
                 let bytes = (buf.len() - at) as u64;
                 cuts.push(Cut {
                     path: cp_path.clone(),
-                    at: at as u64,
+                    at: cp_offset + at as u64,
                     bytes,
                     zero: false,
                 });
                 st.report.truncated_checkpoint_bytes = bytes;
+            } else {
+                st.checkpoint_bytes = cp_offset + buf.len() as u64;
             }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && cp_offset > 0 => {
+            cps.damage(format!(
+                "`{CHECKPOINTS_FILE}` is missing, but the decision log had written checkpoints"
+            ))?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -373,6 +481,7 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
     }
     st.report.records = st.tree.size();
     st.report.segments = nsegs;
+    st.report.sealed_segments = st.sealed.len();
     st.report.latest_checkpoint = st.latest_checkpoint.clone();
     Ok(st)
 }
@@ -436,27 +545,33 @@ impl<'a> CheckpointCheck<'a> {
         Ok(())
     }
 
-    /// Checks one checkpoint frame (the signature in batches).
+    /// A problem found in a checkpoint frame (see [`CheckpointCheck::damage`]).
+    fn damage_at(&mut self, problem: impl std::fmt::Display) -> Result<bool, LogError> {
+        self.damage(problem).map(|()| false)
+    }
+
+    /// Checks one checkpoint frame (the signature in batches); whether it is
+    /// now the latest.
     fn frame(
         &mut self,
         path: &Path,
         offset: u64,
         payload: &[u8],
-        tree: &MerkleTree,
-    ) -> Result<(), LogError> {
+        tree: &TiledTree,
+    ) -> Result<bool, LogError> {
         let n = self.count;
         self.count += 1;
         if self.damage.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let at = || format!("checkpoint #{n} in `{}` at offset {offset}", path.display());
         let cp = match Checkpoint::from_json(payload) {
             Ok(cp) if cp.to_canonical_json() == payload => cp,
-            Ok(_) => return self.damage(format!("{} is not canonical JSON", at())),
-            Err(e) => return self.damage(format!("{}: {e}", at())),
+            Ok(_) => return self.damage_at(format!("{} is not canonical JSON", at())),
+            Err(e) => return self.damage_at(format!("{}: {e}", at())),
         };
         if cp.node_id != self.check.node_id {
-            return self.damage(format!(
+            return self.damage_at(format!(
                 "{} is for node `{}`, not `{}`",
                 at(),
                 cp.node_id,
@@ -465,7 +580,7 @@ impl<'a> CheckpointCheck<'a> {
         }
         if let Some(prev) = &self.latest {
             if cp.tree_size < prev.tree_size {
-                return self.damage(format!(
+                return self.damage_at(format!(
                     "{} has size {} after size {}",
                     at(),
                     cp.tree_size,
@@ -473,11 +588,11 @@ impl<'a> CheckpointCheck<'a> {
                 ));
             }
             if cp.ts_us < prev.ts_us {
-                return self.damage(format!("{}: its time goes backwards", at()));
+                return self.damage_at(format!("{}: its time goes backwards", at()));
             }
         }
         if cp.tree_size > tree.size() {
-            return self.damage(format!(
+            return self.damage_at(format!(
                 "the log has {} records but {} covers {}",
                 tree.size(),
                 at(),
@@ -486,11 +601,11 @@ impl<'a> CheckpointCheck<'a> {
         }
         let want = match cp.root() {
             Ok(r) => r,
-            Err(e) => return self.damage(format!("{}: {e}", at())),
+            Err(e) => return self.damage_at(format!("{}: {e}", at())),
         };
         let have = tree.root_at(cp.tree_size)?;
         if want != have {
-            return self.damage(format!(
+            return self.damage_at(format!(
                 "{} (size {}) has root {}, but the records give {}",
                 at(),
                 cp.tree_size,
@@ -503,7 +618,7 @@ impl<'a> CheckpointCheck<'a> {
         if self.batch.len() >= SIGNATURE_BATCH {
             self.finish_batch()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Verifies the signatures of the pending checkpoints.

@@ -1316,7 +1316,12 @@ mod streaming_tests {
     fn copy_dir(from: &Path, to: &Path) {
         for e in fs::read_dir(from).unwrap() {
             let e = e.unwrap();
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            if e.file_type().unwrap().is_dir() {
+                fs::create_dir_all(to.join(e.file_name())).unwrap();
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
         }
     }
 

@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
-use crate::grow::{ChunkedVec, DecisionIndex};
-use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::merkle::{Hash, leaf_hash};
+use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
 use crate::record::{DecisionRecord, now_us};
 use crate::segment::{self, CHECKPOINTS_FILE};
 use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
+use crate::tiles::TiledTree;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -361,6 +362,7 @@ struct Pending {
     seq: u64,
     leaf: Hash,
     decision_id: String,
+    ts_us: i64,
     done: AppendCallback,
 }
 
@@ -378,11 +380,79 @@ struct Queue {
 }
 
 struct Shared {
-    tree: MerkleTree,
-    index: DecisionIndex,
-    offsets: ChunkedVec<u64>,
+    tree: TiledTree,
+    /// Segments whose offsets and ids are in index files, ascending.
+    sealed: Vec<SealedSegment>,
+    /// Finished segments being sealed (their offsets and ids still here).
+    sealing: Vec<Arc<OpenSegment>>,
+    /// The segment being written.
+    live: OpenSegment,
     segment_starts: Vec<u64>,
     latest: Option<Checkpoint>,
+}
+
+/// Where a record is: its segment file and its frame's offset.
+struct Located {
+    index: u64,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Shared {
+    /// The segment file and frame offset of record `index` (the record
+    /// itself read back when the offset came from an index file).
+    fn locate(&self, dir: &Path, index: u64) -> Result<Located, LogError> {
+        let path = |first: u64| dir.join(segment::segment_name(first));
+        for seg in self.sealing.iter().map(|s| &**s).chain([&self.live]) {
+            if let Some(offset) = seg.offset(index) {
+                return Ok(Located {
+                    index,
+                    path: path(seg.first),
+                    offset,
+                });
+            }
+        }
+        let pos = self.sealed.partition_point(|s| s.first <= index);
+        match pos.checked_sub(1).and_then(|p| self.sealed.get(p)) {
+            Some(seg) if seg.holds(index) => Ok(Located {
+                index,
+                path: path(seg.first),
+                offset: sealed::sealed_offset(dir, seg, index)?,
+            }),
+            _ => Err(LogError::Invalid(format!("no record at index {index}"))),
+        }
+    }
+
+    /// The first record in memory (the segments not yet sealed) with
+    /// `decision_id`.
+    fn find_open(&self, dir: &Path, decision_id: &str) -> Option<Located> {
+        self.sealing
+            .iter()
+            .map(|s| &**s)
+            .chain([&self.live])
+            .find_map(|seg| {
+                let index = *seg.ids.get(decision_id)?;
+                Some(Located {
+                    index,
+                    path: dir.join(segment::segment_name(seg.first)),
+                    offset: seg.offset(index)?,
+                })
+            })
+    }
+}
+
+/// Bytes the live log holds in memory for its tree and indexes: bounded by
+/// the segment size, not by the number of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// The tree's right edge and its tile cache.
+    pub tree_bytes: usize,
+    /// Offsets and decision ids of the segments not yet sealed.
+    pub open_segment_bytes: usize,
+    /// Segments not yet sealed (the one being written included).
+    pub open_segments: usize,
+    /// Sealed segments (a few dozen bytes each).
+    pub sealed_segments: usize,
 }
 
 struct Inner {
@@ -394,10 +464,41 @@ struct Inner {
     shared: RwLock<Shared>,
 }
 
+/// A finished segment for the sealer thread.
+struct SealJob {
+    segment: Arc<OpenSegment>,
+    seal: Seal,
+}
+
+impl Inner {
+    /// Seals finished segments in order until the writer drops its sender:
+    /// index file, tiles and seal synced, then the segment's offsets and ids
+    /// leave memory. A failure fails the log (what cannot be sealed cannot
+    /// be found again at open without a full scan).
+    fn run_sealer(&self, jobs: mpsc::Receiver<SealJob>) {
+        for mut job in jobs {
+            let first = job.segment.first;
+            if let Err(e) = sealed::seal(&self.dir, &job.segment, &mut job.seal, first) {
+                let mut q = lock(&self.queue);
+                if q.health == Health::Healthy {
+                    q.health = Health::Failed {
+                        reason: format!("cannot seal the segment starting at record {first}: {e}"),
+                    };
+                }
+                return;
+            }
+            let mut s = self.shared.write().unwrap_or_else(|e| e.into_inner());
+            s.sealing.retain(|seg| seg.first != first);
+            s.sealed.push(job.seal.segment());
+        }
+    }
+}
+
 /// An open, append-only decision log.
 pub struct Log {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    sealer: Mutex<Option<JoinHandle<()>>>,
     /// An exclusive lock on `<dir>/writer.lock`, held while the log is open: one writer per
     /// directory, across processes (released by the OS when the process ends).
     _lock: std::fs::File,
@@ -552,8 +653,22 @@ impl Log {
             }
             _ => None,
         };
+        if loaded.report.accepted_damage.is_some() {
+            // The seals name offsets in the checkpoints just set aside.
+            let seals = sealed::read_seals(dir)?.unwrap_or_default();
+            let reset: Vec<Seal> = seals
+                .into_iter()
+                .map(|s| Seal {
+                    cp_before: 0,
+                    cp_offset: 0,
+                    ..s
+                })
+                .collect();
+            sealed::rewrite_seals(dir, &reset)?;
+        }
         let mut starts = loaded.segment_starts.clone();
         let size = loaded.tree.size();
+        let mut live = loaded.open.take();
         // A preparation left behind by a crash may be incomplete.
         let prepared = dir.join(segment::PREPARED_FILE);
         match fs::remove_file(&prepared) {
@@ -581,6 +696,23 @@ impl Log {
                 let (first, replace) = match last {
                     Some(first) if loaded.last_segment_len == 0 => (first, true),
                     _ => {
+                        // The last segment is finished: sealed before the
+                        // next one starts.
+                        if let Some(seg) = live.take().filter(|s| s.count() > 0) {
+                            let mut s = Seal {
+                                first: seg.first,
+                                count: seg.count(),
+                                bytes: loaded.last_segment_len,
+                                last_ts_us: loaded.last_ts_us,
+                                times: seg.times,
+                                cp_before: loaded.checkpoint_count.saturating_sub(1),
+                                cp_offset: loaded.checkpoint_offset,
+                                index_crc: 0,
+                                edge: loaded.tree.edge().to_vec(),
+                            };
+                            sealed::seal(dir, &seg, &mut s, seg.first)?;
+                            loaded.sealed.push(s.segment());
+                        }
                         starts.push(size);
                         (size, false)
                     }
@@ -591,6 +723,7 @@ impl Log {
                 (f, path, 0, limit)
             }
         };
+        let live_first = starts.last().copied().unwrap_or(0);
         let cp_file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -631,15 +764,35 @@ impl Log {
             wake: Condvar::new(),
             shared: RwLock::new(Shared {
                 tree: loaded.tree,
-                index: loaded.index,
-                offsets: loaded.offsets,
+                sealed: loaded.sealed,
+                sealing: Vec::new(),
+                live: live.unwrap_or_else(|| OpenSegment::new(live_first)),
                 segment_starts: starts,
                 latest: loaded.latest_checkpoint,
             }),
             opts,
         });
+        let (seal_tx, seal_rx) = mpsc::channel::<SealJob>();
+        let sealer_inner = inner.clone();
+        let sealer = std::thread::Builder::new()
+            .name("arbiter-log-sealer".to_string())
+            .spawn(move || sealer_inner.run_sealer(seal_rx))
+            .map_err(|e| LogError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        let (cp_bytes, cp_last_offset) = if loaded.report.accepted_damage.is_some() {
+            (0, 0)
+        } else {
+            (loaded.checkpoint_bytes, loaded.checkpoint_offset)
+        };
         let w = Writer {
             inner: inner.clone(),
+            seals: seal_tx,
+            rolled: std::collections::VecDeque::new(),
+            last_ts_us: loaded.last_ts_us,
+            cp_bytes,
+            cp_last_offset,
             seg,
             seg_path,
             seg_len,
@@ -659,6 +812,7 @@ impl Log {
         let log = Log {
             inner,
             thread: Mutex::new(None),
+            sealer: Mutex::new(Some(sealer)),
             _lock: writer_lock,
         };
         // An override record goes first, with a checkpoint right after it:
@@ -756,6 +910,7 @@ impl Log {
             seq: record.seq,
             leaf,
             decision_id: record.decision_id,
+            ts_us: record.ts_us,
             done,
         });
         let waiting = q.writer_waiting;
@@ -814,8 +969,24 @@ impl Log {
     }
 
     /// Root over the committed records.
-    pub fn root(&self) -> Hash {
+    pub fn root(&self) -> Result<Hash, LogError> {
         self.read_shared().tree.root()
+    }
+
+    /// What the log holds in memory for its tree and indexes.
+    pub fn memory(&self) -> MemoryUse {
+        let s = self.read_shared();
+        MemoryUse {
+            tree_bytes: s.tree.memory_bytes(),
+            open_segment_bytes: s
+                .sealing
+                .iter()
+                .map(|seg| seg.memory_bytes())
+                .sum::<usize>()
+                + s.live.memory_bytes(),
+            open_segments: s.sealing.len() + 1,
+            sealed_segments: s.sealed.len(),
+        }
     }
 
     /// The latest signed checkpoint.
@@ -844,33 +1015,23 @@ impl Log {
     /// An inclusion proof for `decision_id` against the latest signed
     /// checkpoint; forces a checkpoint first if the record is newer.
     pub fn prove(&self, decision_id: &str) -> Result<InclusionProofBundle, LogError> {
-        let (index, mut cp) = {
-            let s = self.read_shared();
-            let index = s
-                .index
-                .get(decision_id)
-                .ok_or_else(|| LogError::NotFound(decision_id.to_string()))?;
-            (index, s.latest.clone())
-        };
+        let (found, payload) = self
+            .find(decision_id)?
+            .ok_or_else(|| LogError::NotFound(decision_id.to_string()))?;
+        let index = found.index;
+        let mut cp = self.read_shared().latest.clone();
         if cp.as_ref().is_none_or(|c| c.tree_size <= index) {
             cp = Some(self.force_checkpoint()?);
         }
         let cp = cp.ok_or(LogError::ShutDown)?;
-        let (path, offset, leaf, proof) = {
+        let (leaf, proof) = {
             let s = self.read_shared();
-            let proof = s.tree.inclusion_proof(index, cp.tree_size)?;
-            let leaf = s
-                .tree
-                .leaf(index)
-                .ok_or(LogError::NotFound(decision_id.to_string()))?;
-            let (path, offset) = self.locate(&s, index)?;
-            (path, offset, leaf, proof)
+            (s.tree.leaf(index)?, s.tree.inclusion_proof(index, cp.tree_size)?)
         };
-        let (_, payload) = store::read_record_at(&path, offset)?;
         if leaf_hash(&payload) != leaf {
             return Err(LogError::Corrupt {
-                segment: path,
-                offset,
+                segment: found.path,
+                offset: found.offset,
                 index,
                 reason: "record on disk does not match its leaf hash".to_string(),
             });
@@ -878,43 +1039,74 @@ impl Log {
         InclusionProofBundle::of(index, &payload, &proof, cp, self.inner.key.public_key_hex())
     }
 
-    fn locate(&self, s: &Shared, index: u64) -> Result<(PathBuf, u64), LogError> {
-        let offset = usize::try_from(index)
-            .ok()
-            .and_then(|i| s.offsets.get(i).copied())
-            .ok_or(LogError::Invalid(format!("no record at index {index}")))?;
-        let pos = s.segment_starts.partition_point(|start| *start <= index);
-        let first = pos
-            .checked_sub(1)
-            .and_then(|p| s.segment_starts.get(p))
-            .copied()
-            .unwrap_or(0);
-        Ok((self.inner.dir.join(segment::segment_name(first)), offset))
+    /// The first committed record with `decision_id`, where it is, and its
+    /// canonical bytes.
+    fn find(&self, decision_id: &str) -> Result<Option<(Located, Vec<u8>)>, LogError> {
+        let dir = &self.inner.dir;
+        let time = sealed::uuid7_ms(decision_id);
+        // Sealed segments never change: their index files are read without
+        // holding the lock.
+        let (candidates, open) = {
+            let s = self.read_shared();
+            let c: Vec<SealedSegment> = s
+                .sealed
+                .iter()
+                .filter(|seg| seg.times.may_hold(time))
+                .copied()
+                .collect();
+            (c, s.find_open(dir, decision_id))
+        };
+        for seg in &candidates {
+            for (index, offset) in sealed::sealed_candidates(dir, seg, decision_id)? {
+                let path = dir.join(segment::segment_name(seg.first));
+                let (rec, payload) = store::read_record_at(&path, offset)?;
+                if rec.seq == index && rec.decision_id == decision_id {
+                    let at = Located {
+                        index,
+                        path,
+                        offset,
+                    };
+                    return Ok(Some((at, payload)));
+                }
+            }
+        }
+        match open {
+            Some(at) => {
+                let (_, payload) = store::read_record_at(&at.path, at.offset)?;
+                Ok(Some((at, payload)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The committed record with this decision id (the first one, if the id
     /// was reused).
     pub fn get(&self, decision_id: &str) -> Result<Option<DecisionRecord>, LogError> {
-        let (path, offset) = {
-            let s = self.read_shared();
-            let Some(index) = s.index.get(decision_id) else {
-                return Ok(None);
-            };
-            self.locate(&s, index)?
-        };
-        Ok(Some(store::read_record_at(&path, offset)?.0))
+        match self.find(decision_id)? {
+            Some((_, payload)) => Ok(Some(DecisionRecord::from_canonical_bytes(&payload)?)),
+            None => Ok(None),
+        }
     }
 
     /// The committed record at `index`.
     pub fn get_index(&self, index: u64) -> Result<Option<DecisionRecord>, LogError> {
-        let (path, offset) = {
+        let at = {
             let s = self.read_shared();
             if index >= s.tree.size() {
                 return Ok(None);
             }
-            self.locate(&s, index)?
+            s.locate(&self.inner.dir, index)?
         };
-        Ok(Some(store::read_record_at(&path, offset)?.0))
+        let (rec, _) = store::read_record_at(&at.path, at.offset)?;
+        if rec.seq != at.index {
+            return Err(LogError::Corrupt {
+                segment: at.path,
+                offset: at.offset,
+                index,
+                reason: format!("the index points at record {}", rec.seq),
+            });
+        }
+        Ok(Some(rec))
     }
 
     /// A consistency proof from `old` to `new`, both of which must be
@@ -957,6 +1149,11 @@ impl Log {
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
+        // The writer has dropped its sender: the sealer finishes what it
+        // was given and stops.
+        if let Some(t) = lock(&self.sealer).take() {
+            let _ = t.join();
+        }
         match &lock(&self.inner.queue).health {
             Health::Failed { reason } => Err(LogError::Failed(reason.clone())),
             _ => Ok(()),
@@ -978,6 +1175,16 @@ fn complete(done: AppendCallback, r: Result<Appended, LogError>) {
 
 struct Writer {
     inner: Arc<Inner>,
+    /// Finished segments go to the sealer thread.
+    seals: mpsc::Sender<SealJob>,
+    /// Segments rolled to whose records are not yet all in the tree: the
+    /// first record of the new segment and the old one's logical end.
+    rolled: std::collections::VecDeque<(u64, u64)>,
+    /// Time of the last record in the tree.
+    last_ts_us: i64,
+    /// Length of `checkpoints.log`, and the offset of its latest frame.
+    cp_bytes: u64,
+    cp_last_offset: u64,
     /// The current segment, positioned at `seg_len`.
     seg: File,
     seg_path: PathBuf,
@@ -1075,16 +1282,11 @@ impl Writer {
                 let n = batch.len();
                 match self.write_batch(&batch) {
                     Ok(offsets) => {
-                        {
-                            let mut s =
-                                self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
-                            for (p, off) in batch.iter_mut().zip(offsets) {
-                                let idx = s.tree.push(p.leaf);
-                                s.offsets.push(off);
-                                let id = std::mem::take(&mut p.decision_id);
-                                s.index.insert_first(id, idx);
-                            }
-                            self.committed = s.tree.size();
+                        if let Err(e) = self.publish(&mut batch, &offsets) {
+                            let reason = format!("cannot add {n} records to the tree: {e}");
+                            batch.extend(rest);
+                            self.fail(reason, &mut batch, cp_reqs);
+                            return;
                         }
                         for p in batch.drain(..) {
                             let r = Ok(Appended {
@@ -1139,6 +1341,43 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Adds a written batch to the tree and the live segment's offsets and
+    /// ids; a segment rolled to starts a new live one and the finished one
+    /// goes to the sealer.
+    fn publish(&mut self, batch: &mut [Pending], offsets: &[u64]) -> Result<(), LogError> {
+        let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
+        for (p, off) in batch.iter_mut().zip(offsets) {
+            if self.rolled.front().is_some_and(|r| r.0 == p.seq) {
+                let (first, bytes) = self.rolled.pop_front().unwrap_or_default();
+                let done = Arc::new(std::mem::replace(&mut s.live, OpenSegment::new(first)));
+                if done.count() > 0 {
+                    let seal = Seal {
+                        first: done.first,
+                        count: done.count(),
+                        bytes,
+                        last_ts_us: self.last_ts_us,
+                        times: done.times,
+                        cp_before: self.cp_count.saturating_sub(1),
+                        cp_offset: self.cp_last_offset,
+                        index_crc: 0,
+                        edge: s.tree.edge().to_vec(),
+                    };
+                    s.sealing.push(done.clone());
+                    // A sealer that is gone has failed the log already.
+                    let _ = self.seals.send(SealJob {
+                        segment: done,
+                        seal,
+                    });
+                }
+            }
+            s.tree.push(p.leaf)?;
+            s.live.push(*off, std::mem::take(&mut p.decision_id));
+            self.last_ts_us = p.ts_us;
+        }
+        self.committed = s.tree.size();
+        Ok(())
     }
 
     /// Marks the log failed and fails everything pending.
@@ -1256,6 +1495,7 @@ impl Writer {
             prepare_segment(&path, size, 0, None, self.inner.opts.fault.as_ref())?;
         }
         let (f, path) = install_segment(&self.inner.dir, first, false)?;
+        self.rolled.push_back((first, self.seg_len));
         self.seg = f;
         self.seg_path = path;
         self.seg_len = 0;
@@ -1273,7 +1513,7 @@ impl Writer {
         }
         let (size, root) = {
             let s = self.inner.shared.read().unwrap_or_else(|e| e.into_inner());
-            (s.tree.size(), s.tree.root())
+            (s.tree.size(), s.tree.root()?)
         };
         let ts = now_us().max(self.last_cp_ts);
         let cp = Checkpoint::sign(&self.inner.opts.node_id, size, &root, ts, &self.inner.key)?;
@@ -1287,6 +1527,8 @@ impl Writer {
             .map_err(io_at(&path))?;
         self.cp_file.sync_data().map_err(io_at(&path))?;
         self.cp_count += 1;
+        self.cp_last_offset = self.cp_bytes;
+        self.cp_bytes += frame.len() as u64;
         // Only after the checkpoint is durable: the state is never ahead of
         // the file.
         let state_path = self.inner.dir.join(STATE_FILE);
