@@ -481,7 +481,7 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
     }
     st.report.records = st.tree.size();
     st.report.segments = nsegs;
-    st.report.sealed_segments = st.sealed.len();
+    st.report.sealed_segments = k;
     st.report.latest_checkpoint = st.latest_checkpoint.clone();
     Ok(st)
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
 use crate::contains;
+use crate::tiles::{TILE_BYTES, TILE_WIDTH, tile_path};
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
 use std::borrow::Cow;
 
@@ -51,6 +52,12 @@ pub enum ProblemKind {
     /// can leave; or records without `checkpoints.state` to tell whether
     /// checkpoints were removed.
     Uncovered,
+    /// A file derived from the records — a tile of the tree, a sealed
+    /// segment's index file or `sealed.log` — does not match them. The
+    /// records are intact, but the live log builds its tree, proofs and
+    /// lookups from these files: remove `sealed.log` and open the log (start
+    /// `arbiter serve`) to rebuild them from the records.
+    DamagedIndex,
 }
 
 /// The first problem found.
@@ -624,6 +631,7 @@ const CHUNK: usize = 2 << 20;
 struct Order<'c> {
     cps: &'c [Cp],
     frontier: Frontier,
+    tiles: TileCheck,
     next_cp: usize,
     last_ts: i64,
     node: Option<Vec<u8>>,
@@ -678,6 +686,7 @@ impl Order<'_> {
         self.last_ts = d.ts_us;
         self.frontier.push(d.leaf);
         self.index += 1;
+        self.tiles.push(d.leaf);
         check_cps(self.cps, &mut self.next_cp, &self.frontier)
     }
 }
@@ -984,6 +993,7 @@ fn verify_dir_streaming(
     let mut ord = Order {
         cps: &cps,
         frontier: Frontier::new(),
+        tiles: TileCheck::new(dir),
         next_cp: 0,
         last_ts: i64::MIN,
         node: None,
@@ -1031,7 +1041,119 @@ fn verify_dir_streaming(
     rep.records = ord.index;
     rep.root = hex::encode(ord.frontier.root());
     ending.finish(&mut rep, &cps, opts);
+    // A tile that differs is reported only when the records verified: with
+    // rewritten records, the records are the problem, not the tiles.
+    if rep.problem.is_none() {
+        rep.problem = ord.tiles.problem.take();
+    }
+    if rep.problem.is_none() {
+        rep.problem = check_seals(dir, rep.records)?;
+    }
     Ok(rep)
+}
+
+/// Compares the tiles under `dir` with the tree the records give, one tile
+/// level at a time as the tiles fill. A tile file that is absent is not a
+/// problem (a log written before tiles, or tiles not yet written); one that
+/// differs is (the first one is kept).
+struct TileCheck {
+    problem: Option<Problem>,
+    dir: PathBuf,
+    /// The hashes of each tile level's partial tile.
+    levels: Vec<Vec<Hash>>,
+    /// Full tiles seen per level.
+    full: Vec<u64>,
+}
+
+impl TileCheck {
+    fn new(dir: &Path) -> Self {
+        TileCheck {
+            problem: None,
+            dir: dir.to_path_buf(),
+            levels: Vec::new(),
+            full: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, leaf: Hash) {
+        if self.problem.is_none() {
+            self.problem = self.add(leaf);
+        }
+    }
+
+    fn add(&mut self, leaf: Hash) -> Option<Problem> {
+        let mut carry = leaf;
+        let mut level = 0usize;
+        loop {
+            if self.levels.len() <= level {
+                self.levels.push(Vec::with_capacity(TILE_WIDTH));
+                self.full.push(0);
+            }
+            let hashes = self.levels.get_mut(level)?;
+            hashes.push(carry);
+            if hashes.len() < TILE_WIDTH {
+                return None;
+            }
+            let n = self.full.get(level).copied().unwrap_or(0);
+            let path = tile_path(&self.dir, level as u8, n);
+            match fs::read(&path) {
+                Ok(bytes) if bytes.len() == TILE_BYTES
+                    && bytes.chunks_exact(32).zip(hashes.iter()).all(|(a, b)| a == b) => {}
+                Ok(_) => {
+                    let first = n << (8 * (level as u32 + 1));
+                    return problem(
+                        Some(first),
+                        ProblemKind::DamagedIndex,
+                        format!(
+                            "tile `{}` does not match records {first} on",
+                            path.display()
+                        ),
+                    );
+                }
+                Err(_) => {}
+            }
+            let mut width = TILE_WIDTH;
+            let mut row = std::mem::take(hashes);
+            while width > 1 {
+                row = row
+                    .chunks_exact(2)
+                    .map(|p| crate::merkle::node_hash(&p[0], &p[1]))
+                    .collect();
+                width /= 2;
+            }
+            carry = row.first().copied().unwrap_or([0; 32]);
+            if let Some(f) = self.full.get_mut(level) {
+                *f += 1;
+            }
+            level += 1;
+        }
+    }
+}
+
+/// Checks `sealed.log` and the index files it names against a log of
+/// `records` verified records.
+fn check_seals(dir: &Path, records: u64) -> Result<Option<Problem>, LogError> {
+    let Some(seals) = crate::sealed::read_seals(dir)? else {
+        return Ok(None);
+    };
+    for seal in &seals {
+        if seal.end() > records {
+            return Ok(problem(
+                Some(seal.first),
+                ProblemKind::DamagedIndex,
+                format!(
+                    "`{}` seals records {} to {} but the log has {records}",
+                    crate::sealed::SEALED_FILE,
+                    seal.first,
+                    seal.end() - 1
+                ),
+            ));
+        }
+        if let Err(detail) = crate::sealed::check_index(dir, seal) {
+            return Ok(problem(Some(seal.first), ProblemKind::DamagedIndex, detail));
+        }
+    }
+    Ok(None)
 }
 
 struct Cp {

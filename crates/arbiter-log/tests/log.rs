@@ -1624,3 +1624,156 @@ fn idle_heartbeat_does_not_grow_the_checkpoint_file() {
     }
     drop(log);
 }
+
+// --- Bounded memory: tiles and sealed segments (issue 17, part 1) ---
+
+/// A UUIDv7-shaped decision id whose time advances one millisecond every 50 records.
+fn uuid7(i: u64) -> String {
+    let ms = 1_700_000_000_000 + i / 50;
+    format!(
+        "{:08x}-{:04x}-7000-8000-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        i
+    )
+}
+
+fn fill_ids(log: &Log, range: std::ops::Range<u64>, id: impl Fn(u64) -> String) {
+    let tickets: Vec<_> = range
+        .map(|i| {
+            let mut r = rec(i, "m");
+            r.decision_id = id(i);
+            log.append_ticket(r)
+        })
+        .collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+}
+
+fn check_found(log: &Log, key: &PublicKey, id: &str, seq: u64) {
+    let r = log.get(id).unwrap().unwrap_or_else(|| panic!("{id} not found"));
+    assert_eq!((r.seq, r.decision_id.as_str()), (seq, id));
+    let proof = log.prove(id).unwrap();
+    assert_eq!(proof.leaf_index, seq);
+    check_proof(&proof, Some(key)).unwrap();
+}
+
+#[test]
+fn memory_stays_bounded_as_the_log_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 1 << 20,
+        durability: Durability::Async,
+        checkpoint_every_records: 20_000,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    let key = log.public_key();
+    fill_ids(&log, 0..50_000, uuid7);
+    let early = log.memory();
+    for from in (50_000..200_000).step_by(50_000) {
+        fill_ids(&log, from..from + 50_000, uuid7);
+    }
+    // Sealing runs behind the writer: wait for it to catch up.
+    arbiter_testkit::wait_until("sealing to catch up", PATIENCE, || log.memory().open_segments <= 2);
+    let late = log.memory();
+    assert!(early.sealed_segments >= 10, "{early:?}");
+    assert!(late.sealed_segments >= 4 * early.sealed_segments - 8, "{late:?}");
+    // What the tree and indexes hold does not follow the record count: the
+    // right edge and a bounded tile cache, and the segments not yet sealed.
+    assert!(late.tree_bytes <= 4 << 20, "{late:?}");
+    assert!(late.open_segment_bytes <= 2 << 20, "{late:?}");
+    let held = |m: MemoryUse| m.tree_bytes + m.open_segment_bytes;
+    assert!(held(late) <= held(early) + (1 << 20), "{early:?} {late:?}");
+    // Every record is still found, read and proven: in sealed segments, in
+    // the one being written, first and last.
+    for i in [0, 1, 4_321, 99_999, 150_000, 199_999] {
+        check_found(&log, &key, &uuid7(i), i);
+    }
+    assert_eq!(log.get_index(777).unwrap().unwrap().seq, 777);
+    assert!(log.get(&uuid7(200_000)).unwrap().is_none());
+    // Ids that are not UUIDv7 are found too (every sealed segment is searched).
+    fill_ids(&log, 200_000..200_010, |i| format!("plain-{i}"));
+    check_found(&log, &key, "plain-200003", 200_003);
+    let segments = segment::list_segments(dir.path()).unwrap().len();
+    drop(log);
+
+    // Reopened, only the segment after the last seal is read.
+    let (log, rep) = open(dir.path(), o.clone());
+    assert_eq!(rep.records, 200_010);
+    assert!(rep.sealed_segments + 2 >= segments, "{rep:?} of {segments}");
+    for i in [3, 123_456, 199_998] {
+        check_found(&log, &key, &uuid7(i), i);
+    }
+    check_found(&log, &key, "plain-200009", 200_009);
+    fill_ids(&log, 200_010..200_020, uuid7);
+    check_found(&log, &key, &uuid7(200_015), 200_015);
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.records, 200_020);
+
+    // Without `sealed.log`, open reads every segment and seals them again.
+    fs::remove_file(dir.path().join(sealed::SEALED_FILE)).unwrap();
+    let (log, rep) = open(dir.path(), o.clone());
+    assert_eq!((rep.records, rep.sealed_segments), (200_020, 0));
+    check_found(&log, &key, &uuid7(54_321), 54_321);
+    drop(log);
+    let (_log, rep) = open(dir.path(), o);
+    assert!(rep.sealed_segments + 2 >= segments, "{rep:?}");
+}
+
+#[test]
+fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 64 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    let key = log.public_key();
+    fill_ids(&log, 0..1_500, uuid7);
+    drop(log);
+    // An index file whose offsets point at other records: the record read
+    // back is checked, so the answer is an error or nothing, never another
+    // record.
+    let idx = sealed::index_path(dir.path(), 0);
+    let mut b = fs::read(&idx).unwrap();
+    let (a, c) = (48, 48 + 8 * 5);
+    let (x, y) = (b[a..a + 8].to_vec(), b[c..c + 8].to_vec());
+    b[a..a + 8].copy_from_slice(&y);
+    b[c..c + 8].copy_from_slice(&x);
+    fs::write(&idx, &b).unwrap();
+    let p = verify(dir.path(), &key).problem.unwrap();
+    assert_eq!((p.kind, p.index), (ProblemKind::DamagedIndex, Some(0)), "{p:?}");
+    let (log, _) = open(dir.path(), o.clone());
+    match log.get_index(0) {
+        Err(LogError::Corrupt { reason, .. }) => assert!(reason.contains("index"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!matches!(log.get(&uuid7(0)), Ok(Some(r)) if r.seq != 0));
+    // Record 7's entry is intact.
+    check_found(&log, &key, &uuid7(7), 7);
+    drop(log);
+    // A tile file replaced: proofs through it fail naming the file.
+    let tile = tiles::tile_path(dir.path(), 0, 1);
+    let mut t = fs::read(&tile).unwrap();
+    t[0] ^= 0xff;
+    fs::write(&tile, &t).unwrap();
+    let (log, _) = open(dir.path(), o.clone());
+    let err = log.prove(&uuid7(300)).unwrap_err().to_string();
+    assert!(err.contains("tile") && err.contains("damaged or replaced"), "{err}");
+    check_found(&log, &key, &uuid7(1_400), 1_400);
+    drop(log);
+    let p = verify(dir.path(), &key).problem.unwrap();
+    assert_eq!(p.kind, ProblemKind::DamagedIndex, "{p:?}");
+    // What verify says to do rebuilds them from the records.
+    fs::remove_file(dir.path().join(sealed::SEALED_FILE)).unwrap();
+    let (log, _) = open(dir.path(), o);
+    check_found(&log, &key, &uuid7(300), 300);
+    assert_eq!(log.get_index(0).unwrap().unwrap().seq, 0);
+    drop(log);
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+}

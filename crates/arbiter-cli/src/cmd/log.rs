@@ -364,6 +364,7 @@ fn kind_name(k: ProblemKind) -> &'static str {
         ProblemKind::BadFraming => "bad framing",
         ProblemKind::NonMonotonicTime => "non-monotonic time",
         ProblemKind::Uncovered => "not covered by a checkpoint",
+        ProblemKind::DamagedIndex => "damaged tile or index file",
     }
 }
 
