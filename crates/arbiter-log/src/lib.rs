@@ -69,5 +69,6 @@ pub use verify::{
 pub use writer::{
     AppendCallback, Appended, DEFAULT_CHECKPOINT_EVERY_RECORDS, DEFAULT_LIVENESS_EVERY,
     DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
-    InclusionProofBundle, Log, LogOptions, MemoryUse, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT, Ticket,
+    InclusionProofBundle, Log, LogOptions, MemoryUse, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT,
+    Ticket,
 };

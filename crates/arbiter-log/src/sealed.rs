@@ -63,7 +63,11 @@ pub(crate) fn uuid7_ms(id: &str) -> Option<u64> {
     {
         return None;
     }
-    let hex: String = id.get(0..8)?.chars().chain(id.get(9..13)?.chars()).collect();
+    let hex: String = id
+        .get(0..8)?
+        .chars()
+        .chain(id.get(9..13)?.chars())
+        .collect();
     u64::from_str_radix(&hex, 16).ok()
 }
 
@@ -342,7 +346,12 @@ pub(crate) fn rewrite_seals(dir: &Path, seals: &[Seal]) -> Result<(), LogError> 
 /// Writes `seg`'s index file, syncs the tiles filled since record `from`
 /// and up to the seal's end, and appends `seal` to `sealed.log`, synced:
 /// after this returns, the segment need not be read again at open.
-pub(crate) fn seal(dir: &Path, seg: &OpenSegment, seal: &mut Seal, from: u64) -> Result<(), LogError> {
+pub(crate) fn seal(
+    dir: &Path,
+    seg: &OpenSegment,
+    seal: &mut Seal,
+    from: u64,
+) -> Result<(), LogError> {
     seal.index_crc = write_index(dir, seg)?;
     sync_tiles(dir, from, seal.end())?;
     let path = dir.join(SEALED_FILE);
@@ -584,7 +593,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut seg = OpenSegment::new(1000);
         for i in 0..5000u64 {
-            seg.push(i * 300, format!("0190{:04x}-0000-7000-8000-{:012}", i % 7, i));
+            seg.push(
+                i * 300,
+                format!("0190{:04x}-0000-7000-8000-{:012}", i % 7, i),
+            );
         }
         seg.push(5000 * 300, "not-a-uuid".into());
         seg.push(5001 * 300, "0190000a-0000-7000-8000-000000000003".into());

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, PublicKey, sync_dir};
 use crate::merkle::ProofError;
-use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
-use crate::tiles::TiledTree;
 use crate::record::{DecisionRecord, RecordError, decode_all};
+use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
 use crate::segment::{self, CHECKPOINTS_FILE, End, FrameIter, Scan};
 use crate::state::{STATE_FILE, StateRead, read_state};
+use crate::tiles::TiledTree;
 
 /// Errors from the log.
 #[derive(Debug, thiserror::Error)]

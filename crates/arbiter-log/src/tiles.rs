@@ -90,7 +90,7 @@ impl Tile {
 
     /// The node `index` at `height` (0 to 8) inside the tile.
     fn node(&self, height: u32, index: usize) -> Option<Hash> {
-        let start = 2 * TILE_WIDTH - (2 * TILE_WIDTH >> height);
+        let start = 2 * TILE_WIDTH - ((2 * TILE_WIDTH) >> height);
         self.nodes.get(start + index).copied()
     }
 
@@ -363,7 +363,12 @@ impl TiledTree {
         {
             return Ok(t.clone());
         }
-        if let Some(t) = self.cache.lock().ok().and_then(|mut c| c.get((level, index))) {
+        if let Some(t) = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get((level, index)))
+        {
             return Ok(t);
         }
         let path = tile_path(&self.dir, level, index);
@@ -417,8 +422,7 @@ impl Subtrees for TiledTree {
                 available: self.size,
             })
         };
-        if height >= 64 || (index.checked_add(1).ok_or_else(out_of_range)? << height) > self.size
-        {
+        if height >= 64 || (index.checked_add(1).ok_or_else(out_of_range)? << height) > self.size {
             return Err(out_of_range());
         }
         let level = height / TILE_HEIGHT;
@@ -469,7 +473,7 @@ mod tests {
         let mut mem = MerkleTree::new();
         let n = 256 * 256 + 3 * 256 + 17;
         for i in 0..n {
-            let leaf = leaf_hash(&(i as u64).to_le_bytes());
+            let leaf = leaf_hash(&i.to_le_bytes());
             tiled.push(leaf).unwrap();
             mem.push(leaf);
             assert!(TiledTree::edge_fits(tiled.size(), tiled.edge()), "{i}");
@@ -516,7 +520,10 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let cold = TiledTree::with_edge(dir.path(), 1000, tiled.edge().to_vec(), true);
         let err = cold.inclusion_proof(300, 1000).unwrap_err().to_string();
-        assert!(err.contains("tile/0/001") && err.contains("damaged"), "{err}");
+        assert!(
+            err.contains("tile/0/001") && err.contains("damaged"),
+            "{err}"
+        );
         fs::write(&path, &bytes[..100]).unwrap();
         let err = cold.leaf(300).unwrap_err().to_string();
         assert!(err.contains("8192 bytes"), "{err}");

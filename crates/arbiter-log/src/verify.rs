@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
 use crate::contains;
-use crate::tiles::{TILE_BYTES, TILE_WIDTH, tile_path};
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
+use crate::tiles::{TILE_BYTES, TILE_WIDTH, tile_path};
 use std::borrow::Cow;
 
 use crate::record::{Checked, DecisionRecord, RecordError, check_one, decode_all_full};
@@ -1097,8 +1097,12 @@ impl TileCheck {
             let n = self.full.get(level).copied().unwrap_or(0);
             let path = tile_path(&self.dir, level as u8, n);
             match fs::read(&path) {
-                Ok(bytes) if bytes.len() == TILE_BYTES
-                    && bytes.chunks_exact(32).zip(hashes.iter()).all(|(a, b)| a == b) => {}
+                Ok(bytes)
+                    if bytes.len() == TILE_BYTES
+                        && bytes
+                            .chunks_exact(32)
+                            .zip(hashes.iter())
+                            .all(|(a, b)| a == b) => {}
                 Ok(_) => {
                     let first = n << (8 * (level as u32 + 1));
                     return problem(

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
 use crate::merkle::{Hash, leaf_hash};
-use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
 use crate::record::{DecisionRecord, now_us};
+use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
 use crate::segment::{self, CHECKPOINTS_FILE};
 use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
@@ -1026,7 +1026,10 @@ impl Log {
         let cp = cp.ok_or(LogError::ShutDown)?;
         let (leaf, proof) = {
             let s = self.read_shared();
-            (s.tree.leaf(index)?, s.tree.inclusion_proof(index, cp.tree_size)?)
+            (
+                s.tree.leaf(index)?,
+                s.tree.inclusion_proof(index, cp.tree_size)?,
+            )
         };
         if leaf_hash(&payload) != leaf {
             return Err(LogError::Corrupt {
@@ -1122,7 +1125,7 @@ impl Log {
                 });
             }
         }
-        Ok(s.tree.consistency_proof(old.tree_size, new.tree_size)?)
+        s.tree.consistency_proof(old.tree_size, new.tree_size)
     }
 
     /// A consistency proof from this log's first `old_size` records to `new`, a checkpoint
@@ -1135,7 +1138,7 @@ impl Log {
                 reason: "root differs from this log".to_string(),
             });
         }
-        Ok(s.tree.consistency_proof(old_size, new.tree_size)?)
+        s.tree.consistency_proof(old_size, new.tree_size)
     }
 
     /// Drains the queue, syncs, writes a final checkpoint and stops the

@@ -1630,12 +1630,7 @@ fn idle_heartbeat_does_not_grow_the_checkpoint_file() {
 /// A UUIDv7-shaped decision id whose time advances one millisecond every 50 records.
 fn uuid7(i: u64) -> String {
     let ms = 1_700_000_000_000 + i / 50;
-    format!(
-        "{:08x}-{:04x}-7000-8000-{:012x}",
-        ms >> 16,
-        ms & 0xffff,
-        i
-    )
+    format!("{:08x}-{:04x}-7000-8000-{:012x}", ms >> 16, ms & 0xffff, i)
 }
 
 fn fill_ids(log: &Log, range: std::ops::Range<u64>, id: impl Fn(u64) -> String) {
@@ -1652,7 +1647,10 @@ fn fill_ids(log: &Log, range: std::ops::Range<u64>, id: impl Fn(u64) -> String) 
 }
 
 fn check_found(log: &Log, key: &PublicKey, id: &str, seq: u64) {
-    let r = log.get(id).unwrap().unwrap_or_else(|| panic!("{id} not found"));
+    let r = log
+        .get(id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{id} not found"));
     assert_eq!((r.seq, r.decision_id.as_str()), (seq, id));
     let proof = log.prove(id).unwrap();
     assert_eq!(proof.leaf_index, seq);
@@ -1676,10 +1674,15 @@ fn memory_stays_bounded_as_the_log_grows() {
         fill_ids(&log, from..from + 50_000, uuid7);
     }
     // Sealing runs behind the writer: wait for it to catch up.
-    arbiter_testkit::wait_until("sealing to catch up", PATIENCE, || log.memory().open_segments <= 2);
+    arbiter_testkit::wait_until("sealing to catch up", PATIENCE, || {
+        log.memory().open_segments <= 2
+    });
     let late = log.memory();
     assert!(early.sealed_segments >= 10, "{early:?}");
-    assert!(late.sealed_segments >= 4 * early.sealed_segments - 8, "{late:?}");
+    assert!(
+        late.sealed_segments >= 4 * early.sealed_segments - 8,
+        "{late:?}"
+    );
     // What the tree and indexes hold does not follow the record count: the
     // right edge and a bounded tile cache, and the segments not yet sealed.
     assert!(late.tree_bytes <= 4 << 20, "{late:?}");
@@ -1746,7 +1749,11 @@ fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
     b[c..c + 8].copy_from_slice(&x);
     fs::write(&idx, &b).unwrap();
     let p = verify(dir.path(), &key).problem.unwrap();
-    assert_eq!((p.kind, p.index), (ProblemKind::DamagedIndex, Some(0)), "{p:?}");
+    assert_eq!(
+        (p.kind, p.index),
+        (ProblemKind::DamagedIndex, Some(0)),
+        "{p:?}"
+    );
     let (log, _) = open(dir.path(), o.clone());
     match log.get_index(0) {
         Err(LogError::Corrupt { reason, .. }) => assert!(reason.contains("index"), "{reason}"),
@@ -1763,7 +1770,10 @@ fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
     fs::write(&tile, &t).unwrap();
     let (log, _) = open(dir.path(), o.clone());
     let err = log.prove(&uuid7(300)).unwrap_err().to_string();
-    assert!(err.contains("tile") && err.contains("damaged or replaced"), "{err}");
+    assert!(
+        err.contains("tile") && err.contains("damaged or replaced"),
+        "{err}"
+    );
     check_found(&log, &key, &uuid7(1_400), 1_400);
     drop(log);
     let p = verify(dir.path(), &key).problem.unwrap();
