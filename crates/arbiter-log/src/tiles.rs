@@ -471,7 +471,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut tiled = TiledTree::new(dir.path());
         let mut mem = MerkleTree::new();
-        let n = 256 * 256 + 3 * 256 + 17;
+        let n: u64 = 256 * 256 + 3 * 256 + 17;
         for i in 0..n {
             let leaf = leaf_hash(&i.to_le_bytes());
             tiled.push(leaf).unwrap();
