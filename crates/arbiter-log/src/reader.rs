@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, PUB_FILE, PublicKey};
 use crate::contains;
-use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::merkle::{Hash, MerkleTree, Subtrees, leaf_hash};
 use crate::record::DecisionRecord;
+use crate::sealed;
 use crate::segment::{self, CHECKPOINTS_FILE, End};
+use crate::store;
 use crate::store::{LogError, io_at};
+use crate::tiles::TiledTree;
 use crate::writer::InclusionProofBundle;
 
 /// How long a reader waits before looking again at bytes after the logical
@@ -108,6 +111,17 @@ impl Follower {
             seg_first: 0,
             offset: 0,
             index: 0,
+        }
+    }
+
+    /// A follower positioned at the first record of the segment that starts
+    /// at record `first`.
+    pub(crate) fn at_segment(dir: &Path, first: u64) -> Self {
+        Follower {
+            dir: dir.to_path_buf(),
+            seg_first: first,
+            offset: 0,
+            index: first,
         }
     }
 
@@ -313,19 +327,49 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LogError> {
     Ok(read_checkpoints(dir)?.pop())
 }
 
-/// Rebuilds the Merkle tree over the first `size` records of `dir`. Fails
-/// if the log has fewer records.
-fn tree_of(dir: &Path, size: u64) -> Result<MerkleTree, LogError> {
-    let mut tree = MerkleTree::new();
-    if size > 0 {
-        Follower::new(dir).poll_raw(&mut |_, payload| {
-            tree.push(leaf_hash(payload));
-            if tree.size() >= size {
+/// The tree of a log directory, read without writing: from the last seal's
+/// edge and the tiles (see [`crate::sealed`]), then the records after it,
+/// with at least `size` records. Calls `tail`
+/// with each record read after the last seal; reading stops once the tree
+/// has `size` records and `tail` breaks (or at the end of the log).
+fn view(
+    dir: &Path,
+    size: u64,
+    tail: &mut dyn FnMut(u64, &[u8]) -> ControlFlow<()>,
+) -> Result<TiledTree, LogError> {
+    let segs = segment::list_segments(dir).map_err(io_at(dir))?;
+    let seals = sealed::read_seals(dir)?.unwrap_or_default();
+    let mut k = store::matching_seals(&seals, &segs);
+    if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
+        && !TiledTree::edge_fits(last.end(), &last.edge)
+    {
+        k = 0;
+    }
+    let seals = seals.get(..k).unwrap_or_default();
+    let (start, edge) = seals
+        .last()
+        .map_or((0, Vec::new()), |s| (s.end(), s.edge.clone()));
+    let mut tree = TiledTree::with_edge(dir, start, edge, false);
+    let mut failed: Option<LogError> = None;
+    let mut looking = true;
+    if start > 0 || !segs.is_empty() {
+        Follower::at_segment(dir, start).poll_raw(&mut |i, payload| {
+            if let Err(e) = tree.push(leaf_hash(payload)) {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+            if looking && tail(i, payload).is_break() {
+                looking = false;
+            }
+            if !looking && tree.size() >= size {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         })?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if tree.size() < size {
         return Err(LogError::TruncatedBehindCheckpoint {
@@ -336,8 +380,11 @@ fn tree_of(dir: &Path, size: u64) -> Result<MerkleTree, LogError> {
     Ok(tree)
 }
 
-fn check_root(tree: &MerkleTree, cp: &Checkpoint) -> Result<(), LogError> {
-    let have = tree.root_at(cp.tree_size)?;
+fn check_root<T: Subtrees>(tree: &T, cp: &Checkpoint) -> Result<(), LogError>
+where
+    LogError: From<T::Error>,
+{
+    let have = crate::merkle::root_at(tree, cp.tree_size)?;
     if have != cp.root()? {
         return Err(LogError::CheckpointMismatch {
             size: cp.tree_size,
@@ -352,6 +399,9 @@ fn check_root(tree: &MerkleTree, cp: &Checkpoint) -> Result<(), LogError> {
 /// log may be live). The bundle's public key is read from
 /// `dir/log-signing.pub`.
 ///
+/// Sealed segments are searched through their index files and the tree is
+/// read from its tiles, so only the records after the last seal are read.
+///
 /// Fails with [`LogError::NotFound`] if no record has that id, and with
 /// [`LogError::NotYetCheckpointed`] if the record is newer than the latest
 /// checkpoint.
@@ -361,17 +411,21 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
     let cp = latest_checkpoint(dir)?;
     let public_key = PublicKey::from_file(&dir.join(PUB_FILE))?.to_hex();
     let cp_size = cp.as_ref().map_or(0, |c| c.tree_size);
-    let mut tree = MerkleTree::new();
-    let mut found: Option<(u64, Vec<u8>)> = None;
     let needle = format!("\"decision_id\":{}", json_string(decision_id));
+    // The sealed segments first (the first record with the id wins).
+    let mut found = find_sealed(dir, decision_id)?;
     let mut bad: Option<LogError> = None;
-    Follower::new(dir).poll_raw(&mut |i, payload| {
-        if i < cp_size {
-            tree.push(leaf_hash(payload));
+    let sealed_hit = found.is_some();
+    let tree = view(dir, cp_size, &mut |i, payload| {
+        if sealed_hit {
+            return ControlFlow::Break(());
         }
-        if found.is_none() && contains(payload, needle.as_bytes()) {
+        if contains(payload, needle.as_bytes()) {
             match DecisionRecord::from_canonical_bytes(payload) {
-                Ok(r) if r.decision_id == decision_id => found = Some((i, payload.to_vec())),
+                Ok(r) if r.decision_id == decision_id => {
+                    found = Some((i, payload.to_vec()));
+                    return ControlFlow::Break(());
+                }
                 Ok(_) => {}
                 Err(e) => {
                     bad = Some(LogError::Record(e));
@@ -379,11 +433,7 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
                 }
             }
         }
-        if found.is_some() && tree.size() >= cp_size {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+        ControlFlow::Continue(())
     })?;
     if let Some(e) = bad {
         return Err(e);
@@ -400,15 +450,40 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
             });
         }
     };
-    if tree.size() < cp.tree_size {
-        return Err(LogError::TruncatedBehindCheckpoint {
-            records: tree.size(),
-            checkpoint_size: cp.tree_size,
+    check_root(&tree, &cp)?;
+    if tree.leaf(index)? != leaf_hash(&payload) {
+        return Err(LogError::Corrupt {
+            segment: dir.to_path_buf(),
+            offset: 0,
+            index,
+            reason: "record on disk does not match its leaf hash".to_string(),
         });
     }
-    check_root(&tree, &cp)?;
     let proof = tree.inclusion_proof(index, cp.tree_size)?;
     InclusionProofBundle::of(index, &payload, &proof, cp, public_key)
+}
+
+/// The first record with `decision_id` in the sealed segments of `dir`, read
+/// back through their index files and confirmed.
+fn find_sealed(dir: &Path, decision_id: &str) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+    let segs = segment::list_segments(dir).map_err(io_at(dir))?;
+    let seals = sealed::read_seals(dir)?.unwrap_or_default();
+    let k = store::matching_seals(&seals, &segs);
+    let time = sealed::uuid7_ms(decision_id);
+    for seal in seals.iter().take(k) {
+        let seg = seal.segment();
+        if !seg.times.may_hold(time) {
+            continue;
+        }
+        for (index, offset) in sealed::sealed_candidates(dir, &seg, decision_id)? {
+            let path = dir.join(segment::segment_name(seg.first));
+            let (rec, payload) = store::read_record_at(&path, offset)?;
+            if rec.seq == index && rec.decision_id == decision_id {
+                return Ok(Some((index, payload)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The records among the first `cp.tree_size` of `dir` whose canonical bytes `pick` chooses,
@@ -468,10 +543,10 @@ pub fn consistency_dir(
             old.tree_size, new.tree_size
         )));
     }
-    let tree = tree_of(dir, new.tree_size)?;
+    let tree = view(dir, new.tree_size, &mut |_, _| ControlFlow::Break(()))?;
     check_root(&tree, old)?;
     check_root(&tree, new)?;
-    Ok(tree.consistency_proof(old.tree_size, new.tree_size)?)
+    tree.consistency_proof(old.tree_size, new.tree_size)
 }
 
 fn json_string(s: &str) -> String {

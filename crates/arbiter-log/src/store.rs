@@ -197,7 +197,7 @@ struct Cut {
 /// How many of `seals` describe the first segment files, each followed by
 /// the next one (the last segment, where writes continue, is never taken as
 /// sealed).
-fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)]) -> usize {
+pub(crate) fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)]) -> usize {
     let mut k = 0;
     while let (Some(seal), Some((first, _)), Some((next, _))) =
         (seals.get(k), segs.get(k), segs.get(k + 1))

@@ -1713,6 +1713,24 @@ fn memory_stays_bounded_as_the_log_grows() {
     fill_ids(&log, 200_010..200_020, uuid7);
     check_found(&log, &key, &uuid7(200_015), 200_015);
     drop(log);
+    // A reader proves from the seals, tiles and index files too.
+    for (id, seq) in [
+        (uuid7(123_456), 123_456),
+        (uuid7(200_015), 200_015),
+        ("plain-200001".to_string(), 200_001),
+    ] {
+        let b = prove_dir(dir.path(), &id).unwrap();
+        assert_eq!(b.leaf_index, seq);
+        check_proof(&b, Some(&key)).unwrap();
+    }
+    assert!(matches!(
+        prove_dir(dir.path(), &uuid7(300_000)),
+        Err(LogError::NotFound(_))
+    ));
+    let cps = read_checkpoints(dir.path()).unwrap();
+    let (old, new) = (&cps[1], cps.last().unwrap());
+    let proof = consistency_dir(dir.path(), old, new).unwrap();
+    check_consistency(old, new, &proof, &key).unwrap();
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
     assert_eq!(v.records, 200_020);
