@@ -72,6 +72,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(w) = &state.config.witnessing {
         text.push_str(&w.render_metrics(checkpoint_size(&state)));
     }
+    if let Some(recorder) = state.pdp.recorder() {
+        let log = recorder.log();
+        let m = log.memory();
+        text.push_str(&format!(
+            "# HELP arbiter_log_records Records in the decision log.\n\
+             # TYPE arbiter_log_records gauge\n\
+             arbiter_log_records {}\n\
+             # HELP arbiter_log_sealed_segments Decision log segments sealed (their offsets and \
+             ids in index files, not in memory).\n\
+             # TYPE arbiter_log_sealed_segments gauge\n\
+             arbiter_log_sealed_segments {}\n\
+             # HELP arbiter_log_memory_bytes Bytes the decision log holds in memory for its tree \
+             and indexes (bounded by the segment size, not the number of records).\n\
+             # TYPE arbiter_log_memory_bytes gauge\n\
+             arbiter_log_memory_bytes {}\n",
+            log.tree_size(),
+            m.sealed_segments,
+            m.tree_bytes + m.open_segment_bytes
+        ));
+    }
     if let Some(log) = &state.config.access_log {
         text.push_str(&format!(
             "# HELP arbiter_access_log_lines_lost_total Access log lines dropped (the writer was \

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The decision log at scale: resident memory as the log grows, lookup and proof latency, reopen
+# time, `arbiter log prove` from the files, verify speed and bytes on disk per record.
+#
+# usage: bench/log-scale.sh   (knobs: RECORDS=10000000 AT=1000000,5000000,10000000
+#                              BASE=<git rev> also runs the same bench on that revision's log,
+#                              side by side; HTTP_RECORDS=1000000 decisions through
+#                              `arbiter serve` with its RSS sampled (0 skips); CONNS=16 THREADS=2)
+#
+# 1. Direct: `cargo bench -p arbiter-log --bench scale` appends RECORDS durable records through
+#    the library (16 384 in flight, group commit) and reports at each size in AT. With BASE, the
+#    same bench file is built against BASE's arbiter-log in a git worktree and run first.
+# 2. Through HTTP: `arbiter serve` on the bench fixture under wrk until its log holds
+#    HTTP_RECORDS decisions, printing the server's RSS and the log's size every 10 s.
+# The logs are written under the temporary directory (about 1 KB per record: 10 GB at 10 M) and
+# removed afterwards.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RECORDS=${RECORDS:-10000000} AT=${AT:-1000000,5000000,10000000}
+HTTP_RECORDS=${HTTP_RECORDS:-1000000} CONNS=${CONNS:-16} THREADS=${THREADS:-2}
+. "$ROOT/bench/lib.sh"
+scratch log-scale
+
+run_scale() { # $1: label, $2: crate directory
+  echo "== $1: direct appends through the library"
+  (cd "$2" && SCALE_RECORDS=$RECORDS SCALE_AT=$AT CARGO_TARGET_DIR=${3:-$ROOT/target} \
+    cargo bench -q -p arbiter-log --bench scale 2>/dev/null)
+}
+
+if [ -n "${BASE:-}" ]; then
+  git -C "$ROOT" worktree add -q --detach "$WORK/base" "$BASE"
+  trap 'git -C "$ROOT" worktree remove --force "$WORK/base" 2>/dev/null; bench_cleanup' EXIT
+  cp "$ROOT/crates/arbiter-log/benches/scale.rs" "$WORK/base/crates/arbiter-log/benches/"
+  grep -q 'name = "scale"' "$WORK/base/crates/arbiter-log/Cargo.toml" ||
+    printf '\n[[bench]]\nname = "scale"\nharness = false\n' >>"$WORK/base/crates/arbiter-log/Cargo.toml"
+  run_scale "$(git -C "$ROOT" rev-parse --short "$BASE") (base)" "$WORK/base" "$ROOT/target/log-scale-base"
+fi
+run_scale "$(git -C "$ROOT" rev-parse --short HEAD) (this tree)" "$ROOT"
+
+[ "$HTTP_RECORDS" -gt 0 ] || exit 0
+need_wrk
+BIN=$(arbiter_bin)
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+"$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$WORK/data" \
+  --listen "127.0.0.1:$PORT" --log-level warn >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+wait_up "$URL" "$WORK/server.log"
+request_mix
+rss() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
+size() { curl -s "$URL/metrics" | awk '$1 == "arbiter_log_records" { print $2 }'; }
+mem() { curl -s "$URL/metrics" | awk '$1 == "arbiter_log_memory_bytes" { printf "%.1f", $2 / 1048576 }'; }
+echo "== through HTTP: wrk -t$THREADS -c$CONNS until $HTTP_RECORDS decisions"
+echo "records=$(size) rss_mib=$(rss) log_memory_mib=$(mem) (empty log)"
+# The first decision, proved at the end from the files (it is in the oldest segment).
+ID=$(curl -s -X POST "$URL/access/v1/evaluation" -H 'Content-Type: application/json' -d "$(head -1 "$WORK/bodies.txt")" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["context"]["decision_id"])')
+n=0
+while [ "$n" -lt "$HTTP_RECORDS" ]; do
+  wrk -t"$THREADS" -c"$CONNS" -d10s -s "$WORK/mix.lua" "$URL/access/v1/evaluation" -- "$WORK/bodies.txt" >"$WORK/wrk.out"
+  n=$(size)
+  echo "records=$n rss_mib=$(rss) log_memory_mib=$(mem) req_per_s=$(awk '$1 == "Requests/sec:" { printf "%.0f", $2 }' "$WORK/wrk.out")"
+done
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+t0=$(date +%s%N)
+"$BIN" log prove "$ID" --data "$WORK/data" >/dev/null
+echo "arbiter log prove of the first decision (from the files, $n records): $(( ($(date +%s%N) - t0) / 1000000 )) ms"
