@@ -67,7 +67,7 @@ fn rec(i: u64) -> DecisionRecord {
         },
         context_digest: context_digest(&ctx).unwrap(),
         context: ctx,
-        outcome: if i % 5 == 0 {
+        outcome: if i.is_multiple_of(5) {
             Outcome::Deny
         } else {
             Outcome::Allow
