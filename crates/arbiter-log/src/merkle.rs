@@ -341,13 +341,24 @@ impl Frontier {
 
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_seeing(leaf, &mut |_, _| {});
+    }
+
+    /// Appends a leaf hash, calling `seen(height, hash)` for the leaf
+    /// (height 0) and for every complete subtree the leaf completes, lowest
+    /// first: the hashes a tiled tree stores.
+    pub(crate) fn push_seeing(&mut self, leaf: Hash, seen: &mut dyn FnMut(u32, &Hash)) {
         let mut h = leaf;
         let mut s = self.size;
+        let mut height = 0;
+        seen(height, &h);
         while s & 1 == 1 {
             if let Some(left) = self.nodes.pop() {
                 h = node_hash(&left, &h);
             }
             s >>= 1;
+            height += 1;
+            seen(height, &h);
         }
         self.nodes.push(h);
         self.size += 1;

@@ -684,9 +684,10 @@ impl Order<'_> {
             Some(_) => {}
         }
         self.last_ts = d.ts_us;
-        self.frontier.push(d.leaf);
+        let tiles = &mut self.tiles;
+        self.frontier
+            .push_seeing(d.leaf, &mut |height, hash| tiles.saw(height, hash));
         self.index += 1;
-        self.tiles.push(d.leaf);
         check_cps(self.cps, &mut self.next_cp, &self.frontier)
     }
 }
@@ -1075,61 +1076,51 @@ impl TileCheck {
         }
     }
 
-    fn push(&mut self, leaf: Hash) {
-        if self.problem.is_none() {
-            self.problem = self.add(leaf);
+    /// A complete subtree of the records: the ones at heights that are
+    /// multiples of 8 are tile entries.
+    fn saw(&mut self, height: u32, hash: &Hash) {
+        if self.problem.is_some() || !height.is_multiple_of(8) {
+            return;
         }
-    }
-
-    fn add(&mut self, leaf: Hash) -> Option<Problem> {
-        let mut carry = leaf;
-        let mut level = 0usize;
-        loop {
-            if self.levels.len() <= level {
-                self.levels.push(Vec::with_capacity(TILE_WIDTH));
-                self.full.push(0);
+        let level = (height / 8) as usize;
+        while self.levels.len() <= level {
+            self.levels.push(Vec::with_capacity(TILE_WIDTH));
+            self.full.push(0);
+        }
+        let Some(hashes) = self.levels.get_mut(level) else {
+            return;
+        };
+        hashes.push(*hash);
+        if hashes.len() < TILE_WIDTH {
+            return;
+        }
+        let n = self.full.get(level).copied().unwrap_or(0);
+        let path = tile_path(&self.dir, level as u8, n);
+        let same = match fs::read(&path) {
+            Ok(bytes) => {
+                bytes.len() == TILE_BYTES
+                    && bytes
+                        .chunks_exact(32)
+                        .zip(hashes.iter())
+                        .all(|(a, b)| a == b)
             }
-            let hashes = self.levels.get_mut(level)?;
-            hashes.push(carry);
-            if hashes.len() < TILE_WIDTH {
-                return None;
-            }
-            let n = self.full.get(level).copied().unwrap_or(0);
-            let path = tile_path(&self.dir, level as u8, n);
-            match fs::read(&path) {
-                Ok(bytes)
-                    if bytes.len() == TILE_BYTES
-                        && bytes
-                            .chunks_exact(32)
-                            .zip(hashes.iter())
-                            .all(|(a, b)| a == b) => {}
-                Ok(_) => {
-                    let first = n << (8 * (level as u32 + 1));
-                    return problem(
-                        Some(first),
-                        ProblemKind::DamagedIndex,
-                        format!(
-                            "tile `{}` does not match records {first} on",
-                            path.display()
-                        ),
-                    );
-                }
-                Err(_) => {}
-            }
-            let mut width = TILE_WIDTH;
-            let mut row = std::mem::take(hashes);
-            while width > 1 {
-                row = row
-                    .chunks_exact(2)
-                    .map(|p| crate::merkle::node_hash(&p[0], &p[1]))
-                    .collect();
-                width /= 2;
-            }
-            carry = row.first().copied().unwrap_or([0; 32]);
-            if let Some(f) = self.full.get_mut(level) {
-                *f += 1;
-            }
-            level += 1;
+            // Not written (yet): nothing to compare.
+            Err(_) => true,
+        };
+        if !same {
+            let first = n << (8 * (level as u32 + 1));
+            self.problem = problem(
+                Some(first),
+                ProblemKind::DamagedIndex,
+                format!(
+                    "tile `{}` does not match records {first} on",
+                    path.display()
+                ),
+            );
+        }
+        hashes.clear();
+        if let Some(f) = self.full.get_mut(level) {
+            *f += 1;
         }
     }
 }
