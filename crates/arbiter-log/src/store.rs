@@ -213,10 +213,37 @@ pub(crate) fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)]) -> usize {
 /// Scans `dir` and rebuilds state; truncates torn tails. Segments covered by
 /// `sealed.log` are not read (see [`crate::sealed`]); the others are, and
 /// every one of them but the last is sealed.
+///
+/// The seals, tiles and index files are derived from the records: when one
+/// that the open relies on is missing or damaged, the log is read from its
+/// first record and they are all written again.
 pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError> {
+    match load_from(dir, check, true) {
+        Err(e) if derived_file_error(dir, &e) => load_from(dir, check, false),
+        r => r,
+    }
+}
+
+/// Whether `e` is about a tile or an index file under `dir`.
+fn derived_file_error(dir: &Path, e: &LogError) -> bool {
+    let path = match e {
+        LogError::Io { path, .. } => path,
+        LogError::Corrupt { segment, .. } => segment,
+        _ => return false,
+    };
+    [crate::tiles::TILE_DIR, sealed::INDEX_DIR]
+        .iter()
+        .any(|d| path.starts_with(dir.join(d)))
+}
+
+fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loaded, LogError> {
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
-    let seals = sealed::read_seals(dir)?;
+    let seals = if use_seals {
+        sealed::read_seals(dir)?
+    } else {
+        None
+    };
     let mut seals = seals.unwrap_or_default();
     let mut k = matching_seals(&seals, &segs);
     if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
@@ -224,7 +251,16 @@ pub(crate) fn load(dir: &Path, check: &OpenCheck<'_>) -> Result<Loaded, LogError
     {
         k = 0;
     }
-    if k < seals.len() {
+    // A sealed segment whose index file is gone is sealed again (with the
+    // segments after it).
+    if let Some(gone) = seals
+        .iter()
+        .take(k)
+        .position(|s| !sealed::index_path(dir, s.first).is_file())
+    {
+        k = gone;
+    }
+    if k < seals.len() || (!use_seals && dir.join(sealed::SEALED_FILE).exists()) {
         seals.truncate(k);
         sealed::rewrite_seals(dir, &seals)?;
     }

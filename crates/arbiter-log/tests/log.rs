@@ -1805,3 +1805,58 @@ fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
 }
+
+#[test]
+fn deleted_tiles_or_index_files_are_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 64 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o.clone());
+    let key = log.public_key();
+    fill_ids(&log, 0..2_000, uuid7);
+    drop(log);
+    // An operator removes the tiles: the open reads the records again.
+    fs::remove_dir_all(dir.path().join(tiles::TILE_DIR)).unwrap();
+    let (log, rep) = open(dir.path(), o.clone());
+    assert_eq!((rep.records, rep.sealed_segments), (2_000, 0));
+    check_found(&log, &key, &uuid7(10), 10);
+    drop(log);
+    assert!(tiles::tile_path(dir.path(), 0, 3).is_file());
+    // One index file removed: that segment and the ones after it are sealed again.
+    let segs = segment::list_segments(dir.path()).unwrap();
+    let (first, _) = segs[2];
+    fs::remove_file(sealed::index_path(dir.path(), first)).unwrap();
+    let (log, rep) = open(dir.path(), o.clone());
+    assert_eq!(rep.sealed_segments, 2, "{rep:?}");
+    check_found(&log, &key, &uuid7(first + 1), first + 1);
+    drop(log);
+    assert!(sealed::index_path(dir.path(), first).is_file());
+    let v = verify(dir.path(), &key);
+    assert!(v.is_ok(), "{v:?}");
+}
+
+#[test]
+fn a_segment_that_cannot_be_sealed_fails_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 16 << 10,
+        ..opts()
+    };
+    let (log, _) = open(dir.path(), o);
+    // Where index files go is taken by a plain file.
+    fs::write(dir.path().join(sealed::INDEX_DIR), b"not a directory").unwrap();
+    for i in 0..200 {
+        if log.append_blocking(rec(i, "s")).is_err() {
+            break;
+        }
+    }
+    arbiter_testkit::wait_until("the log to fail", PATIENCE, || !log.is_healthy());
+    let reason = log.failure().unwrap();
+    assert!(reason.contains("cannot seal"), "{reason}");
+    assert!(matches!(
+        log.append_blocking(rec(999, "s")),
+        Err(LogError::Failed(_))
+    ));
+}
