@@ -170,10 +170,10 @@ impl Follower {
             // The last segment is read only up to its zero tail (it is being
             // written); an earlier one to its end.
             let read = |at: u64| {
-                if last {
+                if last && !segment::is_compressed(&path) {
                     read_data(&path, at)
                 } else {
-                    read_from(&path, at)
+                    segment::read_segment_from(&path, at)
                 }
                 .map_err(io_at(&path))
             };
@@ -199,7 +199,7 @@ impl Follower {
                         }
                         // Judge the bad frame against the rest of the file.
                         let rest = if last {
-                            read_from(&path, self.offset).map_err(io_at(&path))?
+                            segment::read_segment_from(&path, self.offset).map_err(io_at(&path))?
                         } else {
                             buf.split_off(off)
                         };

@@ -343,16 +343,23 @@ pub(crate) fn rewrite_seals(dir: &Path, seals: &[Seal]) -> Result<(), LogError> 
     sync_dir(dir).map_err(io_at(dir))
 }
 
-/// Writes `seg`'s index file, syncs the tiles filled since record `from`
-/// and up to the seal's end, and appends `seal` to `sealed.log`, synced:
-/// after this returns, the segment need not be read again at open.
+/// Compresses the segment (with `compress`), writes `seg`'s index file,
+/// syncs the tiles filled since record `from` and up to the seal's end, and
+/// appends `seal` to `sealed.log`, synced: after this returns, the segment
+/// need not be read again at open. Then the uncompressed file is removed.
 pub(crate) fn seal(
     dir: &Path,
     seg: &OpenSegment,
     seal: &mut Seal,
     from: u64,
+    compress: bool,
 ) -> Result<(), LogError> {
-    seal.index_crc = write_index(dir, seg)?;
+    let blocks = if compress {
+        compress_segment(dir, seg, seal.bytes)?
+    } else {
+        Vec::new()
+    };
+    seal.index_crc = write_index(dir, seg, &blocks)?;
     sync_tiles(dir, from, seal.end())?;
     let path = dir.join(SEALED_FILE);
     let mut frame = Vec::new();
@@ -364,7 +371,113 @@ pub(crate) fn seal(
         .map_err(io_at(&path))?;
     f.write_all(&frame).map_err(io_at(&path))?;
     f.sync_data().map_err(io_at(&path))?;
+    if compress {
+        let plain = dir.join(segment::segment_name(seg.first));
+        match fs::remove_file(&plain) {
+            Ok(()) => sync_dir(dir).map_err(io_at(dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&plain)(e)),
+        }
+    }
     Ok(())
+}
+
+/// Uncompressed bytes per compressed block (a block ends at the first record
+/// frame boundary at or past this).
+const BLOCK_BYTES: u64 = 64 << 10;
+/// zstd level: fast enough for the sealer to keep up with the writer.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Writes `seg-<first>.log.zst` (temporary name, synced, renamed) from the
+/// segment's data up to `bytes`: independent zstd frames of whole record
+/// frames. Returns each block's (uncompressed start, compressed start).
+fn compress_segment(
+    dir: &Path,
+    seg: &OpenSegment,
+    bytes: u64,
+) -> Result<Vec<(u64, u64)>, LogError> {
+    let src = dir.join(segment::segment_name(seg.first));
+    let data = segment::read_segment(&src).map_err(io_at(&src))?;
+    let end = usize::try_from(bytes).unwrap_or(usize::MAX).min(data.len());
+    let data = data.get(..end).unwrap_or_default();
+    let dst = dir.join(segment::compressed_segment_name(seg.first));
+    let tmp = dir.join(format!(
+        "{}.tmp",
+        segment::compressed_segment_name(seg.first)
+    ));
+    let mut out: Vec<u8> = Vec::with_capacity(data.len() / 4);
+    let mut blocks = Vec::new();
+    let mut start = 0u64;
+    let mut cut = seg.offsets.iter().copied().chain([bytes]).peekable();
+    while start < bytes {
+        // The first frame boundary at or past start + BLOCK_BYTES.
+        let mut stop = bytes;
+        while let Some(&o) = cut.peek() {
+            if o > start && o >= start + BLOCK_BYTES {
+                stop = o;
+                break;
+            }
+            cut.next();
+        }
+        let block = data
+            .get(start as usize..stop as usize)
+            .ok_or_else(|| LogError::Corrupt {
+                segment: src.clone(),
+                offset: start,
+                index: seg.first,
+                reason: "the segment is shorter than its records".to_string(),
+            })?;
+        blocks.push((start, out.len() as u64));
+        let z = zstd::bulk::compress(block, ZSTD_LEVEL).map_err(io_at(&tmp))?;
+        out.extend_from_slice(&z);
+        start = stop;
+    }
+    let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
+    f.write_all(&out).map_err(io_at(&tmp))?;
+    f.sync_all().map_err(io_at(&tmp))?;
+    fs::rename(&tmp, &dst).map_err(io_at(&dst))?;
+    sync_dir(dir).map_err(io_at(dir))?;
+    Ok(blocks)
+}
+
+/// Reads the record frame at uncompressed `offset` of the compressed segment
+/// `path` (`seg-<first>.log.zst` in the log directory): the block holding it
+/// is found in the segment's index file, read and decompressed. Returns the
+/// payload.
+pub(crate) fn compressed_frame(path: &Path, offset: u64) -> Result<Vec<u8>, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        segment: path.to_path_buf(),
+        offset,
+        index: 0,
+        reason,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let first = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(segment::parse_segment_name)
+        .ok_or_else(|| corrupt("not a segment file name".to_string()))?;
+    let idx = Index::open_unchecked(dir, first)?;
+    let (ustart, uend, cstart, cend) = idx.block_of(offset)?;
+    let file = File::open(path).map_err(io_at(path))?;
+    let cend = match cend {
+        Some(c) => c,
+        None => file.metadata().map_err(io_at(path))?.len(),
+    };
+    let len = cend
+        .checked_sub(cstart)
+        .filter(|l| *l <= (1 << 30))
+        .ok_or_else(|| corrupt("the index file's block table is damaged".to_string()))?;
+    let mut z = vec![0u8; len as usize];
+    file.read_exact_at(&mut z, cstart).map_err(io_at(path))?;
+    let cap = usize::try_from(uend.saturating_sub(ustart))
+        .unwrap_or(usize::MAX)
+        .min(1 << 30);
+    let block = zstd::bulk::decompress(&z, cap)
+        .map_err(|e| corrupt(format!("the block does not decompress: {e}")))?;
+    let at = usize::try_from(offset - ustart).unwrap_or(usize::MAX);
+    let (payload, _) = segment::parse_frame(&block, at).map_err(|e| corrupt(e.to_string()))?;
+    Ok(payload.to_vec())
 }
 
 /// Syncs the full tiles that records `from..to` filled, and their
@@ -418,14 +531,20 @@ fn sync_tiles(dir: &Path, from: u64, to: u64) -> Result<(), LogError> {
 
 /// Writes the index file of `seg` (temporary name, synced, renamed); returns
 /// its CRC-32.
-fn write_index(dir: &Path, seg: &OpenSegment) -> Result<u32, LogError> {
+fn write_index(dir: &Path, seg: &OpenSegment, blocks: &[(u64, u64)]) -> Result<u32, LogError> {
     let idx_dir = dir.join(INDEX_DIR);
     fs::create_dir_all(&idx_dir).map_err(io_at(&idx_dir))?;
     let path = index_path(dir, seg.first);
     let count = seg.count();
     let mut b = Vec::with_capacity(INDEX_HEADER as usize + seg.offsets.len() * 24 + 4);
     b.extend_from_slice(INDEX_MAGIC);
-    for v in [seg.first, count, seg.ids.len() as u64, 0, 0] {
+    for v in [
+        seg.first,
+        count,
+        seg.ids.len() as u64,
+        blocks.len() as u64,
+        0,
+    ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     for o in &seg.offsets {
@@ -440,6 +559,10 @@ fn write_index(dir: &Path, seg: &OpenSegment) -> Result<u32, LogError> {
     for (h, local) in table {
         b.extend_from_slice(&h.to_le_bytes());
         b.extend_from_slice(&local.to_le_bytes());
+    }
+    for (u, c) in blocks {
+        b.extend_from_slice(&u.to_le_bytes());
+        b.extend_from_slice(&c.to_le_bytes());
     }
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -458,11 +581,27 @@ struct Index {
     path: PathBuf,
     count: u64,
     ids: u64,
+    blocks: u64,
 }
 
 impl Index {
     fn open(dir: &Path, seg: &SealedSegment) -> Result<Index, LogError> {
-        let path = index_path(dir, seg.first);
+        let idx = Index::open_unchecked(dir, seg.first)?;
+        if idx.count != seg.count {
+            return Err(LogError::Corrupt {
+                segment: idx.path,
+                offset: 0,
+                index: seg.first,
+                reason: "the index file does not describe its sealed segment".to_string(),
+            });
+        }
+        Ok(idx)
+    }
+
+    /// The index file of the segment starting at `seg_first`, checked for
+    /// its form (not against a seal).
+    fn open_unchecked(dir: &Path, seg_first: u64) -> Result<Index, LogError> {
+        let path = index_path(dir, seg_first);
         let file = File::open(&path).map_err(io_at(&path))?;
         let mut h = [0u8; INDEX_HEADER as usize];
         file.read_exact_at(&mut h, 0).map_err(io_at(&path))?;
@@ -471,22 +610,23 @@ impl Index {
                 .and_then(|w| w.try_into().ok())
                 .map_or(u64::MAX, u64::from_le_bytes)
         };
-        let (first, count, ids) = (word(0), word(1), word(2));
+        let (first, count, ids, blocks) = (word(0), word(1), word(2), word(3));
         let len = file.metadata().map_err(io_at(&path))?.len();
         let expect = INDEX_HEADER
             .checked_add(count.saturating_mul(8))
             .and_then(|v| v.checked_add(ids.saturating_mul(16)))
+            .and_then(|v| v.checked_add(blocks.saturating_mul(16)))
             .and_then(|v| v.checked_add(4));
         if h.get(..8) != Some(INDEX_MAGIC.as_slice())
-            || first != seg.first
-            || count != seg.count
+            || first != seg_first
             || ids > count
+            || blocks > count
             || expect != Some(len)
         {
             return Err(LogError::Corrupt {
                 segment: path,
                 offset: 0,
-                index: seg.first,
+                index: seg_first,
                 reason: "the index file does not describe its sealed segment".to_string(),
             });
         }
@@ -495,7 +635,43 @@ impl Index {
             path,
             count,
             ids,
+            blocks,
         })
+    }
+
+    /// The compressed block holding uncompressed `offset`: its uncompressed
+    /// start and end, and its compressed start and end (None: the file's).
+    fn block_of(&self, offset: u64) -> Result<(u64, u64, u64, Option<u64>), LogError> {
+        let table = INDEX_HEADER + 8 * self.count + 16 * self.ids;
+        let entry = |i: u64| -> Result<(u64, u64), LogError> {
+            Ok((self.word(table + 16 * i)?, self.word(table + 16 * i + 8)?))
+        };
+        // The last block starting at or before `offset`.
+        let (mut lo, mut hi) = (0u64, self.blocks);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if entry(mid)?.0 <= offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(i) = lo.checked_sub(1) else {
+            return Err(LogError::Corrupt {
+                segment: self.path.clone(),
+                offset,
+                index: 0,
+                reason: "no compressed block holds this offset".to_string(),
+            });
+        };
+        let (ustart, cstart) = entry(i)?;
+        let (uend, cend) = if i + 1 < self.blocks {
+            let (u, c) = entry(i + 1)?;
+            (u, Some(c))
+        } else {
+            (u64::MAX, None)
+        };
+        Ok((ustart, uend, cstart, cend))
     }
 
     fn word(&self, at: u64) -> Result<u64, LogError> {
@@ -612,7 +788,7 @@ mod tests {
             edge: vec![vec![[7; 32]; 3]],
         };
         let end = s.end();
-        seal(dir.path(), &seg, &mut s, end).unwrap();
+        seal(dir.path(), &seg, &mut s, end, false).unwrap();
         let seals = read_seals(dir.path()).unwrap().unwrap();
         // Seals must start at record 0: this one is not kept.
         assert!(seals.is_empty());

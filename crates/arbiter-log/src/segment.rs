@@ -17,9 +17,17 @@
 //! the end of the file is zero (the "zero tail"). Segments written before
 //! preallocation simply have no zero tail. See [`classify_end`] for what a
 //! bad frame followed by other bytes means.
+//!
+//! A **sealed** segment may be stored compressed instead, as
+//! `seg-<…>.log.zst`: its data (up to its logical end, no zero tail) in
+//! independent zstd frames, each a whole number of record frames (see
+//! [`crate::sealed`]). Readers go through [`open_segment`],
+//! [`read_segment`] and [`read_segment_from`], which give the same bytes
+//! either way; when both files exist (a seal in progress) the uncompressed
+//! one is read.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Bytes in a frame header.
@@ -45,25 +53,116 @@ pub fn segment_name(first: u64) -> String {
     format!("seg-{first:020}.log")
 }
 
-/// The first record index encoded in a segment file name.
+/// File name of the compressed form of that segment.
+pub fn compressed_segment_name(first: u64) -> String {
+    format!("seg-{first:020}.log.zst")
+}
+
+/// The first record index encoded in a segment file name (either form).
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    let rest = name.strip_prefix("seg-")?;
+    let digits = rest
+        .strip_suffix(".log")
+        .or_else(|| rest.strip_suffix(".log.zst"))?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
+/// Whether `path` names a compressed segment.
+pub fn is_compressed(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.ends_with(".log.zst"))
+}
+
+/// Largest decompressed segment a reader accepts: a damaged or hostile
+/// compressed file cannot make it allocate more.
+const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// Opens `path`, or, when a `.log` segment is gone (sealed and compressed
+/// since it was listed), its compressed form. Returns the file and its path.
+fn open_either(path: &Path) -> io::Result<(File, PathBuf)> {
+    match File::open(path) {
+        Ok(f) => Ok((f, path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !is_compressed(path) => {
+            let mut other = path.as_os_str().to_owned();
+            other.push(".zst");
+            let other = PathBuf::from(other);
+            File::open(&other).map(|f| (f, other)).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A decoder that fails once it has given [`MAX_DECOMPRESSED`] bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "compressed segment decompresses to more than 1 GiB",
+            )
+        })?;
+        Ok(n)
+    }
+}
+
+/// A reader of the data of segment `path`, compressed or not. A compressed
+/// segment that does not decompress gives an `InvalidData` error.
+pub fn open_segment(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    let (file, path) = open_either(path)?;
+    if is_compressed(&path) {
+        let decoder = zstd::stream::read::Decoder::new(file)?;
+        Ok(Box::new(Bounded {
+            inner: decoder,
+            left: MAX_DECOMPRESSED,
+        }))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
+/// The data of segment `path`, compressed or not.
+pub fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
+    read_segment_from(path, 0)
+}
+
+/// The data of segment `path` from byte `from` (of the uncompressed data).
+pub fn read_segment_from(path: &Path, from: u64) -> io::Result<Vec<u8>> {
+    let (mut file, real) = open_either(path)?;
+    let mut buf = Vec::new();
+    if is_compressed(&real) {
+        open_segment(&real)?.read_to_end(&mut buf)?;
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(buf.len());
+        buf.drain(..from);
+    } else {
+        file.seek(SeekFrom::Start(from))?;
+        file.read_to_end(&mut buf)?;
+    }
+    Ok(buf)
+}
+
 /// The segment files in `dir`, sorted by first index.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
             out.push((first, entry.path()));
         }
     }
-    out.sort_by_key(|(first, _)| *first);
+    // Both forms of one segment (a seal in progress): the uncompressed one.
+    out.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(is_compressed(&a.1).cmp(&is_compressed(&b.1)))
+    });
+    out.dedup_by_key(|s| s.0);
     Ok(out)
 }
 

@@ -264,6 +264,26 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
         seals.truncate(k);
         sealed::rewrite_seals(dir, &seals)?;
     }
+    // A crash between a seal and the removal of the segment's uncompressed
+    // file leaves both; a compression cut short leaves its temporary file.
+    for seal in &seals {
+        let plain = dir.join(segment::segment_name(seal.first));
+        if dir
+            .join(segment::compressed_segment_name(seal.first))
+            .is_file()
+            && plain.is_file()
+        {
+            fs::remove_file(&plain).map_err(io_at(&plain))?;
+        }
+    }
+    for (first, _) in &segs {
+        let tmp = dir.join(format!("{}.tmp", segment::compressed_segment_name(*first)));
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&tmp)(e)),
+            _ => {}
+        }
+    }
+    let segs = segment::list_segments(dir).map_err(io_at(dir))?;
     let resume = seals.last();
     let sealed_end = resume.map_or(0, Seal::end);
     let mut st = Loaded {
@@ -290,10 +310,10 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
     };
     // Checkpoints were checked up to the one the last seal names.
     let (cp_before, cp_offset) = resume.map_or((0, 0), |s| (s.cp_before, s.cp_offset));
-    if let Some((_, path)) = segs.first()
+    if let Some((first, _)) = segs.first()
         && k > 0
     {
-        let (rec, _) = read_record_at(path, 0)?;
+        let (rec, _) = read_record_at(&dir.join(segment::segment_name(*first)), 0)?;
         st.node_id = Some(rec.node_id);
     }
     drop(seals);
@@ -310,7 +330,7 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
             });
         }
         let mut seg = OpenSegment::new(*first);
-        let buf = fs::read(path).map_err(io_at(path))?;
+        let buf = segment::read_segment(path).map_err(io_at(path))?;
         let last = si + 1 == nsegs;
         let mut frames: Vec<(usize, &[u8])> = Vec::new();
         let mut bad = None;
@@ -396,7 +416,7 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
                 index_crc: 0,
                 edge: st.tree.edge().to_vec(),
             };
-            sealed::seal(dir, &seg, &mut s, seg.first)?;
+            sealed::seal(dir, &seg, &mut s, seg.first, check.compress)?;
             st.sealed.push(s.segment());
         } else {
             return Err(LogError::Corrupt {
@@ -533,6 +553,8 @@ pub(crate) struct OpenCheck<'a> {
     pub window: u64,
     /// Report problems in [`Loaded::damage`] instead of failing.
     pub accept_damage: bool,
+    /// Compress the segments sealed while opening.
+    pub compress: bool,
 }
 
 /// Signatures are verified this many checkpoints at a time, in parallel.
@@ -771,7 +793,20 @@ pub(crate) fn read_record_at(
     offset: u64,
 ) -> Result<(DecisionRecord, Vec<u8>), LogError> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path).map_err(io_at(path))?;
+    // A sealed segment may have been compressed since it was located.
+    let zst = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".zst");
+        PathBuf::from(p)
+    };
+    let mut f = match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && zst.is_file() => {
+            let payload = sealed::compressed_frame(&zst, offset)?;
+            let rec = DecisionRecord::from_canonical_bytes(&payload)?;
+            return Ok((rec, payload));
+        }
+        r => r.map_err(io_at(path))?,
+    };
     f.seek(SeekFrom::Start(offset)).map_err(io_at(path))?;
     let mut header = [0u8; segment::HEADER_LEN];
     f.read_exact(&mut header).map_err(io_at(path))?;
@@ -845,7 +880,7 @@ impl Iterator for RecordIter {
                 };
                 let path = path.clone();
                 self.seg += 1;
-                match fs::read(&path) {
+                match segment::read_segment(&path) {
                     Ok(b) => {
                         self.buf = b;
                         self.off = 0;
@@ -898,7 +933,7 @@ impl Iterator for RecordIter {
                         End::Garbage if last && self.retried != Some(offset) => {
                             self.retried = Some(offset);
                             std::thread::sleep(crate::reader::RETRY_AFTER);
-                            match fs::read(&path) {
+                            match segment::read_segment(&path) {
                                 Ok(b) => self.buf = b,
                                 Err(e) => {
                                     self.done = true;

@@ -6,7 +6,7 @@
 //! against the recomputed tree. It reports the first problem and where it is.
 
 use std::fs;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -450,9 +450,15 @@ pub fn verify_dir_reference(
         // One buffer reused for every segment (no fresh 64 MiB allocation
         // and page faults per segment).
         seg_buf.clear();
-        fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut seg_buf))
-            .map_err(io_at(path))?;
+        if let Err(e) = segment::open_segment(path).and_then(|mut f| f.read_to_end(&mut seg_buf)) {
+            match undecodable(path, &e, index) {
+                Some(p) => {
+                    rep.problem = Some(p);
+                    break;
+                }
+                None => return Err(io_at(path)(e)),
+            }
+        }
         let buf = seg_buf.as_slice();
         let last_seg = si + 1 == nsegs;
         // Pass 1: framing (sequential, cheap).
@@ -750,9 +756,30 @@ fn check_frames<'a>(
     })
 }
 
+/// The problem when reading compressed segment `path` failed with `e`
+/// (its bytes do not decompress: they were changed), reported at record
+/// `index`, the first not yet verified; `None` for an I/O error.
+fn undecodable(path: &Path, e: &io::Error, index: u64) -> Option<Problem> {
+    let decoding = matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
+    );
+    if !(segment::is_compressed(path) && decoding) {
+        return None;
+    }
+    problem(
+        Some(index),
+        ProblemKind::Modified,
+        format!(
+            "compressed segment `{}` does not decompress: {e}",
+            path.display()
+        ),
+    )
+}
+
 /// Reads `f` into `buf[filled..]` until the buffer is full or the file
 /// ends; returns the new fill level and whether the file ended.
-fn fill(f: &mut fs::File, buf: &mut [u8], mut filled: usize) -> io::Result<(usize, bool)> {
+fn fill(f: &mut dyn Read, buf: &mut [u8], mut filled: usize) -> io::Result<(usize, bool)> {
     while filled < buf.len() {
         match f.read(&mut buf[filled..]) {
             Ok(0) => return Ok((filled, true)),
@@ -766,11 +793,7 @@ fn fill(f: &mut fs::File, buf: &mut [u8], mut filled: usize) -> io::Result<(usiz
 
 /// The bytes of `path` from `off` to the end (error paths only).
 fn read_from(path: &Path, off: u64) -> io::Result<Vec<u8>> {
-    let mut f = fs::File::open(path)?;
-    f.seek(io::SeekFrom::Start(off))?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
+    segment::read_segment_from(path, off)
 }
 
 /// The `seq` of the frame at byte `next` of segment `si`, or of the first
@@ -779,7 +802,7 @@ fn peek_seq_at(segs: &[(u64, PathBuf)], si: usize, next: u64) -> Option<u64> {
     let rest = read_from(&segs.get(si)?.1, next).ok()?;
     let owned;
     let b = if rest.is_empty() {
-        owned = fs::read(&segs.get(si + 1)?.1).ok()?;
+        owned = segment::read_segment(&segs.get(si + 1)?.1).ok()?;
         owned.as_slice()
     } else {
         rest.as_slice()
@@ -812,7 +835,23 @@ fn stream_segment(
     chunk: usize,
     rep: &mut VerifyReport,
 ) -> Result<SegEnd, LogError> {
-    let mut f = fs::File::open(path).map_err(io_at(path))?;
+    // A compressed segment is one unit: decompressed whole before any of its
+    // records is taken, so that one that does not decompress is reported at
+    // its first record.
+    let mut f: Box<dyn Read + Send> = if segment::is_compressed(path) {
+        match segment::read_segment(path) {
+            Ok(data) => Box::new(io::Cursor::new(data)),
+            Err(e) => match undecodable(path, &e, ord.index) {
+                Some(p) => {
+                    rep.problem = Some(p);
+                    return Ok(SegEnd::Stop);
+                }
+                None => return Err(io_at(path)(e)),
+            },
+        }
+    } else {
+        segment::open_segment(path).map_err(io_at(path))?
+    };
     if buf.len() < chunk.max(1) {
         buf.resize(chunk.max(1), 0);
     }
@@ -1188,7 +1227,7 @@ fn peek_seq(segs: &[(u64, PathBuf)], si: usize, buf: &[u8], next: usize) -> Opti
     let (b, off) = if next < buf.len() {
         (buf, next)
     } else {
-        owned = fs::read(&segs.get(si + 1)?.1).ok()?;
+        owned = segment::read_segment(&segs.get(si + 1)?.1).ok()?;
         (owned.as_slice(), 0)
     };
     let (payload, _) = segment::parse_frame(b, off).ok()?;

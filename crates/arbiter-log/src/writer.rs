@@ -233,6 +233,8 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// In [`Durability::Async`], sync at least this often (default 200 ms).
     pub async_sync_every: Duration,
+    /// Store sealed segments compressed (`seg-….log.zst`, default true).
+    pub compress_sealed: bool,
     /// Directory of `log-signing.key`; default: the log directory.
     pub key_dir: Option<PathBuf>,
     /// Fault injection for tests.
@@ -250,6 +252,7 @@ impl Default for LogOptions {
             accept_damage: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             async_sync_every: Duration::from_millis(200),
+            compress_sealed: true,
             key_dir: None,
             fault: None,
         }
@@ -478,7 +481,8 @@ impl Inner {
     fn run_sealer(&self, jobs: mpsc::Receiver<SealJob>) {
         for mut job in jobs {
             let first = job.segment.first;
-            if let Err(e) = sealed::seal(&self.dir, &job.segment, &mut job.seal, first) {
+            let compress = self.opts.compress_sealed;
+            if let Err(e) = sealed::seal(&self.dir, &job.segment, &mut job.seal, first, compress) {
                 let mut q = lock(&self.queue);
                 if q.health == Health::Healthy {
                     q.health = Health::Failed {
@@ -622,6 +626,7 @@ impl Log {
             node_id: &opts.node_id,
             window: opts.checkpoint_every_records.max(1),
             accept_damage: accept_reason.is_some(),
+            compress: opts.compress_sealed,
         };
         let mut loaded = store::load(dir, &check)?;
         if let Some(found) = &loaded.node_id
@@ -710,7 +715,7 @@ impl Log {
                                 index_crc: 0,
                                 edge: loaded.tree.edge().to_vec(),
                             };
-                            sealed::seal(dir, &seg, &mut s, seg.first)?;
+                            sealed::seal(dir, &seg, &mut s, seg.first, opts.compress_sealed)?;
                             loaded.sealed.push(s.segment());
                         }
                         starts.push(size);
