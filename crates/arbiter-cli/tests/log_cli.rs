@@ -925,3 +925,79 @@ fn witnessed_log_rewrite_truncation_and_rollback_are_caught() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn archive_moves_old_segments_and_the_log_still_proves_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (log, _) = Log::open(
+        &data.join("log"),
+        LogOptions {
+            segment_bytes: 16 << 10,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let tickets: Vec<_> = (0..400).map(|i| log.append_ticket(rec(i))).collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    log.shutdown().unwrap();
+    drop(log);
+    let to = tmp.path().join("archive");
+    let to_s = to.to_str().unwrap();
+    // Records are one second apart from T0: everything sealed before T0 + 200 s moves.
+    let before = (T0 / 1_000_000 + 200).to_string();
+    let out = run(
+        &["log", "archive", "--before", &before, "--to", to_s],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.starts_with("archived records 0 to "), "{said}");
+    assert!(to.join("seg-00000000000000000000.log.zst").is_file());
+    // Proved and verified across the archive.
+    let out = run(&["log", "prove", "d-3"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["log", "verify"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("400 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Again: nothing more is that old.
+    let out = run(
+        &["log", "archive", "--before", &before, "--to", to_s],
+        &data,
+    );
+    assert!(
+        text(&out.stdout).starts_with("nothing to archive"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A bad time is named.
+    let out = run(&["log", "archive", "--before", "soon", "--to", to_s], &data);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("soon"), "{}", text(&out.stderr));
+    // The archive inside the data directory is refused.
+    let inside = data.join("log").join("old");
+    let out = run(
+        &[
+            "log",
+            "archive",
+            "--before",
+            "1d",
+            "--to",
+            inside.to_str().unwrap(),
+        ],
+        &data,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("outside the log directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!inside.exists());
+}

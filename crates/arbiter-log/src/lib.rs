@@ -6,6 +6,7 @@
 //! - [`merkle`]: RFC 6962/9162 Merkle tree, proofs and verifiers;
 //! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
 //! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
+//! - [`archive`]: moving the oldest sealed segments to another directory;
 //! - [`tiles`]: the tree on disk as C2SP tlog tiles ([`TiledTree`]);
 //! - [`sealed`]: finished segments' index files and `sealed.log`, which
 //!   keep the live log's memory bounded and its open short;
@@ -22,6 +23,7 @@
 //!
 //! Pure and synchronous: no async runtime, no network, no policy engine.
 
+pub mod archive;
 pub mod canonical;
 pub mod checkpoint;
 mod fastcheck;

@@ -339,7 +339,7 @@ fn view(
 ) -> Result<TiledTree, LogError> {
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
     let seals = sealed::read_seals(dir)?.unwrap_or_default();
-    let mut k = store::matching_seals(&seals, &segs);
+    let mut k = store::matching_seals(&seals, &segs, crate::archive::archived_end(dir));
     if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
         && !TiledTree::edge_fits(last.end(), &last.edge)
     {
@@ -468,7 +468,7 @@ pub fn prove_dir(dir: &Path, decision_id: &str) -> Result<InclusionProofBundle, 
 fn find_sealed(dir: &Path, decision_id: &str) -> Result<Option<(u64, Vec<u8>)>, LogError> {
     let segs = segment::list_segments(dir).map_err(io_at(dir))?;
     let seals = sealed::read_seals(dir)?.unwrap_or_default();
-    let k = store::matching_seals(&seals, &segs);
+    let k = store::matching_seals(&seals, &segs, crate::archive::archived_end(dir));
     let time = sealed::uuid7_ms(decision_id);
     for seal in seals.iter().take(k) {
         let seg = seal.segment();
@@ -476,7 +476,7 @@ fn find_sealed(dir: &Path, decision_id: &str) -> Result<Option<(u64, Vec<u8>)>, 
             continue;
         }
         for (index, offset) in sealed::sealed_candidates(dir, &seg, decision_id)? {
-            let path = dir.join(segment::segment_name(seg.first));
+            let path = segment::segment_path(dir, seg.first);
             let (rec, payload) = store::read_record_at(&path, offset)?;
             if rec.seq == index && rec.decision_id == decision_id {
                 return Ok(Some((index, payload)));

@@ -54,6 +54,19 @@ pub fn index_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(INDEX_DIR).join(format!("{first:020}.idx"))
 }
 
+/// The index file to read for the segment starting at `first`: in the log
+/// directory, or in the archive it was moved to.
+pub(crate) fn resolve_index(dir: &Path, first: u64) -> PathBuf {
+    let live = index_path(dir, first);
+    if live.is_file() {
+        return live;
+    }
+    match crate::archive::dir_of(dir, first) {
+        Some(a) => index_path(&a, first),
+        None => live,
+    }
+}
+
 /// The millisecond time of a UUIDv7 in hyphenated form.
 pub(crate) fn uuid7_ms(id: &str) -> Option<u64> {
     let b = id.as_bytes();
@@ -601,7 +614,7 @@ impl Index {
     /// The index file of the segment starting at `seg_first`, checked for
     /// its form (not against a seal).
     fn open_unchecked(dir: &Path, seg_first: u64) -> Result<Index, LogError> {
-        let path = index_path(dir, seg_first);
+        let path = resolve_index(dir, seg_first);
         let file = File::open(&path).map_err(io_at(&path))?;
         let mut h = [0u8; INDEX_HEADER as usize];
         file.read_exact_at(&mut h, 0).map_err(io_at(&path))?;
@@ -732,7 +745,7 @@ pub(crate) fn sealed_candidates(
 /// Checks an index file against its seal (for `verify`): it exists, its CRC
 /// matches, and it describes the segment.
 pub(crate) fn check_index(dir: &Path, seal: &Seal) -> Result<(), String> {
-    let path = index_path(dir, seal.first);
+    let path = resolve_index(dir, seal.first);
     let b = fs::read(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let (body, crc) = b
         .split_last_chunk::<4>()

@@ -157,6 +157,21 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             out.push((first, entry.path()));
         }
     }
+    // Segments moved to an archive directory (see `crate::archive`), where
+    // it is reachable.
+    for a in crate::archive::archives(dir).unwrap_or_default() {
+        let Ok(entries) = fs::read_dir(&a.dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name)
+                && first >= a.first
+                && first < a.end
+            {
+                out.push((first, entry.path()));
+            }
+        }
+    }
     // Both forms of one segment (a seal in progress): the uncompressed one.
     out.sort_by(|a, b| {
         a.0.cmp(&b.0)
@@ -164,6 +179,18 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     });
     out.dedup_by_key(|s| s.0);
     Ok(out)
+}
+
+/// The file to read segment `first` of the log in `dir` from: in the log
+/// directory, or in the archive directory it was moved to. Its `.log` name;
+/// readers fall back to the compressed form.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    let live = dir.join(segment_name(first));
+    let moved = !live.is_file() && !dir.join(compressed_segment_name(first)).is_file();
+    match crate::archive::dir_of(dir, first) {
+        Some(a) if moved => a.join(segment_name(first)),
+        _ => live,
+    }
 }
 
 /// What is wrong with the frame at some offset.

@@ -197,15 +197,30 @@ struct Cut {
 /// How many of `seals` describe the first segment files, each followed by
 /// the next one (the last segment, where writes continue, is never taken as
 /// sealed).
-pub(crate) fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)]) -> usize {
-    let mut k = 0;
-    while let (Some(seal), Some((first, _)), Some((next, _))) =
-        (seals.get(k), segs.get(k), segs.get(k + 1))
+///
+/// The seals of archived segments (records before `archived`) count without
+/// their files: the archive directory may be away.
+pub(crate) fn matching_seals(seals: &[Seal], segs: &[(u64, PathBuf)], archived: u64) -> usize {
+    let mut k = seals.iter().take_while(|s| s.end() <= archived).count();
+    if k.checked_sub(1)
+        .and_then(|i| seals.get(i))
+        .map_or(0, Seal::end)
+        != archived
     {
+        return 0;
+    }
+    let live: Vec<u64> = segs
+        .iter()
+        .map(|s| s.0)
+        .filter(|f| *f >= archived)
+        .collect();
+    let mut j = 0;
+    while let (Some(seal), Some(first), Some(next)) = (seals.get(k), live.get(j), live.get(j + 1)) {
         if seal.first != *first || seal.end() != *next {
             break;
         }
         k += 1;
+        j += 1;
     }
     k
 }
@@ -245,7 +260,8 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
         None
     };
     let mut seals = seals.unwrap_or_default();
-    let mut k = matching_seals(&seals, &segs);
+    let archived = crate::archive::archived_end(dir);
+    let mut k = matching_seals(&seals, &segs, archived);
     if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
         && !TiledTree::edge_fits(last.end(), &last.edge)
     {
@@ -256,7 +272,7 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
     if let Some(gone) = seals
         .iter()
         .take(k)
-        .position(|s| !sealed::index_path(dir, s.first).is_file())
+        .position(|s| s.first >= archived && !sealed::index_path(dir, s.first).is_file())
     {
         k = gone;
     }
@@ -313,13 +329,17 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
     if let Some((first, _)) = segs.first()
         && k > 0
     {
-        let (rec, _) = read_record_at(&dir.join(segment::segment_name(*first)), 0)?;
+        let (rec, _) = read_record_at(&segment::segment_path(dir, *first), 0)?;
         st.node_id = Some(rec.node_id);
     }
     drop(seals);
     let mut cuts: Vec<Cut> = Vec::new();
     let nsegs = segs.len();
-    for (si, (first, path)) in segs.iter().enumerate().skip(k) {
+    for (si, (first, path)) in segs
+        .iter()
+        .enumerate()
+        .filter(|(_, (first, _))| *first >= sealed_end)
+    {
         let count = st.tree.size();
         if *first != count {
             return Err(LogError::Corrupt {

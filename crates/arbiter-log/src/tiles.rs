@@ -172,6 +172,8 @@ pub struct TiledTree {
     cache: Mutex<Cache>,
     /// Tile directories known to exist (saves a `create_dir_all` per tile).
     made: Vec<PathBuf>,
+    /// Archive directories, where level-0 tiles of archived records went.
+    archives: Vec<PathBuf>,
 }
 
 /// Tile writes that [`TiledTree::push`] made, for the log to sync later.
@@ -199,6 +201,7 @@ impl TiledTree {
             },
             cache: Mutex::new(Cache::default()),
             made: Vec::new(),
+            archives: crate::archive::dirs(dir),
         }
     }
 
@@ -371,8 +374,20 @@ impl TiledTree {
         {
             return Ok(t);
         }
-        let path = tile_path(&self.dir, level, index);
-        let bytes = fs::read(&path).map_err(|source| LogError::Io {
+        let mut path = tile_path(&self.dir, level, index);
+        let mut read = fs::read(&path);
+        if let Err(e) = &read
+            && e.kind() == io::ErrorKind::NotFound
+            && let Some(p) = self
+                .archives
+                .iter()
+                .map(|a| tile_path(a, level, index))
+                .find(|p| p.is_file())
+        {
+            read = fs::read(&p);
+            path = p;
+        }
+        let bytes = read.map_err(|source| LogError::Io {
             path: path.clone(),
             source,
         })?;

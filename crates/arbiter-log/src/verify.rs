@@ -756,6 +756,23 @@ fn check_frames<'a>(
     })
 }
 
+/// Fails when records of the log were archived to a directory that is not
+/// there: they cannot be verified, and without them nothing after them can.
+fn archives_reachable(dir: &Path) -> Result<(), LogError> {
+    for a in crate::archive::archives(dir)? {
+        if !a.dir.is_dir() {
+            return Err(LogError::Invalid(format!(
+                "records {} to {} were archived to `{}`, which is not there: make the archive \
+                 reachable at that path to verify the log",
+                a.first,
+                a.end - 1,
+                a.dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The problem when reading compressed segment `path` failed with `e`
 /// (its bytes do not decompress: they were changed), reported at record
 /// `index`, the first not yet verified; `None` for an I/O error.
@@ -1018,6 +1035,7 @@ fn verify_dir_streaming(
     chunk: usize,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, LogError> {
+    archives_reachable(dir)?;
     let (cps, mut rep, ending) = match prologue(dir, pubkey)? {
         Ok(x) => x,
         Err(rep) => return Ok(rep),

@@ -405,7 +405,7 @@ impl Shared {
     /// The segment file and frame offset of record `index` (the record
     /// itself read back when the offset came from an index file).
     fn locate(&self, dir: &Path, index: u64) -> Result<Located, LogError> {
-        let path = |first: u64| dir.join(segment::segment_name(first));
+        let path = |first: u64| segment::segment_path(dir, first);
         for seg in self.sealing.iter().map(|s| &**s).chain([&self.live]) {
             if let Some(offset) = seg.offset(index) {
                 return Ok(Located {
@@ -518,7 +518,7 @@ impl std::fmt::Debug for Log {
 
 /// Takes the directory's writer lock, or fails at once if another process (or another `Log`
 /// in this one) holds it.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, LogError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, LogError> {
     std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
         path: dir.to_path_buf(),
         source,
@@ -1066,7 +1066,7 @@ impl Log {
         };
         for seg in &candidates {
             for (index, offset) in sealed::sealed_candidates(dir, seg, decision_id)? {
-                let path = dir.join(segment::segment_name(seg.first));
+                let path = segment::segment_path(dir, seg.first);
                 let (rec, payload) = store::read_record_at(&path, offset)?;
                 if rec.seq == index && rec.decision_id == decision_id {
                     let at = Located {

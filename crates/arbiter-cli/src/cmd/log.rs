@@ -170,6 +170,26 @@ pub enum LogCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Move the oldest sealed segments out of the data directory, to an archive directory.
+    ///
+    /// Moves every sealed segment whose records are all older than `--before` (oldest first),
+    /// with its index file and the tiles of its records, and records the move in
+    /// DIR/log/archived.log. Checkpoints, seals and the upper tiles stay, so the server still
+    /// proves newer records. While the archive is reachable at the path recorded, `verify`,
+    /// `prove`, `query`, `export` and the server read archived records from it; without it the
+    /// server starts and serves everything else. Stop `arbiter serve` first.
+    Archive {
+        /// Move segments whose last record is older than this: RFC 3339, Unix seconds, or a
+        /// time ago such as `30d`.
+        #[arg(long, value_name = "TIME", value_parser = time_arg)]
+        before: i64,
+        /// The archive directory (created if missing; outside the data directory). Later
+        /// archives may use the same directory or another.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+    },
     /// Print the log's Ed25519 public key (hex).
     Pubkey {
         #[command(flatten)]
@@ -287,6 +307,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             data,
         } => query(&data, &filter.to_filter(), limit, json),
         LogCommand::Export { format, data } => export(&data, format),
+        LogCommand::Archive { before, to, data } => archive(&data, before, &to),
         LogCommand::Pubkey { data } => {
             let path = data.log_dir().join("log-signing.pub");
             let key = PublicKey::from_file(&path).map_err(|e| {
@@ -639,6 +660,30 @@ fn check_proof(file: &Path, pubkey: &str) -> anyhow::Result<ExitCode> {
         }
         Err(e) => fail(&format!("proof INVALID: {e}")),
     }
+}
+
+fn archive(data: &DataArg, before: i64, to: &Path) -> anyhow::Result<ExitCode> {
+    let dir = data.existing_log_dir()?;
+    let r = arbiter_log::archive::archive(&dir, before, to)
+        .map_err(|e| anyhow::anyhow!("cannot archive the decision log: {e}"))?;
+    if r.first == r.end {
+        println!(
+            "nothing to archive: no sealed segment of `{}` ends before {} (records from {} on stay)",
+            dir.display(),
+            arbiter_log::format_rfc3339_us(before),
+            r.first
+        );
+    } else {
+        println!(
+            "archived records {} to {} ({} segments, {:.1} MiB) to `{}`",
+            r.first,
+            r.end - 1,
+            r.segments,
+            r.bytes as f64 / 1_048_576.0,
+            r.dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn checkpoint(data: &DataArg) -> anyhow::Result<ExitCode> {
