@@ -6,7 +6,8 @@
 //! `cargo bench -p arbiter-log --bench scale` (knobs, environment:
 //! `SCALE_RECORDS` records to append, default 10 000 000; `SCALE_AT`
 //! comma-separated sizes to report at, default 1000000,5000000,10000000;
-//! `SCALE_DIR` where the log is written, default the temporary directory).
+//! `SCALE_DIR` where the log is written, default the temporary directory;
+//! `SCALE_PROVE_DIR` proofs from the files to time, default 5).
 //! `bench/log-scale.sh` runs it and the same through `arbiter serve`.
 //!
 //! Appends are durable (the default `Sync` durability: group commit, one
@@ -227,7 +228,7 @@ fn main() {
     let reopen = t.elapsed();
     assert_eq!(rep.records, n);
     drop(log);
-    let proofs: Vec<Duration> = (0..20)
+    let proofs: Vec<Duration> = (0..env_u64("SCALE_PROVE_DIR", 5))
         .map(|_| {
             let i = rng.below(n);
             let t = Instant::now();
