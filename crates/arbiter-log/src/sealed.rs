@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -404,22 +404,24 @@ const ZSTD_LEVEL: i32 = 3;
 /// Writes `seg-<first>.log.zst` (temporary name, synced, renamed) from the
 /// segment's data up to `bytes`: independent zstd frames of whole record
 /// frames. Returns each block's (uncompressed start, compressed start).
+/// Reads and writes one block at a time, so that sealing holds little
+/// memory.
 fn compress_segment(
     dir: &Path,
     seg: &OpenSegment,
     bytes: u64,
 ) -> Result<Vec<(u64, u64)>, LogError> {
     let src = dir.join(segment::segment_name(seg.first));
-    let data = segment::read_segment(&src).map_err(io_at(&src))?;
-    let end = usize::try_from(bytes).unwrap_or(usize::MAX).min(data.len());
-    let data = data.get(..end).unwrap_or_default();
+    let mut input = segment::open_segment(&src).map_err(io_at(&src))?;
     let dst = dir.join(segment::compressed_segment_name(seg.first));
     let tmp = dir.join(format!(
         "{}.tmp",
         segment::compressed_segment_name(seg.first)
     ));
-    let mut out: Vec<u8> = Vec::with_capacity(data.len() / 4);
+    let mut out = io::BufWriter::new(File::create(&tmp).map_err(io_at(&tmp))?);
+    let mut written = 0u64;
     let mut blocks = Vec::new();
+    let mut block = Vec::with_capacity(BLOCK_BYTES as usize * 2);
     let mut start = 0u64;
     let mut cut = seg.offsets.iter().copied().chain([bytes]).peekable();
     while start < bytes {
@@ -432,21 +434,26 @@ fn compress_segment(
             }
             cut.next();
         }
-        let block = data
-            .get(start as usize..stop as usize)
-            .ok_or_else(|| LogError::Corrupt {
+        block.clear();
+        let got = (&mut input)
+            .take(stop - start)
+            .read_to_end(&mut block)
+            .map_err(io_at(&src))?;
+        if got as u64 != stop - start {
+            return Err(LogError::Corrupt {
                 segment: src.clone(),
-                offset: start,
+                offset: start + got as u64,
                 index: seg.first,
                 reason: "the segment is shorter than its records".to_string(),
-            })?;
-        blocks.push((start, out.len() as u64));
-        let z = zstd::bulk::compress(block, ZSTD_LEVEL).map_err(io_at(&tmp))?;
-        out.extend_from_slice(&z);
+            });
+        }
+        blocks.push((start, written));
+        let z = zstd::bulk::compress(&block, ZSTD_LEVEL).map_err(io_at(&tmp))?;
+        out.write_all(&z).map_err(io_at(&tmp))?;
+        written += z.len() as u64;
         start = stop;
     }
-    let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
-    f.write_all(&out).map_err(io_at(&tmp))?;
+    let f = out.into_inner().map_err(|e| io_at(&tmp)(e.into_error()))?;
     f.sync_all().map_err(io_at(&tmp))?;
     fs::rename(&tmp, &dst).map_err(io_at(&dst))?;
     sync_dir(dir).map_err(io_at(dir))?;

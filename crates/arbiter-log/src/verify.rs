@@ -845,6 +845,7 @@ fn stream_segment(
     si: usize,
     path: &Path,
     last_seg: bool,
+    decompressed: Option<io::Result<Vec<u8>>>,
     ord: &mut Order<'_>,
     buf: &mut Vec<u8>,
     spans: &mut Vec<(usize, usize, u32)>,
@@ -856,7 +857,7 @@ fn stream_segment(
     // records is taken, so that one that does not decompress is reported at
     // its first record.
     let mut f: Box<dyn Read + Send> = if segment::is_compressed(path) {
-        match segment::read_segment(path) {
+        match decompressed.unwrap_or_else(|| segment::read_segment(path)) {
             Ok(data) => Box::new(io::Cursor::new(data)),
             Err(e) => match undecodable(path, &e, ord.index) {
                 Some(p) => {
@@ -1066,18 +1067,38 @@ fn verify_dir_streaming(
     let mut buf: Vec<u8> = Vec::new();
     let mut spans: Vec<(usize, usize, u32)> = Vec::new();
     let nsegs = segs.len();
+    // Compressed segments are decompressed one ahead, on their own thread,
+    // while the one before is verified.
+    let ahead = |si: usize| {
+        segs.get(si)
+            .filter(|(_, p)| segment::is_compressed(p))
+            .map(|(_, p)| {
+                let p = p.clone();
+                std::thread::spawn(move || segment::read_segment(&p))
+            })
+    };
+    let mut next = ahead(0);
     for (si, (first, path)) in segs.iter().enumerate() {
         let index = ord.index;
+        let data = next.take().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "the thread decompressing the segment failed",
+                ))
+            })
+        });
         if let Some(p) = segment_start_problem(*first, index, path) {
             rep.problem = Some(p);
             break;
         }
+        next = ahead(si + 1);
         rep.records = ord.index;
         let end = stream_segment(
             &segs,
             si,
             path,
             si + 1 == nsegs,
+            data,
             &mut ord,
             &mut buf,
             &mut spans,

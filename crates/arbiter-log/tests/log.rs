@@ -1749,8 +1749,8 @@ fn memory_stays_bounded_as_the_log_grows() {
     assert!(rep.sealed_segments + 2 >= segments, "{rep:?}");
 }
 
-#[test]
-fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
+/// A closed log of `n` records with UUIDv7 ids in 64 KiB segments, compressed when sealed.
+fn small_sealed_log(n: u64) -> (tempfile::TempDir, LogOptions, PublicKey) {
     let dir = tempfile::tempdir().unwrap();
     let o = LogOptions {
         segment_bytes: 64 << 10,
@@ -1759,8 +1759,14 @@ fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
     };
     let (log, _) = open(dir.path(), o.clone());
     let key = log.public_key();
-    fill_ids(&log, 0..1_500, uuid7);
+    fill_ids(&log, 0..n, uuid7);
     drop(log);
+    (dir, o, key)
+}
+
+#[test]
+fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
+    let (dir, o, key) = small_sealed_log(1_500);
     // An index file whose offsets point at other records: the record read
     // back is checked, so the answer is an error or nothing, never another
     // record.
@@ -1813,16 +1819,7 @@ fn a_damaged_index_or_tile_never_gives_a_wrong_answer() {
 
 #[test]
 fn deleted_tiles_or_index_files_are_rebuilt_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = LogOptions {
-        segment_bytes: 64 << 10,
-        compress_sealed: true,
-        ..opts()
-    };
-    let (log, _) = open(dir.path(), o.clone());
-    let key = log.public_key();
-    fill_ids(&log, 0..2_000, uuid7);
-    drop(log);
+    let (dir, o, key) = small_sealed_log(2_000);
     // An operator removes the tiles: the open reads the records again.
     fs::remove_dir_all(dir.path().join(tiles::TILE_DIR)).unwrap();
     let (log, rep) = open(dir.path(), o.clone());
