@@ -84,6 +84,23 @@ pub(crate) fn uuid7_ms(id: &str) -> Option<u64> {
     u64::from_str_radix(&hex, 16).ok()
 }
 
+/// What the log keeps of a decision id while its segment is open: its hash
+/// and its UUIDv7 time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdKey {
+    pub hash: u64,
+    pub ms: Option<u64>,
+}
+
+impl IdKey {
+    pub fn of(id: &str) -> IdKey {
+        IdKey {
+            hash: id_hash(id),
+            ms: uuid7_ms(id),
+        }
+    }
+}
+
 fn id_hash(id: &str) -> u64 {
     let d = Sha256::digest(id.as_bytes());
     let mut b = [0u8; 8];
@@ -111,8 +128,8 @@ impl Default for Times {
 }
 
 impl Times {
-    fn add(&mut self, id: &str) {
-        match uuid7_ms(id) {
+    fn add_time(&mut self, ms: Option<u64>) {
+        match ms {
             Some(t) => {
                 self.min = self.min.min(t);
                 self.max = self.max.max(t);
@@ -136,8 +153,13 @@ pub(crate) struct OpenSegment {
     pub first: u64,
     /// Byte offset of each record's frame.
     pub offsets: Vec<u64>,
-    /// Decision id → index of its first record in this segment.
-    pub ids: HashMap<String, u64>,
+    /// Hash of a decision id (see [`id_hash`]) → index of the first record
+    /// with that hash in this segment. Hashes, not the ids: no allocation
+    /// per record; a hit is confirmed against the record read back.
+    pub ids: HashMap<u64, u64>,
+    /// Later records whose id hash was already in `ids` (a repeated id, or
+    /// another id with the same hash): (hash, index).
+    pub more: Vec<(u64, u64)>,
     pub times: Times,
 }
 
@@ -147,16 +169,35 @@ impl OpenSegment {
             first,
             offsets: Vec::new(),
             ids: HashMap::new(),
+            more: Vec::new(),
             times: Times::default(),
         }
     }
 
     /// Adds the record at index `first + offsets.len()`.
-    pub fn push(&mut self, offset: u64, id: String) {
+    pub fn push(&mut self, offset: u64, id: &str) {
+        self.push_hashed(offset, IdKey::of(id));
+    }
+
+    /// [`OpenSegment::push`] with the id's key computed beforehand.
+    pub fn push_hashed(&mut self, offset: u64, key: IdKey) {
         let index = self.first + self.offsets.len() as u64;
         self.offsets.push(offset);
-        self.times.add(&id);
-        self.ids.entry(id).or_insert(index);
+        self.times.add_time(key.ms);
+        match self.ids.entry(key.hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.more.push((key.hash, index)),
+        }
+    }
+
+    /// Indexes of the records that may have decision id `id`, ascending.
+    pub fn candidates(&self, id: &str) -> Vec<u64> {
+        let h = id_hash(id);
+        let mut out: Vec<u64> = self.ids.get(&h).copied().into_iter().collect();
+        out.extend(self.more.iter().filter(|m| m.0 == h).map(|m| m.1));
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -170,9 +211,7 @@ impl OpenSegment {
 
     /// Bytes held in memory (roughly).
     pub fn memory_bytes(&self) -> usize {
-        self.offsets.capacity() * 8
-            + self.ids.capacity() * (std::mem::size_of::<(String, u64)>() + 8)
-            + self.ids.keys().map(String::capacity).sum::<usize>()
+        self.offsets.capacity() * 8 + self.ids.capacity() * 24 + self.more.capacity() * 16
     }
 }
 
@@ -561,7 +600,7 @@ fn write_index(dir: &Path, seg: &OpenSegment, blocks: &[(u64, u64)]) -> Result<u
     for v in [
         seg.first,
         count,
-        seg.ids.len() as u64,
+        (seg.ids.len() + seg.more.len()) as u64,
         blocks.len() as u64,
         0,
     ] {
@@ -573,7 +612,9 @@ fn write_index(dir: &Path, seg: &OpenSegment, blocks: &[(u64, u64)]) -> Result<u
     let mut table: Vec<(u64, u64)> = seg
         .ids
         .iter()
-        .map(|(id, index)| (id_hash(id), *index - seg.first))
+        .map(|(h, index)| (*h, *index))
+        .chain(seg.more.iter().copied())
+        .map(|(h, index)| (h, index - seg.first))
         .collect();
     table.sort_unstable();
     for (h, local) in table {
@@ -639,7 +680,7 @@ impl Index {
             .and_then(|v| v.checked_add(4));
         if h.get(..8) != Some(INDEX_MAGIC.as_slice())
             || first != seg_first
-            || ids > count
+            || ids != count
             || blocks > count
             || expect != Some(len)
         {
@@ -791,11 +832,11 @@ mod tests {
         for i in 0..5000u64 {
             seg.push(
                 i * 300,
-                format!("0190{:04x}-0000-7000-8000-{:012}", i % 7, i),
+                &format!("0190{:04x}-0000-7000-8000-{:012}", i % 7, i),
             );
         }
-        seg.push(5000 * 300, "not-a-uuid".into());
-        seg.push(5001 * 300, "0190000a-0000-7000-8000-000000000003".into());
+        seg.push(5000 * 300, "not-a-uuid");
+        seg.push(5001 * 300, "0190000a-0000-7000-8000-000000000003");
         let mut s = Seal {
             first: 1000,
             count: seg.count(),

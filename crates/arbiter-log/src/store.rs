@@ -393,7 +393,7 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
             }
             st.last_ts_us = d.ts_us;
             st.tree.push(d.leaf)?;
-            seg.push(*offset as u64, d.decision_id);
+            seg.push(*offset as u64, &d.decision_id);
         }
         if let Some((offset, error, torn)) = bad {
             if last && torn {

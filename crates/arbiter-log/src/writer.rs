@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
 use crate::merkle::{Hash, leaf_hash};
 use crate::record::{DecisionRecord, now_us};
-use crate::sealed::{self, OpenSegment, Seal, SealedSegment};
+use crate::sealed::{self, IdKey, OpenSegment, Seal, SealedSegment};
 use crate::segment::{self, CHECKPOINTS_FILE};
 use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
@@ -364,7 +364,7 @@ struct Pending {
     frame: Vec<u8>,
     seq: u64,
     leaf: Hash,
-    decision_id: String,
+    id: IdKey,
     ts_us: i64,
     done: AppendCallback,
 }
@@ -427,20 +427,24 @@ impl Shared {
     }
 
     /// The first record in memory (the segments not yet sealed) with
-    /// `decision_id`.
-    fn find_open(&self, dir: &Path, decision_id: &str) -> Option<Located> {
+    /// `decision_id`: the candidates, in order, to be confirmed.
+    fn find_open(&self, dir: &Path, decision_id: &str) -> Vec<Located> {
         self.sealing
             .iter()
             .map(|s| &**s)
             .chain([&self.live])
-            .find_map(|seg| {
-                let index = *seg.ids.get(decision_id)?;
-                Some(Located {
-                    index,
-                    path: dir.join(segment::segment_name(seg.first)),
-                    offset: seg.offset(index)?,
-                })
+            .flat_map(|seg| {
+                seg.candidates(decision_id)
+                    .into_iter()
+                    .filter_map(move |index| {
+                        Some(Located {
+                            index,
+                            path: dir.join(segment::segment_name(seg.first)),
+                            offset: seg.offset(index)?,
+                        })
+                    })
             })
+            .collect()
     }
 }
 
@@ -914,7 +918,7 @@ impl Log {
             frame,
             seq: record.seq,
             leaf,
-            decision_id: record.decision_id,
+            id: IdKey::of(&record.decision_id),
             ts_us: record.ts_us,
             done,
         });
@@ -1064,6 +1068,10 @@ impl Log {
                 .collect();
             (c, s.find_open(dir, decision_id))
         };
+        let confirmed = |at: &Located| -> Result<Option<Vec<u8>>, LogError> {
+            let (rec, payload) = store::read_record_at(&at.path, at.offset)?;
+            Ok((rec.seq == at.index && rec.decision_id == decision_id).then_some(payload))
+        };
         for seg in &candidates {
             for (index, offset) in sealed::sealed_candidates(dir, seg, decision_id)? {
                 let path = segment::segment_path(dir, seg.first);
@@ -1078,13 +1086,12 @@ impl Log {
                 }
             }
         }
-        match open {
-            Some(at) => {
-                let (_, payload) = store::read_record_at(&at.path, at.offset)?;
-                Ok(Some((at, payload)))
+        for at in open {
+            if let Some(payload) = confirmed(&at)? {
+                return Ok(Some((at, payload)));
             }
-            None => Ok(None),
         }
+        Ok(None)
     }
 
     /// The committed record with this decision id (the first one, if the id
@@ -1381,7 +1388,7 @@ impl Writer {
                 }
             }
             s.tree.push(p.leaf)?;
-            s.live.push(*off, std::mem::take(&mut p.decision_id));
+            s.live.push_hashed(*off, p.id);
             self.last_ts_us = p.ts_us;
         }
         self.committed = s.tree.size();

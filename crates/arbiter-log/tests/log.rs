@@ -2029,3 +2029,17 @@ fn archived_segments_are_read_from_their_archive() {
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
 }
+
+#[test]
+fn a_reused_decision_id_finds_its_first_record_sealed_or_open() {
+    let (dir, o, key) = small_sealed_log(300);
+    let (log, _) = open(dir.path(), o);
+    // Reused: once in a sealed segment (record 4), again in the open one.
+    fill_ids(&log, 300..302, |i| {
+        if i == 300 { uuid7(4) } else { "again".into() }
+    });
+    fill_ids(&log, 302..304, |_| "again".into());
+    let r = log.get(&uuid7(4)).unwrap().unwrap();
+    assert_eq!(r.seq, 4);
+    check_found(&log, &key, "again", 301);
+}
