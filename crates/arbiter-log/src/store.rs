@@ -260,7 +260,9 @@ fn load_from(dir: &Path, check: &OpenCheck<'_>, use_seals: bool) -> Result<Loade
         None
     };
     let mut seals = seals.unwrap_or_default();
-    let archived = crate::archive::archived_end(dir);
+    // A damaged `archived.log` is an error naming it, not a log that seems
+    // to start in the middle.
+    let archived = crate::archive::archives(dir)?.last().map_or(0, |a| a.end);
     let mut k = matching_seals(&seals, &segs, archived);
     if let Some(last) = k.checked_sub(1).and_then(|i| seals.get(i))
         && !TiledTree::edge_fits(last.end(), &last.edge)

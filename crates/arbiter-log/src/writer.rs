@@ -1074,14 +1074,12 @@ impl Log {
         };
         for seg in &candidates {
             for (index, offset) in sealed::sealed_candidates(dir, seg, decision_id)? {
-                let path = segment::segment_path(dir, seg.first);
-                let (rec, payload) = store::read_record_at(&path, offset)?;
-                if rec.seq == index && rec.decision_id == decision_id {
-                    let at = Located {
-                        index,
-                        path,
-                        offset,
-                    };
+                let at = Located {
+                    index,
+                    path: segment::segment_path(dir, seg.first),
+                    offset,
+                };
+                if let Some(payload) = confirmed(&at)? {
                     return Ok(Some((at, payload)));
                 }
             }

@@ -2028,6 +2028,17 @@ fn archived_segments_are_read_from_their_archive() {
     fs::rename(&away, &adir).unwrap();
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
+    // A damaged `archived.log` is named, at open and by verify.
+    let record = dir.path().join(archive::ARCHIVED_FILE);
+    let good = fs::read(&record).unwrap();
+    fs::write(&record, b"{\"first\": 0, \"end\": ").unwrap();
+    let err = Log::open(dir.path(), o).unwrap_err().to_string();
+    assert!(err.contains("archived.log"), "{err}");
+    let err = verify_dir(dir.path(), Some(&key), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("archived.log"), "{err}");
+    fs::write(&record, good).unwrap();
 }
 
 #[test]
