@@ -191,6 +191,8 @@ fn cached<T>(result: Result<T, Stop>) -> Result<Result<T, Denial>, WouldBlock> {
 pub struct IdentitySettings {
     /// External token issuers; `None` accepts no JWTs.
     pub jwt: Option<Arc<Verifier>>,
+    /// Where the store is; `None`: `arbiter.db` in the data directory.
+    pub store: Option<arbiter_store::Location>,
 }
 
 #[derive(Debug, Default)]
@@ -246,13 +248,17 @@ fn us_to_system_time(us: i64) -> SystemTime {
 }
 
 impl Identity {
-    /// Opens the store (`<data>/arbiter.db`) and the fingerprint key of a data directory.
+    /// Opens the store (`settings.store`, else `<data>/arbiter.db`) and the fingerprint key
+    /// of a data directory.
     pub fn open(data: &Path, settings: IdentitySettings) -> Result<Self, IdentityError> {
-        let store = SqliteStore::open(&data.join(STORE_FILE))?;
+        let store = match &settings.store {
+            Some(location) => location.open()?,
+            None => Arc::new(SqliteStore::open(&data.join(STORE_FILE))?),
+        };
         let path = data.join(FINGERPRINT_KEY_FILE);
         let key = FingerprintKey::load_or_create(&path)
             .map_err(|source| IdentityError::FingerprintKey { path, source })?;
-        Ok(Self::new(Arc::new(store), key, settings))
+        Ok(Self::new(store, key, settings))
     }
 
     pub fn new(

@@ -26,6 +26,8 @@ pub struct LocalConfig {
     /// External token issuers (the file `arbiter serve --jwt-issuers` takes).
     pub jwt_issuers: Option<PathBuf>,
     pub recorder: RecorderSettings,
+    /// Where the agent registry is; `None`: `arbiter.db` in `data`.
+    pub store: Option<arbiter_store::Location>,
 }
 
 /// Why an embedded decision point cannot be opened; each names the part and the path.
@@ -77,7 +79,14 @@ pub fn open_local(config: LocalConfig) -> Result<Pdp, LocalError> {
             reason: e.to_string(),
         })?;
     let identity =
-        Identity::open(data, IdentitySettings { jwt }).map_err(|e| LocalError::Registry {
+        Identity::open(
+            data,
+            IdentitySettings {
+                jwt,
+                store: config.store.clone(),
+            },
+        )
+        .map_err(|e| LocalError::Registry {
             path: data.clone(),
             reason: e.to_string(),
         })?;

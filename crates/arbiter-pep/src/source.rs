@@ -35,6 +35,9 @@ pub struct SourceConfig {
     pub decision_log: LocalLogMode,
     /// Context paths redacted in decision records (embedded).
     pub redact: Vec<String>,
+    /// Where the agent registry (and the MCP gateway's tool pins) are; `None`: `arbiter.db`
+    /// in `data`.
+    pub store: Option<arbiter_store::Location>,
 }
 
 /// How long the source lives.
@@ -91,8 +94,8 @@ pub struct SourceArgs {
 
 #[cfg(feature = "clap")]
 impl SourceArgs {
-    /// The settings these flags give.
-    pub fn config(&self) -> SourceConfig {
+    /// The settings these flags give, with the registry at `store` (`None`: in `--data`).
+    pub fn config(&self, store: Option<arbiter_store::Location>) -> SourceConfig {
         SourceConfig {
             pdp: self.pdp.clone(),
             policies: self.policies.clone(),
@@ -100,6 +103,7 @@ impl SourceArgs {
             jwt_issuers: self.jwt_issuers.clone(),
             decision_log: self.decision_log,
             redact: self.redact.clone(),
+            store,
         }
     }
 }
@@ -175,6 +179,7 @@ impl Source {
                         redact: config.redact.clone(),
                         ..RecorderSettings::default()
                     },
+                    store: config.store.clone(),
                 })?;
                 let identity = pdp.identity().cloned().ok_or(SourceError::NoRegistry)?;
                 let pdp = Arc::new(pdp);

@@ -4,7 +4,7 @@
 //! mutating one writes its audit event through [`audit::append`] before the
 //! caller commits.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 
 use crate::model::{Actor, Agent, AgentFilter, AgentPatch, AgentStatus, NewAgent};
@@ -28,7 +28,7 @@ struct RawAgent {
 }
 
 impl RawAgent {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(row: &Row<'_>) -> crate::db::Result<Self> {
         Ok(Self {
             id: row.get(0)?,
             name: row.get(1)?,
@@ -70,26 +70,26 @@ impl RawAgent {
 }
 
 /// The agent `id`, if registered.
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Agent>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, id: &str) -> Result<Option<Agent>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agents WHERE id = ?1"))?
-        .query_row([id], RawAgent::from_row)
+        .query_row(params![id], RawAgent::from_row)
         .optional()?
         .map(RawAgent::into_agent)
         .transpose()
 }
 
 /// The agent `id`, or `NotFound`.
-pub(crate) fn require(conn: &Connection, id: &str) -> Result<Agent, StoreError> {
+pub(crate) fn require(conn: &dyn Db, id: &str) -> Result<Agent, StoreError> {
     get(conn, id)?.ok_or_else(|| StoreError::not_found("agent", id))
 }
 
 /// Agents matching `filter`, ordered by id.
-pub(crate) fn list(conn: &Connection, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
+pub(crate) fn list(conn: &dyn Db, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM agents
-         WHERE (?1 IS NULL OR status = ?1)
-           AND (?2 IS NULL OR environment = ?2)
-           AND (?3 IS NULL OR owner = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR environment = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR owner = ?3)
          ORDER BY id"
     ))?;
     let rows = stmt.query_map(
@@ -109,7 +109,7 @@ pub(crate) fn list(conn: &Connection, filter: &AgentFilter) -> Result<Vec<Agent>
 
 /// Registers a new agent, active.
 pub(crate) fn register(
-    conn: &Connection,
+    conn: &dyn Db,
     new: &NewAgent,
     actor: &Actor,
     now_us: i64,
@@ -156,7 +156,7 @@ pub(crate) fn register(
 /// Applies the set fields of `patch`. A patch that changes nothing returns
 /// the agent as it is and writes no event.
 pub(crate) fn update(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     patch: &AgentPatch,
     actor: &Actor,
@@ -245,7 +245,7 @@ fn status_action(status: AgentStatus) -> &'static str {
 /// Moves an agent to `status`. Retired is terminal; setting the current
 /// status again is refused so that a mistaken repeat is visible.
 pub(crate) fn set_status(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     status: AgentStatus,
     actor: &Actor,
@@ -289,7 +289,7 @@ pub(crate) fn set_status(
 
 /// Raises `last_seen_us` to each given time (never lowers it); unknown ids
 /// are skipped. Returns how many rows changed.
-pub(crate) fn touch(conn: &Connection, seen: &[(String, i64)]) -> Result<usize, StoreError> {
+pub(crate) fn touch(conn: &dyn Db, seen: &[(String, i64)]) -> Result<usize, StoreError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE agents SET last_seen_us = ?2
          WHERE id = ?1 AND (last_seen_us IS NULL OR last_seen_us < ?2)",

@@ -7,7 +7,7 @@
 //! and denying ([`decide`]) are audited as `approval.approved` and `approval.denied`, with the
 //! approver and the reason.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::json;
 
 use crate::model::{Actor, Approval, ApprovalLookup, ApprovalState, Approvers, NewApproval};
@@ -28,14 +28,13 @@ pub const MAX_PENDING_PER_AGENT: i64 = 1_000;
 /// decision log).
 pub const KEEP_EXPIRED_US: i64 = 30 * 86_400 * 1_000_000;
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
+fn from_row(row: &Row<'_>) -> crate::db::Result<Approval> {
     let text = |i: usize| row.get::<_, String>(i);
     let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("not {what}").into(),
-        )
+        crate::db::DbError::Invalid {
+            column: i,
+            problem: format!("not {what}"),
+        }
     };
     Ok(Approval {
         id: text(0)?,
@@ -65,21 +64,21 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
 }
 
 /// The approval `id`, if any.
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Approval>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, id: &str) -> Result<Option<Approval>, StoreError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"))?
-        .query_row([id], from_row)
+        .query_row(params![id], from_row)
         .optional()?)
 }
 
 /// Approvals, newest first: all, or those in `state`; at most `limit`.
 pub(crate) fn list(
-    conn: &Connection,
+    conn: &dyn Db,
     state: Option<ApprovalState>,
     limit: usize,
 ) -> Result<Vec<Approval>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR state = ?1)
+        "SELECT {COLUMNS} FROM approvals WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1)
          ORDER BY created_us DESC, id DESC LIMIT ?2"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -94,7 +93,7 @@ pub(crate) fn list(
 /// What the decision path does with the request `new` describes (see the module
 /// documentation). `decision_id` is the decision looking it up.
 pub(crate) fn lookup(
-    conn: &Connection,
+    conn: &dyn Db,
     new: &NewApproval,
     now_us: i64,
 ) -> Result<ApprovalLookup, StoreError> {
@@ -121,7 +120,7 @@ pub(crate) fn lookup(
         Some(a) => Ok(ApprovalLookup::Pending(a)),
         None => {
             conn.prepare_cached("DELETE FROM approvals WHERE expires_us < ?1")?
-                .execute([now_us.saturating_sub(KEEP_EXPIRED_US)])?;
+                .execute(params![now_us.saturating_sub(KEEP_EXPIRED_US)])?;
             let pending: i64 = conn
                 .prepare_cached(
                     "SELECT count(*) FROM approvals
@@ -166,14 +165,14 @@ pub(crate) fn lookup(
 
 /// Decided approvals whose step (approved or denied) is not in a decision log yet, oldest
 /// first; at most `limit`.
-pub(crate) fn steps_to_log(conn: &Connection, limit: usize) -> Result<Vec<Approval>, StoreError> {
+pub(crate) fn steps_to_log(conn: &dyn Db, limit: usize) -> Result<Vec<Approval>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM approvals
          WHERE decided_us IS NOT NULL AND logged_us IS NULL
          ORDER BY decided_us, id LIMIT ?1"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map([limit], from_row)?;
+    let rows = stmt.query_map(params![limit], from_row)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row?);
@@ -182,14 +181,14 @@ pub(crate) fn steps_to_log(conn: &Connection, limit: usize) -> Result<Vec<Approv
 }
 
 /// Notes that the step of approval `id` is in a decision log.
-pub(crate) fn step_logged(conn: &Connection, id: &str, now_us: i64) -> Result<(), StoreError> {
+pub(crate) fn step_logged(conn: &dyn Db, id: &str, now_us: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE approvals SET logged_us = ?2 WHERE id = ?1 AND logged_us IS NULL")?
         .execute(params![id, now_us])?;
     Ok(())
 }
 
 /// Gives back an approval a decision used but could not record (the decision became a deny).
-pub(crate) fn unuse(conn: &Connection, id: &str, decision_id: &str) -> Result<(), StoreError> {
+pub(crate) fn unuse(conn: &dyn Db, id: &str, decision_id: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE approvals SET state = 'approved', used_us = NULL, used_by_decision = NULL
          WHERE id = ?1 AND state = 'used' AND used_by_decision = ?2",
@@ -198,7 +197,7 @@ pub(crate) fn unuse(conn: &Connection, id: &str, decision_id: &str) -> Result<()
     Ok(())
 }
 
-fn require(conn: &Connection, id: &str) -> Result<Approval, StoreError> {
+fn require(conn: &dyn Db, id: &str) -> Result<Approval, StoreError> {
     get(conn, id)?.ok_or_else(|| StoreError::not_found("approval", id))
 }
 
@@ -206,7 +205,7 @@ fn require(conn: &Connection, id: &str) -> Result<Approval, StoreError> {
 /// name, compared with the agent's owner when the approval says who may approve), for
 /// `reason`.
 pub(crate) fn decide(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     approve: bool,
     approver: &str,

@@ -11,7 +11,7 @@
 //! where canonical JSON is compact with object keys sorted at every level,
 //! and `hash = "sha256:" || hex(SHA-256(preimage))`.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -94,10 +94,10 @@ pub(crate) fn event_hash(prev_hash: &str, fields: &EventFields<'_>) -> Result<St
 }
 
 /// The last event's `(seq, hash)`, if any.
-pub(crate) fn head(conn: &Connection) -> Result<Option<(u64, String)>, StoreError> {
+pub(crate) fn head(conn: &dyn Db) -> Result<Option<(u64, String)>, StoreError> {
     let row = conn
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |row| {
+        .query_row(params![], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
         })
         .optional()?;
@@ -109,7 +109,7 @@ pub(crate) fn head(conn: &Connection) -> Result<Option<(u64, String)>, StoreErro
 
 /// Appends one event. Call inside the transaction that makes the change.
 pub(crate) fn append(
-    conn: &Connection,
+    conn: &dyn Db,
     actor: &Actor,
     now_us: i64,
     action: &str,
@@ -176,7 +176,7 @@ pub(crate) struct StoredEvent {
 }
 
 impl StoredEvent {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<(i64, Self)> {
+    fn from_row(row: &Row<'_>) -> crate::db::Result<(i64, Self)> {
         Ok((
             row.get(0)?,
             Self {
@@ -225,7 +225,7 @@ impl StoredEvent {
 
 /// Up to `limit` stored events with `seq > after`, in order.
 pub(crate) fn stored_after(
-    conn: &Connection,
+    conn: &dyn Db,
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -247,7 +247,7 @@ pub(crate) fn stored_after(
 
 /// Up to `limit` events after `after_seq` (from the start when `None`).
 pub(crate) fn list(
-    conn: &Connection,
+    conn: &dyn Db,
     after_seq: Option<u64>,
     limit: usize,
 ) -> Result<Vec<AuditEvent>, StoreError> {

@@ -4,7 +4,7 @@
 //! The store never sees a plaintext secret, and audit events carry the
 //! credential's id and metadata, never its hash.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
 use crate::model::{
@@ -15,7 +15,7 @@ use crate::{StoreError, agents, audit, validate};
 const COLUMNS: &str = "id, kind, agent_id, name, role, hash, created_us, expires_at_us, \
                        revoked_at_us, revoked_reason, last_used_us, replaced_by";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<(String, Credential)> {
+fn from_row(row: &Row<'_>) -> crate::db::Result<(String, Credential)> {
     let kind: String = row.get(1)?;
     Ok((
         kind,
@@ -56,27 +56,27 @@ fn family(kind: CredentialKind) -> &'static str {
 }
 
 /// The credential `id`, if stored.
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Credential>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, id: &str) -> Result<Option<Credential>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM credentials WHERE id = ?1"))?
-        .query_row([id], from_row)
+        .query_row(params![id], from_row)
         .optional()?
         .map(finish)
         .transpose()
 }
 
-fn require(conn: &Connection, id: &str) -> Result<Credential, StoreError> {
+fn require(conn: &dyn Db, id: &str) -> Result<Credential, StoreError> {
     get(conn, id)?.ok_or_else(|| StoreError::not_found("credential", id))
 }
 
 /// Credentials matching `filter`, oldest first.
 pub(crate) fn list(
-    conn: &Connection,
+    conn: &dyn Db,
     filter: &CredentialFilter,
 ) -> Result<Vec<Credential>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM credentials
-         WHERE (?1 IS NULL OR kind = ?1)
-           AND (?2 IS NULL OR agent_id = ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR kind = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR agent_id = ?2)
            AND (?3 OR revoked_at_us IS NULL)
          ORDER BY created_us, id"
     ))?;
@@ -98,7 +98,7 @@ pub(crate) fn list(
 /// Validates `new` against the input rules and the stored state, then
 /// inserts it. No audit event: the callers write their own.
 fn insert_row(
-    conn: &Connection,
+    conn: &dyn Db,
     new: &NewCredential,
     now_us: i64,
 ) -> Result<Credential, StoreError> {
@@ -149,7 +149,7 @@ fn describe(credential: &Credential) -> Value {
 
 /// Stores a new credential.
 pub(crate) fn insert(
-    conn: &Connection,
+    conn: &dyn Db,
     new: &NewCredential,
     actor: &Actor,
     now_us: i64,
@@ -174,7 +174,7 @@ pub(crate) fn insert(
 /// keeps working until `min(its expiry, old_expires_at_us)` and points at
 /// its replacement. Kind, agent and role cannot change in a rotation.
 pub(crate) fn rotate(
-    conn: &Connection,
+    conn: &dyn Db,
     old_id: &str,
     new: &NewCredential,
     old_expires_at_us: i64,
@@ -240,7 +240,7 @@ pub(crate) fn rotate(
 
 /// Revokes one credential.
 pub(crate) fn revoke(
-    conn: &Connection,
+    conn: &dyn Db,
     id: &str,
     reason: &str,
     actor: &Actor,
@@ -256,7 +256,7 @@ pub(crate) fn revoke(
 }
 
 fn revoke_row(
-    conn: &Connection,
+    conn: &dyn Db,
     credential: &Credential,
     reason: &str,
     actor: &Actor,
@@ -288,7 +288,7 @@ fn revoke_row(
 
 /// Revokes every unrevoked credential of `agent_id`, one audit event each.
 pub(crate) fn revoke_for_agent(
-    conn: &Connection,
+    conn: &dyn Db,
     agent_id: &str,
     reason: &str,
     actor: &Actor,
@@ -312,7 +312,7 @@ pub(crate) fn revoke_for_agent(
 
 /// Raises `last_used_us` to each given time (never lowers it); unknown ids
 /// are skipped. Returns how many rows changed.
-pub(crate) fn touch(conn: &Connection, used: &[(String, i64)]) -> Result<usize, StoreError> {
+pub(crate) fn touch(conn: &dyn Db, used: &[(String, i64)]) -> Result<usize, StoreError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE credentials SET last_used_us = ?2
          WHERE id = ?1 AND (last_used_us IS NULL OR last_used_us < ?2)",

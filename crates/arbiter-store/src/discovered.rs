@@ -8,7 +8,7 @@
 //! counted while known keys keep being updated. Adopting an identity is an
 //! administrative act and is audited.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::json;
 
 use crate::model::{
@@ -40,7 +40,7 @@ struct RawDiscovered {
 }
 
 impl RawDiscovered {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(row: &Row<'_>) -> crate::db::Result<Self> {
         Ok(Self {
             id: row.get(0)?,
             kind: row.get(1)?,
@@ -92,13 +92,13 @@ fn encode(list: &[String]) -> Result<String, StoreError> {
 
 /// Merges a batch of sightings. Runs inside the caller's transaction.
 pub(crate) fn record(
-    conn: &Connection,
+    conn: &dyn Db,
     sightings: &[Sighting],
 ) -> Result<SightingsReport, StoreError> {
     let mut report = SightingsReport::default();
     let mut rows: i64 = conn
         .prepare_cached("SELECT count(*) FROM discovered")?
-        .query_row([], |row| row.get(0))?;
+        .query_row(params![], |row| row.get(0))?;
     let cap = i64::try_from(MAX_DISCOVERED_ROWS).unwrap_or(i64::MAX);
 
     let mut find = conn.prepare_cached(
@@ -194,7 +194,7 @@ pub(crate) fn record(
 
 /// All discovered identities, most recently seen first.
 pub(crate) fn list(
-    conn: &Connection,
+    conn: &dyn Db,
     include_adopted: bool,
 ) -> Result<Vec<Discovered>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -202,7 +202,7 @@ pub(crate) fn list(
          WHERE (?1 OR adopted_as IS NULL)
          ORDER BY last_seen_us DESC, id"
     ))?;
-    let rows = stmt.query_map([include_adopted], RawDiscovered::from_row)?;
+    let rows = stmt.query_map(params![include_adopted], RawDiscovered::from_row)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row?.into_discovered()?);
@@ -211,9 +211,9 @@ pub(crate) fn list(
 }
 
 /// The discovered identity `id`, if any.
-pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Discovered>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, id: i64) -> Result<Option<Discovered>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM discovered WHERE id = ?1"))?
-        .query_row([id], RawDiscovered::from_row)
+        .query_row(params![id], RawDiscovered::from_row)
         .optional()?
         .map(RawDiscovered::into_discovered)
         .transpose()
@@ -221,7 +221,7 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Discovered>, Stor
 
 /// Records that discovered identity `id` is the agent `agent_id`.
 pub(crate) fn adopt(
-    conn: &Connection,
+    conn: &dyn Db,
     id: i64,
     agent_id: &str,
     actor: &Actor,

@@ -91,6 +91,29 @@ pub enum StoreError {
     /// SQLite reported an error (locked database, full disk, I/O error, ...).
     #[error("identity store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    /// PostgreSQL reported an error (a constraint, a lost connection, ...).
+    #[error("identity store database error (PostgreSQL): {0}")]
+    Postgres(String),
+
+    /// The store cannot be reached, or could not be confirmed reachable recently enough: what
+    /// it holds (revocations, suspensions) cannot be relied on, so callers fail closed.
+    #[error("the identity store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<crate::db::DbError> for StoreError {
+    fn from(e: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match e {
+            DbError::Sqlite(e) => Self::Sqlite(e),
+            DbError::Postgres(e) | DbError::Unique(e) => Self::Postgres(e),
+            DbError::Unavailable(e) => Self::Unavailable(e),
+            e @ (DbError::NoRows | DbError::Type { .. } | DbError::Invalid { .. }) => {
+                Self::Corrupt(e.to_string())
+            }
+        }
+    }
 }
 
 impl StoreError {

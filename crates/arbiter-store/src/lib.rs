@@ -33,12 +33,16 @@
 //! which waits for nothing and is made for their own threads.
 
 mod agents;
+mod backend;
 pub mod approvals;
 pub mod audit;
 mod credentials;
+mod db;
 mod discovered;
 mod error;
 pub mod model;
+mod pg;
+pub mod pg_schema;
 mod pins;
 pub mod policy_versions;
 pub mod schema;
@@ -55,7 +59,83 @@ pub use model::{
     PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState, Sighting,
     SightingsReport, ToolPin,
 };
+pub use pg::{CHANNEL, PgOptions, PgStore};
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
+
+/// Where a store lives: an SQLite file (the embedded default) or a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An SQLite file, created if missing.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by a fleet.
+    Postgres {
+        /// The connection URL (may hold a password: never logged).
+        url: String,
+        /// Change feed and failure settings.
+        options: PgOptions,
+    },
+}
+
+impl Location {
+    /// `postgres://…` / `postgresql://…` is a PostgreSQL database; anything else is refused
+    /// (an SQLite file is named by a path, not a URL).
+    pub fn parse_url(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(Self::Postgres {
+                url: url.to_owned(),
+                options,
+            }),
+            _ => Err(StoreError::invalid(
+                "store URL",
+                "expected `postgres://user@host:port/database` (the embedded store needs no \
+                 URL: it is `arbiter.db` in the data directory)",
+            )),
+        }
+    }
+
+    /// Opens the store here.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::File(path) => std::sync::Arc::new(SqliteStore::open(path)?),
+            Self::Postgres { url, options } => std::sync::Arc::new(PgStore::open(url, options)?),
+        })
+    }
+
+    /// Where, for messages: the file, or `host:port/database` without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Postgres { url, .. } => pg::describe_url(url),
+        }
+    }
+}
+
+/// What [`Store::health`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Reachable, and changes made elsewhere are being seen.
+    pub up: bool,
+    /// Milliseconds since the store was last confirmed reachable and current; `None` for an
+    /// embedded store, which is always there.
+    pub confirmed_ms_ago: Option<u64>,
+    /// What is wrong, when something is.
+    pub problem: Option<String>,
+}
+
+impl Health {
+    /// An embedded file (or memory): always there.
+    pub fn embedded() -> Self {
+        Self {
+            backend: "sqlite",
+            up: true,
+            confirmed_ms_ago: None,
+            problem: None,
+        }
+    }
+}
 
 /// The identity store's access layer.
 ///
@@ -86,6 +166,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// process recovering the file); ask [`Store::generation`] then, from a
     /// thread that may block.
     fn generation_now(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Whether the store is reachable and its change feed current; never waits. A shared store
+    /// that lost its database says so here (for `/readyz` and metrics) while
+    /// [`Store::generation_now`] starts failing once its grace has run out.
+    fn health(&self) -> Health;
 
     /// Registers a new, active agent. `Conflict` if the id is taken.
     fn register_agent(

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::{Value, json};
 
 use crate::model::{Actor, PinCheck, ToolPin};
@@ -32,7 +32,7 @@ fn pin_id(server: &str, tool: &str) -> String {
     format!("{server}/{tool}")
 }
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<ToolPin> {
+fn from_row(row: &Row<'_>) -> crate::db::Result<ToolPin> {
     Ok(ToolPin {
         server: row.get(0)?,
         tool: row.get(1)?,
@@ -62,7 +62,7 @@ pub(crate) fn validate_check(
 
 /// The pin of `server`/`tool`, if any.
 pub(crate) fn get(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     tool: &str,
 ) -> Result<Option<ToolPin>, StoreError> {
@@ -74,18 +74,18 @@ pub(crate) fn get(
         .optional()?)
 }
 
-fn require(conn: &Connection, server: &str, tool: &str) -> Result<ToolPin, StoreError> {
+fn require(conn: &dyn Db, server: &str, tool: &str) -> Result<ToolPin, StoreError> {
     get(conn, server, tool)?.ok_or_else(|| StoreError::not_found("tool pin", pin_id(server, tool)))
 }
 
 /// The pins, of one server or all, ordered by server then tool.
-pub(crate) fn list(conn: &Connection, server: Option<&str>) -> Result<Vec<ToolPin>, StoreError> {
+pub(crate) fn list(conn: &dyn Db, server: Option<&str>) -> Result<Vec<ToolPin>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tool_pins
-         WHERE (?1 IS NULL OR server = ?1)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR server = ?1)
          ORDER BY server, tool"
     ))?;
-    let rows = stmt.query_map([server], from_row)?;
+    let rows = stmt.query_map(params![server], from_row)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row?);
@@ -97,7 +97,7 @@ pub(crate) fn list(conn: &Connection, server: Option<&str>) -> Result<Vec<ToolPi
 /// (the hash is the pinned one, or the change is already recorded), `None`
 /// when there is no pin or a change to record.
 pub(crate) fn check_read(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     tool: &str,
     hash: &str,
@@ -123,7 +123,7 @@ pub(crate) fn check_read(
 /// Compares an announced definition with the pin inside a write
 /// transaction: pins it on first use, records a new different definition.
 pub(crate) fn check(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     tool: &str,
     hash: &str,
@@ -205,7 +205,7 @@ pub(crate) fn check(
 
 /// Makes the pending definition the pinned one.
 pub(crate) fn approve(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     tool: &str,
     expected_hash: Option<&str>,
@@ -268,7 +268,7 @@ pub(crate) fn approve(
 /// Pins tools to the hashes of a lock file. Returns how many pins were
 /// created or changed.
 pub(crate) fn pin_many(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     pins: &[(String, String)],
     actor: &Actor,
@@ -346,7 +346,7 @@ pub(crate) fn pin_many(
 
 /// Removes a pin.
 pub(crate) fn unpin(
-    conn: &Connection,
+    conn: &dyn Db,
     server: &str,
     tool: &str,
     actor: &Actor,

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::db::{Db, OptionalExtension, Row, params};
 use serde_json::json;
 
 use crate::model::{
@@ -44,15 +44,14 @@ const SHADOW_KEY: &str = "policy.shadow";
 const COLUMNS: &str = "version, author, message, proposed_us, files, owners, tests_passed, \
                        tests_failed, state, rejected_by, rejected_us, rejected_reason";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<PolicyVersion> {
+fn from_row(row: &Row<'_>) -> crate::db::Result<PolicyVersion> {
     let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("not {what}").into(),
-        )
+        crate::db::DbError::Invalid {
+            column: i,
+            problem: format!("not {what}"),
+        }
     };
-    let count = |i: usize| -> rusqlite::Result<u64> {
+    let count = |i: usize| -> crate::db::Result<u64> {
         u64::try_from(row.get::<_, i64>(i)?).map_err(|_| bad(i, "a count"))
     };
     Ok(PolicyVersion {
@@ -75,12 +74,12 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<PolicyVersion> {
     })
 }
 
-fn with_approvals(conn: &Connection, mut v: PolicyVersion) -> Result<PolicyVersion, StoreError> {
+fn with_approvals(conn: &dyn Db, mut v: PolicyVersion) -> Result<PolicyVersion, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT approver, at_us FROM policy_version_approvals WHERE version = ?1
          ORDER BY at_us, approver",
     )?;
-    let rows = stmt.query_map([&v.version], |row| {
+    let rows = stmt.query_map(params![&v.version], |row| {
         Ok(PolicyApproval {
             approver: row.get(0)?,
             at_us: row.get(1)?,
@@ -93,23 +92,23 @@ fn with_approvals(conn: &Connection, mut v: PolicyVersion) -> Result<PolicyVersi
 }
 
 /// Version `version`, if stored.
-pub(crate) fn get(conn: &Connection, version: &str) -> Result<Option<PolicyVersion>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, version: &str) -> Result<Option<PolicyVersion>, StoreError> {
     let v = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM policy_versions WHERE version = ?1"
         ))?
-        .query_row([version], from_row)
+        .query_row(params![version], from_row)
         .optional()?;
     v.map(|v| with_approvals(conn, v)).transpose()
 }
 
-fn require(conn: &Connection, version: &str) -> Result<PolicyVersion, StoreError> {
+fn require(conn: &dyn Db, version: &str) -> Result<PolicyVersion, StoreError> {
     get(conn, version)?.ok_or_else(|| StoreError::not_found("policy version", version))
 }
 
 /// The stored version whose hash is `version` or starts with it (`sha256:` may be left out;
 /// at least 8 hex digits): exactly one, or an error naming the ambiguity.
-pub(crate) fn resolve(conn: &Connection, version: &str) -> Result<String, StoreError> {
+pub(crate) fn resolve(conn: &dyn Db, version: &str) -> Result<String, StoreError> {
     let wanted = version.trim();
     let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
     if hex.len() < 8 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -126,7 +125,7 @@ pub(crate) fn resolve(conn: &Connection, version: &str) -> Result<String, StoreE
         "SELECT version FROM policy_versions WHERE substr(version, 1, length(?1)) = ?1 LIMIT 2",
     )?;
     let found: Vec<String> = stmt
-        .query_map([&prefix], |row| row.get(0))?
+        .query_map(params![&prefix], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     match found.as_slice() {
         [one] => Ok(one.clone()),
@@ -139,18 +138,18 @@ pub(crate) fn resolve(conn: &Connection, version: &str) -> Result<String, StoreE
 }
 
 /// Versions, newest first; at most `limit`.
-pub(crate) fn list(conn: &Connection, limit: usize) -> Result<Vec<PolicyVersion>, StoreError> {
+pub(crate) fn list(conn: &dyn Db, limit: usize) -> Result<Vec<PolicyVersion>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM policy_versions ORDER BY proposed_us DESC, version LIMIT ?1"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows: Vec<PolicyVersion> = stmt
-        .query_map([limit], from_row)?
+        .query_map(params![limit], from_row)?
         .collect::<Result<_, _>>()?;
     rows.into_iter().map(|v| with_approvals(conn, v)).collect()
 }
 
-fn activation_from_row(row: &Row<'_>) -> rusqlite::Result<PolicyActivation> {
+fn activation_from_row(row: &Row<'_>) -> crate::db::Result<PolicyActivation> {
     Ok(PolicyActivation {
         seq: row.get(0)?,
         version: row.get(1)?,
@@ -158,11 +157,10 @@ fn activation_from_row(row: &Row<'_>) -> rusqlite::Result<PolicyActivation> {
             .get::<_, String>(2)?
             .parse::<ActivationKind>()
             .map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    "not an activation kind".into(),
-                )
+                crate::db::DbError::Invalid {
+                    column: 2,
+                    problem: "not an activation kind".to_owned(),
+                }
             })?,
         by: row.get(3)?,
         at_us: row.get(4)?,
@@ -171,29 +169,29 @@ fn activation_from_row(row: &Row<'_>) -> rusqlite::Result<PolicyActivation> {
 
 /// Activations, newest first; at most `limit`.
 pub(crate) fn activations(
-    conn: &Connection,
+    conn: &dyn Db,
     limit: usize,
 ) -> Result<Vec<PolicyActivation>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, version, kind, by, at_us FROM policy_activations ORDER BY seq DESC LIMIT ?1",
+        "SELECT seq, version, kind, \"by\", at_us FROM policy_activations ORDER BY seq DESC LIMIT ?1",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     Ok(stmt
-        .query_map([limit], activation_from_row)?
+        .query_map(params![limit], activation_from_row)?
         .collect::<Result<_, _>>()?)
 }
 
 /// The latest activation: what a governed decision point enforces.
-pub(crate) fn active(conn: &Connection) -> Result<Option<PolicyActivation>, StoreError> {
+pub(crate) fn active(conn: &dyn Db) -> Result<Option<PolicyActivation>, StoreError> {
     Ok(activations(conn, 1)?.into_iter().next())
 }
 
 /// The number of approvals (by administrators other than the author) a version needs before
 /// it can be activated.
-pub(crate) fn required_approvals(conn: &Connection) -> Result<u32, StoreError> {
+pub(crate) fn required_approvals(conn: &dyn Db) -> Result<u32, StoreError> {
     let stored: Option<String> = conn
         .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
-        .query_row([REQUIRED_APPROVALS_KEY], |row| row.get(0))
+        .query_row(params![REQUIRED_APPROVALS_KEY], |row| row.get(0))
         .optional()?;
     match stored {
         None => Ok(DEFAULT_REQUIRED_APPROVALS),
@@ -204,7 +202,7 @@ pub(crate) fn required_approvals(conn: &Connection) -> Result<u32, StoreError> {
 }
 
 pub(crate) fn set_required_approvals(
-    conn: &Connection,
+    conn: &dyn Db,
     n: u32,
     actor: &Actor,
     now_us: i64,
@@ -328,7 +326,7 @@ fn valid_owners(owners: &BTreeMap<String, String>) -> Result<(), StoreError> {
 /// Stores a proposed version. A version that is stored already is a conflict (its hash is
 /// its content: proposing the same content twice is the same version).
 pub(crate) fn propose(
-    conn: &Connection,
+    conn: &dyn Db,
     new: &NewPolicyVersion,
     actor: &Actor,
     now_us: i64,
@@ -380,7 +378,7 @@ pub(crate) fn propose(
 
 /// Records `approver`'s approval of `version`.
 pub(crate) fn approve(
-    conn: &Connection,
+    conn: &dyn Db,
     version: &str,
     approver: &str,
     actor: &Actor,
@@ -432,7 +430,7 @@ pub(crate) fn approve(
 
 /// Rejects `version` for `reason`.
 pub(crate) fn reject(
-    conn: &Connection,
+    conn: &dyn Db,
     version: &str,
     by: &str,
     reason: &str,
@@ -474,7 +472,7 @@ pub(crate) fn reject(
 }
 
 /// Why `v` cannot be activated now, if it cannot.
-fn not_activatable(conn: &Connection, v: &PolicyVersion) -> Result<Option<String>, StoreError> {
+fn not_activatable(conn: &dyn Db, v: &PolicyVersion) -> Result<Option<String>, StoreError> {
     if v.state == PolicyVersionState::Rejected {
         return Ok(Some("was rejected".to_owned()));
     }
@@ -497,14 +495,14 @@ fn not_activatable(conn: &Connection, v: &PolicyVersion) -> Result<Option<String
 }
 
 fn record_activation(
-    conn: &Connection,
+    conn: &dyn Db,
     version: &str,
     kind: ActivationKind,
     by: &str,
     now_us: i64,
 ) -> Result<PolicyActivation, StoreError> {
     conn.prepare_cached(
-        "INSERT INTO policy_activations (version, kind, by, at_us) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO policy_activations (version, kind, \"by\", at_us) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![version, kind.as_str(), by.trim(), now_us])?;
     active(conn)?.ok_or_else(|| StoreError::Corrupt("an activation vanished".to_owned()))
@@ -512,7 +510,7 @@ fn record_activation(
 
 /// Makes `version` the active one.
 pub(crate) fn activate(
-    conn: &Connection,
+    conn: &dyn Db,
     version: &str,
     by: &str,
     actor: &Actor,
@@ -553,7 +551,7 @@ pub(crate) fn activate(
 
 /// Makes the version that was active before the current one active again.
 pub(crate) fn rollback(
-    conn: &Connection,
+    conn: &dyn Db,
     by: &str,
     actor: &Actor,
     now_us: i64,
@@ -601,16 +599,16 @@ pub(crate) fn rollback(
 }
 
 /// The version evaluated in shadow beside the active one, if any.
-pub(crate) fn shadow(conn: &Connection) -> Result<Option<String>, StoreError> {
+pub(crate) fn shadow(conn: &dyn Db) -> Result<Option<String>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
-        .query_row([SHADOW_KEY], |row| row.get(0))
+        .query_row(params![SHADOW_KEY], |row| row.get(0))
         .optional()?)
 }
 
 /// Starts evaluating `version` in shadow (`Some`), or stops (`None`).
 pub(crate) fn set_shadow(
-    conn: &Connection,
+    conn: &dyn Db,
     version: Option<&str>,
     actor: &Actor,
     now_us: i64,
@@ -649,7 +647,7 @@ pub(crate) fn set_shadow(
                 ));
             };
             conn.prepare_cached("DELETE FROM settings WHERE key = ?1")?
-                .execute([SHADOW_KEY])?;
+                .execute(params![SHADOW_KEY])?;
             audit::append(
                 conn,
                 actor,

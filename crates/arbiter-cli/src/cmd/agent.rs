@@ -274,11 +274,14 @@ pub struct DiscoverArgs {
 /// Exit code when `discover` finds unregistered sources.
 pub const EXIT_FOUND: u8 = 4;
 
-pub(crate) fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data directory `{}`", data.display()))?;
-    SqliteStore::open(&data.join(STORE_FILE))
-        .with_context(|| format!("cannot open the identity store in `{}`", data.display()))
+/// Opens the identity store: `--store`'s database, or `arbiter.db` in `data` (created with
+/// the directory if missing).
+pub(crate) fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if crate::cmd::store::shared().is_none() {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the data directory `{}`", data.display()))?;
+    }
+    crate::cmd::store::open(data)
 }
 
 pub(crate) fn cli_actor() -> Actor {
@@ -495,7 +498,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn status(
-    store: &SqliteStore,
+    store: &dyn Store,
     json: bool,
     id: &str,
     status: AgentStatus,
@@ -512,7 +515,7 @@ fn status(
     })
 }
 
-fn run_key(store: &SqliteStore, json: bool, cmd: KeyCommand, now: i64) -> anyhow::Result<ExitCode> {
+fn run_key(store: &dyn Store, json: bool, cmd: KeyCommand, now: i64) -> anyhow::Result<ExitCode> {
     let actor = cli_actor();
     match cmd {
         KeyCommand::Issue {
@@ -733,7 +736,7 @@ pub fn run_discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         arbiter_identity::scan_access_log(std::io::BufReader::new(file), format, &hosts)?
     };
     // Registered agents, recognised by id (as the log's user) or by address.
-    let agents = if args.data.join(STORE_FILE).exists() {
+    let agents = if crate::cmd::store::exists(&args.data) {
         open_store(&args.data)?.list_agents(&AgentFilter::default())?
     } else {
         Vec::new()

@@ -104,7 +104,7 @@ fn report(
     let since_us =
         crate::cmd::log::time_arg(since).map_err(|e| anyhow::anyhow!("`--since {since}`: {e}"))?;
     let log_dir = data.join("log");
-    if !log_dir.is_dir() || !data.join(STORE_FILE).exists() {
+    if !log_dir.is_dir() || !crate::cmd::store::exists(data) {
         bail!(
             "`{}` holds no decision log and registry: give the data directory of `arbiter serve` \
              with --data",

@@ -82,7 +82,7 @@ fn export(args: &EvidenceArgs) -> anyhow::Result<ExitCode> {
             log_dir.display()
         );
     }
-    let store = if data.join(arbiter_pdp::identity::STORE_FILE).exists() {
+    let store = if crate::cmd::store::exists(data) {
         Some(open_store(data)?)
     } else {
         None

@@ -219,7 +219,13 @@ fn administrator(identity: &Identity) -> anyhow::Result<Administrator> {
 fn open(data: &Path) -> anyhow::Result<Identity> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory `{}`", data.display()))?;
-    Identity::open(data, IdentitySettings::default())
+    Identity::open(
+        data,
+        IdentitySettings {
+            store: crate::cmd::store::shared(),
+            ..IdentitySettings::default()
+        },
+    )
         .with_context(|| format!("cannot open the registry in `{}`", data.display()))
 }
 

@@ -12,7 +12,7 @@ use arbiter_mcp::jsonrpc::FrameLimits;
 use arbiter_mcp::stdio::{Ended, KEY_ENV};
 use arbiter_mcp::{DenyAs, Gateway, GatewayConfig};
 use arbiter_pdp::identity::now_us;
-use arbiter_store::{SqliteStore, Store, ToolPin};
+use arbiter_store::{Store, ToolPin};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
@@ -276,14 +276,14 @@ fn open_gateway(args: &GatewayArgs) -> anyhow::Result<Opened> {
     };
     let point = format!("mcp:{}", args.server_name);
     let source = arbiter_pep::Source::open(
-        &args.source.config(),
+        &args.source.config(crate::cmd::store::shared()),
         point,
         config.decision_timeout,
         arbiter_pep::Usage::Serving,
     )?;
     let pins: Arc<dyn Store> = match source.store() {
         Some(store) => store,
-        None => Arc::new(open_store(&args.source.data)?),
+        None => open_store(&args.source.data)?,
     };
     Ok(Opened {
         gateway: Arc::new(Gateway::new(config, Arc::clone(&source.decider), pins)),
@@ -387,7 +387,7 @@ fn run_http(args: HttpArgs) -> anyhow::Result<ExitCode> {
 
 // ---- pins ---------------------------------------------------------------------------------
 
-fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
+fn open_store(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
     super::agent::open_store(data)
 }
 

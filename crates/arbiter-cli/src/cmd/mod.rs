@@ -16,9 +16,11 @@ pub mod mcp;
 mod policy;
 mod serve;
 pub mod sql;
+pub mod store;
 pub mod witness;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    store::configure(cli.store.as_deref(), &cli.store_grace)?;
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.log_format, &cli.log_level),
         Command::Check(args) => check::run(&args),

@@ -304,12 +304,21 @@ fn open_identity(args: &ServeArgs) -> anyhow::Result<Arc<Identity>> {
         }
         None => None,
     };
-    let identity = Identity::open(&args.data, IdentitySettings { jwt }).with_context(|| {
+    let location = crate::cmd::store::location(&args.data);
+    let identity = Identity::open(
+        &args.data,
+        IdentitySettings {
+            jwt,
+            store: crate::cmd::store::shared(),
+        },
+    )
+    .with_context(|| {
         format!(
-            "cannot open the identity store in `{}`",
-            args.data.display()
+            "cannot open the identity store at {}",
+            location.describe()
         )
     })?;
+    tracing::info!(store = %location.describe(), "identity store open");
     let store = identity.store();
     let admins = store.list_credentials(&CredentialFilter {
         kind: Some(CredentialKind::AdminToken),

@@ -126,7 +126,7 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let _guard = runtime.enter();
     let source = arbiter_pep::Source::open(
-        &args.source.config(),
+        &args.source.config(crate::cmd::store::shared()),
         point,
         config.decision_timeout,
         arbiter_pep::Usage::Serving,

@@ -721,6 +721,7 @@ async fn jwt_delegation_allows_only_what_both_agent_and_user_may() {
         config,
         IdentitySettings {
             jwt: Some(Arc::new(verifier)),
+            ..IdentitySettings::default()
         },
     );
     f.admin(

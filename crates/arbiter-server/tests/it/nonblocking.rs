@@ -169,6 +169,7 @@ async fn the_runtime_keeps_serving_while_a_token_issuers_key_set_is_fetched() {
         ServerConfig::default(),
         IdentitySettings {
             jwt: Some(Arc::new(verifier)),
+            ..IdentitySettings::default()
         },
     );
     f.admin(

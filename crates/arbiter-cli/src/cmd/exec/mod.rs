@@ -198,7 +198,7 @@ fn guard(args: &ExecArgs) -> Result<Allowed, Stop> {
             program.to_string_lossy()
         )));
     }
-    let source = args.source.config();
+    let source = args.source.config(crate::cmd::store::shared());
     source.check().map_err(|e| Stop::Failed(e.to_string()))?;
     if args.timeout_ms == 0 {
         return Err(Stop::Failed("`--timeout-ms` must be at least 1".to_owned()));
