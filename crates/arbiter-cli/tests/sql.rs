@@ -1962,6 +1962,7 @@ fn in_process(db: &TestDb, strict_order: bool) -> InProcess {
             fault: Some(fault.hook()),
             ..arbiter_pdp::RecorderSettings::default()
         },
+        store: None,
     })
     .unwrap();
     let decider =

@@ -250,6 +250,7 @@ async fn rig_with(upstream: Option<String>, adjust: impl FnOnce(&mut HttpSetting
             mode: LogMode::Sync,
             ..RecorderSettings::default()
         },
+        store: None,
     })
     .unwrap();
     let identity = pdp.identity().cloned().unwrap();

@@ -370,15 +370,29 @@ pub fn start_shadow(
     Ok(v.version)
 }
 
-/// Follows the registry in `store`: every `every`, installs the active version in `pdp` when
-/// it changed (when `governed`), and starts or stops the shadow version (`arbiter policy
-/// shadow`). A version that cannot be loaded is not installed (the current one keeps
+/// How often [`follow`] looks at the store's change counter.
+const GENERATION_TICK: Duration = Duration::from_millis(50);
+
+/// Follows the registry in `store`: installs the active version in `pdp` when it changed (when
+/// `governed`), and starts or stops the shadow version (`arbiter policy shadow`). It looks as
+/// soon as the store's change counter moves (an activation is an audited change; on a shared
+/// PostgreSQL store the counter follows every node's changes within milliseconds), and every
+/// `every` regardless. A version that cannot be loaded is not installed (the current one keeps
 /// serving, the error is logged once and kept for `/readyz`). Runs until the task is dropped.
 pub async fn follow(pdp: Arc<Pdp>, store: Arc<dyn Store>, every: Duration, governed: bool) {
     let mut failed: Option<String> = None;
     let mut shadow_failed: Option<String> = None;
+    let mut seen = store.generation_now().ok().flatten();
+    let mut last_check = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(GENERATION_TICK.min(every)).await;
+        let now = store.generation_now().ok().flatten();
+        let moved = now.is_some() && now != seen;
+        if !moved && last_check.elapsed() < every {
+            continue;
+        }
+        seen = now;
+        last_check = tokio::time::Instant::now();
         let current = pdp.snapshot().version().to_owned();
         let shadowing = pdp.shadow_version();
         let store2 = Arc::clone(&store);

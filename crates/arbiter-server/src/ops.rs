@@ -15,9 +15,11 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready while a policy version is being served and the decision log persists records. A
-/// rejected reload does not make the node unready (the last good version keeps serving) but
-/// shows in the details; a failed decision log does (503), since every decision now denies.
+/// Ready while a policy version is being served, the decision log persists records and the
+/// identity store is confirmed. A rejected reload does not make the node unready (the last
+/// good version keeps serving) but shows in the details; a failed decision log does (503),
+/// since every decision now denies, and so does a shared store not confirmed within its grace
+/// (every credential check now denies).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let status = state.pdp.status();
     let snapshot = state.pdp.snapshot();
@@ -39,20 +41,29 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })
     });
     let log_ok = log.as_ref().is_none_or(|l| l["healthy"] == true);
+    let store = state.pdp.identity().map(|i| i.store().health());
+    let store_ok = store.as_ref().is_none_or(|h| h.up);
+    let ready = log_ok && store_ok;
     // Witnesses never make the node unready: decisions keep flowing, checkpoints wait.
     let witness = state
         .config
         .witnessing
         .as_ref()
         .map(|w| w.status_json(checkpoint_size(&state)));
-    let status_code = if log_ok {
+    let status_code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Json(json!({
-        "status": if log_ok { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "decision_log": log,
+        "identity_store": store.map(|h| json!({
+            "backend": h.backend,
+            "up": h.up,
+            "confirmed_ms_ago": h.confirmed_ms_ago,
+            "problem": h.problem,
+        })),
         "policy": {
             "version": status.active_version,
             "policies": snapshot.len(),
@@ -91,6 +102,26 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             m.sealed_segments,
             m.tree_bytes + m.open_segment_bytes
         ));
+    }
+    if let Some(identity) = state.pdp.identity() {
+        let h = identity.store().health();
+        text.push_str(&format!(
+            "# HELP arbiter_store_up Whether the identity store is reachable and its changes are \
+             followed (0: credential checks deny).\n\
+             # TYPE arbiter_store_up gauge\n\
+             arbiter_store_up{{backend=\"{}\"}} {}\n",
+            h.backend,
+            u8::from(h.up)
+        ));
+        if let Some(ms) = h.confirmed_ms_ago {
+            text.push_str(&format!(
+                "# HELP arbiter_store_confirmed_age_seconds Time since the shared identity store \
+                 was last confirmed reachable and current.\n\
+                 # TYPE arbiter_store_confirmed_age_seconds gauge\n\
+                 arbiter_store_confirmed_age_seconds {:.3}\n",
+                ms as f64 / 1000.0
+            ));
+        }
     }
     if let Some(log) = &state.config.access_log {
         text.push_str(&format!(

@@ -30,11 +30,9 @@ pub const KEEP_EXPIRED_US: i64 = 30 * 86_400 * 1_000_000;
 
 fn from_row(row: &Row<'_>) -> crate::db::Result<Approval> {
     let text = |i: usize| row.get::<_, String>(i);
-    let bad = |i: usize, what: &str| {
-        crate::db::DbError::Invalid {
-            column: i,
-            problem: format!("not {what}"),
-        }
+    let bad = |i: usize, what: &str| crate::db::DbError::Invalid {
+        column: i,
+        problem: format!("not {what}"),
     };
     Ok(Approval {
         id: text(0)?,

@@ -97,11 +97,7 @@ pub(crate) fn list(
 
 /// Validates `new` against the input rules and the stored state, then
 /// inserts it. No audit event: the callers write their own.
-fn insert_row(
-    conn: &dyn Db,
-    new: &NewCredential,
-    now_us: i64,
-) -> Result<Credential, StoreError> {
+fn insert_row(conn: &dyn Db, new: &NewCredential, now_us: i64) -> Result<Credential, StoreError> {
     validate::new_credential(new, now_us)?;
     if let Some(agent_id) = &new.agent_id {
         let agent = agents::require(conn, agent_id)?;

@@ -91,10 +91,7 @@ fn encode(list: &[String]) -> Result<String, StoreError> {
 }
 
 /// Merges a batch of sightings. Runs inside the caller's transaction.
-pub(crate) fn record(
-    conn: &dyn Db,
-    sightings: &[Sighting],
-) -> Result<SightingsReport, StoreError> {
+pub(crate) fn record(conn: &dyn Db, sightings: &[Sighting]) -> Result<SightingsReport, StoreError> {
     let mut report = SightingsReport::default();
     let mut rows: i64 = conn
         .prepare_cached("SELECT count(*) FROM discovered")?
@@ -193,10 +190,7 @@ pub(crate) fn record(
 }
 
 /// All discovered identities, most recently seen first.
-pub(crate) fn list(
-    conn: &dyn Db,
-    include_adopted: bool,
-) -> Result<Vec<Discovered>, StoreError> {
+pub(crate) fn list(conn: &dyn Db, include_adopted: bool) -> Result<Vec<Discovered>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM discovered
          WHERE (?1 OR adopted_as IS NULL)

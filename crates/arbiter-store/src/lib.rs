@@ -33,9 +33,10 @@
 //! which waits for nothing and is made for their own threads.
 
 mod agents;
-mod backend;
+pub mod charges;
 pub mod approvals;
 pub mod audit;
+mod backend;
 mod credentials;
 mod db;
 mod discovered;
@@ -55,7 +56,7 @@ pub use model::{
     ADMIN_ROLES, ActivationKind, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval,
     ApprovalLookup, ApprovalState, Approvers, AuditEvent, Credential, CredentialFilter,
     CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
-    MAX_DISCOVERED_SOURCES, NewAgent, NewApproval, NewCredential, NewPolicyVersion, PinCheck,
+    MAX_DISCOVERED_SOURCES, ChargeOutcome, NewAgent, NewCharge, NewApproval, NewCredential, NewPolicyVersion, PinCheck,
     PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState, Sighting,
     SightingsReport, ToolPin,
 };
@@ -171,6 +172,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// that lost its database says so here (for `/readyz` and metrics) while
     /// [`Store::generation_now`] starts failing once its grace has run out.
     fn health(&self) -> Health;
+
+    /// Whether several nodes share this store (PostgreSQL): then counters every node must
+    /// agree on (rate limits, budgets) are kept in it ([`Store::charge`]), not in each node's
+    /// memory.
+    fn shared(&self) -> bool;
 
     /// Registers a new, active agent. `Conflict` if the id is taken.
     fn register_agent(
@@ -369,6 +375,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// one, asking for it (`new`) when there is none. Not audited: the decision that asks is
     /// in the decision log.
     fn approval_for(&self, new: &NewApproval, now_us: i64) -> Result<ApprovalLookup, StoreError>;
+
+    /// Charges a sliding-window counter (a rate limit or budget every node must agree on):
+    /// forgets what has aged out of the window and adds the charge only if the window then
+    /// holds at most `max`; callers charging the same key, on any node, take turns. Not
+    /// audited: the decision that charges is in the decision log.
+    fn charge(&self, charge: &NewCharge<'_>, now_us: i64) -> Result<ChargeOutcome, StoreError>;
+
+    /// Takes back the charges `decision_id` made (its record could not be written, or a later
+    /// rule turned it into a deny); returns how many.
+    fn uncharge(&self, decision_id: &str) -> Result<usize, StoreError>;
 
     /// Gives back the approval `id` that `decision_id` used, when that decision could not be
     /// recorded (and so became a deny).

@@ -627,3 +627,36 @@ pub struct PolicyActivation {
     pub by: String,
     pub at_us: i64,
 }
+
+/// One charge to a sliding-window counter that every node sharing the store must agree on:
+/// a rate limit (each call charges one) or a budget (each call charges its amount). See
+/// [`crate::Store::charge`].
+#[derive(Debug, Clone)]
+pub struct NewCharge<'a> {
+    /// The counter: who and which rule, e.g. `limit:<agent>:<policy id>`.
+    pub key: &'a str,
+    /// What this call charges (millionths of a unit, or one million per call).
+    pub amount: i64,
+    /// The most the window may hold.
+    pub max: i64,
+    /// The window's length.
+    pub window_us: i64,
+    /// The decision charging it (to take the charge back, see [`crate::Store::uncharge`]).
+    pub decision_id: &'a str,
+}
+
+/// What [`crate::Store::charge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Charged.
+    Charged,
+    /// Refused: the window holds `spent`, and the charge would pass the maximum. `frees_in_us`:
+    /// when enough of the window's charges will have aged out for it (`None` when it never
+    /// fits: more than the maximum on its own).
+    Refused {
+        /// What the window holds.
+        spent: i64,
+        /// When the charge would fit.
+        frees_in_us: Option<i64>,
+    },
+}

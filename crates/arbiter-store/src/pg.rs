@@ -49,6 +49,17 @@ pub const CHANNEL: &str = "arbiter_store";
 /// The advisory lock key writers take (`"ARBS"`), in every transaction that writes.
 const WRITE_LOCK: i64 = 0x4152_4253;
 
+/// The class of the advisory locks of [`PgStore::write_keyed`] (the two-key form, so they never
+/// meet [`WRITE_LOCK`]).
+const KEYED_LOCKS: i32 = 0x4152_4b43;
+
+/// The advisory lock of a counter key: the first four bytes of its SHA-256.
+fn key_lock(key: &str) -> i32 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    i32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
 /// Settings of a PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -77,6 +88,9 @@ impl Default for PgOptions {
 /// The identity store on a PostgreSQL database.
 pub struct PgStore {
     writer: Mutex<Conn>,
+    /// Writes under a key's own lock ([`PgStore::write_keyed`]), so they do not queue behind
+    /// the other writes of this node.
+    writer_for_keys: Mutex<Conn>,
     readers: Vec<Mutex<Conn>>,
     next_reader: AtomicU64,
     feed: Arc<Feed>,
@@ -137,9 +151,8 @@ impl PgStore {
     /// A database holding tables that are not an Arbiter store, or an Arbiter store of a
     /// newer schema, is refused and left untouched.
     pub fn open(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config = Config::from_str(url).map_err(|e| {
-            StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}"))
-        })?;
+        let mut config = Config::from_str(url)
+            .map_err(|e| StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("arbiter");
@@ -148,6 +161,7 @@ impl PgStore {
         let mut first = Session::connect(&config, &display)?;
         pg_schema::migrate(&mut first.client)?;
         let writer = Conn::spawn(config.clone(), display.clone(), Some(first))?;
+        let writer_for_keys = Conn::spawn(config.clone(), display.clone(), None)?;
         let readers = (0..options.readers.max(1))
             .map(|_| Conn::spawn(config.clone(), display.clone(), None).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -175,6 +189,7 @@ impl PgStore {
         }
         Ok(Self {
             writer: Mutex::new(writer),
+            writer_for_keys: Mutex::new(writer_for_keys),
             readers,
             next_reader: AtomicU64::new(0),
             feed,
@@ -252,13 +267,11 @@ impl Drop for PgStore {
 }
 
 impl Backend for PgStore {
+    const SHARED: bool = true;
+
     fn read<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = self.reader();
-        Self::transaction(
-            &conn,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            f,
-        )
+        Self::transaction(&conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f)
     }
 
     fn write<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -267,6 +280,25 @@ impl Backend for PgStore {
             db.run(
                 "SELECT pg_advisory_xact_lock(?1)",
                 db::params![WRITE_LOCK],
+                false,
+            )?;
+            f(db)
+        })
+    }
+
+    /// A transaction holding an advisory lock of its own key: charges to different counters
+    /// do not wait for each other, or for the other writes.
+    fn write_keyed<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock = key_lock(key);
+        let conn = self.writer_for_keys.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::transaction(&conn, "BEGIN", |db| {
+            db.run(
+                "SELECT pg_advisory_xact_lock(?1, ?2)",
+                db::params![KEYED_LOCKS, lock],
                 false,
             )?;
             f(db)
@@ -305,21 +337,16 @@ impl Backend for PgStore {
             backend: "postgres",
             up,
             confirmed_ms_ago: Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
-            problem: self.feed.problem().or_else(|| {
-                (!up).then(|| format!("not confirmed for {} ms", age.as_millis()))
-            }),
+            problem: self
+                .feed
+                .problem()
+                .or_else(|| (!up).then(|| format!("not confirmed for {} ms", age.as_millis()))),
         }
     }
 }
 
 /// The listener: follows notifications, rereads the counter every `reconcile`, reconnects.
-fn follow(
-    mut session: Session,
-    config: &Config,
-    place: &str,
-    feed: &Feed,
-    reconcile: Duration,
-) {
+fn follow(mut session: Session, config: &Config, place: &str, feed: &Feed, reconcile: Duration) {
     let mut last_read = Instant::now();
     loop {
         if feed.stop.load(Ordering::SeqCst) {
@@ -469,17 +496,17 @@ impl Session {
         let stmt = match self.prepared.get(sql) {
             Some(s) => s.clone(),
             None => {
-                let s = self
-                    .client
-                    .prepare(&db::to_postgres(sql))
-                    .map_err(|e| match db_error(&e) {
-                        // A statement PostgreSQL refuses to prepare is a bug here: name it.
-                        DbError::Postgres(m) => DbError::Postgres(format!(
-                            "{m}, preparing `{}`",
-                            sql.split_whitespace().collect::<Vec<_>>().join(" ")
-                        )),
-                        other => other,
-                    })?;
+                let s =
+                    self.client
+                        .prepare(&db::to_postgres(sql))
+                        .map_err(|e| match db_error(&e) {
+                            // A statement PostgreSQL refuses to prepare is a bug here: name it.
+                            DbError::Postgres(m) => DbError::Postgres(format!(
+                                "{m}, preparing `{}`",
+                                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                            )),
+                            other => other,
+                        })?;
                 if self.prepared.len() >= 256 {
                     self.prepared.clear();
                 }
@@ -490,7 +517,10 @@ impl Session {
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         if !rows {
-            let n = self.client.execute(&stmt, &refs).map_err(|e| db_error(&e))?;
+            let n = self
+                .client
+                .execute(&stmt, &refs)
+                .map_err(|e| db_error(&e))?;
             return Ok(Ran::Changed(usize::try_from(n).unwrap_or(usize::MAX)));
         }
         let found = self.client.query(&stmt, &refs).map_err(|e| db_error(&e))?;
@@ -631,13 +661,15 @@ impl Conn {
     ) -> Result<T, DbError> {
         let (tx, rx) = mpsc::sync_channel(1);
         let stopped = || DbError::Unavailable("the connection's thread stopped".to_owned());
-        let sent = self.jobs.send(Box::new(move |session: Result<&mut Session, &str>| {
-            let out = match session {
-                Ok(s) => job(s),
-                Err(why) => Err(DbError::Unavailable(why.to_owned())),
-            };
-            let _ = tx.send(out);
-        }));
+        let sent = self
+            .jobs
+            .send(Box::new(move |session: Result<&mut Session, &str>| {
+                let out = match session {
+                    Ok(s) => job(s),
+                    Err(why) => Err(DbError::Unavailable(why.to_owned())),
+                };
+                let _ = tx.send(out);
+            }));
         if sent.is_err() {
             return Err(stopped());
         }

@@ -61,11 +61,7 @@ pub(crate) fn validate_check(
 }
 
 /// The pin of `server`/`tool`, if any.
-pub(crate) fn get(
-    conn: &dyn Db,
-    server: &str,
-    tool: &str,
-) -> Result<Option<ToolPin>, StoreError> {
+pub(crate) fn get(conn: &dyn Db, server: &str, tool: &str) -> Result<Option<ToolPin>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM tool_pins WHERE server = ?1 AND tool = ?2"

@@ -45,11 +45,9 @@ const COLUMNS: &str = "version, author, message, proposed_us, files, owners, tes
                        tests_failed, state, rejected_by, rejected_us, rejected_reason";
 
 fn from_row(row: &Row<'_>) -> crate::db::Result<PolicyVersion> {
-    let bad = |i: usize, what: &str| {
-        crate::db::DbError::Invalid {
-            column: i,
-            problem: format!("not {what}"),
-        }
+    let bad = |i: usize, what: &str| crate::db::DbError::Invalid {
+        column: i,
+        problem: format!("not {what}"),
     };
     let count = |i: usize| -> crate::db::Result<u64> {
         u64::try_from(row.get::<_, i64>(i)?).map_err(|_| bad(i, "a count"))
@@ -156,11 +154,9 @@ fn activation_from_row(row: &Row<'_>) -> crate::db::Result<PolicyActivation> {
         kind: row
             .get::<_, String>(2)?
             .parse::<ActivationKind>()
-            .map_err(|_| {
-                crate::db::DbError::Invalid {
-                    column: 2,
-                    problem: "not an activation kind".to_owned(),
-                }
+            .map_err(|_| crate::db::DbError::Invalid {
+                column: 2,
+                problem: "not an activation kind".to_owned(),
             })?,
         by: row.get(3)?,
         at_us: row.get(4)?,

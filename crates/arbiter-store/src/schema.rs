@@ -252,8 +252,24 @@ CREATE TABLE settings (
 ) STRICT;
 ";
 
+/// Schema version 6: sliding-window counters (rate limits and budgets kept in the store,
+/// see [`crate::charges`]). Nothing here moves the generation counter.
+const V6: &str = r"
+CREATE TABLE charges (
+    seq         INTEGER NOT NULL PRIMARY KEY,
+    key         TEXT    NOT NULL CHECK (key <> '' AND length(CAST(key AS BLOB)) <= 512),
+    at_us       INTEGER NOT NULL,
+    amount      INTEGER NOT NULL CHECK (amount >= 0),
+    decision_id TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX charges_by_key ON charges (key, at_us);
+CREATE INDEX charges_by_time ON charges (at_us);
+CREATE INDEX charges_by_decision ON charges (decision_id);
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

@@ -113,7 +113,6 @@ impl SqliteStore {
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
-
 }
 
 /// Sets up the writing connection of a store and brings the schema up to date.
@@ -163,6 +162,9 @@ fn read_generation(conn: &Connection) -> Result<u64, rusqlite::Error> {
 }
 
 impl Backend for SqliteStore {
+    /// One file, or memory: one machine.
+    const SHARED: bool = false;
+
     /// A read transaction on the reader.
     fn read<T>(&self, f: impl FnOnce(&dyn Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = lock(self.reader.as_ref().unwrap_or(&self.writer));

@@ -400,3 +400,14 @@ mod tests {
         assert_eq!(truncate("abc", 10), "abc");
     }
 }
+
+/// A decision id a charge is made for: 1 to 64 visible ASCII characters.
+pub fn decision_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::invalid(
+            "decision id",
+            "must be 1 to 64 visible ASCII characters",
+        ));
+    }
+    Ok(())
+}

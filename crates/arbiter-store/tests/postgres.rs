@@ -121,8 +121,10 @@ fn a_change_made_by_another_program_is_seen_too() {
     let before = fx.generation_now().unwrap();
     fx.db
         .psql("UPDATE agents SET status = 'suspended' WHERE id = 'bot'");
-    until(Duration::from_secs(1), || fx.generation_now().unwrap() != before)
-        .expect("a change by psql is seen within 1 s");
+    until(Duration::from_secs(1), || {
+        fx.generation_now().unwrap() != before
+    })
+    .expect("a change by psql is seen within 1 s");
 }
 
 /// A TCP relay between a store and PostgreSQL that the test can cut, as a network partition
@@ -203,11 +205,14 @@ fn a_node_that_loses_its_database_fails_closed_after_its_grace_and_recovers() {
     let relay = Relay::start(port_of(&url));
     let via_relay = {
         let (server, name) = url.rsplit_once('/').unwrap();
-        let (auth, _) = server.rsplit_once('@').unwrap_or(("postgres://postgres", ""));
+        let (auth, _) = server
+            .rsplit_once('@')
+            .unwrap_or(("postgres://postgres", ""));
         format!("{auth}@127.0.0.1:{}/{name}", relay.port)
     };
     let node = PgStore::open(&via_relay, &options()).unwrap();
-    node.register_agent(&new_agent("bot"), &admin(), T0).unwrap();
+    node.register_agent(&new_agent("bot"), &admin(), T0)
+        .unwrap();
     assert!(node.generation_now().unwrap().is_some());
     assert!(node.health().up);
 
@@ -232,8 +237,7 @@ fn a_node_that_loses_its_database_fails_closed_after_its_grace_and_recovers() {
     );
 
     relay.restore();
-    until(Duration::from_secs(5), || node.generation_now().is_ok())
-        .expect("the feed reconnects");
+    until(Duration::from_secs(5), || node.generation_now().is_ok()).expect("the feed reconnects");
     assert!(node.health().up);
     // The connections for reads and writes reconnect too.
     until(Duration::from_secs(5), || node.agent("bot").is_ok()).expect("reads work again");
@@ -257,7 +261,7 @@ fn nodes_starting_together_migrate_once() {
     }
     assert_eq!(
         db.psql("SELECT version FROM arbiter_store_schema").trim(),
-        "1"
+        arbiter_store::pg_schema::current_version().to_string()
     );
 }
 
@@ -267,14 +271,19 @@ fn a_database_of_another_application_or_a_newer_arbiter_is_refused() {
     db.psql("CREATE TABLE invoices (id int)");
     let err = PgStore::open(&db.url(), &options()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-    assert!(err.to_string().contains("not an Arbiter identity store"), "{err}");
+    assert!(
+        err.to_string().contains("not an Arbiter identity store"),
+        "{err}"
+    );
     assert_eq!(db.psql("SELECT count(*) FROM invoices").trim(), "0");
 
     let fx = store();
-    fx.db
-        .psql("UPDATE arbiter_store_schema SET version = 99");
+    fx.db.psql("UPDATE arbiter_store_schema SET version = 99");
     let err = PgStore::open(&fx.url, &options()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -305,7 +314,16 @@ fn the_audit_trail_cannot_be_edited_in_place() {
         "TRUNCATE audit_events",
     ] {
         let out = std::process::Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &fx.url, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &fx.url,
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success(), "{sql} was allowed");

@@ -55,8 +55,6 @@ fn raw(path: &Path) -> rusqlite::Connection {
     conn
 }
 
-
-
 // ------------------------------------------------------------ discovered
 
 #[test]
@@ -439,7 +437,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
             .unwrap();
     }
     {
-        // Versions 2 to 4 away: the pins, the change counter and its triggers, approvals.
+        // Versions 2 to 6 away: the pins, the change counter and its triggers, approvals.
         let conn = raw(&path);
         let triggers: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'generation_%'")
@@ -454,7 +452,8 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         conn.execute_batch(
             "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
              DROP TABLE policy_activations; DROP TABLE policy_version_approvals; \
-             DROP TABLE policy_versions; DROP TABLE settings; PRAGMA user_version = 1;",
+             DROP TABLE policy_versions; DROP TABLE settings; DROP TABLE charges; \
+             PRAGMA user_version = 1;",
         )
         .unwrap();
     }
@@ -483,6 +482,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
     assert!(tables(&path).contains(&"policy_versions".to_owned()));
     assert!(s.list_policy_versions(10).unwrap().is_empty());
     assert_eq!(s.required_policy_approvals().unwrap(), 1);
+    assert!(tables(&path).contains(&"charges".to_owned()));
     assert!(s.agent("bot").unwrap().is_some());
     assert!(s.credential("key_1").unwrap().is_some());
     assert_eq!(s.verify_audit().unwrap(), 2);
@@ -529,7 +529,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 5
+                supported: 6
             }
         ),
         "{err:?}"
@@ -591,4 +591,3 @@ fn the_database_file_is_private() {
     let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "WAL mode {mode:o}");
 }
-

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,10 +13,10 @@ use arbiter_identity::{HostList, LogFormat as AccessLogFormat};
 use arbiter_pdp::admin::{
     self, TokenSpec, agent_json, audit_json, credential_json, credential_state, discovered_json,
 };
-use arbiter_pdp::identity::{STORE_FILE, now_us};
+use arbiter_pdp::identity::now_us;
 use arbiter_store::{
     Actor, AgentFilter, AgentPatch, AgentStatus, CredentialFilter, CredentialKind, Environment,
-    NewAgent, SqliteStore, Store,
+    NewAgent, Store,
 };
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
@@ -361,7 +362,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let now = now_us();
     match args.command {
         AgentCommand::Register(r) => {
-            let agent = admin::register_agent(&store, &new_agent(&r)?, &cli_actor(), now)?;
+            let agent = admin::register_agent(store.as_ref(), &new_agent(&r)?, &cli_actor(), now)?;
             show(json, &agent_json(&agent), || {
                 format!(
                     "registered agent `{}` (owner {}); issue it a key with `arbiter agent key issue {}`",
@@ -481,11 +482,11 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 format!("updated agent `{id}`")
             })
         }
-        AgentCommand::Suspend { id } => status(&store, json, &id, AgentStatus::Suspended),
-        AgentCommand::Activate { id } => status(&store, json, &id, AgentStatus::Active),
-        AgentCommand::Retire { id } => status(&store, json, &id, AgentStatus::Retired),
+        AgentCommand::Suspend { id } => status(store.as_ref(), json, &id, AgentStatus::Suspended),
+        AgentCommand::Activate { id } => status(store.as_ref(), json, &id, AgentStatus::Active),
+        AgentCommand::Retire { id } => status(store.as_ref(), json, &id, AgentStatus::Retired),
         AgentCommand::Adopt { discovered, agent } => {
-            let agent = admin::adopt(&store, discovered, &new_agent(&agent)?, &cli_actor(), now)?;
+            let agent = admin::adopt(store.as_ref(), discovered, &new_agent(&agent)?, &cli_actor(), now)?;
             show(json, &agent_json(&agent), || {
                 format!(
                     "identity {discovered} adopted as agent `{}`; issue it a key with `arbiter agent key issue {}`",
@@ -493,7 +494,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 )
             })
         }
-        AgentCommand::Key(cmd) => run_key(&store, json, cmd, now),
+        AgentCommand::Key(cmd) => run_key(store.as_ref(), json, cmd, now),
     }
 }
 
@@ -633,7 +634,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
             let ttl = expires_in
                 .map(|t| duration(&t, "--expires-in"))
                 .transpose()?;
-            let issued = admin::create_token(&store, &spec, &name, ttl, &cli_actor(), now)?;
+            let issued = admin::create_token(store.as_ref(), &spec, &name, ttl, &cli_actor(), now)?;
             if quiet {
                 print(issued.secret.expose())?;
                 return Ok(ExitCode::SUCCESS);
@@ -649,7 +650,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
             })
         }
         AdminCommand::Token(TokenCommand::List) => {
-            let tokens = admin::list_tokens(&store)?;
+            let tokens = admin::list_tokens(store.as_ref())?;
             let list: Vec<Value> = tokens.iter().map(|t| credential_json(t, now)).collect();
             show(json, &Value::Array(list), || {
                 tokens

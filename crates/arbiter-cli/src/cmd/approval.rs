@@ -95,8 +95,8 @@ pub fn run(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 print(&details(&a, now))?;
             }
         }
-        ApprovalCommand::Approve(d) => decide(&store, &d, true, json_out, now)?,
-        ApprovalCommand::Deny(d) => decide(&store, &d, false, json_out, now)?,
+        ApprovalCommand::Approve(d) => decide(store.as_ref(), &d, true, json_out, now)?,
+        ApprovalCommand::Deny(d) => decide(store.as_ref(), &d, false, json_out, now)?,
     }
     Ok(ExitCode::SUCCESS)
 }

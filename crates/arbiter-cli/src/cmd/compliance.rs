@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use arbiter_log::{KeyPair, PublicKey, format_rfc3339_us};
-use arbiter_pdp::identity::{STORE_FILE, now_us};
+use arbiter_pdp::identity::now_us;
 use arbiter_store::{AgentFilter, AgentStatus, CredentialFilter, CredentialKind, Store};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -120,7 +120,7 @@ fn report(
     let key =
         KeyPair::load_or_create(&log_dir).context("cannot read the decision log's signing key")?;
     let store = open_store(data)?;
-    let store: &dyn Store = &store;
+    let store: &dyn Store = store.as_ref();
     let mut evidence: BTreeMap<&str, Value> = BTreeMap::new();
 
     // Decisions in the window, by layer and outcome; activations of policy versions.

@@ -88,7 +88,7 @@ fn export(args: &EvidenceArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let sources = PolicySources {
-        store: store.as_ref().map(|s| s as &dyn arbiter_store::Store),
+        store: store.as_deref(),
         dir: args.policies.as_deref(),
     };
     let bundle = evidence::assemble(&log_dir, id, sources)

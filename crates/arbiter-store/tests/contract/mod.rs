@@ -895,7 +895,10 @@ fn revoke_one_and_revoke_all_of_an_agent() {
         .unwrap();
     s.revoke_credential("pep_1", "gateway retired", &admin(), T0 + 5)
         .unwrap();
-    assert_eq!(actions(&*s).last().map(String::as_str), Some("token.revoke"));
+    assert_eq!(
+        actions(&*s).last().map(String::as_str),
+        Some("token.revoke")
+    );
 }
 
 #[test]
@@ -1408,7 +1411,10 @@ fn a_changed_definition_stays_changed_and_is_audited_once() {
     assert_eq!(pin.observed_hash, Some(h("c3")));
     assert_eq!(pin.observed_definition, Some(def("v3")));
     assert_eq!(pin.observed_at_us, Some(T0 + 8 * SECOND));
-    assert_eq!(actions(&*s), ["tool.pinned", "tool.changed", "tool.changed"]);
+    assert_eq!(
+        actions(&*s),
+        ["tool.pinned", "tool.changed", "tool.changed"]
+    );
     assert_eq!(
         s.list_audit(Some(2), 1).unwrap()[0].detail["previous_observed_hash"],
         json!(h("b2"))
@@ -1747,7 +1753,11 @@ fn concurrent_first_use_agrees_on_one_pin() {
     assert_eq!(s.verify_audit().unwrap(), 10);
 }
 
-pub(crate) fn candidate(version_byte: &str, author: &str, failed: u64) -> arbiter_store::NewPolicyVersion {
+pub(crate) fn candidate(
+    version_byte: &str,
+    author: &str,
+    failed: u64,
+) -> arbiter_store::NewPolicyVersion {
     arbiter_store::NewPolicyVersion {
         version: format!("sha256:{}", version_byte.repeat(32)),
         author: author.to_owned(),
@@ -1940,3 +1950,105 @@ fn policy_versions_are_governed() {
     assert_eq!(again.required_policy_approvals().unwrap(), 2);
 }
 
+// ------------------------------------------------------------- counters
+
+fn charge<'a>(key: &'a str, amount: i64, decision: &'a str) -> arbiter_store::NewCharge<'a> {
+    arbiter_store::NewCharge {
+        key,
+        amount,
+        max: 3,
+        window_us: 60 * SECOND,
+        decision_id: decision,
+    }
+}
+
+#[test]
+fn a_counter_charges_up_to_its_maximum_and_says_when_it_frees() {
+    use arbiter_store::ChargeOutcome;
+    let s = store();
+    for (i, d) in ["d1", "d2", "d3"].iter().enumerate() {
+        let at = T0 + i64::try_from(i).unwrap() * SECOND;
+        assert_eq!(
+            s.charge(&charge("limit:bot:p", 1, d), at).unwrap(),
+            ChargeOutcome::Charged
+        );
+    }
+    // Full: the oldest charge (T0) frees a place at T0 + 60 s.
+    assert_eq!(
+        s.charge(&charge("limit:bot:p", 1, "d4"), T0 + 10 * SECOND)
+            .unwrap(),
+        ChargeOutcome::Refused {
+            spent: 3,
+            frees_in_us: Some(50 * SECOND)
+        }
+    );
+    // Another key is another counter.
+    assert_eq!(
+        s.charge(&charge("limit:other:p", 1, "d5"), T0).unwrap(),
+        ChargeOutcome::Charged
+    );
+    // More than the maximum on its own never fits.
+    assert_eq!(
+        s.charge(&charge("budget:bot:p", 4, "d6"), T0).unwrap(),
+        ChargeOutcome::Refused {
+            spent: 0,
+            frees_in_us: None
+        }
+    );
+    // A decision that could not be recorded gives its charge back.
+    assert_eq!(s.uncharge("d3").unwrap(), 1);
+    assert_eq!(
+        s.charge(&charge("limit:bot:p", 1, "d7"), T0 + 11 * SECOND)
+            .unwrap(),
+        ChargeOutcome::Charged
+    );
+    // Once the window has passed, the counter is empty again.
+    assert_eq!(
+        s.charge(&charge("limit:bot:p", 1, "d8"), T0 + 200 * SECOND)
+            .unwrap(),
+        ChargeOutcome::Charged
+    );
+    // Counters are not administrative changes.
+    assert!(actions(&*s).is_empty());
+    // Bad input is refused by name.
+    let mut bad = charge("", 1, "d9");
+    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("charge key"));
+    bad.key = "k";
+    bad.amount = -1;
+    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("negative"));
+    bad.amount = 1;
+    bad.window_us = 0;
+    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("window"));
+}
+
+#[test]
+fn racing_handles_never_charge_past_the_maximum() {
+    use arbiter_store::ChargeOutcome;
+    let fx = store();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let open = fx.opener();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let s = open();
+                barrier.wait();
+                (0..10)
+                    .filter(|i| {
+                        let id = format!("t{t}-{i}");
+                        let c = arbiter_store::NewCharge {
+                            key: "limit:bot:refunds",
+                            amount: 1,
+                            max: 7,
+                            window_us: 3_600 * SECOND,
+                            decision_id: &id,
+                        };
+                        s.charge(&c, T0 + i).unwrap() == ChargeOutcome::Charged
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let charged: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(charged, 7, "exactly the maximum, whoever charged");
+}
