@@ -32,13 +32,25 @@ pub struct Cli {
     /// PostgreSQL database (`postgres://user:password@host:5432/db`), shared by every node,
     /// instead of `arbiter.db` in the data directory. The decision log stays in the data
     /// directory: each node keeps its own.
-    #[arg(long, global = true, env = "ARBITER_STORE", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub store: Option<String>,
 
     /// With `--store`: how long a node keeps accepting the credentials it knows after it last
     /// heard from the database; past it, every credential check fails closed until the
     /// database is back (`500ms`, `5s`, `1m`).
-    #[arg(long, global = true, env = "ARBITER_STORE_GRACE", value_name = "DURATION", default_value = "5s")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_STORE_GRACE",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
     pub store_grace: String,
 }
 

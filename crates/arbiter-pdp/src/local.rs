@@ -78,18 +78,17 @@ pub fn open_local(config: LocalConfig) -> Result<Pdp, LocalError> {
             path: data.clone(),
             reason: e.to_string(),
         })?;
-    let identity =
-        Identity::open(
-            data,
-            IdentitySettings {
-                jwt,
-                store: config.store.clone(),
-            },
-        )
-        .map_err(|e| LocalError::Registry {
-            path: data.clone(),
-            reason: e.to_string(),
-        })?;
+    let identity = Identity::open(
+        data,
+        IdentitySettings {
+            jwt,
+            store: config.store.clone(),
+        },
+    )
+    .map_err(|e| LocalError::Registry {
+        path: data.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(pdp
         .with_recorder(recorder)
         .with_identity(Arc::new(identity)))

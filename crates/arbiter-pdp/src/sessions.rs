@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use arbiter_policy::Policies;
 use arbiter_policy::runtime::{Amount, MAX_WINDOW};
+use arbiter_store::{ChargeOutcome, NewCharge};
 use arbiter_types::{Decision, EvaluationRequest, Outcome};
 use serde_json::{Map, Value, json};
 
@@ -187,6 +188,8 @@ pub struct Applied {
     budgets: Vec<(String, Amount)>,
     /// The approval the allow used.
     approval: Option<String>,
+    /// Whether limits and budgets were charged in the shared store (under the decision id).
+    shared: bool,
 }
 
 /// Who a request's state belongs to: the agent, or `Type::"id"` of a subject without a
@@ -282,6 +285,17 @@ impl Sessions {
             limits: Vec::new(),
             budgets: Vec::new(),
             approval: None,
+            shared: false,
+        };
+        // A store shared by a fleet keeps the counters every node must agree on.
+        let shared = approvals.filter(|s| s.shared());
+        let give_back = |applied: &Applied, d: &Decision| {
+            if applied.shared
+                && let Some(store) = shared
+                && let Err(e) = store.uncharge(d.id.as_str())
+            {
+                tracing::error!(decision_id = %d.id, error = %e, "charges of a denied decision could not be given back");
+            }
         };
         let mut labels: Vec<&str> = Vec::new();
         let determining = d.determining_policies.clone();
@@ -289,7 +303,45 @@ impl Sessions {
             let Some(rules) = policies.runtime_rules(id) else {
                 continue;
             };
-            if let Some(limit) = rules.limit {
+            if let Some(limit) = rules.limit
+                && let Some(store) = shared
+            {
+                let charge = NewCharge {
+                    key: &format!("limit:{owner}:{id}"),
+                    amount: 1,
+                    max: i64::try_from(limit.calls).unwrap_or(i64::MAX),
+                    window_us: micros(limit.window),
+                    decision_id: d.id.as_str(),
+                };
+                match store.charge(&charge, now_us) {
+                    Ok(ChargeOutcome::Charged) => applied.shared = true,
+                    refused => {
+                        give_back(&applied, &d);
+                        let wait = match &refused {
+                            Ok(ChargeOutcome::Refused { frees_in_us, .. }) => {
+                                frees_in_us.map_or(0, retry_after)
+                            }
+                            _ => 0,
+                        };
+                        match refused {
+                            Err(e) => counter_unavailable(&mut d, "limit", id, &e),
+                            _ => exceeded(
+                                &mut d,
+                                "arbiter:limit",
+                                format!(
+                                    "the limit {limit} of policy `{id}` is reached for `{owner}` \
+                                     across the fleet; the next call is allowed in {}",
+                                    human(wait)
+                                ),
+                                format!("rate limit reached; retry in {}", human(wait)),
+                                wait,
+                            ),
+                        }
+                        return (d, None);
+                    }
+                }
+                applied.limits.push(id.clone());
+            } else if let Some(limit) = rules.limit {
                 let window = micros(limit.window);
                 let calls = st.limits.entry(id.clone()).or_default();
                 calls.trim(now_us - window);
@@ -329,6 +381,54 @@ impl Sessions {
                     return (d, None);
                 };
                 let window = micros(budget.window);
+                if let Some(store) = shared {
+                    let as_i64 = |a: Amount| i64::try_from(a.millionths()).unwrap_or(i64::MAX);
+                    let charge = NewCharge {
+                        key: &format!("budget:{owner}:{id}"),
+                        amount: as_i64(amount),
+                        max: as_i64(budget.max),
+                        window_us: window,
+                        decision_id: d.id.as_str(),
+                    };
+                    match store.charge(&charge, now_us) {
+                        Ok(ChargeOutcome::Charged) => applied.shared = true,
+                        Ok(ChargeOutcome::Refused { spent, frees_in_us }) => {
+                            give_back(&applied, &d);
+                            let wait = frees_in_us.map_or(0, retry_after);
+                            let spent = Amount::from_millionths(u128::try_from(spent).unwrap_or(0));
+                            let left = budget.max.saturating_sub(spent);
+                            exceeded(
+                                &mut d,
+                                "arbiter:budget",
+                                format!(
+                                    "the budget {budget} of policy `{id}` is exceeded for \
+                                     `{owner}` across the fleet: {spent} spent, {left} left, \
+                                     {amount} asked{}",
+                                    frees_in_us
+                                        .map(|_| format!("; enough frees up in {}", human(wait)))
+                                        .unwrap_or_default()
+                                ),
+                                format!(
+                                    "budget exceeded: {left} of {} left{}",
+                                    budget.max,
+                                    frees_in_us
+                                        .map(|_| format!("; retry in {}", human(wait)))
+                                        .unwrap_or_default()
+                                ),
+                                wait,
+                            );
+                            return (d, None);
+                        }
+                        Err(e) => {
+                            give_back(&applied, &d);
+                            counter_unavailable(&mut d, "budget", id, &e);
+                            return (d, None);
+                        }
+                    }
+                    applied.budgets.push((id.clone(), amount));
+                    labels.extend(rules.labels.iter().map(String::as_str));
+                    continue;
+                }
                 let charges = st.budgets.entry(id.clone()).or_default();
                 charges.trim(now_us - window);
                 let spent = charges.sum;
@@ -368,7 +468,10 @@ impl Sessions {
         match crate::approvals::gate(policies, approvals, owner, req, &mut d, now_us, redact) {
             crate::approvals::Gate::Free => {}
             crate::approvals::Gate::Used(id) => applied.approval = Some(id),
-            crate::approvals::Gate::Stop => return (d, None),
+            crate::approvals::Gate::Stop => {
+                give_back(&applied, &d);
+                return (d, None);
+            }
         }
         let known = st.sessions.get(session).map(|s| &s.labels);
         let mut new_labels: Vec<String> = labels
@@ -403,6 +506,12 @@ impl Sessions {
         if !ok {
             let state = self.agent(&applied.agent);
             lock(&state).undo(&applied);
+            if applied.shared
+                && let Some(store) = approvals
+                && let Err(e) = store.uncharge(id)
+            {
+                tracing::error!(decision_id = %id, error = %e, "charges of a decision that could not be recorded could not be given back");
+            }
             if let (Some(approval), Some(store)) = (&applied.approval, approvals)
                 && let Err(e) = store.unuse_approval(approval, id)
             {
@@ -637,8 +746,22 @@ impl Applied {
             limits: strings("limits")?,
             budgets,
             approval: None,
+            // Replayed into this node's memory only: the shared store keeps its own charges.
+            shared: false,
         })
     }
+}
+
+/// A limit or budget kept in the shared store that cannot be checked: a deny (fail closed).
+fn counter_unavailable(d: &mut Decision, what: &str, id: &str, e: &arbiter_store::StoreError) {
+    tracing::error!(policy = %id, error = %e, "a {what} kept in the shared store cannot be checked; denying");
+    exceeded(
+        d,
+        &format!("arbiter:{what}"),
+        format!("the {what} of policy `{id}` cannot be checked: {e}"),
+        format!("denied: the {what} cannot be checked right now"),
+        0,
+    );
 }
 
 /// Turns an allow into the deny of a runtime rule.

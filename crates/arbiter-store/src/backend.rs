@@ -8,10 +8,13 @@ use crate::model::{
     Actor, Agent, AgentFilter, AgentPatch, AgentStatus, AuditEvent, Credential, CredentialFilter,
     Discovered, NewAgent, NewCredential, PinCheck, Sighting, SightingsReport, ToolPin,
 };
-use crate::model::{Approval, ApprovalLookup, ApprovalState, ChargeOutcome, NewApproval, NewCharge};
+use crate::model::{
+    Approval, ApprovalLookup, ApprovalState, ChargeOutcome, NewApproval, NewCharge,
+};
 use crate::model::{NewPolicyVersion, PolicyActivation, PolicyVersion};
 use crate::{
-    Store, StoreError, agents, approvals, charges, credentials, discovered, pins, policy_versions, validate,
+    Store, StoreError, agents, approvals, charges, credentials, discovered, pins, policy_versions,
+    validate,
 };
 
 /// An engine the store runs on.

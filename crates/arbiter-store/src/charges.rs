@@ -27,10 +27,7 @@ fn check(c: &NewCharge<'_>) -> Result<(), StoreError> {
         ));
     }
     if c.amount < 0 || c.max < 0 {
-        return Err(StoreError::invalid(
-            "charge",
-            "amounts cannot be negative",
-        ));
+        return Err(StoreError::invalid("charge", "amounts cannot be negative"));
     }
     if !(1..=KEEP_US).contains(&c.window_us) {
         return Err(StoreError::invalid(
@@ -68,8 +65,9 @@ pub(crate) fn charge(
         let need = spent.saturating_add(c.amount).saturating_sub(c.max);
         let mut freed = 0_i64;
         let mut when = None;
-        let mut rows = conn
-            .prepare_cached("SELECT at_us, amount FROM charges WHERE key = ?1 ORDER BY at_us, seq")?;
+        let mut rows = conn.prepare_cached(
+            "SELECT at_us, amount FROM charges WHERE key = ?1 ORDER BY at_us, seq",
+        )?;
         for row in rows.query_map(params![c.key], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
         })? {

@@ -33,10 +33,10 @@
 //! which waits for nothing and is made for their own threads.
 
 mod agents;
-pub mod charges;
 pub mod approvals;
 pub mod audit;
 mod backend;
+pub mod charges;
 mod credentials;
 mod db;
 mod discovered;
@@ -54,11 +54,11 @@ pub use audit::GENESIS_HASH;
 pub use error::StoreError;
 pub use model::{
     ADMIN_ROLES, ActivationKind, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval,
-    ApprovalLookup, ApprovalState, Approvers, AuditEvent, Credential, CredentialFilter,
-    CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
-    MAX_DISCOVERED_SOURCES, ChargeOutcome, NewAgent, NewCharge, NewApproval, NewCredential, NewPolicyVersion, PinCheck,
-    PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState, Sighting,
-    SightingsReport, ToolPin,
+    ApprovalLookup, ApprovalState, Approvers, AuditEvent, ChargeOutcome, Credential,
+    CredentialFilter, CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
+    MAX_DISCOVERED_SOURCES, NewAgent, NewApproval, NewCharge, NewCredential, NewPolicyVersion,
+    PinCheck, PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState,
+    Sighting, SightingsReport, ToolPin,
 };
 pub use pg::{CHANNEL, PgOptions, PgStore};
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};

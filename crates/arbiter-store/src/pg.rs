@@ -151,6 +151,23 @@ impl PgStore {
     /// A database holding tables that are not an Arbiter store, or an Arbiter store of a
     /// newer schema, is refused and left untouched.
     pub fn open(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
+        // Connecting runs a runtime of its own: on a thread of its own too, so that a caller on
+        // an async runtime may open a store.
+        thread::scope(|scope| {
+            thread::Builder::new()
+                .name("arbiter-store-open".into())
+                .spawn_scoped(scope, || Self::open_here(url, options))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start a thread: {e}")))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "opening the store panicked".to_owned(),
+                    ))
+                })
+        })
+    }
+
+    fn open_here(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
         let mut config = Config::from_str(url)
             .map_err(|e| StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(options.connect_timeout);
@@ -294,7 +311,10 @@ impl Backend for PgStore {
         f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let lock = key_lock(key);
-        let conn = self.writer_for_keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self
+            .writer_for_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Self::transaction(&conn, "BEGIN", |db| {
             db.run(
                 "SELECT pg_advisory_xact_lock(?1, ?2)",

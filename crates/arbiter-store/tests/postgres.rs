@@ -4,15 +4,13 @@
 //! (`contract`), and what only a shared database has — the change feed between handles,
 //! failing closed when the database is lost, migrations racing, foreign databases refused.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_store::{PgOptions, PgStore, Store, StoreError};
-use arbiter_testkit::TestDb;
+use arbiter_testkit::{Relay, TestDb};
 
 mod contract;
 
@@ -127,89 +125,12 @@ fn a_change_made_by_another_program_is_seen_too() {
     .expect("a change by psql is seen within 1 s");
 }
 
-/// A TCP relay between a store and PostgreSQL that the test can cut, as a network partition
-/// or a dead database would.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let streams = Arc::new(Mutex::new(Vec::new()));
-        {
-            let cut = cut.clone();
-            let streams = streams.clone();
-            thread::spawn(move || {
-                for client in listener.incoming() {
-                    let Ok(client) = client else { continue };
-                    if cut.load(Ordering::SeqCst) {
-                        let _ = client.shutdown(Shutdown::Both);
-                        continue;
-                    }
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
-                        continue;
-                    };
-                    let mut all = streams.lock().unwrap();
-                    all.push(client.try_clone().unwrap());
-                    all.push(server.try_clone().unwrap());
-                    for (mut from, mut to) in [
-                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                        (server, client),
-                    ] {
-                        thread::spawn(move || {
-                            let mut buf = [0u8; 16 * 1024];
-                            while let Ok(n) = from.read(&mut buf) {
-                                if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                            let _ = to.shutdown(Shutdown::Both);
-                        });
-                    }
-                }
-            });
-        }
-        Self { port, cut, streams }
-    }
-
-    /// Cuts every connection, and refuses new ones until [`Relay::restore`].
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.streams.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-fn port_of(url: &str) -> u16 {
-    let after_at = url.rsplit_once('@').map_or(url, |(_, h)| h);
-    let host_port = after_at.split('/').next().unwrap();
-    host_port
-        .rsplit_once(':')
-        .map_or(5432, |(_, p)| p.parse().unwrap())
-}
-
 #[test]
 fn a_node_that_loses_its_database_fails_closed_after_its_grace_and_recovers() {
     let db = fresh_db();
     let url = db.url();
-    let relay = Relay::start(port_of(&url));
-    let via_relay = {
-        let (server, name) = url.rsplit_once('/').unwrap();
-        let (auth, _) = server
-            .rsplit_once('@')
-            .unwrap_or(("postgres://postgres", ""));
-        format!("{auth}@127.0.0.1:{}/{name}", relay.port)
-    };
+    let relay = Relay::to_postgres(&url);
+    let via_relay = relay.url();
     let node = PgStore::open(&via_relay, &options()).unwrap();
     node.register_agent(&new_agent("bot"), &admin(), T0)
         .unwrap();

@@ -34,6 +34,7 @@ mod env;
 mod http;
 mod postgres;
 mod process;
+mod relay;
 mod text;
 mod wait;
 
@@ -46,6 +47,7 @@ pub use crate::postgres::{TestDb, postgres_url, postgres_url_for, psql};
 #[cfg(feature = "tokio")]
 pub use crate::process::ClosedPort;
 pub use crate::process::{Lines, Running, free_port, run_ok, run_with_input};
+pub use crate::relay::Relay;
 pub use crate::text::{approval_id, decision_id, decision_ids, json_lines, text};
 pub use crate::wait::{PATIENCE, wait_for, wait_until};
 #[cfg(feature = "tokio")]

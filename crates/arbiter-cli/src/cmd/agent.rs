@@ -486,7 +486,13 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         AgentCommand::Activate { id } => status(store.as_ref(), json, &id, AgentStatus::Active),
         AgentCommand::Retire { id } => status(store.as_ref(), json, &id, AgentStatus::Retired),
         AgentCommand::Adopt { discovered, agent } => {
-            let agent = admin::adopt(store.as_ref(), discovered, &new_agent(&agent)?, &cli_actor(), now)?;
+            let agent = admin::adopt(
+                store.as_ref(),
+                discovered,
+                &new_agent(&agent)?,
+                &cli_actor(),
+                now,
+            )?;
             show(json, &agent_json(&agent), || {
                 format!(
                     "identity {discovered} adopted as agent `{}`; issue it a key with `arbiter agent key issue {}`",

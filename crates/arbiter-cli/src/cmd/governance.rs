@@ -226,7 +226,7 @@ fn open(data: &Path) -> anyhow::Result<Identity> {
             ..IdentitySettings::default()
         },
     )
-        .with_context(|| format!("cannot open the registry in `{}`", data.display()))
+    .with_context(|| format!("cannot open the registry in `{}`", data.display()))
 }
 
 pub fn run(cmd: GovernCommand) -> anyhow::Result<ExitCode> {

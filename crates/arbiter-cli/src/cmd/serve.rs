@@ -312,12 +312,7 @@ fn open_identity(args: &ServeArgs) -> anyhow::Result<Arc<Identity>> {
             store: crate::cmd::store::shared(),
         },
     )
-    .with_context(|| {
-        format!(
-            "cannot open the identity store at {}",
-            location.describe()
-        )
-    })?;
+    .with_context(|| format!("cannot open the identity store at {}", location.describe()))?;
     tracing::info!(store = %location.describe(), "identity store open");
     let store = identity.store();
     let admins = store.list_credentials(&CredentialFilter {
@@ -345,10 +340,14 @@ fn open_identity(args: &ServeArgs) -> anyhow::Result<Arc<Identity>> {
                 issued.secret.expose()
             );
         } else {
+            let place = match crate::cmd::store::shared() {
+                // The URL may hold a password: name the flag, not its value.
+                Some(_) => "--store URL".to_owned(),
+                None => format!("--data {}", args.data.display()),
+            };
             tracing::warn!(
                 data = %args.data.display(),
-                "no admin token exists; create one with `arbiter admin token create --data {} --name NAME`",
-                args.data.display()
+                "no admin token exists; create one with `arbiter admin token create {place} --name NAME`"
             );
         }
     }

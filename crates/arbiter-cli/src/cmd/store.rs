@@ -87,7 +87,12 @@ mod tests {
         assert_eq!(parse_grace("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_grace("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_grace("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_grace("2h").unwrap_err().to_string().contains("at most one hour"));
+        assert!(
+            parse_grace("2h")
+                .unwrap_err()
+                .to_string()
+                .contains("at most one hour")
+        );
         assert!(parse_grace("fast").is_err());
         assert!(parse_grace("xms").is_err());
     }

@@ -2012,13 +2012,28 @@ fn a_counter_charges_up_to_its_maximum_and_says_when_it_frees() {
     assert!(actions(&*s).is_empty());
     // Bad input is refused by name.
     let mut bad = charge("", 1, "d9");
-    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("charge key"));
+    assert!(
+        s.charge(&bad, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("charge key")
+    );
     bad.key = "k";
     bad.amount = -1;
-    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("negative"));
+    assert!(
+        s.charge(&bad, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("negative")
+    );
     bad.amount = 1;
     bad.window_us = 0;
-    assert!(s.charge(&bad, T0).unwrap_err().to_string().contains("window"));
+    assert!(
+        s.charge(&bad, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("window")
+    );
 }
 
 #[test]

@@ -1,0 +1,454 @@
+//! A fleet: three `arbiter serve` processes sharing one PostgreSQL store (`--store`), each with
+//! its own data directory and decision log, behind no load balancer. What one node (or the
+//! CLI) changes, every node enforces within a second; counters hold across the fleet; a node
+//! that loses its database fails closed and says so.
+//!
+//! Needs PostgreSQL (`ARBITER_TEST_POSTGRES_URL`); each test creates and drops its database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arbiter_testkit::{
+    Arbiter, PATIENCE, Relay, Reply, Served, TestDb, approval_id, free_port, http, run_ok, text,
+    wait_until,
+};
+use serde_json::{Value, json};
+
+const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
+
+/// How soon a change must be enforced by every node.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+const POLICIES: &str = r#"
+@id("read")
+@owner("team-support")
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"helpdesk/read_ticket");
+
+@id("refunds")
+@owner("team-billing")
+@limit("6/hour")
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"billing/refund");
+
+@id("wires")
+@owner("team-billing")
+@require_approval
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"billing/wire");
+"#;
+
+/// Three nodes on one database.
+struct Fleet {
+    root: tempfile::TempDir,
+    db: TestDb,
+    policies: PathBuf,
+    nodes: Vec<Served>,
+}
+
+impl Fleet {
+    fn new(name: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let policies = root.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("policies.cedar"), POLICIES).unwrap();
+        Self {
+            db: TestDb::create(name),
+            root,
+            policies,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.db.url()
+    }
+
+    /// `arbiter ARGS --store URL --data <a data directory of no node>`.
+    fn cli(&self, args: &[&str]) -> Output {
+        run_ok(&mut self.cli_command(args))
+    }
+
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = ARBITER.command();
+        c.args(args)
+            .args(["--store", &self.url(), "--data"])
+            .arg(self.root.path().join("cli-data"));
+        c
+    }
+
+    /// Starts node `i` with `extra` arguments, its store at `store` (the database, or a relay).
+    fn start(&mut self, store: &str, extra: &[&str]) {
+        let i = self.nodes.len();
+        let port = free_port();
+        let data = self.root.path().join(format!("node-{i}"));
+        let log = std::fs::File::create(self.root.path().join(format!("node-{i}.log"))).unwrap();
+        let mut cmd = ARBITER.command();
+        cmd.arg("serve");
+        if !extra.contains(&"--governed") {
+            cmd.arg("--policies").arg(&self.policies);
+        }
+        cmd.arg("--data")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--store",
+                store,
+                "--store-grace",
+                "2s",
+                "--log-level",
+                "info",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.nodes.push(Served::start(&mut cmd, port));
+    }
+
+    fn agent(&self, id: &str) -> (String, String) {
+        self.cli(&["agent", "register", id, "--owner", "ops"]);
+        self.key(id)
+    }
+
+    /// A new key of agent `id`: `(secret, key id)`.
+    fn key(&self, id: &str) -> (String, String) {
+        let out = self.cli(&["agent", "key", "issue", id, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["key"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn admin_token(&self, name: &str) -> String {
+        let out = self.cli(&[
+            "admin",
+            "token",
+            "create",
+            "--name",
+            name,
+            "--role",
+            "administrator",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    http(
+        port,
+        method,
+        path,
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .unwrap()
+}
+
+/// Asks node `port` whether the holder of `key` may call `tool`.
+fn evaluate(port: u16, key: &str, tool: &str) -> Value {
+    let body = json!({
+        "action": {"name": "call_tool"},
+        "resource": {"type": "Tool", "id": tool},
+    });
+    let reply = call(
+        port,
+        "POST",
+        "/access/v1/evaluation",
+        key,
+        &body.to_string(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()
+}
+
+fn allowed(port: u16, key: &str, tool: &str) -> bool {
+    evaluate(port, key, tool)["decision"] == true
+}
+
+/// How long until `f` holds; panics past [`PATIENCE`].
+fn time_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < PATIENCE {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("{what}: not within {PATIENCE:?}");
+}
+
+fn percentile(times: &mut [Duration], p: usize) -> Duration {
+    times.sort();
+    times[(times.len() * p).div_ceil(100).saturating_sub(1)]
+}
+
+/// A key revoked or an agent suspended through one node's admin API is refused by the other
+/// two within a second (every sample, so the p99 too).
+#[test]
+fn a_revocation_or_suspension_on_one_node_is_enforced_by_every_node_within_a_second() {
+    let mut fleet = Fleet::new("arbiter_fleet_revoke");
+    let admin = fleet.admin_token("ops");
+    let (first, _) = fleet.agent("bot");
+    let keys: Vec<(String, String)> = (0..8).map(|_| fleet.key("bot")).collect();
+    let url = fleet.url();
+    for _ in 0..3 {
+        fleet.start(&url, &[]);
+    }
+    let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
+    for &port in &ports {
+        assert!(allowed(port, &first, "helpdesk/read_ticket"));
+        let ready = http(port, "GET", "/readyz", &[], "").unwrap().json();
+        assert_eq!(ready["identity_store"]["backend"], "postgres", "{ready}");
+        assert_eq!(ready["identity_store"]["up"], true, "{ready}");
+    }
+
+    let mut times = Vec::new();
+    for (i, (secret, id)) in keys.iter().enumerate() {
+        // Seen (and cached) as valid everywhere first.
+        for &port in &ports {
+            assert!(allowed(port, secret, "helpdesk/read_ticket"));
+        }
+        let on = ports[i % 3];
+        let reply = call(
+            on,
+            "DELETE",
+            &format!("/v1/agents/bot/keys/{id}"),
+            &admin,
+            "",
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let revoked_at = Instant::now();
+        for &port in ports.iter().filter(|&&p| p != on) {
+            let took = time_until("the revoked key is refused", || {
+                !allowed(port, secret, "helpdesk/read_ticket")
+            });
+            times.push(took.max(revoked_at.elapsed()));
+        }
+    }
+    let p99 = percentile(&mut times, 99);
+    eprintln!(
+        "revocation reached the other nodes: p50 {:?}, p99 {p99:?}, max {:?} ({} samples)",
+        percentile(&mut times, 50),
+        times.last().unwrap(),
+        times.len()
+    );
+    assert!(p99 < PROPAGATION, "p99 {p99:?}");
+
+    // Suspended through node B: A and C refuse the agent's remaining key.
+    let reply = call(ports[1], "POST", "/v1/agents/bot/suspend", &admin, "{}");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let suspended_at = Instant::now();
+    for port in [ports[0], ports[2]] {
+        time_until("the suspended agent is refused", || {
+            !allowed(port, &first, "helpdesk/read_ticket")
+        });
+    }
+    assert!(suspended_at.elapsed() < PROPAGATION * 2);
+    let refused = evaluate(ports[0], &first, "helpdesk/read_ticket");
+    assert_eq!(refused["decision"], false, "{refused}");
+
+    // Each node keeps its own decision log: no node holds another's records.
+    for i in 0..3 {
+        assert!(fleet.root.path().join(format!("node-{i}/log")).is_dir());
+    }
+}
+
+/// A rate limit of six calls an hour holds across three nodes under concurrent calls: six
+/// allowed in all, whichever nodes took them; the others say the limit holds fleet-wide.
+#[test]
+fn a_rate_limit_holds_across_the_fleet_under_concurrent_calls() {
+    let mut fleet = Fleet::new("arbiter_fleet_limit");
+    let (key, _) = fleet.agent("bot");
+    let url = fleet.url();
+    for _ in 0..3 {
+        fleet.start(&url, &[]);
+    }
+    let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let threads: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let key = key.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..5)
+                    .map(|_| evaluate(port, &key, "billing/refund"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let allowed = answers.iter().filter(|a| a["decision"] == true).count();
+    assert_eq!(allowed, 6, "{answers:#?}");
+    let denied = answers
+        .iter()
+        .find(|a| a["decision"] == false)
+        .unwrap()
+        .to_string();
+    assert!(denied.contains("rate limit reached"), "{denied}");
+    // An unlimited permit is unaffected.
+    assert!(evaluate(ports[0], &key, "helpdesk/read_ticket")["decision"] == true);
+}
+
+/// An approval is used once fleet-wide: the approved request, sent to all three nodes at
+/// once, is allowed exactly once.
+#[test]
+fn an_approval_is_used_once_across_the_fleet() {
+    let mut fleet = Fleet::new("arbiter_fleet_approval");
+    let (key, _) = fleet.agent("bot");
+    let url = fleet.url();
+    for _ in 0..3 {
+        fleet.start(&url, &[]);
+    }
+    let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
+    let asked = evaluate(ports[0], &key, "billing/wire");
+    assert_eq!(asked["decision"], false, "{asked}");
+    let id = approval_id(&asked.to_string());
+    fleet.cli(&[
+        "approval",
+        "approve",
+        &id,
+        "--approver",
+        "alice",
+        "--reason",
+        "checked",
+    ]);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let threads: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let key = key.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                evaluate(port, &key, "billing/wire")
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let used = answers.iter().filter(|a| a["decision"] == true).count();
+    assert_eq!(used, 1, "{answers:#?}");
+    let shown = fleet.cli(&["approval", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "used", "{shown}");
+}
+
+/// Governed nodes on one store follow an activation made anywhere within a second.
+#[test]
+fn a_policy_activation_reaches_every_governed_node() {
+    let mut fleet = Fleet::new("arbiter_fleet_activation");
+    let alice = fleet.admin_token("alice");
+    let bob = fleet.admin_token("bob");
+    let (key, _) = fleet.agent("bot");
+    let data = fleet.root.path().join("cli-data");
+    let url = fleet.url();
+    let policy = |token: &str, args: &[&str]| -> String {
+        let mut cmd = ARBITER.command();
+        cmd.arg("policy")
+            .args(args)
+            .args(["--store", &url, "--data"])
+            .arg(&data)
+            .env("ARBITER_ADMIN_TOKEN", token);
+        text(&run_ok(&mut cmd).stdout)
+    };
+    let root = fleet.root.path().to_path_buf();
+    let version_dir = |name: &str, cedar: &str| -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policies.cedar"), cedar).unwrap();
+        dir
+    };
+    let propose = |token: &str, dir: &Path| -> String {
+        let out = policy(token, &["propose", dir.to_str().unwrap(), "-m", "fleet"]);
+        out.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let v1 = propose(&alice, &version_dir("v1", POLICIES));
+    policy(&bob, &["approve", &v1]);
+    policy(&bob, &["activate", &v1]);
+    for _ in 0..3 {
+        fleet.start(&url, &["--governed"]);
+    }
+    let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
+    for &port in &ports {
+        assert!(allowed(port, &key, "helpdesk/read_ticket"));
+    }
+    // v2 drops reading tickets; activated by alice through the CLI (another process).
+    let v2 = propose(
+        &bob,
+        &version_dir(
+            "v2",
+            &POLICIES.replace("Tool::\"helpdesk/read_ticket\"", "Tool::\"helpdesk/none\""),
+        ),
+    );
+    policy(&alice, &["approve", &v2]);
+    policy(&alice, &["activate", &v2]);
+    let activated = Instant::now();
+    let mut times = Vec::new();
+    for &port in &ports {
+        times.push(time_until("the node enforces v2", || {
+            http(port, "GET", "/readyz", &[], "").unwrap().json()["policy"]["version"] == v2
+        }));
+        assert!(!allowed(port, &key, "helpdesk/read_ticket"));
+    }
+    eprintln!("activation reached every node in {times:?}");
+    assert!(
+        activated.elapsed() < PROPAGATION * 2,
+        "{:?}",
+        activated.elapsed()
+    );
+    assert!(times.iter().all(|t| *t < PROPAGATION), "{times:?}");
+}
+
+/// A node cut off from its database keeps answering from what it knows for its grace, then
+/// denies every credential it cannot confirm, says so in `/readyz` and `/metrics`, and
+/// recovers when the database is back.
+#[test]
+fn a_node_that_loses_its_database_fails_closed_and_says_so() {
+    let mut fleet = Fleet::new("arbiter_fleet_partition");
+    let (key, _) = fleet.agent("bot");
+    let relay = Relay::to_postgres(&fleet.url());
+    fleet.start(&relay.url(), &[]);
+    let port = fleet.nodes[0].port;
+    assert!(allowed(port, &key, "helpdesk/read_ticket"));
+
+    relay.cut();
+    wait_until("the node fails closed", PATIENCE, || {
+        !allowed(port, &key, "helpdesk/read_ticket")
+    });
+    let denied = evaluate(port, &key, "helpdesk/read_ticket");
+    assert!(
+        denied["context"]["decision_id"].is_string(),
+        "a denial with a decision id: {denied}"
+    );
+    let ready = http(port, "GET", "/readyz", &[], "").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let ready = ready.json();
+    assert_eq!(ready["identity_store"]["up"], false, "{ready}");
+    assert!(ready["identity_store"]["problem"].is_string(), "{ready}");
+    let metrics = http(port, "GET", "/metrics", &[], "").unwrap().body;
+    assert!(
+        metrics.contains("arbiter_store_up{backend=\"postgres\"} 0"),
+        "{metrics}"
+    );
+    // The node's log names the problem and never the database password.
+    let log = std::fs::read_to_string(fleet.root.path().join("node-0.log")).unwrap();
+    assert!(log.contains("change feed"), "{log}");
+
+    relay.restore();
+    wait_until("the node recovers", PATIENCE, || {
+        allowed(port, &key, "helpdesk/read_ticket")
+    });
+    let ready = http(port, "GET", "/readyz", &[], "").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}
