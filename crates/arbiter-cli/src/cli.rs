@@ -141,6 +141,13 @@ pub struct ServeArgs {
     )]
     pub listen: String,
 
+    /// With `--store`: the base URL the other nodes of the fleet reach this one at, to find the
+    /// decisions it made (`GET /v1/decisions/{id}` on any node). Default: `http://` and the
+    /// listen address, unless it listens on every address (then this node's decisions are
+    /// found only on this node).
+    #[arg(long, env = "ARBITER_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+
     /// Base URL advertised by `/.well-known/authzen-configuration` (default: from the request's
     /// `Host`).
     #[arg(long, env = "ARBITER_PUBLIC_URL", value_name = "URL")]

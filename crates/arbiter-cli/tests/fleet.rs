@@ -452,3 +452,167 @@ fn a_node_that_loses_its_database_fails_closed_and_says_so() {
     let ready = http(port, "GET", "/readyz", &[], "").unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
 }
+
+/// Each node keeps its own log and key: any node finds a decision another made (asking it,
+/// signed with its own log key; no operator token leaves the node), and `log verify --fleet`
+/// verifies every node's log against the key and checkpoint it registered.
+#[test]
+fn each_node_keeps_its_own_log_and_the_fleet_verifies_as_one() {
+    let mut fleet = Fleet::new("arbiter_fleet_logs");
+    let admin = fleet.admin_token("ops");
+    let (key, _) = fleet.agent("bot");
+    let url = fleet.url();
+    for _ in 0..3 {
+        fleet.start(&url, &[]);
+    }
+    let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
+    let made: Vec<String> = ports
+        .iter()
+        .map(|&port| {
+            evaluate(port, &key, "helpdesk/read_ticket")["context"]["decision_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let node_ids: Vec<String> = (0..3)
+        .map(|i| {
+            std::fs::read_to_string(fleet.root.path().join(format!("node-{i}/node-id")))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    // A decision of node C, asked of node A.
+    let path = format!("/v1/decisions/{}", made[2]);
+    let found = wait_for_status(ports[0], &path, &admin, 200);
+    let found = found.json();
+    assert_eq!(
+        found["answered_by"]["node_id"],
+        node_ids[2].as_str(),
+        "{found}"
+    );
+    assert!(found.to_string().contains(&made[2]), "{found}");
+    // Unknown everywhere: 404 after asking the two others.
+    let unknown = call(
+        ports[0],
+        "GET",
+        "/v1/decisions/0190a0a0-0000-7000-8000-000000000000",
+        &admin,
+        "",
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(unknown.body.contains("2 other node(s)"), "{}", unknown.body);
+    // A peer request with a bad signature is refused, and never needs an operator token.
+    let forged = http(
+        ports[1],
+        "GET",
+        &path,
+        &[
+            ("arbiter-node", node_ids[0].as_str()),
+            ("arbiter-node-time", &(now_ms()).to_string()),
+            ("arbiter-node-signature", &"00".repeat(64)),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    assert!(forged.body.contains("does not verify"), "{}", forged.body);
+    let stranger = http(
+        ports[1],
+        "GET",
+        &path,
+        &[
+            ("arbiter-node", "not-a-node"),
+            ("arbiter-node-time", &(now_ms()).to_string()),
+            ("arbiter-node-signature", &"00".repeat(64)),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(stranger.status, 401, "{}", stranger.body);
+
+    // Every node publishes its checkpoint to the store.
+    wait_until("every node published a checkpoint", PATIENCE, || {
+        fleet
+            .db
+            .psql("SELECT count(*) FROM nodes WHERE checkpoint_size >= 1")
+            .trim()
+            == "3"
+    });
+    fleet.nodes.clear(); // stopped: their logs are complete on disk
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| fleet.root.path().join(format!("node-{i}")))
+        .collect();
+    let verify = |dirs: &[PathBuf]| -> Output {
+        let mut cmd = fleet.cli_command(&["log", "verify", "--fleet"]);
+        for d in dirs {
+            cmd.arg("--node-data").arg(d);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = verify(&dirs);
+    assert!(
+        ok.status.success(),
+        "{}\n{}",
+        text(&ok.stdout),
+        text(&ok.stderr)
+    );
+    let out = text(&ok.stdout);
+    assert!(out.contains("fleet ok: 3 node(s)"), "{out}");
+    for id in &node_ids {
+        assert!(out.contains(&format!("node {id} ok")), "{out}");
+    }
+
+    // A node left out is named.
+    let partial = verify(&dirs[..2]);
+    assert_eq!(partial.status.code(), Some(3), "{}", text(&partial.stdout));
+    assert!(
+        text(&partial.stderr).contains(&format!("node {} FAILED: not verified", node_ids[2])),
+        "{}",
+        text(&partial.stderr)
+    );
+
+    // A log rolled back to before what it published fails, even re-signed with its own key:
+    // here, node B's log replaced by an empty one under the same key.
+    let log_b = dirs[1].join("log");
+    for entry in std::fs::read_dir(&log_b).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name != "log-signing.key" && name != "log-signing.pub" {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+    }
+    let rolled = verify(&dirs);
+    assert_eq!(rolled.status.code(), Some(3), "{}", text(&rolled.stdout));
+    assert!(
+        text(&rolled.stderr).contains("does not hold the checkpoint"),
+        "{}",
+        text(&rolled.stderr)
+    );
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// `GET path` on `port` until it answers `status` (a checkpoint may not cover a new decision
+/// yet: 409 meanwhile).
+fn wait_for_status(port: u16, path: &str, token: &str, status: u16) -> Reply {
+    let start = Instant::now();
+    loop {
+        let reply = call(port, "GET", path, token, "");
+        if reply.status == status || start.elapsed() > PATIENCE {
+            assert_eq!(reply.status, status, "{}", reply.body);
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -114,6 +114,16 @@ impl PublicKey {
         hex::encode(&Sha256::digest(self.0.as_bytes())[..8])
     }
 
+    /// Checks a signature made by [`KeyPair::sign_node_message`].
+    pub fn verify_node_message(
+        &self,
+        purpose: &str,
+        msg: &[u8],
+        signature_hex: &str,
+    ) -> Result<(), CheckpointError> {
+        self.verify_hex(&node_message(purpose, msg), signature_hex)
+    }
+
     /// Checks a strict Ed25519 signature, given as 128 hex characters, over `msg`.
     pub fn verify_hex(&self, msg: &[u8], signature_hex: &str) -> Result<(), CheckpointError> {
         let mut sig = [0u8; 64];
@@ -211,6 +221,26 @@ impl KeyPair {
     pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
     }
+
+    /// Signs a message between the nodes of a fleet (128 hex characters), for `purpose`: the
+    /// signed bytes start with [`NODE_MESSAGE_TAG`] and the purpose, so they can never be taken
+    /// for a checkpoint body or a message of another purpose.
+    pub fn sign_node_message(&self, purpose: &str, msg: &[u8]) -> String {
+        hex::encode(self.sign_bytes(&node_message(purpose, msg)))
+    }
+}
+
+/// The first line of every message a node signs for other nodes.
+pub const NODE_MESSAGE_TAG: &str = "arbiter-node-message/v1";
+
+fn node_message(purpose: &str, msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(NODE_MESSAGE_TAG.len() + purpose.len() + msg.len() + 2);
+    out.extend_from_slice(NODE_MESSAGE_TAG.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(purpose.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(msg);
+    out
 }
 
 /// Writes `dir/name` via a temporary file: create with `mode`, write, fsync,

@@ -861,6 +861,12 @@ impl Log {
         self.inner.key.public_key()
     }
 
+    /// Signs a message to the other nodes of a fleet with this log's key (see
+    /// [`KeyPair::sign_node_message`]).
+    pub fn sign_node_message(&self, purpose: &str, msg: &[u8]) -> String {
+        self.inner.key.sign_node_message(purpose, msg)
+    }
+
     /// Queues `record` and calls `done` when it is durable (or failed).
     ///
     /// The log overwrites `seq` (next in sequence) and `node_id` (from the

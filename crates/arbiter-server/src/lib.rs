@@ -19,6 +19,7 @@ pub mod auth;
 pub mod authzen;
 mod body;
 pub mod error;
+pub mod fleet;
 pub mod forward_auth;
 mod log;
 mod ops;

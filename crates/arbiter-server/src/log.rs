@@ -36,6 +36,11 @@ async fn may_read_decision(
     require_admin(state, headers, Need::Read)
         .await
         .map_err(IntoResponse::into_response)?;
+    valid_decision_id(state, id)
+}
+
+/// A decision id this node can look up: it has a log, and the id is UUID-shaped.
+fn valid_decision_id(state: &AppState, id: &str) -> Result<(), Response> {
     if state.pdp.recorder().is_none() {
         return Err(no_log());
     }
@@ -48,6 +53,47 @@ async fn may_read_decision(
         .into_response());
     }
     Ok(())
+}
+
+/// A decision not in this node's log, asked of the other nodes of the fleet: the first that
+/// holds it answers (its proof is against its own checkpoint, signed by its own key).
+async fn elsewhere(state: &AppState, path: String) -> Response {
+    let pdp = state.pdp.clone();
+    let asked = tokio::task::spawn_blocking(move || crate::fleet::ask_others(&pdp, &path)).await;
+    match asked {
+        Ok(Ok(crate::fleet::Elsewhere::Found { node, mut body })) => {
+            if let Some(map) = body.as_object_mut() {
+                map.insert(
+                    "answered_by".to_owned(),
+                    json!({"node_id": node.id, "url": node.url, "public_key": node.public_key}),
+                );
+            }
+            Json(body).into_response()
+        }
+        Ok(Ok(crate::fleet::Elsewhere::NotFound { asked, unreachable })) if unreachable.is_empty() => {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no decision with that id in this node's log or in the {asked} other node(s) of the fleet"
+                ),
+            )
+            .into_response()
+        }
+        Ok(Ok(crate::fleet::Elsewhere::NotFound { unreachable, .. })) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "nodes_unreachable",
+            format!(
+                "no decision with that id in this node's log or in the nodes that answered; not \
+                 asked or not answering: {}",
+                unreachable.join(", ")
+            ),
+        )
+        .into_response(),
+        Ok(Err(why)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "nodes_unreachable", why)
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
 }
 
 fn unavailable(e: impl ToString) -> Response {
@@ -64,14 +110,31 @@ pub async fn decision(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(refused) = may_read_decision(&state, &headers, &id).await {
+    // Another node of the fleet asking (signed with its log key): only this node's log.
+    let path = format!("/v1/decisions/{id}");
+    let from_peer = match crate::fleet::peer(&state.pdp, &headers, "GET", &path).await {
+        Ok(peer) => peer,
+        Err(why) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why).into_response();
+        }
+    };
+    let checked = match &from_peer {
+        None => may_read_decision(&state, &headers, &id).await,
+        Some(_) => valid_decision_id(&state, &id),
+    };
+    if let Err(refused) = checked {
         return refused;
     }
     let pdp = state.pdp.clone();
+    let wanted = id.clone();
     let proved =
-        tokio::task::spawn_blocking(move || pdp.recorder().map(|r| r.log().prove(&id))).await;
+        tokio::task::spawn_blocking(move || pdp.recorder().map(|r| r.log().prove(&wanted))).await;
+    let shared = state.pdp.identity().is_some_and(|i| i.store().shared());
     match proved {
         Ok(Some(Ok(bundle))) => Json(json!(bundle)).into_response(),
+        Ok(Some(Err(LogError::NotFound(_)))) if shared && from_peer.is_none() => {
+            elsewhere(&state, path).await
+        }
         Ok(Some(Err(LogError::NotFound(_)))) => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

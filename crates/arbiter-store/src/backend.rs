@@ -11,10 +11,10 @@ use crate::model::{
 use crate::model::{
     Approval, ApprovalLookup, ApprovalState, ChargeOutcome, NewApproval, NewCharge,
 };
-use crate::model::{NewPolicyVersion, PolicyActivation, PolicyVersion};
+use crate::model::{NewNode, NewPolicyVersion, Node, PolicyActivation, PolicyVersion};
 use crate::{
-    Store, StoreError, agents, approvals, charges, credentials, discovered, pins, policy_versions,
-    validate,
+    Store, StoreError, agents, approvals, charges, credentials, discovered, nodes, pins,
+    policy_versions, validate,
 };
 
 /// An engine the store runs on.
@@ -303,6 +303,33 @@ macro_rules! store_on_backend {
 
             fn uncharge(&self, decision_id: &str) -> Result<usize, StoreError> {
                 self.write(|tx| charges::uncharge(tx, decision_id))
+            }
+
+            fn register_node(
+                &self,
+                new: &NewNode,
+                actor: &Actor,
+                now_us: i64,
+            ) -> Result<Node, StoreError> {
+                self.change(actor, |tx| nodes::register(tx, new, actor, now_us))
+            }
+
+            fn publish_node_checkpoint(
+                &self,
+                id: &str,
+                tree_size: u64,
+                checkpoint: &str,
+                now_us: i64,
+            ) -> Result<(), StoreError> {
+                self.write(|tx| nodes::publish_checkpoint(tx, id, tree_size, checkpoint, now_us))
+            }
+
+            fn node(&self, id: &str) -> Result<Option<Node>, StoreError> {
+                self.read(|conn| nodes::get(conn, id))
+            }
+
+            fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+                self.read(nodes::list)
             }
 
             fn unuse_approval(&self, id: &str, decision_id: &str) -> Result<(), StoreError> {

@@ -42,6 +42,7 @@ mod db;
 mod discovered;
 mod error;
 pub mod model;
+pub mod nodes;
 mod pg;
 pub mod pg_schema;
 mod pins;
@@ -56,9 +57,9 @@ pub use model::{
     ADMIN_ROLES, ActivationKind, Actor, Agent, AgentFilter, AgentPatch, AgentStatus, Approval,
     ApprovalLookup, ApprovalState, Approvers, AuditEvent, ChargeOutcome, Credential,
     CredentialFilter, CredentialKind, Discovered, DiscoveredKind, Environment, MAX_DISCOVERED_ROWS,
-    MAX_DISCOVERED_SOURCES, NewAgent, NewApproval, NewCharge, NewCredential, NewPolicyVersion,
-    PinCheck, PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion, PolicyVersionState,
-    Sighting, SightingsReport, ToolPin,
+    MAX_DISCOVERED_SOURCES, NewAgent, NewApproval, NewCharge, NewCredential, NewNode,
+    NewPolicyVersion, Node, PinCheck, PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion,
+    PolicyVersionState, Sighting, SightingsReport, ToolPin,
 };
 pub use pg::{CHANNEL, PgOptions, PgStore};
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
@@ -504,6 +505,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &Actor,
         now_us: i64,
     ) -> Result<(), StoreError>;
+
+    // ---- the nodes of a fleet (see [`nodes`]) ----
+
+    /// Registers a decision point (audited `node.register`), or records that it is up again
+    /// and where (audited `node.update` when its URL changed). Refused when the id is
+    /// registered with another key.
+    fn register_node(&self, new: &NewNode, actor: &Actor, now_us: i64) -> Result<Node, StoreError>;
+
+    /// Stores node `id`'s latest signed checkpoint (canonical JSON) unless a larger one is
+    /// there. Not audited.
+    fn publish_node_checkpoint(
+        &self,
+        id: &str,
+        tree_size: u64,
+        checkpoint: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The node `id`, if registered.
+    fn node(&self, id: &str) -> Result<Option<Node>, StoreError>;
+
+    /// Every registered node, by id.
+    fn nodes(&self) -> Result<Vec<Node>, StoreError>;
 
     /// Up to `limit` audit events with `seq > after_seq` (from the first
     /// when `None`), in order.

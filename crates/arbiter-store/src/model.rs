@@ -660,3 +660,27 @@ pub enum ChargeOutcome {
         frees_in_us: Option<i64>,
     },
 }
+
+/// A decision point of a fleet, as registered in a shared store (see [`crate::Store::register_node`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Its node id (the decision log's `node_id`).
+    pub id: String,
+    /// Its decision log's checkpoint key, 64 hex characters.
+    pub public_key: String,
+    /// Where other nodes reach its API, if it said.
+    pub url: Option<String>,
+    pub registered_us: i64,
+    pub last_seen_us: i64,
+    /// The latest signed checkpoint it published (canonical JSON), and its size.
+    pub checkpoint: Option<String>,
+    pub checkpoint_size: Option<u64>,
+}
+
+/// What a node registers.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: String,
+    pub public_key: String,
+    pub url: Option<String>,
+}

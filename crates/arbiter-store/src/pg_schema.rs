@@ -237,8 +237,22 @@ CREATE INDEX charges_by_time ON charges (at_us);
 CREATE INDEX charges_by_decision ON charges (decision_id);
 ";
 
+/// Version 3: the nodes of the fleet (see [`crate::nodes`]).
+const V3: &str = r"
+CREATE TABLE nodes (
+    id              TEXT   NOT NULL PRIMARY KEY CHECK (id <> '' AND octet_length(id) <= 128),
+    public_key      TEXT   NOT NULL CHECK (public_key ~ '^[0-9a-f]{64}$'),
+    url             TEXT,
+    registered_us   BIGINT NOT NULL,
+    last_seen_us    BIGINT NOT NULL,
+    checkpoint      TEXT,
+    checkpoint_size BIGINT,
+    CHECK ((checkpoint IS NULL) = (checkpoint_size IS NULL))
+);
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const PG_MIGRATIONS: &[&str] = &[V1, V2];
+pub const PG_MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The PostgreSQL schema version this build writes.
 pub fn current_version() -> i64 {

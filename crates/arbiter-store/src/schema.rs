@@ -268,8 +268,22 @@ CREATE INDEX charges_by_time ON charges (at_us);
 CREATE INDEX charges_by_decision ON charges (decision_id);
 ";
 
+/// Schema version 7: the nodes of a fleet (see [`crate::nodes`]).
+const V7: &str = r"
+CREATE TABLE nodes (
+    id              TEXT    NOT NULL PRIMARY KEY CHECK (id <> '' AND length(CAST(id AS BLOB)) <= 128),
+    public_key      TEXT    NOT NULL CHECK (length(public_key) = 64),
+    url             TEXT,
+    registered_us   INTEGER NOT NULL,
+    last_seen_us    INTEGER NOT NULL,
+    checkpoint      TEXT,
+    checkpoint_size INTEGER,
+    CHECK ((checkpoint IS NULL) = (checkpoint_size IS NULL))
+) STRICT;
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

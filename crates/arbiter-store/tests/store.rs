@@ -437,7 +437,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
             .unwrap();
     }
     {
-        // Versions 2 to 6 away: the pins, the change counter and its triggers, approvals.
+        // Versions 2 to 7 away: the pins, the change counter and its triggers, approvals.
         let conn = raw(&path);
         let triggers: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE 'generation_%'")
@@ -453,7 +453,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
             "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
              DROP TABLE policy_activations; DROP TABLE policy_version_approvals; \
              DROP TABLE policy_versions; DROP TABLE settings; DROP TABLE charges; \
-             PRAGMA user_version = 1;",
+             DROP TABLE nodes; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
@@ -529,7 +529,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 6
+                supported: 7
             }
         ),
         "{err:?}"

@@ -93,6 +93,17 @@ pub enum LogCommand {
         /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
+        /// Verify every node of the fleet registered in the shared store (`--store`): each
+        /// node's log, in the data directory given with `--node-data`, against the key the node
+        /// registered (not the one in its directory), and against the latest checkpoint it
+        /// published to the store (a log that lost records it had signed fails). Every
+        /// registered node must be given. Prints one line per node and the totals.
+        #[arg(long, conflicts_with_all = ["pubkey", "witness_keys"])]
+        fleet: bool,
+        /// With `--fleet`: the data directory of a node (repeatable; matched to the registered
+        /// nodes by their log's key).
+        #[arg(long = "node-data", value_name = "DIR", requires = "fleet")]
+        node_data: Vec<PathBuf>,
     },
     /// Print an inclusion proof for one decision (JSON), to check later with `check-proof`.
     ///
@@ -264,6 +275,13 @@ impl FilterArgs {
 pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LogCommand::Verify {
+            checkpoint_every_records,
+            json,
+            fleet: true,
+            node_data,
+            ..
+        } => verify_fleet(&node_data, checkpoint_every_records, json),
+        LogCommand::Verify {
             data,
             pubkey,
             checkpoint_every_records,
@@ -271,6 +289,7 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             witness_urls,
             unwitnessed_records,
             json,
+            ..
         } => verify(
             &data,
             pubkey.as_deref(),
@@ -395,6 +414,195 @@ struct Witnessed {
     urls: Vec<String>,
     /// Records allowed after the latest witnessed checkpoint.
     lag: u64,
+}
+
+/// One node's verification in `log verify --fleet`.
+#[derive(Debug)]
+struct NodeVerified {
+    node_id: String,
+    data: Option<PathBuf>,
+    records: u64,
+    checkpoints: u64,
+    root: Option<String>,
+    published_checkpoint_size: Option<u64>,
+    problem: Option<String>,
+}
+
+fn verify_fleet(node_data: &[PathBuf], window: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let location = crate::cmd::store::shared().ok_or_else(|| {
+        anyhow::anyhow!(
+            "`--fleet` verifies the nodes registered in the fleet's store: give `--store URL`"
+        )
+    })?;
+    let store = location
+        .open()
+        .with_context(|| format!("cannot open the store at {}", location.describe()))?;
+    let nodes = store.nodes()?;
+    anyhow::ensure!(
+        !nodes.is_empty(),
+        "no node is registered in the store at {} (nodes register when `arbiter serve --store` starts)",
+        location.describe()
+    );
+    // Each directory's log, by the key in it (which only finds it: the registered key judges).
+    let mut given: Vec<(PathBuf, Option<String>)> = Vec::new();
+    for data in node_data {
+        let dir = data.join("log");
+        anyhow::ensure!(dir.is_dir(), "no decision log at `{}`", dir.display());
+        let key = PublicKey::from_file(&dir.join("log-signing.pub"))
+            .ok()
+            .map(|k| k.to_hex());
+        given.push((data.clone(), key));
+    }
+    let mut out = Vec::new();
+    for node in &nodes {
+        let mut v = NodeVerified {
+            node_id: node.id.clone(),
+            data: None,
+            records: 0,
+            checkpoints: 0,
+            root: None,
+            published_checkpoint_size: node.checkpoint_size,
+            problem: None,
+        };
+        let Some((data, _)) = given
+            .iter()
+            .find(|(_, k)| k.as_deref() == Some(node.public_key.as_str()))
+        else {
+            v.problem = Some(format!(
+                "not verified: no `--node-data` directory holds the log of this node (key {}…)",
+                &node.public_key[..16]
+            ));
+            out.push(v);
+            continue;
+        };
+        v.data = Some(data.clone());
+        v.problem = verify_node(node, &data.join("log"), window, &mut v).err();
+        out.push(v);
+    }
+    for (data, key) in &given {
+        if !nodes
+            .iter()
+            .any(|n| Some(n.public_key.as_str()) == key.as_deref())
+        {
+            out.push(NodeVerified {
+                node_id: String::new(),
+                data: Some(data.clone()),
+                records: 0,
+                checkpoints: 0,
+                root: None,
+                published_checkpoint_size: None,
+                problem: Some(
+                    "this log's key is not the key of any node registered in the store".to_owned(),
+                ),
+            });
+        }
+    }
+    let failed = out.iter().filter(|v| v.problem.is_some()).count();
+    let records: u64 = out.iter().map(|v| v.records).sum();
+    if json {
+        let nodes: Vec<serde_json::Value> = out
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "node_id": v.node_id,
+                    "data": v.data.as_ref().map(|d| d.display().to_string()),
+                    "records": v.records,
+                    "checkpoints": v.checkpoints,
+                    "root": v.root,
+                    "published_checkpoint_size": v.published_checkpoint_size,
+                    "problem": v.problem,
+                })
+            })
+            .collect();
+        print(&serde_json::to_string_pretty(&serde_json::json!({
+            "ok": failed == 0,
+            "nodes": nodes,
+            "records": records,
+        }))?)?;
+    } else {
+        for v in &out {
+            let name = if v.node_id.is_empty() {
+                "(unregistered)"
+            } else {
+                &v.node_id
+            };
+            match &v.problem {
+                None => print(&format!(
+                    "node {name} ok: {} records, {} checkpoints, root {}{}",
+                    v.records,
+                    v.checkpoints,
+                    v.root.as_deref().unwrap_or(""),
+                    v.published_checkpoint_size
+                        .map(|s| format!(", contains its published checkpoint of {s} records"))
+                        .unwrap_or_default()
+                ))?,
+                Some(p) => eprintln!("node {name} FAILED: {p}"),
+            }
+        }
+    }
+    if failed == 0 {
+        if !json {
+            print(&format!(
+                "fleet ok: {} node(s), {records} records, signatures checked against the registered keys",
+                out.len()
+            ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "fleet verification FAILED: {failed} of {} node(s) (see above)",
+            out.len()
+        );
+        Ok(ExitCode::from(EXIT_VERIFY_FAILED))
+    }
+}
+
+/// Verifies one node's log against its registered key and its published checkpoint.
+fn verify_node(
+    node: &arbiter_store::Node,
+    dir: &Path,
+    window: u64,
+    v: &mut NodeVerified,
+) -> Result<(), String> {
+    let key = PublicKey::from_hex(&node.public_key)
+        .map_err(|e| format!("the registered key is unusable: {e}"))?;
+    let report = arbiter_log::verify_dir_with(
+        dir,
+        Some(&key),
+        None,
+        &arbiter_log::VerifyOptions { window },
+    )
+    .map_err(|e| format!("cannot read the log: {e}"))?;
+    v.records = report.records;
+    v.checkpoints = report.checkpoints;
+    v.root = Some(report.root.clone());
+    if let Some(p) = &report.problem {
+        let at = p
+            .index
+            .map_or_else(|| "a checkpoint".to_owned(), |i| format!("record {i}"));
+        return Err(format!("at {at}: {}: {}", kind_name(p.kind), p.detail));
+    }
+    if let Some(text) = &node.checkpoint {
+        let cp = arbiter_log::Checkpoint::from_json(text.as_bytes())
+            .map_err(|e| format!("the checkpoint it published is unreadable: {e}"))?;
+        cp.verify(&key).map_err(|_| {
+            "the checkpoint it published is not signed by its registered key".to_owned()
+        })?;
+        if cp.node_id != node.id {
+            return Err(format!(
+                "the checkpoint it published names node `{}`",
+                cp.node_id
+            ));
+        }
+        arbiter_log::consistency_dir(dir, &cp, &cp).map_err(|e| {
+            format!(
+                "the log does not hold the checkpoint of {} records the node published: records \
+                 it had signed were removed or rewritten ({e})",
+                cp.tree_size
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn verify(

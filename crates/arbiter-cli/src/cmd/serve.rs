@@ -173,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the listen address")?;
+    let _publisher = join_fleet(&args, &pdp, local).await?;
     let access_log = match &args.access_log {
         Some(destination) => {
             let target = arbiter_server::access_log::Target::parse(destination);
@@ -237,6 +238,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// With a shared store (`--store`): registers this node (its log's key and URL) and publishes
+/// its checkpoints; see `docs/fleet.md`.
+async fn join_fleet(
+    args: &ServeArgs,
+    pdp: &Arc<Pdp>,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let shared = pdp.identity().is_some_and(|i| i.store().shared());
+    if !shared {
+        return Ok(None);
+    }
+    if pdp.recorder().is_none() {
+        tracing::warn!("this node keeps no decision log: it is not registered in the fleet");
+        return Ok(None);
+    }
+    let url = args
+        .advertise_url
+        .clone()
+        .or_else(|| (!local.ip().is_unspecified()).then(|| format!("http://{local}")));
+    if url.is_none() {
+        tracing::warn!(
+            "listening on every address without `--advertise-url`: the other nodes cannot ask \
+             this one for its decisions"
+        );
+    }
+    let joining = pdp.clone();
+    let node = tokio::task::spawn_blocking(move || arbiter_server::fleet::join(&joining, url))
+        .await
+        .context("registering this node panicked")?
+        .map_err(|e| anyhow::anyhow!("cannot register this node in the fleet: {e}"))?;
+    tracing::info!(node = %node.id, url = ?node.url, "registered in the fleet");
+    Ok(Some(arbiter_server::fleet::spawn_publisher(pdp.clone())))
 }
 
 /// Starts sending checkpoints to the `--witness` URLs, if any.

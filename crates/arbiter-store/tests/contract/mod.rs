@@ -2067,3 +2067,72 @@ fn racing_handles_never_charge_past_the_maximum() {
     let charged: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(charged, 7, "exactly the maximum, whoever charged");
 }
+
+// ------------------------------------------------------------- nodes
+
+#[test]
+fn a_node_registers_once_with_its_key_and_publishes_checkpoints_forward() {
+    use arbiter_store::NewNode;
+    let s = store();
+    let node = |key: &str, url: Option<&str>| NewNode {
+        id: "node-a".to_owned(),
+        public_key: key.repeat(32),
+        url: url.map(str::to_owned),
+    };
+    let system = Actor::system("serve");
+    let n = s
+        .register_node(&node("ab", Some("http://10.0.0.1:8180")), &system, T0)
+        .unwrap();
+    assert_eq!(n.checkpoint, None);
+    // Up again, elsewhere: the URL follows, audited; the same place is not audited again.
+    s.register_node(&node("ab", Some("http://10.0.0.2:8180")), &system, T0 + 1)
+        .unwrap();
+    s.register_node(&node("ab", Some("http://10.0.0.2:8180")), &system, T0 + 2)
+        .unwrap();
+    assert_eq!(actions(&*s), ["node.register", "node.update"]);
+    // Another key under the same id is refused, naming the key it has.
+    let err = s
+        .register_node(&node("cd", None), &system, T0 + 3)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err}");
+    assert!(err.to_string().contains("abababab"), "{err}");
+    // Checkpoints only move forward.
+    s.publish_node_checkpoint("node-a", 10, "{\"size\":10}", T0 + 4)
+        .unwrap();
+    s.publish_node_checkpoint("node-a", 5, "{\"size\":5}", T0 + 5)
+        .unwrap();
+    let n = s.node("node-a").unwrap().unwrap();
+    assert_eq!(
+        (n.checkpoint.as_deref(), n.checkpoint_size),
+        (Some("{\"size\":10}"), Some(10))
+    );
+    assert_eq!(n.url.as_deref(), Some("http://10.0.0.2:8180"));
+    assert!(matches!(
+        s.publish_node_checkpoint("node-b", 1, "{}", T0),
+        Err(StoreError::NotFound { .. })
+    ));
+    // Inputs are checked.
+    let mut bad = node("ab", Some("ftp://x"));
+    assert!(
+        s.register_node(&bad, &system, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("node URL")
+    );
+    bad.public_key = "XY".repeat(32);
+    assert!(
+        s.register_node(&bad, &system, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("public key")
+    );
+    bad.id = String::new();
+    assert!(
+        s.register_node(&bad, &system, T0)
+            .unwrap_err()
+            .to_string()
+            .contains("node id")
+    );
+    assert_eq!(s.nodes().unwrap().len(), 1);
+    s.verify_audit().unwrap();
+}
