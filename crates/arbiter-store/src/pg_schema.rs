@@ -235,6 +235,12 @@ CREATE TABLE charges (
 CREATE INDEX charges_by_key ON charges (key, at_us);
 CREATE INDEX charges_by_time ON charges (at_us);
 CREATE INDEX charges_by_decision ON charges (decision_id);
+
+-- The sum of each key's rows in `charges`, kept with them, so that a charge reads one row.
+CREATE TABLE charge_totals (
+    key   TEXT   NOT NULL PRIMARY KEY,
+    total BIGINT NOT NULL CHECK (total >= 0)
+);
 ";
 
 /// Version 3: the nodes of the fleet (see [`crate::nodes`]).

@@ -266,6 +266,12 @@ CREATE TABLE charges (
 CREATE INDEX charges_by_key ON charges (key, at_us);
 CREATE INDEX charges_by_time ON charges (at_us);
 CREATE INDEX charges_by_decision ON charges (decision_id);
+
+-- The sum of each key's rows in `charges`, kept with them, so that a charge reads one row.
+CREATE TABLE charge_totals (
+    key   TEXT    NOT NULL PRIMARY KEY,
+    total INTEGER NOT NULL CHECK (total >= 0)
+) STRICT;
 ";
 
 /// Schema version 7: the nodes of a fleet (see [`crate::nodes`]).
