@@ -46,14 +46,13 @@ key_in() { "$BIN" agent register bench-bot --owner ops "$@" >/dev/null
 SQLITE_KEY=$(key_in --data "$WORK/sqlite")
 PG_KEY=$(key_in --store "$STORE" --data "$WORK/cli")
 
-start() { # NAME STORE-ARGS… ; prints the port
+start() { # NAME STORE-ARGS… ; sets PORT
   local name=$1; shift
-  local port; port=$(free_port)
-  "$BIN" serve --policies "$WORK/policies" --data "$WORK/$name" --listen "127.0.0.1:$port" \
+  PORT=$(free_port)
+  "$BIN" serve --policies "$WORK/policies" --data "$WORK/$name" --listen "127.0.0.1:$PORT" \
     --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
-  wait_up "http://127.0.0.1:$port" "$WORK/$name.log"
-  echo "$port"
+  wait_up "http://127.0.0.1:$PORT" "$WORK/$name.log"
 }
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
 
@@ -87,16 +86,16 @@ for tool in helpdesk/read_ticket helpdesk/limited; do
   declare -A R=()
   for r in $(seq 1 "$ROUNDS"); do
     # One node, SQLite.
-    p=$(start "sqlite")
-    read -r rps p99 err < <(run_wrk "$p" "$WORK/sqlite.lua" "$CONNS"); stop_all
+    start "sqlite"
+    read -r rps p99 err < <(run_wrk "$PORT" "$WORK/sqlite.lua" "$CONNS"); stop_all
     R[sqlite]+="$rps "; printf '%-22s round %d: %8s req/s  p99 %7s ms%s\n' "$tool sqlite x1" "$r" "$rps" "$p99" "$([ "$err" = 0 ] || echo "  ERRORS: $err")"
     # One node, PostgreSQL.
-    p=$(start "pg1" --store "$STORE")
-    read -r rps p99 err < <(run_wrk "$p" "$WORK/pg.lua" "$CONNS"); stop_all
+    start "pg1" --store "$STORE"
+    read -r rps p99 err < <(run_wrk "$PORT" "$WORK/pg.lua" "$CONNS"); stop_all
     R[pg1]+="$rps "; printf '%-22s round %d: %8s req/s  p99 %7s ms%s\n' "$tool postgres x1" "$r" "$rps" "$p99" "$([ "$err" = 0 ] || echo "  ERRORS: $err")"
     # Three nodes, PostgreSQL, loaded together (the connections split between them).
     ports=()
-    for n in a b c; do ports+=("$(start "pg3$n" --store "$STORE")"); done
+    for n in a b c; do start "pg3$n" --store "$STORE"; ports+=("$PORT"); done
     per=$(( (CONNS + 2) / 3 ))
     WPIDS=()
     for p in "${ports[@]}"; do run_wrk "$p" "$WORK/pg.lua" "$per" >"$WORK/agg.$p" & WPIDS+=($!); done

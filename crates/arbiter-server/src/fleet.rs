@@ -232,6 +232,8 @@ pub fn ask_others(pdp: &Pdp, path: &str) -> Result<Elsewhere, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]

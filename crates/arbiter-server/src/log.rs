@@ -36,23 +36,25 @@ async fn may_read_decision(
     require_admin(state, headers, Need::Read)
         .await
         .map_err(IntoResponse::into_response)?;
-    valid_decision_id(state, id)
+    valid_decision_id(state, id).map_or(Ok(()), Err)
 }
 
-/// A decision id this node can look up: it has a log, and the id is UUID-shaped.
-fn valid_decision_id(state: &AppState, id: &str) -> Result<(), Response> {
+/// Why this node cannot look `id` up (it has no log, or the id is not UUID-shaped), if so.
+fn valid_decision_id(state: &AppState, id: &str) -> Option<Response> {
     if state.pdp.recorder().is_none() {
-        return Err(no_log());
+        return Some(no_log());
     }
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "a decision id is a UUID",
-        )
-        .into_response());
+        return Some(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a decision id is a UUID",
+            )
+            .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 /// A decision not in this node's log, asked of the other nodes of the fleet: the first that
@@ -120,7 +122,7 @@ pub async fn decision(
     };
     let checked = match &from_peer {
         None => may_read_decision(&state, &headers, &id).await,
-        Some(_) => valid_decision_id(&state, &id),
+        Some(_) => valid_decision_id(&state, &id).map_or(Ok(()), Err),
     };
     if let Err(refused) = checked {
         return refused;

@@ -70,6 +70,9 @@ pub struct PgOptions {
     pub grace: Duration,
     /// Connections for reads (besides one for writes and one for the change feed).
     pub readers: usize,
+    /// Connections for counter charges (`@limit`, `@budget`), opened on first use: charges to
+    /// different counters run on different ones in parallel.
+    pub keyed_writers: usize,
     /// How long connecting may take.
     pub connect_timeout: Duration,
 }
@@ -80,6 +83,7 @@ impl Default for PgOptions {
             reconcile: Duration::from_millis(500),
             grace: Duration::from_secs(5),
             readers: 2,
+            keyed_writers: 4,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -90,7 +94,7 @@ pub struct PgStore {
     writer: Mutex<Conn>,
     /// Writes under a key's own lock ([`PgStore::write_keyed`]), so they do not queue behind
     /// the other writes of this node.
-    writer_for_keys: Mutex<Conn>,
+    writers_for_keys: Vec<Mutex<Conn>>,
     readers: Vec<Mutex<Conn>>,
     next_reader: AtomicU64,
     feed: Arc<Feed>,
@@ -178,7 +182,10 @@ impl PgStore {
         let mut first = Session::connect(&config, &display)?;
         pg_schema::migrate(&mut first.client)?;
         let writer = Conn::spawn(config.clone(), display.clone(), Some(first))?;
-        let writer_for_keys = Conn::spawn(config.clone(), display.clone(), None)?;
+        // Connected on first use: a node that never charges a counter opens none.
+        let writers_for_keys = (0..options.keyed_writers.max(1))
+            .map(|_| Conn::spawn(config.clone(), display.clone(), None).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let readers = (0..options.readers.max(1))
             .map(|_| Conn::spawn(config.clone(), display.clone(), None).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -206,7 +213,7 @@ impl PgStore {
         }
         Ok(Self {
             writer: Mutex::new(writer),
-            writer_for_keys: Mutex::new(writer_for_keys),
+            writers_for_keys,
             readers,
             next_reader: AtomicU64::new(0),
             feed,
@@ -311,8 +318,10 @@ impl Backend for PgStore {
         f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let lock = key_lock(key);
-        let conn = self
-            .writer_for_keys
+        // One connection per key (by its lock): the same key always waits on the same
+        // connection first, different keys mostly on different ones.
+        let i = usize::try_from(lock.unsigned_abs()).unwrap_or(0) % self.writers_for_keys.len();
+        let conn = self.writers_for_keys[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Self::transaction(&conn, "BEGIN", |db| {

@@ -349,6 +349,17 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// A decision id a charge is made for: 1 to 64 visible ASCII characters.
+pub fn decision_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::invalid(
+            "decision id",
+            "must be 1 to 64 visible ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,13 +412,3 @@ mod tests {
     }
 }
 
-/// A decision id a charge is made for: 1 to 64 visible ASCII characters.
-pub fn decision_id(id: &str) -> Result<(), StoreError> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(StoreError::invalid(
-            "decision id",
-            "must be 1 to 64 visible ASCII characters",
-        ));
-    }
-    Ok(())
-}

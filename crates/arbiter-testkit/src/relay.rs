@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 /// A TCP relay to a server that a test can cut, as a network partition or a dead server would
@@ -21,8 +21,12 @@ pub struct Relay {
 impl Relay {
     /// Relays connections to 127.0.0.1:`target_port`.
     pub fn start(target_port: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1 for a relay: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the relay has no address: {e}"))
+            .port();
         let cut = Arc::new(AtomicBool::new(false));
         let streams = Arc::new(Mutex::new(Vec::new()));
         {
@@ -38,13 +42,19 @@ impl Relay {
                     let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
                         continue;
                     };
-                    let mut all = streams.lock().unwrap();
-                    all.push(client.try_clone().unwrap());
-                    all.push(server.try_clone().unwrap());
-                    for (mut from, mut to) in [
-                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                        (server, client),
-                    ] {
+                    let (Ok(c1), Ok(s1), Ok(c2), Ok(s2)) = (
+                        client.try_clone(),
+                        server.try_clone(),
+                        client.try_clone(),
+                        server.try_clone(),
+                    ) else {
+                        continue;
+                    };
+                    streams
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend([c1, s1]);
+                    for (mut from, mut to) in [(c2, s2), (server, client)] {
                         thread::spawn(move || {
                             let mut buf = [0u8; 16 * 1024];
                             while let Ok(n) = from.read(&mut buf) {
@@ -69,7 +79,12 @@ impl Relay {
     /// Cuts every connection, and refuses new ones until [`Relay::restore`].
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        for s in self.streams.lock().unwrap().drain(..) {
+        for s in self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
             let _ = s.shutdown(Shutdown::Both);
         }
     }

@@ -80,6 +80,8 @@ pub fn open(data: &Path) -> anyhow::Result<Arc<dyn Store>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
