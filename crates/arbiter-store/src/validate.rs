@@ -411,4 +411,3 @@ mod tests {
         assert_eq!(truncate("abc", 10), "abc");
     }
 }
-
