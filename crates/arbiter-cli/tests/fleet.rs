@@ -184,6 +184,23 @@ fn time_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     panic!("{what}: not within {PATIENCE:?}");
 }
 
+/// Runs `f(port, key)` for every port at the same moment, one thread each; their results.
+fn at_once<T: Send + 'static>(ports: &[u16], key: &str, f: fn(u16, &str) -> T) -> Vec<T> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(ports.len()));
+    let threads: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let key = key.to_owned();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(port, &key)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn percentile(times: &mut [Duration], p: usize) -> Duration {
     times.sort();
     times[(times.len() * p).div_ceil(100).saturating_sub(1)]
@@ -271,24 +288,14 @@ fn a_rate_limit_holds_across_the_fleet_under_concurrent_calls() {
         fleet.start(&url, &[]);
     }
     let ports: Vec<u16> = fleet.nodes.iter().map(|n| n.port).collect();
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
-    let threads: Vec<_> = ports
-        .iter()
-        .map(|&port| {
-            let key = key.clone();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                (0..5)
-                    .map(|_| evaluate(port, &key, "billing/refund"))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let answers: Vec<Value> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let answers: Vec<Value> = at_once(&ports, &key, |port, key| {
+        (0..5)
+            .map(|_| evaluate(port, key, "billing/refund"))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let allowed = answers.iter().filter(|a| a["decision"] == true).count();
     assert_eq!(allowed, 6, "{answers:#?}");
     let denied = answers
@@ -324,19 +331,9 @@ fn an_approval_is_used_once_across_the_fleet() {
         "--reason",
         "checked",
     ]);
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
-    let threads: Vec<_> = ports
-        .iter()
-        .map(|&port| {
-            let key = key.clone();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                evaluate(port, &key, "billing/wire")
-            })
-        })
-        .collect();
-    let answers: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers = at_once(&ports, &key, |port, key| {
+        evaluate(port, key, "billing/wire")
+    });
     let used = answers.iter().filter(|a| a["decision"] == true).count();
     assert_eq!(used, 1, "{answers:#?}");
     let shown = fleet.cli(&["approval", "show", &id, "--json"]);
