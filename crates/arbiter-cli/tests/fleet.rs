@@ -36,6 +36,20 @@ permit (principal is Agent, action == Action::"call_tool", resource == Tool::"bi
 @owner("team-billing")
 @require_approval
 permit (principal is Agent, action == Action::"call_tool", resource == Tool::"billing/wire");
+
+@id("fetch")
+@owner("team-support")
+@session_label("untrusted_input")
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"web/fetch");
+
+@id("send")
+@owner("team-support")
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"mail/send");
+
+@id("nothing-out-after-untrusted-input")
+@owner("team-security")
+forbid (principal, action == Action::"call_tool", resource == Tool::"mail/send")
+when { context.session.labels.contains("untrusted_input") };
 "#;
 
 /// Three nodes on one database.
@@ -153,17 +167,25 @@ fn call(port: u16, method: &str, path: &str, token: &str, body: &str) -> Reply {
 
 /// Asks node `port` whether the holder of `key` may call `tool`.
 fn evaluate(port: u16, key: &str, tool: &str) -> Value {
+    evaluate_in(port, key, tool, None)
+}
+
+/// [`evaluate`] in session `session` (`Arbiter-Session`).
+fn evaluate_in(port: u16, key: &str, tool: &str, session: Option<&str>) -> Value {
     let body = json!({
         "action": {"name": "call_tool"},
         "resource": {"type": "Tool", "id": tool},
-    });
-    let reply = call(
-        port,
-        "POST",
-        "/access/v1/evaluation",
-        key,
-        &body.to_string(),
-    );
+    })
+    .to_string();
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if let Some(id) = session {
+        headers.push(("arbiter-session", id));
+    }
+    let reply = http(port, "POST", "/access/v1/evaluation", &headers, &body).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()
 }
@@ -308,6 +330,30 @@ fn a_rate_limit_holds_across_the_fleet_under_concurrent_calls() {
     assert!(evaluate(ports[0], &key, "helpdesk/read_ticket")["decision"] == true);
 }
 
+/// A session's labels follow it across nodes: untrusted input fetched through node A blocks
+/// sending mail through node B in the same session, not in another.
+#[test]
+fn session_labels_hold_across_the_fleet() {
+    let mut fleet = Fleet::new("arbiter_fleet_sessions");
+    let (key, _) = fleet.agent("bot");
+    let url = fleet.url();
+    for _ in 0..2 {
+        fleet.start(&url, &[]);
+    }
+    let (a, b) = (fleet.nodes[0].port, fleet.nodes[1].port);
+    let decision =
+        |port, tool, session| evaluate_in(port, &key, tool, Some(session))["decision"] == true;
+    assert!(decision(b, "mail/send", "s1"), "nothing untrusted yet");
+    assert!(decision(a, "web/fetch", "s1"));
+    let denied = evaluate_in(b, &key, "mail/send", Some("s1"));
+    assert_eq!(denied["decision"], false, "{denied}");
+    assert!(decision(b, "mail/send", "s2"), "another session is clean");
+    assert!(
+        !decision(a, "mail/send", "s1"),
+        "the node that added it agrees"
+    );
+}
+
 /// An approval is used once fleet-wide: the approved request, sent to all three nodes at
 /// once, is allowed exactly once.
 #[test]
@@ -428,9 +474,13 @@ fn a_node_that_loses_its_database_fails_closed_and_says_so() {
         denied["context"]["decision_id"].is_string(),
         "a denial with a decision id: {denied}"
     );
-    let ready = http(port, "GET", "/readyz", &[], "").unwrap();
-    assert_eq!(ready.status, 503, "{}", ready.body);
-    let ready = ready.json();
+    // (These policies read the session's labels, kept in the store: decisions deny as soon
+    // as they cannot be read. Credentials alone are trusted for the grace, then the node says
+    // it is not ready.)
+    wait_until("the node reports the store down", PATIENCE, || {
+        http(port, "GET", "/readyz", &[], "").unwrap().status == 503
+    });
+    let ready = http(port, "GET", "/readyz", &[], "").unwrap().json();
     assert_eq!(ready["identity_store"]["up"], false, "{ready}");
     assert!(ready["identity_store"]["problem"].is_string(), "{ready}");
     let metrics = http(port, "GET", "/metrics", &[], "").unwrap().body;

@@ -268,13 +268,29 @@ impl Sessions {
         let mut st = lock(&state);
         st.expire(now_us);
         let call = call_key(req);
+        // A store shared by a fleet keeps what every node must agree on: counters (limits,
+        // budgets) and the session's labels.
+        let shared = approvals.filter(|s| s.shared());
+        let mut unreadable = None;
         if policies.reads_session() {
-            let view = st.view(session, call, now_us);
+            let mut view = st.view(session, call, now_us);
+            if let Some(store) = shared {
+                let since = now_us.saturating_sub(micros(SESSION_IDLE));
+                match store.session_labels(owner, session, since) {
+                    Ok(more) => merge_labels(&mut view, more),
+                    Err(e) => unreadable = Some(e),
+                }
+            }
             req.context.insert(SESSION_KEY.to_owned(), view);
         }
         let (mut d, extra) = evaluate(req);
         if !d.outcome.is_allow() {
             return (d, Some(extra));
+        }
+        if let Some(e) = unreadable {
+            // The policies read labels this node could not: what it evaluated may miss one.
+            session_unavailable(&mut d, &e);
+            return (d, None);
         }
         let mut applied = Applied {
             agent: owner.to_owned(),
@@ -287,14 +303,11 @@ impl Sessions {
             approval: None,
             shared: false,
         };
-        // A store shared by a fleet keeps the counters every node must agree on.
-        let shared = approvals.filter(|s| s.shared());
         let give_back = |applied: &Applied, d: &Decision| {
             if applied.shared
                 && let Some(store) = shared
-                && let Err(e) = store.uncharge(d.id.as_str())
             {
-                tracing::error!(decision_id = %d.id, error = %e, "charges of a denied decision could not be given back");
+                take_back(store, d.id.as_str());
             }
         };
         let mut labels: Vec<&str> = Vec::new();
@@ -473,6 +486,23 @@ impl Sessions {
                 return (d, None);
             }
         }
+        if let Some(store) = shared
+            && !labels.is_empty()
+        {
+            // Every label of the allow, written before it takes effect: another node may not
+            // have seen the ones this node knows.
+            let mut all: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+            all.sort();
+            all.dedup();
+            match store.add_session_labels(owner, session, &all, d.id.as_str(), now_us) {
+                Ok(()) => applied.shared = true,
+                Err(e) => {
+                    give_back(&applied, &d);
+                    session_unavailable(&mut d, &e);
+                    return (d, None);
+                }
+            }
+        }
         let known = st.sessions.get(session).map(|s| &s.labels);
         let mut new_labels: Vec<String> = labels
             .into_iter()
@@ -508,9 +538,8 @@ impl Sessions {
             lock(&state).undo(&applied);
             if applied.shared
                 && let Some(store) = approvals
-                && let Err(e) = store.uncharge(id)
             {
-                tracing::error!(decision_id = %id, error = %e, "charges of a decision that could not be recorded could not be given back");
+                take_back(store, id);
             }
             if let (Some(approval), Some(store)) = (&applied.approval, approvals)
                 && let Err(e) = store.unuse_approval(approval, id)
@@ -750,6 +779,45 @@ impl Applied {
             shared: false,
         })
     }
+}
+
+/// Takes back what decision `id` wrote to the shared store (charges, session labels): it
+/// became a deny, or its record could not be written.
+fn take_back(store: &dyn arbiter_store::Store, id: &str) {
+    if let Err(e) = store.uncharge(id) {
+        tracing::error!(decision_id = %id, error = %e, "charges of a decision that did not stand could not be given back");
+    }
+    if let Err(e) = store.forget_session_labels(id) {
+        tracing::error!(decision_id = %id, error = %e, "session labels of a decision that did not stand could not be taken back");
+    }
+}
+
+/// Adds the labels a shared store holds for the session to the `context.session` view.
+fn merge_labels(view: &mut Value, more: Vec<String>) {
+    if more.is_empty() {
+        return;
+    }
+    let mut all: BTreeSet<String> = view["labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    all.extend(more);
+    view["labels"] = json!(all);
+}
+
+/// Session labels kept in the shared store that cannot be read or written: a deny (fail
+/// closed), since the policies may have missed one.
+fn session_unavailable(d: &mut Decision, e: &arbiter_store::StoreError) {
+    tracing::error!(error = %e, "the session's labels in the shared store cannot be read or written; denying");
+    exceeded(
+        d,
+        "arbiter:session",
+        format!("the session's labels cannot be read or written: {e}"),
+        "denied: the session's state cannot be checked right now".to_owned(),
+        0,
+    );
 }
 
 /// A limit or budget kept in the shared store that cannot be checked: a deny (fail closed).

@@ -14,7 +14,7 @@ use crate::model::{
 use crate::model::{NewNode, NewPolicyVersion, Node, PolicyActivation, PolicyVersion};
 use crate::{
     Store, StoreError, agents, approvals, charges, credentials, discovered, nodes, pins,
-    policy_versions, validate,
+    policy_versions, session_labels, validate,
 };
 
 /// An engine the store runs on.
@@ -330,6 +330,33 @@ macro_rules! store_on_backend {
 
             fn nodes(&self) -> Result<Vec<Node>, StoreError> {
                 self.read(nodes::list)
+            }
+
+            fn session_labels(
+                &self,
+                owner: &str,
+                session: &str,
+                since_us: i64,
+            ) -> Result<Vec<String>, StoreError> {
+                self.read(|conn| session_labels::get(conn, owner, session, since_us))
+            }
+
+            fn add_session_labels(
+                &self,
+                owner: &str,
+                session: &str,
+                labels: &[String],
+                decision_id: &str,
+                now_us: i64,
+            ) -> Result<(), StoreError> {
+                let key = format!("session:{owner}:{session}");
+                self.write_keyed(&key, |tx| {
+                    session_labels::add(tx, owner, session, labels, decision_id, now_us)
+                })
+            }
+
+            fn forget_session_labels(&self, decision_id: &str) -> Result<usize, StoreError> {
+                self.write(|tx| session_labels::forget(tx, decision_id))
             }
 
             fn unuse_approval(&self, id: &str, decision_id: &str) -> Result<(), StoreError> {

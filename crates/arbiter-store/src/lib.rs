@@ -48,6 +48,7 @@ pub mod pg_schema;
 mod pins;
 pub mod policy_versions;
 pub mod schema;
+pub mod session_labels;
 mod sqlite;
 pub mod validate;
 
@@ -386,6 +387,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes back the charges `decision_id` made (its record could not be written, or a later
     /// rule turned it into a deny); returns how many.
     fn uncharge(&self, decision_id: &str) -> Result<usize, StoreError>;
+
+    /// The labels of `owner`'s `session` added or renewed after `since_us`, sorted (session
+    /// labels a fleet shares; see [`session_labels`]).
+    fn session_labels(
+        &self,
+        owner: &str,
+        session: &str,
+        since_us: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Adds `labels` to `owner`'s `session` for `decision_id`, and renews the session's
+    /// labels. Not audited: the decision is in the decision log.
+    fn add_session_labels(
+        &self,
+        owner: &str,
+        session: &str,
+        labels: &[String],
+        decision_id: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes back the session labels `decision_id` added; returns how many.
+    fn forget_session_labels(&self, decision_id: &str) -> Result<usize, StoreError>;
 
     /// Gives back the approval `id` that `decision_id` used, when that decision could not be
     /// recorded (and so became a deny).

@@ -257,8 +257,23 @@ CREATE TABLE nodes (
 );
 ";
 
+/// Version 4: session labels the fleet shares (see [`crate::session_labels`]).
+const V4: &str = r"
+CREATE TABLE session_labels (
+    owner       TEXT   NOT NULL CHECK (owner <> ''),
+    session     TEXT   NOT NULL CHECK (session <> ''),
+    label       TEXT   NOT NULL CHECK (label <> ''),
+    decision_id TEXT   NOT NULL,
+    at_us       BIGINT NOT NULL,
+    PRIMARY KEY (owner, session, label)
+);
+
+CREATE INDEX session_labels_by_time ON session_labels (at_us);
+CREATE INDEX session_labels_by_decision ON session_labels (decision_id);
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const PG_MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const PG_MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The PostgreSQL schema version this build writes.
 pub fn current_version() -> i64 {

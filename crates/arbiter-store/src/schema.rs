@@ -288,8 +288,23 @@ CREATE TABLE nodes (
 ) STRICT;
 ";
 
+/// Schema version 8: session labels a fleet shares (see [`crate::session_labels`]).
+const V8: &str = r"
+CREATE TABLE session_labels (
+    owner       TEXT    NOT NULL CHECK (owner <> ''),
+    session     TEXT    NOT NULL CHECK (session <> ''),
+    label       TEXT    NOT NULL CHECK (label <> ''),
+    decision_id TEXT    NOT NULL,
+    at_us       INTEGER NOT NULL,
+    PRIMARY KEY (owner, session, label)
+) STRICT;
+
+CREATE INDEX session_labels_by_time ON session_labels (at_us);
+CREATE INDEX session_labels_by_decision ON session_labels (decision_id);
+";
+
 /// The migrations, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub fn current_version() -> i64 {

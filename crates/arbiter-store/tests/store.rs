@@ -452,7 +452,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
         conn.execute_batch(
             "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
              DROP TABLE policy_activations; DROP TABLE policy_version_approvals; \
-             DROP TABLE policy_versions; DROP TABLE settings; DROP TABLE charges; DROP TABLE charge_totals; \
+             DROP TABLE policy_versions; DROP TABLE settings; DROP TABLE charges; DROP TABLE charge_totals; DROP TABLE session_labels; \
              DROP TABLE nodes; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -529,7 +529,7 @@ fn a_database_from_a_newer_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 7
+                supported: 8
             }
         ),
         "{err:?}"

@@ -2136,3 +2136,50 @@ fn a_node_registers_once_with_its_key_and_publishes_checkpoints_forward() {
     assert_eq!(s.nodes().unwrap().len(), 1);
     s.verify_audit().unwrap();
 }
+
+// ------------------------------------------------------------- session labels
+
+#[test]
+fn session_labels_are_shared_renewed_and_taken_back() {
+    let s = store();
+    let labels = |v: &[&str]| v.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
+    s.add_session_labels("bot", "s1", &labels(&["untrusted_input"]), "d1", T0)
+        .unwrap();
+    s.add_session_labels(
+        "bot",
+        "s1",
+        &labels(&["private_data", "untrusted_input"]),
+        "d2",
+        T0 + SECOND,
+    )
+    .unwrap();
+    assert_eq!(
+        s.session_labels("bot", "s1", T0 - 1).unwrap(),
+        ["private_data", "untrusted_input"]
+    );
+    // Another session, another agent: nothing.
+    assert!(s.session_labels("bot", "s2", 0).unwrap().is_empty());
+    assert!(s.session_labels("other", "s1", 0).unwrap().is_empty());
+    // Adding renews every label of the session: idle since T0 + 1 s.
+    assert_eq!(s.session_labels("bot", "s1", T0 + SECOND).unwrap().len(), 0);
+    assert_eq!(
+        s.session_labels("bot", "s1", T0 + SECOND - 1)
+            .unwrap()
+            .len(),
+        2
+    );
+    // A decision that did not stand takes back only what it added first.
+    assert_eq!(s.forget_session_labels("d2").unwrap(), 1);
+    assert_eq!(
+        s.session_labels("bot", "s1", 0).unwrap(),
+        ["untrusted_input"]
+    );
+    // Not administrative changes; bad input is named.
+    assert!(actions(&*s).is_empty());
+    assert!(
+        s.add_session_labels("bot", "", &labels(&["x"]), "d3", T0)
+            .unwrap_err()
+            .to_string()
+            .contains("session id")
+    );
+}
