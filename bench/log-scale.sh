@@ -5,7 +5,9 @@
 # usage: bench/log-scale.sh   (knobs: RECORDS=10000000 AT=1000000,5000000,10000000
 #                              BASE=<git rev> also runs the same bench on that revision's log,
 #                              side by side; HTTP_RECORDS=1000000 decisions through
-#                              `arbiter serve` with its RSS sampled (0 skips); CONNS=16 THREADS=2)
+#                              `arbiter serve` with its RSS sampled (0 skips); CONNS=16 THREADS=2;
+#                              HTTP_LOOKUPS=2000 `GET /v1/decisions/{id}` of random records of the
+#                              RECORDS-record log, served by `arbiter serve` (0 skips))
 #
 # 1. Direct: `cargo bench -p arbiter-log --bench scale` appends RECORDS durable records through
 #    the library (16 384 in flight, group commit) and reports at each size in AT. With BASE, the
@@ -35,7 +37,43 @@ if [ -n "${BASE:-}" ]; then
     printf '\n[[bench]]\nname = "scale"\nharness = false\n' >>"$WORK/base/crates/arbiter-log/Cargo.toml"
   run_scale "$(git -C "$ROOT" rev-parse --short "$BASE") (base)" "$WORK/base" "$ROOT/target/log-scale-base"
 fi
+HTTP_LOOKUPS=${HTTP_LOOKUPS:-2000}
+[ "$HTTP_LOOKUPS" -gt 0 ] && export SCALE_KEEP="$WORK/kept"
 run_scale "$(git -C "$ROOT" rev-parse --short HEAD) (this tree)" "$ROOT"
+
+if [ "$HTTP_LOOKUPS" -gt 0 ]; then
+  # The log just written, served: decision lookups over HTTP as an auditor makes them.
+  BIN=$(arbiter_bin)
+  PORT=$(free_port)
+  TOKEN=$("$BIN" admin token create --name bench --role auditor --json --data "$SCALE_KEEP" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  "$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$SCALE_KEEP" --node-id bench \
+    --listen "127.0.0.1:$PORT" --log-level warn >"$WORK/lookup-server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_up "http://127.0.0.1:$PORT" "$WORK/lookup-server.log"
+  echo "== through HTTP: $HTTP_LOOKUPS GET /v1/decisions/{id} of random records of $RECORDS"
+  python3 - "$PORT" "$TOKEN" "$RECORDS" "$HTTP_LOOKUPS" <<'PY'
+import http.client, random, sys, time
+port, token, n, lookups = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def uid(i):  # the bench's ids (benches/scale.rs `id`)
+    ms = 1_765_000_000_000 + i // 20
+    return "%08x-%04x-7%03x-8%03x-%012x" % (ms >> 16, ms & 0xffff, (i * 7919) & 0xfff, (i * 104729) & 0xfff, i)
+conn = http.client.HTTPConnection("127.0.0.1", port)
+rng, times = random.Random(7), []
+for _ in range(lookups):
+    i = rng.randrange(n)
+    t = time.perf_counter()
+    conn.request("GET", "/v1/decisions/" + uid(i), headers={"Authorization": "Bearer " + token})
+    r = conn.getresponse(); body = r.read()
+    times.append(time.perf_counter() - t)
+    assert r.status == 200 and uid(i).encode() in body, (r.status, body[:200])
+times.sort()
+pct = lambda p: times[min(len(times) - 1, int(len(times) * p))] * 1e3
+print("http_get_ms_p50=%.2f http_get_ms_p99=%.2f (%d lookups, one connection)" % (pct(0.5), pct(0.99), lookups))
+PY
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  rm -rf "$SCALE_KEEP"
+fi
 
 [ "$HTTP_RECORDS" -gt 0 ] || exit 0
 need_wrk

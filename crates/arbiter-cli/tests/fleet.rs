@@ -50,6 +50,15 @@ permit (principal is Agent, action == Action::"call_tool", resource == Tool::"ma
 @owner("team-security")
 forbid (principal, action == Action::"call_tool", resource == Tool::"mail/send")
 when { context.session.labels.contains("untrusted_input") };
+
+@id("search")
+@owner("team-support")
+permit (principal is Agent, action == Action::"call_tool", resource == Tool::"web/search");
+
+@id("search-twice-a-minute")
+@owner("team-support")
+forbid (principal, action == Action::"call_tool", resource == Tool::"web/search")
+when { context.session.calls_last_minute >= 2 };
 "#;
 
 /// Three nodes on one database.
@@ -330,8 +339,9 @@ fn a_rate_limit_holds_across_the_fleet_under_concurrent_calls() {
     assert!(evaluate(ports[0], &key, "helpdesk/read_ticket")["decision"] == true);
 }
 
-/// A session's labels follow it across nodes: untrusted input fetched through node A blocks
-/// sending mail through node B in the same session, not in another.
+/// A session's labels and call counts follow it across nodes: untrusted input fetched through
+/// node A blocks sending mail through node B in the same session, not in another; two searches
+/// a minute in a session, whichever nodes took them.
 #[test]
 fn session_labels_hold_across_the_fleet() {
     let mut fleet = Fleet::new("arbiter_fleet_sessions");
@@ -351,6 +361,18 @@ fn session_labels_hold_across_the_fleet() {
     assert!(
         !decision(a, "mail/send", "s1"),
         "the node that added it agrees"
+    );
+
+    assert!(decision(a, "web/search", "s3"));
+    assert!(decision(b, "web/search", "s3"), "one search so far");
+    let third = evaluate_in(a, &key, "web/search", Some("s3"));
+    assert_eq!(
+        third["decision"], false,
+        "two searches in the last minute: {third}"
+    );
+    assert!(
+        decision(b, "web/search", "s4"),
+        "another session counts apart"
     );
 }
 

@@ -7,6 +7,8 @@
 //! `SCALE_RECORDS` records to append, default 10 000 000; `SCALE_AT`
 //! comma-separated sizes to report at, default 1000000,5000000,10000000;
 //! `SCALE_DIR` where the log is written, default the temporary directory;
+//! `SCALE_KEEP` a data directory to write the log to (`SCALE_KEEP/log`) and
+//! keep, for `arbiter serve` to open afterwards;
 //! `SCALE_PROVE_DIR` proofs from the files to time, default 5).
 //! `bench/log-scale.sh` runs it and the same through `arbiter serve`.
 //!
@@ -152,7 +154,10 @@ fn main() {
         .prefix("arbiter-log-scale.")
         .tempdir_in(&parent)
         .unwrap();
-    let dir = tmp.path().join("log");
+    let dir = match std::env::var("SCALE_KEEP") {
+        Ok(keep) if !keep.is_empty() => Path::new(&keep).join("log"),
+        _ => tmp.path().join("log"),
+    };
     let opts = LogOptions {
         node_id: "bench".into(),
         ..LogOptions::default()

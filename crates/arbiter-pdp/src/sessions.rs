@@ -209,6 +209,18 @@ fn call_key(req: &EvaluationRequest) -> u64 {
     h.finish()
 }
 
+/// The key of a call (action and resource) in a shared store: the same on every node, whatever
+/// its build (a SHA-256 prefix, not a process-local hash).
+fn shared_call_key(req: &EvaluationRequest) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [&req.action.name, &req.resource.kind, &req.resource.id] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // State is plain data: a panic elsewhere leaves it meaningful.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -279,6 +291,17 @@ impl Sessions {
                 match store.session_labels(owner, session, since) {
                     Ok(more) => merge_labels(&mut view, more),
                     Err(e) => unreadable = Some(e),
+                }
+                if policies.reads_session_calls() {
+                    match store.session_calls(owner, session, &shared_call_key(req), since, now_us)
+                    {
+                        Ok(c) => {
+                            view["calls"] = json!(c.calls);
+                            view["calls_last_minute"] = json!(c.last_minute);
+                            view["calls_last_hour"] = json!(c.last_hour);
+                        }
+                        Err(e) => unreadable = Some(e),
+                    }
                 }
             }
             req.context.insert(SESSION_KEY.to_owned(), view);
@@ -484,6 +507,27 @@ impl Sessions {
             crate::approvals::Gate::Stop => {
                 give_back(&applied, &d);
                 return (d, None);
+            }
+        }
+        if let Some(store) = shared
+            && policies.reads_session_calls()
+        {
+            let since = now_us.saturating_sub(micros(SESSION_IDLE));
+            let counted = store.add_session_call(
+                owner,
+                session,
+                &shared_call_key(req),
+                d.id.as_str(),
+                since,
+                now_us,
+            );
+            match counted {
+                Ok(()) => applied.shared = true,
+                Err(e) => {
+                    give_back(&applied, &d);
+                    session_unavailable(&mut d, &e);
+                    return (d, None);
+                }
             }
         }
         if let Some(store) = shared
@@ -787,7 +831,7 @@ fn take_back(store: &dyn arbiter_store::Store, id: &str) {
     if let Err(e) = store.uncharge(id) {
         tracing::error!(decision_id = %id, error = %e, "charges of a decision that did not stand could not be given back");
     }
-    if let Err(e) = store.forget_session_labels(id) {
+    if let Err(e) = store.forget_session_effects(id) {
         tracing::error!(decision_id = %id, error = %e, "session labels of a decision that did not stand could not be taken back");
     }
 }

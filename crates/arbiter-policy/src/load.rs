@@ -83,6 +83,9 @@ pub struct Policies {
     runtime: HashMap<String, crate::runtime::RuntimeRules>,
     /// Whether some policy reads `context.session`.
     reads_session: bool,
+    /// Whether some policy may read the session's call counts (`calls`, `calls_last_minute`,
+    /// `calls_last_hour`).
+    reads_session_calls: bool,
     version: String,
     /// Each policy's text, by id (what the version hashes).
     texts: std::collections::BTreeMap<String, String>,
@@ -410,6 +413,8 @@ impl Policies {
         }
 
         let reads_session = hashed.iter().any(|(_, text)| reads_session(text));
+        let reads_session_calls =
+            reads_session && hashed.iter().any(|(_, text)| reads_session_calls(text));
         let runtime = meta
             .iter()
             .filter(|(_, m)| !m.runtime.is_empty())
@@ -436,6 +441,7 @@ impl Policies {
             row_forbids,
             runtime,
             reads_session,
+            reads_session_calls,
             version,
             texts,
             root: None,
@@ -461,6 +467,13 @@ impl Policies {
     /// request).
     pub fn reads_session(&self) -> bool {
         self.reads_session
+    }
+
+    /// Whether some policy may read the session's call counts (`context.session.calls`,
+    /// `calls_last_minute`, `calls_last_hour`): an over-approximation from the policy texts,
+    /// never missing one that does.
+    pub fn reads_session_calls(&self) -> bool {
+        self.reads_session_calls
     }
 
     /// The content hash of this policy set: `sha256:<hex>`.
@@ -578,6 +591,7 @@ impl Policies {
                 row_forbids: false,
                 runtime: HashMap::new(),
                 reads_session: false,
+                reads_session_calls: false,
                 version: content_version(&mut Vec::new(), None, None),
                 texts: std::collections::BTreeMap::new(),
                 root: None,
@@ -755,11 +769,24 @@ fn load_entities(
 
 /// Whether a policy's text reads `context.session` (`.session` or `["session"]` not followed
 /// by more of a name). Errs towards yes: a yes only adds the member to requests.
+/// Whether `text` names a call count of the session: `calls`, `calls_last_minute` or
+/// `calls_last_hour`.
+fn reads_session_calls(text: &str) -> bool {
+    ["calls", "calls_last_minute", "calls_last_hour"]
+        .iter()
+        .any(|name| names_attribute(text, name))
+}
+
 fn reads_session(text: &str) -> bool {
+    names_attribute(text, "session")
+}
+
+/// Whether `text` names attribute `name`: `.name` (not a longer identifier) or `"name"`.
+fn names_attribute(text: &str, name: &str) -> bool {
     let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-    text.match_indices("session").any(|(at, _)| {
+    text.match_indices(name).any(|(at, _)| {
         let before = &text[..at];
-        let after = &text[at + "session".len()..];
+        let after = &text[at + name.len()..];
         (before.ends_with('.') && !ident(after.chars().next()))
             || (before.ends_with('"') && after.starts_with('"'))
     })
@@ -895,5 +922,23 @@ mod tests {
         assert_eq!(p.actions(), ["a", "b"]);
         let p = Policies::from_sources(&[], Some(crate::VOCABULARY), None).unwrap();
         assert!(p.actions().iter().any(|a| a == "call_tool"));
+    }
+
+    #[test]
+    fn call_counts_are_read_when_named_as_an_attribute_or_a_string() {
+        for text in [
+            "when { context.session.calls > 3 }",
+            "when { context.session.calls_last_minute >= 2 }",
+            "when { context.session[\"calls_last_hour\"] > 1 }",
+        ] {
+            assert!(reads_session_calls(text), "{text}");
+        }
+        for text in [
+            "when { context.session.labels.contains(\"x\") }",
+            "when { context.recalls > 1 }",
+            "when { context.calls_made > 1 }",
+        ] {
+            assert!(!reads_session_calls(text), "{text}");
+        }
     }
 }

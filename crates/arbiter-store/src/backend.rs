@@ -355,7 +355,43 @@ macro_rules! store_on_backend {
                 })
             }
 
-            fn forget_session_labels(&self, decision_id: &str) -> Result<usize, StoreError> {
+            fn session_calls(
+                &self,
+                owner: &str,
+                session: &str,
+                call_key: &str,
+                since_us: i64,
+                now_us: i64,
+            ) -> Result<session_labels::CallCounts, StoreError> {
+                self.read(|conn| {
+                    session_labels::calls(conn, owner, session, call_key, since_us, now_us)
+                })
+            }
+
+            fn add_session_call(
+                &self,
+                owner: &str,
+                session: &str,
+                call_key: &str,
+                decision_id: &str,
+                since_us: i64,
+                now_us: i64,
+            ) -> Result<(), StoreError> {
+                let key = format!("session:{owner}:{session}");
+                self.write_keyed(&key, |tx| {
+                    session_labels::add_call(
+                        tx,
+                        owner,
+                        session,
+                        call_key,
+                        decision_id,
+                        since_us,
+                        now_us,
+                    )
+                })
+            }
+
+            fn forget_session_effects(&self, decision_id: &str) -> Result<usize, StoreError> {
                 self.write(|tx| session_labels::forget(tx, decision_id))
             }
 

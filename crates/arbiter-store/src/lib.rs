@@ -408,8 +408,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_us: i64,
     ) -> Result<(), StoreError>;
 
-    /// Takes back the session labels `decision_id` added; returns how many.
-    fn forget_session_labels(&self, decision_id: &str) -> Result<usize, StoreError>;
+    /// The call counts of `owner`'s `session` for `call_key` (one action on one resource) at
+    /// `now_us`; a session idle since `since_us` counts nothing.
+    fn session_calls(
+        &self,
+        owner: &str,
+        session: &str,
+        call_key: &str,
+        since_us: i64,
+        now_us: i64,
+    ) -> Result<session_labels::CallCounts, StoreError>;
+
+    /// Counts an allowed call of `owner`'s `session` for `decision_id` (a session idle since
+    /// `since_us` starts again at one). Not audited.
+    fn add_session_call(
+        &self,
+        owner: &str,
+        session: &str,
+        call_key: &str,
+        decision_id: &str,
+        since_us: i64,
+        now_us: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes back the session labels `decision_id` added and the call it counted; returns how
+    /// many rows.
+    fn forget_session_effects(&self, decision_id: &str) -> Result<usize, StoreError>;
 
     /// Gives back the approval `id` that `decision_id` used, when that decision could not be
     /// recorded (and so became a deny).

@@ -301,6 +301,29 @@ CREATE TABLE session_labels (
 
 CREATE INDEX session_labels_by_time ON session_labels (at_us);
 CREATE INDEX session_labels_by_decision ON session_labels (decision_id);
+
+-- The allowed calls of sessions whose policies read their counts (the last hour of each).
+CREATE TABLE session_calls (
+    seq         INTEGER NOT NULL PRIMARY KEY,
+    owner       TEXT    NOT NULL,
+    session     TEXT    NOT NULL,
+    call_key    TEXT    NOT NULL,
+    decision_id TEXT    NOT NULL,
+    at_us       INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX session_calls_by_key ON session_calls (owner, session, call_key, at_us);
+CREATE INDEX session_calls_by_time ON session_calls (at_us);
+CREATE INDEX session_calls_by_decision ON session_calls (decision_id);
+
+-- Every allowed call of a session, counted.
+CREATE TABLE session_call_totals (
+    owner   TEXT    NOT NULL,
+    session TEXT    NOT NULL,
+    calls   INTEGER NOT NULL CHECK (calls >= 0),
+    at_us   INTEGER NOT NULL,
+    PRIMARY KEY (owner, session)
+) STRICT;
 ";
 
 /// The migrations, in order; the schema version is the number applied.

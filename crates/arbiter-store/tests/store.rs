@@ -453,6 +453,7 @@ fn a_version_1_database_is_migrated_keeping_its_data() {
             "DROP TABLE tool_pins; DROP TABLE generation; DROP TABLE approvals; \
              DROP TABLE policy_activations; DROP TABLE policy_version_approvals; \
              DROP TABLE policy_versions; DROP TABLE settings; DROP TABLE charges; DROP TABLE charge_totals; DROP TABLE session_labels; \
+             DROP TABLE session_calls; DROP TABLE session_call_totals; \
              DROP TABLE nodes; PRAGMA user_version = 1;",
         )
         .unwrap();

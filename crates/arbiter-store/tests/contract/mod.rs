@@ -2169,7 +2169,7 @@ fn session_labels_are_shared_renewed_and_taken_back() {
         2
     );
     // A decision that did not stand takes back only what it added first.
-    assert_eq!(s.forget_session_labels("d2").unwrap(), 1);
+    assert_eq!(s.forget_session_effects("d2").unwrap(), 1);
     assert_eq!(
         s.session_labels("bot", "s1", 0).unwrap(),
         ["untrusted_input"]
@@ -2182,4 +2182,42 @@ fn session_labels_are_shared_renewed_and_taken_back() {
             .to_string()
             .contains("session id")
     );
+}
+
+#[test]
+fn session_calls_are_counted_by_window_and_taken_back() {
+    let s = store();
+    let since = |now: i64| now - 86_400 * SECOND;
+    let counts = |key: &str, now: i64| s.session_calls("bot", "s1", key, since(now), now).unwrap();
+    for (i, d) in ["d1", "d2", "d3"].iter().enumerate() {
+        let at = T0 + i64::try_from(i).unwrap() * 30 * SECOND;
+        s.add_session_call("bot", "s1", "k1", d, since(at), at)
+            .unwrap();
+    }
+    s.add_session_call("bot", "s1", "k2", "d4", since(T0), T0)
+        .unwrap();
+    // At T0 + 70 s: four calls in the session; of k1, two in the last minute, three in the hour.
+    let c = counts("k1", T0 + 70 * SECOND);
+    assert_eq!((c.calls, c.last_minute, c.last_hour), (4, 2, 3));
+    assert_eq!(counts("k2", T0 + 70 * SECOND).last_hour, 1);
+    // Another session counts nothing.
+    let other = s
+        .session_calls("bot", "s2", "k1", 0, T0 + 70 * SECOND)
+        .unwrap();
+    assert_eq!((other.calls, other.last_hour), (0, 0));
+    // Past the hour the window is empty; the session's total stays while it is active.
+    let c = counts("k1", T0 + 2 * 3_600 * SECOND);
+    assert_eq!((c.calls, c.last_minute, c.last_hour), (4, 0, 0));
+    // A session idle past `since` starts over.
+    assert_eq!(
+        s.session_calls("bot", "s1", "k1", T0 + 61 * SECOND, T0 + 70 * SECOND)
+            .unwrap()
+            .calls,
+        0
+    );
+    // A decision that did not stand takes its call back.
+    assert_eq!(s.forget_session_effects("d3").unwrap(), 1);
+    let c = counts("k1", T0 + 70 * SECOND);
+    assert_eq!((c.calls, c.last_minute, c.last_hour), (3, 1, 2));
+    assert!(actions(&*s).is_empty());
 }
