@@ -50,7 +50,13 @@ if [ "$HTTP_LOOKUPS" -gt 0 ]; then
   "$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$SCALE_KEEP" --node-id bench \
     --listen "127.0.0.1:$PORT" --log-level warn >"$WORK/lookup-server.log" 2>&1 &
   SERVER_PID=$!
-  wait_up "http://127.0.0.1:$PORT" "$WORK/lookup-server.log"
+  # Start-up reads back the runtime effects of the last 7 days of records: allow it minutes.
+  t0=$(date +%s)
+  until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "serve stopped: $(cat "$WORK/lookup-server.log")"; exit 1; }
+    sleep 0.5
+  done
+  echo "serve on the $RECORDS-record log answered after $(( $(date +%s) - t0 )) s"
   echo "== through HTTP: $HTTP_LOOKUPS GET /v1/decisions/{id} of random records of $RECORDS"
   python3 - "$PORT" "$TOKEN" "$RECORDS" "$HTTP_LOOKUPS" <<'PY'
 import http.client, random, sys, time
