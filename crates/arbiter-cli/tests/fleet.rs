@@ -600,6 +600,31 @@ fn each_node_keeps_its_own_log_and_the_fleet_verifies_as_one() {
     )
     .unwrap();
     assert_eq!(stranger.status, 401, "{}", stranger.body);
+    // Half the peer headers, or a time far from the node's clock: refused, never a lookup.
+    let partial = http(
+        ports[1],
+        "GET",
+        &path,
+        &[("arbiter-node", node_ids[0].as_str())],
+        "",
+    )
+    .unwrap();
+    assert_eq!(partial.status, 401, "{}", partial.body);
+    assert!(partial.body.contains("needs"), "{}", partial.body);
+    let stale = http(
+        ports[1],
+        "GET",
+        &path,
+        &[
+            ("arbiter-node", node_ids[0].as_str()),
+            ("arbiter-node-time", &(now_ms() - 120_000).to_string()),
+            ("arbiter-node-signature", &"00".repeat(64)),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(stale.body.contains("clock"), "{}", stale.body);
 
     // Every node publishes its checkpoint to the store.
     wait_until("every node published a checkpoint", PATIENCE, || {
