@@ -245,7 +245,7 @@ fn node_message(purpose: &str, msg: &[u8]) -> Vec<u8> {
 
 /// Writes `dir/name` via a temporary file: create with `mode`, write, fsync,
 /// rename, fsync the directory.
-pub(crate) fn write_atomic(
+pub fn write_atomic(
     dir: &Path,
     name: &str,
     data: &[u8],

@@ -49,7 +49,7 @@ pub use canonical::{CanonicalError, canonical_json, sha256_digest as context_dig
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
-pub use checkpoint::{Checkpoint, CheckpointError, KeyPair, PublicKey};
+pub use checkpoint::{Checkpoint, CheckpointError, KeyPair, PublicKey, write_atomic};
 pub use merkle::{
     Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,
     verify_inclusion,

@@ -125,6 +125,42 @@ impl Follower {
         }
     }
 
+    /// A follower positioned at the first record of the segment (in the log or an archive of
+    /// it) that holds record `index`: a poll returns the records before `index` in that
+    /// segment too (callers skip them by index). Past the end, it starts at the last segment.
+    pub fn at_record(dir: &Path, index: u64) -> Result<Self, LogError> {
+        let firsts = live_firsts(dir)?;
+        let first = firsts
+            .iter()
+            .rev()
+            .find(|&&f| f <= index)
+            .or(firsts.first())
+            .copied()
+            .unwrap_or(0);
+        Ok(Follower::at_segment(dir, first))
+    }
+
+    /// A follower positioned at the first segment that may hold records of time
+    /// `ts_us` or later: the segments before it were sealed with every record older (record
+    /// times never go backwards in a log).
+    pub fn since(dir: &Path, ts_us: i64) -> Result<Self, LogError> {
+        let firsts = live_firsts(dir)?;
+        let seals = sealed::read_seals(dir)?.unwrap_or_default();
+        let old = |first: u64| {
+            seals
+                .iter()
+                .find(|s| s.first == first)
+                .is_some_and(|s| s.last_ts_us < ts_us)
+        };
+        let first = firsts
+            .iter()
+            .find(|&&f| !old(f))
+            .or(firsts.last())
+            .copied()
+            .unwrap_or(0);
+        Ok(Follower::at_segment(dir, first))
+    }
+
     /// The index of the next record a poll will return.
     pub fn next_index(&self) -> u64 {
         self.index
@@ -280,6 +316,15 @@ impl Follower {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The first record of each segment of the log in `dir` (with its archives), in order.
+fn live_firsts(dir: &Path) -> Result<Vec<u64>, LogError> {
+    match segment::list_segments(dir) {
+        Ok(s) => Ok(s.into_iter().map(|(first, _)| first).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_at(dir)(e)),
     }
 }
 

@@ -999,6 +999,11 @@ impl Log {
                 .map(|seg| seg.memory_bytes())
                 .sum::<usize>()
                 + s.live.memory_bytes(),
+    /// Root over the first `size` committed records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
+        self.read_shared().tree.root_at(size)
+    }
+
             open_segments: s.sealing.len() + 1,
             sealed_segments: s.sealed.len(),
         }

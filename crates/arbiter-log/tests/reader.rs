@@ -116,6 +116,73 @@ fn follower_reads_across_segments_incrementally() {
     assert_eq!(f.next_index(), 5);
 }
 
+/// `Follower::since` skips the segments sealed with every record older than a time;
+/// `Follower::at_record` starts at the segment holding a record.
+#[test]
+fn followers_start_at_a_time_or_a_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(1024)).unwrap();
+    // Records 0..30 a second apart, then 30..40 a day later.
+    let at = |i: u64| {
+        let day = if i >= 30 { 86_400_000_000 } else { 0 };
+        1_700_000_000_000_000 + i as i64 * 1_000_000 + day
+    };
+    for i in 0..40 {
+        log.append_blocking(DecisionRecord {
+            ts_us: at(i),
+            ..rec(i)
+        })
+        .unwrap();
+    }
+    // Segments are sealed in the background: a segment without its seal yet is read (the
+    // conservative side); after shutdown every finished one is sealed.
+    log.shutdown().unwrap();
+    let segments = segment::list_segments(&dir).unwrap();
+    assert!(segments.len() > 4, "{segments:?}");
+    let first_of = |i: u64| {
+        segments
+            .iter()
+            .rev()
+            .map(|s| s.0)
+            .find(|&f| f <= i)
+            .unwrap()
+    };
+    let read = |mut f: Follower| {
+        let mut seen = Vec::new();
+        f.poll(&mut |i, _| {
+            seen.push(i);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        seen
+    };
+
+    // Everything from the day after: at most the segment holding record 30 and what follows.
+    let f = Follower::since(&dir, at(30)).unwrap();
+    assert_eq!(f.next_index(), first_of(30));
+    assert_eq!(read(f), (first_of(30)..40).collect::<Vec<_>>());
+    // A time in the middle of a segment starts at that segment, not after it.
+    let f = Follower::since(&dir, at(17)).unwrap();
+    assert!(f.next_index() <= 17 && f.next_index() == first_of(17));
+    // Before everything, after everything.
+    assert_eq!(Follower::since(&dir, 0).unwrap().next_index(), 0);
+    let last = segments.last().unwrap().0;
+    assert_eq!(Follower::since(&dir, i64::MAX).unwrap().next_index(), last);
+
+    for i in [0, 1, 17, 30, 39] {
+        let f = Follower::at_record(&dir, i).unwrap();
+        assert_eq!(f.next_index(), first_of(i));
+        assert_eq!(*read(f).last().unwrap(), 39);
+    }
+    assert_eq!(Follower::at_record(&dir, 1_000).unwrap().next_index(), last);
+
+    // An empty directory: from the start, nothing to read.
+    let empty = tmp.path().join("none");
+    assert_eq!(Follower::since(&empty, 5).unwrap().next_index(), 0);
+    assert_eq!(Follower::at_record(&empty, 5).unwrap().next_index(), 0);
+}
+
 #[test]
 fn prove_dir_matches_the_writer_and_is_read_only() {
     let tmp = tempfile::tempdir().unwrap();

@@ -18,6 +18,7 @@ pub mod nonblocking;
 mod recorder;
 pub mod replay;
 pub mod sessions;
+pub mod snapshot;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -358,25 +359,56 @@ impl Pdp {
     }
 
     /// Records every decision in `recorder`, and takes the runtime context (sessions, limits,
-    /// budgets) back from the effects its records carry (see [`sessions`]).
+    /// budgets) back from the effects its records carry (see [`sessions`]), starting from its
+    /// snapshot ([`snapshot`]); snapshots are then kept while the log grows.
     pub fn with_recorder(mut self, recorder: Recorder) -> Self {
-        match self
-            .sessions
-            .replay_log(recorder.log().dir(), identity::now_us())
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                records = n,
-                "runtime context taken back from the decision log"
-            ),
+        let log = recorder.log();
+        let node = recorder.node_id();
+        let now = identity::now_us();
+        let started = std::time::Instant::now();
+        let mut taken = 0;
+        match self.sessions.resume(log, node, now) {
+            Ok(r) => {
+                tracing::info!(
+                    snapshot = ?r.snapshot,
+                    records_read = r.read,
+                    effects_replayed = r.replayed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "runtime context taken back from the decision log"
+                );
+                // Nothing is decided yet: the state is exactly the log's first `size` records.
+                match snapshot::save(log, node, r.size, self.sessions.to_snapshot(), now) {
+                    Ok(()) => taken = r.size,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the runtime context snapshot could not be written")
+                    }
+                }
+            }
             // The log opened and verified; a record it cannot decode now would have failed
             // that. Starting with what was read is stricter than nothing; say so.
             Err(e) => {
                 tracing::error!(error = %e, "the runtime context could not be read back in full from the decision log")
             }
         }
+        snapshot::spawn_keeper(recorder.shared_log(), node.to_owned(), taken);
         self.recorder = Some(recorder);
         self
+    }
+
+    /// Closes the decision log (see [`arbiter_log::Log::shutdown`]) and
+    /// takes a last snapshot of the runtime context, so the next start reads no records.
+    pub fn close_recorder(&self) -> Result<(), String> {
+        let Some(recorder) = &self.recorder else {
+            return Ok(());
+        };
+        recorder
+            .log()
+            .shutdown()
+            .map_err(|e| format!("the decision log did not close cleanly: {e}"))?;
+        if let Err(e) = snapshot::refresh(recorder.log(), recorder.node_id(), identity::now_us()) {
+            tracing::warn!(error = %e, "the runtime context snapshot could not be written at shutdown");
+        }
+        Ok(())
     }
 
     /// The decision log, when decisions are recorded.

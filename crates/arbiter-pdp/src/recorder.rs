@@ -157,6 +157,12 @@ impl Recorder {
         &self.log
     }
 
+    /// The log, to keep a handle on it (for background work that must end with it: hold a
+    /// [`std::sync::Weak`]).
+    pub fn shared_log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node_id
     }

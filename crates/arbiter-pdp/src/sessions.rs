@@ -192,6 +192,19 @@ pub struct Applied {
     shared: bool,
 }
 
+/// What [`Sessions::resume`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resumed {
+    /// The size of the snapshot it started from.
+    pub snapshot: Option<u64>,
+    /// Records read after the snapshot.
+    pub read: u64,
+    /// Records whose effects were replayed.
+    pub replayed: u64,
+    /// The log's first `size` records are in the state.
+    pub size: u64,
+}
+
 /// Who a request's state belongs to: the agent, or `Type::"id"` of a subject without a
 /// registry.
 pub fn owner_of(agent_id: Option<&str>, req: &EvaluationRequest) -> String {
@@ -593,16 +606,61 @@ impl Sessions {
         }
     }
 
-    /// Replays the effects of the allows recorded in the decision log in `dir` within
-    /// [`MAX_WINDOW`] of `now_us`; returns how many records had effects.
-    pub(crate) fn replay_log(&self, dir: &std::path::Path, now_us: i64) -> Result<u64, String> {
+    /// Takes the runtime context back from `log` (whose records node `node_id` wrote): its
+    /// snapshot when there is one that checks ([`crate::snapshot`]), then the effects of the
+    /// allows recorded after it within [`MAX_WINDOW`] of `now_us`, up to the records committed
+    /// when it starts.
+    pub(crate) fn resume(
+        &self,
+        log: &arbiter_log::Log,
+        node_id: &str,
+        now_us: i64,
+    ) -> Result<Resumed, String> {
+        let mut from = 0;
+        let mut snapshot = None;
+        match crate::snapshot::load(log, node_id) {
+            Ok(None) => {}
+            Ok(Some(s)) => match self.restore(&s.state) {
+                Ok(()) => {
+                    from = s.size;
+                    snapshot = Some(s.size);
+                }
+                Err(e) => {
+                    *lock(&self.agents) = HashMap::new();
+                    tracing::warn!(error = %e, "the runtime context snapshot is not well formed; reading back the whole window instead");
+                }
+            },
+            Err(e) => tracing::warn!(
+                file = %log.dir().join(crate::snapshot::FILE).display(),
+                error = %e,
+                "the runtime context snapshot cannot be used; reading back the whole window instead"
+            ),
+        }
+        let dir = log.dir();
+        let end = log.tree_size();
+        let since = now_us.saturating_sub(micros(MAX_WINDOW));
+        let by_time = arbiter_log::Follower::since(dir, since).map_err(|e| e.to_string())?;
+        let by_index = arbiter_log::Follower::at_record(dir, from).map_err(|e| e.to_string())?;
+        let mut follower = if by_time.next_index() > by_index.next_index() {
+            by_time
+        } else {
+            by_index
+        };
         let needle = format!("\"{EFFECTS_KEY}\"");
-        let mut replayed = 0;
+        let (mut replayed, mut read, mut reached) = (0, 0, from.min(end));
         let mut bad = None;
-        arbiter_log::Follower::new(dir)
+        follower
             .poll_raw(&mut |index, bytes| {
+                if index >= end {
+                    return std::ops::ControlFlow::Break(());
+                }
+                reached = index + 1;
+                if index < from {
+                    return std::ops::ControlFlow::Continue(());
+                }
+                read += 1;
                 // Most records have no effects: only those are decoded.
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                if arbiter_log::contains(bytes, needle.as_bytes()) {
                     match arbiter_log::DecisionRecord::from_canonical_bytes(bytes) {
                         Ok(r) => {
                             let allowed = r.outcome == arbiter_log::Outcome::Allow;
@@ -616,10 +674,21 @@ impl Sessions {
                 std::ops::ControlFlow::Continue(())
             })
             .map_err(|e| e.to_string())?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(replayed),
+        if let Some(e) = bad {
+            return Err(e);
         }
+        // Records skipped for their age count as covered: they have nothing left to replay.
+        let size = if follower.next_index() > end || reached == end {
+            end
+        } else {
+            reached.max(from)
+        };
+        Ok(Resumed {
+            snapshot,
+            read,
+            replayed,
+            size,
+        })
     }
 
     /// Replays the effects written in a decision record's context (see the module
@@ -650,6 +719,185 @@ impl Sessions {
             .get(session)
             .map(|s| s.labels.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// The state in a snapshot ([`crate::snapshot`]): agents by owner, each with its sessions
+/// (labels, call count, recent calls by call key), limits and budgets (charges in time order,
+/// as `[time, amount]`).
+impl Sessions {
+    pub(crate) fn to_snapshot(&self) -> Value {
+        let agents: Vec<(String, Arc<Mutex<AgentState>>)> = lock(&self.agents)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        let mut out = Map::new();
+        for (owner, state) in agents {
+            out.insert(owner, lock(&state).to_snapshot());
+        }
+        json!({ "agents": out })
+    }
+
+    /// Replaces the state with the one `v` holds (from [`Sessions::to_snapshot`]); an error
+    /// names what is not well formed, and leaves the state as it was.
+    pub(crate) fn restore(&self, v: &Value) -> Result<(), String> {
+        let agents = v
+            .get("agents")
+            .and_then(Value::as_object)
+            .ok_or("no `agents` object")?;
+        if agents.len() > MAX_AGENTS {
+            return Err(format!("more than {MAX_AGENTS} agents"));
+        }
+        let mut out = HashMap::with_capacity(agents.len());
+        for (owner, a) in agents {
+            let state = AgentState::from_snapshot(a).map_err(|e| format!("agent {owner}: {e}"))?;
+            out.insert(owner.clone(), Arc::new(Mutex::new(state)));
+        }
+        *lock(&self.agents) = out;
+        Ok(())
+    }
+}
+
+impl Charges {
+    fn to_snapshot(&self) -> Value {
+        Value::Array(
+            self.events
+                .iter()
+                .map(|(at, a)| json!([at, a.to_string()]))
+                .collect(),
+        )
+    }
+
+    fn from_snapshot(v: &Value) -> Result<Charges, String> {
+        let list = v.as_array().ok_or("charges are not a list")?;
+        if list.len() > MAX_CHARGES {
+            return Err(format!("more than {MAX_CHARGES} charges"));
+        }
+        let mut c = Charges::default();
+        let mut last = i64::MIN;
+        for e in list {
+            let (at, amount) = match e.as_array().map(Vec::as_slice) {
+                Some([at, amount]) => (at.as_i64(), amount.as_str().and_then(Amount::parse)),
+                _ => (None, None),
+            };
+            let (Some(at), Some(amount)) = (at, amount) else {
+                return Err(format!("a charge is not [time, amount]: {e}"));
+            };
+            if at < last {
+                return Err("charges are not in time order".to_owned());
+            }
+            last = at;
+            c.events.push_back((at, amount));
+            c.sum = c.sum.saturating_add(amount);
+        }
+        Ok(c)
+    }
+}
+
+impl AgentState {
+    fn to_snapshot(&self) -> Value {
+        let sessions: Map<String, Value> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                let recent: Map<String, Value> = s
+                    .recent
+                    .iter()
+                    .map(|(k, t)| (format!("{k:016x}"), json!(t)))
+                    .collect();
+                let v = json!({
+                    "labels": s.labels,
+                    "calls": s.calls,
+                    "last_us": s.last_us,
+                    "recent": recent,
+                });
+                (id.clone(), v)
+            })
+            .collect();
+        let charges = |m: &HashMap<String, Charges>| -> Map<String, Value> {
+            m.iter()
+                .map(|(k, c)| (k.clone(), c.to_snapshot()))
+                .collect()
+        };
+        json!({
+            "last_us": self.last_us,
+            "sessions": sessions,
+            "limits": charges(&self.limits),
+            "budgets": charges(&self.budgets),
+        })
+    }
+
+    fn from_snapshot(v: &Value) -> Result<AgentState, String> {
+        let object = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_object)
+                .ok_or_else(|| format!("no `{k}` object"))
+        };
+        let mut state = AgentState {
+            last_us: v["last_us"].as_i64().ok_or("no `last_us`")?,
+            ..AgentState::default()
+        };
+        let sessions = object("sessions")?;
+        if sessions.len() > MAX_SESSIONS_PER_AGENT {
+            return Err(format!("more than {MAX_SESSIONS_PER_AGENT} sessions"));
+        }
+        for (id, s) in sessions {
+            let session =
+                SessionState::from_snapshot(s).map_err(|e| format!("session {id}: {e}"))?;
+            state.sessions.insert(id.clone(), session);
+        }
+        for (k, into) in [
+            ("limits", &mut state.limits),
+            ("budgets", &mut state.budgets),
+        ] {
+            for (id, c) in object(k)? {
+                let charges = Charges::from_snapshot(c).map_err(|e| format!("{k} {id}: {e}"))?;
+                into.insert(id.clone(), charges);
+            }
+        }
+        Ok(state)
+    }
+}
+
+impl SessionState {
+    fn from_snapshot(v: &Value) -> Result<SessionState, String> {
+        let labels = v["labels"]
+            .as_array()
+            .ok_or("no `labels` list")?
+            .iter()
+            .map(|l| {
+                l.as_str()
+                    .map(str::to_owned)
+                    .ok_or("a label is not a string")
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let recent_in = v["recent"].as_object().ok_or("no `recent` object")?;
+        if recent_in.len() > MAX_CALL_KEYS {
+            return Err(format!("more than {MAX_CALL_KEYS} calls"));
+        }
+        let mut recent = HashMap::with_capacity(recent_in.len());
+        for (k, times) in recent_in {
+            let key = u64::from_str_radix(k, 16).map_err(|_| format!("call key {k} is not hex"))?;
+            let times: VecDeque<i64> = times
+                .as_array()
+                .filter(|t| t.len() <= MAX_RECENT_CALLS)
+                .ok_or_else(|| {
+                    format!("the times of call {k} are not a list of at most {MAX_RECENT_CALLS}")
+                })?
+                .iter()
+                .map(|t| t.as_i64().ok_or("a call time is not an integer"))
+                .collect::<Result<_, _>>()?;
+            if !times.iter().is_sorted() {
+                return Err(format!("the times of call {k} are not in order"));
+            }
+            recent.insert(key, times);
+        }
+        Ok(SessionState {
+            labels,
+            calls: v["calls"].as_u64().ok_or("no `calls` count")?,
+            recent,
+            last_us: v["last_us"].as_i64().ok_or("no `last_us`")?,
+        })
     }
 }
 
@@ -1484,6 +1732,201 @@ mod tests {
         assert!(recorded.is_err(), "the record must fail");
         assert!(pdp.sessions().labels("Agent::\"bot\"", "s").is_empty());
         drop(policies);
+    }
+
+    fn recorder(data: &std::path::Path) -> crate::Recorder {
+        crate::Recorder::open(data, crate::RecorderSettings::default())
+            .unwrap()
+            .0
+    }
+
+    /// What a start on `data` takes back, and the decision point it starts.
+    fn restart(data: &std::path::Path) -> (Resumed, Pdp) {
+        let recorder = recorder(data);
+        let resumed = Sessions::default()
+            .resume(
+                recorder.log(),
+                recorder.node_id(),
+                crate::identity::now_us(),
+            )
+            .unwrap();
+        (resumed, pdp().with_recorder(recorder))
+    }
+
+    /// Decides and records a refund by `agent`; whether it was allowed.
+    async fn refund(pdp: &Pdp, agent: &str) -> bool {
+        let d = decide(
+            pdp,
+            None,
+            request(
+                agent,
+                "call_tool",
+                "Tool::billing/refund",
+                json!({"amount": 1}),
+            ),
+        );
+        let allowed = d.decision.outcome.is_allow();
+        pdp.record(d.request.as_ref(), d.decision, "authzen", None)
+            .await
+            .unwrap();
+        allowed
+    }
+
+    /// A restart takes the runtime context from the snapshot written when the log closed,
+    /// without reading a record; the limit holds across it.
+    #[tokio::test]
+    async fn a_restart_takes_the_runtime_context_from_its_snapshot() {
+        let data = tempfile::tempdir().unwrap();
+        let pdp = pdp().with_recorder(recorder(data.path()));
+        for _ in 0..3 {
+            assert!(refund(&pdp, "bot").await);
+        }
+        assert!(!refund(&pdp, "bot").await, "three a minute");
+        pdp.close_recorder().unwrap();
+        drop(pdp);
+
+        let (resumed, pdp) = restart(data.path());
+        let size = pdp.recorder().unwrap().log().tree_size();
+        assert_eq!(
+            resumed,
+            Resumed {
+                snapshot: Some(size),
+                read: 0,
+                replayed: 0,
+                size,
+            }
+        );
+        assert!(!refund(&pdp, "bot").await, "the limit outlives the restart");
+        assert!(refund(&pdp, "someone-else").await);
+    }
+
+    /// A snapshot that is forged, another log's, or not a snapshot is set aside and the
+    /// records are read instead; an older snapshot put back is still exact.
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_check_is_set_aside() {
+        let data = tempfile::tempdir().unwrap();
+        let first_node = pdp().with_recorder(recorder(data.path()));
+        for _ in 0..3 {
+            assert!(refund(&first_node, "bot").await);
+        }
+        first_node.close_recorder().unwrap();
+        drop(first_node);
+        let file = data.path().join("log").join(crate::snapshot::FILE);
+        let good = std::fs::read_to_string(&file).unwrap();
+        let restarted = |content: &str| {
+            std::fs::write(&file, content).unwrap();
+            restart(data.path())
+        };
+
+        // Forged: the state emptied, the signature kept.
+        let (body, signature) = good.trim_end().split_once('\n').unwrap();
+        let mut forged: Value = serde_json::from_str(body).unwrap();
+        forged["state"] = json!({"agents": {}});
+        let (resumed, node) = restarted(&format!("{forged}\n{signature}\n"));
+        assert_eq!(resumed.snapshot, None);
+        assert_eq!(resumed.replayed, 3);
+        assert!(
+            !refund(&node, "bot").await,
+            "the charges come back from the records"
+        );
+        node.close_recorder().unwrap();
+        drop(node);
+
+        // Another log's snapshot, signed with that log's key.
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = pdp().with_recorder(recorder(other.path()));
+        assert!(refund(&elsewhere, "bot").await);
+        elsewhere.close_recorder().unwrap();
+        let foreign =
+            std::fs::read_to_string(other.path().join("log").join(crate::snapshot::FILE)).unwrap();
+        let (resumed, node) = restarted(&foreign);
+        assert_eq!(resumed.snapshot, None);
+        assert_eq!(
+            resumed.replayed, 3,
+            "this log's three refunds, not the other log's"
+        );
+        assert!(!refund(&node, "bot").await);
+        node.close_recorder().unwrap();
+        drop(node);
+
+        // Not a snapshot at all.
+        let (resumed, node) = restarted("{}\n");
+        assert_eq!(resumed.snapshot, None);
+        node.close_recorder().unwrap();
+        drop(node);
+
+        // The first snapshot put back after more decisions: the records after it are read.
+        let (resumed, node) = restarted(&good);
+        let first = resumed.snapshot.expect("the first snapshot checks");
+        assert!(refund(&node, "ann").await);
+        assert!(refund(&node, "ann").await);
+        node.close_recorder().unwrap();
+        drop(node);
+        let (resumed, node) = restarted(&good);
+        assert_eq!(resumed.snapshot, Some(first));
+        assert_eq!(resumed.read, resumed.size - first);
+        assert!(resumed.replayed >= 2);
+        assert!(refund(&node, "ann").await, "the third of three");
+        assert!(!refund(&node, "ann").await);
+        assert!(!refund(&node, "bot").await);
+    }
+
+    /// The state goes through a snapshot unchanged; a malformed one is refused whole.
+    #[test]
+    fn the_state_goes_through_a_snapshot_unchanged() {
+        let pdp = pdp();
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("s1"),
+            "Table::customers",
+            Value::Null
+        ));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            Some("s1"),
+            "Tool::fs/read",
+            Value::Null
+        ));
+        assert!(allowed(
+            &pdp,
+            "bot",
+            None,
+            "Tool::billing/refund",
+            json!({"amount": 40})
+        ));
+        assert!(allowed(
+            &pdp,
+            "eve",
+            Some("x"),
+            "Tool::net/ping",
+            Value::Null
+        ));
+        let state = pdp.sessions().to_snapshot();
+        let copy = Sessions::default();
+        copy.restore(&state).unwrap();
+        assert_eq!(copy.to_snapshot(), state);
+        assert_eq!(copy.labels("Agent::\"bot\"", "s1"), ["private_data"]);
+
+        for (path, bad) in [
+            ("/agents", json!([])),
+            ("/agents/Agent::\"bot\"/sessions/s1/labels", json!([1])),
+            ("/agents/Agent::\"bot\"/limits/refunds", json!([[1, "x"]])),
+            (
+                "/agents/Agent::\"bot\"/budgets/refunds",
+                json!([[5, "1"], [4, "1"]]),
+            ),
+            ("/agents/Agent::\"bot\"/last_us", json!("soon")),
+        ] {
+            let mut broken = state.clone();
+            *broken.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = bad;
+            let target = Sessions::default();
+            target.restore(&state).unwrap();
+            let e = target.restore(&broken).unwrap_err();
+            assert!(!e.is_empty(), "{path}");
+            assert_eq!(target.to_snapshot(), state, "{path}: left as it was");
+        }
     }
 
     #[test]

@@ -220,10 +220,8 @@ impl Source {
         {
             problems.push(format!("cannot write the credential's last-used time: {e}"));
         }
-        if let Some(recorder) = pdp.recorder()
-            && let Err(e) = recorder.log().shutdown()
-        {
-            problems.push(format!("the decision log did not close cleanly: {e}"));
+        if let Err(e) = pdp.close_recorder() {
+            problems.push(e);
         }
         for p in &problems {
             tracing::warn!("{p}");

@@ -218,11 +218,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writer.finish(Duration::from_secs(5));
     }
     served.context("the server stopped with an error")?;
-    if let Some(recorder) = pdp.recorder() {
-        recorder
-            .log()
-            .shutdown()
-            .context("the decision log did not close cleanly")?;
+    if pdp.recorder().is_some() {
+        pdp.close_recorder().map_err(anyhow::Error::msg)?;
         // The final checkpoint goes to the witnesses before the process ends.
         if let Some(w) = &witnessing {
             let w = w.clone();
