@@ -45,6 +45,7 @@ pub mod model;
 pub mod nodes;
 mod pg;
 pub mod pg_schema;
+mod pg_tls;
 mod pins;
 pub mod policy_versions;
 pub mod schema;
@@ -81,14 +82,18 @@ pub enum Location {
 
 impl Location {
     /// `postgres://…` / `postgresql://…` is a PostgreSQL database; anything else is refused
-    /// (an SQLite file is named by a path, not a URL).
+    /// (an SQLite file is named by a path, not a URL). Its `sslmode` and `sslrootcert` are
+    /// checked here; the root certificate file is read when the store opens.
     pub fn parse_url(url: &str, options: PgOptions) -> Result<Self, StoreError> {
         let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
-            Some("postgres" | "postgresql") => Ok(Self::Postgres {
-                url: url.to_owned(),
-                options,
-            }),
+            Some("postgres" | "postgresql") => {
+                pg_tls::parse(url)?;
+                Ok(Self::Postgres {
+                    url: url.to_owned(),
+                    options,
+                })
+            }
             _ => Err(StoreError::invalid(
                 "store URL",
                 "expected `postgres://user@host:port/database` (the embedded store needs no \

@@ -20,6 +20,8 @@
 //! - **Threads.** Each connection lives on its own thread and runs the statements sent to it,
 //!   so a call may come from any thread, an async runtime's included (it blocks that thread
 //!   for the round trip, as an SQLite call blocks for the disk).
+//! - **TLS.** `sslmode` and `sslrootcert` of the URL, as libpq reads them ([`crate::pg_tls`]);
+//!   every connection of a store, reconnections included, is made by one `Connector`.
 //!
 //! [`Store::generation_now`]: crate::Store::generation_now
 //! [`Store::generation`]: crate::Store::generation
@@ -37,10 +39,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
 
 use crate::backend::Backend;
 use crate::db::{self, Cell, Db, DbError, Ran, Val};
+use crate::pg_tls::{self, MakeRustls, TlsOptions};
 use crate::{Health, StoreError, pg_schema};
 
 /// The `LISTEN` channel that carries the change counter.
@@ -149,8 +152,8 @@ impl Feed {
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, the
-    /// `libpq` URL and key-value forms), brings its schema up to date, and starts following
-    /// its changes.
+    /// `libpq` URL and key-value forms, with libpq's `sslmode` and `sslrootcert`), brings its
+    /// schema up to date, and starts following its changes.
     ///
     /// A database holding tables that are not an Arbiter store, or an Arbiter store of a
     /// newer schema, is refused and left untouched.
@@ -172,22 +175,18 @@ impl PgStore {
     }
 
     fn open_here(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config = Config::from_str(url)
-            .map_err(|e| StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}")))?;
-        config.connect_timeout(options.connect_timeout);
-        if config.get_application_name().is_none() {
-            config.application_name("arbiter");
-        }
-        let display = describe(&config);
-        let mut first = Session::connect(&config, &display)?;
+        let connector = Connector::new(url, options)?;
+        let display = connector.display.clone();
+        connector.warn_if_unverified();
+        let mut first = Session::connect(&connector)?;
         pg_schema::migrate(&mut first.client)?;
-        let writer = Conn::spawn(config.clone(), display.clone(), Some(first))?;
+        let writer = Conn::spawn(connector.clone(), Some(first))?;
         // Connected on first use: a node that never charges a counter opens none.
         let writers_for_keys = (0..options.keyed_writers.max(1))
-            .map(|_| Conn::spawn(config.clone(), display.clone(), None).map(Mutex::new))
+            .map(|_| Conn::spawn(connector.clone(), None).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let readers = (0..options.readers.max(1))
-            .map(|_| Conn::spawn(config.clone(), display.clone(), None).map(Mutex::new))
+            .map(|_| Conn::spawn(connector.clone(), None).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let feed = Arc::new(Feed {
             generation: AtomicU64::new(0),
@@ -196,7 +195,7 @@ impl PgStore {
             problem: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
-        let mut listener = Session::connect(&config, &display)?;
+        let mut listener = Session::connect(&connector)?;
         listener
             .client
             .batch_execute(&format!("LISTEN {CHANNEL}"))
@@ -204,11 +203,10 @@ impl PgStore {
         feed.confirm(read_counter(&mut listener.client)?);
         {
             let feed = Arc::clone(&feed);
-            let display = display.clone();
             let reconcile = options.reconcile;
             thread::Builder::new()
                 .name("arbiter-store-feed".into())
-                .spawn(move || follow(listener, &config, &display, &feed, reconcile))
+                .spawn(move || follow(listener, &connector, &feed, reconcile))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start a thread: {e}")))?;
         }
         Ok(Self {
@@ -375,7 +373,8 @@ impl Backend for PgStore {
 }
 
 /// The listener: follows notifications, rereads the counter every `reconcile`, reconnects.
-fn follow(mut session: Session, config: &Config, place: &str, feed: &Feed, reconcile: Duration) {
+fn follow(mut session: Session, connector: &Connector, feed: &Feed, reconcile: Duration) {
+    let place = connector.display.as_str();
     let mut last_read = Instant::now();
     loop {
         if feed.stop.load(Ordering::SeqCst) {
@@ -422,7 +421,7 @@ fn follow(mut session: Session, config: &Config, place: &str, feed: &Feed, recon
                 return;
             }
             thread::sleep(reconcile);
-            match Session::connect(config, place).and_then(|mut s| {
+            match Session::connect(connector).and_then(|mut s| {
                 s.client
                     .batch_execute(&format!("LISTEN {CHANNEL}"))
                     .map_err(|e| pg_error(&e))?;
@@ -452,10 +451,9 @@ fn read_counter(client: &mut Client) -> Result<u64, StoreError> {
     Ok(v.cast_unsigned())
 }
 
-/// `postgres://host:port/database` of a URL, never its user or password; the URL as given
-/// when it does not parse.
+/// `postgres://host:port/database` of a URL, never its user or password.
 pub(crate) fn describe_url(url: &str) -> String {
-    match Config::from_str(url) {
+    match Config::from_str(&pg_tls::without_tls(url)) {
         Ok(c) => format!("postgres://{}", describe(&c)),
         Err(_) => "an unparseable PostgreSQL URL".to_owned(),
     }
@@ -487,6 +485,19 @@ pub(crate) fn pg_error(e: &postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("PostgreSQL: {e}"))
 }
 
+/// An error and its causes, `error: cause: cause`: the client's own message says only what
+/// failed (`error performing TLS handshake`), its causes say why.
+fn with_causes(e: &postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 fn db_error(e: &postgres::Error) -> DbError {
     match e.as_db_error() {
         Some(d) if *d.code() == postgres::error::SqlState::UNIQUE_VIOLATION => {
@@ -494,6 +505,64 @@ fn db_error(e: &postgres::Error) -> DbError {
         }
         Some(d) => DbError::Postgres(format!("{} ({})", d.message(), d.code().code())),
         None => DbError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+// ---- how connections are made ----
+
+/// How every connection of a store is made: the server, the client's settings and TLS, the
+/// same for the first session, the listener, the writers, the readers and every reconnection.
+#[derive(Clone)]
+struct Connector {
+    config: Config,
+    tls: MakeRustls,
+    tls_options: TlsOptions,
+    /// Where, without the password (for messages).
+    display: String,
+}
+
+impl Connector {
+    /// Reads the URL and the root certificates it names.
+    fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
+        let (rest, tls_options) = pg_tls::parse(url)?;
+        let mut config = Config::from_str(&rest)
+            .map_err(|e| StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}")))?;
+        tls_options.apply(&mut config);
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("arbiter");
+        }
+        let display = describe(&config);
+        Ok(Self {
+            tls: tls_options.connector()?,
+            config,
+            tls_options,
+            display,
+        })
+    }
+
+    /// One warning when whoever sits between this node and a server on another machine could
+    /// read or pose as it.
+    fn warn_if_unverified(&self) {
+        if self.tls_options.verified() || pg_tls::local(&self.config) {
+            return;
+        }
+        let sslmode = self.tls_options.mode_name();
+        if sslmode == "disable" {
+            tracing::warn!(
+                database = %self.display,
+                sslmode,
+                "the identity store's connection to PostgreSQL is not encrypted: use \
+                 sslmode=verify-full with sslrootcert"
+            );
+        } else {
+            tracing::warn!(
+                database = %self.display,
+                sslmode,
+                "the identity store does not verify PostgreSQL's certificate, so a server \
+                 posing as it would be trusted: use sslmode=verify-full with sslrootcert"
+            );
+        }
     }
 }
 
@@ -506,15 +575,25 @@ struct Session {
 }
 
 impl Session {
-    fn connect(config: &Config, display: &str) -> Result<Self, StoreError> {
-        let client = config.connect(NoTls).map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {display}: {}", {
-                match e.as_db_error() {
+    fn connect(connector: &Connector) -> Result<Self, StoreError> {
+        let client = connector
+            .config
+            .connect(connector.tls.clone())
+            .map_err(|e| {
+                let why = match e.as_db_error() {
                     Some(d) => d.message().to_owned(),
-                    None => e.to_string(),
-                }
-            }))
-        })?;
+                    None => with_causes(&e),
+                };
+                let hint = connector
+                    .tls_options
+                    .explain(&e)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL at {}: {why}{hint}",
+                    connector.display
+                ))
+            })?;
         Ok(Self {
             client,
             prepared: HashMap::new(),
@@ -656,7 +735,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn spawn(config: Config, display: String, first: Option<Session>) -> Result<Self, StoreError> {
+    fn spawn(connector: Connector, first: Option<Session>) -> Result<Self, StoreError> {
         let (jobs, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("arbiter-store-pg".into())
@@ -668,7 +747,7 @@ impl Conn {
                         session = None;
                     }
                     if session.is_none() {
-                        match Session::connect(&config, &display) {
+                        match Session::connect(&connector) {
                             Ok(s) => session = Some(s),
                             Err(e) => why = e.to_string(),
                         }

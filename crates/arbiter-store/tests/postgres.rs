@@ -258,3 +258,206 @@ fn the_audit_trail_cannot_be_edited_in_place() {
     }
     assert_eq!(fx.verify_audit().unwrap(), 1);
 }
+
+// ---- TLS ----
+
+/// The store URL of `db` with `params` added to its query.
+fn with_params(db: &TestDb, params: &str) -> String {
+    let url = db.url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// The store URL of `db`, connecting to `localhost` rather than `127.0.0.1`.
+fn by_name(url: &str) -> String {
+    assert!(
+        url.contains("@127.0.0.1:"),
+        "these tests expect ARBITER_TEST_POSTGRES_URL on 127.0.0.1: {url}"
+    );
+    url.replacen("@127.0.0.1:", "@localhost:", 1)
+}
+
+/// The server's certificate (`ssl_cert_file`), a trust anchor for the checks of `verify-ca`
+/// and `verify-full`: it is self-signed.
+fn server_certificate(db: &TestDb) -> std::path::PathBuf {
+    assert_eq!(
+        db.psql("SHOW ssl").trim(),
+        "on",
+        "the server must offer TLS"
+    );
+    let file = std::path::PathBuf::from(db.psql("SHOW ssl_cert_file").trim());
+    if file.is_absolute() {
+        file
+    } else {
+        std::path::PathBuf::from(db.psql("SHOW data_directory").trim()).join(file)
+    }
+}
+
+/// `(backends, encrypted ones)` of the store's connections to `db`, as the server sees them
+/// (read from another connection, which is left out).
+fn encrypted_backends(db: &TestDb) -> (u32, u32) {
+    let out = db.psql(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE ssl) \
+         FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = '{}' AND application_name = 'arbiter' AND pid <> pg_backend_pid()",
+        db.name()
+    ));
+    let (all, tls) = out.trim().split_once('|').unwrap();
+    (all.parse().unwrap(), tls.parse().unwrap())
+}
+
+/// Opens a store on `url` and uses a connection of each kind: the writer, a reader, a keyed
+/// writer (the listener is opened with the store).
+fn open_and_use(url: &str) -> PgStore {
+    let store = PgStore::open(url, &options()).unwrap();
+    store
+        .register_agent(&new_agent("bot"), &admin(), T0)
+        .unwrap();
+    assert!(store.agent("bot").unwrap().is_some());
+    store.generation().unwrap();
+    store
+}
+
+#[test]
+fn sslmode_require_encrypts_every_connection_reconnections_included() {
+    let db = fresh_db();
+    let store = open_and_use(&with_params(&db, "sslmode=require"));
+    let (all, tls) = encrypted_backends(&db);
+    assert!(all >= 3, "the writer, the listener and a reader: {all}");
+    assert_eq!(tls, all, "every backend of the store is encrypted");
+
+    // Every connection is cut; those that come back are encrypted too.
+    db.psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name()
+    ));
+    until(Duration::from_secs(5), || {
+        store.agent("bot").is_ok()
+            && store
+                .register_agent(
+                    &new_agent(&format!("bot-{}", NEXT.fetch_add(1, Ordering::SeqCst))),
+                    &admin(),
+                    T0,
+                )
+                .is_ok()
+    })
+    .expect("the store reconnects");
+    until(Duration::from_secs(5), || encrypted_backends(&db).0 >= 3)
+        .expect("the listener reconnects");
+    let (all, tls) = encrypted_backends(&db);
+    assert_eq!(tls, all, "reconnections are encrypted: {tls} of {all}");
+}
+
+#[test]
+fn sslmode_disable_leaves_every_connection_in_the_clear() {
+    let db = fresh_db();
+    let _store = open_and_use(&with_params(&db, "sslmode=disable"));
+    let (all, tls) = encrypted_backends(&db);
+    assert!(all >= 3, "{all}");
+    assert_eq!(tls, 0, "no backend of the store is encrypted");
+}
+
+#[test]
+fn verify_full_opens_for_the_name_the_certificate_holds_and_refuses_another() {
+    let db = fresh_db();
+    let cert = server_certificate(&db);
+    let params = format!("sslmode=verify-full&sslrootcert={}", cert.display());
+    let _store = open_and_use(&by_name(&with_params(&db, &params)));
+    let (all, tls) = encrypted_backends(&db);
+    assert_eq!(tls, all, "{tls} of {all}");
+
+    // The certificate names `localhost`, not `127.0.0.1`.
+    let err = PgStore::open(&with_params(&db, &params), &options()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{text}");
+    assert!(text.contains("host name does not match"), "{text}");
+    assert!(text.contains("\"127.0.0.1\""), "{text}");
+}
+
+#[test]
+fn verify_ca_checks_the_chain_and_not_the_name() {
+    let db = fresh_db();
+    let cert = server_certificate(&db);
+    let _store = open_and_use(&with_params(
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", cert.display()),
+    ));
+    let (all, tls) = encrypted_backends(&db);
+    assert_eq!(tls, all, "{tls} of {all}");
+
+    // A root certificate that did not sign the server's.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=other", "-keyout"])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["verify-ca", "verify-full", "require"] {
+        let url = by_name(&with_params(
+            &db,
+            &format!("sslmode={mode}&sslrootcert={}", other.display()),
+        ));
+        let err = PgStore::open(&url, &options()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{text}");
+        assert!(
+            text.contains(&format!(
+                "the server's certificate is not signed by a certificate of sslrootcert `{}`",
+                other.display()
+            )),
+            "{mode}: {text}"
+        );
+    }
+}
+
+#[test]
+fn bad_tls_settings_are_named_without_the_password() {
+    let db = fresh_db();
+    let base = db
+        .url()
+        .replacen("postgres://postgres@", "postgres://postgres:secret-pw@", 1);
+    assert!(base.contains("secret-pw"), "{base}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (
+            "sslmode=verify_full".to_owned(),
+            "unknown sslmode `verify_full`",
+        ),
+        (
+            "sslmode=verify-full".to_owned(),
+            "sslmode `verify-full` checks the server's certificate against sslrootcert, which is \
+             missing",
+        ),
+        (
+            format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+            "cannot read sslrootcert",
+        ),
+    ];
+    for (params, expected) in cases {
+        let url = format!("{base}?{params}");
+        let err = PgStore::open(&url, &options()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{text}");
+        assert!(text.contains(expected), "{params}: {text}");
+        assert!(!text.contains("secret-pw"), "the password leaked: {text}");
+    }
+    // The URL's form is checked before anything is read.
+    let err = arbiter_store::Location::parse_url(&format!("{base}?sslmode=verify-ca"), options())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sslrootcert"), "{err}");
+    assert!(!err.contains("secret-pw"), "{err}");
+    // Nothing was connected.
+    assert_eq!(encrypted_backends(&db).0, 0);
+}
