@@ -5,8 +5,10 @@
 //! wholly inside them, to another directory, and records the move in
 //! `archived.log` (one JSON line per move: the records moved and where).
 //! Everything else stays: the seals, the checkpoints, the higher tiles (a
-//! few bytes per 256 records), so the live log still computes its roots and
-//! the proofs of newer records.
+//! few bytes per 256 records) and the partial tiles of the tiles not moved,
+//! so the live log still computes its roots and the proofs of newer
+//! records. Partial tiles of the level-0 tiles moved (superseded by them;
+//! the writer removes those itself, a crash can leave some) are removed.
 //!
 //! Readers find archived files through `archived.log`: segment listings,
 //! lookups, proofs and `verify` read them from the archive directory while
@@ -23,7 +25,7 @@ use crate::checkpoint::{PUB_FILE, sync_dir};
 use crate::sealed::{self, INDEX_DIR, Seal};
 use crate::segment;
 use crate::store::{LogError, io_at};
-use crate::tiles::{TILE_DIR, tile_path};
+use crate::tiles::{TILE_DIR, partial_dir, tile_path};
 
 /// The archive moves, one JSON line each, in the log directory.
 pub const ARCHIVED_FILE: &str = "archived.log";
@@ -184,10 +186,17 @@ pub fn archive(dir: &Path, before_us: i64, to: &Path) -> Result<ArchiveReport, L
         files.push(seg);
         files.push(sealed::index_path(dir, s.first));
     }
+    // Partial tiles of those tiles are superseded by them: removed, not
+    // moved (the writer removes them itself; a crash can leave some).
+    let mut partials: Vec<PathBuf> = Vec::new();
     for n in start.div_ceil(256)..end / 256 {
         let t = tile_path(dir, 0, n);
         if t.is_file() {
             files.push(t);
+        }
+        let p = partial_dir(dir, 0, n);
+        if p.is_dir() {
+            partials.push(p);
         }
     }
     let mut made: Vec<PathBuf> = Vec::new();
@@ -233,6 +242,12 @@ pub fn archive(dir: &Path, before_us: i64, to: &Path) -> Result<ArchiveReport, L
     sync_dir(dir).map_err(io_at(dir))?;
     for f in &files {
         fs::remove_file(f).map_err(io_at(f))?;
+    }
+    for p in &partials {
+        match fs::remove_dir_all(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(p)(e)),
+            _ => {}
+        }
     }
     for d in [
         dir.to_path_buf(),

@@ -245,12 +245,7 @@ fn node_message(purpose: &str, msg: &[u8]) -> Vec<u8> {
 
 /// Writes `dir/name` via a temporary file: create with `mode`, write, fsync,
 /// rename, fsync the directory.
-pub fn write_atomic(
-    dir: &Path,
-    name: &str,
-    data: &[u8],
-    mode: u32,
-) -> Result<(), CheckpointError> {
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<(), CheckpointError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let _ = fs::remove_file(&tmp);
     let mut opts = fs::OpenOptions::new();

@@ -7,7 +7,8 @@
 //! - [`checkpoint`]: the Ed25519 key and signed [`Checkpoint`]s;
 //! - [`segment`] and [`store`]: frames, segment files, recovery, reading;
 //! - [`archive`]: moving the oldest sealed segments to another directory;
-//! - [`tiles`]: the tree on disk as C2SP tlog tiles ([`TiledTree`]);
+//! - [`tiles`]: the tree on disk as C2SP tlog tiles ([`TiledTree`]), and
+//!   (`partial.rs`) the partial tiles of each checkpoint's size;
 //! - [`sealed`]: finished segments' index files and `sealed.log`, which
 //!   keep the live log's memory bounded and its open short;
 //! - [`state`]: `checkpoints.state`, what the writer last wrote to
@@ -30,6 +31,7 @@ mod fastcheck;
 mod grow;
 pub mod merkle;
 pub mod ocsf;
+mod partial;
 pub mod query;
 pub mod reader;
 pub mod record;

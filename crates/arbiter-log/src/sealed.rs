@@ -2,7 +2,7 @@
 //! memory and reopen without reading more than that.
 //!
 //! While a segment is written, the log keeps each record's byte offset and
-//! decision id in memory ([`OpenSegment`]). When the log rolls to the next
+//! decision id in memory (`OpenSegment`). When the log rolls to the next
 //! segment, the finished one is *sealed* in the background:
 //!
 //! 1. its **index file** `index/<first>.idx` is written and synced: each

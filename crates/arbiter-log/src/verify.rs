@@ -15,7 +15,8 @@ use crate::canonical;
 use crate::checkpoint::{Checkpoint, CheckpointError, PUB_FILE, PublicKey};
 use crate::contains;
 use crate::merkle::{Frontier, Hash, ProofError, empty_root, hash_from_hex, leaf_hash};
-use crate::tiles::{TILE_BYTES, TILE_WIDTH, tile_path};
+use crate::partial::parse_width;
+use crate::tiles::{TILE_BYTES, TILE_WIDTH, partial_dir, tile_path};
 use std::borrow::Cow;
 
 use crate::record::{Checked, DecisionRecord, RecordError, check_one, decode_all_full};
@@ -1120,6 +1121,7 @@ fn verify_dir_streaming(
     rep.records = ord.index;
     rep.root = hex::encode(ord.frontier.root());
     ending.finish(&mut rep, &cps, opts);
+    ord.tiles.finish();
     // A tile that differs is reported only when the records verified: with
     // rewritten records, the records are the problem, not the tiles.
     if rep.problem.is_none() {
@@ -1185,6 +1187,7 @@ impl TileCheck {
             // Not written (yet): nothing to compare.
             Err(_) => true,
         };
+        let full = std::mem::replace(hashes, Vec::with_capacity(TILE_WIDTH));
         if !same {
             let first = n << (8 * (level as u32 + 1));
             self.problem = problem(
@@ -1195,10 +1198,64 @@ impl TileCheck {
                     path.display()
                 ),
             );
+        } else {
+            // Partial tiles left beside it (superseded, kept by a crash or
+            // a failed removal) must agree with it too.
+            self.check_partials(level as u8, n, &full);
         }
-        hashes.clear();
         if let Some(f) = self.full.get_mut(level) {
             *f += 1;
+        }
+    }
+
+    /// After the last record: each level's current partial tiles.
+    fn finish(&mut self) {
+        for level in 0..self.levels.len() {
+            let n = self.full.get(level).copied().unwrap_or(0);
+            let hashes = self.levels.get(level).cloned().unwrap_or_default();
+            if let Ok(l) = u8::try_from(level) {
+                self.check_partials(l, n, &hashes);
+            }
+        }
+    }
+
+    /// Compares the partial tiles of tile `level`/`n` on disk with `hashes`,
+    /// the tile's hashes as far as the records read go: `<W>` must hold the
+    /// first `W`. One wider than that is for records not read (a live log
+    /// grew meanwhile) and is skipped; names that are not a width (a
+    /// temporary file) are not tiles.
+    fn check_partials(&mut self, level: u8, n: u64, hashes: &[Hash]) {
+        if self.problem.is_some() {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(partial_dir(&self.dir, level, n)) else {
+            return;
+        };
+        let mut names: Vec<(u8, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((parse_width(e.file_name().to_str()?)?, e.path())))
+            .collect();
+        names.sort();
+        for (width, path) in names {
+            let Some(want) = hashes.get(..usize::from(width)) else {
+                continue;
+            };
+            match fs::read(&path) {
+                Ok(b) if b == want.concat() => continue,
+                // Removed meanwhile by a live log (its tile filled).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                _ => {}
+            }
+            let first = n << (8 * (u32::from(level) + 1));
+            self.problem = problem(
+                Some(first),
+                ProblemKind::DamagedIndex,
+                format!(
+                    "partial tile `{}` does not match records {first} on (partial tiles are derived: remove it; opening the log writes the latest checkpoint's again)",
+                    path.display()
+                ),
+            );
+            return;
         }
     }
 }

@@ -33,12 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
 use crate::merkle::{Hash, leaf_hash};
+use crate::partial::PartialTiles;
 use crate::record::{DecisionRecord, now_us};
 use crate::sealed::{self, IdKey, OpenSegment, Seal, SealedSegment};
 use crate::segment::{self, CHECKPOINTS_FILE};
 use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
-use crate::tiles::TiledTree;
+use crate::tiles::{TILE_DIR, TiledTree};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +70,8 @@ pub enum FaultPoint {
     CheckpointWrite,
     /// Before `sync_data` on `checkpoints.log`.
     CheckpointSync,
+    /// Before writing a checkpoint's partial tiles (before its frame).
+    PartialTileWrite,
 }
 
 /// A fault-injection hook: return `Err` to make that operation fail.
@@ -98,7 +101,9 @@ impl FaultSwitch {
             let flag = match p {
                 FaultPoint::SegmentWrite | FaultPoint::CheckpointWrite => &w,
                 FaultPoint::SegmentSync | FaultPoint::CheckpointSync => &s,
-                FaultPoint::SegmentRoll | FaultPoint::SegmentPrepare => return Ok(()),
+                FaultPoint::SegmentRoll
+                | FaultPoint::SegmentPrepare
+                | FaultPoint::PartialTileWrite => return Ok(()),
             };
             if flag.swap(false, Ordering::SeqCst) {
                 Err(io::Error::other(format!("injected fault at {p:?}")))
@@ -747,6 +752,11 @@ impl Log {
         )
         .map_err(io_at(&state_path))?;
         sync_dir(dir).map_err(io_at(dir))?;
+        // Partial tiles are derived: checked against the tree, repaired, and
+        // those of the latest checkpoint written (see `crate::partial`).
+        let latest_size = loaded.latest_checkpoint.as_ref().map(|c| c.tree_size);
+        let since = latest_size.map_or(0, |s| s.saturating_sub(check.window));
+        let partials = PartialTiles::recover(dir, &loaded.tree, latest_size, since)?;
         let report = loaded.report.clone();
         let cp_count = loaded.checkpoint_count;
         let cp_size = loaded.latest_checkpoint.as_ref().map_or(0, |c| c.tree_size);
@@ -812,6 +822,7 @@ impl Log {
             cp_size,
             cp_count,
             committed: size,
+            partials,
             state,
             last_cp_ts,
             last_cp_at: Instant::now(),
@@ -988,6 +999,11 @@ impl Log {
         self.read_shared().tree.root()
     }
 
+    /// Root over the first `size` committed records.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
+        self.read_shared().tree.root_at(size)
+    }
+
     /// What the log holds in memory for its tree and indexes.
     pub fn memory(&self) -> MemoryUse {
         let s = self.read_shared();
@@ -999,11 +1015,6 @@ impl Log {
                 .map(|seg| seg.memory_bytes())
                 .sum::<usize>()
                 + s.live.memory_bytes(),
-    /// Root over the first `size` committed records.
-    pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
-        self.read_shared().tree.root_at(size)
-    }
-
             open_segments: s.sealing.len() + 1,
             sealed_segments: s.sealed.len(),
         }
@@ -1226,6 +1237,8 @@ struct Writer {
     cp_count: u64,
     /// Records published to the tree.
     committed: u64,
+    /// The partial tiles of the checkpoints' sizes.
+    partials: PartialTiles,
     /// `checkpoints.state`, rewritten after every checkpoint.
     state: StateFile,
     last_cp_ts: i64,
@@ -1535,10 +1548,23 @@ impl Writer {
         if self.dirty {
             self.sync_segment().map_err(io_at(&self.seg_path))?;
         }
-        let (size, root) = {
+        let (size, root, partial) = {
             let s = self.inner.shared.read().unwrap_or_else(|e| e.into_inner());
-            (s.tree.size(), s.tree.root()?)
+            let size = s.tree.size();
+            let partial = self
+                .partials
+                .wanted(size)
+                .then(|| s.tree.partial_tiles(size));
+            (size, s.tree.root()?, partial)
         };
+        // The partial tiles of this size go first (its records are synced):
+        // whoever reads the checkpoint finds them (see `crate::partial`).
+        if let Some(tiles) = partial {
+            let tile_dir = self.inner.dir.join(TILE_DIR);
+            self.fault(FaultPoint::PartialTileWrite)
+                .map_err(io_at(&tile_dir))?;
+            self.partials.write(size, &tiles)?;
+        }
         let ts = now_us().max(self.last_cp_ts);
         let cp = Checkpoint::sign(&self.inner.opts.node_id, size, &root, ts, &self.inner.key)?;
         let mut frame = Vec::with_capacity(400);
@@ -1566,6 +1592,8 @@ impl Writer {
             let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
             s.latest = Some(cp.clone());
         }
+        // Partial tiles that full tiles now stand for.
+        self.partials.prune(size);
         Ok(cp)
     }
 }

@@ -14,6 +14,8 @@ use arbiter_testkit::{PATIENCE, wait_for};
 use proptest::prelude::*;
 use serde_json::json;
 
+mod tile_client;
+
 fn rec(i: u64, tag: &str) -> DecisionRecord {
     let ctx =
         json!({"i": i, "tag": tag, "args": {"path": format!("/tmp/{i}"), "n": i * 3, "f": 1.5}});
