@@ -47,16 +47,24 @@ if [ "$HTTP_LOOKUPS" -gt 0 ]; then
   PORT=$(free_port)
   TOKEN=$("$BIN" admin token create --name bench --role auditor --json --data "$SCALE_KEEP" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  "$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$SCALE_KEEP" --node-id bench \
-    --listen "127.0.0.1:$PORT" --log-level warn >"$WORK/lookup-server.log" 2>&1 &
-  SERVER_PID=$!
-  # Start-up reads back the runtime effects of the last 7 days of records: allow it minutes.
-  t0=$(date +%s)
-  until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "serve stopped: $(cat "$WORK/lookup-server.log")"; exit 1; }
-    sleep 0.5
-  done
-  echo "serve on the $RECORDS-record log answered after $(( $(date +%s) - t0 )) s"
+  start_lookup_server() { # $1: what this start is
+    "$BIN" serve --policies "$ROOT/bench/fixtures/bench-cedar" --data "$SCALE_KEEP" --node-id bench \
+      --listen "127.0.0.1:$PORT" --log-level info >"$WORK/lookup-server.log" 2>&1 &
+    SERVER_PID=$!
+    # A first start reads back the runtime effects of the window's records: allow it minutes.
+    local t0
+    t0=$(date +%s.%N)
+    until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do
+      kill -0 "$SERVER_PID" 2>/dev/null || { echo "serve stopped: $(cat "$WORK/lookup-server.log")"; exit 1; }
+      sleep 0.05
+    done
+    echo "serve on the $RECORDS-record log, $1: answered after $(python3 -c "import sys,time; print('%.2f' % (time.time() - float(sys.argv[1])))" "$t0") s"
+    grep 'runtime context taken back' "$WORK/lookup-server.log" | head -1 || true
+  }
+  stop_lookup_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
+  start_lookup_server "first start (no runtime-context snapshot)"
+  stop_lookup_server
+  start_lookup_server "restart (from the snapshot written at the first start and at its shutdown)"
   echo "== through HTTP: $HTTP_LOOKUPS GET /v1/decisions/{id} of random records of $RECORDS"
   python3 - "$PORT" "$TOKEN" "$RECORDS" "$HTTP_LOOKUPS" <<'PY'
 import http.client, random, sys, time
@@ -77,7 +85,7 @@ times.sort()
 pct = lambda p: times[min(len(times) - 1, int(len(times) * p))] * 1e3
 print("http_get_ms_p50=%.2f http_get_ms_p99=%.2f (%d lookups, one connection)" % (pct(0.5), pct(0.99), lookups))
 PY
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  stop_lookup_server
   rm -rf "$SCALE_KEEP"
 fi
 

@@ -377,7 +377,12 @@ impl Pdp {
                     "runtime context taken back from the decision log"
                 );
                 // Nothing is decided yet: the state is exactly the log's first `size` records.
-                match snapshot::save(log, node, r.size, self.sessions.to_snapshot(), now) {
+                let saved = if r.snapshot == Some(r.size) {
+                    Ok(())
+                } else {
+                    snapshot::save(log, node, r.size, self.sessions.to_snapshot(), now)
+                };
+                match saved {
                     Ok(()) => taken = r.size,
                     Err(e) => {
                         tracing::warn!(error = %e, "the runtime context snapshot could not be written")

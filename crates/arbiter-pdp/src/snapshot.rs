@@ -134,7 +134,10 @@ pub(crate) fn save(
 pub(crate) fn refresh(log: &Log, node_id: &str, now_us: i64) -> Result<u64, String> {
     let state = Sessions::default();
     let resumed = state.resume(log, node_id, now_us)?;
-    save(log, node_id, resumed.size, state.to_snapshot(), now_us)?;
+    // The one there already covers the log (no record since): nothing to write.
+    if resumed.snapshot != Some(resumed.size) {
+        save(log, node_id, resumed.size, state.to_snapshot(), now_us)?;
+    }
     Ok(resumed.size)
 }
 
