@@ -18,7 +18,8 @@
 //!   the blocking pool.
 
 pub mod http;
-pub mod jsonrpc;
+/// Strict JSON-RPC framing, shared with the other gateways.
+pub use arbiter_pep::jsonrpc;
 pub mod paths;
 mod pins;
 pub mod session;

@@ -1,6 +1,6 @@
-//! Strict JSON-RPC 2.0 framing for MCP.
+//! Strict JSON-RPC 2.0 framing for the gateways that speak it (MCP, A2A).
 //!
-//! Every message crossing the gateway, in either direction, is parsed once by [`parse`] into a
+//! Every message crossing a gateway, in either direction, is parsed once by [`parse`] into a
 //! [`Message`] and what goes on is the gateway's own serialization of it ([`Message::to_bytes`]),
 //! never the bytes that came in. The parse is strict so that the gateway and the peer cannot
 //! read one message two ways:
@@ -10,7 +10,7 @@
 //!   `{"method":"ping","method":"tools/call"}` is refused, and escapes are decoded before the
 //!   comparison, so `"tools\u002fcall"` *is* `tools/call`);
 //! - a JSON-RPC batch (a top-level array) is refused with `-32600`: MCP has had no batches
-//!   since revision 2025-06-18;
+//!   since revision 2025-06-18, and A2A has none;
 //! - `"jsonrpc": "2.0"` is required; members other than `jsonrpc`, `id`, `method`, `params`,
 //!   `result` and `error` are refused;
 //! - an `id` is a string of at most [`MAX_ID_BYTES`] bytes or an integer that fits in 64 bits

@@ -15,9 +15,11 @@
 
 mod decider;
 mod error;
+pub mod jsonrpc;
 mod local;
 mod remote;
 mod source;
+pub mod sse;
 mod verdict;
 
 pub use decider::{Ahead, BoxFuture, Decider, Durable, Settle, decide_ahead_within, decide_within};

@@ -33,7 +33,7 @@ const MAX_SESSION_ID_BYTES: usize = 256;
 /// Longest accepted `MCP-Protocol-Version`, in bytes.
 pub(super) const MAX_VERSION_BYTES: usize = 64;
 /// Longest accepted `Last-Event-ID` and SSE event id, in bytes.
-pub(super) const MAX_EVENT_ID_BYTES: usize = 1024;
+pub(super) use arbiter_pep::sse::MAX_EVENT_ID_BYTES;
 /// Most `Mcp-Param-*` headers passed on one request, and the longest value.
 const MAX_PARAM_HEADERS: usize = 64;
 const MAX_PARAM_BYTES: usize = 8 * 1024;

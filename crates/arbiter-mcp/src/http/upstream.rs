@@ -21,8 +21,8 @@ use super::body::{JSON, Kind, body_kind, read_body};
 use super::headers::{
     MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, encode_header_value, mirrored_name,
 };
-use super::sse::SseParser;
 use super::{error_chain, is_answer_to, lock};
+use arbiter_pep::sse::SseParser;
 
 /// Time allowed to end a session at the server when the gateway forgets it.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,7 +218,7 @@ impl Link {
             }
             Kind::EventStream => {
                 let mut body = response.into_body();
-                let mut parser = SseParser::new(limits.max_bytes);
+                let mut parser = SseParser::new(limits.max_bytes, "the MCP server");
                 while let Some(frame) = body.frame().await {
                     let frame = frame.map_err(|e| {
                         format!("the MCP server's stream broke: {}", error_chain(&e))
