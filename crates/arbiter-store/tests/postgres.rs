@@ -461,3 +461,258 @@ fn bad_tls_settings_are_named_without_the_password() {
     // Nothing was connected.
     assert_eq!(encrypted_backends(&db).0, 0);
 }
+
+/// A PostgreSQL server of one test's own, asking for a SCRAM password over TCP (the shared
+/// test server trusts every local connection, so it never authenticates one), stopped when
+/// dropped.
+struct PasswordServer {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PasswordServer {
+    const PASSWORD: &str = "secret-pw";
+
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server programs in /usr/lib/postgresql/<version>/bin")
+            .map(|e| e.unwrap().path().join("bin"))
+            .find(|b| b.join("initdb").exists())
+            .expect("initdb in /usr/lib/postgresql/<version>/bin");
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self { dir, bin, port };
+        std::fs::write(server.dir.path().join("pw"), Self::PASSWORD).unwrap();
+        server.give_to_server(server.dir.path());
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                &server.dir.path().join("pw").display().to_string(),
+            ],
+        );
+        server.certificate(&["-newkey", "rsa:2048", "-sha256"]);
+        let settings = format!(
+            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+            server.dir.path().display()
+        );
+        let log = server.dir.path().join("log").display().to_string();
+        server.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &server.data(),
+                "-l",
+                &log,
+                "-o",
+                &settings,
+                "-w",
+                "start",
+            ],
+        );
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-h"])
+            .arg(server.dir.path())
+            .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-c", "CREATE DATABASE arbiter"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs one of the server's programs, as the `postgres` user when this is root (the server
+    /// refuses to run as root).
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let out = if root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&program).args(args).output()
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn give_to_server(&self, path: &std::path::Path) {
+        if root() {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+    }
+
+    /// A new self-signed certificate for `localhost`, made with the `openssl req` key options
+    /// `key` (the algorithm, and the hash the certificate is signed with).
+    fn certificate(&self, key: &[&str]) {
+        let data = std::path::Path::new(&self.data()).to_owned();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .args(key)
+            .arg("-keyout")
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in ["server.key", "server.crt"] {
+            self.give_to_server(&data.join(file));
+        }
+        let mut mode = std::fs::metadata(data.join("server.key"))
+            .unwrap()
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o600);
+        std::fs::set_permissions(data.join("server.key"), mode).unwrap();
+    }
+
+    /// Serves a new certificate (made as [`PasswordServer::certificate`] makes it).
+    fn serve_certificate(&self, key: &[&str]) {
+        self.certificate(key);
+        // With the log file again: otherwise the server writes to, and holds open, this
+        // program's pipe.
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-m",
+                "fast",
+                "restart",
+            ],
+        );
+    }
+
+    fn url(&self, params: &str) -> String {
+        format!(
+            "postgres://postgres:{}@localhost:{}/arbiter?{params}",
+            Self::PASSWORD,
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordServer {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&program).args(args).output()
+        };
+    }
+}
+
+fn root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+#[test]
+fn scram_over_tls_binds_the_password_exchange_to_the_servers_certificate() {
+    let server = PasswordServer::start();
+    // `channel_binding=require`: the client refuses SCRAM without channel binding, and the
+    // server refuses a binding that is not its certificate's hash, so opening proves both.
+    let cases: [(&[&str], bool); 3] = [
+        (&["-newkey", "rsa:2048", "-sha256"], true),
+        // Hashed with SHA-384 (RFC 5929: the hash of the certificate's signature).
+        (
+            &[
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-sha384",
+            ],
+            true,
+        ),
+        // Ed25519 names no hash: PostgreSQL cannot bind to it, and neither does the store.
+        (&["-newkey", "ed25519"], false),
+    ];
+    for (i, (key, binds)) in cases.into_iter().enumerate() {
+        if i > 0 {
+            server.serve_certificate(key);
+        }
+        let bound = PgStore::open(
+            &server.url("sslmode=require&channel_binding=require"),
+            &options(),
+        );
+        match (bound, binds) {
+            (Ok(store), true) => {
+                store
+                    .register_agent(&new_agent(&format!("bot-{i}")), &admin(), T0)
+                    .unwrap();
+            }
+            (Err(e), false) => {
+                assert!(e.to_string().contains("channel binding"), "{key:?}: {e}");
+            }
+            (Ok(_), false) => panic!("{key:?}: bound to a certificate that names no hash"),
+            (Err(e), true) => panic!("{key:?}: {e}"),
+        }
+        // Without requiring it, SCRAM authenticates either way.
+        let store = PgStore::open(&server.url("sslmode=require"), &options()).unwrap();
+        assert!(store.health().up, "{key:?}");
+        // And a wrong password is refused, so the password was checked.
+        let wrong = server
+            .url("sslmode=require")
+            .replace(PasswordServer::PASSWORD, "wrong-pw");
+        let err = PgStore::open(&wrong, &options()).unwrap_err().to_string();
+        assert!(err.contains("password authentication failed"), "{err}");
+    }
+}
