@@ -525,8 +525,12 @@ impl Connector {
     /// Reads the URL and the root certificates it names.
     fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
         let (rest, tls_options) = pg_tls::parse(url)?;
-        let mut config = Config::from_str(&rest)
-            .map_err(|e| StoreError::invalid("store URL", format!("not a PostgreSQL URL: {e}")))?;
+        let mut config = Config::from_str(&rest).map_err(|e| {
+            StoreError::invalid(
+                "store URL",
+                format!("not a PostgreSQL URL: {}", with_causes(&e)),
+            )
+        })?;
         tls_options.apply(&mut config);
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
@@ -544,23 +548,11 @@ impl Connector {
     /// One warning when whoever sits between this node and a server on another machine could
     /// read or pose as it.
     fn warn_if_unverified(&self) {
-        if self.tls_options.verified() || pg_tls::local(&self.config) {
-            return;
-        }
-        let sslmode = self.tls_options.mode_name();
-        if sslmode == "disable" {
+        if let Some(warning) = self.tls_options.warning(&self.config) {
             tracing::warn!(
                 database = %self.display,
-                sslmode,
-                "the identity store's connection to PostgreSQL is not encrypted: use \
-                 sslmode=verify-full with sslrootcert"
-            );
-        } else {
-            tracing::warn!(
-                database = %self.display,
-                sslmode,
-                "the identity store does not verify PostgreSQL's certificate, so a server \
-                 posing as it would be trusted: use sslmode=verify-full with sslrootcert"
+                sslmode = self.tls_options.mode_name(),
+                "{warning}"
             );
         }
     }

@@ -195,6 +195,24 @@ impl TlsOptions {
         self.mode.name()
     }
 
+    /// What to warn of when a store opens on `config`: a server on another machine (see
+    /// [`local`]) whose certificate is not checked, or reached without TLS.
+    pub(crate) fn warning(&self, config: &Config) -> Option<&'static str> {
+        if self.verified() || local(config) {
+            return None;
+        }
+        Some(match self.mode {
+            SslMode::Disable => {
+                "the identity store's connection to PostgreSQL is not encrypted: use \
+                 sslmode=verify-full with sslrootcert"
+            }
+            SslMode::Prefer | SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                "the identity store does not verify PostgreSQL's certificate, so a server posing \
+                 as it would be trusted: use sslmode=verify-full with sslrootcert"
+            }
+        })
+    }
+
     /// Applies the mode to the client's configuration: whether TLS is required (it has no
     /// notion of checking a certificate, which is [`MakeRustls`]'s part).
     pub(crate) fn apply(&self, config: &mut Config) {
@@ -1015,6 +1033,33 @@ mod tests {
         // Where the connection goes is the address, not the name.
         assert!(!local_("host=localhost hostaddr=10.0.0.5 dbname=db"));
         assert!(local_("host=db.example hostaddr=127.0.0.1 dbname=db"));
+    }
+
+    #[test]
+    fn an_unverified_server_on_another_machine_is_warned_of() {
+        let warning = |url: &str| {
+            let (rest, tls) = parse(url).unwrap();
+            tls.warning(&rest.parse::<Config>().unwrap())
+        };
+        for params in ["", "?sslmode=prefer", "?sslmode=require"] {
+            let w = warning(&format!("postgres://u@db.example/db{params}")).unwrap();
+            assert!(w.contains("does not verify"), "{params}: {w}");
+            assert!(w.contains("sslmode=verify-full"), "{w}");
+        }
+        let w = warning("postgres://u@10.0.0.5/db?sslmode=disable").unwrap();
+        assert!(w.contains("not encrypted"), "{w}");
+        assert!(w.contains("sslmode=verify-full"), "{w}");
+        for quiet in [
+            "postgres://u@db.example/db?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgres://u@db.example/db?sslmode=verify-ca&sslrootcert=/ca.pem",
+            "postgres://u@db.example/db?sslmode=require&sslrootcert=/ca.pem",
+            "postgres://u@db.example/db?sslrootcert=system",
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@localhost/db?sslmode=disable",
+            "host=/run/postgresql dbname=db",
+        ] {
+            assert_eq!(warning(quiet), None, "{quiet}");
+        }
     }
 
     /// `SEQUENCE { SEQUENCE {}, SEQUENCE { OID oid }, BIT STRING {} }`: as much of a

@@ -434,6 +434,8 @@ fn bad_tls_settings_are_named_without_the_password() {
             "sslmode=verify_full".to_owned(),
             "unknown sslmode `verify_full`",
         ),
+        // Client certificates are not supported: refused, not ignored.
+        ("sslcert=/client.pem".to_owned(), "unknown option `sslcert`"),
         (
             "sslmode=verify-full".to_owned(),
             "sslmode `verify-full` checks the server's certificate against sslrootcert, which is \
