@@ -15,6 +15,7 @@
 
 mod decider;
 mod error;
+pub mod http;
 pub mod jsonrpc;
 mod local;
 mod remote;
@@ -24,6 +25,7 @@ mod verdict;
 
 pub use decider::{Ahead, BoxFuture, Decider, Durable, Settle, decide_ahead_within, decide_within};
 pub use error::{AuthError, DecideError, SourceError};
+pub use http::bearer;
 pub use local::LocalDecider;
 pub use remote::RemoteDecider;
 pub use remote::SESSION_HEADER;

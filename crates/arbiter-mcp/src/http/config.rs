@@ -89,90 +89,28 @@ impl Config {
     }
 }
 
-/// Reads `--upstream`: an `http://` URL with a host and no credentials.
-fn parse_upstream(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.trim().parse().map_err(|e| {
-        format!("`--upstream {url}` is not a URL ({e}); e.g. http://127.0.0.1:3001/mcp")
-    })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`--upstream {url}`: https:// upstreams are not supported; reach the MCP server \
-                 over http:// (on the same host or a private network), or put a TLS-terminating \
-                 proxy next to it"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "`--upstream {url}` must be an http:// URL, e.g. http://127.0.0.1:3001/mcp"
-            ));
-        }
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(format!("`--upstream {url}` has no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "`--upstream {url}`: credentials in the URL are not sent; give them with \
-             `--upstream-header 'Authorization: …'`"
-        ));
-    }
-    if authority.host().is_empty() {
-        return Err(format!("`--upstream {url}` has no host"));
-    }
-    Ok(uri)
-}
-
 /// Headers an `--upstream-header` may not set: the transport's own and the protocol's.
 fn reserved_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "expect"
-            | "content-type"
-            | "accept"
-            | "mcp-session-id"
-            | "mcp-protocol-version"
-            | "mcp-method"
-            | "mcp-name"
-            | "last-event-id"
-    ) || name.as_str().starts_with(MCP_PARAM_PREFIX)
+    arbiter_pep::http::transport_header(name)
+        || matches!(
+            name.as_str(),
+            "content-type"
+                | "accept"
+                | "mcp-session-id"
+                | "mcp-protocol-version"
+                | "mcp-method"
+                | "mcp-name"
+                | "last-event-id"
+        )
+        || name.as_str().starts_with(MCP_PARAM_PREFIX)
 }
 
-/// Reads one `--upstream-header 'Name: value'`.
+fn parse_upstream(url: &str) -> Result<Uri, String> {
+    arbiter_pep::http::parse_upstream(url, "the MCP server", "http://127.0.0.1:3001/mcp")
+}
+
 fn parse_upstream_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let shown = text.split(':').next().unwrap_or_default().trim();
-    let Some((name, value)) = text.split_once(':') else {
-        return Err(format!(
-            "`--upstream-header {shown}…`: write it as `Name: value`, e.g. `Authorization: Bearer …`"
-        ));
-    };
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("`--upstream-header {shown}: …`: `{shown}` is not a header name"))?;
-    if reserved_header(&name) {
-        return Err(format!(
-            "`--upstream-header {name}: …`: the gateway sets `{name}` itself"
-        ));
-    }
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(format!("`--upstream-header {name}: …`: the value is empty"));
-    }
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
-        format!("`--upstream-header {name}: …`: the value has characters a header cannot carry")
-    })?;
-    // Usually a credential: never shown in debug output.
-    value.set_sensitive(true);
-    Ok((name, value))
+    arbiter_pep::http::parse_upstream_header(text, reserved_header)
 }
 
 /// Reads one `--allow-origin`: `scheme://host[:port]`.

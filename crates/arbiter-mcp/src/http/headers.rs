@@ -3,7 +3,7 @@
 //! `Mcp-Param-*`) and carry non-ASCII values as `=?base64?…?=`.
 
 use base64::Engine as _;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::jsonrpc::{self, Message};
@@ -38,18 +38,7 @@ pub(super) use arbiter_pep::sse::MAX_EVENT_ID_BYTES;
 const MAX_PARAM_HEADERS: usize = 64;
 const MAX_PARAM_BYTES: usize = 8 * 1024;
 
-/// The credential of `Authorization: Bearer <credential>` (exactly one such header).
-pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
-    let mut all = headers.get_all(header::AUTHORIZATION).iter();
-    let value = all.next()?;
-    if all.next().is_some() {
-        return None;
-    }
-    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
-        .then(|| token.to_owned())
-}
+pub(super) use arbiter_pep::bearer;
 
 /// The text of a header value of visible ASCII (spaces inside allowed) of at most `max`
 /// bytes.
@@ -275,20 +264,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::http::test_support::{headers, hv, msg};
-
-    #[test]
-    fn bearer_credentials() {
-        let get = |v: &str| bearer(&headers(&[("authorization", v)]));
-        assert_eq!(get("Bearer arb_abc").as_deref(), Some("arb_abc"));
-        assert_eq!(get("bearer  arb_abc ").as_deref(), Some("arb_abc"));
-        assert_eq!(get("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(get("Bearer "), None);
-        assert_eq!(get("Bearer a b"), None);
-        assert_eq!(get("arb_abc"), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-        let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert_eq!(bearer(&two), None);
-    }
 
     #[test]
     fn header_values_round_trip() {

@@ -2,15 +2,12 @@
 //! each event through the session to the client, answering a request the stream leaves
 //! unanswered.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt as _;
-use hyper::body::{Bytes, Frame, Incoming};
+use hyper::body::{Bytes, Incoming};
 use tokio::sync::mpsc;
 
 use crate::jsonrpc::{self, FrameLimits, Id, Message, code};
@@ -19,27 +16,11 @@ use crate::session::{Route, Session};
 use super::sessions::StreamGuard;
 use super::upstream::Link;
 use super::{Proxy, error_chain, is_answer_to};
+use arbiter_pep::http::ChannelBody;
 use arbiter_pep::sse::{SseEvent, SseParser};
 
 /// SSE events buffered towards one client.
 const STREAM_BUFFER: usize = 16;
-
-/// The body of a streamed answer: what the relay sends.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
 
 impl Proxy {
     /// A relay of a server stream on `session`; `pending` is the client request the stream
