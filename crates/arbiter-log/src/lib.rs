@@ -72,7 +72,7 @@ pub use verify::{
 };
 pub use writer::{
     AppendCallback, Appended, DEFAULT_CHECKPOINT_EVERY_RECORDS, DEFAULT_LIVENESS_EVERY,
-    DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint, FaultSwitch, Health,
-    InclusionProofBundle, Log, LogOptions, MemoryUse, OVERRIDE_ACTION, OVERRIDE_ENFORCEMENT_POINT,
-    Ticket,
+    DEFAULT_PARTIAL_TILES_EVERY, DEFAULT_SEGMENT_BYTES, Durability, FaultHook, FaultPoint,
+    FaultSwitch, Health, InclusionProofBundle, Log, LogOptions, MemoryUse, OVERRIDE_ACTION,
+    OVERRIDE_ENFORCEMENT_POINT, Ticket,
 };

@@ -10,30 +10,42 @@
 //! The writer has them in memory, as the tree's right edge; this module puts
 //! them on disk.
 //!
-//! **Which checkpoints get them: all.** The tiles of a checkpoint are written
-//! after its records are synced and before its frame goes to
-//! `checkpoints.log`, so whoever reads a checkpoint there (or gets it from
-//! `Log::latest_checkpoint`) finds its tiles. A liveness checkpoint (same
-//! size) has them already. The writer signs a checkpoint every
-//! `checkpoint_every_records` records, `checkpoint_every` after the last one,
-//! on `force_checkpoint`/`prove` and at shutdown — never per group commit —
-//! and each checkpoint already syncs two files. Its tiles are one to three
-//! small files (at most 8 KiB each; a level whose tile and width did not
-//! change since the last checkpoint is not written again), written to a
-//! temporary name and renamed, not synced; docs/benchmarks.md has the
-//! throughput before and after. So no checkpoint is skipped.
+//! **Which checkpoints get them.** The tiles of a checkpoint are written
+//! after its records are synced. A checkpoint gets them *before* its frame
+//! goes to `checkpoints.log` when at least `LogOptions::partial_tiles_every`
+//! (default 1 s; zero: every checkpoint) has passed since the last one that
+//! got them; and the latest checkpoint gets them, after its frame, once the
+//! writer has had nothing to do for 100 ms after it (not in the short gaps
+//! between bursts, where the next batch would wait for them), and when it
+//! stops. So: the latest checkpoint of a log that has gone quiet always has
+//! them, and under load at least one checkpoint per interval does; a
+//! checkpoint signed in between under load (the writer signs one every
+//! `checkpoint_every_records`, 1 000, records) may never get them. A
+//! liveness checkpoint (same size) has them already. Why not every one: on
+//! the development machine's ext4 a checkpoint's tiles (a new `.p`
+//! directory and one or two files, 8 KiB at most, renamed into place, not
+//! synced) cost about 0.5–1 ms of metadata work on the writer thread, and a
+//! checkpoint every 1 000 records then took 15–20 % off a tight append loop;
+//! once a second they cost nothing measurable (docs/benchmarks.md). A level
+//! whose tile and width did not change since the last tiles is not written
+//! again.
 //!
 //! **Superseded ones are deleted.** When tile `L/N` has filled, its partial
-//! tiles are removed (at the next checkpoint, which is after the full tile
-//! was written), as the specification allows. A client holding an older
-//! checkpoint that needs `L/N.p/W` and no longer finds it reads the full tile
-//! `L/N` and takes its first `W` hashes — the same hashes, since the tree only
-//! grows; the specification has clients fall back this way. The full tile is
-//! written before the partial ones go, so one of them is always there. This
-//! keeps fewer than 256 partial tiles per level on disk (one per checkpoint
-//! size within the level's current tile; usually a handful), whatever the
-//! size of the log. `arbiter log archive` removes the partial tiles of the
-//! full tiles it moves.
+//! tiles are removed, as the specification allows: the next checkpoint
+//! (which is after the full tile was written) hands the `.p` directory to
+//! the sealer thread, which removes it. Not the writer itself: removing a
+//! directory freshly made took about 3 ms on the development machine's ext4
+//! (a new, unsynced file about 0.02 ms), time the writer would take from
+//! the next batch. A client holding an older checkpoint that needs
+//! `L/N.p/W` and no longer finds it reads the full tile `L/N` and takes its
+//! first `W` hashes — the same hashes, since the tree only grows; the
+//! specification has clients fall back this way. The full tile is written
+//! before the partial ones go, so one of them is always there. This keeps
+//! fewer than 256 partial tiles per level on disk (one per tiled checkpoint
+//! size within the level's current tile; under load, one or two), plus the
+//! few whose removal is queued, whatever the size of the log.
+//! `arbiter log archive` removes the partial tiles of the full tiles it
+//! moves.
 //!
 //! **Derived state.** Partial tiles are written from the tree and never read
 //! to build it or a proof: nothing the log signs or proves depends on them.
@@ -42,8 +54,9 @@
 //! (written before a checkpoint that never came), or superseded and not yet
 //! removed. [`PartialTiles::recover`], run by `Log::open`, compares every
 //! partial tile of the current tiles with the tree and rewrites the ones
-//! that differ, removes the ones for sizes beyond the tree, superseded ones
-//! and temporary files, and writes those of the latest checkpoint.
+//! that differ, removes the ones for sizes beyond the tree and temporary
+//! files, writes those of the latest checkpoint, and hands the superseded
+//! ones it finds to the sealer thread.
 //! `verify_dir` compares every partial tile it comes across with the
 //! records. What is not brought back: the partial tile of a checkpoint older
 //! than the latest, lost in a power failure; a client holding that
@@ -54,6 +67,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::store::{LogError, io_at};
 use crate::tiles::{PartialTile, TILE_WIDTH, TiledTree, partial_dir, partial_tile_path, tile_path};
@@ -81,34 +95,40 @@ pub(crate) struct PartialTiles {
     dirs: BTreeSet<(u8, u64)>,
     /// Per tile level, the tile index and width last written.
     last: Vec<Option<(u64, u8)>>,
-    /// The tree size whose partial tiles were written last.
+    /// The tree size whose partial tiles were written last, and when.
     size: Option<u64>,
+    written_at: Option<Instant>,
 }
 
 impl PartialTiles {
     /// At open, for the tree `tree` whose latest checkpoint has `latest`
-    /// leaves: brings the partial tiles on disk in line with the tree and
-    /// writes those of `latest`.
+    /// leaves: brings the partial tiles of the current tiles in line with the
+    /// tree and writes those of `latest`. Returns the `.p` directories of
+    /// superseded tiles found, for the caller to remove (off the open path).
     ///
     /// Looked at, per level: the `.p` directories beside the tiles from the
     /// one holding leaf `since` to the current one (a whole directory of
-    /// 1 000 tiles at least, and the one before). Each checkpoint removes the
-    /// partial tiles its size supersedes and checkpoints are at most the
-    /// unsigned window apart, so with `since` = the latest checkpoint's size
-    /// less that window, only partial tiles whose removal failed can lie
-    /// before (they hold the right hashes; `verify_dir` checks them).
+    /// 1 000 tiles at least, and the one before). Each checkpoint queues the
+    /// removal of the partial tiles its size supersedes and checkpoints are at
+    /// most the unsigned window apart, so with `since` = the latest
+    /// checkpoint's size less that window, only partial tiles whose removal
+    /// was queued and then lost (a crash with the sealer thread behind) or
+    /// failed can lie before. They hold the right hashes, and `verify_dir`
+    /// checks them.
     pub(crate) fn recover(
         dir: &Path,
         tree: &TiledTree,
         latest: Option<u64>,
         since: u64,
-    ) -> Result<PartialTiles, LogError> {
+    ) -> Result<(PartialTiles, Vec<PathBuf>), LogError> {
         let mut me = PartialTiles {
             dir: dir.to_path_buf(),
             dirs: BTreeSet::new(),
             last: Vec::new(),
             size: None,
+            written_at: None,
         };
+        let mut superseded = Vec::new();
         let size = tree.size();
         // The current partial tile of each level, as the tree has it now.
         let now = tree.partial_tiles(size);
@@ -145,9 +165,11 @@ impl PartialTiles {
                             .map_or(&[][..], |t| t.hashes.as_slice());
                         me.check_current(level, n, edge)?;
                         me.dirs.insert((level, n));
+                    } else if n < current {
+                        // A full tile stands for it.
+                        superseded.push(entry.path());
                     } else {
-                        // Superseded (a full tile stands for it) or beyond
-                        // the tree.
+                        // Beyond the tree.
                         remove_all(&entry.path())?;
                     }
                 }
@@ -162,7 +184,7 @@ impl PartialTiles {
             }
             me.size = Some(latest);
         }
-        Ok(me)
+        Ok((me, superseded))
     }
 
     /// The partial tiles on disk of the current tile `level`/`index`, whose
@@ -233,11 +255,26 @@ impl PartialTiles {
         self.size != Some(size)
     }
 
+    /// Whether a checkpoint of `size` signed at `now` gets its partial tiles
+    /// before its frame: wanted, and `every` has passed since tiles were
+    /// last written (or none were since the log opened).
+    pub(crate) fn due(&self, size: u64, now: Instant, every: Duration) -> bool {
+        self.wanted(size)
+            && self
+                .written_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= every)
+    }
+
     /// Writes `tiles`, the partial tiles of the tree at `size`
     /// ([`TiledTree::partial_tiles`]), each to a temporary name then renamed
     /// over its own. A level whose tile was last written at the same width
     /// is skipped: same tile, same width, same hashes.
-    pub(crate) fn write(&mut self, size: u64, tiles: &[PartialTile]) -> Result<(), LogError> {
+    pub(crate) fn write(
+        &mut self,
+        size: u64,
+        tiles: &[PartialTile],
+        now: Instant,
+    ) -> Result<(), LogError> {
         for t in tiles {
             let key = Some((t.index, t.width()));
             if self.last.get(usize::from(t.level)) == Some(&key) {
@@ -248,26 +285,34 @@ impl PartialTiles {
             self.set_last(t);
         }
         self.size = Some(size);
+        self.written_at = Some(now);
         Ok(())
     }
 
-    /// Removes the partial tiles of the tiles that are full in a tree of
-    /// `size` leaves (every full tile of it is written). A directory that
-    /// cannot be removed now is tried again at the next call: what it holds
-    /// is still right, only no longer needed.
-    pub(crate) fn prune(&mut self, size: u64) {
-        let dir = &self.dir;
+    /// The `.p` directories of the tiles that are full in a tree of `size`
+    /// leaves (each of them written), no longer tracked here: for
+    /// [`remove_dirs`].
+    pub(crate) fn superseded(&mut self, size: u64) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
         self.dirs.retain(|&(level, index)| {
             let shift = 8 * (u32::from(level) + 1);
             let full = if shift >= 64 { 0 } else { size >> shift };
-            if index >= full {
-                return true;
+            if index < full {
+                gone.push(partial_dir(&self.dir, level, index));
             }
-            match fs::remove_dir_all(partial_dir(dir, level, index)) {
-                Ok(()) => false,
-                Err(e) => e.kind() != io::ErrorKind::NotFound,
-            }
+            index >= full
         });
+        gone
+    }
+}
+
+/// Removes superseded partial-tile directories. A failure is left as it is:
+/// what such a directory holds is still right, only no longer needed, and
+/// `verify_dir` checks it; the next open queues the ones near the end of the
+/// log again.
+pub(crate) fn remove_dirs(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = fs::remove_dir_all(d);
     }
 }
 
@@ -329,17 +374,24 @@ mod tests {
     fn superseded_partial_tiles_are_removed_once_their_tile_is_full() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = tree(dir.path(), 300);
-        let mut p = PartialTiles::recover(dir.path(), &t, None, 0).unwrap();
-        p.write(300, &t.partial_tiles(300)).unwrap();
+        let (mut p, none) = PartialTiles::recover(dir.path(), &t, None, 0).unwrap();
+        assert!(none.is_empty());
+        let now = Instant::now();
+        p.write(300, &t.partial_tiles(300), now).unwrap();
         assert!(partial_tile_path(dir.path(), 0, 1, 44).is_file());
         assert!(partial_tile_path(dir.path(), 1, 0, 1).is_file());
         for i in 300..520 {
             t.push(leaf_hash(&u64::to_le_bytes(i))).unwrap();
         }
-        p.write(520, &t.partial_tiles(520)).unwrap();
-        p.prune(520);
-        // Tile 0/1 is full: its partial tiles are gone; 1/0 is not.
+        assert!(!p.due(520, now, Duration::from_secs(1)));
+        assert!(p.due(520, now + Duration::from_secs(1), Duration::from_secs(1)));
+        p.write(520, &t.partial_tiles(520), now).unwrap();
+        // Tile 0/1 is full: its partial tiles go; 1/0 is not.
+        let gone = p.superseded(520);
+        assert_eq!(gone, [partial_dir(dir.path(), 0, 1)]);
+        remove_dirs(&gone);
         assert!(!partial_dir(dir.path(), 0, 1).exists());
+        assert!(p.superseded(520).is_empty());
         assert!(partial_tile_path(dir.path(), 0, 2, 8).is_file());
         assert!(partial_tile_path(dir.path(), 1, 0, 1).is_file());
         assert!(partial_tile_path(dir.path(), 1, 0, 2).is_file());

@@ -19,11 +19,12 @@
 //! checked the same way, up to the in-memory edge). A damaged or replaced
 //! tile file is an error naming the file, never a wrong proof.
 //!
-//! For each signed checkpoint the writer also puts the edge at its size on
+//! For signed checkpoints the writer also puts the edge at their size on
 //! disk as C2SP *partial tiles*, `tile/<L>/<N>.p/<W>` ([`partial_tile_path`],
-//! [`TiledTree::partial_tiles`]), so that a tile client can check any
-//! checkpoint from the tile directory alone; when they are written, removed
-//! and repaired is in `partial.rs`. The tree never reads them back.
+//! [`TiledTree::partial_tiles`]), so that a tile client can check such a
+//! checkpoint from the tile directory alone; for which checkpoints, and when
+//! they are removed and repaired, see `partial.rs`. The tree never reads
+//! them back.
 //!
 //! Entry bundles (`tile/entries/<N>`: the records themselves, 256 to a
 //! file) are not written. The records are in the segments, sealed ones

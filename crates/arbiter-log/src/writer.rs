@@ -33,13 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, KeyPair, PublicKey, sync_dir};
 use crate::merkle::{Hash, leaf_hash};
-use crate::partial::PartialTiles;
+use crate::partial::{self, PartialTiles};
 use crate::record::{DecisionRecord, now_us};
 use crate::sealed::{self, IdKey, OpenSegment, Seal, SealedSegment};
 use crate::segment::{self, CHECKPOINTS_FILE};
 use crate::state::{STATE_FILE, StateFile};
 use crate::store::{self, LogError, OpenReport, io_at};
-use crate::tiles::{TILE_DIR, TiledTree};
+use crate::tiles::{PartialTile, TILE_DIR, TiledTree};
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +113,15 @@ impl FaultSwitch {
         })
     }
 }
+
+/// Default [`LogOptions::partial_tiles_every`].
+pub const DEFAULT_PARTIAL_TILES_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the writer must have had nothing to do after the latest
+/// checkpoint before it writes that checkpoint's partial tiles, if it was
+/// signed without them: not in the short gaps between bursts, where the
+/// next batch would wait for them.
+const PARTIAL_TILES_QUIET: Duration = Duration::from_millis(100);
 
 /// Default [`LogOptions::checkpoint_every_records`]; also the unsigned tail
 /// `open` and `verify` accept by default.
@@ -242,6 +251,13 @@ pub struct LogOptions {
     pub compress_sealed: bool,
     /// Directory of `log-signing.key`; default: the log directory.
     pub key_dir: Option<PathBuf>,
+    /// Write a checkpoint's partial tiles (`tile/<L>/<N>.p/<W>`) before its
+    /// frame when at least this long has passed since the last checkpoint
+    /// that got them (default 1 s; `Duration::ZERO`: every checkpoint). The
+    /// latest checkpoint always gets them once the writer has had nothing
+    /// to do for 100 ms, and when it stops. See the crate README, "Partial
+    /// tiles".
+    pub partial_tiles_every: Duration,
     /// Fault injection for tests.
     pub fault: Option<FaultHook>,
 }
@@ -259,6 +275,7 @@ impl Default for LogOptions {
             async_sync_every: Duration::from_millis(200),
             compress_sealed: true,
             key_dir: None,
+            partial_tiles_every: DEFAULT_PARTIAL_TILES_EVERY,
             fault: None,
         }
     }
@@ -276,6 +293,7 @@ impl std::fmt::Debug for LogOptions {
             .field("segment_bytes", &self.segment_bytes)
             .field("async_sync_every", &self.async_sync_every)
             .field("key_dir", &self.key_dir)
+            .field("partial_tiles_every", &self.partial_tiles_every)
             .field("fault", &self.fault.is_some())
             .finish()
     }
@@ -482,13 +500,30 @@ struct SealJob {
     seal: Seal,
 }
 
+/// Work for the sealer thread: whatever must not hold up the writer.
+enum Job {
+    Seal(SealJob),
+    /// Partial-tile directories that full tiles superseded, to remove (see
+    /// `crate::partial`: on this machine's ext4 a removal can take
+    /// milliseconds, which the writer thread would spend between batches).
+    Remove(Vec<PathBuf>),
+}
+
 impl Inner {
     /// Seals finished segments in order until the writer drops its sender:
     /// index file, tiles and seal synced, then the segment's offsets and ids
     /// leave memory. A failure fails the log (what cannot be sealed cannot
-    /// be found again at open without a full scan).
-    fn run_sealer(&self, jobs: mpsc::Receiver<SealJob>) {
-        for mut job in jobs {
+    /// be found again at open without a full scan). Removes superseded
+    /// partial tiles in between.
+    fn run_sealer(&self, jobs: mpsc::Receiver<Job>) {
+        for job in jobs {
+            let mut job = match job {
+                Job::Seal(job) => job,
+                Job::Remove(dirs) => {
+                    partial::remove_dirs(&dirs);
+                    continue;
+                }
+            };
             let first = job.segment.first;
             let compress = self.opts.compress_sealed;
             if let Err(e) = sealed::seal(&self.dir, &job.segment, &mut job.seal, first, compress) {
@@ -756,7 +791,7 @@ impl Log {
         // those of the latest checkpoint written (see `crate::partial`).
         let latest_size = loaded.latest_checkpoint.as_ref().map(|c| c.tree_size);
         let since = latest_size.map_or(0, |s| s.saturating_sub(check.window));
-        let partials = PartialTiles::recover(dir, &loaded.tree, latest_size, since)?;
+        let (partials, superseded) = PartialTiles::recover(dir, &loaded.tree, latest_size, since)?;
         let report = loaded.report.clone();
         let cp_count = loaded.checkpoint_count;
         let cp_size = loaded.latest_checkpoint.as_ref().map_or(0, |c| c.tree_size);
@@ -791,7 +826,7 @@ impl Log {
             }),
             opts,
         });
-        let (seal_tx, seal_rx) = mpsc::channel::<SealJob>();
+        let (seal_tx, seal_rx) = mpsc::channel::<Job>();
         let sealer_inner = inner.clone();
         let sealer = std::thread::Builder::new()
             .name("arbiter-log-sealer".to_string())
@@ -800,6 +835,9 @@ impl Log {
                 path: dir.to_path_buf(),
                 source: e,
             })?;
+        if !superseded.is_empty() {
+            let _ = seal_tx.send(Job::Remove(superseded));
+        }
         let (cp_bytes, cp_last_offset) = if loaded.report.accepted_damage.is_some() {
             (0, 0)
         } else {
@@ -1211,7 +1249,7 @@ fn complete(done: AppendCallback, r: Result<Appended, LogError>) {
 struct Writer {
     inner: Arc<Inner>,
     /// Finished segments go to the sealer thread.
-    seals: mpsc::Sender<SealJob>,
+    seals: mpsc::Sender<Job>,
     /// Segments rolled to whose records are not yet all in the tree: the
     /// first record of the new segment and the old one's logical end.
     rolled: std::collections::VecDeque<(u64, u64)>,
@@ -1282,6 +1320,9 @@ impl Writer {
                     let mut deadline = self.next_checkpoint_at();
                     if self.dirty {
                         deadline = deadline.min(self.last_sync_at + opts.async_sync_every);
+                    }
+                    if let Some(at) = self.catch_up_at() {
+                        deadline = deadline.min(at);
                     }
                     let now = Instant::now();
                     if now >= deadline {
@@ -1371,6 +1412,14 @@ impl Writer {
                 self.fail(format!("cannot sync segment: {e}"), &mut batch, cp_reqs);
                 return;
             }
+            if let Err(e) = self.catch_up_partials(shutdown) {
+                self.fail(
+                    format!("cannot write partial tiles: {e}"),
+                    &mut batch,
+                    Vec::new(),
+                );
+                return;
+            }
             if shutdown {
                 let q = lock(&self.inner.queue);
                 if q.items.is_empty() && q.cp_requests.is_empty() {
@@ -1403,10 +1452,10 @@ impl Writer {
                     };
                     s.sealing.push(done.clone());
                     // A sealer that is gone has failed the log already.
-                    let _ = self.seals.send(SealJob {
+                    let _ = self.seals.send(Job::Seal(SealJob {
                         segment: done,
                         seal,
-                    });
+                    }));
                 }
             }
             s.tree.push(p.leaf)?;
@@ -1544,26 +1593,61 @@ impl Writer {
         Ok(())
     }
 
+    fn write_partials(&mut self, size: u64, tiles: &[PartialTile]) -> Result<(), LogError> {
+        let tile_dir = self.inner.dir.join(TILE_DIR);
+        self.fault(FaultPoint::PartialTileWrite)
+            .map_err(io_at(&tile_dir))?;
+        self.partials.write(size, tiles, Instant::now())
+    }
+
+    /// When the latest checkpoint, signed without its partial tiles, gets
+    /// them if nothing comes before: [`PARTIAL_TILES_QUIET`] after it.
+    fn catch_up_at(&self) -> Option<Instant> {
+        (self.cp_count > 0 && self.partials.wanted(self.cp_size))
+            .then(|| self.last_cp_at + PARTIAL_TILES_QUIET)
+    }
+
+    /// The latest checkpoint's partial tiles, if it was signed without them
+    /// (within `partial_tiles_every` of the last one that got them), nothing
+    /// is queued, and nothing was for [`PARTIAL_TILES_QUIET`] (or the
+    /// writer is stopping).
+    fn catch_up_partials(&mut self, stopping: bool) -> Result<(), LogError> {
+        match self.catch_up_at() {
+            Some(at) if stopping || Instant::now() >= at => {}
+            _ => return Ok(()),
+        }
+        {
+            let q = lock(&self.inner.queue);
+            if !q.items.is_empty() || !q.cp_requests.is_empty() {
+                return Ok(());
+            }
+        }
+        let size = self.cp_size;
+        let tiles = {
+            let s = self.inner.shared.read().unwrap_or_else(|e| e.into_inner());
+            s.tree.partial_tiles(size)
+        };
+        self.write_partials(size, &tiles)
+    }
+
     fn checkpoint(&mut self) -> Result<Checkpoint, LogError> {
         if self.dirty {
             self.sync_segment().map_err(io_at(&self.seg_path))?;
         }
+        let every = self.inner.opts.partial_tiles_every;
         let (size, root, partial) = {
             let s = self.inner.shared.read().unwrap_or_else(|e| e.into_inner());
             let size = s.tree.size();
             let partial = self
                 .partials
-                .wanted(size)
+                .due(size, Instant::now(), every)
                 .then(|| s.tree.partial_tiles(size));
             (size, s.tree.root()?, partial)
         };
         // The partial tiles of this size go first (its records are synced):
         // whoever reads the checkpoint finds them (see `crate::partial`).
         if let Some(tiles) = partial {
-            let tile_dir = self.inner.dir.join(TILE_DIR);
-            self.fault(FaultPoint::PartialTileWrite)
-                .map_err(io_at(&tile_dir))?;
-            self.partials.write(size, &tiles)?;
+            self.write_partials(size, &tiles)?;
         }
         let ts = now_us().max(self.last_cp_ts);
         let cp = Checkpoint::sign(&self.inner.opts.node_id, size, &root, ts, &self.inner.key)?;
@@ -1592,8 +1676,12 @@ impl Writer {
             let mut s = self.inner.shared.write().unwrap_or_else(|e| e.into_inner());
             s.latest = Some(cp.clone());
         }
-        // Partial tiles that full tiles now stand for.
-        self.partials.prune(size);
+        // Partial tiles that full tiles now stand for go, off this thread.
+        let superseded = self.partials.superseded(size);
+        if !superseded.is_empty() {
+            // A sealer that is gone has failed the log already.
+            let _ = self.seals.send(Job::Remove(superseded));
+        }
         Ok(cp)
     }
 }

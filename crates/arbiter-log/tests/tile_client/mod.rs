@@ -249,13 +249,23 @@ fn hashes_bytes(h: &[Hash]) -> Vec<u8> {
     h.concat()
 }
 
+/// [`opts`] with partial tiles for every checkpoint (not at most one a
+/// second), so that each checkpoint a test asks for has them before
+/// `force_checkpoint` returns.
+fn every_cp() -> LogOptions {
+    LogOptions {
+        partial_tiles_every: Duration::ZERO,
+        ..opts()
+    }
+}
+
 #[test]
 fn a_tile_client_checks_each_checkpoint_from_the_tile_directory_alone() {
     let dir = tempfile::tempdir().unwrap();
     let o = LogOptions {
         // Only the checkpoints this test asks for.
         checkpoint_every_records: 1 << 20,
-        ..opts()
+        ..every_cp()
     };
     let (log, _) = open(dir.path(), o.clone());
     let roots = [dir.path().to_path_buf()];
@@ -276,14 +286,14 @@ fn a_tile_client_checks_each_checkpoint_from_the_tile_directory_alone() {
         }
         cps.push(cp);
     }
-    // The partial tiles a full tile superseded are gone; a client holding an
-    // older checkpoint reads the full tile instead.
-    assert!(!dir.path().join("tile/0/000.p").exists());
-    assert!(!dir.path().join("tile/1/000.p").exists());
+    // A client holding an older checkpoint whose partial tiles a full tile
+    // superseded reads the full tile instead.
     for cp in &cps {
         client_checks(&roots, cp, &leaves, true);
     }
-    // What remains are the partial tiles of the current tiles only.
+    drop(log);
+    // Superseded partial tiles are removed (by the sealer thread, done by
+    // the time the log is closed): the current tiles' are all that remain.
     for (level, want) in [(0, "273.p"), (1, "001.p"), (2, "000.p")] {
         let mut found: Vec<String> = fs::read_dir(dir.path().join(format!("tile/{level}")))
             .unwrap()
@@ -293,7 +303,6 @@ fn a_tile_client_checks_each_checkpoint_from_the_tile_directory_alone() {
         found.sort();
         assert_eq!(found, [want], "level {level}");
     }
-    drop(log);
     // Reopened: the latest checkpoint's tiles are still served, and the log
     // verifies with them.
     let (log, _) = open(dir.path(), o);
@@ -313,7 +322,7 @@ fn open_puts_right_the_partial_tiles_a_crash_left() {
         dir.path(),
         LogOptions {
             fault: Some(hook),
-            ..opts()
+            ..every_cp()
         },
     );
     let key = log.public_key();
@@ -346,7 +355,7 @@ fn open_puts_right_the_partial_tiles_a_crash_left() {
     // And the latest checkpoint's level-1 tile gone.
     fs::remove_file(p(1, 0, 1)).unwrap();
 
-    let (log, _) = open(dir.path(), opts());
+    let (log, _) = open(dir.path(), every_cp());
     assert_eq!(log.latest_checkpoint().unwrap().tree_size, 310);
     for w in [44u64, 50, 54] {
         let want = hashes_bytes(&leaves[256..256 + w as usize]);
@@ -354,10 +363,11 @@ fn open_puts_right_the_partial_tiles_a_crash_left() {
     }
     assert!(!p(0, 1, 60).exists());
     assert!(!dir.path().join("tile/0/001.p/20.tmp").exists());
-    assert!(!dir.path().join("tile/0/000.p").exists());
     assert!(p(1, 0, 1).is_file());
     let cp = log.latest_checkpoint().unwrap();
     drop(log);
+    // The superseded one is removed off the open path, by the time it closes.
+    assert!(!dir.path().join("tile/0/000.p").exists());
     client_checks(&[dir.path().to_path_buf()], &cp, &leaves, false);
     let v = verify(dir.path(), &key);
     assert!(v.is_ok(), "{v:?}");
@@ -366,7 +376,7 @@ fn open_puts_right_the_partial_tiles_a_crash_left() {
 #[test]
 fn a_tampered_partial_tile_is_reported_by_verify_and_rewritten_by_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open(dir.path(), opts());
+    let (log, _) = open(dir.path(), every_cp());
     let key = log.public_key();
     let leaves = append(&log, 0..1000, tag);
     drop(log);
@@ -414,7 +424,7 @@ fn a_failed_partial_tile_write_fails_the_checkpoint_and_the_log() {
         dir.path(),
         LogOptions {
             fault: Some(hook),
-            ..opts()
+            ..every_cp()
         },
     );
     append(&log, 0..10, tag);
@@ -489,4 +499,61 @@ fn archive_with_partial_tiles_present_keeps_proofs_and_verify() {
     assert!(v.is_ok(), "{v:?}");
     assert_eq!(v.records, 3_100);
     check_proof(&prove_dir(dir.path(), &uuid7(5)).unwrap(), Some(&key)).unwrap();
+}
+
+#[test]
+fn under_load_one_checkpoint_per_interval_and_the_latest_get_partial_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first batch's write waits until the test has queued the rest, so
+    // that the writer takes those 99 records as one batch: a checkpoint
+    // every 10 records, and nothing queued only after the last one.
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(Some(gate));
+    let hook: FaultHook = Arc::new(move |p| {
+        if p == FaultPoint::SegmentWrite
+            && let Some(g) = gate.lock().unwrap().take()
+        {
+            let _ = g.recv();
+        }
+        Ok(())
+    });
+    let (log, _) = open(
+        dir.path(),
+        LogOptions {
+            checkpoint_every_records: 10,
+            partial_tiles_every: Duration::from_secs(3600),
+            fault: Some(hook),
+            ..opts()
+        },
+    );
+    let first = log.append_ticket(rec(0, "t"));
+    let rest: Vec<_> = (1..100).map(|i| log.append_ticket(rec(i, "t"))).collect();
+    go.send(()).unwrap();
+    first.wait().unwrap();
+    for t in rest {
+        t.wait().unwrap();
+    }
+    // Nothing queued any more: the writer writes the latest checkpoint's.
+    wait_for(
+        "the partial tile of the latest checkpoint",
+        PATIENCE,
+        || {
+            spec_path(dir.path(), 0, 0, Some(100))
+                .is_file()
+                .then_some(())
+        },
+    );
+    let sizes: Vec<u64> = read_checkpoints(dir.path())
+        .unwrap()
+        .iter()
+        .map(|c| c.tree_size)
+        .collect();
+    assert_eq!(sizes, [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+    // The first checkpoint (none had tiles yet) and the latest have them;
+    // those signed under load within the interval do not.
+    let tiled: Vec<u64> = (1..=100)
+        .filter(|w| spec_path(dir.path(), 0, 0, Some(*w)).is_file())
+        .collect();
+    assert_eq!(tiled, [10, 100]);
+    drop(log);
 }
