@@ -23,7 +23,7 @@ pub(crate) fn is_alphabet(b: u8) -> bool {
 }
 
 /// Decodes `s` strictly; the error says why without echoing the input.
-pub(crate) fn decode(s: &str) -> Result<Vec<u8>, &'static str> {
+pub fn decode(s: &str) -> Result<Vec<u8>, &'static str> {
     if !s.bytes().all(is_alphabet) {
         return Err("not base64url without padding");
     }

@@ -136,6 +136,61 @@ impl KeySet {
     }
 }
 
+/// One public key on its own, for signatures that are not tokens (an A2A agent card's JWS,
+/// for example): parsed from one JWK with exactly the checks of a key set entry (no private
+/// members, RSA of 2048 to 8192 bits, a P-256 point on the curve, no small-order Ed25519
+/// point, the JWK's own `alg` fitting its type).
+#[derive(Debug, Clone)]
+pub struct PublicJwk(Jwk);
+
+/// Why a JWK is not a usable public key. The message names members, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JwkError(String);
+
+impl PublicJwk {
+    /// Parses one JWK (a JSON object, strictly: no duplicate members). A key of a kind that
+    /// cannot verify signatures here (symmetric `oct`, other curves, `"use": "enc"`, an `alg`
+    /// that is not accepted) is an error too: the caller asked for this key.
+    pub fn parse(bytes: &[u8]) -> Result<PublicJwk, JwkError> {
+        let entry = json::parse_object(bytes).map_err(|e| JwkError(format!("not a JWK: {e}")))?;
+        if entry.contains_key("keys") {
+            return Err(JwkError(
+                "a key set (JWKS), not one key; give one JWK".to_owned(),
+            ));
+        }
+        match parse_jwk(&entry).map_err(JwkError)? {
+            Some(jwk) => Ok(PublicJwk(jwk)),
+            None => Err(JwkError(
+                "not a key that verifies signatures (RSA, EC P-256 or OKP Ed25519, `use` \
+                 `sig`, an accepted `alg`)"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// The JWK's `kid`, if any.
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        self.0.kid.as_deref()
+    }
+
+    /// Whether this key may verify `alg`: the key type fits and the JWK's own `alg`, if
+    /// any, is `alg`.
+    #[must_use]
+    pub fn usable_for(&self, alg: Algorithm) -> bool {
+        self.0.usable_for(alg)
+    }
+
+    /// Whether `signature` (raw JWS signature bytes, e.g. the 64-byte `r || s` of ES256) is
+    /// a signature of `signing_input` by this key with `alg`; `false` also when the key is not
+    /// usable for `alg`.
+    #[must_use]
+    pub fn verify(&self, alg: Algorithm, signing_input: &[u8], signature: &[u8]) -> bool {
+        self.0.verify(alg, signing_input, signature).is_ok()
+    }
+}
+
 impl Jwk {
     /// Whether this key may verify `alg`: the key type fits and the JWK's own `alg`, if
     /// any, is `alg`.
@@ -391,4 +446,35 @@ fn parse_ed25519(entry: &Map<String, Value>) -> Result<ed25519_dalek::VerifyingK
         return Err("Ed25519 key of small order".to_owned());
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const P256: &str = r#"{"kty":"EC","crv":"P-256","kid":"k1","x":"fMyxvA7tHom_s7eIGv8KTVM4brmZbscW9i-GcE5M0lM","y":"17Rge2GKT_fVdLB4KQWYSNWBuavSi6rw7mkA8VQJHdk"}"#;
+
+    #[test]
+    fn one_public_jwk_parses_with_key_set_checks() {
+        let key = PublicJwk::parse(P256.as_bytes()).unwrap();
+        assert_eq!(key.kid(), Some("k1"));
+        assert!(key.usable_for(Algorithm::ES256));
+        assert!(!key.usable_for(Algorithm::EdDSA));
+        assert!(!key.verify(Algorithm::ES256, b"input", &[0; 64]));
+        assert!(!key.verify(Algorithm::RS256, b"input", &[0; 64]));
+    }
+
+    #[test]
+    fn one_public_jwk_refuses_sets_secrets_and_other_kinds() {
+        let set = format!(r#"{{"keys":[{P256}]}}"#);
+        assert!(PublicJwk::parse(set.as_bytes()).is_err());
+        let private = P256.replace(r#""kid""#, r#""d":"AAAA","kid""#);
+        assert!(PublicJwk::parse(private.as_bytes()).is_err());
+        assert!(PublicJwk::parse(br#"{"kty":"oct","k":"c2VjcmV0"}"#).is_err());
+        let enc = P256.replace(r#""kid""#, r#""use":"enc","kid""#);
+        assert!(PublicJwk::parse(enc.as_bytes()).is_err());
+        let dup = P256.replace(r#""kid":"k1""#, r#""kid":"k1","kid":"k2""#);
+        assert!(PublicJwk::parse(dup.as_bytes()).is_err());
+    }
 }

@@ -34,6 +34,7 @@ mod jwk;
 mod verifier;
 
 pub use alg::{Algorithm, ParseAlgorithmError};
+pub use b64::decode as decode_base64url;
 pub use config::{
     DEFAULT_AGENT_CLAIM, DEFAULT_LEEWAY, IssuerConfig, JwksSource, MAX_CONFIG_BYTES, MAX_LEEWAY,
     load_issuers, parse_issuers,
@@ -41,7 +42,7 @@ pub use config::{
 pub use error::{ConfigError, JwtError};
 pub use fetch::{FETCH_TIMEOUT, MAX_JWKS_BYTES};
 pub use json::MAX_DEPTH as MAX_JSON_DEPTH;
-pub use jwk::{MAX_KEYS, MAX_KID_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use jwk::{JwkError, MAX_KEYS, MAX_KID_LEN, MAX_RSA_BITS, MIN_RSA_BITS, PublicJwk};
 pub use verifier::{
     MAX_ACT_DEPTH, MAX_ID_BYTES, MAX_TOKEN_BYTES, NeedsFetch, REFETCH_INTERVAL, VerifiedToken,
     Verifier,
