@@ -12,3 +12,7 @@
 //! - `proxy`: the HTTP side — authentication, decisions, forwarding, the event streams.
 
 pub mod card;
+pub mod delegation;
+pub mod proxy;
+pub mod tasks;
+pub mod wire;

@@ -86,6 +86,10 @@ pub enum Command {
     /// The MCP gateway (stdio and streamable HTTP) and its tool pins.
     #[command(subcommand)]
     Mcp(crate::cmd::mcp::McpCommand),
+    /// The A2A gateway: decides every message and task request between agents (Agent2Agent
+    /// protocol 1.0), and its pinned agent cards.
+    #[command(subcommand)]
+    A2a(crate::cmd::a2a::A2aCommand),
     /// The PostgreSQL guard: a protocol proxy that decides every statement.
     #[command(subcommand)]
     Sql(crate::cmd::sql::SqlCommand),

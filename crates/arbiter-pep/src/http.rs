@@ -5,9 +5,10 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use hyper::Uri;
+pub use hyper::Uri;
 use hyper::body::{Bytes, Frame};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap};
+pub use hyper::header::{HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 
 /// The credential of `Authorization: Bearer <credential>`: exactly one such header, one token

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+pub mod a2a;
+pub mod a2a_card;
 pub mod agent;
 pub mod approval;
 mod check;
@@ -32,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover(args) => agent::run_discover(args),
         Command::Exec(args) => exec::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
+        Command::A2a(cmd) => a2a::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),
         Command::Evidence(args) => evidence::run(args),
         Command::Compliance(cmd) => compliance::run(cmd),
