@@ -77,8 +77,8 @@ fn enforcement_point(parts: &Parts) -> Result<String, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "`X-Arbiter-Enforcement-Point` must be `exec:<name>`, `mcp:<name>`, `sql:<name>` or \
-             `http:<name>` (name: letters, digits, `.`, `_`, `-`, at most 128)",
+            "`X-Arbiter-Enforcement-Point` must be `exec:<name>`, `mcp:<name>`, `sql:<name>`, \
+             `http:<name>` or `a2a:<name>` (name: letters, digits, `.`, `_`, `-`, at most 128)",
         )
     };
     let text = value.to_str().map_err(|_| bad())?;
@@ -88,7 +88,7 @@ fn enforcement_point(parts: &Parts) -> Result<String, ApiError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !matches!(kind, "exec" | "mcp" | "sql" | "http") || !name_ok {
+    if !matches!(kind, "exec" | "mcp" | "sql" | "http" | "a2a") || !name_ok {
         return Err(bad());
     }
     Ok(text.to_owned())
