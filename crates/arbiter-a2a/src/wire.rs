@@ -165,6 +165,21 @@ pub fn read(method: Method, params: Option<&Map<String, Value>>) -> Result<Reque
                 "streaming".into(),
                 json!(method == Method::SendStreamingMessage),
             );
+            // A push configuration given with the message: its URL is decided like one created
+            // on its own (the agent will send requests there).
+            let at = "params.configuration.taskPushNotificationConfig";
+            if let Some(push) = object(params, "configuration", "params")?
+                .map(|c| object(c, "taskPushNotificationConfig", "params.configuration"))
+                .transpose()?
+                .flatten()
+            {
+                let url =
+                    string(push, "url", at)?.ok_or_else(|| format!("`{at}.url` is required"))?;
+                context.insert(
+                    "push_url".into(),
+                    json!(push_url(url, &format!("{at}.url"))?),
+                );
+            }
         }
         Method::GetTask | Method::CancelTask | Method::SubscribeToTask => {
             req.task_id = Some(id(params, "id", "params")?.ok_or("`params.id` is required")?);
@@ -180,14 +195,7 @@ pub fn read(method: Method, params: Option<&Map<String, Value>>) -> Result<Reque
             }
             if method == Method::CreatePushConfig {
                 let url = string(params, "url", "params")?.ok_or("`params.url` is required")?;
-                let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-                if !scheme_ok || url.len() > 2048 || url.bytes().any(|b| !b.is_ascii_graphic()) {
-                    return Err(
-                        "`params.url` must be an http(s) URL of at most 2048 visible ASCII bytes"
-                            .into(),
-                    );
-                }
-                context.insert("push_url".into(), json!(url));
+                context.insert("push_url".into(), json!(push_url(url, "params.url")?));
             }
         }
         Method::ListTasks => {
@@ -205,6 +213,9 @@ pub fn read(method: Method, params: Option<&Map<String, Value>>) -> Result<Reque
     }
     if let Some(t) = &req.task_id {
         context.insert("task_id".into(), json!(t));
+    }
+    if let Some(t) = id(params, "tenant", "params")? {
+        context.insert("tenant".into(), json!(t));
     }
     req.context = context;
     Ok(req)
@@ -269,6 +280,17 @@ fn read_message(
     }
     context.insert("metadata".into(), Value::Object(metadata));
     Ok(())
+}
+
+/// A push-notification URL: http(s), at most 2048 visible ASCII bytes.
+fn push_url(url: String, at: &str) -> Result<String, String> {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok || url.len() > 2048 || url.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "`{at}` must be an http(s) URL of at most 2048 visible ASCII bytes"
+        ));
+    }
+    Ok(url)
 }
 
 /// A part's kind and size: exactly one of `text`, `raw` (base64), `url`, `data`.
@@ -603,6 +625,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.context["push_url"], "https://hook");
+        // Given with a message, decided the same way.
+        let inline = read(
+            Method::SendMessage,
+            Some(&params(json!({
+                "message": {"messageId": "m", "role": "ROLE_USER", "parts": []},
+                "configuration": {"taskPushNotificationConfig": {"url": "http://10.0.0.1/x"}},
+            }))),
+        )
+        .unwrap();
+        assert_eq!(inline.context["push_url"], "http://10.0.0.1/x");
+        let e = read(
+            Method::SendMessage,
+            Some(&params(json!({
+                "message": {"messageId": "m", "role": "ROLE_USER", "parts": []},
+                "configuration": {"taskPushNotificationConfig": {"url": "file:///etc/passwd"}},
+            }))),
+        )
+        .unwrap_err();
+        assert!(e.contains("http(s) URL"), "{e}");
         assert_eq!(task_of(&json!({"task": {"id": "a"}})), Some("a"));
         assert_eq!(
             task_of(&json!({"statusUpdate": {"taskId": "b"}})),

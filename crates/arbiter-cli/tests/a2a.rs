@@ -22,8 +22,9 @@ const ARBITER: Arbiter = Arbiter::at(env!("CARGO_BIN_EXE_arbiter"));
 
 /// The JSON-RPC error code of a denial.
 const DENIED: i64 = -32040;
-/// How a denial's message begins: `denied: <reason> (decision <id>)`.
-const DENIAL_PREFIX: &str = "denied: ";
+/// How a denial's message begins: `denied by Arbiter: <reason> (decision <id>)`, the words of
+/// every enforcement point.
+const DENIAL_PREFIX: &str = "denied by Arbiter: ";
 /// A2A's "task not found", answered for another agent's task.
 const TASK_NOT_FOUND: i64 = -32001;
 const CARD_PATH: &str = "/.well-known/agent-card.json";
@@ -275,7 +276,8 @@ fn raw_error(answer: &Value) -> Option<(i64, String)> {
     ))
 }
 
-/// Asserts `message` is a denial as the gateway words it: `denied: <reason> (decision <id>)`.
+/// Asserts `message` is a denial as the gateway words it: `denied by Arbiter: <reason> (decision
+/// <id>)`.
 fn assert_denial(code: i64, message: &str, reason: &str) -> String {
     assert_eq!(code, DENIED, "{message}");
     assert!(
@@ -457,12 +459,30 @@ fn a_skill_is_decided_per_message_and_the_card_lists_only_allowed_skills() {
     });
     assert!(unnamed["context"].get("skill").is_none(), "{unnamed}");
 
-    // No credential for the card either.
+    // The card is public in A2A (the SDK's resolver fetches it without a credential): without
+    // one it lists no skill, and no decision is taken for it.
+    let before = ARBITER.records(&data).len();
     let card = http(gateway.port, "GET", CARD_PATH, &[], "").unwrap();
     assert_eq!(
-        card.status, 401,
+        card.status, 200,
         "the card without a credential: {}",
         card.raw
+    );
+    let anonymous: Value = serde_json::from_str(&card.body).unwrap();
+    assert!(
+        anonymous
+            .get("skills")
+            .is_none_or(|s| s.as_array().is_some_and(Vec::is_empty)),
+        "no skill without a credential: {anonymous}"
+    );
+    assert_eq!(
+        anonymous["supportedInterfaces"][0]["url"].as_str().unwrap(),
+        gateway.url()
+    );
+    assert_eq!(
+        ARBITER.records(&data).len(),
+        before,
+        "an anonymous card costs no decision"
     );
 }
 

@@ -153,14 +153,7 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let local = listener.local_addr()?;
-        let public_url = args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}/"));
+        // Everything is opened before the port is: a gateway that accepts connections is ready.
         let source = arbiter_pep::Source::open(
             &args.source.config(crate::cmd::store::shared()),
             format!("a2a:{}", args.name),
@@ -173,6 +166,14 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         };
         let delegation =
             Delegation::open(&args.source.data, trusted).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local = listener.local_addr()?;
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}/"));
         let client = Gateway::client();
         let request_timeout = Duration::from_secs(args.request_timeout);
         let cards = Cards::new(
