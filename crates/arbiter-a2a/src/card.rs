@@ -187,7 +187,7 @@ pub enum CardError {
         "the agent card of `{name}` changed since it was pinned (pinned {pinned}, now {new}); \
          calls are refused until an administrator reviews and approves it: \
          arbiter a2a card approve --name {quoted} --hash {new}",
-        quoted = shell_word(name)
+        quoted = arbiter_pep::shell_word(name)
     )]
     Changed {
         /// The gateway's name for the callee.
@@ -232,19 +232,6 @@ impl CardError {
             Self::PinCheck => "card_pin_check",
             Self::Key { .. } => "card_key",
         }
-    }
-}
-
-/// `word` as one word of a POSIX shell command line.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

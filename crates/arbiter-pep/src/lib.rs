@@ -61,3 +61,18 @@ pub fn session_from_env() -> Result<Option<String>, InvalidSessionEnv> {
 pub fn new_session_id(kind: &str) -> String {
     format!("{kind}:{}", uuid::Uuid::now_v7())
 }
+
+/// `word` as one word of a POSIX shell command line (for the commands an operator is told to
+/// run): as it is when it is made only of characters no shell treats specially, else
+/// single-quoted.
+pub fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}

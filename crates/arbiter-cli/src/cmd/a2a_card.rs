@@ -125,7 +125,7 @@ fn list(store_args: &StoreArgs, as_json: bool) -> anyhow::Result<ExitCode> {
         writeln!(out, "no agent card pins")?;
     } else {
         writeln!(out, "{:<24} {:<8} HASH", "NAME", "STATE")?;
-        let data = shell_word(&store_args.data.to_string_lossy());
+        let data = arbiter_pep::shell_word(&store_args.data.to_string_lossy());
         for p in &pins {
             let name = agent_name(p).unwrap_or_default();
             writeln!(out, "{name:<24} {:<8} {}", state(p), p.hash)?;
@@ -136,7 +136,7 @@ fn list(store_args: &StoreArgs, as_json: bool) -> anyhow::Result<ExitCode> {
                      approve: arbiter a2a card approve --data {data} --name {n} --hash {h})",
                     "",
                     "pending",
-                    n = shell_word(name),
+                    n = arbiter_pep::shell_word(name),
                 )?;
             }
         }
@@ -203,8 +203,8 @@ fn show(store_args: &StoreArgs, name: &str, as_json: bool) -> anyhow::Result<Exi
         writeln!(
             out,
             "\napprove: arbiter a2a card approve --data {} --name {} --hash {hash}",
-            shell_word(&store_args.data.to_string_lossy()),
-            shell_word(name)
+            arbiter_pep::shell_word(&store_args.data.to_string_lossy()),
+            arbiter_pep::shell_word(name)
         )?;
     } else {
         writeln!(out, "\nno change pending")?;
@@ -242,19 +242,6 @@ fn unpin(store_args: &StoreArgs, name: &str) -> anyhow::Result<ExitCode> {
          first use"
     ))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `word` as one word of a POSIX shell command line.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
 
 // ---- what changed between two cards ---------------------------------------------------------

@@ -438,7 +438,7 @@ fn pins(args: &PinsArgs) -> anyhow::Result<ExitCode> {
             if let Some(h) = p.observed_hash.as_ref().filter(|_| p.is_changed()) {
                 // The commands name the data directory these pins came from, so that they
                 // act on the same pins wherever they are run.
-                let data = shell_word(&args.store.data.to_string_lossy());
+                let data = arbiter_pep::shell_word(&args.store.data.to_string_lossy());
                 writeln!(
                     out,
                     "{:<16} {:<32} {:<8} {h}  (review: arbiter mcp pins --json --data {data}; \
@@ -446,8 +446,8 @@ fn pins(args: &PinsArgs) -> anyhow::Result<ExitCode> {
                     "",
                     "",
                     "pending",
-                    shell_word(&p.server),
-                    shell_word(&p.tool)
+                    arbiter_pep::shell_word(&p.server),
+                    arbiter_pep::shell_word(&p.tool)
                 )?;
             }
         }
@@ -458,20 +458,6 @@ fn pins(args: &PinsArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// `word` as one word of a POSIX shell command line: as it is when it is made only of
-/// characters no shell treats specially, else single-quoted.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
 
 fn pin(args: &PinArgs) -> anyhow::Result<ExitCode> {
