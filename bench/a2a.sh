@@ -11,18 +11,21 @@
 # (--decision-log sync) before the message goes on. Then, ROUNDS times, alternating:
 #   direct    SDK client → server_agent.py
 #   gateway   SDK client → arbiter a2a proxy --policies P --data D → server_agent.py
+#   async     the same through a second gateway with --decision-log async (what the durable
+#             record costs)
 # Each run is one SDK client (tests/a2a/client_agent.py, op time_send: SendMessage, not
 # streamed, on one keep-alive connection): WARMUP untimed calls, then COUNT timed calls one after
 # the other, each a task the agent completes at once (text `quick`, skill `summarize`; wall time
 # per call in the client). Prints the median and p99 of every run and, per round, what the
-# gateway adds to each.
+# gateway adds to each. Then the three targets once more, call by call in turn
+# (bench/a2a_interleaved.py), which is steadier: the agent's drift falls on all three alike.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=${COUNT:-1000} WARMUP=${WARMUP:-100} ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d /tmp/arbiter-a2a-bench.XXXXXX)
-AGENT_PID= GATEWAY_PID=
+AGENT_PID= GATEWAY_PID= ASYNC_PID=
 cleanup() {
-  for pid in "$GATEWAY_PID" "$AGENT_PID"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
+  for pid in "$GATEWAY_PID" "$ASYNC_PID" "$AGENT_PID"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
   wait 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -53,6 +56,11 @@ CEDAR
 "$BIN" agent register bench-agent --owner bench@example.com --data "$WORK/data" >/dev/null
 KEY=$("$BIN" agent key issue bench-agent --data "$WORK/data" --json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+# A second gateway with the asynchronous log (its own data directory: a log has one writer),
+# to show what the durable record costs.
+"$BIN" agent register bench-agent --owner bench@example.com --data "$WORK/data-async" >/dev/null
+KEY_ASYNC=$("$BIN" agent key issue bench-agent --data "$WORK/data-async" --json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 AGENT_PORT=$(free_port)
 "$PY" "$ROOT/tests/a2a/server_agent.py" "$AGENT_PORT" --quiet >"$WORK/agent.log" 2>&1 &
@@ -65,6 +73,12 @@ GATEWAY_PORT=$(free_port)
   --decision-log sync >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 wait_http "http://127.0.0.1:$GATEWAY_PORT/.well-known/agent-card.json" "$WORK/gateway.log"
+ASYNC_PORT=$(free_port)
+"$BIN" a2a proxy --name bench --upstream "http://127.0.0.1:$AGENT_PORT/" \
+  --listen "127.0.0.1:$ASYNC_PORT" --policies "$WORK/policies" --data "$WORK/data-async" \
+  --decision-log async >"$WORK/gateway-async.log" 2>&1 &
+ASYNC_PID=$!
+wait_http "http://127.0.0.1:$ASYNC_PORT/.well-known/agent-card.json" "$WORK/gateway-async.log"
 
 # One client run of COUNT timed calls against base URL $2 with token $3; the report in $WORK/$1.json.
 run() {
@@ -89,9 +103,19 @@ printf '%-6s %-8s %10s %10s %7s %13s %10s\n' round mode median_us p99_us errors 
 for round in $(seq 1 "$ROUNDS"); do
   run direct "http://127.0.0.1:$AGENT_PORT" bench-not-checked
   run gateway "http://127.0.0.1:$GATEWAY_PORT" "$KEY"
+  run async "http://127.0.0.1:$ASYNC_PORT" "$KEY_ASYNC"
   read -r d_med d_p99 d_err < <(stats "$WORK/direct.json")
   read -r g_med g_p99 g_err < <(stats "$WORK/gateway.json")
+  read -r a_med a_p99 a_err < <(stats "$WORK/async.json")
   printf '%-6s %-8s %10s %10s %7s %13s %10s\n' "$round" direct "$d_med" "$d_p99" "$d_err" - -
   printf '%-6s %-8s %10s %10s %7s %13s %10s\n' "$round" gateway "$g_med" "$g_p99" "$g_err" "$((g_med - d_med))" "$((g_p99 - d_p99))"
+  printf '%-6s %-8s %10s %10s %7s %13s %10s\n' "$round" async "$a_med" "$a_p99" "$a_err" "$((a_med - d_med))" "$((a_p99 - d_p99))"
 done
+# The same three targets call by call in turn (raw JSON-RPC on keep-alive httpx clients), so the
+# agent's drift between runs falls on all three alike: the per-call difference's median.
+echo "== interleaved, call by call ($COUNT calls each after $WARMUP)"
+"$PY" "$ROOT/bench/a2a_interleaved.py" "$COUNT" "$WARMUP" \
+  "direct=http://127.0.0.1:$AGENT_PORT/=bench-not-checked" \
+  "durable=http://127.0.0.1:$GATEWAY_PORT/=$KEY" \
+  "async=http://127.0.0.1:$ASYNC_PORT/=$KEY_ASYNC"
 echo "decision records: $("$BIN" log verify --data "$WORK/data" 2>/dev/null | head -1)"

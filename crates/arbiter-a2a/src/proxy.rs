@@ -116,9 +116,14 @@ impl Gateway {
         self.delegation.public_key_hex()
     }
 
-    /// A client for the agent (HTTP/1.1, pooled).
+    /// A client for the agent (HTTP/1.1, pooled, no Nagle delay, connecting within 10 s).
     pub fn client() -> HttpClient {
-        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector)
     }
 
     fn callee(&self) -> Entity {
@@ -170,6 +175,11 @@ pub async fn serve(
     let app = axum::Router::new().fallback(move |req: Request<Body>| {
         let gateway = Arc::clone(&gateway);
         async move { gateway.handle(req).await }
+    });
+    use axum::serve::ListenerExt as _;
+    // Answers go out as they are written (no Nagle delay behind a small write).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
