@@ -26,7 +26,8 @@
 //! directory and one or two files, 8 KiB at most, renamed into place, not
 //! synced) cost about 0.5–1 ms of metadata work on the writer thread, and a
 //! checkpoint every 1 000 records then took 15–20 % off a tight append loop;
-//! once a second they cost nothing measurable (docs/benchmarks.md). A level
+//! at most once a second, no effect stood out of the run-to-run noise
+//! (docs/benchmarks.md). A level
 //! whose tile and width did not change since the last tiles is not written
 //! again.
 //!
