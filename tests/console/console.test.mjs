@@ -1,0 +1,391 @@
+// The web console in a real browser: playwright-core driving Debian's chromium (headless)
+// against a running `arbiter serve` with real decisions. Plain node, no test runner:
+// prints one line per step and exits 1 with the step that failed and why.
+//
+// crates/arbiter-cli/tests/console.rs starts the server and runs this with:
+//   ARBITER_URL             http://127.0.0.1:PORT of `arbiter serve`
+//   ARBITER_ADMIN_TOKEN     an administrator's token (arbadm_…)
+//   ARBITER_AUDITOR_TOKEN   an auditor's token
+//   ARBITER_AGENT           the registered agent (quickstart: support-bot)
+//   ARBITER_AGENT_KEY       its key (arb_…), for AuthZEN evaluations
+//   ARBITER_AGENT_KEY_ID    the key's id (key_…), revoked from the console
+//   ARBITER_GAP_MCP_CONFIG  the MCP client configuration serve reads for the gap map
+//                           (--gap-mcp-config FILE=AGENT); rewritten here to wrap its server
+//   ARBITER_BIN             the arbiter binary (named in the wrapped configuration)
+//   ARBITER_SCREENSHOTS     where the screenshots go (created)
+//   ARBITER_CHROMIUM        the browser (default /usr/bin/chromium)
+//   ARBITER_PLAYWRIGHT      playwright-core's directory (default
+//                           $ARBITER_TEST_ENV/console-node/node_modules/playwright-core, as
+//                           scripts/test-deps installs it)
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const env = (name, fallback) => {
+  const v = process.env[name] ?? fallback;
+  if (v === undefined || v === '') {
+    console.error(`console.test: ${name} is not set (see the top of ${path.basename(fileURLToPath(import.meta.url))})`);
+    process.exit(2);
+  }
+  return v;
+};
+const URL_ = env('ARBITER_URL').replace(/\/$/, '');
+const ADMIN = env('ARBITER_ADMIN_TOKEN');
+const AUDITOR = env('ARBITER_AUDITOR_TOKEN');
+const AGENT = env('ARBITER_AGENT');
+const KEY = env('ARBITER_AGENT_KEY');
+const KEY_ID = env('ARBITER_AGENT_KEY_ID');
+const GAP_CONFIG = env('ARBITER_GAP_MCP_CONFIG');
+const ARBITER_BIN = env('ARBITER_BIN');
+const SHOTS = env('ARBITER_SCREENSHOTS');
+const CHROMIUM = env('ARBITER_CHROMIUM', '/usr/bin/chromium');
+const testEnv = process.env.ARBITER_TEST_ENV || path.join(here, '../../.test-env');
+const PW = env('ARBITER_PLAYWRIGHT', path.join(testEnv, 'console-node/node_modules/playwright-core'));
+
+if (!existsSync(CHROMIUM)) {
+  console.error(`console.test: no browser at ${CHROMIUM} (scripts/system-deps installs Debian's chromium)`);
+  process.exit(2);
+}
+if (!existsSync(path.join(PW, 'index.mjs'))) {
+  console.error(`console.test: playwright-core is not installed at ${PW} (run scripts/test-deps)`);
+  process.exit(2);
+}
+const { chromium } = await import(pathToFileURL(path.join(PW, 'index.mjs')).href);
+mkdirSync(SHOTS, { recursive: true });
+
+const started = Date.now();
+const T = 15_000; // longest wait for one thing to appear
+let step = 'starting';
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+const problems = []; // page errors, CSP violations
+
+async function evaluate(action, key = KEY) {
+  const res = await fetch(`${URL_}/access/v1/evaluation`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ action: { name: "call_tool" }, resource: { type: "Tool", id: `helpdesk/${action}` } }),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, `AuthZEN evaluation answered ${res.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+function watch(page, who) {
+  page.on('pageerror', (e) => problems.push(`${who}: uncaught ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const t = m.text();
+    // The expected refusals (401 after logout, 403 for the auditor and CSRF) are logged by
+    // the browser as failed loads; anything else (a CSP violation, a script error) is a bug.
+    if (/Failed to load resource: the server responded with a status of (401|403)/.test(t)) return;
+    problems.push(`${who}: console error: ${t}`);
+  });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function signIn(context, token, who) {
+  const page = await context.newPage();
+  watch(page, who);
+  await page.goto(`${URL_}/console/`);
+  const field = page.locator('#token');
+  await field.waitFor({ timeout: T });
+  assert.equal(await field.getAttribute('type'), 'password');
+  assert.equal(await field.getAttribute('autocomplete'), 'off');
+  await field.fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('main h1', { hasText: 'Overview' }).waitFor({ timeout: T });
+  return page;
+}
+
+async function go(page, hash, heading) {
+  await page.goto(`${URL_}/console/${hash}`);
+  await page.locator('main h1', { hasText: heading }).waitFor({ timeout: T });
+}
+
+/** No error notice on the page (an API call that failed shows one). */
+async function noErrorShown(page, where) {
+  const errs = await page.locator('main .notice.error').allTextContents();
+  assert.deepEqual(errs, [], `${where} shows an error`);
+}
+
+/** fetch() from inside the page, with its cookie; returns {status, body}. */
+function pageFetch(page, method, url, headers = {}) {
+  return page.evaluate(async ([m, u, h]) => {
+    const r = await fetch(u, { method: m, headers: h, credentials: 'same-origin' });
+    const text = await r.text();
+    let body = null;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = text;
+    }
+    return { status: r.status, body };
+  }, [method, url, headers]);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+});
+let failed = null;
+try {
+  const admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+
+  step = 'the sign-in page';
+  {
+    const p = await admin.newPage();
+    watch(p, 'sign-in');
+    await p.goto(`${URL_}/console/`);
+    await p.locator('#token').waitFor({ timeout: T });
+    // Keyboard: the first Tab reaches the skip link.
+    await p.keyboard.press('Tab');
+    assert.equal(await p.evaluate(() => document.activeElement && document.activeElement.textContent), 'Skip to content');
+    // A wrong token is refused with the server's message, and no session starts.
+    await p.locator('#token').fill('arbadm_wrong');
+    await p.getByRole('button', { name: 'Sign in' }).click();
+    await p.locator('main .notice.error').waitFor({ timeout: T });
+    await shot(p, '01-sign-in-refused');
+    await p.close();
+    log('sign-in page: password field, skip link first, a wrong token refused');
+  }
+
+  step = 'signing in as the administrator';
+  const page = await signIn(admin, ADMIN, 'admin');
+  await page.locator('#who-name', { hasText: '(administrator)' }).waitFor({ timeout: T });
+  await page.locator('main svg[role="img"]').first().waitFor({ timeout: T });
+  await noErrorShown(page, 'the overview');
+  await shot(page, '02-overview');
+  log('signed in; overview shows the chart and the log health');
+
+  step = 'a decision arrives live';
+  await go(page, '#/decisions', 'Decisions');
+  await page.locator('#live-status', { hasText: 'Live: new decisions' }).waitFor({ timeout: T });
+  const live = await evaluate('read_ticket');
+  assert.equal(live.decision, true, `read_ticket should be allowed: ${JSON.stringify(live)}`);
+  const id = live.context.decision_id;
+  const row = page.locator(`#decision-rows tr[data-decision-id="${id}"]`);
+  await row.waitFor({ timeout: T });
+  assert.match(await row.textContent(), /allow/);
+  assert.equal(await page.locator('#decision-rows tr').first().getAttribute('data-decision-id'), id, 'the live decision is not at the top');
+  await shot(page, '03-decisions-live');
+  log(`decision ${id} arrived live at the top of the table`);
+
+  step = 'searching decisions';
+  const denied = await evaluate('delete_ticket');
+  assert.equal(denied.decision, false);
+  await go(page, `#/decisions?agent=${encodeURIComponent(AGENT)}&outcome=deny`, 'Decisions');
+  await page.locator(`#decision-rows tr[data-decision-id="${denied.context.decision_id}"]`).waitFor({ timeout: T });
+  const outcomes = await page.locator('#decision-rows tr td:nth-child(5)').allTextContents();
+  assert.ok(outcomes.length > 0 && outcomes.every((o) => /deny/.test(o)), `a search for denials shows ${outcomes}`);
+  assert.equal(await page.locator('select[name="outcome"]').inputValue(), 'deny');
+  log(`search by agent and outcome: ${outcomes.length} denial(s)`);
+
+  step = 'the decision detail page verifies its proof';
+  await go(page, '#/decisions', 'Decisions');
+  await page.locator(`#decision-rows tr[data-decision-id="${id}"] a`).click();
+  await page.locator('main h1', { hasText: `Decision ${id}` }).waitFor({ timeout: T });
+  const verdict = page.locator('#proof-verdict');
+  await verdict.filter({ hasText: /proof (NOT )?verified/ }).waitFor({ timeout: T });
+  assert.equal((await verdict.textContent()).trim(), '✓ proof verified');
+  const detail = await page.locator('main').textContent();
+  for (const want of ['reason (shown to the caller)', 'reason (for administrators)', 'policy version', 'determining policies', 'enforcement point', 'Request context']) {
+    assert.ok(detail.includes(want), `the detail page does not show ${want}`);
+  }
+  await shot(page, '04-decision-verified');
+  log('detail page: "proof verified" (leaf hash, audit path, Ed25519 checkpoint signature)');
+
+  step = 'tampered answers are not verified';
+  const flip = (h, at) => h.slice(0, at) + (h[at] === '0' ? '1' : '0') + h.slice(at + 1);
+  const tampers = [
+    ['the record edited', (b) => { b.record.reason_admin = 'nothing to see here'; }, 'leaf hash of the record'],
+    ['the checkpoint root changed', (b) => { b.checkpoint.root_hash = flip(b.checkpoint.root_hash, 7); }, 'audit path to the checkpoint root'],
+    ['the signature changed', (b) => { b.checkpoint.signature = flip(b.checkpoint.signature, 9); }, 'checkpoint signature (Ed25519)'],
+  ];
+  for (const [what, mutate, where] of tampers) {
+    const pattern = `**/v1/decisions/${id}`;
+    await page.route(pattern, async (route) => {
+      const res = await route.fetch();
+      const b = await res.json();
+      mutate(b);
+      await route.fulfill({ response: res, body: JSON.stringify(b) });
+    });
+    await page.reload();
+    await verdict.filter({ hasText: /proof (NOT )?verified/ }).waitFor({ timeout: T });
+    const text = (await verdict.textContent()).trim();
+    assert.ok(text.startsWith(`✗ proof NOT verified: ${where}`), `with ${what} the page says "${text}"`);
+    if (what === 'the record edited') await shot(page, '05-decision-tampered');
+    await page.unroute(pattern);
+    log(`${what}: "${text.slice(0, 90)}…"`);
+  }
+
+  step = 'CSRF: a change with the cookie but without the header';
+  {
+    const r = await pageFetch(page, 'POST', `/v1/agents/${encodeURIComponent(AGENT)}/suspend`);
+    assert.equal(r.status, 403, `answered ${r.status}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.code, 'csrf_token_missing_or_wrong');
+    const wrong = await pageFetch(page, 'POST', `/v1/agents/${encodeURIComponent(AGENT)}/suspend`, { 'X-Arbiter-CSRF': 'not-the-token' });
+    assert.equal(wrong.status, 403, `with a wrong token: ${wrong.status}`);
+    const agent = await pageFetch(page, 'GET', `/v1/agents/${encodeURIComponent(AGENT)}`);
+    assert.equal(agent.body.status, 'active', 'the agent was suspended without the CSRF token');
+    log('CSRF: without the header and with a wrong one, 403 csrf_token_missing_or_wrong; nothing changed');
+  }
+
+  step = 'the agents page';
+  await go(page, '#/agents', 'Agents');
+  const keyRow = page.locator(`section[data-agent="${AGENT}"] tr[data-key="${KEY_ID}"]`);
+  await keyRow.waitFor({ timeout: T });
+  assert.match(await keyRow.textContent(), /active/);
+  await noErrorShown(page, 'the agents page');
+  await shot(page, '06-agents');
+
+  step = 'the confirmation dialog closes on Escape';
+  const revoke = keyRow.locator('button[data-action="revoke"]');
+  await revoke.click();
+  const dlg = page.locator('dialog[open]');
+  await dlg.waitFor({ timeout: T });
+  await shot(page, '07-revoke-dialog');
+  await page.keyboard.press('Escape');
+  await dlg.waitFor({ state: 'detached', timeout: T });
+  assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.dataset.action), 'revoke', 'focus did not return to the button');
+  assert.equal((await evaluate('read_ticket')).decision, true, 'the key stopped working without confirmation');
+  log('revoke dialog: Escape closes it, focus returns, the key still works');
+
+  step = 'revoking the key from the console';
+  await revoke.click();
+  await dlg.waitFor({ timeout: T });
+  await dlg.getByRole('button', { name: 'Revoke key' }).click();
+  await page.locator('main .notice.ok', { hasText: `Key ${KEY_ID}` }).waitFor({ timeout: T });
+  await page.locator(`section[data-agent="${AGENT}"] tr[data-key="${KEY_ID}"]`, { hasText: 'revoked' }).waitFor({ timeout: T });
+  const after = await evaluate('read_ticket');
+  assert.equal(after.decision, false, `a revoked key was accepted: ${JSON.stringify(after)}`);
+  await shot(page, '08-agents-key-revoked');
+  log(`key ${KEY_ID} revoked with confirmation; the next decision is denied (${after.context.reason_user?.en ?? ''})`);
+
+  step = 'the discovered identities page';
+  await go(page, '#/discovered', 'Discovered identities');
+  await noErrorShown(page, 'the discovered page');
+  await shot(page, '09-discovered');
+
+  step = 'the gap map shows the unwrapped MCP server as coarse';
+  await go(page, '#/gap', 'Gap map');
+  const cell = page.locator(`td[data-agent="${AGENT}"][data-layer="ai"]`);
+  await cell.waitFor({ timeout: T });
+  assert.equal(await cell.getAttribute('data-state'), 'coarse');
+  assert.match(await cell.textContent(), /coarse/, 'the state is not written as a word');
+  const finding = page.locator(`li[data-agent="${AGENT}"][data-layer="ai"]`);
+  assert.match(await finding.textContent(), /Next step/);
+  await noErrorShown(page, 'the gap map');
+  await shot(page, '10-gap-coarse');
+  log(`gap map: ${AGENT} × ai is coarse, with a next step`);
+
+  step = 'the gap map after the server is wrapped';
+  writeFileSync(GAP_CONFIG, JSON.stringify({
+    mcpServers: {
+      files: {
+        command: ARBITER_BIN,
+        args: ['mcp', 'stdio', '--server-name', 'files', '--pdp', URL_, '--', 'npx', '-y', '@modelcontextprotocol/server-filesystem', '/srv/docs'],
+      },
+    },
+  }, null, 2));
+  await page.reload();
+  await cell.waitFor({ timeout: T });
+  const state = await cell.getAttribute('data-state');
+  assert.notEqual(state, 'coarse', 'still coarse after wrapping');
+  assert.match(await cell.textContent(), new RegExp(state));
+  await shot(page, '11-gap-wrapped');
+  log(`gap map after wrapping: ${AGENT} × ai is ${state}`);
+  // An enforced cell links to its decisions.
+  const enforced = page.locator('td[data-state="enforced"] a').first();
+  if (await enforced.count()) {
+    const href = await enforced.getAttribute('href');
+    assert.match(href, /^#\/decisions\?agent=.+&layer=.+/);
+  }
+
+  step = 'the tool pins, policy versions and approvals pages';
+  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '12-tool-pins'], ['#/policy', 'Policy versions', '13-policy-versions'], ['#/approvals', 'Approvals queue', '14-approvals']]) {
+    await go(page, hash, heading);
+    await page.waitForLoadState('networkidle');
+    await noErrorShown(page, heading);
+    await shot(page, name);
+  }
+  log('tool pins, policy versions and approvals pages load');
+
+  step = 'a narrow screen (375 px)';
+  {
+    const narrow = await browser.newContext({ viewport: { width: 375, height: 800 }, storageState: await admin.storageState() });
+    const p = await narrow.newPage();
+    watch(p, 'narrow');
+    await p.goto(`${URL_}/console/#/gap`);
+    await p.locator('main h1', { hasText: 'Gap map' }).waitFor({ timeout: T });
+    const menu = p.locator('#menu-toggle');
+    assert.ok(await menu.isVisible(), 'no menu button on a narrow screen');
+    assert.ok(!(await p.locator('#site-nav').isVisible()), 'the navigation is not collapsed');
+    const wide = await p.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(wide <= 375 + 1, `the page is ${wide} px wide at 375 px`);
+    await shot(p, '15-narrow-gap');
+    await menu.click();
+    assert.equal(await menu.getAttribute('aria-expanded'), 'true');
+    await p.locator('#site-nav a', { hasText: 'Decisions' }).waitFor({ state: 'visible', timeout: T });
+    await shot(p, '16-narrow-menu');
+    await p.keyboard.press('Escape');
+    assert.equal(await menu.getAttribute('aria-expanded'), 'false');
+    await narrow.close();
+    log('375 px: the navigation collapses behind a menu button; no horizontal scroll');
+  }
+
+  step = 'an auditor cannot revoke';
+  {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const p = await signIn(ctx, AUDITOR, 'auditor');
+    await p.locator('#who-name', { hasText: '(auditor)' }).waitFor({ timeout: T });
+    await go(p, '#/agents', 'Agents');
+    await p.locator(`section[data-agent="${AGENT}"]`).waitFor({ timeout: T });
+    assert.equal(await p.locator('main button').count(), 0, 'an auditor is shown buttons that change things');
+    await shot(p, '17-agents-auditor');
+    const s = await pageFetch(p, 'GET', '/console/api/session');
+    assert.equal(s.status, 200);
+    assert.equal(s.body.role, 'auditor');
+    const r = await pageFetch(p, 'DELETE', `/v1/agents/${encodeURIComponent(AGENT)}/keys/${encodeURIComponent(KEY_ID)}`, { 'X-Arbiter-CSRF': s.body.csrf });
+    assert.equal(r.status, 403, `the auditor's revoke answered ${r.status}: ${JSON.stringify(r.body)}`);
+    assert.notEqual(r.body.code, 'csrf_token_missing_or_wrong', 'refused for the CSRF token, not for the role');
+    const suspend = await pageFetch(p, 'POST', `/v1/agents/${encodeURIComponent(AGENT)}/suspend`, { 'X-Arbiter-CSRF': s.body.csrf });
+    assert.equal(suspend.status, 403, `the auditor's suspend answered ${suspend.status}`);
+    await ctx.close();
+    log(`auditor: no write buttons; the API refuses (403 ${r.body.code})`);
+  }
+
+  step = 'signing out';
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('#token').waitFor({ timeout: T });
+  const gone = await pageFetch(page, 'GET', '/v1/agents');
+  assert.equal(gone.status, 401, `after signing out /v1/agents answered ${gone.status}`);
+  const sess = await pageFetch(page, 'GET', '/console/api/session');
+  assert.equal(sess.status, 401);
+  await page.reload();
+  await page.locator('#token').waitFor({ timeout: T });
+  await shot(page, '18-signed-out');
+  log('signed out: the API answers 401, a reload shows the sign-in form');
+
+  step = 'no script errors or CSP violations';
+  assert.deepEqual(problems, []);
+  await admin.close();
+} catch (e) {
+  failed = e;
+} finally {
+  await browser.close().catch(() => {});
+}
+
+const secs = ((Date.now() - started) / 1000).toFixed(1);
+if (failed) {
+  console.error(`\nFAILED at step "${step}" after ${secs}s:\n${failed && failed.stack ? failed.stack : failed}`);
+  if (problems.length) console.error(`page problems:\n  ${problems.join('\n  ')}`);
+  console.error(`screenshots so far: ${SHOTS}`);
+  process.exit(1);
+}
+console.log(`\nconsole.test: every step passed in ${secs}s; screenshots in ${SHOTS}`);
