@@ -150,7 +150,9 @@ async function request(method, path, body, { raw = false } = {}) {
     let code = null;
     let message = text.slice(0, 500) || res.statusText;
     try {
-      const j = JSON.parse(text);
+      let j = JSON.parse(text);
+      // The API answers {"error": {"code", "message", "field"?}}.
+      if (j && typeof j === 'object' && j.error && typeof j.error === 'object') j = j.error;
       if (j && typeof j === 'object') {
         code = typeof j.code === 'string' ? j.code : null;
         if (typeof j.message === 'string') message = j.message;
@@ -332,7 +334,7 @@ function parseHash() {
   return { parts, params: new URLSearchParams(query) };
 }
 
-async function route() {
+async function route(moveFocus = true) {
   if (!session) return;
   closeStream();
   document.body.classList.remove('nav-open');
@@ -355,7 +357,7 @@ async function route() {
   if (live()) {
     const h1 = m.querySelector('h1');
     document.title = `${h1 ? h1.textContent : 'Arbiter'} · Arbiter console`;
-    if (!document.querySelector('dialog[open]') && !m.contains(document.activeElement)) m.focus({ preventScroll: true });
+    if (moveFocus && !document.querySelector('dialog[open]') && !m.contains(document.activeElement)) m.focus({ preventScroll: true });
   }
 }
 
@@ -451,7 +453,7 @@ async function renderOverview(m, _params, live) {
   const buckets = Array.isArray(stats.buckets) ? stats.buckets : [];
   const totals = stats.totals || {};
   const sec = el('section', { class: 'panel chart', 'aria-labelledby': 'chart-h' },
-    el('h2', { id: 'chart-h' }, `Decisions per layer and outcome, last ${stats.since || '24h'} (UTC)`),
+    el('h2', { id: 'chart-h' }, `Decisions per layer and outcome since ${fmtTime(stats.since)}, per ${Math.round(Number(stats.bucket_seconds || 3600) / 60)} minutes`),
     legend('lg'));
   const seen = LAYERS.concat(Object.keys(totals).filter((l) => !LAYERS.includes(l)));
   const rows = [];
@@ -460,7 +462,7 @@ async function renderOverview(m, _params, live) {
     const sum = OUTCOMES.reduce((a, o) => a + Number(t[o] || 0), 0);
     rows.push(el('tr', null, el('th', { scope: 'row' }, layer), ...OUTCOMES.map((o) => td(String(Number(t[o] || 0)), 'num')), td(String(sum), 'num')));
     if (!sum) continue;
-    sec.append(el('h3', null, `${layer} (${sum})`), layerChart(layer, buckets, Number(stats.bucket_seconds || 3600)));
+    sec.append(el('h3', null, `${layer === 'other' ? 'other (direct AuthZEN callers)' : layer}: ${sum} decisions`), layerChart(layer, buckets, Number(stats.bucket_seconds || 3600)));
   }
   if (!sec.querySelector('svg[role="img"]')) sec.append(el('p', { class: 'muted' }, 'No decisions in this period.'));
   sec.append(table('Totals by layer and outcome', ['layer', { label: 'allow', num: true }, { label: 'deny', num: true }, { label: 'approval required', num: true }, { label: 'total', num: true }], rows));
@@ -952,14 +954,17 @@ async function renderToolPins(m, _params, live) {
       td(String(p.tool)),
       td(el('span', { class: `state state-${changed ? 'coarse' : 'enforced'}` }, `${changed ? '◐' : '●'} ${p.state}`)),
       td(el('code', null, String(p.hash ?? '—')), 'wrap'),
-      td(changed ? el('code', null, String(p.pending_hash)) : '—', 'wrap'),
+      td(changed ? [el('code', null, String(p.pending_hash)), p.pending_since ? ` since ${fmtTime(p.pending_since)}` : ''] : '—', 'wrap'),
+      td(`${fmtTime(p.pinned_at)}${p.pinned_by ? ` by ${p.pinned_by}` : ''}`),
     ];
     if (isAdmin()) {
       cells.push(td(changed ? el('button', { type: 'button', on: { click: async () => {
         const input = el('input', { name: 'hash', required: true, autocomplete: 'off', spellcheck: 'false', class: 'mono' });
         const vals = await dialog({
           title: `Approve the changed definition of ${p.server}/${p.tool}?`,
-          content: [el('p', null, 'Review the new definition first (`arbiter mcp pins show`), then type or paste the hash you reviewed. Approval pins exactly this definition.'),
+          content: [el('p', null, 'Review the changed definition, then type or paste the hash you reviewed. Approval pins exactly this definition.'),
+            el('details', null, el('summary', null, 'Pinned definition'), el('pre', null, JSON.stringify(p.definition ?? null, null, 2))),
+            el('details', { open: true }, el('summary', null, 'Changed definition'), el('pre', null, JSON.stringify(p.pending_definition ?? null, null, 2))),
             el('p', null, 'Hash of the changed definition: ', el('code', null, String(p.pending_hash)))],
           fields: field('Reviewed hash', input),
           confirm: 'Approve this definition',
@@ -977,7 +982,7 @@ async function renderToolPins(m, _params, live) {
     }
     return el('tr', null, ...cells);
   });
-  const headers = ['server', 'tool', 'state', 'pinned hash', 'changed to'];
+  const headers = ['server', 'tool', 'state', 'pinned hash', 'changed to', 'pinned'];
   if (isAdmin()) headers.push('actions');
   m.append(table('Pinned MCP tools', headers, rows));
 }
@@ -1124,6 +1129,12 @@ async function renderApprovals(m, params, live) {
 
 async function start() {
   document.getElementById('logout').addEventListener('click', logout);
+  // The skip link must not change the route (the hash is the router's).
+  document.querySelector('.skip-link').addEventListener('click', (ev) => {
+    ev.preventDefault();
+    main().focus();
+    main().scrollIntoView();
+  });
   const toggle = document.getElementById('menu-toggle');
   toggle.addEventListener('click', () => {
     const open = document.body.classList.toggle('nav-open');
@@ -1148,7 +1159,8 @@ async function start() {
     return;
   }
   if (!location.hash || location.hash === '#/login') history.replaceState(null, '', '#/overview');
-  route();
+  // On a fresh load focus stays at the top (Tab reaches the skip link first).
+  route(false);
 }
 
 start();
