@@ -157,6 +157,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARBITER_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
+    /// Turn the web console off (`/console` then answers 404 and session cookies are
+    /// ignored). The console is on by default, at `/console/`; see `docs/console.md`.
+    #[arg(long)]
+    pub no_console: bool,
+
     /// Largest accepted request body, in bytes (larger bodies get 413).
     #[arg(long, env = "ARBITER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -56,7 +56,7 @@ pub use merkle::{
     Frontier, Hash, MerkleTree, ProofError, leaf_hash, node_hash, verify_consistency,
     verify_inclusion,
 };
-pub use query::{RecordFilter, TimeError, parse_time};
+pub use query::{LAYERS, RecordFilter, TimeError, layer_of, parse_time};
 pub use reader::{
     Follower, consistency_dir, latest_checkpoint, prove_dir, prove_picked, read_checkpoints,
 };

@@ -25,6 +25,35 @@ pub struct RecordFilter {
     pub until_us: Option<i64>,
     /// The policy version, exactly.
     pub policy_version: Option<String>,
+    /// The enforcement point: records whose `enforcement_point` starts with
+    /// this text (`mcp:` for every MCP gateway, `mcp:fs` for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement_point: Option<String>,
+    /// The layer (one of [`LAYERS`]): records whose enforcement point maps to
+    /// it by [`layer_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+}
+
+/// The action domains an agent's actions fall in, by where they are
+/// enforced: HTTP APIs, commands, databases, MCP tools, agent-to-agent calls.
+pub const LAYERS: [&str; 5] = ["applications", "infrastructure", "data", "ai", "agents"];
+
+/// The layer of a record's enforcement point: `http:<service>` (forward-auth
+/// and HTTP gateways) → `applications`, `exec:<host>` → `infrastructure`,
+/// `sql:<db>` → `data`, `mcp:<server>` → `ai`, `a2a:<name>` → `agents`.
+/// `None` for anything else (direct AuthZEN callers recorded as `authzen`,
+/// the log's own override records).
+pub fn layer_of(enforcement_point: &str) -> Option<&'static str> {
+    let kind = enforcement_point.split_once(':')?.0;
+    Some(match kind {
+        "http" => "applications",
+        "exec" => "infrastructure",
+        "sql" => "data",
+        "mcp" => "ai",
+        "a2a" => "agents",
+        _ => return None,
+    })
 }
 
 impl RecordFilter {
@@ -57,6 +86,20 @@ impl RecordFilter {
             .policy_version
             .as_ref()
             .is_some_and(|v| *v != r.policy_version)
+        {
+            return false;
+        }
+        if self
+            .enforcement_point
+            .as_ref()
+            .is_some_and(|p| !r.enforcement_point.starts_with(p.as_str()))
+        {
+            return false;
+        }
+        if self
+            .layer
+            .as_ref()
+            .is_some_and(|l| layer_of(&r.enforcement_point) != Some(l.as_str()))
         {
             return false;
         }
@@ -240,6 +283,35 @@ mod tests {
             policy_version: "sha256:abc".into(),
             ..DecisionRecord::default()
         }
+    }
+
+    #[test]
+    fn layers_and_enforcement_point_prefix() {
+        assert_eq!(layer_of("http:tickets"), Some("applications"));
+        assert_eq!(layer_of("exec:host-1"), Some("infrastructure"));
+        assert_eq!(layer_of("sql:app"), Some("data"));
+        assert_eq!(layer_of("mcp:fs"), Some("ai"));
+        assert_eq!(layer_of("a2a:planner"), Some("agents"));
+        assert_eq!(layer_of("authzen"), None);
+        assert_eq!(layer_of("arbiter-log:override"), None);
+        let mut r = rec();
+        r.enforcement_point = "mcp:fs".into();
+        let mut f = RecordFilter {
+            enforcement_point: Some("mcp:".into()),
+            layer: Some("ai".into()),
+            ..RecordFilter::default()
+        };
+        assert!(f.matches(&r));
+        f.enforcement_point = Some("mcp:fs".into());
+        assert!(f.matches(&r));
+        f.enforcement_point = Some("sql:".into());
+        assert!(!f.matches(&r));
+        f.enforcement_point = None;
+        f.layer = Some("data".into());
+        assert!(!f.matches(&r));
+        // Older serialized filters (without the new fields) still read.
+        let old: RecordFilter = serde_json::from_str(r#"{"agent":null,"action":null,"outcome":null,"resource":null,"since_us":null,"until_us":null,"policy_version":null}"#).unwrap();
+        assert_eq!(old, RecordFilter::default());
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub enum Need {
 
 /// Checks the admin token of a request: 401 without a valid token, 403 when its role is
 /// not enough.
+///
+/// Without an `Authorization` header, the console's session cookie stands in for the token
+/// (see [`crate::console`]): then a request that is not GET/HEAD/OPTIONS must also carry
+/// the session's CSRF token (`X-Arbiter-CSRF`), else 403 `csrf_token_missing_or_wrong`.
 pub async fn require_admin(
     state: &AppState,
     headers: &HeaderMap,
@@ -84,6 +88,11 @@ pub async fn require_admin(
         return Err(ApiError::identity_disabled());
     };
     let presented = bearer(headers).inspect_err(|_| access_log::note_refused(None))?;
+    if presented.is_none()
+        && let Some(cookie) = crate::console::cookie_auth()
+    {
+        return crate::console::admin_by_cookie(state, cookie, need).await;
+    }
     let admin = identity
         .authenticate_admin_async(presented, now_us())
         .await
@@ -96,14 +105,16 @@ pub async fn require_admin(
         })?;
     access_log::note_admin(&admin);
     if need == Need::Write && admin.role != "administrator" {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "the `{}` role may not change anything; an administrator token is required",
-                admin.role
-            ),
-        ));
+        return Err(role_refused(&admin.role));
     }
     Ok(admin)
+}
+
+/// 403: `role` may only read.
+pub(crate) fn role_refused(role: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("the `{role}` role may not change anything; an administrator token is required"),
+    )
 }

@@ -18,13 +18,17 @@ mod approvals;
 pub mod auth;
 pub mod authzen;
 mod body;
+pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod forward_auth;
 mod log;
 mod ops;
+mod pins;
 mod policy_versions;
 pub mod routes;
+mod stats;
+mod stream;
 pub mod witness;
 
 use std::future::Future;
@@ -84,14 +88,27 @@ impl Default for ServerConfig {
 pub struct AppState {
     pub pdp: Arc<Pdp>,
     pub config: Arc<ServerConfig>,
+    /// The web console's sessions; `None` when the console is off (`/console` is then 404).
+    pub console: Option<Arc<console::Console>>,
+    /// The decision log's last background verification and the live decision streams.
+    pub(crate) insight: Arc<stats::Insight>,
 }
 
 impl AppState {
+    /// State with the web console on.
     pub fn new(pdp: Arc<Pdp>, config: ServerConfig) -> Self {
         Self {
             pdp,
             config: Arc::new(config),
+            console: Some(console::new_console()),
+            insight: Arc::default(),
         }
+    }
+
+    /// The same state with the web console off: no `/console` routes, no session cookies.
+    pub fn without_console(mut self) -> Self {
+        self.console = None;
+        self
     }
 }
 
@@ -101,7 +118,11 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Builds the router.
 pub fn app(state: AppState) -> Router {
     let access_log = state.config.access_log.clone();
-    let router = Router::new()
+    let console = match state.console {
+        Some(_) => console::routes(),
+        None => Router::new(),
+    };
+    let router = console
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/access/v1/search/subject", post(authzen::search_subject))
@@ -179,6 +200,10 @@ pub fn app(state: AppState) -> Router {
             any(forward_auth::with_path),
         )
         .route("/v1/decisions", get(log::decisions))
+        .route("/v1/decisions/stream", get(stream::decisions))
+        .route("/v1/stats/decisions", get(stats::decisions))
+        .route("/v1/tool-pins", get(pins::list))
+        .route("/v1/tool-pins/{server}/{tool}/approve", post(pins::approve))
         .route("/v1/decisions/{id}", get(log::decision))
         .route("/v1/decisions/{id}/evidence", get(log::evidence))
         .route("/v1/log/checkpoint", get(log::checkpoint))
@@ -188,6 +213,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            console::cookie_layer,
+        ))
         .layer(middleware::from_fn(echo_request_id))
         .with_state(state);
     match access_log {

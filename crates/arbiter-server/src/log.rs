@@ -218,10 +218,73 @@ pub async fn pubkey(State(state): State<AppState>) -> Response {
 /// Largest page of `GET /v1/decisions`.
 const MAX_DECISIONS_PAGE: usize = 1000;
 
-/// `GET /v1/decisions?agent=&action=&outcome=&resource=&since=&until=&policy_version=&limit=&after=`
-/// Records in log order; `after` is the `seq` of the last record of the previous page (the
-/// response's `next_after`). Scans the log from the start: meant for investigations, not for
-/// hot paths.
+/// A filter parameter shared by `GET /v1/decisions`, its stream and its statistics: `None`
+/// when `key` is not one, else whether `value` is valid (set on `filter`).
+pub(crate) fn filter_param(
+    filter: &mut arbiter_log::RecordFilter,
+    key: &str,
+    value: &str,
+) -> Option<Result<(), ApiError>> {
+    let bad = |msg: String| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_request",
+        message: format!("`{key}` {msg}"),
+        field: Some(key.to_owned()),
+    };
+    let text = || {
+        if value.is_empty() || value.len() > 1024 {
+            Err(bad("must be 1 to 1024 characters".into()))
+        } else {
+            Ok(Some(value.to_owned()))
+        }
+    };
+    let set = |slot: &mut Option<String>| text().map(|v| *slot = v);
+    Some(match key {
+        "agent" => set(&mut filter.agent),
+        "action" => set(&mut filter.action),
+        "resource" => set(&mut filter.resource),
+        "policy_version" => set(&mut filter.policy_version),
+        "enforcement_point" => set(&mut filter.enforcement_point),
+        "layer" => {
+            if arbiter_log::LAYERS.contains(&value) {
+                filter.layer = Some(value.to_owned());
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "must be one of {}",
+                    arbiter_log::LAYERS.join(", ")
+                )))
+            }
+        }
+        "outcome" => match value {
+            "allow" => Ok(arbiter_log::Outcome::Allow),
+            "deny" => Ok(arbiter_log::Outcome::Deny),
+            "require_approval" => Ok(arbiter_log::Outcome::RequireApproval),
+            _ => Err(bad("must be `allow`, `deny` or `require_approval`".into())),
+        }
+        .map(|o| filter.outcome = Some(o)),
+        "since" | "until" => match arbiter_log::parse_time(value) {
+            Ok(t) if key == "since" => {
+                filter.since_us = Some(t);
+                Ok(())
+            }
+            Ok(t) => {
+                filter.until_us = Some(t);
+                Ok(())
+            }
+            Err(e) => Err(bad(e.to_string())),
+        },
+        _ => return None,
+    })
+}
+
+/// `GET /v1/decisions?agent=&action=&outcome=&resource=&since=&until=&policy_version=&enforcement_point=&layer=&limit=&after=`
+/// Records in log order (oldest first), at most `limit` (default 100, at most 1000); `after`
+/// is the `seq` (leaf index) of the last record of the previous page (the response's
+/// `next_after`, `null` on the last page). `enforcement_point` is a prefix (`mcp:` or
+/// `mcp:fs`); `layer` one of `applications`, `infrastructure`, `data`, `ai`, `agents`
+/// (see [`arbiter_log::layer_of`]). Scans the log from the start: meant for
+/// investigations, not for hot paths.
 pub async fn decisions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -246,24 +309,13 @@ pub async fn decisions(
     let mut limit = 100usize;
     let mut after: Option<u64> = None;
     for (key, value) in &params {
-        match key.as_str() {
-            "agent" => filter.agent = Some(value.clone()),
-            "action" => filter.action = Some(value.clone()),
-            "resource" => filter.resource = Some(value.clone()),
-            "policy_version" => filter.policy_version = Some(value.clone()),
-            "outcome" => {
-                filter.outcome = Some(match value.as_str() {
-                    "allow" => arbiter_log::Outcome::Allow,
-                    "deny" => arbiter_log::Outcome::Deny,
-                    "require_approval" => arbiter_log::Outcome::RequireApproval,
-                    _ => return bad("outcome", "must be `allow`, `deny` or `require_approval`".into()),
-                });
+        if let Some(known) = filter_param(&mut filter, key, value) {
+            if let Err(e) = known {
+                return e.into_response();
             }
-            "since" | "until" => match arbiter_log::parse_time(value) {
-                Ok(t) if key == "since" => filter.since_us = Some(t),
-                Ok(t) => filter.until_us = Some(t),
-                Err(e) => return bad(key, e.to_string()),
-            },
+            continue;
+        }
+        match key.as_str() {
             "limit" => match value.parse::<usize>() {
                 Ok(l) if l > 0 => limit = l.min(MAX_DECISIONS_PAGE),
                 _ => return bad("limit", "must be a positive integer".into()),
@@ -272,7 +324,7 @@ pub async fn decisions(
                 Ok(a) => after = Some(a),
                 Err(_) => return bad("after", "must be a record sequence number".into()),
             },
-            other => return bad(other, "is not a known filter (agent, action, outcome, resource, since, until, policy_version, limit, after)".into()),
+            other => return bad(other, "is not a known filter (agent, action, outcome, resource, since, until, policy_version, enforcement_point, layer, limit, after)".into()),
         }
     }
     let dir = recorder.log().dir().to_path_buf();

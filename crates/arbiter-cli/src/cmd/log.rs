@@ -268,6 +268,7 @@ impl FilterArgs {
             since_us: self.since,
             until_us: self.until,
             policy_version: self.policy_version.clone(),
+            ..RecordFilter::default()
         }
     }
 }

@@ -212,7 +212,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     spawn_sighup_reload(pdp.clone(), access_log.as_ref().map(|(log, _)| log.clone()));
     spawn_approval_steps(pdp.clone());
-    let router = app(AppState::new(pdp.clone(), config));
+    let console_base = args
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{local}"));
+    let state = AppState::new(pdp.clone(), config);
+    let state = if args.no_console {
+        tracing::info!("web console off (--no-console)");
+        state.without_console()
+    } else {
+        eprintln!(
+            "console: {console_base}/console/ — sign in with an admin token (arbiter admin token \
+             create --name you)"
+        );
+        state
+    };
+    let router = app(state);
     let served = arbiter_server::serve(listener, router, shutdown_signal()).await;
     if let Some((_, writer)) = access_log {
         writer.finish(Duration::from_secs(5));

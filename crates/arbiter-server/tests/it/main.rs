@@ -8,6 +8,7 @@ mod attributes;
 mod bad_input;
 mod batch;
 mod conformance;
+mod console;
 mod decision_log;
 mod forward_auth;
 mod governance;
