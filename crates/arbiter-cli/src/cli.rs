@@ -81,6 +81,10 @@ pub enum Command {
     /// Report sources calling LLM provider APIs that are not registered agents, from an
     /// access log (exit 4 when there are any).
     Discover(crate::cmd::agent::DiscoverArgs),
+    /// The gap map: for each agent and layer (applications, infrastructure, data, AI,
+    /// agents), what it reaches and whether Arbiter decides it at request time (exit 4 when a
+    /// cell is coarse or ungoverned).
+    Gap(crate::cmd::gap::GapArgs),
     /// Run a program only if policy allows it (the command guard).
     Exec(crate::cmd::exec::ExecArgs),
     /// The MCP gateway (stdio and streamable HTTP) and its tool pins.
@@ -286,6 +290,20 @@ pub struct ServeArgs {
     /// (repeatable; the words of a routes file's `@service` line). Every service needs one.
     #[arg(long = "forward-auth", value_name = "'SERVICE proxy=… [OPTION…]'")]
     pub forward_auth: Vec<String>,
+
+    /// For `GET /v1/gap`: an MCP client configuration file, `FILE=AGENT` to attribute it to
+    /// an agent (repeatable; read again on every request).
+    #[arg(long = "gap-mcp-config", value_name = "FILE[=AGENT]")]
+    pub gap_mcp_configs: Vec<String>,
+
+    /// For `GET /v1/gap`: a PostgreSQL database whose `pg_stat_activity` is read on every
+    /// request (repeatable).
+    #[arg(long = "gap-postgres", value_name = "DSN")]
+    pub gap_postgres: Vec<String>,
+
+    /// For `GET /v1/gap`: an access log scanned on every request (repeatable).
+    #[arg(long = "gap-access-log", value_name = "FILE")]
+    pub gap_access_logs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,6 +22,7 @@ pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod forward_auth;
+mod gap;
 mod log;
 mod ops;
 mod pins;
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub access_log: Option<access_log::AccessLog>,
     /// The witnesses the decision log's checkpoints are sent to, if any.
     pub witnessing: Option<Arc<witness::Witnessing>>,
+    /// The sources of `GET /v1/gap` besides the log and the registry (`serve --gap-…`).
+    pub gap: Arc<arbiter_gap::Sources>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             routes: Arc::new(routes::RouteTable::default()),
             access_log: None,
             witnessing: None,
+            gap: Arc::default(),
         }
     }
 }
@@ -206,6 +210,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/tool-pins/{server}/{tool}/approve", post(pins::approve))
         .route("/v1/decisions/{id}", get(log::decision))
         .route("/v1/decisions/{id}/evidence", get(log::evidence))
+        .route("/v1/gap", get(gap::show))
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/pubkey", get(log::pubkey))
         .route("/healthz", get(ops::healthz))

@@ -63,7 +63,7 @@ pub use model::{
     NewPolicyVersion, Node, PinCheck, PolicyActivation, PolicyApproval, PolicyFile, PolicyVersion,
     PolicyVersionState, Sighting, SightingsReport, ToolPin,
 };
-pub use pg::{CHANNEL, PgOptions, PgStore};
+pub use pg::{CHANNEL, PgOptions, PgStore, connect_client, describe_url as describe_postgres_url};
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 
 /// Where a store lives: an SQLite file (the embedded default) or a PostgreSQL database.

@@ -452,7 +452,7 @@ fn read_counter(client: &mut Client) -> Result<u64, StoreError> {
 }
 
 /// `postgres://host:port/database` of a URL, never its user or password.
-pub(crate) fn describe_url(url: &str) -> String {
+pub fn describe_url(url: &str) -> String {
     match Config::from_str(&pg_tls::without_tls(url)) {
         Ok(c) => format!("postgres://{}", describe(&c)),
         Err(_) => "an unparseable PostgreSQL URL".to_owned(),
@@ -556,6 +556,21 @@ impl Connector {
             );
         }
     }
+}
+
+/// A plain client connection to the database at `url`, made as the store makes its own (the
+/// same URL forms, `sslmode` / `sslrootcert`, TLS on rustls, `options.connect_timeout`), with
+/// `application_name` set: for reading another database's state, such as `pg_stat_activity`
+/// for `arbiter gap --postgres`. Errors name the database without its password.
+pub fn connect_client(
+    url: &str,
+    options: &PgOptions,
+    application_name: &str,
+) -> Result<Client, StoreError> {
+    let mut connector = Connector::new(url, options)?;
+    connector.config.application_name(application_name);
+    connector.warn_if_unverified();
+    Ok(Session::connect(&connector)?.client)
 }
 
 // ---- one connection on its own thread ----

@@ -12,6 +12,7 @@ mod check;
 pub mod compliance;
 pub mod evidence;
 pub mod exec;
+pub mod gap;
 pub mod governance;
 pub mod log;
 pub mod mcp;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(args) => agent::run_admin(args),
         Command::Discover(args) => agent::run_discover(args),
         Command::Exec(args) => exec::run(args),
+        Command::Gap(args) => gap::run(args),
         Command::Mcp(cmd) => mcp::run(cmd, cli.log_format, &cli.log_level),
         Command::A2a(cmd) => a2a::run(cmd, cli.log_format, &cli.log_level),
         Command::Sql(cmd) => sql::run(cmd, cli.log_format, &cli.log_level),

@@ -197,6 +197,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         routes: Arc::new(load_routes(&args)?),
         access_log: access_log.as_ref().map(|(log, _)| log.clone()),
         witnessing: witnessing.clone(),
+        gap: Arc::new(crate::cmd::gap::sources(
+            &args.gap_mcp_configs,
+            &args.gap_postgres,
+            &args.gap_access_logs,
+            None,
+            Some(
+                args.public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{local}")),
+            ),
+        )?),
     };
     let status = pdp.status();
     tracing::info!(

@@ -10,6 +10,28 @@ use crate::wire::{self, Message, Reader};
 
 use super::Proxy;
 
+/// The `application_name` the guard gives its own connections to the database, alone or
+/// followed by `/` and the agent's own `application_name`, so that `pg_stat_activity` tells
+/// them from connections that bypass the guard (`arbiter gap --postgres`, which must agree:
+/// `arbiter_gap::postgres::GUARD_APPLICATION_NAME`). A label, not a proof.
+pub const GUARD_APPLICATION_NAME: &str = "arbiter-sql";
+
+/// The `application_name` of the guard's connection for an agent that gave `client`: at most
+/// 63 bytes (PostgreSQL keeps no more), cut at a character boundary, the marker first.
+pub fn upstream_application_name(client: &str) -> String {
+    if client.is_empty() {
+        return GUARD_APPLICATION_NAME.to_owned();
+    }
+    let mut name = format!("{GUARD_APPLICATION_NAME}/");
+    for c in client.chars() {
+        if name.len() + c.len_utf8() > 63 {
+            break;
+        }
+        name.push(c);
+    }
+    name
+}
+
 impl Proxy {
     pub(super) async fn connect_upstream(
         &self,
@@ -26,9 +48,8 @@ impl Proxy {
             ("database", up.database.as_str()),
             ("client_encoding", "UTF8"),
         ];
-        if !application_name.is_empty() {
-            params.push(("application_name", application_name));
-        }
+        let application_name = upstream_application_name(application_name);
+        params.push(("application_name", application_name.as_str()));
         let io = |e: std::io::Error| format!("the database connection failed: {e}");
         stream
             .get_mut()
@@ -154,4 +175,17 @@ pub(super) struct Startup {
     pub(super) params: Vec<Message>,
     pub(super) key: Option<(i32, i32)>,
     pub(super) status: u8,
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_marks_its_connections_within_postgres_length_limit() {
+        assert_eq!(upstream_application_name(""), "arbiter-sql");
+        assert_eq!(upstream_application_name("psql"), "arbiter-sql/psql");
+        let long = upstream_application_name(&"é".repeat(100));
+        assert!(long.len() <= 63 && long.starts_with("arbiter-sql/é"));
+    }
 }

@@ -39,6 +39,7 @@ mod decision;
 mod session;
 
 pub use config::{ProxyConfig, Upstream, UpstreamUrlError};
+pub use database::{GUARD_APPLICATION_NAME, upstream_application_name};
 pub use decision::{PSEUDO_SCHEMA, asks_for, asks_summing, reads_only};
 
 /// A running proxy: its settings, decision source and the cancel keys it handed out.
