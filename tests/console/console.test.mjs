@@ -172,6 +172,9 @@ try {
   step = 'a decision arrives live';
   await go(page, '#/decisions', 'Decisions');
   await page.locator('#live-status', { hasText: 'Live: new decisions' }).waitFor({ timeout: T });
+  await page.locator('#decision-rows[data-loaded="true"]').waitFor({ state: 'attached', timeout: T });
+  const before = await page.locator('#decision-rows tr').count();
+  assert.ok(before >= 5, `the decisions page lists ${before} of the decisions made before it opened`);
   const live = await evaluate('read_ticket');
   assert.equal(live.decision, true, `read_ticket should be allowed: ${JSON.stringify(live)}`);
   const id = live.context.decision_id;
@@ -180,12 +183,14 @@ try {
   assert.match(await row.textContent(), /allow/);
   assert.equal(await page.locator('#decision-rows tr').first().getAttribute('data-decision-id'), id, 'the live decision is not at the top');
   await shot(page, '03-decisions-live');
-  log(`decision ${id} arrived live at the top of the table`);
+  assert.equal(await page.locator('#decision-rows tr').count(), before + 1);
+  log(`decision ${id} arrived live at the top of the table (above the ${before} found by the search)`);
 
   step = 'searching decisions';
   const denied = await evaluate('delete_ticket');
   assert.equal(denied.decision, false);
   await go(page, `#/decisions?agent=${encodeURIComponent(AGENT)}&outcome=deny`, 'Decisions');
+  await page.locator('#decision-rows[data-loaded="true"]').waitFor({ state: 'attached', timeout: T });
   await page.locator(`#decision-rows tr[data-decision-id="${denied.context.decision_id}"]`).waitFor({ timeout: T });
   const outcomes = await page.locator('#decision-rows tr td:nth-child(5)').allTextContents();
   assert.ok(outcomes.length > 0 && outcomes.every((o) => /deny/.test(o)), `a search for denials shows ${outcomes}`);

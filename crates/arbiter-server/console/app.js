@@ -38,7 +38,7 @@ function el(tag, attrs, ...children) {
 }
 
 function append(node, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -801,6 +801,7 @@ async function renderDecisions(m, params, live) {
     seen.add(String(r.decision_id));
     tbody.append(decisionRow(r, false));
   }
+  tbody.dataset.loaded = 'true';
   if (!tbody.rows.length) more.append(el('p', { class: 'muted', id: 'no-decisions' }, 'No decisions match. New ones appear here as they are made.'));
   if (next !== null && next !== undefined) more.append(el('p', { class: 'muted' }, 'Showing the newest matches of a long log; narrow the search (since, agent) to see older ones.'));
 }
@@ -866,7 +867,7 @@ async function renderGap(m, params, live) {
   if (!live()) return;
   const layers = Array.isArray(gap.layers) ? gap.layers : LAYERS;
   const summary = gap.summary || {};
-  m.append(el('p', { id: 'gap-summary' }, ['enforced', 'coarse', 'ungoverned', 'unknown'].map((s) => [stateBadge(s), ` ${summary[s] ?? 0}  `])));
+  m.append(el('ul', { id: 'gap-summary', class: 'legend', 'aria-label': 'Cells by state' }, ['enforced', 'coarse', 'ungoverned', 'unknown'].map((s) => el('li', null, el('strong', null, String(summary[s] ?? 0)), ' × ', stateBadge(s)))));
   const cells = new Map();
   for (const c of gap.cells || []) cells.set(`${c.agent}\u0000${c.layer}`, c);
   const rows = (gap.rows || []).map((row) => {
@@ -913,10 +914,10 @@ async function renderGap(m, params, live) {
       inner.append(el('li', null,
         stateBadge(f.state), ' ',
         `${f.system ? `${f.system} ` : ''}${f.where ? `in ${f.where}` : ''}${f.source ? ` (from ${f.source})` : ''}: ${f.detail || ''}`,
-        f.next_step ? el('div', null, el('strong', null, 'Next step: '), f.next_step) : null));
+        f.next_step ? el('div', null, el('strong', null, 'Next step: '), el('code', null, f.next_step)) : null));
     }
     li.append(inner);
-    if (c.next_step) li.append(el('div', null, el('strong', null, 'Next step for this cell: '), c.next_step));
+    if (c.next_step && !c.findings.some((f) => f.next_step === c.next_step)) li.append(el('div', null, el('strong', null, 'Next step for this cell: '), el('code', null, c.next_step)));
     list.append(li);
     if (focus === key) focusTarget = li;
   }
