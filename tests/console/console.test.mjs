@@ -9,6 +9,8 @@
 //   ARBITER_AGENT           the registered agent (quickstart: support-bot)
 //   ARBITER_AGENT_KEY       its key (arb_…), for AuthZEN evaluations
 //   ARBITER_AGENT_KEY_ID    the key's id (key_…), revoked from the console
+//   ARBITER_AGENT_KEY2      a second key of the agent, rotated from the console
+//   ARBITER_AGENT_KEY2_ID   its id
 //   ARBITER_GAP_MCP_CONFIG  the MCP client configuration serve reads for the gap map
 //                           (--gap-mcp-config FILE=AGENT); rewritten here to wrap its server
 //   ARBITER_BIN             the arbiter binary (named in the wrapped configuration)
@@ -37,6 +39,8 @@ const AUDITOR = env('ARBITER_AUDITOR_TOKEN');
 const AGENT = env('ARBITER_AGENT');
 const KEY = env('ARBITER_AGENT_KEY');
 const KEY_ID = env('ARBITER_AGENT_KEY_ID');
+const KEY2 = env('ARBITER_AGENT_KEY2');
+const KEY2_ID = env('ARBITER_AGENT_KEY2_ID');
 const GAP_CONFIG = env('ARBITER_GAP_MCP_CONFIG');
 const ARBITER_BIN = env('ARBITER_BIN');
 const SHOTS = env('ARBITER_SCREENSHOTS');
@@ -278,10 +282,67 @@ try {
   await shot(page, '08-agents-key-revoked');
   log(`key ${KEY_ID} revoked with confirmation; the next decision is denied (${after.context.reason_user?.en ?? ''})`);
 
-  step = 'the discovered identities page';
-  await go(page, '#/discovered', 'Discovered identities');
-  await noErrorShown(page, 'the discovered page');
-  await shot(page, '09-discovered');
+  step = 'rotating a key from the console';
+  let rotated;
+  {
+    const row2 = page.locator(`section[data-agent="${AGENT}"] tr[data-key="${KEY2_ID}"]`);
+    await row2.locator('button[data-action="rotate"]').click();
+    await dlg.waitFor({ timeout: T });
+    assert.equal(await dlg.locator('input[name="overlap"]').inputValue(), '1h');
+    await dlg.getByRole('button', { name: 'Rotate' }).click();
+    const secret = page.locator('#new-secret');
+    await secret.waitFor({ timeout: T });
+    rotated = (await secret.textContent()).trim();
+    assert.match(rotated, /^arb_/, 'the new secret is not shown');
+    assert.ok(await page.getByRole('button', { name: 'Copy' }).isVisible(), 'no copy button');
+    await shot(page, '09-agents-key-rotated');
+    assert.equal((await evaluate('read_ticket', rotated)).decision, true, 'the rotated key does not work');
+    assert.equal((await evaluate('read_ticket', KEY2)).decision, true, 'the old key stopped working inside its overlap');
+    // Shown once: after a reload the secret is gone from the page.
+    await page.reload();
+    await page.locator(`section[data-agent="${AGENT}"]`).waitFor({ timeout: T });
+    assert.equal(await page.locator('#new-secret').count(), 0);
+    assert.ok(!(await page.locator('main').textContent()).includes(rotated), 'the secret is shown again');
+    log('key rotated: the new secret shown once with a copy button, it works, the old one works during the overlap');
+  }
+
+  step = 'suspending and activating the agent';
+  {
+    const sec = page.locator(`section[data-agent="${AGENT}"]`);
+    await sec.getByRole('button', { name: 'Suspend' }).click();
+    await dlg.waitFor({ timeout: T });
+    await dlg.getByRole('button', { name: 'Suspend' }).click();
+    await sec.getByRole('button', { name: 'Activate' }).waitFor({ timeout: T });
+    assert.match(await sec.locator('h2').textContent(), /suspended/);
+    assert.equal((await evaluate('read_ticket', rotated)).decision, false, 'a suspended agent was allowed');
+    await sec.getByRole('button', { name: 'Activate' }).click();
+    await dlg.waitFor({ timeout: T });
+    await dlg.getByRole('button', { name: 'Activate' }).click();
+    await sec.getByRole('button', { name: 'Suspend' }).waitFor({ timeout: T });
+    assert.equal((await evaluate('read_ticket', rotated)).decision, true, 'the activated agent was denied');
+    log('agent suspended (next decision denied) and activated again (allowed), each confirmed');
+  }
+
+  step = 'adopting a discovered identity';
+  {
+    // A key Arbiter does not know (say, a provider key pasted by mistake): denied, discovered.
+    const stray = `sk-proj-${'A1b2C3d4'.repeat(6)}`;
+    assert.equal((await evaluate('read_ticket', stray)).decision, false);
+    await go(page, '#/discovered', 'Discovered identities');
+    await noErrorShown(page, 'the discovered page');
+    const adopt = page.getByRole('button', { name: 'Adopt…' }).first();
+    await adopt.waitFor({ timeout: T });
+    await shot(page, '10-discovered');
+    await adopt.click();
+    await dlg.waitFor({ timeout: T });
+    await dlg.getByLabel('Agent id').fill('found-bot');
+    await dlg.getByLabel('Owner').fill('ops@example.com');
+    await dlg.getByRole('button', { name: 'Adopt' }).click();
+    await page.locator('main .notice.ok', { hasText: 'Adopted as agent found-bot' }).waitFor({ timeout: T });
+    const agents = await pageFetch(page, 'GET', '/v1/agents/found-bot');
+    assert.equal(agents.status, 200, 'the adopted agent is not registered');
+    log('a discovered identity adopted as agent found-bot');
+  }
 
   step = 'the gap map shows the unwrapped MCP server as coarse';
   await go(page, '#/gap', 'Gap map');
@@ -292,7 +353,7 @@ try {
   const finding = page.locator(`li[data-agent="${AGENT}"][data-layer="ai"]`);
   assert.match(await finding.textContent(), /Next step/);
   await noErrorShown(page, 'the gap map');
-  await shot(page, '10-gap-coarse');
+  await shot(page, '11-gap-coarse');
   log(`gap map: ${AGENT} × ai is coarse, with a next step`);
 
   step = 'the gap map after the server is wrapped';
@@ -309,7 +370,7 @@ try {
   const state = await cell.getAttribute('data-state');
   assert.notEqual(state, 'coarse', 'still coarse after wrapping');
   assert.match(await cell.textContent(), new RegExp(state));
-  await shot(page, '11-gap-wrapped');
+  await shot(page, '12-gap-wrapped');
   log(`gap map after wrapping: ${AGENT} × ai is ${state}`);
   // An enforced cell links to its decisions.
   const enforced = page.locator('td[data-state="enforced"] a').first();
@@ -319,7 +380,7 @@ try {
   }
 
   step = 'the tool pins, policy versions and approvals pages';
-  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '12-tool-pins'], ['#/policy', 'Policy versions', '13-policy-versions'], ['#/approvals', 'Approvals queue', '14-approvals']]) {
+  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '13-tool-pins'], ['#/policy', 'Policy versions', '14-policy-versions'], ['#/approvals', 'Approvals queue', '15-approvals']]) {
     await go(page, hash, heading);
     await page.waitForLoadState('networkidle');
     await noErrorShown(page, heading);
@@ -339,11 +400,11 @@ try {
     assert.ok(!(await p.locator('#site-nav').isVisible()), 'the navigation is not collapsed');
     const wide = await p.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(wide <= 375 + 1, `the page is ${wide} px wide at 375 px`);
-    await shot(p, '15-narrow-gap');
+    await shot(p, '16-narrow-gap');
     await menu.click();
     assert.equal(await menu.getAttribute('aria-expanded'), 'true');
     await p.locator('#site-nav a', { hasText: 'Decisions' }).waitFor({ state: 'visible', timeout: T });
-    await shot(p, '16-narrow-menu');
+    await shot(p, '17-narrow-menu');
     await p.keyboard.press('Escape');
     assert.equal(await menu.getAttribute('aria-expanded'), 'false');
     await narrow.close();
@@ -358,7 +419,7 @@ try {
     await go(p, '#/agents', 'Agents');
     await p.locator(`section[data-agent="${AGENT}"]`).waitFor({ timeout: T });
     assert.equal(await p.locator('main button').count(), 0, 'an auditor is shown buttons that change things');
-    await shot(p, '17-agents-auditor');
+    await shot(p, '18-agents-auditor');
     const s = await pageFetch(p, 'GET', '/console/api/session');
     assert.equal(s.status, 200);
     assert.equal(s.body.role, 'auditor');
@@ -380,7 +441,7 @@ try {
   assert.equal(sess.status, 401);
   await page.reload();
   await page.locator('#token').waitFor({ timeout: T });
-  await shot(page, '18-signed-out');
+  await shot(page, '19-signed-out');
   log('signed out: the API answers 401, a reload shows the sign-in form');
 
   step = 'no script errors or CSP violations';

@@ -149,6 +149,7 @@ fn the_console_in_a_real_browser() {
             r#"{"roles": ["support"]}"#,
         ],
     );
+    let key2 = ARBITER.issue_key(&data, AGENT);
     let admin = ARBITER.admin_token(&data, "console-admin", "administrator");
     let auditor = ARBITER.admin_token(&data, "console-auditor", "auditor");
 
@@ -224,6 +225,8 @@ fn the_console_in_a_real_browser() {
         ("ARBITER_AGENT", AGENT.to_owned()),
         ("ARBITER_AGENT_KEY", key.key.clone()),
         ("ARBITER_AGENT_KEY_ID", key.id.clone()),
+        ("ARBITER_AGENT_KEY2", key2.key.clone()),
+        ("ARBITER_AGENT_KEY2_ID", key2.id.clone()),
         ("ARBITER_GAP_MCP_CONFIG", mcp_config.display().to_string()),
         ("ARBITER_BIN", ARBITER.path().to_owned()),
         ("ARBITER_SCREENSHOTS", shots.display().to_string()),

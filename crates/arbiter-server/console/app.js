@@ -464,6 +464,7 @@ async function renderOverview(m, _params, live) {
     if (!sum) continue;
     sec.append(el('h3', null, `${layer === 'other' ? 'other (direct AuthZEN callers)' : layer}: ${sum} decisions`), layerChart(layer, buckets, Number(stats.bucket_seconds || 3600)));
   }
+  if (stats.truncated) sec.append(el('p', { class: 'notice' }, 'The log is too long to count in full for this period: the counts cover its first records only.'));
   if (!sec.querySelector('svg[role="img"]')) sec.append(el('p', { class: 'muted' }, 'No decisions in this period.'));
   sec.append(table('Totals by layer and outcome', ['layer', { label: 'allow', num: true }, { label: 'deny', num: true }, { label: 'approval required', num: true }, { label: 'total', num: true }], rows));
   m.append(sec);
@@ -475,10 +476,11 @@ async function renderOverview(m, _params, live) {
   const dl = el('dl', { class: 'kv' });
   const kv = (k, val) => dl.append(el('dt', null, k), el('dd', null, val));
   kv('records', String(log.records ?? '—'));
-  kv('latest checkpoint', cp ? `tree size ${cp.tree_size}, signed ${fmtTime(cp.signed_at)}` : 'none yet');
+  kv('latest checkpoint', cp ? `tree size ${cp.tree_size}, signed ${fmtTime(cp.signed_at)}${cp.key_id ? ` by key ${cp.key_id}` : ''}` : 'none yet');
   if (cp) kv('checkpoint root', el('code', null, String(cp.root)));
   if (v) {
     kv('last verification', `${v.ok ? '✓ verified' : '✗ FAILED'} at ${fmtTime(v.at)}, tree size ${v.tree_size}`);
+    if (v.checked) kv('what was checked', String(v.checked));
     if (!v.ok && v.error) kv('verification error', String(v.error));
   } else {
     kv('last verification', 'none recorded (run `arbiter log verify`)');
@@ -654,7 +656,7 @@ async function renderDiscovered(m, _params, live) {
           title: `Adopt discovered identity ${d.id}?`,
           content: el('p', null, 'Registers an agent for this identity. Its owner answers for it.'),
           fields: [
-            field('Agent id', el('input', { name: 'id', required: true, pattern: '[A-Za-z0-9._-]+' })),
+            field('Agent id', el('input', { name: 'id', required: true, pattern: '[A-Za-z0-9._\\-]+' })),
             field('Owner', el('input', { name: 'owner', required: true, type: 'email', placeholder: 'team@example.com' })),
             field('Name (optional)', el('input', { name: 'name' })),
             field('Purpose (optional)', el('input', { name: 'purpose' })),
@@ -698,7 +700,7 @@ function decisionRow(r, fresh) {
   const agent = subject.agent_id || (subject.kind ? `${subject.kind}::${subject.id}` : '—');
   const res = r.resource ? `${r.resource.kind}::"${r.resource.id}"` : '—';
   return el('tr', { class: fresh ? 'fresh' : undefined, dataset: { decisionId: id } },
-    td(fmtTime(r.ts_us)),
+    td(fmtTime(r.ts_us ?? r.ts)),
     td(agent),
     td(String(r.action ?? '—'), 'wrap'),
     td(res, 'wrap'),
@@ -762,8 +764,29 @@ async function renderDecisions(m, params, live) {
   es.addEventListener('open', () => {
     status.textContent = '● Live: new decisions appear at the top';
   });
-  es.addEventListener('error', () => {
+  es.addEventListener('error', (ev) => {
+    // `event: error` from the server carries {code, message}; a lost connection carries nothing.
+    if (ev.data) {
+      let why = ev.data;
+      try {
+        const j = JSON.parse(ev.data);
+        why = (j.error || j).message || ev.data;
+      } catch {
+        /* the text itself */
+      }
+      es.close();
+      status.textContent = `○ Live stream stopped by the server: ${why}`;
+      return;
+    }
     status.textContent = es.readyState === EventSource.CLOSED ? '○ Live stream closed (reload the page to reconnect)' : '◌ Live stream interrupted, reconnecting…';
+  });
+  es.addEventListener('end', () => {
+    // The session ended (expired, signed out, token revoked): the server says so, then stops.
+    es.close();
+    status.textContent = '○ Live stream ended with the session';
+    api.get('/console/api/session').catch((e) => {
+      if (e instanceof ApiError && e.status === 401) sessionEnded('Your session has ended (expired, signed out elsewhere, or its token was revoked). Sign in again.');
+    });
   });
   es.addEventListener('decision', (ev) => {
     let r;
@@ -786,7 +809,7 @@ async function renderDecisions(m, params, live) {
   let list = page.decisions || [];
   let next = page.next_after;
   let pages = 1;
-  while (next !== null && next !== undefined && pages < 20) {
+  while (next !== null && next !== undefined && pages < 10) {
     q.set('after', String(next));
     const p = await api.get(`/v1/decisions?${q}`);
     if (!live()) return;
