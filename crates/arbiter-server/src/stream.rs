@@ -9,7 +9,8 @@
 //! A thread per stream follows the log's files ([`arbiter_log::Follower`], polled every
 //! 200 ms) and hands events to the connection through a bounded channel (64 events: a slow
 //! client slows its own thread, nothing else); it ends when the client goes away, when the
-//! console session that opened the stream ends, or at a log read error (sent as
+//! console session that opened the stream ends or its admin token is revoked or expires
+//! (checked at each ping), or at a log read error (sent as
 //! `event: error` first). At most 32 streams at once (503 beyond).
 
 use std::convert::Infallible;
@@ -127,12 +128,21 @@ async fn decisions_in(
     }
     let slot = Slot(insight);
     // A stream opened with the console's cookie ends with its session.
-    let session = match (crate::console::cookie_auth(), &state.console) {
-        (Some(crate::console::CookieAuth::Live { key, .. }), Some(console))
-            if crate::auth::bearer(headers).ok().flatten().is_none() =>
-        {
-            Some((console.clone(), key))
-        }
+    let session = match (
+        crate::console::cookie_auth(),
+        &state.console,
+        state.pdp.identity(),
+    ) {
+        (
+            Some(crate::console::CookieAuth::Live { key, session, .. }),
+            Some(console),
+            Some(identity),
+        ) if crate::auth::bearer(headers).ok().flatten().is_none() => Some(Watched {
+            console: console.clone(),
+            key,
+            identity: identity.clone(),
+            session,
+        }),
         _ => None,
     };
     let dir = recorder.log().dir().to_path_buf();
@@ -166,7 +176,7 @@ fn follow(
     start: u64,
     filter: &arbiter_log::RecordFilter,
     tx: &mpsc::Sender<Bytes>,
-    session: Option<(Arc<crate::console::Console>, crate::console::session::Key)>,
+    session: Option<Watched>,
 ) {
     if tx
         .blocking_send(Bytes::from_static(b": connected\n\n"))
@@ -204,8 +214,8 @@ fn follow(
         }
         if last_ping.elapsed() >= PING_EVERY {
             last_ping = Instant::now();
-            if let Some((console, key)) = &session
-                && console.sessions.get(key, now_us(), false).is_none()
+            if let Some(watched) = &session
+                && !watched.live()
             {
                 let _ = tx.blocking_send(Bytes::from_static(
                     b"event: end\ndata: {\"reason\":\"the console session ended\"}\n\n",
@@ -217,6 +227,43 @@ fn follow(
             }
         }
         std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// The console session a stream was opened with, checked at each ping.
+struct Watched {
+    console: Arc<crate::console::Console>,
+    key: crate::console::session::Key,
+    identity: Arc<arbiter_pdp::Identity>,
+    session: crate::console::session::Session,
+}
+
+impl Watched {
+    /// Whether the session is still open and its admin token still valid (read from the
+    /// registry; a token revoked or expired ends the session).
+    fn live(&self) -> bool {
+        let now = now_us();
+        if self.console.sessions.get(&self.key, now, false).is_none() {
+            return false;
+        }
+        let valid = match self
+            .identity
+            .store()
+            .credential(&self.session.credential_id)
+        {
+            Ok(Some(c)) => {
+                c.kind == arbiter_store::CredentialKind::AdminToken
+                    && c.is_usable_at(now)
+                    && c.role.as_deref() == Some(self.session.role.as_str())
+            }
+            Ok(None) => false,
+            // The registry unreachable: keep streaming; the next request decides.
+            Err(_) => true,
+        };
+        if !valid {
+            self.console.sessions.end(&self.key);
+        }
+        valid
     }
 }
 
