@@ -379,14 +379,43 @@ try {
     assert.match(href, /^#\/decisions\?agent=.+&layer=.+/);
   }
 
-  step = 'the tool pins, policy versions and approvals pages';
-  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '13-tool-pins'], ['#/policy', 'Policy versions', '14-policy-versions'], ['#/approvals', 'Approvals queue', '15-approvals']]) {
+  step = 'policy versions: approving one and comparing two';
+  {
+    // Two versions proposed by another administrator (the test's `policy-author`).
+    await go(page, '#/policy', 'Policy versions');
+    const rows = page.locator('main tr[data-version]');
+    await rows.first().waitFor({ timeout: T });
+    assert.equal(await rows.count(), 2, 'two proposed versions are listed');
+    const newest = rows.first();
+    const version = await newest.getAttribute('data-version');
+    assert.match(await newest.textContent(), /proposed/);
+    assert.equal(await newest.locator('button[data-action="activate"]').count(), 0, 'a version without its approvals can be activated');
+    await newest.locator('button[data-action="approve"]').click();
+    await dlg.waitFor({ timeout: T });
+    await dlg.getByRole('button', { name: 'Approve' }).click();
+    await page.locator('main .notice.ok', { hasText: 'Approved' }).waitFor({ timeout: T });
+    const approvedRow = page.locator(`main tr[data-version="${version}"]`);
+    assert.match(await approvedRow.textContent(), /approved/);
+    assert.match(await approvedRow.textContent(), /console-admin/);
+    assert.equal(await approvedRow.locator('button[data-action="approve"]').count(), 0, 'approving twice is offered');
+    assert.equal(await approvedRow.locator('button[data-action="activate"]').count(), 1, 'an approved version cannot be activated');
+    await page.getByRole('button', { name: 'Show the difference' }).click();
+    const diff = page.locator('#policy-diff');
+    await diff.waitFor({ timeout: T });
+    assert.match(await diff.textContent(), /Changed: /);
+    await noErrorShown(page, 'the policy versions page');
+    await shot(page, '13-policy-versions');
+    log(`policy version ${version.slice(0, 20)}… approved from the console; the difference of two versions shown`);
+  }
+
+  step = 'the tool pins and approvals pages';
+  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '14-tool-pins'], ['#/approvals', 'Approvals queue', '15-approvals']]) {
     await go(page, hash, heading);
     await page.waitForLoadState('networkidle');
     await noErrorShown(page, heading);
     await shot(page, name);
   }
-  log('tool pins, policy versions and approvals pages load');
+  log('tool pins and approvals pages load');
 
   step = 'a narrow screen (375 px)';
   {

@@ -196,6 +196,28 @@ fn the_console_in_a_real_browser() {
         "the quickstart should allow support-bot to read tickets"
     );
 
+    // Two policy versions proposed by another administrator, for the console to approve and
+    // compare (the one who approves cannot be the author).
+    let author = ARBITER.admin_token(&data, "policy-author", "administrator");
+    for n in 1..=2 {
+        let text = format!(
+            "@id(\"read-tickets\")\n@owner(\"security@example.com\")\npermit(principal, action, resource) when {{ {n} == {n} }};\n"
+        );
+        let body = json!({"message": format!("version {n}"), "files": [{"path": "policies.cedar", "text": text}]}).to_string();
+        let reply = http(
+            served.port,
+            "POST",
+            "/v1/policy/versions",
+            &[
+                ("authorization", &format!("Bearer {author}")),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        )
+        .expect("POST /v1/policy/versions");
+        assert_eq!(reply.status, 201, "proposing a version: {}", reply.body);
+    }
+
     // The proof checker on real answers: the first, a middle and the last decision.
     let auth = format!("Bearer {admin}");
     let mut bundles = Vec::new();

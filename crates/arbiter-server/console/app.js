@@ -1042,19 +1042,23 @@ async function renderPolicy(m, params, live) {
     ];
     if (isAdmin()) {
       const acts = el('div', { class: 'actions' });
-      acts.append(el('button', { type: 'button', on: { click: async () => {
+      const approvedBy = (v.approvals || []).map((a) => a.approver);
+      // An author cannot approve their own version, nor anyone twice; only an approved
+      // version can be activated (the server checks all of this again).
+      const mayApprove = (v.standing === 'proposed' || v.standing === 'approved') && v.author !== session.name && !approvedBy.includes(session.name);
+      if (mayApprove) acts.append(el('button', { type: 'button', dataset: { action: 'approve' }, on: { click: async () => {
         if (await dialog({ title: `Approve version ${short(v.version, 20)}?`, content: el('p', null, `You approve "${v.message}" by ${v.author}. An author cannot approve their own version.`), confirm: 'Approve' })) {
           post(`/v1/policy/versions/${enc(v.version)}/approve`, undefined, `Approved ${short(v.version, 20)}.`);
         }
       } } }, 'Approve'));
-      acts.append(el('button', { type: 'button', class: 'danger', on: { click: async () => {
+      if (v.standing === 'approved') acts.append(el('button', { type: 'button', class: 'danger', dataset: { action: 'activate' }, on: { click: async () => {
         if (await dialog({ title: `Activate version ${short(v.version, 20)}?`, content: el('p', null, 'Every following decision uses this version.'), confirm: 'Activate', danger: true })) {
           post(`/v1/policy/versions/${enc(v.version)}/activate`, undefined, `Activated ${short(v.version, 20)}.`);
         }
       } } }, 'Activate'));
-      cells.push(td(acts));
+      cells.push(td(acts.childNodes.length ? acts : '—'));
     }
-    return el('tr', null, ...cells);
+    return el('tr', { dataset: { version: v.version } }, ...cells);
   });
   const headers = ['version', 'standing', 'author', 'message', 'proposed', 'tests', 'approvals'];
   if (isAdmin()) headers.push('actions');
@@ -1074,9 +1078,15 @@ async function renderPolicy(m, params, live) {
     if (params.get('from') && params.get('to')) {
       const d = await api.get(`/v1/policy/diff?from=${enc(params.get('from'))}&to=${enc(params.get('to'))}`);
       if (!live()) return;
-      const sec = el('section', { class: 'panel', 'aria-label': 'Difference' });
-      sec.append(el('p', null, `Added: ${(d.added || []).join(', ') || 'none'}. Removed: ${(d.removed || []).join(', ') || 'none'}. Schema changed: ${d.schema_changed ? 'yes' : 'no'}. Entities changed: ${d.entities_changed ? 'yes' : 'no'}.`));
-      for (const [pid, ch] of Object.entries(d.changed || {})) {
+      const sec = el('section', { class: 'panel', 'aria-label': 'Difference', id: 'policy-diff' });
+      const added = d.added && typeof d.added === 'object' ? d.added : {};
+      const removed = d.removed && typeof d.removed === 'object' ? d.removed : {};
+      const changed = d.changed && typeof d.changed === 'object' ? d.changed : {};
+      sec.append(el('h3', null, `From ${short(d.from, 20)} to ${short(d.to, 20)}`));
+      sec.append(el('p', null, `${Object.keys(added).length} added, ${Object.keys(removed).length} removed, ${Object.keys(changed).length} changed. Schema changed: ${d.schema_changed ? 'yes' : 'no'}. Entities changed: ${d.entities_changed ? 'yes' : 'no'}.`));
+      for (const [pid, text] of Object.entries(added)) sec.append(el('h3', null, `Added: ${pid}`), el('pre', null, String(text)));
+      for (const [pid, text] of Object.entries(removed)) sec.append(el('h3', null, `Removed: ${pid}`), el('pre', null, String(text)));
+      for (const [pid, ch] of Object.entries(changed)) {
         sec.append(el('h3', null, `Changed: ${pid}`), el('div', { class: 'grid2' },
           el('div', null, el('strong', null, 'before'), el('pre', null, typeof ch.old === 'string' ? ch.old : JSON.stringify(ch.old, null, 2))),
           el('div', null, el('strong', null, 'after'), el('pre', null, typeof ch.new === 'string' ? ch.new : JSON.stringify(ch.new, null, 2)))));
