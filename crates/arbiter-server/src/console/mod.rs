@@ -261,7 +261,8 @@ fn secure(state: &AppState, headers: &HeaderMap, scheme_https: bool) -> bool {
             .config
             .public_url
             .as_deref()
-            .is_some_and(|u| u.len() >= 8 && u[..8].eq_ignore_ascii_case("https://"))
+            .and_then(|u| u.get(..8))
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
         || headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())

@@ -848,3 +848,56 @@ async fn tool_pins_list_and_approve_only_the_reviewed_hash() {
     let text = audit.to_string();
     assert!(text.contains("tool.approved"), "{text}");
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_admin_of_a_session_and_never_its_cookie() {
+    use arbiter_server::access_log::{AccessLog, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (log, writer) = AccessLog::open(Target::File(path.clone())).unwrap();
+    let config = arbiter_server::ServerConfig {
+        access_log: Some(log),
+        ..Default::default()
+    };
+    let f = Fixture::with(&example("quickstart"), config, Default::default());
+    let b = sign_in(&f, &f.admin).await;
+    let r = with_cookie(&f, &b, "GET", "/v1/agents", None, None).await;
+    assert_eq!(r.status, 200);
+    let r = with_cookie(
+        &f,
+        &b,
+        "POST",
+        "/v1/agents",
+        None,
+        Some(&json!({"id": "x", "owner": "o"})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.iter().filter(|l| l["path"] == "/v1/agents").count() >= 2 {
+            break (text, lines);
+        }
+        assert!(Instant::now() < deadline, "access log: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (text, lines) = lines;
+    for line in lines
+        .iter()
+        .filter(|l| l["path"] == "/v1/agents" || l["path"] == "/console/api/login")
+    {
+        assert_eq!(line["caller"]["kind"], "admin", "{line}");
+        assert_eq!(line["caller"]["role"], "administrator", "{line}");
+    }
+    let value = b.cookie.strip_prefix("arbiter_console=").unwrap();
+    for secret in [value, f.admin.as_str(), b.csrf.as_str()] {
+        assert!(!text.contains(secret), "a secret in the access log: {text}");
+    }
+    drop(writer);
+}
