@@ -826,7 +826,9 @@ async function renderDecisions(m, params, live) {
   }
   tbody.dataset.loaded = 'true';
   if (!tbody.rows.length) more.append(el('p', { class: 'muted', id: 'no-decisions' }, 'No decisions match. New ones appear here as they are made.'));
-  if (next !== null && next !== undefined) more.append(el('p', { class: 'muted' }, 'Showing the newest matches of a long log; narrow the search (since, agent) to see older ones.'));
+  if (next !== null && next !== undefined) {
+    more.append(el('p', { class: 'notice' }, `More than ${pages * 1000} decisions match: the table shows the last ${MAX_LIVE_ROWS} of the first ${pages * 1000} in log order, not the newest. Narrow the search (since, agent, outcome) to see the newest; new decisions still arrive live.`));
+  }
 }
 
 // --- a decision -------------------------------------------------------------------------
