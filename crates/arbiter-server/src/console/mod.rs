@@ -312,10 +312,10 @@ async fn login_in(state: &AppState, req: Request) -> Result<Response, ApiError> 
         Some(Value::String(t)) => t,
         Some(_) => return Err(crate::agents::bad("token", "`token` must be a string")),
         None => {
-            return Err(crate::agents::bad(
-                "token",
-                "`token` is required: an admin token (`arbadm_…`)",
-            ));
+            access_log::note_refused(None);
+            let mut e = unauthenticated("`token` is required: an admin token (`arbadm_…`)");
+            e.field = Some("token".to_owned());
+            return Err(e);
         }
     };
     if let Some(k) = body.keys().next() {

@@ -105,8 +105,29 @@ async fn sign_in_then_the_cookie_reads_and_with_csrf_changes() {
         .await;
     assert_eq!(
         (r.status, r.json()["error"]["field"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("token"))
+    );
+    let r = f
+        .send(
+            "POST",
+            "/console/api/login",
+            None,
+            Some(&json!({"token": 7})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
         (StatusCode::BAD_REQUEST, json!("token"))
     );
+    let r = f
+        .send(
+            "POST",
+            "/console/api/login",
+            None,
+            Some(&json!({"token": ""})),
+        )
+        .await;
+    assert_eq!(r.status, 401);
     let r = f
         .send(
             "POST",
