@@ -408,14 +408,42 @@ try {
     log(`policy version ${version.slice(0, 20)}… approved from the console; the difference of two versions shown`);
   }
 
-  step = 'the tool pins and approvals pages';
-  for (const [hash, heading, name] of [['#/tool-pins', 'Tool pins', '14-tool-pins'], ['#/approvals', 'Approvals queue', '15-approvals']]) {
+  step = 'approving a changed MCP tool with the reviewed hash';
+  {
+    // The test ran `arbiter mcp stdio` twice in front of a server whose `lookup` tool changed.
+    await go(page, '#/tool-pins', 'Tool pins');
+    const pin = page.locator('main tr[data-server="changing"][data-tool="lookup"]');
+    await pin.waitFor({ timeout: T });
+    assert.equal(await pin.getAttribute('data-state'), 'changed');
+    assert.match(await pin.textContent(), /changed/);
+    await pin.getByRole('button', { name: 'Approve…' }).click();
+    await dlg.waitFor({ timeout: T });
+    assert.match(await dlg.textContent(), /IMPORTANT/, 'the changed definition is not shown for review');
+    const pending = (await dlg.locator('#pending-hash').textContent()).trim();
+    assert.match(pending, /^sha256:[0-9a-f]{64}$/);
+    // Another hash than the one shown is refused in the dialog, which stays open.
+    await dlg.getByLabel('Reviewed hash').fill(`sha256:${'0'.repeat(64)}`);
+    await dlg.getByRole('button', { name: 'Approve this definition' }).click();
+    await dlg.locator('.notice.error', { hasText: 'not the hash' }).waitFor({ timeout: T });
+    await shot(page, '14-tool-pin-approve-dialog');
+    await dlg.getByLabel('Reviewed hash').fill(pending);
+    await dlg.getByRole('button', { name: 'Approve this definition' }).click();
+    await page.locator('main .notice.ok', { hasText: 'Approved changing/lookup' }).waitFor({ timeout: T });
+    const after = page.locator('main tr[data-server="changing"][data-tool="lookup"]');
+    assert.equal(await after.getAttribute('data-state'), 'pinned');
+    assert.ok((await after.textContent()).includes(pending), 'the approved hash is not the pinned one');
+    await shot(page, '15-tool-pins');
+    log(`changed tool changing/lookup approved at ${pending.slice(0, 20)}… (a wrong hash refused first)`);
+  }
+
+  step = 'the approvals page';
+  for (const [hash, heading, name] of [['#/approvals', 'Approvals queue', '16-approvals']]) {
     await go(page, hash, heading);
     await page.waitForLoadState('networkidle');
     await noErrorShown(page, heading);
     await shot(page, name);
   }
-  log('tool pins and approvals pages load');
+  log('the approvals page loads');
 
   step = 'a narrow screen (375 px)';
   {
@@ -429,11 +457,11 @@ try {
     assert.ok(!(await p.locator('#site-nav').isVisible()), 'the navigation is not collapsed');
     const wide = await p.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(wide <= 375 + 1, `the page is ${wide} px wide at 375 px`);
-    await shot(p, '16-narrow-gap');
+    await shot(p, '17-narrow-gap');
     await menu.click();
     assert.equal(await menu.getAttribute('aria-expanded'), 'true');
     await p.locator('#site-nav a', { hasText: 'Decisions' }).waitFor({ state: 'visible', timeout: T });
-    await shot(p, '17-narrow-menu');
+    await shot(p, '18-narrow-menu');
     await p.keyboard.press('Escape');
     assert.equal(await menu.getAttribute('aria-expanded'), 'false');
     await narrow.close();
@@ -448,7 +476,7 @@ try {
     await go(p, '#/agents', 'Agents');
     await p.locator(`section[data-agent="${AGENT}"]`).waitFor({ timeout: T });
     assert.equal(await p.locator('main button').count(), 0, 'an auditor is shown buttons that change things');
-    await shot(p, '18-agents-auditor');
+    await shot(p, '19-agents-auditor');
     const s = await pageFetch(p, 'GET', '/console/api/session');
     assert.equal(s.status, 200);
     assert.equal(s.body.role, 'auditor');
@@ -470,7 +498,7 @@ try {
   assert.equal(sess.status, 401);
   await page.reload();
   await page.locator('#token').waitFor({ timeout: T });
-  await shot(page, '19-signed-out');
+  await shot(page, '20-signed-out');
   log('signed out: the API answers 401, a reload shows the sign-in form');
 
   step = 'no script errors or CSP violations';

@@ -991,7 +991,7 @@ async function renderToolPins(m, _params, live) {
           content: [el('p', null, 'Review the changed definition, then type or paste the hash you reviewed. Approval pins exactly this definition.'),
             el('details', null, el('summary', null, 'Pinned definition'), el('pre', null, JSON.stringify(p.definition ?? null, null, 2))),
             el('details', { open: true }, el('summary', null, 'Changed definition'), el('pre', null, JSON.stringify(p.pending_definition ?? null, null, 2))),
-            el('p', null, 'Hash of the changed definition: ', el('code', null, String(p.pending_hash)))],
+            el('p', null, 'Hash of the changed definition: ', el('code', { id: 'pending-hash' }, String(p.pending_hash)))],
           fields: field('Reviewed hash', input),
           confirm: 'Approve this definition',
           validate: (v) => (v.hash.trim() === String(p.pending_hash) ? null : 'The hash you entered is not the hash of the changed definition.'),
@@ -1006,7 +1006,7 @@ async function renderToolPins(m, _params, live) {
         }
       } } }, 'Approve…') : '—'));
     }
-    return el('tr', null, ...cells);
+    return el('tr', { dataset: { server: p.server, tool: p.tool, state: p.state } }, ...cells);
   });
   const headers = ['server', 'tool', 'state', 'pinned hash', 'changed to', 'pinned'];
   if (isAdmin()) headers.push('actions');
