@@ -227,7 +227,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .map(|u| u.trim_end_matches('/').to_owned())
-        .unwrap_or_else(|| format!("http://{local}"));
+        .unwrap_or_else(|| {
+            // Listening on every address: name the one this machine's browser can open.
+            let mut shown = local;
+            if shown.ip().is_unspecified() {
+                shown.set_ip(if shown.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{shown}")
+        });
     let state = AppState::new(pdp.clone(), config);
     let state = if args.no_console {
         tracing::info!("web console off (--no-console)");
