@@ -658,3 +658,90 @@ fn the_json_schema_round_trips_with_its_documented_names() {
     );
     assert!(table.contains("next: wrap this server"), "{table}");
 }
+
+// ---- the decision log ----
+
+fn record(
+    agent: Option<&str>,
+    point: &str,
+    outcome: arbiter_log::Outcome,
+    ts_us: i64,
+) -> arbiter_log::DecisionRecord {
+    arbiter_log::DecisionRecord {
+        decision_id: format!("d-{ts_us}"),
+        ts_us,
+        subject: arbiter_log::SubjectRef {
+            kind: if agent.is_some() {
+                "Agent".into()
+            } else {
+                "User".into()
+            },
+            id: agent.unwrap_or("alice").into(),
+            agent_id: None,
+            credential_id: None,
+        },
+        action: "tools/call".into(),
+        enforcement_point: point.into(),
+        outcome,
+        determining_policies: vec![format!("p-{point}")],
+        ..arbiter_log::DecisionRecord::default()
+    }
+}
+
+#[test]
+fn decisions_in_the_window_are_counted_per_agent_and_layer() {
+    use arbiter_log::Outcome::{Allow, Deny};
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let (log, _) = arbiter_log::Log::open(&log_dir, arbiter_log::LogOptions::default()).unwrap();
+    let since = 1_700_000_000_000_000;
+    for r in [
+        record(Some("bot"), "sql:shop", Allow, since - 1),
+        record(Some("bot"), "mcp:fs", Allow, since + 1),
+        record(Some("bot"), "mcp:fs", Deny, since + 2),
+        record(Some("bot"), "mcp:git", Allow, since + 3),
+        record(Some("bot"), "authzen", Allow, since + 4),
+        record(Some("other"), "a2a:research", Allow, since + 5),
+        record(None, "http:billing", Allow, since + 6),
+    ] {
+        log.append_blocking(r).unwrap();
+    }
+    let store = store_with(&[("bot", json!({}))]);
+    let map = build(
+        &Sources::default(),
+        &Inputs {
+            log_dir: Some(&log_dir),
+            store: Some(&store),
+            since_us: since,
+            now_us: since + 10,
+        },
+    )
+    .unwrap();
+    let ai = map.cell("bot", Layer::Ai).unwrap();
+    assert_eq!(ai.state, State::Enforced);
+    let e = ai.enforced.as_ref().unwrap();
+    assert_eq!(e.enforcement_points, vec!["mcp:fs", "mcp:git"]);
+    assert_eq!((e.decisions, e.denied), (3, 1));
+    assert!((e.deny_rate - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(e.policies, vec!["p-mcp:fs", "p-mcp:git"]);
+    assert_eq!(e.last_seen, arbiter_log::format_rfc3339_us(since + 3));
+    // Before the window: not counted.
+    assert_eq!(map.cell("bot", Layer::Data).unwrap().state, State::Unknown);
+    // An agent in the log that is not registered is a row, enforced.
+    let other = map.rows.iter().find(|r| r.agent == "other").unwrap();
+    assert!(!other.registered);
+    assert_eq!(
+        map.cell("other", Layer::Agents).unwrap().state,
+        State::Enforced
+    );
+    // A user without an agent is no row; `authzen` is in no layer, and said so.
+    assert!(map.rows.iter().all(|r| r.agent != "alice"));
+    assert!(
+        map.warnings
+            .iter()
+            .any(|w| w.contains("1 decision(s) of AuthZEN callers")),
+        "{:?}",
+        map.warnings
+    );
+    assert_eq!(map.summary.enforced, 2);
+}
