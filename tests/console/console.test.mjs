@@ -436,14 +436,29 @@ try {
     log(`changed tool changing/lookup approved at ${pending.slice(0, 20)}… (a wrong hash refused first)`);
   }
 
-  step = 'the approvals page';
-  for (const [hash, heading, name] of [['#/approvals', 'Approvals queue', '16-approvals']]) {
-    await go(page, hash, heading);
-    await page.waitForLoadState('networkidle');
-    await noErrorShown(page, heading);
-    await shot(page, name);
+  step = 'approving a pending request from the approvals queue';
+  {
+    // The test's policies ask a person to approve escalating a ticket.
+    const asked = await evaluate('escalate_ticket', rotated);
+    assert.equal(asked.context.outcome, 'require_approval', JSON.stringify(asked));
+    const apr = asked.context.approval.id;
+    await go(page, '#/approvals', 'Approvals queue');
+    const row = page.locator(`main tr[data-approval="${apr}"]`);
+    await row.waitFor({ timeout: T });
+    assert.match(await row.textContent(), /pending/);
+    assert.match(await row.textContent(), /escalate_ticket/);
+    await shot(page, '16-approvals');
+    await row.getByRole('button', { name: 'Approve…' }).click();
+    await dlg.waitFor({ timeout: T });
+    await dlg.getByLabel('Reason (required, recorded)').fill('customer ticket 4411');
+    await dlg.getByRole('button', { name: 'Approve' }).click();
+    await page.locator('main .notice.ok', { hasText: `Approved ${apr}` }).waitFor({ timeout: T });
+    await noErrorShown(page, 'the approvals page');
+    const retry = await evaluate('escalate_ticket', rotated);
+    assert.equal(retry.decision, true, `the approved request was not allowed: ${JSON.stringify(retry)}`);
+    assert.equal((await evaluate('escalate_ticket', rotated)).decision, false, 'an approval was used twice');
+    log(`approval ${apr} approved from the queue: the request allowed once, then asked again`);
   }
-  log('the approvals page loads');
 
   step = 'a narrow screen (375 px)';
   {

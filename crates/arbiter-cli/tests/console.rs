@@ -9,6 +9,9 @@
 //!   auditor refused, the gap map's coarse MCP server until it is wrapped, a narrow screen,
 //!   sign-out. Screenshots go to `target/console-screenshots/`.
 //!
+//! The policies are the quickstart's plus one `@require_approval` permit (escalating a
+//! ticket), so that the approvals queue has something to approve.
+//!
 //! Needs node (>= 20), `scripts/test-deps` (playwright-core in `.test-env/console-node`) and
 //! `scripts/system-deps` (`/usr/bin/chromium`). Without `ARBITER_TEST_ENV` and outside CI
 //! (`CI` unset) the test says so and passes without running; under CI it always runs.
@@ -155,6 +158,20 @@ fn changed_tool_pin(env_dir: &Path, data: &Path, key: &str, scratch: &Scratch) {
     }
 }
 
+/// Copies directory `from` to `to` (created), recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 fn serve_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -182,7 +199,17 @@ fn the_console_in_a_real_browser() {
     let scratch = Scratch::new();
     let data = scratch.data();
     let root = workspace_root();
-    let quickstart = root.join("examples/quickstart");
+    // The quickstart's policies, plus one that asks a person to approve escalating a ticket
+    // (for the approvals queue).
+    let quickstart = scratch.join("quickstart");
+    copy_dir(&root.join("examples/quickstart"), &quickstart);
+    std::fs::write(
+        quickstart.join("approval.cedar"),
+        "// The console's test: escalating a ticket needs a person's approval.\n\
+         @id(\"escalation-needs-approval\")\n@require_approval\n\
+         permit (principal is Agent, action == Action::\"call_tool\", resource == Tool::\"helpdesk/escalate_ticket\");\n",
+    )
+    .unwrap();
 
     // The agent, its key, and the two console users, before serve starts.
     let key = ARBITER.agent_with_key(

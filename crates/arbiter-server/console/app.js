@@ -1154,7 +1154,7 @@ async function renderApprovals(m, params, live) {
           el('button', { type: 'button', class: 'danger', on: { click: () => decide(a, false) } }, 'Deny…'))
         : '—'));
     }
-    return el('tr', null, ...cells);
+    return el('tr', { dataset: { approval: a.id, state: a.state } }, ...cells);
   });
   const headers = ['id', 'agent', 'action', 'resource', 'state', 'asked', 'expires', 'decision', 'decided'];
   if (isAdmin()) headers.push('actions');
