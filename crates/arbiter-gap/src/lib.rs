@@ -240,13 +240,30 @@ pub fn build(sources: &Sources, inputs: &Inputs<'_>) -> Result<GapMap, GapError>
         acc.ensure_row(&agent);
         let cell = acc.cell(&agent, Layer::Ai);
         for server in &file.servers {
-            if let Some(name) = &server.wrapped_as {
-                if !cell.wrapped.contains(name) {
-                    cell.wrapped.push(name.clone());
+            // A remote server the client calls at a URL cannot be seen to be behind
+            // `arbiter mcp http` from the file: it counts as wrapped once the agent's calls are
+            // decided at the gateway the next step names (`mcp:NAME`).
+            let gateway = format!("mcp:{}", mcp::server_name_for(&server.name));
+            let behind_gateway = server.command.is_none()
+                && cell
+                    .enforced
+                    .as_ref()
+                    .is_some_and(|e| e.enforcement_points.contains(&gateway));
+            match &server.wrapped_as {
+                Some(name) => {
+                    if !cell.wrapped.contains(name) {
+                        cell.wrapped.push(name.clone());
+                    }
                 }
-            } else {
-                cell.findings
-                    .push(mcp::finding(&file.path, server, pdp_url));
+                None if behind_gateway => {
+                    let name = mcp::server_name_for(&server.name);
+                    if !cell.wrapped.contains(&name) {
+                        cell.wrapped.push(name);
+                    }
+                }
+                None => cell
+                    .findings
+                    .push(mcp::finding(&file.path, server, pdp_url)),
             }
         }
     }

@@ -267,7 +267,7 @@ fn valid_server_name(n: &str) -> bool {
 }
 
 /// `name` made a valid gateway server name (other characters become `-`).
-fn server_name_for(name: &str) -> String {
+pub(crate) fn server_name_for(name: &str) -> String {
     let mut out: String = name
         .chars()
         .take(128)
@@ -336,7 +336,9 @@ pub(crate) fn finding(path: &Path, server: &McpServer, pdp_url: &str) -> Finding
                 ),
                 format!(
                     "put this server behind the gateway: arbiter mcp http --server-name {} \
-                     --pdp {} --upstream {} --listen 127.0.0.1:8190, and point the client at it",
+                     --pdp {} --upstream {} --listen 127.0.0.1:8190, and point the client at \
+                     it (the entry counts as wrapped once the agent's calls are decided at \
+                     mcp:{gateway_name})",
                     sw(&gateway_name),
                     sw(pdp_url),
                     sw(&url)

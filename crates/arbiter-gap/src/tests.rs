@@ -648,7 +648,7 @@ fn the_json_schema_round_trips_with_its_documented_names() {
     let html = render::html(&map);
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(!html.contains("<b>x</b>") && html.contains("&lt;b&gt;x&lt;/b&gt;"));
-    assert!(!html.contains("http://") || !html.contains("src="));
+    assert!(!html.contains("src=") && !html.contains("href=\"http"));
     assert!(!html.contains("<script") && !html.contains("<link"));
     // Table: readable without colour.
     let table = render::table(&map);
@@ -744,4 +744,34 @@ fn decisions_in_the_window_are_counted_per_agent_and_layer() {
         map.warnings
     );
     assert_eq!(map.summary.enforced, 2);
+
+    // A remote server in a client configuration counts as wrapped once the agent's calls are
+    // decided at `mcp:NAME`; another remote one stays coarse.
+    let config = write(
+        dir.path(),
+        "vscode.json",
+        &json!({"servers": {"git": {"type": "http", "url": "http://127.0.0.1:8190/mcp"},
+                            "jira": {"url": "https://mcp.example/jira"}}})
+        .to_string(),
+    );
+    let map = build(
+        &mcp_sources(&config, Some("bot")),
+        &Inputs {
+            log_dir: Some(&log_dir),
+            store: Some(&store),
+            since_us: since,
+            now_us: since + 10,
+        },
+    )
+    .unwrap();
+    let ai = map.cell("bot", Layer::Ai).unwrap();
+    assert_eq!(ai.wrapped, vec!["git"]);
+    assert_eq!(ai.state, State::Coarse);
+    assert_eq!(ai.findings.len(), 1);
+    assert_eq!(ai.findings[0].system, "jira");
+    assert!(
+        ai.findings[0]
+            .next_step
+            .contains("arbiter mcp http --server-name jira")
+    );
 }
