@@ -2,9 +2,18 @@
 //! external resources, every text escaped). The JSON form is the serde serialization of
 //! [`GapMap`].
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::model::{Cell, GapMap, Layer, State};
+
+/// The cells by (agent, layer), looked up once per cell rendered (a map may hold many rows).
+fn index(map: &GapMap) -> HashMap<(&str, Layer), &Cell> {
+    map.cells
+        .iter()
+        .map(|c| ((c.agent.as_str(), c.layer), c))
+        .collect()
+}
 
 /// The state word of a cell in the table: readable without colour (gaps in capitals).
 fn word(cell: &Cell) -> String {
@@ -37,6 +46,7 @@ fn pad(s: &str, width: usize) -> String {
 
 /// The matrix, then the findings with their next steps, the summary and the warnings.
 pub fn table(map: &GapMap) -> String {
+    let cells = index(map);
     let mut out = String::new();
     let agent_width = map
         .rows
@@ -59,7 +69,9 @@ pub fn table(map: &GapMap) -> String {
         };
         let _ = write!(out, "{}", pad(&name, agent_width + 2));
         for layer in &map.layers {
-            let w = map.cell(&row.agent, *layer).map_or("-".to_owned(), word);
+            let w = cells
+                .get(&(row.agent.as_str(), *layer))
+                .map_or("-".to_owned(), |c| word(c));
             let _ = write!(out, "{}", pad(&w, col));
         }
         out.push('\n');
@@ -153,6 +165,7 @@ td.enforced{background:#d8f0d8}td.coarse{background:#ffe2a8}td.ungoverned{backgr
 /// One self-contained page: the matrix as a heatmap (state words as well as colours), each
 /// cell linking to its evidence below.
 pub fn html(map: &GapMap) -> String {
+    let cells = index(map);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -185,7 +198,7 @@ pub fn html(map: &GapMap) -> String {
             escape(&row.agent)
         );
         for layer in &map.layers {
-            match map.cell(&row.agent, *layer) {
+            match cells.get(&(row.agent.as_str(), *layer)).copied() {
                 Some(c) => {
                     let detail = c
                         .enforced
@@ -210,7 +223,7 @@ pub fn html(map: &GapMap) -> String {
     out.push_str("<h2>Evidence</h2>");
     for (i, row) in map.rows.iter().enumerate() {
         for layer in Layer::ALL {
-            let Some(c) = map.cell(&row.agent, layer) else {
+            let Some(c) = cells.get(&(row.agent.as_str(), layer)).copied() else {
                 continue;
             };
             let _ = write!(
