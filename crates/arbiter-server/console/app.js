@@ -879,6 +879,10 @@ async function renderDecision(m, id, live) {
   const ol = el('ol', { class: 'steps' });
   for (const st of v.steps) ol.append(el('li', { class: st.ok ? 'ok' : 'bad' }, `${st.ok ? '✓' : '✗'} ${st.step}${st.detail ? `: ${st.detail}` : ''}`));
   verdict.append(ol);
+  if (!v.ok) verdict.append(el('p', null, el('strong', null, 'The steps after the one that failed were not run. '), 'Do not rely on what this page shows about the decision: the server\'s answer does not match its own signed log.'));
+  if (bundle.answered_by && typeof bundle.answered_by === 'object') {
+    verdict.append(el('p', null, `This decision is in the log of another node of the fleet (${bundle.answered_by.node_id}, ${bundle.answered_by.url}); the proof is against that node's checkpoint and key.`));
+  }
   verdict.append(el('p', { class: 'muted' },
     `Checked here with WebCrypto: the record's leaf hash, its audit path to the checkpoint's root, and the checkpoint's Ed25519 signature. The key is the one this server names (id ${v.keyId || bundle.checkpoint?.key_id || '?'}); compare it with the key id you hold (\`arbiter log pubkey\`) for the proof to mean more than "this server is consistent".`));
 }
