@@ -27,6 +27,9 @@ struct Stats {
     last_us: i64,
 }
 
+/// The subject the decision point records when it refuses a credential that names no agent.
+const UNAUTHENTICATED: &str = "unauthenticated";
+
 /// What the scan found.
 #[derive(Debug, Default)]
 pub(crate) struct Scanned {
@@ -62,6 +65,7 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
     let mut stats: BTreeMap<(String, Layer), Stats> = BTreeMap::new();
     let mut no_layer: BTreeMap<String, u64> = BTreeMap::new();
     let mut dropped = 0u64;
+    let mut refused = 0u64;
     let mut follower = Follower::since(dir, since_us).map_err(fail)?;
     follower
         .poll(&mut |_, r| {
@@ -71,6 +75,12 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
             let Some(agent) = agent_of(&r) else {
                 return ControlFlow::Continue(());
             };
+            // A credential no agent owns is refused under the placeholder subject
+            // `unauthenticated`: not an agent; what presented it is a discovered identity.
+            if agent == UNAUTHENTICATED && r.outcome == Outcome::Deny {
+                refused += 1;
+                return ControlFlow::Continue(());
+            }
             let Some(layer) = Layer::of_enforcement_point(&r.enforcement_point) else {
                 if no_layer.len() < MAX_LISTED || no_layer.contains_key(&r.enforcement_point) {
                     *no_layer.entry(r.enforcement_point.clone()).or_insert(0) += 1;
@@ -136,6 +146,12 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
                 crate::declared::printable(&point)
             )
         });
+    }
+    if refused > 0 {
+        out.warnings.push(format!(
+            "{refused} decision(s) refused a credential that belongs to no agent; what presented \
+             them is listed among the discovered identities (ungoverned rows) when it was recorded"
+        ));
     }
     if dropped > 0 {
         out.warnings.push(format!(

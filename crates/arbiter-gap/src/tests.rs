@@ -703,6 +703,7 @@ fn decisions_in_the_window_are_counted_per_agent_and_layer() {
         record(Some("bot"), "authzen", Allow, since + 4),
         record(Some("other"), "a2a:research", Allow, since + 5),
         record(None, "http:billing", Allow, since + 6),
+        record(Some("unauthenticated"), "http:billing", Deny, since + 7),
     ] {
         log.append_blocking(r).unwrap();
     }
@@ -736,6 +737,15 @@ fn decisions_in_the_window_are_counted_per_agent_and_layer() {
     );
     // A user without an agent is no row; `authzen` is in no layer, and said so.
     assert!(map.rows.iter().all(|r| r.agent != "alice"));
+    // A refused credential of no agent is no row either.
+    assert!(map.rows.iter().all(|r| r.agent != "unauthenticated"));
+    assert!(
+        map.warnings
+            .iter()
+            .any(|w| w.contains("1 decision(s) refused a credential")),
+        "{:?}",
+        map.warnings
+    );
     assert!(
         map.warnings
             .iter()
