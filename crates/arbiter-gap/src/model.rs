@@ -55,15 +55,7 @@ impl Layer {
     /// call that names no enforcement point (`authzen`; an HTTP gateway names itself
     /// `http:NAME` with `X-Arbiter-Enforcement-Point`), a policy activation (`arbiter:policy`).
     pub fn of_enforcement_point(point: &str) -> Option<Layer> {
-        let kind = point.split_once(':')?.0;
-        match kind {
-            "http" => Some(Layer::Applications),
-            "exec" => Some(Layer::Infrastructure),
-            "sql" => Some(Layer::Data),
-            "mcp" => Some(Layer::Ai),
-            "a2a" => Some(Layer::Agents),
-            _ => None,
-        }
+        arbiter_log::layer_of(point).and_then(Layer::from_key)
     }
 
     /// What routes this layer's traffic through Arbiter (for a declared system that was
