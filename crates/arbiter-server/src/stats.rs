@@ -123,7 +123,8 @@ async fn verification(state: &AppState) -> Option<Verified> {
         let age = now_us().saturating_sub(v.at_us);
         age >= VERIFY_EVERY_US || (v.checkpoint.is_none() && age >= 1_000_000)
     });
-    if stale && !insight.verifying.swap(true, Ordering::AcqRel) {
+    let started = stale && !insight.verifying.swap(true, Ordering::AcqRel);
+    if started {
         let pdp = state.pdp.clone();
         let worker = insight.clone();
         let task = tokio::task::spawn_blocking(move || {
@@ -141,9 +142,20 @@ async fn verification(state: &AppState) -> Option<Verified> {
             let _ = task.await;
             return insight.last();
         }
+    } else if last.is_none() {
+        // The first verification was started by another request: wait for it (bounded) so
+        // that no answer says "never verified" while one is running.
+        let deadline = tokio::time::Instant::now() + FIRST_VERIFICATION_WAIT;
+        while insight.verifying.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        return insight.last();
     }
     last
 }
+
+/// How long a request waits for a first verification another request started.
+const FIRST_VERIFICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Default, Clone, Copy)]
 struct Counts {

@@ -627,6 +627,27 @@ async fn decisions_filter_by_layer_and_enforcement_point_and_stats_count_them() 
 }
 
 #[tokio::test]
+async fn concurrent_first_requests_both_report_the_first_verification() {
+    let f = Fixture::new(&example("quickstart"));
+    decide_at_layers(&f).await;
+    if let Some(r) = f.state.pdp.recorder() {
+        let _ = r.log().force_checkpoint();
+    }
+    // Before the fix, the request that did not start the first verification answered
+    // `verified: null` ("never verified") while it ran.
+    let (a, b) = tokio::join!(
+        f.admin("GET", "/v1/stats/decisions", None),
+        f.admin("GET", "/v1/stats/decisions", None)
+    );
+    for s in [a, b] {
+        assert!(
+            s["log"]["verified"].is_object(),
+            "no verification reported: {s}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_stream_delivers_decisions_made_after_connecting() {
     let f = Fixture::new(&example("quickstart"));
     decide_at_layers(&f).await;
