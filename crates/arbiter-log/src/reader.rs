@@ -319,6 +319,60 @@ impl Follower {
     }
 }
 
+/// One page of records matching `filter`, **newest first**: at most `limit` records, all
+/// before record `before` (exclusive) when it is given, with the cursor of the next page: the
+/// index of the oldest record returned when the page is full (the next page may then be
+/// empty), `None` when the scan reached the start of the log.
+///
+/// The log is read segment by segment from its end, so a page costs the segments it spans,
+/// not the whole log; with `filter.since_us`, sealed segments wholly older than it end the
+/// scan. Meant for consoles and investigations ("the latest denials"), not hot paths.
+pub fn newest_records(
+    dir: &Path,
+    filter: &crate::RecordFilter,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<(u64, DecisionRecord)>, Option<u64>), LogError> {
+    let firsts = live_firsts(dir)?;
+    let seals = sealed::read_seals(dir)?.unwrap_or_default();
+    let mut page: Vec<(u64, DecisionRecord)> = Vec::new();
+    if limit == 0 {
+        return Ok((page, None));
+    }
+    for (i, &first) in firsts.iter().enumerate().rev() {
+        if before.is_some_and(|b| first >= b) {
+            continue;
+        }
+        if let Some(since) = filter.since_us
+            && seals
+                .iter()
+                .find(|s| s.first == first)
+                .is_some_and(|s| s.last_ts_us < since)
+        {
+            break;
+        }
+        let end = firsts.get(i + 1).copied().unwrap_or(u64::MAX);
+        let mut found = Vec::new();
+        Follower::at_segment(dir, first).poll(&mut |index, record| {
+            if index >= end || before.is_some_and(|b| index >= b) {
+                return ControlFlow::Break(());
+            }
+            if filter.matches(&record) {
+                found.push((index, record));
+            }
+            ControlFlow::Continue(())
+        })?;
+        for item in found.into_iter().rev() {
+            let index = item.0;
+            page.push(item);
+            if page.len() == limit {
+                return Ok((page, Some(index)));
+            }
+        }
+    }
+    Ok((page, None))
+}
+
 /// The first record of each segment of the log in `dir` (with its archives), in order.
 fn live_firsts(dir: &Path) -> Result<Vec<u64>, LogError> {
     match segment::list_segments(dir) {

@@ -287,3 +287,58 @@ fn consistency_dir_proves_growth_and_detects_forks() {
     ));
     log.shutdown().unwrap();
 }
+
+#[test]
+fn newest_records_page_backwards_across_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (log, _) = Log::open(&dir, opts(1024)).unwrap();
+    for i in 0..40 {
+        let outcome = if i % 3 == 0 {
+            Outcome::Deny
+        } else {
+            Outcome::Allow
+        };
+        log.append_blocking(DecisionRecord {
+            outcome,
+            ts_us: 1_700_000_000_000_000 + i as i64 * 1_000_000,
+            ..rec(i)
+        })
+        .unwrap();
+    }
+    log.shutdown().unwrap();
+    assert!(segment::list_segments(&dir).unwrap().len() > 4);
+    let all = RecordFilter::default();
+    let indexes = |page: &[(u64, DecisionRecord)]| page.iter().map(|r| r.0).collect::<Vec<_>>();
+
+    // The newest first, page after page, each page continuing where the last stopped.
+    let (page, next) = newest_records(&dir, &all, None, 7).unwrap();
+    assert_eq!(indexes(&page), (33..40).rev().collect::<Vec<_>>());
+    assert_eq!(next, Some(33));
+    let (page, next) = newest_records(&dir, &all, next, 30).unwrap();
+    assert_eq!(indexes(&page), (3..33).rev().collect::<Vec<_>>());
+    let (page, next) = newest_records(&dir, &all, next, 30).unwrap();
+    assert_eq!(indexes(&page), vec![2, 1, 0]);
+    assert_eq!(next, None);
+
+    // With a filter: the newest denials only.
+    let denials = RecordFilter {
+        outcome: Some(Outcome::Deny),
+        ..RecordFilter::default()
+    };
+    let (page, next) = newest_records(&dir, &denials, None, 4).unwrap();
+    assert_eq!(indexes(&page), vec![39, 36, 33, 30]);
+    let (page, next) = newest_records(&dir, &denials, next, 100).unwrap();
+    assert_eq!(indexes(&page), vec![27, 24, 21, 18, 15, 12, 9, 6, 3, 0]);
+    assert_eq!(next, None);
+
+    // `since` stops the scan at the sealed segments wholly older than it, with the same answer.
+    let recent = RecordFilter {
+        since_us: Some(1_700_000_000_000_000 + 35 * 1_000_000),
+        ..RecordFilter::default()
+    };
+    let (page, next) = newest_records(&dir, &recent, None, 100).unwrap();
+    assert_eq!(indexes(&page), (35..40).rev().collect::<Vec<_>>());
+    assert_eq!(next, None);
+    assert!(newest_records(&dir, &all, None, 0).unwrap().0.is_empty());
+}

@@ -14,6 +14,8 @@ const STATE_HELP = {
   unknown: 'nothing declared or observed',
 };
 const MAX_LIVE_ROWS = 500;
+// Decisions asked for at a time (newest first; "Older decisions" asks for the next page).
+const PAGE_ROWS = 200;
 
 let session = null; // {name, role, csrf, expires_at}
 let stream = null; // the decisions page's EventSource
@@ -753,7 +755,7 @@ async function renderDecisions(m, params, live) {
 
   const q = new URLSearchParams();
   for (const f of SEARCH_FIELDS) if (params.get(f)) q.set(f, params.get(f));
-  q.set('limit', '1000');
+  q.set('limit', String(PAGE_ROWS));
   const seen = new Set();
   // Live first, so nothing decided while the search runs is missed.
   const sq = new URLSearchParams();
@@ -803,31 +805,43 @@ async function renderDecisions(m, params, live) {
     if (arrived === 1 || arrived % 10 === 0) announce(`${arrived} new decision${arrived === 1 ? '' : 's'}`);
   });
 
+  // The newest first, a page at a time, backwards through the log.
+  q.set('order', 'newest');
   const page = await api.get(`/v1/decisions?${q}`);
   if (!live()) return;
-  // The log answers oldest first; the newest 1000 matches are the last pages. Show newest first.
-  let list = page.decisions || [];
-  let next = page.next_after;
-  let pages = 1;
-  while (next !== null && next !== undefined && pages < 10) {
-    q.set('after', String(next));
-    const p = await api.get(`/v1/decisions?${q}`);
-    if (!live()) return;
-    list = list.concat(p.decisions || []);
-    if (list.length > 2000) list = list.slice(-1000);
-    next = p.next_after;
-    pages++;
-  }
-  const newest = list.slice(-MAX_LIVE_ROWS).reverse();
-  for (const r of newest) {
-    if (seen.has(String(r.decision_id))) continue;
-    seen.add(String(r.decision_id));
-    tbody.append(decisionRow(r, false));
-  }
+  const append = (list) => {
+    for (const r of list) {
+      if (seen.has(String(r.decision_id))) continue;
+      seen.add(String(r.decision_id));
+      tbody.append(decisionRow(r, false));
+    }
+  };
+  append(page.decisions || []);
   tbody.dataset.loaded = 'true';
   if (!tbody.rows.length) more.append(el('p', { class: 'muted', id: 'no-decisions' }, 'No decisions match. New ones appear here as they are made.'));
+  let next = page.next_after;
   if (next !== null && next !== undefined) {
-    more.append(el('p', { class: 'notice' }, `More than ${pages * 1000} decisions match: the table shows the last ${MAX_LIVE_ROWS} of the first ${pages * 1000} in log order, not the newest. Narrow the search (since, agent, outcome) to see the newest; new decisions still arrive live.`));
+    const older = el('button', { type: 'button', id: 'older-decisions' }, 'Older decisions');
+    older.addEventListener('click', async () => {
+      older.disabled = true;
+      q.set('before', String(next));
+      try {
+        const p = await api.get(`/v1/decisions?${q}`);
+        if (!live()) return;
+        append(p.decisions || []);
+        next = p.next_after;
+      } catch (e) {
+        more.append(errorNotice(e));
+        return;
+      } finally {
+        older.disabled = false;
+      }
+      if (next === null || next === undefined) {
+        older.remove();
+        more.append(el('p', { class: 'muted' }, 'That is the start of the log.'));
+      }
+    });
+    more.append(older);
   }
 }
 

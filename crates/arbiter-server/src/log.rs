@@ -4,6 +4,8 @@
 //! Decision records (with redacted contexts) need an admin token (`administrator` or
 //! `auditor`); the checkpoint and the public key are public, since anyone may verify.
 
+use std::ops::ControlFlow;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -278,13 +280,15 @@ pub(crate) fn filter_param(
     })
 }
 
-/// `GET /v1/decisions?agent=&action=&outcome=&resource=&since=&until=&policy_version=&enforcement_point=&layer=&limit=&after=`
+/// `GET /v1/decisions?agent=&action=&outcome=&resource=&since=&until=&policy_version=&enforcement_point=&layer=&order=&limit=&after=&before=`
 /// Records in log order (oldest first), at most `limit` (default 100, at most 1000); `after`
 /// is the `seq` (leaf index) of the last record of the previous page (the response's
-/// `next_after`, `null` on the last page). `enforcement_point` is a prefix (`mcp:` or
+/// `next_after`, `null` on the last page). With `order=newest`, the newest first, paged with
+/// `before` (the `next_after` of the previous page, which is then the oldest record it
+/// returned; a full page's next page may be empty). `enforcement_point` is a prefix (`mcp:` or
 /// `mcp:fs`); `layer` one of `applications`, `infrastructure`, `data`, `ai`, `agents`
-/// (see [`arbiter_log::layer_of`]). Scans the log from the start: meant for
-/// investigations, not for hot paths.
+/// (see [`arbiter_log::layer_of`]). Reads from the segment a page starts in (`after`, `since`,
+/// or the end for `order=newest`): meant for consoles and investigations, not for hot paths.
 pub async fn decisions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -308,6 +312,8 @@ pub async fn decisions(
     let mut filter = arbiter_log::RecordFilter::default();
     let mut limit = 100usize;
     let mut after: Option<u64> = None;
+    let mut before: Option<u64> = None;
+    let mut newest = false;
     for (key, value) in &params {
         if let Some(known) = filter_param(&mut filter, key, value) {
             if let Err(e) = known {
@@ -324,26 +330,60 @@ pub async fn decisions(
                 Ok(a) => after = Some(a),
                 Err(_) => return bad("after", "must be a record sequence number".into()),
             },
-            other => return bad(other, "is not a known filter (agent, action, outcome, resource, since, until, policy_version, enforcement_point, layer, limit, after)".into()),
+            "before" => match value.parse::<u64>() {
+                Ok(b) => before = Some(b),
+                Err(_) => return bad("before", "must be a record sequence number".into()),
+            },
+            "order" => match value.as_str() {
+                "oldest" => newest = false,
+                "newest" => newest = true,
+                _ => return bad("order", "must be `oldest` or `newest`".into()),
+            },
+            other => return bad(other, "is not a known filter (agent, action, outcome, resource, since, until, policy_version, enforcement_point, layer, order, limit, after, before)".into()),
         }
+    }
+    if newest && after.is_some() {
+        return bad(
+            "after",
+            "pages newest first with `before`, not `after`".into(),
+        );
+    }
+    if !newest && before.is_some() {
+        return bad(
+            "before",
+            "pages oldest first with `after`, not `before` (or add `order=newest`)".into(),
+        );
     }
     let dir = recorder.log().dir().to_path_buf();
     let scanned = tokio::task::spawn_blocking(
         move || -> Result<(Vec<serde_json::Value>, Option<u64>), LogError> {
+            if newest {
+                let (page, next) = arbiter_log::newest_records(&dir, &filter, before, limit)?;
+                return Ok((page.iter().map(|(_, r)| json!(r)).collect(), next));
+            }
+            // Oldest first, from the segment that holds the record after `after` (or the
+            // first that can hold `since`), not from the start of the log.
+            let mut follower = match (after, filter.since_us) {
+                (Some(a), _) => arbiter_log::Follower::at_record(&dir, a.saturating_add(1))?,
+                (None, Some(t)) => arbiter_log::Follower::since(&dir, t)?,
+                (None, None) => arbiter_log::Follower::new(&dir),
+            };
             let mut page = Vec::new();
             let mut last = None;
-            for item in arbiter_log::read_records(&dir)? {
-                let (seq, record) = item?;
+            let mut more = false;
+            follower.poll(&mut |seq, record| {
                 if after.is_some_and(|a| seq <= a) || !filter.matches(&record) {
-                    continue;
+                    return ControlFlow::Continue(());
                 }
                 if page.len() == limit {
-                    return Ok((page, last));
+                    more = true;
+                    return ControlFlow::Break(());
                 }
                 last = Some(seq);
                 page.push(json!(record));
-            }
-            Ok((page, None))
+                ControlFlow::Continue(())
+            })?;
+            Ok((page, if more { last } else { None }))
         },
     )
     .await;

@@ -184,9 +184,45 @@ async fn every_answered_decision_is_in_the_log_with_its_proof() {
     .json();
     assert_eq!(rest["decisions"].as_array().unwrap().len(), ids.len() - 3);
     assert!(rest["next_after"].is_null());
-    let bad = call(&state, auditor_get(&token, "/v1/decisions?colour=red")).await;
-    assert_eq!(bad.status, 400);
-    assert_eq!(bad.json()["error"]["field"], "colour");
+    // Newest first, paged backwards with `before`: the same records, in reverse.
+    let oldest_first: Vec<Value> = call(&state, auditor_get(&token, "/v1/decisions?limit=1000"))
+        .await
+        .json()["decisions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let newest = call(
+        &state,
+        auditor_get(&token, "/v1/decisions?order=newest&limit=2"),
+    )
+    .await
+    .json();
+    let mut seen: Vec<Value> = newest["decisions"].as_array().unwrap().clone();
+    let before = newest["next_after"].as_u64().unwrap();
+    let older = call(
+        &state,
+        auditor_get(
+            &token,
+            format!("/v1/decisions?order=newest&limit=1000&before={before}"),
+        ),
+    )
+    .await
+    .json();
+    assert!(older["next_after"].is_null());
+    seen.extend(older["decisions"].as_array().unwrap().iter().cloned());
+    seen.reverse();
+    assert_eq!(seen, oldest_first);
+    for (q, field) in [
+        ("colour=red", "colour"),
+        ("order=random", "order"),
+        ("order=newest&after=1", "after"),
+        ("before=1", "before"),
+        ("before=-1&order=newest", "before"),
+    ] {
+        let bad = call(&state, auditor_get(&token, format!("/v1/decisions?{q}"))).await;
+        assert_eq!(bad.status, 400, "{q}");
+        assert_eq!(bad.json()["error"]["field"], field, "{q}");
+    }
 
     state.pdp.recorder().unwrap().log().shutdown().unwrap();
     let logged: Vec<String> = read_records(&data.path().join("log"))
