@@ -58,8 +58,8 @@ pub use merkle::{
 };
 pub use query::{LAYERS, RecordFilter, TimeError, layer_of, parse_time};
 pub use reader::{
-    Follower, consistency_dir, latest_checkpoint, newest_records, prove_dir, prove_picked,
-    read_checkpoints,
+    Follower, NewestPage, consistency_dir, latest_checkpoint, newest_records, prove_dir,
+    prove_picked, read_checkpoints,
 };
 pub use record::{
     DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef,

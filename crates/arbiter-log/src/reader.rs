@@ -319,6 +319,9 @@ impl Follower {
     }
 }
 
+/// A page of [`newest_records`]: `(index, record)` newest first, and the next page's cursor.
+pub type NewestPage = (Vec<(u64, DecisionRecord)>, Option<u64>);
+
 /// One page of records matching `filter`, **newest first**: at most `limit` records, all
 /// before record `before` (exclusive) when it is given, with the cursor of the next page: the
 /// index of the oldest record returned when the page is full (the next page may then be
@@ -332,7 +335,7 @@ pub fn newest_records(
     filter: &crate::RecordFilter,
     before: Option<u64>,
     limit: usize,
-) -> Result<(Vec<(u64, DecisionRecord)>, Option<u64>), LogError> {
+) -> Result<NewestPage, LogError> {
     let firsts = live_firsts(dir)?;
     let seals = sealed::read_seals(dir)?.unwrap_or_default();
     let mut page: Vec<(u64, DecisionRecord)> = Vec::new();
