@@ -36,6 +36,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use arbiter_testkit::copy_dir;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -372,19 +373,6 @@ fn rename_database(text: &str, name: &str) -> String {
 
 // ---------------------------------------------------------------------------------------
 // The clone, the shell, the servers
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// Renames the database in the copied policies and tests (`Table::"shop.public.orders"`).
 fn rename_in_examples(dir: &Path, name: &str) {

@@ -26,18 +26,7 @@ fn word(cell: &Cell) -> String {
     }
 }
 
-/// `s` with control characters replaced and cut to `width` characters.
-fn clean(s: &str, width: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if out.chars().count() > width {
-        out = out.chars().take(width.saturating_sub(1)).collect();
-        out.push('…');
-    }
-    out
-}
+use arbiter_types::text::terminal_cell as clean;
 
 fn pad(s: &str, width: usize) -> String {
     let n = s.chars().count();

@@ -42,6 +42,15 @@ impl ApiError {
             "this server has no agent registry (it was started without a data directory)",
         )
     }
+
+    /// The server keeps no decision log, so nothing read from one can be served.
+    pub fn no_decision_log() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "decision_log_disabled",
+            "this server does not keep a decision log (`--decision-log off`)",
+        )
+    }
 }
 
 impl From<RequestError> for ApiError {

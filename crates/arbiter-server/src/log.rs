@@ -20,12 +20,7 @@ use crate::error::ApiError;
 use axum::http::HeaderMap;
 
 fn no_log() -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "decision_log_disabled",
-        "this server does not keep a decision log (`--decision-log off`)",
-    )
-    .into_response()
+    ApiError::no_decision_log().into_response()
 }
 
 /// An admin token that may read, a decision log, and an id shaped like a decision id; else

@@ -480,11 +480,7 @@ pub async fn replay(
             };
             let (since, until) = (time("since")?, time("until")?);
             let Some(log_dir) = state.pdp.recorder().map(|r| r.log().dir().to_path_buf()) else {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "decision_log_disabled",
-                    "this server does not keep a decision log (`--decision-log off`)",
-                ));
+                return Err(ApiError::no_decision_log());
             };
             let body = blocking(&state, move |s| {
                 let policies = governed::load_stored(s, &candidate)?;

@@ -75,11 +75,7 @@ async fn decisions_in(
 ) -> Result<Response, ApiError> {
     require_admin(state, headers, Need::Read).await?;
     let Some(recorder) = state.pdp.recorder() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "decision_log_disabled",
-            "this server does not keep a decision log (`--decision-log off`)",
-        ));
+        return Err(ApiError::no_decision_log());
     };
     let mut filter = arbiter_log::RecordFilter::default();
     let mut after: Option<u64> = None;

@@ -14,6 +14,28 @@ pub fn example(name: &str) -> PathBuf {
     workspace_root().join("examples").join(name)
 }
 
+/// Copies directory `from` to `to` (created), recursively: e.g. an example to change in a test.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let fail = |what: &str, path: &Path, e: std::io::Error| -> ! {
+        panic!("cannot {what} {}: {e}", path.display())
+    };
+    std::fs::create_dir_all(to).unwrap_or_else(|e| fail("create", to, e));
+    let entries = std::fs::read_dir(from).unwrap_or_else(|e| fail("read", from, e));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| fail("read", from, e));
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let is_dir = entry
+            .file_type()
+            .unwrap_or_else(|e| fail("stat", &source, e))
+            .is_dir();
+        if is_dir {
+            copy_dir(&source, &target);
+        } else {
+            std::fs::copy(&source, &target).unwrap_or_else(|e| fail("copy", &source, e));
+        }
+    }
+}
+
 /// A temporary directory for one test, removed when dropped. By convention Arbiter's data
 /// directory is `data/` in it (not created: `arbiter` creates it on first use).
 #[derive(Debug)]

@@ -40,7 +40,7 @@ mod wait;
 
 pub use crate::arbiter::{Arbiter, Key, Served};
 pub use crate::env::{
-    Scratch, assert_no_secrets, example, nginx, npm_bin, python, test_env, workspace_root,
+    Scratch, assert_no_secrets, copy_dir, example, nginx, npm_bin, python, test_env, workspace_root,
 };
 pub use crate::http::{Reply, http};
 pub use crate::postgres::{TestDb, postgres_url, postgres_url_for, psql};

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod json;
 pub mod rows;
 pub mod strict;
+pub mod text;
 
 pub use authzen::{
     Action, AnswerSummary, Entity, EvaluationRequest, EvaluationsRequest, EvaluationsSemantic,

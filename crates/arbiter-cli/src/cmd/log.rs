@@ -1122,17 +1122,7 @@ fn table_header() -> String {
 /// One record as a table row: fixed-width columns, the admin reason last (cut to 80
 /// characters); control characters in any field are shown as `?`.
 fn table_row(r: &DecisionRecord) -> String {
-    let clean = |s: &str, width: usize| -> String {
-        let mut out: String = s
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
-        if out.chars().count() > width {
-            out = out.chars().take(width.saturating_sub(1)).collect();
-            out.push('…');
-        }
-        out
-    };
+    let clean = arbiter_types::text::terminal_cell;
     let time = format_rfc3339_us(r.ts_us);
     let time = time.get(..19).unwrap_or(&time);
     let agent = r.subject.agent_id.as_deref().unwrap_or(&r.subject.id);
