@@ -29,6 +29,9 @@ Options:
                              passed on unchanged, and `skill` set to --relay-skill
     --relay-skill ID         the skill named in relayed messages (default summarize)
     --no-streaming           advertise capabilities.streaming = false
+    --plain-result           the artifact has the text part only, not the report of what reached
+                             the agent (for benchmarks: the agent's work then does not grow with
+                             the headers and metadata it receives)
     --quiet                  log warnings only
 
 What the executor does, by the text of the user message:
@@ -189,8 +192,9 @@ class Relay:
 
 
 class TestExecutor(AgentExecutor):
-    def __init__(self, relay: Relay | None):
+    def __init__(self, relay: Relay | None, plain: bool = False):
         self.relay = relay
+        self.plain = plain
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         msg = context.message
@@ -241,11 +245,11 @@ class TestExecutor(AgentExecutor):
         }
         if self.relay is not None:
             report['relayed'] = await self.relay.call(text, msg_md)
+        parts = [new_text_part(f'summary of {text!r}; authorization={auth}', media_type='text/plain')]
+        if not self.plain:
+            parts.append(new_data_part(report, media_type='application/json'))
         await updater.add_artifact(
-            parts=[
-                new_text_part(f'summary of {text!r}; authorization={auth}', media_type='text/plain'),
-                new_data_part(report, media_type='application/json'),
-            ],
+            parts=parts,
             name='result',
             last_chunk=True,
         )
@@ -300,6 +304,7 @@ def main() -> None:
     ap.add_argument('--relay-to')
     ap.add_argument('--relay-skill', default='summarize')
     ap.add_argument('--no-streaming', action='store_true')
+    ap.add_argument('--plain-result', action='store_true')
     ap.add_argument('--quiet', action='store_true')
     args = ap.parse_args()
     if (args.sign_key_out or args.tamper_file) and not args.sign:
@@ -342,7 +347,7 @@ def main() -> None:
     push_store = InMemoryPushNotificationConfigStore()
     push_sender = BasePushNotificationSender(httpx.AsyncClient(timeout=5), push_store)
     handler = DefaultRequestHandler(
-        agent_executor=TestExecutor(relay),
+        agent_executor=TestExecutor(relay, plain=args.plain_result),
         task_store=InMemoryTaskStore(),
         agent_card=signed_card,
         push_config_store=push_store,
