@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use arbiter_log::{DecisionRecord, Follower, Outcome, RecordFilter};
+use arbiter_log::{Follower, Outcome, RecordError, RecordSummary};
 
 use crate::error::GapError;
 use crate::model::{Enforced, Layer};
@@ -39,7 +39,7 @@ pub(crate) struct Scanned {
 
 /// The agent a record is about: `subject.agent_id`, else the subject itself when it is an
 /// agent; `None` for a user acting without an agent.
-fn agent_of(r: &DecisionRecord) -> Option<&str> {
+fn agent_of<'r>(r: &'r RecordSummary<'_>) -> Option<&'r str> {
     match &r.subject.agent_id {
         Some(a) => Some(a),
         None if r.subject.kind == "Agent" || r.subject.kind.ends_with("::Agent") => {
@@ -58,18 +58,24 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
     if !dir.is_dir() {
         return Ok(out);
     }
-    let filter = RecordFilter {
-        since_us: Some(since_us),
-        ..RecordFilter::default()
-    };
     let mut stats: BTreeMap<(String, Layer), Stats> = BTreeMap::new();
     let mut no_layer: BTreeMap<String, u64> = BTreeMap::new();
     let mut dropped = 0u64;
     let mut refused = 0u64;
+    let mut bad: Option<(u64, RecordError)> = None;
     let mut follower = Follower::since(dir, since_us).map_err(fail)?;
+    // Only the fields counted are decoded (`RecordSummary`): `arbiter log verify` is what
+    // checks records; a payload that does not decode at all still stops the scan.
     follower
-        .poll(&mut |_, r| {
-            if !filter.matches(&r) {
+        .poll_raw(&mut |index, payload| {
+            let r = match RecordSummary::from_bytes(payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    bad = Some((index, e));
+                    return ControlFlow::Break(());
+                }
+            };
+            if r.ts_us < since_us {
                 return ControlFlow::Continue(());
             }
             let Some(agent) = agent_of(&r) else {
@@ -81,9 +87,10 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
                 refused += 1;
                 return ControlFlow::Continue(());
             }
-            let Some(layer) = Layer::of_enforcement_point(&r.enforcement_point) else {
-                if no_layer.len() < MAX_LISTED || no_layer.contains_key(&r.enforcement_point) {
-                    *no_layer.entry(r.enforcement_point.clone()).or_insert(0) += 1;
+            let point: &str = &r.enforcement_point;
+            let Some(layer) = Layer::of_enforcement_point(point) else {
+                if no_layer.len() < MAX_LISTED || no_layer.contains_key(point) {
+                    *no_layer.entry(point.to_owned()).or_insert(0) += 1;
                 }
                 return ControlFlow::Continue(());
             };
@@ -98,18 +105,26 @@ pub(crate) fn scan(dir: &Path, since_us: i64) -> Result<Scanned, GapError> {
                 s.denied += 1;
             }
             s.last_us = s.last_us.max(r.ts_us);
-            if s.points.len() < MAX_LISTED {
-                s.points.insert(r.enforcement_point);
+            if s.points.len() < MAX_LISTED && !s.points.contains(point) {
+                s.points.insert(point.to_owned());
             }
-            for p in r.determining_policies {
+            for p in &r.determining_policies {
                 if s.policies.len() >= MAX_LISTED {
                     break;
                 }
-                s.policies.insert(p);
+                if !s.policies.contains(p.as_ref()) {
+                    s.policies.insert(p.to_string());
+                }
             }
             ControlFlow::Continue(())
         })
         .map_err(fail)?;
+    if let Some((index, e)) = bad {
+        return Err(GapError::Log {
+            dir: dir.to_path_buf(),
+            why: format!("record {index} cannot be read: {e}"),
+        });
+    }
     for ((agent, layer), s) in stats {
         #[expect(clippy::cast_precision_loss, reason = "a rate; counts far below 2^52")]
         let deny_rate = if s.decisions == 0 {

@@ -62,8 +62,8 @@ pub use reader::{
     prove_picked, read_checkpoints,
 };
 pub use record::{
-    DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, SubjectRef,
-    format_rfc3339_us, redact,
+    DecisionRecord, EntityRef, Outcome, PrincipalOutcome, RecordError, RecordSummary, SubjectRef,
+    SummarySubject, format_rfc3339_us, redact,
 };
 pub use store::{LogError, OpenReport, RecordIter, read_records};
 pub use tiles::TiledTree;

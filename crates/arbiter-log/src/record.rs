@@ -60,6 +60,40 @@ pub struct SubjectRef {
     pub credential_id: Option<String>,
 }
 
+/// The fields of a record that reports count by (who, where, when, what outcome, which
+/// policies), read from its payload without decoding the rest or checking that it is
+/// canonical: for scans over many records (the gap map), several times faster than
+/// [`DecisionRecord::from_canonical_bytes`]. Proofs and verification use the full record.
+#[derive(Debug, Deserialize)]
+pub struct RecordSummary<'a> {
+    pub ts_us: i64,
+    pub outcome: Outcome,
+    #[serde(borrow, default)]
+    pub enforcement_point: Cow<'a, str>,
+    #[serde(borrow)]
+    pub subject: SummarySubject<'a>,
+    #[serde(borrow, default)]
+    pub determining_policies: Vec<Cow<'a, str>>,
+}
+
+/// The subject of a [`RecordSummary`].
+#[derive(Debug, Deserialize)]
+pub struct SummarySubject<'a> {
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub agent_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> RecordSummary<'a> {
+    /// The summary of the record whose canonical payload is `bytes`.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, RecordError> {
+        serde_json::from_slice(bytes).map_err(|e| RecordError::Decode(e.to_string()))
+    }
+}
+
 /// A typed entity reference (`{kind, id}`), used for delegation links and the
 /// resource.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -342,3 +342,29 @@ fn newest_records_page_backwards_across_segments() {
     assert_eq!(next, None);
     assert!(newest_records(&dir, &all, None, 0).unwrap().0.is_empty());
 }
+
+#[test]
+fn a_record_summary_reads_what_the_full_record_says() {
+    let mut r = rec(7);
+    r.subject.agent_id = Some("bot \"quoted\" \u{e9}".into());
+    r.enforcement_point = "mcp:fs\\x".into();
+    r.determining_policies = vec!["p\n1".into(), "p2".into()];
+    r.outcome = Outcome::RequireApproval;
+    let mut bytes = Vec::new();
+    r.write_canonical(&mut bytes).unwrap();
+    let s = RecordSummary::from_bytes(&bytes).unwrap();
+    assert_eq!(s.ts_us, r.ts_us);
+    assert_eq!(s.outcome, r.outcome);
+    assert_eq!(s.enforcement_point, r.enforcement_point);
+    assert_eq!(s.subject.kind, r.subject.kind);
+    assert_eq!(s.subject.id, r.subject.id);
+    assert_eq!(s.subject.agent_id.as_deref(), r.subject.agent_id.as_deref());
+    let policies: Vec<String> = s
+        .determining_policies
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(policies, r.determining_policies);
+    assert!(RecordSummary::from_bytes(b"{\"ts_us\":1}").is_err());
+    assert!(RecordSummary::from_bytes(b"not json").is_err());
+}
