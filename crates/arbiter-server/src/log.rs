@@ -19,6 +19,16 @@ use crate::auth::{Need, require_admin};
 use crate::error::ApiError;
 use axum::http::HeaderMap;
 
+/// The decision log, for a caller whose admin token (or console session) may read: 401/403
+/// otherwise, 404 when this server keeps no log.
+pub(crate) async fn readable_log<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+) -> Result<&'s arbiter_pdp::Recorder, ApiError> {
+    require_admin(state, headers, Need::Read).await?;
+    state.pdp.recorder().ok_or_else(ApiError::no_decision_log)
+}
+
 fn no_log() -> Response {
     ApiError::no_decision_log().into_response()
 }
@@ -289,11 +299,9 @@ pub async fn decisions(
     headers: HeaderMap,
     axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Err(e) = require_admin(&state, &headers, Need::Read).await {
-        return e.into_response();
-    }
-    let Some(recorder) = state.pdp.recorder() else {
-        return no_log();
+    let recorder = match readable_log(&state, &headers).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     let bad = |field: &str, msg: String| {
         ApiError {

@@ -21,7 +21,6 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::agents::{bad, json_status};
-use crate::auth::{Need, require_admin};
 use crate::error::ApiError;
 
 /// Longest window of the statistics.
@@ -225,10 +224,7 @@ async fn decisions_in(
     headers: &HeaderMap,
     params: std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers, Need::Read).await?;
-    let Some(recorder) = state.pdp.recorder() else {
-        return Err(ApiError::no_decision_log());
-    };
+    let recorder = crate::log::readable_log(state, headers).await?;
     let mut window = 24 * 3600 * 1_000_000i64;
     let mut bucket = 3600 * 1_000_000i64;
     let mut filter = arbiter_log::RecordFilter::default();

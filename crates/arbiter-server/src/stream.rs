@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::agents::bad;
-use crate::auth::{Need, require_admin};
 use crate::error::ApiError;
 
 const MAX_STREAMS: usize = 32;
@@ -73,10 +72,7 @@ async fn decisions_in(
     headers: &HeaderMap,
     params: std::collections::HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers, Need::Read).await?;
-    let Some(recorder) = state.pdp.recorder() else {
-        return Err(ApiError::no_decision_log());
-    };
+    let recorder = crate::log::readable_log(state, headers).await?;
     let mut filter = arbiter_log::RecordFilter::default();
     let mut after: Option<u64> = None;
     for (key, value) in &params {
